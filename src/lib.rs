@@ -1,0 +1,3 @@
+//! oxtun: a layer-3 TUN miniport driver for Windows.
+
+#![no_std]
