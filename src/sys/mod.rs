@@ -1,0 +1,18 @@
+//! The NT and NDIS surface the driver uses: types, constants and imported functions, named as
+//! the WDK headers (and bindgen) name them, with their x86_64 layouts asserted.
+//!
+//! On Windows the functions are imported from the kernel's own images through raw-dylib, so the
+//! cross build needs no import libraries. On the host they resolve to the simulated kernel's
+//! exports of the same names.
+//!
+//! Only what the driver uses is here. Small accessors for the header macros
+//! (`NET_BUFFER_LIST_NEXT_NBL`, ...) sit next to their types, so the rest of the driver never
+//! pokes at raw fields.
+
+#![allow(non_camel_case_types, non_snake_case, clippy::upper_case_acronyms)]
+
+pub mod ndis;
+pub mod nt;
+
+pub use ndis::*;
+pub use nt::*;
