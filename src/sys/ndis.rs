@@ -156,7 +156,12 @@ const _: () = {
     assert!(size_of::<NDIS_MINIPORT_DRIVER_CHARACTERISTICS>() == 152);
 };
 
-/// `NET_BUFFER_LIST`, up to the fields the driver uses.
+/// Pointer arrays the headers declare `DECLSPEC_ALIGN(MEMORY_ALLOCATION_ALIGNMENT)`.
+#[repr(C, align(16))]
+pub struct Aligned16<T>(pub T);
+
+/// `NET_BUFFER_LIST`, up to the fields the driver uses. NDIS allocates NBLs and the length of
+/// the trailing `NetBufferListInfo` array varies by Windows version, so its size means nothing.
 #[repr(C, align(16))]
 pub struct NET_BUFFER_LIST {
     pub Next: *mut NET_BUFFER_LIST,
@@ -164,9 +169,9 @@ pub struct NET_BUFFER_LIST {
     pub Context: PVOID,
     pub ParentNetBufferList: *mut NET_BUFFER_LIST,
     pub NdisPoolHandle: NDIS_HANDLE,
-    pub NdisReserved: [PVOID; 2],
-    pub ProtocolReserved: [PVOID; 4],
-    pub MiniportReserved: [PVOID; 2],
+    pub NdisReserved: Aligned16<[PVOID; 2]>,
+    pub ProtocolReserved: Aligned16<[PVOID; 4]>,
+    pub MiniportReserved: Aligned16<[PVOID; 2]>,
     pub Scratch: PVOID,
     pub SourceHandle: NDIS_HANDLE,
     pub NblFlags: ULONG,
@@ -178,10 +183,13 @@ pub struct NET_BUFFER_LIST {
 #[cfg(target_pointer_width = "64")]
 const _: () = {
     assert!(offset_of!(NET_BUFFER_LIST, Next) == 0);
-    assert!(offset_of!(NET_BUFFER_LIST, FirstNetBuffer) == 8);
-    assert!(offset_of!(NET_BUFFER_LIST, MiniportReserved) == 0x58);
-    assert!(offset_of!(NET_BUFFER_LIST, NblFlags) == 0x78);
-    assert!(offset_of!(NET_BUFFER_LIST, Status) == 0x84);
+    assert!(offset_of!(NET_BUFFER_LIST, FirstNetBuffer) == 0x08);
+    assert!(offset_of!(NET_BUFFER_LIST, NdisPoolHandle) == 0x20);
+    assert!(offset_of!(NET_BUFFER_LIST, NdisReserved) == 0x30);
+    assert!(offset_of!(NET_BUFFER_LIST, MiniportReserved) == 0x60);
+    assert!(offset_of!(NET_BUFFER_LIST, Scratch) == 0x70);
+    assert!(offset_of!(NET_BUFFER_LIST, NblFlags) == 0x80);
+    assert!(offset_of!(NET_BUFFER_LIST, Status) == 0x8C);
 };
 
 /// `NET_BUFFER_LIST_NEXT_NBL`.
