@@ -1,0 +1,70 @@
+//! The IRQL of each thread, raised and lowered as the real kernel would.
+
+// The exports below are the kernel's own functions: their safety contracts are the ones
+// Microsoft documents, and checking them is this module's job.
+#![allow(clippy::missing_safety_doc)]
+
+use std::cell::Cell;
+
+use oxtun::sys::{DISPATCH_LEVEL, KIRQL, PASSIVE_LEVEL};
+
+use crate::verifier::violation;
+
+thread_local! {
+    static IRQL: Cell<KIRQL> = const { Cell::new(PASSIVE_LEVEL) };
+}
+
+pub fn current() -> KIRQL {
+    IRQL.with(Cell::get)
+}
+
+/// Raises to `irql`, which may not be lower than the current one; returns the old IRQL.
+pub fn raise(irql: KIRQL) -> KIRQL {
+    let old = current();
+    if irql < old {
+        violation(format!("raising IRQL from {old} to lower {irql}"));
+    }
+    IRQL.with(|cell| cell.set(irql));
+    old
+}
+
+/// Lowers to `irql`, which may not be higher than the current one.
+pub fn lower(irql: KIRQL) {
+    let old = current();
+    if irql > old {
+        violation(format!("lowering IRQL from {old} to higher {irql}"));
+    }
+    IRQL.with(|cell| cell.set(irql));
+}
+
+/// Checks that `what` is called at or below `max`.
+pub fn require_at_most(max: KIRQL, what: &str) {
+    let irql = current();
+    if irql > max {
+        violation(format!("{what} called at IRQL {irql}, above {max}"));
+    }
+}
+
+/// Runs a driver callback entered at `irql` (raising to it first), and checks the callback
+/// returned at the IRQL it was entered at.
+pub fn call_at<R>(irql: KIRQL, what: &str, callback: impl FnOnce() -> R) -> R {
+    let old = raise(irql);
+    let result = callback();
+    let after = current();
+    if after != irql {
+        violation(format!(
+            "{what} returned at IRQL {after}, entered at {irql}"
+        ));
+    }
+    lower(old);
+    result
+}
+
+pub fn at_dispatch<R>(what: &str, callback: impl FnOnce() -> R) -> R {
+    call_at(DISPATCH_LEVEL, what, callback)
+}
+
+#[unsafe(no_mangle)]
+pub extern "system" fn KeGetCurrentIrql() -> KIRQL {
+    current()
+}

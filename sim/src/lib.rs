@@ -1,0 +1,324 @@
+//! A user-space personality of the NT kernel and NDIS that runs the unchanged oxtun driver on
+//! Linux.
+//!
+//! It exports, under their kernel names, the functions the driver's `src/sys` declares, so the
+//! host build of the driver links against it. It plays both sides: NDIS (loading the driver,
+//! adding adapters, OID requests, pause and restart, sends) and the I/O manager. Like Driver
+//! Verifier it checks the contracts of each call and stops at the first violation
+//! ([`verifier`]); any allocation-like call can be made to fail ([`faults`]).
+//!
+//! A driver has global state, so one process holds one simulated kernel at a time: run tests
+//! with cargo-nextest (a process per test).
+
+pub mod faults;
+mod io;
+pub mod irql;
+mod ndis;
+pub mod pool;
+mod sync;
+pub mod verifier;
+
+use std::fmt;
+
+use oxtun::sys::*;
+
+pub use ndis::{AdapterState, General, OidResult};
+
+/// The driver, loaded.
+pub struct Driver {
+    object: PDRIVER_OBJECT,
+}
+
+/// What was still allocated when the driver unloaded.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Leaks {
+    pub pool: Vec<pool::Allocation>,
+    pub nbl_pools: usize,
+}
+
+impl Leaks {
+    pub fn is_empty(&self) -> bool {
+        self.pool.is_empty() && self.nbl_pools == 0
+    }
+}
+
+impl fmt::Display for Leaks {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} pool allocations, {} NBL pools",
+            self.pool.len(),
+            self.nbl_pools
+        )
+    }
+}
+
+/// Everything allocated now.
+pub fn outstanding() -> Leaks {
+    Leaks {
+        pool: pool::outstanding().into_values().collect(),
+        nbl_pools: ndis::nbl_pools_outstanding(),
+    }
+}
+
+impl Driver {
+    /// Loads the driver: creates its driver object and calls DriverEntry at PASSIVE_LEVEL.
+    pub fn load() -> Result<Driver, NTSTATUS> {
+        if ndis::driver_registered() {
+            verifier::violation("loading the driver while it is loaded");
+        }
+        let object = io::new_driver_object();
+        let mut registry_path = UNICODE_STRING {
+            Length: 0,
+            MaximumLength: 0,
+            Buffer: std::ptr::null_mut(),
+        };
+        let status = irql::call_at(PASSIVE_LEVEL, "DriverEntry", || {
+            // SAFETY: DriverEntry with a fresh driver object and a registry path.
+            unsafe { oxtun::DriverEntry(object, &mut registry_path) }
+        });
+        if !NT_SUCCESS(status) {
+            io::free_driver_object(object);
+            return Err(status);
+        }
+        Ok(Driver { object })
+    }
+
+    /// The driver object, as the driver left it after DriverEntry.
+    pub fn object(&self) -> &DRIVER_OBJECT {
+        // SAFETY: a live driver object until unload.
+        unsafe { &*self.object }
+    }
+
+    /// Adds an adapter: MiniportInitializeEx, then MiniportRestartEx as NDIS does.
+    pub fn add_adapter(&self) -> Result<Adapter, NDIS_STATUS> {
+        let handlers = ndis::handlers().expect("a registered driver");
+        let handle = ndis::new_adapter();
+        let status = ndis::initialize(handle, &handlers);
+        if status != NDIS_STATUS_SUCCESS {
+            ndis::free_adapter(handle);
+            return Err(status);
+        }
+        let adapter = Adapter { handle };
+        let restarted = adapter.restart();
+        if restarted != NDIS_STATUS_SUCCESS {
+            verifier::violation(format!(
+                "MiniportRestartEx after initialize failed: {restarted:#x}"
+            ));
+        }
+        Ok(adapter)
+    }
+
+    /// Unloads the driver through the unload routine in its driver object, and reports what it
+    /// left allocated.
+    pub fn unload(self) -> Leaks {
+        let unload = self.object().DriverUnload;
+        match unload {
+            Some(unload) => irql::call_at(PASSIVE_LEVEL, "DriverUnload", || {
+                // SAFETY: the unload routine installed in the driver object, called once.
+                unsafe { unload(self.object) }
+            }),
+            None => verifier::violation("the driver object has no unload routine"),
+        }
+        if ndis::driver_registered() {
+            verifier::violation("the driver unloaded without deregistering its miniport");
+        }
+        io::free_driver_object(self.object);
+        outstanding()
+    }
+}
+
+/// An adapter NDIS added.
+pub struct Adapter {
+    handle: NDIS_HANDLE,
+}
+
+impl Adapter {
+    pub fn state(&self) -> AdapterState {
+        ndis::state(self.handle)
+    }
+
+    /// The general attributes the driver set.
+    pub fn general(&self) -> General {
+        let block = ndis::adapter_block(self.handle);
+        let attributes = block.attributes.lock().unwrap();
+        attributes.general.clone().expect("set during initialize")
+    }
+
+    /// The registration attribute flags the driver set.
+    pub fn attribute_flags(&self) -> u32 {
+        ndis::adapter_block(self.handle)
+            .attributes
+            .lock()
+            .unwrap()
+            .attribute_flags
+    }
+
+    /// The media connect state last indicated, if any.
+    pub fn link_state(&self) -> Option<NDIS_MEDIA_CONNECT_STATE> {
+        let block = ndis::adapter_block(self.handle);
+        let link = *block.link_state.lock().unwrap();
+        link.map(|link| link.MediaConnectState)
+    }
+
+    /// The adapter's functional device object.
+    pub fn device(&self) -> PDEVICE_OBJECT {
+        ndis::adapter_block(self.handle).device
+    }
+
+    /// A query OID request with a buffer of `len` bytes.
+    pub fn query(&self, oid: NDIS_OID, len: usize) -> OidResult {
+        ndis::oid_request(
+            self.handle,
+            NdisRequestQueryInformation,
+            oid,
+            vec![0xCC; len],
+        )
+    }
+
+    /// A set OID request carrying `data`.
+    pub fn set(&self, oid: NDIS_OID, data: &[u8]) -> OidResult {
+        ndis::oid_request(self.handle, NdisRequestSetInformation, oid, data.to_vec())
+    }
+
+    /// Sends `count` NBLs from NDIS at `irql`; returns each one's completion status.
+    pub fn send(&self, count: usize, irql: KIRQL) -> Vec<NDIS_STATUS> {
+        ndis::send(self.handle, count, irql)
+    }
+
+    /// MiniportPause; the adapter is paused when it returns success.
+    pub fn pause(&self) -> NDIS_STATUS {
+        self.transition(AdapterState::Running, AdapterState::Paused)
+    }
+
+    /// MiniportRestartEx; the adapter runs when it returns success.
+    pub fn restart(&self) -> NDIS_STATUS {
+        self.transition(AdapterState::Paused, AdapterState::Running)
+    }
+
+    fn transition(&self, from: AdapterState, to: AdapterState) -> NDIS_STATUS {
+        let state = self.state();
+        if state != from {
+            verifier::violation(format!(
+                "the simulator moves an adapter {state:?} -> {to:?}"
+            ));
+        }
+        let handlers = ndis::handlers().expect("a registered driver");
+        let context = ndis::adapter_context(self.handle);
+        let status = if to == AdapterState::Paused {
+            let mut parameters = PauseParameters {
+                header: NDIS_OBJECT_HEADER {
+                    Type: NDIS_OBJECT_TYPE_DEFAULT,
+                    Revision: 1,
+                    Size: 0xC,
+                },
+                flags: 0,
+                pause_reason: 0,
+            };
+            irql::call_at(PASSIVE_LEVEL, "MiniportPause", || {
+                // SAFETY: the driver's handler with its context and live parameters.
+                unsafe { (handlers.pause)(context, (&raw mut parameters).cast()) }
+            })
+        } else {
+            let mut parameters = RestartParameters {
+                header: NDIS_OBJECT_HEADER {
+                    Type: NDIS_OBJECT_TYPE_DEFAULT,
+                    Revision: 1,
+                    Size: 0x14,
+                },
+                restart_attributes: 0,
+                flags: 0,
+            };
+            irql::call_at(PASSIVE_LEVEL, "MiniportRestartEx", || {
+                // SAFETY: the driver's handler with its context and live parameters.
+                unsafe { (handlers.restart)(context, (&raw mut parameters).cast()) }
+            })
+        };
+        if status == NDIS_STATUS_PENDING {
+            verifier::violation("pause or restart pended, but the driver imports no completion");
+        } else if status == NDIS_STATUS_SUCCESS {
+            ndis::set_state(self.handle, to);
+        }
+        status
+    }
+
+    /// MiniportShutdownEx, as when the system powers off.
+    pub fn shutdown(&self) {
+        let handlers = ndis::handlers().expect("a registered driver");
+        let context = ndis::adapter_context(self.handle);
+        irql::call_at(PASSIVE_LEVEL, "MiniportShutdownEx", || {
+            // SAFETY: the driver's handler with its context.
+            unsafe { (handlers.shutdown)(context, 0) }
+        });
+    }
+
+    /// MiniportCancelSend and MiniportCancelOidRequest for identifiers nothing carries.
+    pub fn cancel(&self, id: usize) {
+        let handlers = ndis::handlers().expect("a registered driver");
+        let context = ndis::adapter_context(self.handle);
+        irql::at_dispatch("MiniportCancelSend", || {
+            // SAFETY: the driver's handler with its context and an opaque identifier.
+            unsafe { (handlers.cancel_send)(context, id as PVOID) }
+        });
+        irql::at_dispatch("MiniportCancelOidRequest", || {
+            // SAFETY: as above.
+            unsafe { (handlers.cancel_oid_request)(context, id as PVOID) }
+        });
+    }
+
+    /// Halts the adapter (pausing it first if it runs), as on a disable or removal.
+    pub fn halt(self) {
+        self.halt_with(0, false);
+    }
+
+    /// Surprise removal: the PnP notification, then pause and halt.
+    pub fn surprise_remove(self) {
+        self.halt_with(NdisHaltDeviceSurpriseRemoved, true);
+    }
+
+    fn halt_with(self, action: NDIS_HALT_ACTION, surprise: bool) {
+        let handlers = ndis::handlers().expect("a registered driver");
+        let context = ndis::adapter_context(self.handle);
+        if surprise {
+            let mut event = NET_DEVICE_PNP_EVENT {
+                Header: NDIS_OBJECT_HEADER {
+                    Type: NDIS_OBJECT_TYPE_DEFAULT,
+                    Revision: 1,
+                    Size: 0x2C,
+                },
+                PortNumber: 0,
+                DevicePnPEvent: NdisDevicePnPEventSurpriseRemoved,
+                InformationBuffer: std::ptr::null_mut(),
+                InformationBufferLength: 0,
+                NdisReserved: [0; 16],
+            };
+            irql::call_at(PASSIVE_LEVEL, "MiniportDevicePnPEventNotify", || {
+                // SAFETY: the driver's handler with its context and a live event.
+                unsafe { (handlers.device_pnp_event_notify)(context, &mut event) }
+            });
+        }
+        if self.state() == AdapterState::Running && self.pause() != NDIS_STATUS_SUCCESS {
+            verifier::violation("MiniportPause failed before halt");
+        }
+        irql::call_at(PASSIVE_LEVEL, "MiniportHaltEx", || {
+            // SAFETY: the driver's handler with its context; the adapter is paused.
+            unsafe { (handlers.halt)(context, action) }
+        });
+        ndis::set_state(self.handle, AdapterState::Halted);
+        ndis::free_adapter(self.handle);
+    }
+}
+
+#[repr(C)]
+struct PauseParameters {
+    header: NDIS_OBJECT_HEADER,
+    flags: u32,
+    pause_reason: u32,
+}
+
+#[repr(C)]
+struct RestartParameters {
+    header: NDIS_OBJECT_HEADER,
+    restart_attributes: usize,
+    flags: u32,
+}

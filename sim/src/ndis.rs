@@ -1,0 +1,711 @@
+//! NDIS: the miniport driver's registration, its adapters' life cycle (initialize, restart,
+//! pause, halt, surprise removal), OID requests, status indications, NBL pools and sends.
+//!
+//! NDIS handles given to the driver point at blocks owned here; every handle the driver hands
+//! back is checked against the live ones.
+
+// The exports below are the kernel's own functions: their safety contracts are the ones
+// Microsoft documents, and checking them is this module's job.
+#![allow(clippy::missing_safety_doc)]
+
+use std::collections::BTreeSet;
+use std::mem::{offset_of, size_of};
+use std::ptr::null_mut;
+use std::sync::Mutex;
+
+use oxtun::sys::*;
+
+use crate::faults::{Site, should_fail};
+use crate::io;
+use crate::irql;
+use crate::verifier::violation;
+
+/// Status values NDIS returns that the driver itself never uses.
+const NDIS_STATUS_BAD_VERSION: NDIS_STATUS = 0xC001_0004_u32 as i32;
+const NDIS_STATUS_INVALID_PARAMETER: NDIS_STATUS = 0xC000_000D_u32 as i32;
+
+/// The handlers a miniport registered, copied as NDIS copies them.
+#[derive(Clone, Copy)]
+pub struct Handlers {
+    pub initialize: MINIPORT_INITIALIZE_HANDLER,
+    pub halt: MINIPORT_HALT_HANDLER,
+    pub unload: Option<MINIPORT_DRIVER_UNLOAD>,
+    pub pause: MINIPORT_PAUSE_HANDLER,
+    pub restart: MINIPORT_RESTART_HANDLER,
+    pub oid_request: MINIPORT_OID_REQUEST_HANDLER,
+    pub send: MINIPORT_SEND_NET_BUFFER_LISTS_HANDLER,
+    pub cancel_send: MINIPORT_CANCEL_SEND_HANDLER,
+    pub device_pnp_event_notify: MINIPORT_DEVICE_PNP_EVENT_NOTIFY_HANDLER,
+    pub shutdown: MINIPORT_SHUTDOWN_HANDLER,
+    pub cancel_oid_request: MINIPORT_CANCEL_OID_REQUEST_HANDLER,
+}
+
+struct MiniportDriver {
+    handlers: Handlers,
+    context: NDIS_HANDLE,
+}
+
+// SAFETY: the driver's context is an opaque value NDIS passes back; nothing here dereferences it.
+unsafe impl Send for MiniportDriver {}
+
+static DRIVER: Mutex<Option<MiniportDriver>> = Mutex::new(None);
+/// The handle given for the registered driver; only its address matters.
+static DRIVER_HANDLE_TARGET: u8 = 0;
+
+fn driver_handle() -> NDIS_HANDLE {
+    (&raw const DRIVER_HANDLE_TARGET).cast_mut().cast()
+}
+
+/// The registered miniport's handlers, or a violation if none is registered.
+pub fn handlers() -> Option<Handlers> {
+    let driver = DRIVER.lock().unwrap();
+    if driver.is_none() {
+        violation("no miniport driver is registered");
+    }
+    driver.as_ref().map(|driver| driver.handlers)
+}
+
+pub fn driver_registered() -> bool {
+    DRIVER.lock().unwrap().is_some()
+}
+
+#[unsafe(no_mangle)]
+pub unsafe extern "system" fn NdisMRegisterMiniportDriver(
+    driver_object: PDRIVER_OBJECT,
+    _registry_path: PUNICODE_STRING,
+    context: NDIS_HANDLE,
+    characteristics: *const NDIS_MINIPORT_DRIVER_CHARACTERISTICS,
+    handle: PNDIS_HANDLE,
+) -> NDIS_STATUS {
+    irql::require_at_most(PASSIVE_LEVEL, "NdisMRegisterMiniportDriver");
+    if !io::is_driver_object(driver_object) {
+        violation("NdisMRegisterMiniportDriver with a foreign driver object");
+        return NDIS_STATUS_FAILURE;
+    }
+    // SAFETY: the driver passes its characteristics structure; NDIS reads it during the call.
+    let chars = unsafe { &*characteristics };
+    let header = chars.Header;
+    if header.Type != NDIS_OBJECT_TYPE_MINIPORT_DRIVER_CHARACTERISTICS
+        || header.Revision != NDIS_MINIPORT_DRIVER_CHARACTERISTICS_REVISION_2
+        || header.Size < NDIS_SIZEOF_MINIPORT_DRIVER_CHARACTERISTICS_REVISION_2
+    {
+        violation(format!("bad characteristics header {header:?}"));
+        return NDIS_STATUS_FAILURE;
+    }
+    if chars.MajorNdisVersion != 6 || chars.MinorNdisVersion < 20 {
+        return NDIS_STATUS_BAD_VERSION;
+    }
+    let required = |name: &str, present: bool| {
+        if !present {
+            violation(format!("required handler {name} missing"));
+        }
+        present
+    };
+    let all_present = [
+        required("InitializeHandlerEx", chars.InitializeHandlerEx.is_some()),
+        required("HaltHandlerEx", chars.HaltHandlerEx.is_some()),
+        required("PauseHandler", chars.PauseHandler.is_some()),
+        required("RestartHandler", chars.RestartHandler.is_some()),
+        required("OidRequestHandler", chars.OidRequestHandler.is_some()),
+        required(
+            "SendNetBufferListsHandler",
+            chars.SendNetBufferListsHandler.is_some(),
+        ),
+        required(
+            "ReturnNetBufferListsHandler",
+            chars.ReturnNetBufferListsHandler.is_some(),
+        ),
+        required("CancelSendHandler", chars.CancelSendHandler.is_some()),
+        required(
+            "DevicePnPEventNotifyHandler",
+            chars.DevicePnPEventNotifyHandler.is_some(),
+        ),
+        required("ShutdownHandlerEx", chars.ShutdownHandlerEx.is_some()),
+        required(
+            "CancelOidRequestHandler",
+            chars.CancelOidRequestHandler.is_some(),
+        ),
+    ]
+    .into_iter()
+    .all(|present| present);
+    if !all_present {
+        return NDIS_STATUS_FAILURE;
+    }
+    let mut driver = DRIVER.lock().unwrap();
+    if driver.is_some() {
+        violation("NdisMRegisterMiniportDriver called twice");
+        return NDIS_STATUS_FAILURE;
+    }
+    *driver = Some(MiniportDriver {
+        handlers: Handlers {
+            initialize: chars.InitializeHandlerEx.unwrap(),
+            halt: chars.HaltHandlerEx.unwrap(),
+            unload: chars.UnloadHandler,
+            pause: chars.PauseHandler.unwrap(),
+            restart: chars.RestartHandler.unwrap(),
+            oid_request: chars.OidRequestHandler.unwrap(),
+            send: chars.SendNetBufferListsHandler.unwrap(),
+            cancel_send: chars.CancelSendHandler.unwrap(),
+            device_pnp_event_notify: chars.DevicePnPEventNotifyHandler.unwrap(),
+            shutdown: chars.ShutdownHandlerEx.unwrap(),
+            cancel_oid_request: chars.CancelOidRequestHandler.unwrap(),
+        },
+        context,
+    });
+    drop(driver);
+    // Like NDIS, take over the driver object's dispatch table and unload routine.
+    io::install_ndis_dispatch(driver_object);
+    // SAFETY: the driver's out parameter.
+    unsafe { *handle = driver_handle() };
+    NDIS_STATUS_SUCCESS
+}
+
+#[unsafe(no_mangle)]
+pub extern "system" fn NdisMDeregisterMiniportDriver(handle: NDIS_HANDLE) {
+    irql::require_at_most(PASSIVE_LEVEL, "NdisMDeregisterMiniportDriver");
+    if handle != driver_handle() {
+        violation(format!(
+            "NdisMDeregisterMiniportDriver with unknown handle {handle:p}"
+        ));
+        return;
+    }
+    if !ADAPTERS.lock().unwrap().is_empty() {
+        violation("NdisMDeregisterMiniportDriver while adapters exist");
+    }
+    if DRIVER.lock().unwrap().take().is_none() {
+        violation("NdisMDeregisterMiniportDriver of a driver not registered");
+    }
+}
+
+/// Where an adapter is in NDIS's state machine.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AdapterState {
+    Initializing,
+    Paused,
+    Running,
+    Halted,
+}
+
+/// What the driver told NDIS about an adapter.
+#[derive(Clone, Debug, Default)]
+pub struct Attributes {
+    pub context: usize,
+    pub attribute_flags: u32,
+    pub interface_type: u32,
+    pub general: Option<General>,
+}
+
+/// The general attributes NDIS keeps.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct General {
+    pub media_type: u32,
+    pub physical_medium: u32,
+    pub mtu: u32,
+    pub xmit_link_speed: u64,
+    pub rcv_link_speed: u64,
+    pub media_connect_state: u32,
+    pub media_duplex_state: u32,
+    pub lookahead: u32,
+    pub mac_options: u32,
+    pub packet_filters: u32,
+    pub mac_address_length: u16,
+    pub access_type: u32,
+    pub direction_type: u32,
+    pub connection_type: u32,
+    pub if_type: u16,
+    pub connector_present: bool,
+    pub supported_statistics: u32,
+    pub supported_oids: Vec<u32>,
+}
+
+/// NDIS's block for one adapter; the miniport adapter handle points at it.
+pub struct AdapterBlock {
+    pub state: Mutex<AdapterState>,
+    pub attributes: Mutex<Attributes>,
+    pub link_state: Mutex<Option<NDIS_LINK_STATE>>,
+    pub device: *mut DEVICE_OBJECT,
+}
+
+// SAFETY: the device object is owned by the block and only used through raw pointers by the
+// driver and the simulated I/O manager.
+unsafe impl Send for AdapterBlock {}
+// SAFETY: as for Send; all mutable state is behind mutexes.
+unsafe impl Sync for AdapterBlock {}
+
+/// Live adapter handles (addresses of their blocks).
+static ADAPTERS: Mutex<BTreeSet<usize>> = Mutex::new(BTreeSet::new());
+/// Live NBL pools, with the adapter handle each was allocated for.
+static NBL_POOLS: Mutex<BTreeSet<usize>> = Mutex::new(BTreeSet::new());
+
+pub fn nbl_pools_outstanding() -> usize {
+    NBL_POOLS.lock().unwrap().len()
+}
+
+/// The adapter block behind a handle the driver passed, or a violation.
+fn block<'a>(handle: NDIS_HANDLE, what: &str) -> Option<&'a AdapterBlock> {
+    if !ADAPTERS.lock().unwrap().contains(&(handle as usize)) {
+        violation(format!("{what} with unknown adapter handle {handle:p}"));
+        return None;
+    }
+    // SAFETY: the handle is a live block: blocks leave the set before they are freed.
+    Some(unsafe { &*handle.cast::<AdapterBlock>() })
+}
+
+/// Creates an adapter block and its device object; the handle stays valid until
+/// [`free_adapter`].
+pub fn new_adapter() -> NDIS_HANDLE {
+    let device = io::new_device_object();
+    let block = Box::new(AdapterBlock {
+        state: Mutex::new(AdapterState::Initializing),
+        attributes: Mutex::new(Attributes::default()),
+        link_state: Mutex::new(None),
+        device,
+    });
+    let handle = Box::into_raw(block);
+    ADAPTERS.lock().unwrap().insert(handle as usize);
+    handle.cast()
+}
+
+/// The adapter's block.
+pub fn adapter_block<'a>(handle: NDIS_HANDLE) -> &'a AdapterBlock {
+    block(handle, "the simulator").expect("a live adapter")
+}
+
+pub fn free_adapter(handle: NDIS_HANDLE) {
+    ADAPTERS.lock().unwrap().remove(&(handle as usize));
+    // SAFETY: created by new_adapter and no longer in the live set.
+    let block = unsafe { Box::from_raw(handle.cast::<AdapterBlock>()) };
+    io::free_device_object(block.device);
+}
+
+/// Calls the driver's MiniportInitializeEx for the adapter, at PASSIVE_LEVEL.
+pub fn initialize(handle: NDIS_HANDLE, handlers: &Handlers) -> NDIS_STATUS {
+    let driver_context = DRIVER.lock().unwrap().as_ref().map(|d| d.context);
+    let mut parameters = InitParameters {
+        header: NDIS_OBJECT_HEADER {
+            Type: 0x81,
+            Revision: 1,
+            Size: size_of::<InitParameters>() as u16,
+        },
+        ..InitParameters::default()
+    };
+    let status = irql::call_at(PASSIVE_LEVEL, "MiniportInitializeEx", || {
+        // SAFETY: the driver's own handler, with NDIS's arguments.
+        unsafe {
+            (handlers.initialize)(
+                handle,
+                driver_context.unwrap_or(null_mut()),
+                (&raw mut parameters).cast(),
+            )
+        }
+    });
+    let block = adapter_block(handle);
+    if status == NDIS_STATUS_SUCCESS {
+        let attributes = block.attributes.lock().unwrap();
+        if attributes.context == 0 || attributes.general.is_none() {
+            violation("MiniportInitializeEx succeeded without registration and general attributes");
+        }
+        *block.state.lock().unwrap() = AdapterState::Paused;
+    } else if status == NDIS_STATUS_PENDING {
+        violation("MiniportInitializeEx may not pend");
+    }
+    status
+}
+
+/// `NDIS_MINIPORT_INIT_PARAMETERS`: the driver does not read it, so `src/sys` leaves it opaque.
+#[repr(C)]
+#[derive(Default)]
+struct InitParameters {
+    header: NDIS_OBJECT_HEADER,
+    flags: u32,
+    allocated_resources: usize,
+    im_device_instance_context: usize,
+    miniport_add_device_context: usize,
+    if_index: u32,
+    net_luid: u64,
+    default_port_auth_states: usize,
+    pci_device_custom_properties: usize,
+}
+const _: () = assert!(size_of::<InitParameters>() == 0x40);
+
+pub fn set_state(handle: NDIS_HANDLE, state: AdapterState) {
+    *adapter_block(handle).state.lock().unwrap() = state;
+}
+
+pub fn state(handle: NDIS_HANDLE) -> AdapterState {
+    *adapter_block(handle).state.lock().unwrap()
+}
+
+#[unsafe(no_mangle)]
+pub unsafe extern "system" fn NdisMSetMiniportAttributes(
+    handle: NDIS_HANDLE,
+    attributes: *mut NDIS_OBJECT_HEADER,
+) -> NDIS_STATUS {
+    irql::require_at_most(PASSIVE_LEVEL, "NdisMSetMiniportAttributes");
+    let Some(block) = block(handle, "NdisMSetMiniportAttributes") else {
+        return NDIS_STATUS_FAILURE;
+    };
+    if *block.state.lock().unwrap() != AdapterState::Initializing {
+        violation("NdisMSetMiniportAttributes outside MiniportInitializeEx");
+        return NDIS_STATUS_FAILURE;
+    }
+    if should_fail(Site::NdisMSetMiniportAttributes) {
+        return NDIS_STATUS_RESOURCES;
+    }
+    // SAFETY: every attributes structure starts with its header.
+    let header = unsafe { *attributes };
+    let mut recorded = block.attributes.lock().unwrap();
+    match header.Type {
+        NDIS_OBJECT_TYPE_MINIPORT_ADAPTER_REGISTRATION_ATTRIBUTES => {
+            if header.Revision < 1
+                || header.Size < NDIS_SIZEOF_MINIPORT_ADAPTER_REGISTRATION_ATTRIBUTES_REVISION_2
+            {
+                violation(format!("bad registration attributes header {header:?}"));
+                return NDIS_STATUS_INVALID_PARAMETER;
+            }
+            // SAFETY: the header says this is the registration attributes structure.
+            let registration =
+                unsafe { &*attributes.cast::<NDIS_MINIPORT_ADAPTER_REGISTRATION_ATTRIBUTES>() };
+            if registration.MiniportAdapterContext.is_null() {
+                violation("registration attributes without an adapter context");
+            }
+            recorded.context = registration.MiniportAdapterContext as usize;
+            recorded.attribute_flags = registration.AttributeFlags;
+            recorded.interface_type = registration.InterfaceType;
+        }
+        NDIS_OBJECT_TYPE_MINIPORT_ADAPTER_GENERAL_ATTRIBUTES => {
+            if recorded.context == 0 {
+                violation("general attributes before registration attributes");
+                return NDIS_STATUS_FAILURE;
+            }
+            if header.Revision != NDIS_MINIPORT_ADAPTER_GENERAL_ATTRIBUTES_REVISION_2
+                || header.Size < NDIS_SIZEOF_MINIPORT_ADAPTER_GENERAL_ATTRIBUTES_REVISION_2
+            {
+                violation(format!("bad general attributes header {header:?}"));
+                return NDIS_STATUS_INVALID_PARAMETER;
+            }
+            // SAFETY: the header says this is the general attributes structure.
+            let general =
+                unsafe { &*attributes.cast::<NDIS_MINIPORT_ADAPTER_GENERAL_ATTRIBUTES>() };
+            let oid_count = general.SupportedOidListLength as usize / size_of::<NDIS_OID>();
+            if general.SupportedOidListLength as usize % size_of::<NDIS_OID>() != 0 {
+                violation("SupportedOidListLength is not a whole number of OIDs");
+            }
+            let supported_oids = if oid_count == 0 {
+                Vec::new()
+            } else {
+                // SAFETY: the driver's list of oid_count OIDs, read during the call.
+                unsafe { std::slice::from_raw_parts(general.SupportedOidList, oid_count) }.to_vec()
+            };
+            recorded.general = Some(General {
+                media_type: general.MediaType,
+                physical_medium: general.PhysicalMediumType,
+                mtu: general.MtuSize,
+                xmit_link_speed: general.XmitLinkSpeed,
+                rcv_link_speed: general.RcvLinkSpeed,
+                media_connect_state: general.MediaConnectState,
+                media_duplex_state: general.MediaDuplexState,
+                lookahead: general.LookaheadSize,
+                mac_options: general.MacOptions,
+                packet_filters: general.SupportedPacketFilters,
+                mac_address_length: general.MacAddressLength,
+                access_type: general.AccessType,
+                direction_type: general.DirectionType,
+                connection_type: general.ConnectionType,
+                if_type: general.IfType,
+                connector_present: general.IfConnectorPresent != 0,
+                supported_statistics: general.SupportedStatistics,
+                supported_oids,
+            });
+        }
+        other => {
+            violation(format!("attributes of unexpected type {other:#x}"));
+            return NDIS_STATUS_INVALID_PARAMETER;
+        }
+    }
+    NDIS_STATUS_SUCCESS
+}
+
+#[unsafe(no_mangle)]
+pub unsafe extern "system" fn NdisMIndicateStatusEx(
+    handle: NDIS_HANDLE,
+    indication: *mut NDIS_STATUS_INDICATION,
+) {
+    irql::require_at_most(DISPATCH_LEVEL, "NdisMIndicateStatusEx");
+    let Some(block) = block(handle, "NdisMIndicateStatusEx") else {
+        return;
+    };
+    if block.attributes.lock().unwrap().context == 0 {
+        violation("status indication before registration attributes");
+    }
+    // SAFETY: the driver's indication, read during the call.
+    let indication = unsafe { &*indication };
+    if indication.Header.Type != NDIS_OBJECT_TYPE_STATUS_INDICATION
+        || indication.Header.Size < NDIS_SIZEOF_STATUS_INDICATION_REVISION_1
+    {
+        violation(format!(
+            "bad status indication header {:?}",
+            indication.Header
+        ));
+    }
+    if indication.SourceHandle != handle {
+        violation("status indication whose SourceHandle is not the adapter");
+    }
+    if indication.StatusCode == NDIS_STATUS_LINK_STATE {
+        if (indication.StatusBufferSize as usize) < size_of::<NDIS_LINK_STATE>() {
+            violation("link state indication with a short buffer");
+            return;
+        }
+        // SAFETY: a buffer of at least sizeof(NDIS_LINK_STATE) bytes, read during the call.
+        let link = unsafe {
+            indication
+                .StatusBuffer
+                .cast::<NDIS_LINK_STATE>()
+                .read_unaligned()
+        };
+        if link.Header.Size < NDIS_SIZEOF_LINK_STATE_REVISION_1 {
+            violation(format!("bad link state header {:?}", link.Header));
+        }
+        *block.link_state.lock().unwrap() = Some(link);
+    }
+}
+
+#[unsafe(no_mangle)]
+pub unsafe extern "system" fn NdisMGetDeviceProperty(
+    handle: NDIS_HANDLE,
+    physical: *mut PDEVICE_OBJECT,
+    functional: *mut PDEVICE_OBJECT,
+    next: *mut PDEVICE_OBJECT,
+    resources: *mut PVOID,
+    translated: *mut PVOID,
+) {
+    irql::require_at_most(PASSIVE_LEVEL, "NdisMGetDeviceProperty");
+    let Some(block) = block(handle, "NdisMGetDeviceProperty") else {
+        return;
+    };
+    // SAFETY: each out parameter is optional; the non-null ones are the driver's locals.
+    unsafe {
+        for out in [physical, next] {
+            if !out.is_null() {
+                *out = block.device;
+            }
+        }
+        if !functional.is_null() {
+            *functional = block.device;
+        }
+        for out in [resources, translated] {
+            if !out.is_null() {
+                *out = null_mut();
+            }
+        }
+    }
+}
+
+#[unsafe(no_mangle)]
+pub unsafe extern "system" fn NdisAllocateNetBufferListPool(
+    handle: NDIS_HANDLE,
+    parameters: *const NET_BUFFER_LIST_POOL_PARAMETERS,
+) -> NDIS_HANDLE {
+    irql::require_at_most(DISPATCH_LEVEL, "NdisAllocateNetBufferListPool");
+    if !handle.is_null() {
+        block(handle, "NdisAllocateNetBufferListPool");
+    }
+    // SAFETY: the driver's parameters, read during the call.
+    let parameters = unsafe { &*parameters };
+    if parameters.Header.Type != NDIS_OBJECT_TYPE_DEFAULT
+        || parameters.Header.Revision != NET_BUFFER_LIST_POOL_PARAMETERS_REVISION_1
+        || parameters.Header.Size < NDIS_SIZEOF_NET_BUFFER_LIST_POOL_PARAMETERS_REVISION_1
+    {
+        violation(format!(
+            "bad NBL pool parameters header {:?}",
+            parameters.Header
+        ));
+        return null_mut();
+    }
+    if parameters.PoolTag == 0 {
+        violation("NBL pool without a tag");
+    }
+    if should_fail(Site::NdisAllocateNetBufferListPool) {
+        return null_mut();
+    }
+    let pool = Box::into_raw(Box::new(parameters.PoolTag));
+    NBL_POOLS.lock().unwrap().insert(pool as usize);
+    pool.cast()
+}
+
+#[unsafe(no_mangle)]
+pub extern "system" fn NdisFreeNetBufferListPool(pool: NDIS_HANDLE) {
+    irql::require_at_most(PASSIVE_LEVEL, "NdisFreeNetBufferListPool");
+    if !NBL_POOLS.lock().unwrap().remove(&(pool as usize)) {
+        violation(format!("freeing unknown NBL pool {pool:p}"));
+        return;
+    }
+    // SAFETY: allocated by NdisAllocateNetBufferListPool and removed from the set once.
+    drop(unsafe { Box::from_raw(pool.cast::<u32>()) });
+}
+
+/// The result of an OID request.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OidResult {
+    pub status: NDIS_STATUS,
+    /// The bytes written (query) or the whole buffer (set).
+    pub data: Vec<u8>,
+    /// BytesWritten for a query, BytesRead for a set.
+    pub bytes_done: u32,
+    pub bytes_needed: u32,
+}
+
+/// Issues an OID request at PASSIVE_LEVEL and checks the answer's contract.
+pub fn oid_request(
+    handle: NDIS_HANDLE,
+    request_type: NDIS_REQUEST_TYPE,
+    oid: NDIS_OID,
+    mut buffer: Vec<u8>,
+) -> OidResult {
+    let handlers = handlers().expect("a registered driver");
+    let context = adapter_context(handle);
+    // SAFETY: NDIS_OID_REQUEST is plain data; all zeroes is a valid value.
+    let mut request: Box<NDIS_OID_REQUEST> = Box::new(unsafe { std::mem::zeroed() });
+    request.Header = NDIS_OBJECT_HEADER {
+        Type: NDIS_OBJECT_TYPE_OID_REQUEST,
+        Revision: 1,
+        Size: offset_of!(NDIS_OID_REQUEST, Reserved2) as u16 + 2,
+    };
+    request.RequestType = request_type;
+    request.RequestId = 0x5EED as PVOID;
+    request.DATA.Oid = oid;
+    request.DATA.InformationBuffer = if buffer.is_empty() {
+        null_mut()
+    } else {
+        buffer.as_mut_ptr().cast()
+    };
+    request.DATA.InformationBufferLength = buffer.len() as u32;
+    let status = irql::call_at(PASSIVE_LEVEL, "MiniportOidRequest", || {
+        // SAFETY: the driver's handler with its adapter context and a live request.
+        unsafe { (handlers.oid_request)(context, &mut *request) }
+    });
+    if status == NDIS_STATUS_PENDING {
+        violation("OID request pended, but the driver imports no NdisMOidRequestComplete");
+    }
+    let done = request.DATA.BytesWrittenOrRead;
+    let needed = request.DATA.BytesNeeded;
+    if done as usize > buffer.len() {
+        violation(format!(
+            "OID {oid:#x}: {done} bytes done of a {}-byte buffer",
+            buffer.len()
+        ));
+    }
+    if (status == NDIS_STATUS_BUFFER_TOO_SHORT || status == NDIS_STATUS_INVALID_LENGTH)
+        && needed as usize <= buffer.len()
+    {
+        violation(format!(
+            "OID {oid:#x}: short-buffer status with BytesNeeded {needed} <= buffer {}",
+            buffer.len()
+        ));
+    }
+    if status == NDIS_STATUS_SUCCESS {
+        let block = adapter_block(handle);
+        let attributes = block.attributes.lock().unwrap();
+        let listed = attributes
+            .general
+            .as_ref()
+            .is_some_and(|general| general.supported_oids.contains(&oid));
+        if !listed {
+            violation(format!(
+                "OID {oid:#x} succeeded but is not in the supported list"
+            ));
+        }
+    }
+    if request_type != NdisRequestSetInformation {
+        buffer.truncate(done as usize);
+    }
+    OidResult {
+        status,
+        data: buffer,
+        bytes_done: done,
+        bytes_needed: needed,
+    }
+}
+
+/// The context the driver registered for the adapter.
+pub fn adapter_context(handle: NDIS_HANDLE) -> NDIS_HANDLE {
+    adapter_block(handle).attributes.lock().unwrap().context as NDIS_HANDLE
+}
+
+/// NBLs as NDIS allocates them for a send: more room than `src/sys` declares, because the
+/// real structure ends in a version-dependent array.
+#[repr(C, align(16))]
+struct SendNbl {
+    nbl: NET_BUFFER_LIST,
+    info: [PVOID; 32],
+}
+
+static COMPLETED: Mutex<Vec<usize>> = Mutex::new(Vec::new());
+
+/// Sends `count` NBLs (no data yet) at `irql` and returns the status each completed with.
+/// Every NBL must come back through NdisMSendNetBufferListsComplete exactly once.
+pub fn send(handle: NDIS_HANDLE, count: usize, irql: KIRQL) -> Vec<NDIS_STATUS> {
+    let handlers = handlers().expect("a registered driver");
+    let context = adapter_context(handle);
+    let state = state(handle);
+    if state != AdapterState::Running && state != AdapterState::Paused {
+        violation(format!(
+            "the simulator sends to an adapter in state {state:?}"
+        ));
+    }
+    // SAFETY: plain data; all zeroes is a valid empty NBL.
+    let mut nbls: Vec<Box<SendNbl>> = (0..count)
+        .map(|_| Box::new(unsafe { std::mem::zeroed() }))
+        .collect();
+    for index in (0..count.saturating_sub(1)).rev() {
+        let next: *mut NET_BUFFER_LIST = &mut nbls[index + 1].nbl;
+        nbls[index].nbl.Next = next;
+    }
+    for nbl in &mut nbls {
+        nbl.nbl.Status = 0x7EAD_BEEF;
+    }
+    let flags = if irql == DISPATCH_LEVEL {
+        NDIS_SEND_FLAGS_DISPATCH_LEVEL
+    } else {
+        0
+    };
+    let first: *mut NET_BUFFER_LIST = nbls.first_mut().map_or(null_mut(), |nbl| &mut nbl.nbl);
+    COMPLETED.lock().unwrap().clear();
+    irql::call_at(irql, "MiniportSendNetBufferLists", || {
+        // SAFETY: the driver's handler with its context and a chain NDIS owns until completion.
+        unsafe { (handlers.send)(context, first, 0, flags) }
+    });
+    let completed = std::mem::take(&mut *COMPLETED.lock().unwrap());
+    for nbl in &nbls {
+        let address = &nbl.nbl as *const NET_BUFFER_LIST as usize;
+        let times = completed.iter().filter(|&&done| done == address).count();
+        if times != 1 {
+            violation(format!("NBL {address:#x} completed {times} times"));
+        }
+    }
+    nbls.iter().map(|nbl| nbl.nbl.Status).collect()
+}
+
+#[unsafe(no_mangle)]
+pub unsafe extern "system" fn NdisMSendNetBufferListsComplete(
+    handle: NDIS_HANDLE,
+    nbls: *mut NET_BUFFER_LIST,
+    flags: ULONG,
+) {
+    irql::require_at_most(DISPATCH_LEVEL, "NdisMSendNetBufferListsComplete");
+    block(handle, "NdisMSendNetBufferListsComplete");
+    let at_dispatch = irql::current() == DISPATCH_LEVEL;
+    if at_dispatch != (flags & NDIS_SEND_COMPLETE_FLAGS_DISPATCH_LEVEL != 0) {
+        violation(format!(
+            "send completion flags {flags:#x} do not match IRQL {}",
+            irql::current()
+        ));
+    }
+    let mut completed = COMPLETED.lock().unwrap();
+    let mut nbl = nbls;
+    while !nbl.is_null() {
+        completed.push(nbl as usize);
+        // SAFETY: the chain the driver completes is made of NBLs the simulator sent.
+        nbl = unsafe { (*nbl).Next };
+    }
+}

@@ -1,0 +1,96 @@
+//! The simulated kernel's contract checks fire: each misuse below is recorded as a violation
+//! (in recording mode, instead of aborting the process).
+
+use oxtun::sys::*;
+use oxtun_sim::{irql, verifier};
+
+fn violations_of(misuse: impl FnOnce()) -> Vec<String> {
+    verifier::record_violations();
+    verifier::take_recorded();
+    misuse();
+    verifier::take_recorded()
+}
+
+fn assert_one_violation(misuse: impl FnOnce(), mentioning: &str) {
+    let violations = violations_of(misuse);
+    assert_eq!(violations.len(), 1, "{violations:?}");
+    assert!(violations[0].contains(mentioning), "{violations:?}");
+}
+
+#[test]
+fn pool_double_free_and_wrong_tag_are_caught() {
+    // SAFETY (test): the simulator's exports, called as the driver would.
+    unsafe {
+        let memory = ExAllocatePool2(POOL_FLAG_NON_PAGED, 64, POOL_TAG);
+        assert!(!memory.is_null());
+        assert_one_violation(|| ExFreePoolWithTag(memory, 0x1234), "tag");
+        assert_one_violation(|| ExFreePoolWithTag(memory, POOL_TAG), "not allocated");
+    }
+    assert!(oxtun_sim::outstanding().is_empty());
+}
+
+#[test]
+fn paged_pool_above_apc_level_is_caught() {
+    const POOL_FLAG_PAGED: POOL_FLAGS = 0x100;
+    let violations = violations_of(|| {
+        irql::at_dispatch("test", || {
+            // SAFETY (test): the simulator's export.
+            let memory = unsafe { ExAllocatePool2(POOL_FLAG_PAGED, 16, POOL_TAG) };
+            // SAFETY (test): freeing what was just allocated.
+            unsafe { ExFreePoolWithTag(memory, POOL_TAG) };
+        })
+    });
+    assert!(
+        violations.iter().any(|v| v.contains("paged")),
+        "{violations:?}"
+    );
+}
+
+#[test]
+fn spin_lock_misuse_is_caught() {
+    let mut lock: KSPIN_LOCK = 0;
+    // SAFETY (test): the simulator's exports on a live lock word.
+    unsafe {
+        let old = KeAcquireSpinLockRaiseToDpc(&mut lock);
+        assert_eq!(KeGetCurrentIrql(), DISPATCH_LEVEL);
+        assert_one_violation(
+            || {
+                KeAcquireSpinLockRaiseToDpc(&mut lock);
+            },
+            "twice",
+        );
+        KeReleaseSpinLock(&mut lock, old);
+        assert_eq!(KeGetCurrentIrql(), PASSIVE_LEVEL);
+        let mut other: KSPIN_LOCK = 0;
+        irql::raise(DISPATCH_LEVEL);
+        assert_one_violation(|| KeReleaseSpinLock(&mut other, PASSIVE_LEVEL), "not hold");
+        let old = KeAcquireSpinLockRaiseToDpc(&mut lock);
+        irql::lower(PASSIVE_LEVEL);
+        assert_one_violation(|| KeReleaseSpinLock(&mut lock, old), "below DISPATCH");
+    }
+}
+
+#[test]
+fn freeing_memory_that_holds_an_acquired_lock_is_caught() {
+    // SAFETY (test): the simulator's exports, on pool memory used as a lock word.
+    unsafe {
+        let memory = ExAllocatePool2(POOL_FLAG_NON_PAGED, 64, POOL_TAG);
+        let lock = memory.cast::<KSPIN_LOCK>();
+        let old = KeAcquireSpinLockRaiseToDpc(lock);
+        assert_one_violation(|| ExFreePoolWithTag(memory, POOL_TAG), "spin lock");
+        // The memory is gone with the lock word in it: only the IRQL can be put back.
+        irql::lower(old);
+    }
+}
+
+#[test]
+fn a_callback_returning_at_another_irql_is_caught() {
+    assert_one_violation(
+        || {
+            irql::call_at(PASSIVE_LEVEL, "a callback", || {
+                irql::raise(DISPATCH_LEVEL);
+            });
+        },
+        "returned at IRQL 2",
+    );
+}
