@@ -1,18 +1,15 @@
-//! Driver entry and unload, and the miniport's registration with NDIS.
+//! Driver entry and unload, and the miniport handlers NDIS calls: thin glue from NDIS's raw
+//! arguments to the adapter's code.
 
-use core::ptr::null_mut;
+use core::ptr::{NonNull, null_mut};
 use core::sync::atomic::{AtomicPtr, Ordering};
 
+use crate::adapter::Adapter;
+use crate::oid;
 use crate::sys::*;
 
 /// NDIS's handle for this miniport driver, from registration until unload.
 static MINIPORT_DRIVER: AtomicPtr<core::ffi::c_void> = AtomicPtr::new(null_mut());
-
-/// The per-adapter context NDIS hands back to every adapter handler.
-struct Adapter {
-    /// NDIS's handle for the adapter.
-    miniport: NDIS_HANDLE,
-}
 
 /// The kernel calls this once when it loads the image: register the miniport with NDIS.
 ///
@@ -31,8 +28,8 @@ pub unsafe extern "system" fn DriverEntry(
         },
         MajorNdisVersion: NDIS_MINIPORT_MAJOR_VERSION,
         MinorNdisVersion: NDIS_MINIPORT_MINOR_VERSION,
-        MajorDriverVersion: 0,
-        MinorDriverVersion: 1,
+        MajorDriverVersion: (oid::VENDOR_DRIVER_VERSION >> 16) as u8,
+        MinorDriverVersion: oid::VENDOR_DRIVER_VERSION as u8,
         Flags: 0,
         SetOptionsHandler: None,
         InitializeHandlerEx: Some(initialize),
@@ -79,51 +76,110 @@ unsafe extern "system" fn unload(_driver_object: PDRIVER_OBJECT) {
     }
 }
 
-/// Adapter bring-up (attributes, the ring device) arrives with the control plane; until then
-/// NDIS is told no adapter can start, and no other adapter handler is reached.
+/// The adapter behind the context NDIS passes to every adapter handler.
+///
+/// # Safety
+/// `context` is the MiniportAdapterContext this driver registered, between a successful
+/// MiniportInitializeEx and the end of MiniportHaltEx.
+unsafe fn adapter<'a>(context: NDIS_HANDLE) -> &'a Adapter {
+    // SAFETY: the context is the pool-allocated Adapter, alive until halt frees it.
+    unsafe { &*context.cast::<Adapter>() }
+}
+
 unsafe extern "system" fn initialize(
-    _miniport: NDIS_HANDLE,
+    miniport: NDIS_HANDLE,
     _driver_context: NDIS_HANDLE,
     _parameters: *mut NDIS_MINIPORT_INIT_PARAMETERS,
 ) -> NDIS_STATUS {
-    NDIS_STATUS_FAILURE
+    match Adapter::initialize(miniport) {
+        Ok(adapter) => {
+            // Owned by NDIS as the adapter context until halt.
+            let _context = adapter.into_raw();
+            NDIS_STATUS_SUCCESS
+        }
+        Err(status) => status,
+    }
 }
 
-unsafe extern "system" fn halt(_adapter: NDIS_HANDLE, _action: NDIS_HALT_ACTION) {}
+unsafe extern "system" fn halt(context: NDIS_HANDLE, _action: NDIS_HALT_ACTION) {
+    if let Some(context) = NonNull::new(context.cast::<Adapter>()) {
+        // SAFETY: the context initialize gave NDIS; halt is its last use.
+        Adapter::halt(unsafe { PoolBox::from_raw(context) });
+    }
+}
 
 unsafe extern "system" fn pause(
-    _adapter: NDIS_HANDLE,
+    context: NDIS_HANDLE,
     _parameters: *mut NDIS_MINIPORT_PAUSE_PARAMETERS,
 ) -> NDIS_STATUS {
+    // SAFETY: NDIS passes the adapter's context.
+    unsafe { adapter(context) }.set_running(false);
     NDIS_STATUS_SUCCESS
 }
 
 unsafe extern "system" fn restart(
-    _adapter: NDIS_HANDLE,
+    context: NDIS_HANDLE,
     _parameters: *mut NDIS_MINIPORT_RESTART_PARAMETERS,
 ) -> NDIS_STATUS {
+    // SAFETY: NDIS passes the adapter's context.
+    unsafe { adapter(context) }.set_running(true);
     NDIS_STATUS_SUCCESS
 }
 
 unsafe extern "system" fn oid_request(
-    _adapter: NDIS_HANDLE,
-    _request: *mut NDIS_OID_REQUEST,
+    context: NDIS_HANDLE,
+    request: *mut NDIS_OID_REQUEST,
 ) -> NDIS_STATUS {
-    NDIS_STATUS_NOT_SUPPORTED
+    // SAFETY: NDIS passes the adapter's context and a request it owns until this returns.
+    let (adapter, request) = unsafe { (adapter(context), &mut *request) };
+    let data = &mut request.DATA;
+    let buffer: &mut [u8] = if data.InformationBuffer.is_null() {
+        &mut []
+    } else {
+        // SAFETY: NDIS's information buffer: InformationBufferLength bytes, ours during the
+        // call.
+        unsafe {
+            core::slice::from_raw_parts_mut(
+                data.InformationBuffer.cast(),
+                data.InformationBufferLength as usize,
+            )
+        }
+    };
+    let request_type = request.RequestType;
+    let answer = if request_type == NdisRequestSetInformation {
+        oid::set(adapter, data.Oid, buffer)
+    } else if request_type == NdisRequestQueryInformation
+        || request_type == NdisRequestQueryStatistics
+    {
+        oid::query(adapter, data.Oid, buffer)
+    } else {
+        return NDIS_STATUS_NOT_SUPPORTED;
+    };
+    data.BytesWrittenOrRead = answer.bytes_done;
+    data.BytesNeeded = answer.bytes_needed;
+    answer.status
 }
 
-/// No rings can be registered yet, so every packet fails as the medium being disconnected.
+/// No rings can be registered yet: every packet fails as paused or as the medium being
+/// disconnected.
 unsafe extern "system" fn send_net_buffer_lists(
-    adapter: NDIS_HANDLE,
+    context: NDIS_HANDLE,
     net_buffer_lists: *mut NET_BUFFER_LIST,
     _port: NDIS_PORT_NUMBER,
     send_flags: ULONG,
 ) {
+    // SAFETY: NDIS passes the adapter's context.
+    let adapter = unsafe { adapter(context) };
+    let status = if adapter.is_running() {
+        NDIS_STATUS_MEDIA_DISCONNECTED
+    } else {
+        NDIS_STATUS_PAUSED
+    };
     let mut nbl = net_buffer_lists;
     while !nbl.is_null() {
         // SAFETY: NDIS hands the driver a valid chain of NBLs, which it owns until completion.
         unsafe {
-            set_NET_BUFFER_LIST_STATUS(nbl, NDIS_STATUS_MEDIA_DISCONNECTED);
+            set_NET_BUFFER_LIST_STATUS(nbl, status);
             nbl = NET_BUFFER_LIST_NEXT_NBL(nbl);
         }
     }
@@ -132,32 +188,30 @@ unsafe extern "system" fn send_net_buffer_lists(
     } else {
         0
     };
-    // SAFETY: `adapter` is the context this driver gave NDIS for the adapter: an Adapter that
-    // lives until halt; the chain goes back to NDIS whole.
-    unsafe {
-        let adapter = &*adapter.cast::<Adapter>();
-        NdisMSendNetBufferListsComplete(adapter.miniport, net_buffer_lists, complete_flags);
-    }
+    // SAFETY: the adapter's NDIS handle; the chain goes back to NDIS whole.
+    unsafe { NdisMSendNetBufferListsComplete(adapter.miniport, net_buffer_lists, complete_flags) };
 }
 
 /// Nothing is indicated yet, so nothing comes back.
 unsafe extern "system" fn return_net_buffer_lists(
-    _adapter: NDIS_HANDLE,
+    _context: NDIS_HANDLE,
     _net_buffer_lists: *mut NET_BUFFER_LIST,
     _return_flags: ULONG,
 ) {
 }
 
 /// Sends complete at once, so none is ever waiting to be cancelled.
-unsafe extern "system" fn cancel_send(_adapter: NDIS_HANDLE, _cancel_id: PVOID) {}
+unsafe extern "system" fn cancel_send(_context: NDIS_HANDLE, _cancel_id: PVOID) {}
 
 unsafe extern "system" fn device_pnp_event_notify(
-    _adapter: NDIS_HANDLE,
+    _context: NDIS_HANDLE,
     _event: *mut NET_DEVICE_PNP_EVENT,
 ) {
 }
 
-unsafe extern "system" fn shutdown(_adapter: NDIS_HANDLE, _action: NDIS_SHUTDOWN_ACTION) {}
+/// Nothing to quiesce: the adapter drives no hardware. (This may run at HIGH_LEVEL during a
+/// bug check, so it must touch nothing anyway.)
+unsafe extern "system" fn shutdown(_context: NDIS_HANDLE, _action: NDIS_SHUTDOWN_ACTION) {}
 
 /// OID requests complete at once, so none is ever waiting to be cancelled.
-unsafe extern "system" fn cancel_oid_request(_adapter: NDIS_HANDLE, _request_id: PVOID) {}
+unsafe extern "system" fn cancel_oid_request(_context: NDIS_HANDLE, _request_id: PVOID) {}

@@ -10,7 +10,9 @@
 #[cfg(not(windows))]
 extern crate std;
 
+mod adapter;
 mod driver;
+mod oid;
 pub mod sys;
 
 pub use driver::DriverEntry;

@@ -9,10 +9,19 @@
 //! (`NET_BUFFER_LIST_NEXT_NBL`, ...) sit next to their types, so the rest of the driver never
 //! pokes at raw fields.
 
-#![allow(non_camel_case_types, non_snake_case, clippy::upper_case_acronyms)]
+#![allow(
+    non_camel_case_types,
+    non_snake_case,
+    non_upper_case_globals,
+    clippy::upper_case_acronyms
+)]
 
+mod lock;
 pub mod ndis;
 pub mod nt;
+mod pool;
 
+pub use lock::{SpinLock, SpinLockGuard};
 pub use ndis::*;
 pub use nt::*;
+pub use pool::{POOL_TAG, PoolBox};

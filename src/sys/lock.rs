@@ -1,0 +1,63 @@
+//! A spin lock around the data it protects, held at DISPATCH_LEVEL.
+
+use core::cell::UnsafeCell;
+use core::ops::{Deref, DerefMut};
+
+use super::nt::{KIRQL, KSPIN_LOCK, KeAcquireSpinLockRaiseToDpc, KeReleaseSpinLock};
+
+pub struct SpinLock<T> {
+    lock: UnsafeCell<KSPIN_LOCK>,
+    value: UnsafeCell<T>,
+}
+
+// SAFETY: the lock serializes every access to the value.
+unsafe impl<T: Send> Sync for SpinLock<T> {}
+// SAFETY: moving the lock moves the value; nothing is shared then.
+unsafe impl<T: Send> Send for SpinLock<T> {}
+
+pub struct SpinLockGuard<'a, T> {
+    owner: &'a SpinLock<T>,
+    previous_irql: KIRQL,
+}
+
+impl<T> SpinLock<T> {
+    pub const fn new(value: T) -> Self {
+        SpinLock {
+            lock: UnsafeCell::new(0),
+            value: UnsafeCell::new(value),
+        }
+    }
+
+    /// Raises to DISPATCH_LEVEL and takes the lock, for the guard's lifetime.
+    pub fn lock(&self) -> SpinLockGuard<'_, T> {
+        // SAFETY: the KSPIN_LOCK lives as long as self and is only used through these calls.
+        let previous_irql = unsafe { KeAcquireSpinLockRaiseToDpc(self.lock.get()) };
+        SpinLockGuard {
+            owner: self,
+            previous_irql,
+        }
+    }
+}
+
+impl<T> Deref for SpinLockGuard<'_, T> {
+    type Target = T;
+
+    fn deref(&self) -> &T {
+        // SAFETY: the guard holds the lock, so no one else touches the value.
+        unsafe { &*self.owner.value.get() }
+    }
+}
+
+impl<T> DerefMut for SpinLockGuard<'_, T> {
+    fn deref_mut(&mut self) -> &mut T {
+        // SAFETY: the guard holds the lock, so this is the only access to the value.
+        unsafe { &mut *self.owner.value.get() }
+    }
+}
+
+impl<T> Drop for SpinLockGuard<'_, T> {
+    fn drop(&mut self) {
+        // SAFETY: this guard acquired the lock and restores the IRQL it found.
+        unsafe { KeReleaseSpinLock(self.owner.lock.get(), self.previous_irql) };
+    }
+}

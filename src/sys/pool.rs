@@ -1,0 +1,72 @@
+//! Owned values in non-paged pool: the driver's only heap.
+
+use core::mem::size_of;
+use core::ops::Deref;
+use core::ptr::NonNull;
+
+use super::nt::{ExAllocatePool2, ExFreePoolWithTag, POOL_FLAG_NON_PAGED, ULONG};
+
+/// Every allocation of the driver carries this tag ('OxTn' as the pool tools show it).
+pub const POOL_TAG: ULONG = u32::from_le_bytes(*b"OxTn");
+
+/// A `T` in non-paged pool, freed on drop; `None` from [`PoolBox::new`] when the pool is
+/// exhausted.
+pub struct PoolBox<T> {
+    ptr: NonNull<T>,
+}
+
+// SAFETY: PoolBox owns its T exactly like Box does.
+unsafe impl<T: Send> Send for PoolBox<T> {}
+// SAFETY: shared access only gives &T.
+unsafe impl<T: Sync> Sync for PoolBox<T> {}
+
+impl<T> PoolBox<T> {
+    pub fn new(value: T) -> Option<Self> {
+        const {
+            assert!(
+                core::mem::align_of::<T>() <= 16,
+                "pool memory is 16-byte aligned"
+            )
+        };
+        // SAFETY: a plain allocation; the result is checked for null below.
+        let raw = unsafe { ExAllocatePool2(POOL_FLAG_NON_PAGED, size_of::<T>(), POOL_TAG) };
+        let ptr = NonNull::new(raw.cast::<T>())?;
+        // SAFETY: fresh, suitably aligned memory of size_of::<T>() bytes.
+        unsafe { ptr.as_ptr().write(value) };
+        Some(PoolBox { ptr })
+    }
+
+    /// Gives up ownership, for storing the value where only a pointer fits (an NDIS context).
+    pub fn into_raw(self) -> NonNull<T> {
+        let ptr = self.ptr;
+        core::mem::forget(self);
+        ptr
+    }
+
+    /// Takes back ownership of a value from [`PoolBox::into_raw`].
+    ///
+    /// # Safety
+    /// `ptr` came from `into_raw` and is not used after this except through the new box.
+    pub unsafe fn from_raw(ptr: NonNull<T>) -> Self {
+        PoolBox { ptr }
+    }
+}
+
+impl<T> Deref for PoolBox<T> {
+    type Target = T;
+
+    fn deref(&self) -> &T {
+        // SAFETY: the box owns a live, initialized T.
+        unsafe { self.ptr.as_ref() }
+    }
+}
+
+impl<T> Drop for PoolBox<T> {
+    fn drop(&mut self) {
+        // SAFETY: the box owns the value and its allocation; both end here.
+        unsafe {
+            self.ptr.as_ptr().drop_in_place();
+            ExFreePoolWithTag(self.ptr.as_ptr().cast(), POOL_TAG);
+        }
+    }
+}
