@@ -16,10 +16,14 @@ done
 if ! command -v cargo-nextest >/dev/null; then
     cargo install --locked cargo-nextest
 fi
-if ! command -v llvm-readobj >/dev/null; then
-    apt_install() {
+# Debian's LLVM tools (llvm-readobj for the main job) and clang (the SEH shim of the image).
+missing=()
+command -v llvm-readobj >/dev/null || missing+=(llvm)
+command -v clang >/dev/null || compgen -c | grep -qE '^clang-[0-9]+$' || missing+=(clang)
+if [ ${#missing[@]} -gt 0 ]; then
+    apt_get() {
         if [ "$(id -u)" = 0 ]; then apt-get "$@"; else sudo apt-get "$@"; fi
     }
-    apt_install update -qq
-    apt_install install -y -qq llvm >/dev/null
+    apt_get update -qq
+    DEBIAN_FRONTEND=noninteractive apt_get install -y -qq "${missing[@]}" >/dev/null
 fi

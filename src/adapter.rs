@@ -2,9 +2,11 @@
 //! its counters.
 
 use core::ptr::null_mut;
-use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicU32, AtomicU64, Ordering};
 
+use crate::device;
 use crate::oid::SUPPORTED_OIDS;
+use crate::rings::{Caller, Registration};
 use crate::sys::*;
 
 /// What the adapter reports as its MTU and frame size: the largest packet a ring carries.
@@ -73,6 +75,10 @@ pub struct Adapter {
     pub packet_filter: AtomicU32,
     pub lookahead: AtomicU32,
     pub statistics: Statistics,
+    /// The rings a client registered, if any. Changed only under the device lock.
+    registration: SpinLock<Option<PoolBox<Registration>>>,
+    /// The next adapter in the driver's list (see `device`).
+    pub next_adapter: AtomicPtr<Adapter>,
 }
 
 // SAFETY: the NDIS handle and the device object are kernel objects usable from any thread; the
@@ -106,22 +112,71 @@ impl Adapter {
             packet_filter: AtomicU32::new(0),
             lookahead: AtomicU32::new(MTU),
             statistics: Statistics::default(),
+            registration: SpinLock::new(None),
+            next_adapter: AtomicPtr::new(null_mut()),
         })
         .ok_or(NDIS_STATUS_RESOURCES)?;
         adapter.set_registration_attributes()?;
         adapter.set_general_attributes()?;
         adapter.indicate_link_state(MediaConnectStateDisconnected);
-        // SAFETY: the FDO NDIS created for this adapter; Reserved is the driver's field, and
-        // the dispatch routines read it only while the adapter exists (halt clears it first).
-        unsafe { (*device).Reserved = (&raw const *adapter).cast_mut().cast() };
+        device::attach(&adapter);
         Ok(adapter)
     }
 
     /// MiniportHaltEx: the adapter's last moment.
     pub fn halt(adapter: PoolBox<Adapter>) {
-        // SAFETY: the FDO of this adapter; after this no dispatch routine finds the adapter.
-        unsafe { (*adapter.device).Reserved = null_mut() };
+        device::detach(&adapter);
         drop(adapter);
+    }
+
+    /// Points the adapter's FDO at the adapter, or at nothing. Called under the device lock,
+    /// which the dispatch routines hold while they use the pointer.
+    pub fn set_device_context(&self, attached: bool) {
+        let context = if attached {
+            (self as *const Adapter).cast_mut().cast()
+        } else {
+            null_mut()
+        };
+        // SAFETY: the FDO NDIS created for this adapter lives until after halt; Reserved is
+        // the driver's own field.
+        unsafe { (*self.device).Reserved = context };
+    }
+
+    /// The ring IOCTL: one registration at a time. Called under the device lock.
+    pub fn register_rings(&self, input: &[u8], caller: &Caller) -> NTSTATUS {
+        if self.registration.lock().is_some() {
+            return STATUS_ALREADY_INITIALIZED;
+        }
+        let registration = match Registration::new(input, caller) {
+            Ok(registration) => registration,
+            Err(status) => return status,
+        };
+        let Some(registration) = PoolBox::new(registration) else {
+            return STATUS_INSUFFICIENT_RESOURCES;
+        };
+        *self.registration.lock() = Some(registration);
+        self.indicate_link_state(MediaConnectStateConnected);
+        STATUS_SUCCESS
+    }
+
+    /// Ends the registration if `which` picks it: the one path for every trigger (owner close,
+    /// owner exit, removal, halt). Called under the device lock, at PASSIVE_LEVEL.
+    pub fn unregister(&self, which: impl Fn(&Registration) -> bool) -> bool {
+        let taken = {
+            let mut slot = self.registration.lock();
+            match slot.as_deref() {
+                Some(registration) if which(registration) => slot.take(),
+                _ => None,
+            }
+        };
+        let Some(mut registration) = taken else {
+            return false;
+        };
+        self.indicate_link_state(MediaConnectStateDisconnected);
+        registration.close();
+        // Unmaps and unlocks both rings and drops the event references, at PASSIVE_LEVEL.
+        drop(registration);
+        true
     }
 
     fn set_registration_attributes(&self) -> Result<(), NDIS_STATUS> {

@@ -5,6 +5,7 @@ use core::ptr::{NonNull, null_mut};
 use core::sync::atomic::{AtomicPtr, Ordering};
 
 use crate::adapter::Adapter;
+use crate::device;
 use crate::oid;
 use crate::sys::*;
 
@@ -49,6 +50,10 @@ pub unsafe extern "system" fn DriverEntry(
         DirectOidRequestHandler: None,
         CancelDirectOidRequestHandler: None,
     };
+    let status = device::start();
+    if !NT_SUCCESS(status) {
+        return status;
+    }
     let mut handle = null_mut();
     // SAFETY: DriverEntry's own arguments, a fully initialized characteristics structure (NDIS
     // copies it) and a local for the handle.
@@ -62,9 +67,12 @@ pub unsafe extern "system" fn DriverEntry(
         )
     };
     if status != NDIS_STATUS_SUCCESS {
+        device::stop();
         return status;
     }
     MINIPORT_DRIVER.store(handle, Ordering::Release);
+    // SAFETY: our driver object, just registered with NDIS; no IRP has arrived yet.
+    unsafe { device::hook_dispatch(driver_object) };
     STATUS_SUCCESS
 }
 
@@ -73,6 +81,7 @@ unsafe extern "system" fn unload(_driver_object: PDRIVER_OBJECT) {
     if !handle.is_null() {
         // SAFETY: the handle NdisMRegisterMiniportDriver gave, deregistered once.
         unsafe { NdisMDeregisterMiniportDriver(handle) };
+        device::stop();
     }
 }
 

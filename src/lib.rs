@@ -11,8 +11,10 @@
 extern crate std;
 
 mod adapter;
+mod device;
 mod driver;
 mod oid;
+mod rings;
 pub mod sys;
 
 pub use driver::DriverEntry;
@@ -22,6 +24,38 @@ pub use driver::DriverEntry;
 /// address and length of the source file's name, the line, the column.
 #[cfg(windows)]
 pub const PANIC_BUGCHECK_CODE: u32 = 0x204F_5854;
+
+/// Symbols the precompiled `core` refers to, which the kernel has no CRT to provide.
+#[cfg(windows)]
+mod runtime {
+    /// Marks that floating point is used; MSVC's CRT defines it, the kernel image must.
+    #[unsafe(no_mangle)]
+    pub static _fltused: i32 = 0;
+
+    /// The C++ exception personality routine `core`'s unwind tables name. Nothing unwinds in
+    /// this driver (a panic bug-checks), so reaching it is a bug.
+    #[unsafe(no_mangle)]
+    pub extern "C" fn __CxxFrameHandler3() -> ! {
+        // SAFETY: KeBugCheckEx may be called at any IRQL and never returns.
+        unsafe { crate::sys::KeBugCheckEx(super::PANIC_BUGCHECK_CODE, 0, 0, 0, 0) }
+    }
+
+    /// `memcmp`, which the kernel does not export for drivers to import.
+    ///
+    /// # Safety
+    /// `a` and `b` are readable for `len` bytes.
+    #[unsafe(no_mangle)]
+    pub unsafe extern "C" fn memcmp(a: *const u8, b: *const u8, len: usize) -> i32 {
+        for index in 0..len {
+            // SAFETY: the caller guarantees both are readable for len bytes.
+            let (x, y) = unsafe { (a.add(index).read_volatile(), b.add(index).read_volatile()) };
+            if x != y {
+                return i32::from(x) - i32::from(y);
+            }
+        }
+        0
+    }
+}
 
 #[cfg(all(windows, not(test)))]
 #[panic_handler]

@@ -127,10 +127,25 @@ fn imports_only_from_the_kernel_ndis_and_the_hal() {
             functions.push(format!("{dll}!{}", String::from_utf8_lossy(name)));
         }
     }
-    assert!(
-        functions.contains(&"ndis.sys!NdisMRegisterMiniportDriver".to_string()),
-        "DriverEntry registers the miniport: {functions:?}"
-    );
+    for (function, why) in [
+        (
+            "ndis.sys!NdisMRegisterMiniportDriver",
+            "DriverEntry registers the miniport",
+        ),
+        (
+            "ntoskrnl.exe!MmProbeAndLockPages",
+            "the SEH shim is linked in",
+        ),
+        (
+            "ntoskrnl.exe!__C_specific_handler",
+            "the SEH shim's __try has its handler",
+        ),
+    ] {
+        assert!(
+            functions.iter().any(|f| f == function),
+            "{why}: {functions:?}"
+        );
+    }
 }
 
 #[test]

@@ -1,56 +1,67 @@
-//! The I/O manager: the driver object the driver is loaded with, and device objects.
+//! The I/O manager: the driver object the driver is loaded with, device objects, file objects
+//! and the IRPs sent through the driver object's dispatch table, and MDLs.
 
-use std::collections::BTreeSet;
+// The exports below are the kernel's own functions: their safety contracts are the ones
+// Microsoft documents, and checking them is this module's job.
+#![allow(clippy::missing_safety_doc)]
+
+use std::collections::{BTreeMap, BTreeSet};
 use std::mem::size_of;
-use std::sync::Mutex;
+use std::ptr::null_mut;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 
 use oxtun::sys::*;
 
+use crate::faults::{Site, should_fail};
 use crate::irql;
 use crate::ndis;
+use crate::process::{self, Process, ProcessState};
 use crate::verifier::violation;
 
-/// `IO_TYPE_DRIVER` and `IO_TYPE_DEVICE`.
+/// `IO_TYPE_DRIVER`, `IO_TYPE_DEVICE`, `IO_TYPE_IRP`.
 const IO_TYPE_DRIVER: i16 = 4;
 const IO_TYPE_DEVICE: i16 = 3;
+const IO_TYPE_IRP: i16 = 6;
+const STATUS_ACCESS_VIOLATION: NTSTATUS = 0xC000_0005_u32 as i32;
+const STATUS_PENDING: NTSTATUS = 0x103;
 
 static DRIVER_OBJECTS: Mutex<BTreeSet<usize>> = Mutex::new(BTreeSet::new());
+/// The driver object devices belong to.
+static CURRENT_DRIVER: AtomicUsize = AtomicUsize::new(0);
 
-pub fn is_driver_object(object: PDRIVER_OBJECT) -> bool {
+pub(crate) fn is_driver_object(object: PDRIVER_OBJECT) -> bool {
     DRIVER_OBJECTS.lock().unwrap().contains(&(object as usize))
 }
 
-pub fn new_driver_object() -> PDRIVER_OBJECT {
+pub(crate) fn new_driver_object() -> PDRIVER_OBJECT {
     // SAFETY: DRIVER_OBJECT is plain data; all zeroes is its state before DriverEntry.
     let mut object: Box<DRIVER_OBJECT> = Box::new(unsafe { std::mem::zeroed() });
     object.Type = IO_TYPE_DRIVER;
     object.Size = size_of::<DRIVER_OBJECT>() as i16;
     let object = Box::into_raw(object);
     DRIVER_OBJECTS.lock().unwrap().insert(object as usize);
+    CURRENT_DRIVER.store(object as usize, Ordering::SeqCst);
     object
 }
 
-pub fn free_driver_object(object: PDRIVER_OBJECT) {
+pub(crate) fn free_driver_object(object: PDRIVER_OBJECT) {
     if DRIVER_OBJECTS.lock().unwrap().remove(&(object as usize)) {
         // SAFETY: created by new_driver_object, removed from the set once.
         drop(unsafe { Box::from_raw(object) });
     }
 }
 
-pub fn new_device_object() -> PDEVICE_OBJECT {
+pub(crate) fn new_device_object() -> PDEVICE_OBJECT {
     // SAFETY: DEVICE_OBJECT is plain data; all zeroes is a valid starting state.
     let mut device: Box<DEVICE_OBJECT> = Box::new(unsafe { std::mem::zeroed() });
     device.Type = IO_TYPE_DEVICE;
     device.Size = size_of::<DEVICE_OBJECT>() as u16;
-    device.DriverObject = DRIVER_OBJECTS
-        .lock()
-        .unwrap()
-        .first()
-        .map_or(std::ptr::null_mut(), |&object| object as PDRIVER_OBJECT);
+    device.DriverObject = CURRENT_DRIVER.load(Ordering::SeqCst) as PDRIVER_OBJECT;
     Box::into_raw(device)
 }
 
-pub fn free_device_object(device: PDEVICE_OBJECT) {
+pub(crate) fn free_device_object(device: PDEVICE_OBJECT) {
     // SAFETY: created by new_device_object; its adapter is gone.
     let device = unsafe { Box::from_raw(device) };
     if !device.Reserved.is_null() {
@@ -59,7 +70,7 @@ pub fn free_device_object(device: PDEVICE_OBJECT) {
 }
 
 /// What NDIS installs in a miniport's driver object: its dispatch routines and unload routine.
-pub fn install_ndis_dispatch(object: PDRIVER_OBJECT) {
+pub(crate) fn install_ndis_dispatch(object: PDRIVER_OBJECT) {
     // SAFETY: a live driver object of ours, not otherwise in use during registration.
     let object = unsafe { &mut *object };
     for slot in object.MajorFunction.iter_mut() {
@@ -68,16 +79,35 @@ pub fn install_ndis_dispatch(object: PDRIVER_OBJECT) {
     object.DriverUnload = Some(ndis_unload);
 }
 
-/// NDIS's own dispatch routine: requests the miniport does not handle itself end here.
-unsafe extern "system" fn ndis_dispatch(_device: PDEVICE_OBJECT, _irp: PIRP) -> NTSTATUS {
-    NDIS_DISPATCHED.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-    STATUS_INVALID_DEVICE_REQUEST
+/// IRPs that reached NDIS's own dispatch routine, by major function.
+static NDIS_DISPATCHED: Mutex<BTreeMap<u8, u64>> = Mutex::new(BTreeMap::new());
+
+pub fn ndis_dispatched(major: usize) -> u64 {
+    NDIS_DISPATCHED
+        .lock()
+        .unwrap()
+        .get(&(major as u8))
+        .copied()
+        .unwrap_or(0)
 }
 
-/// Requests that reached NDIS's dispatch routine.
-pub static NDIS_DISPATCHED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-
-const STATUS_INVALID_DEVICE_REQUEST: NTSTATUS = 0xC000_0010_u32 as i32;
+/// NDIS's own dispatch routine: opens, cleanups, closes and PnP succeed; it knows no IOCTL.
+unsafe extern "system" fn ndis_dispatch(_device: PDEVICE_OBJECT, irp: PIRP) -> NTSTATUS {
+    // SAFETY: the I/O manager (this module) passes a live IRP with its stack location.
+    let major = unsafe { (*(*irp).CurrentStackLocation).MajorFunction };
+    *NDIS_DISPATCHED.lock().unwrap().entry(major).or_default() += 1;
+    let status = if major as usize == IRP_MJ_DEVICE_CONTROL {
+        STATUS_INVALID_DEVICE_REQUEST
+    } else {
+        STATUS_SUCCESS
+    };
+    // SAFETY: the live IRP, completed once.
+    unsafe {
+        (*irp).IoStatus.Status = status;
+        IofCompleteRequest(irp, 0);
+    }
+    status
+}
 
 /// NDIS's unload routine: calls the miniport's, which deregisters.
 unsafe extern "system" fn ndis_unload(object: PDRIVER_OBJECT) {
@@ -85,5 +115,363 @@ unsafe extern "system" fn ndis_unload(object: PDRIVER_OBJECT) {
     if let Some(unload) = ndis::handlers().and_then(|handlers| handlers.unload) {
         // SAFETY: the driver's unload handler with its driver object.
         unsafe { unload(object) };
+    }
+}
+
+/// A file object: what a handle to the adapter's device refers to.
+pub struct FileObject {
+    /// What the driver sees as the PFILE_OBJECT.
+    identity: Box<[u64; 27]>,
+    device: PDEVICE_OBJECT,
+    /// The process that opened it.
+    opener: Arc<ProcessState>,
+    handles: AtomicU64,
+}
+
+// SAFETY: the device pointer is only passed to the driver; the rest is owned data.
+unsafe impl Send for FileObject {}
+// SAFETY: as for Send.
+unsafe impl Sync for FileObject {}
+
+impl FileObject {
+    fn pointer(&self) -> PFILE_OBJECT {
+        self.identity.as_ptr().cast_mut().cast()
+    }
+}
+
+pub(crate) fn add_file_handle(file: &FileObject) {
+    file.handles.fetch_add(1, Ordering::SeqCst);
+}
+
+/// A handle to a file object closed: the last one sends cleanup, then close.
+pub(crate) fn release_file_handle(process: &Arc<ProcessState>, file: Arc<FileObject>) {
+    if file.handles.fetch_sub(1, Ordering::SeqCst) == 1 {
+        let status = send_irp(process, &file, IRP_MJ_CLEANUP, 0, Request::None);
+        assert_eq!(status, STATUS_SUCCESS, "cleanup failed");
+        let status = send_irp(&file.opener, &file, IRP_MJ_CLOSE, 0, Request::None);
+        assert_eq!(status, STATUS_SUCCESS, "close failed");
+    }
+}
+
+/// A process's handle to an adapter's device.
+pub struct DeviceHandle<'a> {
+    process: &'a Process,
+    handle: u64,
+    file: Arc<FileObject>,
+}
+
+impl Process {
+    /// Opens the device with `access` (CreateFile), through the driver's IRP_MJ_CREATE.
+    pub fn open(&self, device: PDEVICE_OBJECT, access: ACCESS_MASK) -> DeviceHandle<'_> {
+        let file = Arc::new(FileObject {
+            identity: Box::new([0; 27]),
+            device,
+            opener: self.state.clone(),
+            handles: AtomicU64::new(1),
+        });
+        let status = send_irp(&self.state, &file, IRP_MJ_CREATE, 0, Request::None);
+        assert_eq!(status, STATUS_SUCCESS, "open failed");
+        let handle = self.insert_file(file.clone(), access);
+        DeviceHandle {
+            process: self,
+            handle,
+            file,
+        }
+    }
+}
+
+impl DeviceHandle<'_> {
+    /// The handle value, as the process sees it.
+    pub fn handle(&self) -> u64 {
+        self.handle
+    }
+
+    /// The file object, as the driver sees it.
+    pub fn file_object(&self) -> PFILE_OBJECT {
+        self.file.pointer()
+    }
+
+    /// DeviceIoControl with a METHOD_BUFFERED code. The I/O manager first checks the handle
+    /// grants the access the code requires.
+    pub fn device_control(&self, code: u32, input: &[u8]) -> NTSTATUS {
+        let required = (code >> 14) & 3;
+        let entry_access = self.process.handle_access(self.handle);
+        if entry_access & required != required {
+            return STATUS_ACCESS_DENIED;
+        }
+        send_irp(
+            &self.process.state,
+            &self.file,
+            IRP_MJ_DEVICE_CONTROL,
+            0,
+            Request::DeviceControl { code, input },
+        )
+    }
+
+    /// CloseHandle.
+    pub fn close(self) {
+        self.process.close_handle(self.handle);
+    }
+}
+
+/// A PnP request from the PnP manager to the device, in the System process.
+pub(crate) fn pnp(device: PDEVICE_OBJECT, minor: u8) -> NTSTATUS {
+    let system = process::current();
+    let file = Arc::new(FileObject {
+        identity: Box::new([0; 27]),
+        device,
+        opener: system.clone(),
+        handles: AtomicU64::new(0),
+    });
+    send_irp(&system, &file, IRP_MJ_PNP, minor, Request::None)
+}
+
+enum Request<'a> {
+    None,
+    DeviceControl { code: u32, input: &'a [u8] },
+}
+
+#[repr(C)]
+struct IrpWithStack {
+    irp: IRP,
+    stack: IO_STACK_LOCATION,
+}
+
+/// IRPs sent and not yet completed, by address.
+static PENDING_IRPS: Mutex<BTreeSet<usize>> = Mutex::new(BTreeSet::new());
+
+/// Sends an IRP to the driver object's dispatch routine, in `process`'s context at PASSIVE,
+/// and checks it was completed exactly once, with the status the routine returned.
+fn send_irp(
+    process: &Arc<ProcessState>,
+    file: &FileObject,
+    major: usize,
+    minor: u8,
+    request: Request,
+) -> NTSTATUS {
+    // SAFETY: plain data; all zeroes is a valid empty IRP and stack location.
+    let mut packet: Box<IrpWithStack> = Box::new(unsafe { std::mem::zeroed() });
+    let mut system_buffer = Vec::new();
+    packet.irp.Type = IO_TYPE_IRP;
+    packet.irp.Size = size_of::<IrpWithStack>() as u16;
+    packet.irp.StackCount = 1;
+    packet.irp.CurrentLocation = 1;
+    packet.irp.RequestorMode = if process.token == process::Token::System && major == IRP_MJ_PNP {
+        KernelMode
+    } else {
+        UserMode
+    };
+    packet.irp.IoStatus.Status = STATUS_PENDING;
+    packet.stack.MajorFunction = major as u8;
+    packet.stack.MinorFunction = minor;
+    packet.stack.DeviceObject = file.device;
+    packet.stack.FileObject = file.pointer();
+    if let Request::DeviceControl { code, input } = request {
+        system_buffer = input.to_vec();
+        packet.irp.SystemBuffer = if system_buffer.is_empty() {
+            null_mut()
+        } else {
+            system_buffer.as_mut_ptr().cast()
+        };
+        packet.stack.InputBufferLength = input.len() as u32;
+        packet.stack.IoControlCode = code;
+    }
+    packet.irp.CurrentStackLocation = &mut packet.stack;
+    let irp: PIRP = &mut packet.irp;
+    PENDING_IRPS.lock().unwrap().insert(irp as usize);
+    let dispatch = {
+        let driver = CURRENT_DRIVER.load(Ordering::SeqCst) as PDRIVER_OBJECT;
+        // SAFETY: the loaded driver's object.
+        unsafe { (*driver).MajorFunction[major] }
+    };
+    let Some(dispatch) = dispatch else {
+        violation(format!("no dispatch routine for major function {major:#x}"));
+        return STATUS_INVALID_DEVICE_REQUEST;
+    };
+    let returned = process::in_context(process, || {
+        irql::call_at(PASSIVE_LEVEL, "a dispatch routine", || {
+            // SAFETY: the driver's dispatch routine with its device and a live IRP.
+            unsafe { dispatch(file.device, irp) }
+        })
+    });
+    if PENDING_IRPS.lock().unwrap().remove(&(irp as usize)) {
+        violation(format!(
+            "IRP for major function {major:#x} returned without completion"
+        ));
+    }
+    let completed = packet.irp.IoStatus.Status;
+    if returned != completed {
+        violation(format!(
+            "dispatch returned {returned:#x} but completed the IRP with {completed:#x}"
+        ));
+    }
+    drop(system_buffer);
+    returned
+}
+
+#[unsafe(no_mangle)]
+pub unsafe extern "system" fn IofCompleteRequest(irp: PIRP, _boost: i8) {
+    irql::require_at_most(DISPATCH_LEVEL, "IofCompleteRequest");
+    if !PENDING_IRPS.lock().unwrap().remove(&(irp as usize)) {
+        violation(format!("completing IRP {irp:p}, which is not outstanding"));
+    }
+}
+
+#[unsafe(no_mangle)]
+pub unsafe extern "system" fn IoIs32bitProcess(_irp: PIRP) -> u8 {
+    u8::from(process::current().bitness == process::Bitness::Bits32)
+}
+
+/// An MDL's state beyond what the MDL itself records.
+#[derive(Default)]
+struct MdlState {
+    locked_by: Option<Arc<ProcessState>>,
+    mapped: Option<(usize, u32)>,
+}
+
+static MDLS: Mutex<BTreeMap<usize, MdlState>> = Mutex::new(BTreeMap::new());
+
+pub fn mdls_outstanding() -> usize {
+    MDLS.lock().unwrap().len()
+}
+
+/// The priority flags of the last mapping, to check the driver maps no-execute.
+pub static LAST_MAPPING_PRIORITY: AtomicU64 = AtomicU64::new(0);
+
+#[unsafe(no_mangle)]
+pub unsafe extern "system" fn IoAllocateMdl(
+    address: PVOID,
+    length: ULONG,
+    secondary: u8,
+    charge_quota: u8,
+    irp: PIRP,
+) -> PMDL {
+    irql::require_at_most(DISPATCH_LEVEL, "IoAllocateMdl");
+    if secondary != 0 || charge_quota != 0 || !irp.is_null() {
+        violation("IoAllocateMdl: the simulator supports only stand-alone MDLs");
+    }
+    if should_fail(Site::IoAllocateMdl) {
+        return null_mut();
+    }
+    // SAFETY: MDL is plain data.
+    let mut mdl: Box<MDL> = Box::new(unsafe { std::mem::zeroed() });
+    mdl.StartVa = address;
+    mdl.ByteCount = length;
+    let mdl = Box::into_raw(mdl);
+    MDLS.lock()
+        .unwrap()
+        .insert(mdl as usize, MdlState::default());
+    mdl
+}
+
+#[unsafe(no_mangle)]
+pub unsafe extern "system" fn IoFreeMdl(mdl: PMDL) {
+    irql::require_at_most(DISPATCH_LEVEL, "IoFreeMdl");
+    let Some(state) = MDLS.lock().unwrap().remove(&(mdl as usize)) else {
+        violation(format!("freeing unknown MDL {mdl:p}"));
+        return;
+    };
+    if state.locked_by.is_some() || state.mapped.is_some() {
+        violation("freeing an MDL whose pages are still locked or mapped");
+    }
+    // SAFETY: allocated by IoAllocateMdl, removed from the table once.
+    drop(unsafe { Box::from_raw(mdl) });
+}
+
+/// The SEH shim's counterpart: MmProbeAndLockPages with its exception returned as a status.
+#[unsafe(no_mangle)]
+pub unsafe extern "system" fn OxtunProbeAndLockPages(
+    mdl: PMDL,
+    mode: KPROCESSOR_MODE,
+    operation: LOCK_OPERATION,
+) -> NTSTATUS {
+    irql::require_at_most(APC_LEVEL, "MmProbeAndLockPages");
+    let mut mdls = MDLS.lock().unwrap();
+    let Some(state) = mdls.get_mut(&(mdl as usize)) else {
+        violation(format!("probing unknown MDL {mdl:p}"));
+        return STATUS_INVALID_PARAMETER;
+    };
+    if state.locked_by.is_some() {
+        violation("probing an MDL that is already locked");
+    }
+    if operation != IoWriteAccess {
+        violation("the driver writes the rings: it must probe for write access");
+    }
+    if should_fail(Site::ProbeAndLockPages) {
+        return STATUS_ACCESS_VIOLATION;
+    }
+    // SAFETY: a live MDL from IoAllocateMdl.
+    let (address, length) = unsafe { ((*mdl).StartVa as usize, (*mdl).ByteCount as usize) };
+    let process = process::current();
+    if mode == UserMode && !process::lock_user_range(&process, address, length, 1) {
+        return STATUS_ACCESS_VIOLATION;
+    }
+    state.locked_by = Some(process);
+    STATUS_SUCCESS
+}
+
+#[unsafe(no_mangle)]
+pub unsafe extern "system" fn MmUnlockPages(mdl: PMDL) {
+    irql::require_at_most(DISPATCH_LEVEL, "MmUnlockPages");
+    let mut mdls = MDLS.lock().unwrap();
+    let Some(state) = mdls.get_mut(&(mdl as usize)) else {
+        violation(format!("unlocking unknown MDL {mdl:p}"));
+        return;
+    };
+    let Some(process) = state.locked_by.take() else {
+        violation("unlocking an MDL that is not locked");
+        return;
+    };
+    if state.mapped.is_some() {
+        violation("unlocking an MDL whose system mapping is still in place");
+    }
+    // SAFETY: a live MDL.
+    let (address, length) = unsafe { ((*mdl).StartVa as usize, (*mdl).ByteCount as usize) };
+    process::lock_user_range(&process, address, length, -1);
+}
+
+#[unsafe(no_mangle)]
+pub unsafe extern "system" fn MmMapLockedPagesSpecifyCache(
+    mdl: PMDL,
+    mode: KPROCESSOR_MODE,
+    _cache: u32,
+    requested: PVOID,
+    bug_check_on_failure: ULONG,
+    priority: u32,
+) -> PVOID {
+    irql::require_at_most(DISPATCH_LEVEL, "MmMapLockedPagesSpecifyCache");
+    if mode != KernelMode || !requested.is_null() || bug_check_on_failure != 0 {
+        violation("mapping for the kernel must be KernelMode, anywhere, without bug check");
+    }
+    let mut mdls = MDLS.lock().unwrap();
+    let Some(state) = mdls.get_mut(&(mdl as usize)) else {
+        violation(format!("mapping unknown MDL {mdl:p}"));
+        return null_mut();
+    };
+    if state.locked_by.is_none() || state.mapped.is_some() {
+        violation("mapping an MDL that is not locked, or already mapped");
+    }
+    if should_fail(Site::MmMapLockedPagesSpecifyCache) {
+        return null_mut();
+    }
+    LAST_MAPPING_PRIORITY.store(u64::from(priority), Ordering::SeqCst);
+    // The simulated system address is the user address: one address space.
+    // SAFETY: a live MDL.
+    let address = unsafe { (*mdl).StartVa } as usize;
+    state.mapped = Some((address, priority));
+    address as PVOID
+}
+
+#[unsafe(no_mangle)]
+pub unsafe extern "system" fn MmUnmapLockedPages(address: PVOID, mdl: PMDL) {
+    irql::require_at_most(DISPATCH_LEVEL, "MmUnmapLockedPages");
+    let mut mdls = MDLS.lock().unwrap();
+    match mdls.get_mut(&(mdl as usize)) {
+        Some(state) if state.mapped.is_some_and(|(at, _)| at == address as usize) => {
+            state.mapped = None;
+        }
+        _ => violation(format!(
+            "unmapping {address:p}, which this MDL does not map"
+        )),
     }
 }

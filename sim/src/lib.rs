@@ -11,10 +11,12 @@
 //! with cargo-nextest (a process per test).
 
 pub mod faults;
-mod io;
+pub mod io;
 pub mod irql;
 mod ndis;
 pub mod pool;
+pub mod process;
+mod security;
 mod sync;
 pub mod verifier;
 
@@ -22,23 +24,29 @@ use std::fmt;
 
 use oxtun::sys::*;
 
+pub use io::DeviceHandle;
 pub use ndis::{AdapterState, General, OidResult};
+pub use process::{Bitness, EventObject, Process, Token};
 
 /// The driver, loaded.
 pub struct Driver {
     object: PDRIVER_OBJECT,
 }
 
-/// What was still allocated when the driver unloaded.
+/// What the driver still held when the driver unloaded.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct Leaks {
     pub pool: Vec<pool::Allocation>,
     pub nbl_pools: usize,
+    pub mdls: usize,
+    pub object_references: usize,
+    pub resources: usize,
+    pub notify_routines: usize,
 }
 
 impl Leaks {
     pub fn is_empty(&self) -> bool {
-        self.pool.is_empty() && self.nbl_pools == 0
+        *self == Leaks::default()
     }
 }
 
@@ -46,18 +54,28 @@ impl fmt::Display for Leaks {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "{} pool allocations, {} NBL pools",
+            "{} pool allocations, {} NBL pools, {} MDLs, {} object references, {} ERESOURCEs, \
+             {} process notify routines",
             self.pool.len(),
-            self.nbl_pools
+            self.nbl_pools,
+            self.mdls,
+            self.object_references,
+            self.resources,
+            self.notify_routines
         )
     }
 }
 
-/// Everything allocated now.
+/// Everything the driver holds now. While the driver is loaded its lock and its process
+/// notify routine are expected here; [`Driver::unload`] reports what is left after it.
 pub fn outstanding() -> Leaks {
     Leaks {
         pool: pool::outstanding().into_values().collect(),
         nbl_pools: ndis::nbl_pools_outstanding(),
+        mdls: io::mdls_outstanding(),
+        object_references: process::references_outstanding(),
+        resources: sync::resources_outstanding(),
+        notify_routines: process::notify_routines_registered(),
     }
 }
 
@@ -164,6 +182,11 @@ impl Adapter {
     /// The adapter's functional device object.
     pub fn device(&self) -> PDEVICE_OBJECT {
         ndis::adapter_block(self.handle).device
+    }
+
+    /// A PnP request (IRP_MJ_PNP with `minor`) to the adapter's device.
+    pub fn pnp(&self, minor: u8) -> NTSTATUS {
+        io::pnp(self.device(), minor)
     }
 
     /// A query OID request with a buffer of `len` bytes.

@@ -1,16 +1,20 @@
-//! Spin locks (the lock word lives in the driver's memory, as in the kernel) and the bookkeeping
-//! that catches a lock freed while held or taken twice by one thread.
+//! Spin locks (the lock word lives in the driver's memory, as in the kernel) and executive
+//! resources, with the bookkeeping that catches a lock freed while held, taken twice by one
+//! thread, or an ERESOURCE freed without being deleted.
 
 // The exports below are the kernel's own functions: their safety contracts are the ones
 // Microsoft documents, and checking them is this module's job.
 #![allow(clippy::missing_safety_doc)]
 
-use std::cell::RefCell;
-use std::collections::BTreeSet;
-use std::sync::Mutex;
+use std::cell::{Cell, RefCell};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::thread::{self, ThreadId};
 
-use oxtun::sys::{DISPATCH_LEVEL, KIRQL, KSPIN_LOCK};
+use oxtun::sys::{
+    APC_LEVEL, DISPATCH_LEVEL, ERESOURCE, KIRQL, KSPIN_LOCK, NTSTATUS, PVOID, STATUS_SUCCESS,
+};
 
 use crate::irql;
 use crate::verifier::violation;
@@ -32,7 +36,7 @@ pub fn forget_objects_in(start: usize, len: usize) {
     }
 }
 
-fn acquire(lock: *mut KSPIN_LOCK) {
+fn acquire_spin_lock(lock: *mut KSPIN_LOCK) {
     let address = lock as usize;
     if HELD_HERE.with(|held| held.borrow().contains(&address)) {
         violation(format!(
@@ -53,7 +57,7 @@ fn acquire(lock: *mut KSPIN_LOCK) {
     HELD_HERE.with(|held| held.borrow_mut().insert(address));
 }
 
-fn release(lock: *mut KSPIN_LOCK) {
+fn release_spin_lock(lock: *mut KSPIN_LOCK) {
     let address = lock as usize;
     if !HELD_HERE.with(|held| held.borrow_mut().remove(&address)) {
         violation(format!(
@@ -71,7 +75,7 @@ fn release(lock: *mut KSPIN_LOCK) {
 pub extern "system" fn KeAcquireSpinLockRaiseToDpc(lock: *mut KSPIN_LOCK) -> KIRQL {
     irql::require_at_most(DISPATCH_LEVEL, "KeAcquireSpinLockRaiseToDpc");
     let old = irql::raise(DISPATCH_LEVEL);
-    acquire(lock);
+    acquire_spin_lock(lock);
     old
 }
 
@@ -80,6 +84,148 @@ pub extern "system" fn KeReleaseSpinLock(lock: *mut KSPIN_LOCK, new_irql: KIRQL)
     if irql::current() != DISPATCH_LEVEL {
         violation("KeReleaseSpinLock below DISPATCH_LEVEL");
     }
-    release(lock);
+    release_spin_lock(lock);
     irql::lower(new_irql);
+}
+
+#[derive(Default)]
+struct ResourceState {
+    owner: Option<ThreadId>,
+    exclusive_depth: u32,
+    shared: HashMap<ThreadId, u32>,
+}
+
+type Resource = Arc<(Mutex<ResourceState>, Condvar)>;
+
+/// Initialized ERESOURCEs, by address.
+static RESOURCES: Mutex<BTreeMap<usize, Resource>> = Mutex::new(BTreeMap::new());
+
+thread_local! {
+    /// Depth of KeEnterCriticalRegion on this thread.
+    static CRITICAL_REGION: Cell<u32> = const { Cell::new(0) };
+}
+
+/// ERESOURCEs initialized and not deleted.
+pub fn resources_outstanding() -> usize {
+    RESOURCES.lock().unwrap().len()
+}
+
+fn resource(address: *mut ERESOURCE, what: &str) -> Option<Resource> {
+    let found = RESOURCES.lock().unwrap().get(&(address as usize)).cloned();
+    if found.is_none() {
+        violation(format!(
+            "{what} on {address:p}, which is not an initialized ERESOURCE"
+        ));
+    }
+    found
+}
+
+#[unsafe(no_mangle)]
+pub unsafe extern "system" fn ExInitializeResourceLite(address: *mut ERESOURCE) -> NTSTATUS {
+    irql::require_at_most(DISPATCH_LEVEL, "ExInitializeResourceLite");
+    let mut resources = RESOURCES.lock().unwrap();
+    if resources.contains_key(&(address as usize)) {
+        violation("ExInitializeResourceLite on a resource that is initialized");
+    }
+    resources.insert(address as usize, Resource::default());
+    STATUS_SUCCESS
+}
+
+#[unsafe(no_mangle)]
+pub unsafe extern "system" fn ExDeleteResourceLite(address: *mut ERESOURCE) -> NTSTATUS {
+    irql::require_at_most(APC_LEVEL, "ExDeleteResourceLite");
+    let Some(resource) = RESOURCES.lock().unwrap().remove(&(address as usize)) else {
+        violation(format!(
+            "deleting {address:p}, which is not an initialized ERESOURCE"
+        ));
+        return STATUS_SUCCESS;
+    };
+    let state = resource.0.lock().unwrap();
+    if state.owner.is_some() || !state.shared.is_empty() {
+        violation("deleting an ERESOURCE that is held");
+    }
+    STATUS_SUCCESS
+}
+
+fn acquire_resource(address: *mut ERESOURCE, exclusive: bool) -> PVOID {
+    let what = if exclusive {
+        "ExEnterCriticalRegionAndAcquireResourceExclusive"
+    } else {
+        "ExEnterCriticalRegionAndAcquireResourceShared"
+    };
+    irql::require_at_most(APC_LEVEL, what);
+    CRITICAL_REGION.with(|depth| depth.set(depth.get() + 1));
+    let Some(resource) = resource(address, what) else {
+        return std::ptr::null_mut();
+    };
+    let me = thread::current().id();
+    let (lock, changed) = &*resource;
+    let mut state = lock.lock().unwrap();
+    loop {
+        if state.owner == Some(me) {
+            state.exclusive_depth += 1;
+            break;
+        }
+        if exclusive && state.shared.contains_key(&me) {
+            violation("acquiring an ERESOURCE exclusively while holding it shared: deadlock");
+            break;
+        }
+        let free = state.owner.is_none() && (!exclusive || state.shared.is_empty());
+        if free {
+            if exclusive {
+                state.owner = Some(me);
+                state.exclusive_depth = 1;
+            } else {
+                *state.shared.entry(me).or_default() += 1;
+            }
+            break;
+        }
+        state = changed.wait(state).unwrap();
+    }
+    address.cast()
+}
+
+#[unsafe(no_mangle)]
+pub unsafe extern "system" fn ExEnterCriticalRegionAndAcquireResourceShared(
+    address: *mut ERESOURCE,
+) -> PVOID {
+    acquire_resource(address, false)
+}
+
+#[unsafe(no_mangle)]
+pub unsafe extern "system" fn ExEnterCriticalRegionAndAcquireResourceExclusive(
+    address: *mut ERESOURCE,
+) -> PVOID {
+    acquire_resource(address, true)
+}
+
+#[unsafe(no_mangle)]
+pub unsafe extern "system" fn ExReleaseResourceAndLeaveCriticalRegion(address: *mut ERESOURCE) {
+    irql::require_at_most(DISPATCH_LEVEL, "ExReleaseResourceAndLeaveCriticalRegion");
+    let Some(resource) = resource(address, "ExReleaseResourceAndLeaveCriticalRegion") else {
+        return;
+    };
+    let me = thread::current().id();
+    let (lock, changed) = &*resource;
+    let mut state = lock.lock().unwrap();
+    if state.owner == Some(me) {
+        state.exclusive_depth -= 1;
+        if state.exclusive_depth == 0 {
+            state.owner = None;
+        }
+    } else if let Some(count) = state.shared.get_mut(&me) {
+        *count -= 1;
+        if *count == 0 {
+            state.shared.remove(&me);
+        }
+    } else {
+        violation("releasing an ERESOURCE this thread does not hold");
+        return;
+    }
+    changed.notify_all();
+    drop(state);
+    let depth = CRITICAL_REGION.with(|depth| depth.replace(depth.get().saturating_sub(1)));
+    if depth == 0 {
+        violation("leaving a critical region that was not entered");
+    }
 }

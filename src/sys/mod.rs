@@ -20,8 +20,14 @@ mod lock;
 pub mod ndis;
 pub mod nt;
 mod pool;
+mod resource;
+mod security;
+mod user;
 
 pub use lock::{SpinLock, SpinLockGuard};
 pub use ndis::*;
 pub use nt::*;
 pub use pool::{POOL_TAG, PoolBox};
+pub use resource::{Resource, ResourceGuard};
+pub use security::caller_is_system_or_administrator;
+pub use user::{EventReference, LockedUserBuffer};

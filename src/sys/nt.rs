@@ -33,12 +33,170 @@ pub const IRP_MJ_CLEANUP: usize = 0x12;
 pub const IRP_MJ_PNP: usize = 0x1B;
 pub const IRP_MJ_MAXIMUM_FUNCTION: usize = 0x1B;
 
-/// `IRP`; its fields are declared where the driver reads them.
+pub const STATUS_INVALID_PARAMETER: NTSTATUS = 0xC000_000D_u32 as i32;
+pub const STATUS_INVALID_DEVICE_REQUEST: NTSTATUS = 0xC000_0010_u32 as i32;
+pub const STATUS_ACCESS_DENIED: NTSTATUS = 0xC000_0022_u32 as i32;
+pub const STATUS_INSUFFICIENT_RESOURCES: NTSTATUS = 0xC000_009A_u32 as i32;
+pub const STATUS_ALREADY_INITIALIZED: NTSTATUS = 0xC000_0510_u32 as i32;
+
+pub type HANDLE = PVOID;
+pub type ACCESS_MASK = ULONG;
+pub const FILE_READ_DATA: ACCESS_MASK = 0x0001;
+pub const FILE_WRITE_DATA: ACCESS_MASK = 0x0002;
+pub const FILE_ALL_ACCESS: ACCESS_MASK = 0x001F_01FF;
+pub const SYNCHRONIZE: ACCESS_MASK = 0x0010_0000;
+pub const EVENT_MODIFY_STATE: ACCESS_MASK = 0x0002;
+
+/// `IO_STATUS_BLOCK`.
+#[repr(C)]
+pub struct IO_STATUS_BLOCK {
+    pub Status: NTSTATUS,
+    pub Information: ULONG_PTR,
+}
+
+/// `IRP`, up to the fields the driver uses (the rest is declared as bytes to keep offsets).
 #[repr(C)]
 pub struct IRP {
-    _opaque: [u8; 0],
+    pub Type: i16,
+    pub Size: u16,
+    pub AllocationProcessorNumber: u16,
+    pub Reserved: u16,
+    pub MdlAddress: PMDL,
+    pub Flags: ULONG,
+    /// `AssociatedIrp.SystemBuffer` for METHOD_BUFFERED requests.
+    pub SystemBuffer: PVOID,
+    pub ThreadListEntry: [PVOID; 2],
+    pub IoStatus: IO_STATUS_BLOCK,
+    pub RequestorMode: KPROCESSOR_MODE,
+    pub PendingReturned: u8,
+    pub StackCount: i8,
+    pub CurrentLocation: i8,
+    pub Cancel: u8,
+    pub CancelIrql: KIRQL,
+    pub ApcEnvironment: i8,
+    pub AllocationFlags: u8,
+    pub UserIosb: PVOID,
+    pub UserEvent: PVOID,
+    pub Overlay: [PVOID; 2],
+    pub CancelRoutine: PVOID,
+    pub UserBuffer: PVOID,
+    /// `Tail.Overlay.DriverContext`.
+    pub DriverContext: [PVOID; 4],
+    pub Thread: PVOID,
+    pub AuxiliaryBuffer: PVOID,
+    pub ListEntry: [PVOID; 2],
+    /// `Tail.Overlay.CurrentStackLocation`.
+    pub CurrentStackLocation: *mut IO_STACK_LOCATION,
+    pub OriginalFileObject: PVOID,
+    /// The rest of the `Tail` union (its KAPC member is the longest).
+    pub TailRest: PVOID,
 }
 pub type PIRP = *mut IRP;
+
+/// `IO_STACK_LOCATION`, with the `Parameters.DeviceIoControl` member of its union (the other
+/// members the driver uses carry no parameters it reads).
+#[repr(C)]
+pub struct IO_STACK_LOCATION {
+    pub MajorFunction: u8,
+    pub MinorFunction: u8,
+    pub Flags: u8,
+    pub Control: u8,
+    // Each ULONG of the parameters is POINTER_ALIGNMENT: 8-byte aligned on x64.
+    _padding0: u32,
+    pub OutputBufferLength: ULONG,
+    _padding1: u32,
+    pub InputBufferLength: ULONG,
+    _padding2: u32,
+    pub IoControlCode: ULONG,
+    _padding3: u32,
+    pub Type3InputBuffer: PVOID,
+    pub DeviceObject: PDEVICE_OBJECT,
+    pub FileObject: PFILE_OBJECT,
+    pub CompletionRoutine: PVOID,
+    pub Context: PVOID,
+}
+
+/// `FILE_OBJECT`: only its identity matters to the driver.
+#[repr(C)]
+pub struct FILE_OBJECT {
+    _opaque: [u8; 0],
+}
+pub type PFILE_OBJECT = *mut FILE_OBJECT;
+
+pub const IO_NO_INCREMENT: i8 = 0;
+pub const IRP_MN_QUERY_REMOVE_DEVICE: u8 = 0x01;
+pub const IRP_MN_SURPRISE_REMOVAL: u8 = 0x17;
+
+#[cfg(target_pointer_width = "64")]
+const _: () = {
+    use core::mem::{offset_of, size_of};
+    assert!(offset_of!(IRP, MdlAddress) == 0x08);
+    assert!(offset_of!(IRP, SystemBuffer) == 0x18);
+    assert!(offset_of!(IRP, IoStatus) == 0x30);
+    assert!(offset_of!(IRP, RequestorMode) == 0x40);
+    assert!(offset_of!(IRP, UserBuffer) == 0x70);
+    assert!(offset_of!(IRP, DriverContext) == 0x78);
+    assert!(offset_of!(IRP, Thread) == 0x98);
+    assert!(offset_of!(IRP, CurrentStackLocation) == 0xB8);
+    assert!(size_of::<IRP>() == 0xD0);
+    assert!(offset_of!(IO_STACK_LOCATION, OutputBufferLength) == 0x08);
+    assert!(offset_of!(IO_STACK_LOCATION, InputBufferLength) == 0x10);
+    assert!(offset_of!(IO_STACK_LOCATION, IoControlCode) == 0x18);
+    assert!(offset_of!(IO_STACK_LOCATION, Type3InputBuffer) == 0x20);
+    assert!(offset_of!(IO_STACK_LOCATION, DeviceObject) == 0x28);
+    assert!(offset_of!(IO_STACK_LOCATION, FileObject) == 0x30);
+    assert!(size_of::<IO_STACK_LOCATION>() == 0x48);
+};
+
+/// `IoGetCurrentIrpStackLocation`.
+///
+/// # Safety
+/// `irp` is a live IRP the driver is processing.
+pub unsafe fn IoGetCurrentIrpStackLocation(irp: PIRP) -> *mut IO_STACK_LOCATION {
+    // SAFETY: the caller guarantees the IRP is live.
+    unsafe { (*irp).CurrentStackLocation }
+}
+
+/// `ERESOURCE`: an executive reader/writer lock (contents private to the kernel).
+#[repr(C, align(8))]
+pub struct ERESOURCE {
+    _opaque: [u8; 0x68],
+}
+
+/// `KEVENT`: a dispatcher event (contents private to the kernel).
+#[repr(C, align(8))]
+pub struct KEVENT {
+    _opaque: [u8; 0x18],
+}
+pub type PKEVENT = *mut KEVENT;
+
+pub type POBJECT_TYPE = PVOID;
+pub type PEPROCESS = PVOID;
+
+/// `MEMORY_CACHING_TYPE::MmCached`.
+pub const MmCached: u32 = 1;
+/// `MM_PAGE_PRIORITY::NormalPagePriority`, and the flag that maps pages no-execute.
+pub const NormalPagePriority: u32 = 16;
+pub const MdlMappingNoExecute: u32 = 0x4000_0000;
+
+/// `SECURITY_SUBJECT_CONTEXT`: captured by the kernel, opaque to drivers.
+#[repr(C, align(8))]
+pub struct SECURITY_SUBJECT_CONTEXT {
+    _opaque: [u8; 0x20],
+}
+
+/// `GENERIC_MAPPING`.
+#[repr(C)]
+pub struct GENERIC_MAPPING {
+    pub GenericRead: ACCESS_MASK,
+    pub GenericWrite: ACCESS_MASK,
+    pub GenericExecute: ACCESS_MASK,
+    pub GenericAll: ACCESS_MASK,
+}
+
+/// `PCREATE_PROCESS_NOTIFY_ROUTINE_EX`; `CreateInfo` is null when the process exits.
+pub type CREATE_PROCESS_NOTIFY_ROUTINE_EX =
+    unsafe extern "system" fn(Process: PEPROCESS, ProcessId: HANDLE, CreateInfo: PVOID);
 
 pub type DRIVER_DISPATCH =
     unsafe extern "system" fn(DeviceObject: PDEVICE_OBJECT, Irp: PIRP) -> NTSTATUS;
@@ -110,8 +268,68 @@ const _: () = {
 unsafe extern "system" {
     pub fn ExAllocatePool2(Flags: POOL_FLAGS, NumberOfBytes: usize, Tag: ULONG) -> PVOID;
     pub fn ExFreePoolWithTag(P: PVOID, Tag: ULONG);
+    pub fn IofCompleteRequest(Irp: PIRP, PriorityBoost: i8);
+    pub fn IoIs32bitProcess(Irp: PIRP) -> u8;
+    pub fn IoGetCurrentProcess() -> PEPROCESS;
+    pub fn IoAllocateMdl(
+        VirtualAddress: PVOID,
+        Length: ULONG,
+        SecondaryBuffer: u8,
+        ChargeQuota: u8,
+        Irp: PIRP,
+    ) -> PMDL;
+    pub fn IoFreeMdl(Mdl: PMDL);
+    pub fn MmMapLockedPagesSpecifyCache(
+        MemoryDescriptorList: PMDL,
+        AccessMode: KPROCESSOR_MODE,
+        CacheType: u32,
+        RequestedAddress: PVOID,
+        BugCheckOnFailure: ULONG,
+        Priority: u32,
+    ) -> PVOID;
+    pub fn MmUnmapLockedPages(BaseAddress: PVOID, MemoryDescriptorList: PMDL);
+    pub fn MmUnlockPages(MemoryDescriptorList: PMDL);
+    pub fn ObReferenceObjectByHandle(
+        Handle: HANDLE,
+        DesiredAccess: ACCESS_MASK,
+        ObjectType: POBJECT_TYPE,
+        AccessMode: KPROCESSOR_MODE,
+        Object: *mut PVOID,
+        HandleInformation: PVOID,
+    ) -> NTSTATUS;
+    pub fn ObfDereferenceObject(Object: PVOID) -> isize;
+    pub fn KeSetEvent(Event: PKEVENT, Increment: i32, Wait: u8) -> i32;
+    pub fn ExInitializeResourceLite(Resource: *mut ERESOURCE) -> NTSTATUS;
+    pub fn ExDeleteResourceLite(Resource: *mut ERESOURCE) -> NTSTATUS;
+    pub fn ExEnterCriticalRegionAndAcquireResourceShared(Resource: *mut ERESOURCE) -> PVOID;
+    pub fn ExEnterCriticalRegionAndAcquireResourceExclusive(Resource: *mut ERESOURCE) -> PVOID;
+    pub fn ExReleaseResourceAndLeaveCriticalRegion(Resource: *mut ERESOURCE);
+    pub fn SeCaptureSubjectContext(SubjectContext: *mut SECURITY_SUBJECT_CONTEXT);
+    pub fn SeReleaseSubjectContext(SubjectContext: *mut SECURITY_SUBJECT_CONTEXT);
+    pub fn SeAccessCheck(
+        SecurityDescriptor: PVOID,
+        SubjectSecurityContext: *mut SECURITY_SUBJECT_CONTEXT,
+        SubjectContextLocked: u8,
+        DesiredAccess: ACCESS_MASK,
+        PreviouslyGrantedAccess: ACCESS_MASK,
+        Privileges: *mut PVOID,
+        GenericMapping: *mut GENERIC_MAPPING,
+        AccessMode: KPROCESSOR_MODE,
+        GrantedAccess: *mut ACCESS_MASK,
+        AccessStatus: *mut NTSTATUS,
+    ) -> u8;
+    pub fn IoGetFileObjectGenericMapping() -> *mut GENERIC_MAPPING;
+    pub fn PsSetCreateProcessNotifyRoutineEx(
+        NotifyRoutine: CREATE_PROCESS_NOTIFY_ROUTINE_EX,
+        Remove: u8,
+    ) -> NTSTATUS;
     pub fn KeAcquireSpinLockRaiseToDpc(SpinLock: *mut KSPIN_LOCK) -> KIRQL;
     pub fn KeReleaseSpinLock(SpinLock: *mut KSPIN_LOCK, NewIrql: KIRQL);
+
+    /// Only the SEH shim calls this (it raises on a bad address); see [`OxtunProbeAndLockPages`].
+    pub fn MmProbeAndLockPages(Mdl: PMDL, AccessMode: KPROCESSOR_MODE, Operation: LOCK_OPERATION);
+    /// The exception handler of the SEH shim's `__try`.
+    pub fn __C_specific_handler();
 
     /// Stops the system with a bug check; never returns.
     pub fn KeBugCheckEx(
@@ -121,6 +339,65 @@ unsafe extern "system" {
         BugCheckParameter3: ULONG_PTR,
         BugCheckParameter4: ULONG_PTR,
     ) -> !;
+}
+
+/// `MDL`: a description of locked pages.
+#[repr(C)]
+pub struct MDL {
+    pub Next: *mut MDL,
+    pub Size: i16,
+    pub MdlFlags: i16,
+    pub AllocationProcessorNumber: u16,
+    pub Reserved: u16,
+    pub Process: PVOID,
+    pub MappedSystemVa: PVOID,
+    pub StartVa: PVOID,
+    pub ByteCount: ULONG,
+    pub ByteOffset: ULONG,
+}
+pub type PMDL = *mut MDL;
+
+#[cfg(target_pointer_width = "64")]
+const _: () = {
+    assert!(core::mem::offset_of!(MDL, MappedSystemVa) == 0x18);
+    assert!(core::mem::offset_of!(MDL, ByteOffset) == 0x2C);
+    assert!(core::mem::size_of::<MDL>() == 0x30);
+};
+
+pub type KPROCESSOR_MODE = i8;
+pub const KernelMode: KPROCESSOR_MODE = 0;
+pub const UserMode: KPROCESSOR_MODE = 1;
+pub type LOCK_OPERATION = u32;
+pub const IoWriteAccess: LOCK_OPERATION = 1;
+
+unsafe extern "system" {
+    /// `MmProbeAndLockPages` with its exception caught: returns the exception code instead of
+    /// raising. Defined by the SEH shim (`seh.c`) in the kernel image, by the simulated kernel
+    /// on the host.
+    pub fn OxtunProbeAndLockPages(
+        Mdl: PMDL,
+        AccessMode: KPROCESSOR_MODE,
+        Operation: LOCK_OPERATION,
+    ) -> NTSTATUS;
+}
+
+#[cfg_attr(
+    windows,
+    link(name = "ntoskrnl.exe", kind = "raw-dylib", modifiers = "+verbatim")
+)]
+unsafe extern "system" {
+    /// The object type of events, for ObReferenceObjectByHandle (the kernel's variable, read
+    /// through the import table).
+    pub static ExEventObjectType: POBJECT_TYPE;
+}
+
+// The C memory functions that compiler-generated code calls; the kernel exports them.
+#[cfg(windows)]
+#[link(name = "ntoskrnl.exe", kind = "raw-dylib", modifiers = "+verbatim")]
+unsafe extern "C" {
+    pub fn memcpy(dest: *mut u8, src: *const u8, n: usize) -> *mut u8;
+    pub fn memmove(dest: *mut u8, src: *const u8, n: usize) -> *mut u8;
+    pub fn memset(dest: *mut u8, c: i32, n: usize) -> *mut u8;
 }
 
 /// `KeGetCurrentIrql`: on x64 the IRQL is the task priority register, CR8.

@@ -1,7 +1,7 @@
 //! Owned values in non-paged pool: the driver's only heap.
 
 use core::mem::size_of;
-use core::ops::Deref;
+use core::ops::{Deref, DerefMut};
 use core::ptr::NonNull;
 
 use super::nt::{ExAllocatePool2, ExFreePoolWithTag, POOL_FLAG_NON_PAGED, ULONG};
@@ -58,6 +58,13 @@ impl<T> Deref for PoolBox<T> {
     fn deref(&self) -> &T {
         // SAFETY: the box owns a live, initialized T.
         unsafe { self.ptr.as_ref() }
+    }
+}
+
+impl<T> DerefMut for PoolBox<T> {
+    fn deref_mut(&mut self) -> &mut T {
+        // SAFETY: the box owns a live T, and &mut self makes this the only access.
+        unsafe { self.ptr.as_mut() }
     }
 }
 

@@ -1,0 +1,491 @@
+//! User processes: their token, their memory (which the driver probes, locks and maps), their
+//! handles (to event objects and to the adapter's device), and their exit.
+
+// The exports below are the kernel's own functions: their safety contracts are the ones
+// Microsoft documents, and checking them is this module's job.
+#![allow(clippy::missing_safety_doc)]
+
+use std::cell::RefCell;
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+
+use oxtun::sys::*;
+
+use crate::faults::{Site, should_fail};
+use crate::irql;
+use crate::verifier::violation;
+
+const STATUS_INVALID_HANDLE: NTSTATUS = 0xC000_0008_u32 as i32;
+const STATUS_OBJECT_TYPE_MISMATCH: NTSTATUS = 0xC000_0024_u32 as i32;
+const STATUS_INVALID_PARAMETER_2: NTSTATUS = 0xC000_00F0_u32 as i32;
+const STATUS_PROCEDURE_NOT_FOUND: NTSTATUS = 0xC000_007A_u32 as i32;
+const PAGE_SIZE: usize = 4096;
+
+/// Whose security context a process runs in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Token {
+    /// LocalSystem, as a service runs.
+    System,
+    /// An elevated member of the Administrators group.
+    Administrator,
+    /// A plain user.
+    User,
+}
+
+/// The process's pointer width, which decides the layout of its IOCTL buffers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Bitness {
+    Bits32,
+    Bits64,
+}
+
+/// A kernel event, as a user handle names it.
+pub struct EventObject {
+    /// What the driver is given as the PKEVENT: the first bytes of this object.
+    header: [u64; 3],
+    signalled: Mutex<bool>,
+    changed: Condvar,
+    sets: AtomicU64,
+}
+
+impl EventObject {
+    fn address(self: &Arc<Self>) -> usize {
+        self.header.as_ptr() as usize
+    }
+
+    /// Times the event was set (by the driver) since it was created.
+    pub fn set_count(&self) -> u64 {
+        self.sets.load(Ordering::SeqCst)
+    }
+
+    /// Whether the event is signalled; resets it, like a wait on an auto-reset event.
+    pub fn take(&self) -> bool {
+        std::mem::take(&mut *self.signalled.lock().unwrap())
+    }
+
+    pub fn set(&self) {
+        self.sets.fetch_add(1, Ordering::SeqCst);
+        *self.signalled.lock().unwrap() = true;
+        self.changed.notify_all();
+    }
+}
+
+#[derive(Clone)]
+enum Object {
+    Event(Arc<EventObject>),
+    File(Arc<crate::io::FileObject>),
+}
+
+#[derive(Clone)]
+struct HandleEntry {
+    object: Object,
+    access: ACCESS_MASK,
+}
+
+struct UserAllocation {
+    base: usize,
+    len: usize,
+    /// Pages of it locked by the driver (through MDLs).
+    locked: usize,
+}
+
+pub struct ProcessState {
+    pub id: u64,
+    /// What the driver sees as the PEPROCESS.
+    identity: Box<[u64; 8]>,
+    pub token: Token,
+    pub bitness: Bitness,
+    memory: Mutex<Vec<UserAllocation>>,
+    handles: Mutex<BTreeMap<u64, HandleEntry>>,
+    next_handle: AtomicU64,
+}
+
+impl ProcessState {
+    pub fn eprocess(&self) -> PEPROCESS {
+        self.identity.as_ptr().cast_mut().cast()
+    }
+}
+
+impl Drop for ProcessState {
+    fn drop(&mut self) {
+        for allocation in self.memory.get_mut().unwrap().drain(..) {
+            unmap(allocation.base, allocation.len);
+        }
+    }
+}
+
+/// Fresh zeroed pages, below 2 GiB when `low` (so a 32-bit process's pointers hold them).
+fn map(len: usize, low: bool) -> usize {
+    let flags = libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | if low { libc::MAP_32BIT } else { 0 };
+    // SAFETY: an anonymous private mapping at an address of the kernel's choosing.
+    let base = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            len.max(1),
+            libc::PROT_READ | libc::PROT_WRITE,
+            flags,
+            -1,
+            0,
+        )
+    };
+    assert_ne!(base, libc::MAP_FAILED, "host mmap failed");
+    base as usize
+}
+
+fn unmap(base: usize, len: usize) {
+    // SAFETY: a mapping made by `map` with this length, unmapped once.
+    unsafe { libc::munmap(base as *mut libc::c_void, len.max(1)) };
+}
+
+static NEXT_PROCESS_ID: AtomicU64 = AtomicU64::new(4);
+/// The System process: the context of kernel threads and of kernel-mode callers.
+static SYSTEM: Mutex<Option<Arc<ProcessState>>> = Mutex::new(None);
+
+thread_local! {
+    static CURRENT: RefCell<Option<Arc<ProcessState>>> = const { RefCell::new(None) };
+}
+
+fn new_state(token: Token, bitness: Bitness) -> Arc<ProcessState> {
+    Arc::new(ProcessState {
+        id: NEXT_PROCESS_ID.fetch_add(4, Ordering::SeqCst),
+        identity: Box::new([0; 8]),
+        token,
+        bitness,
+        memory: Mutex::new(Vec::new()),
+        handles: Mutex::new(BTreeMap::new()),
+        next_handle: AtomicU64::new(4),
+    })
+}
+
+fn system() -> Arc<ProcessState> {
+    SYSTEM
+        .lock()
+        .unwrap()
+        .get_or_insert_with(|| new_state(Token::System, Bitness::Bits64))
+        .clone()
+}
+
+/// The process whose context the current thread runs in.
+pub fn current() -> Arc<ProcessState> {
+    CURRENT
+        .with(|current| current.borrow().clone())
+        .unwrap_or_else(system)
+}
+
+/// Runs `call` in the context of `process`, as a system call from it would.
+pub fn in_context<R>(process: &Arc<ProcessState>, call: impl FnOnce() -> R) -> R {
+    let previous = CURRENT.with(|current| current.replace(Some(process.clone())));
+    let result = call();
+    CURRENT.with(|current| *current.borrow_mut() = previous);
+    result
+}
+
+/// A user process.
+pub struct Process {
+    pub(crate) state: Arc<ProcessState>,
+}
+
+impl Process {
+    pub fn new(token: Token, bitness: Bitness) -> Process {
+        Process {
+            state: new_state(token, bitness),
+        }
+    }
+
+    pub fn token(&self) -> Token {
+        self.state.token
+    }
+
+    /// Allocates `len` bytes of zeroed, page-aligned memory in the process: what VirtualAlloc
+    /// returns. The address is the one the process would pass to the driver.
+    pub fn allocate(&self, len: usize) -> u64 {
+        let base = map(len, self.state.bitness == Bitness::Bits32);
+        self.state.memory.lock().unwrap().push(UserAllocation {
+            base,
+            len,
+            locked: 0,
+        });
+        base as u64
+    }
+
+    /// Frees memory from [`Process::allocate`], as VirtualFree; it may not be locked.
+    pub fn free(&self, address: u64) {
+        let mut memory = self.state.memory.lock().unwrap();
+        let index = memory
+            .iter()
+            .position(|allocation| allocation.base as u64 == address)
+            .expect("freeing memory the process did not allocate");
+        assert_eq!(
+            memory[index].locked, 0,
+            "freeing memory the driver has locked"
+        );
+        let allocation = memory.remove(index);
+        unmap(allocation.base, allocation.len);
+    }
+
+    /// A pointer to the process's memory at `address`, for the test to read and write it as
+    /// the process would.
+    pub fn memory(&self, address: u64) -> *mut u8 {
+        address as *mut u8
+    }
+
+    /// Creates an auto-reset event and returns the process's handle to it, with `access`.
+    pub fn create_event(&self, access: ACCESS_MASK) -> (u64, Arc<EventObject>) {
+        let event = Arc::new(EventObject {
+            header: [0; 3],
+            signalled: Mutex::new(false),
+            changed: Condvar::new(),
+            sets: AtomicU64::new(0),
+        });
+        let handle = self.insert_handle(Object::Event(event.clone()), access);
+        (handle, event)
+    }
+
+    pub(crate) fn insert_file(&self, file: Arc<crate::io::FileObject>, access: ACCESS_MASK) -> u64 {
+        self.insert_handle(Object::File(file), access)
+    }
+
+    fn insert_handle(&self, object: Object, access: ACCESS_MASK) -> u64 {
+        let handle = self.state.next_handle.fetch_add(4, Ordering::SeqCst);
+        self.state
+            .handles
+            .lock()
+            .unwrap()
+            .insert(handle, HandleEntry { object, access });
+        handle
+    }
+
+    /// The access a handle of this process grants.
+    pub fn handle_access(&self, handle: u64) -> ACCESS_MASK {
+        self.state.handles.lock().unwrap()[&handle].access
+    }
+
+    /// Closes a handle. The last handle to a file object sends the driver its cleanup and
+    /// close requests.
+    pub fn close_handle(&self, handle: u64) {
+        let entry = self.state.handles.lock().unwrap().remove(&handle);
+        match entry {
+            Some(HandleEntry {
+                object: Object::File(file),
+                ..
+            }) => crate::io::release_file_handle(&self.state, file),
+            Some(_) => {}
+            None => panic!("closing handle {handle:#x}, which the process does not have"),
+        }
+    }
+
+    /// Duplicates one of this process's handles into `target`, keeping its access.
+    pub fn duplicate_handle(&self, handle: u64, target: &Process) -> u64 {
+        let entry = self.state.handles.lock().unwrap()[&handle].clone();
+        if let Object::File(file) = &entry.object {
+            crate::io::add_file_handle(file);
+        }
+        target.insert_handle(entry.object, entry.access)
+    }
+
+    /// The process exits: the process-exit notify routines run, then its handles close, then
+    /// its address space goes, which must have no pages still locked (on Windows that is bug
+    /// check 0x76, PROCESS_HAS_LOCKED_PAGES).
+    pub fn exit(self) {
+        let routines = NOTIFY_ROUTINES.lock().unwrap().clone();
+        in_context(&self.state, || {
+            for routine in routines {
+                irql::call_at(PASSIVE_LEVEL, "process notify routine", || {
+                    // SAFETY: a routine the driver registered, with an exiting process.
+                    unsafe {
+                        routine(
+                            self.state.eprocess(),
+                            self.state.id as HANDLE,
+                            std::ptr::null_mut(),
+                        )
+                    }
+                });
+            }
+        });
+        let handles: Vec<u64> = self.state.handles.lock().unwrap().keys().copied().collect();
+        for handle in handles {
+            self.close_handle(handle);
+        }
+        let locked: usize = self
+            .state
+            .memory
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|a| a.locked)
+            .sum();
+        if locked != 0 {
+            violation(format!(
+                "process {} exited with {locked} pages still locked: PROCESS_HAS_LOCKED_PAGES",
+                self.state.id
+            ));
+        }
+    }
+}
+
+/// Locks (or, with `delta` negative, unlocks) the current process's pages of
+/// `address..address + len`; false if the range is not inside one of its allocations.
+pub(crate) fn lock_user_range(
+    process: &ProcessState,
+    address: usize,
+    len: usize,
+    delta: isize,
+) -> bool {
+    let mut memory = process.memory.lock().unwrap();
+    let Some(allocation) = memory.iter_mut().find(|allocation| {
+        address >= allocation.base
+            && address
+                .checked_add(len)
+                .is_some_and(|end| end <= allocation.base + allocation.len)
+    }) else {
+        return false;
+    };
+    let pages = len.div_ceil(PAGE_SIZE);
+    allocation.locked = allocation
+        .locked
+        .wrapping_add_signed(delta * pages as isize);
+    true
+}
+
+/// Objects the driver holds references to, by address, with the count.
+static REFERENCES: Mutex<BTreeMap<usize, (Arc<EventObject>, usize)>> = Mutex::new(BTreeMap::new());
+
+/// References the driver has not dropped.
+pub fn references_outstanding() -> usize {
+    REFERENCES
+        .lock()
+        .unwrap()
+        .values()
+        .map(|(_, count)| count)
+        .sum()
+}
+
+/// What `ExEventObjectType` points at; only its address matters.
+#[repr(transparent)]
+pub struct ObjectType(*const u8);
+// SAFETY: an address that is never dereferenced.
+unsafe impl Sync for ObjectType {}
+static EVENT_TYPE_TARGET: u8 = 0;
+
+#[unsafe(no_mangle)]
+pub static ExEventObjectType: ObjectType = ObjectType(&EVENT_TYPE_TARGET);
+
+#[unsafe(no_mangle)]
+pub unsafe extern "system" fn ObReferenceObjectByHandle(
+    handle: HANDLE,
+    access: ACCESS_MASK,
+    object_type: POBJECT_TYPE,
+    mode: KPROCESSOR_MODE,
+    object: *mut PVOID,
+    handle_information: PVOID,
+) -> NTSTATUS {
+    irql::require_at_most(PASSIVE_LEVEL, "ObReferenceObjectByHandle");
+    if !handle_information.is_null() {
+        violation("the simulator does not fill OBJECT_HANDLE_INFORMATION");
+    }
+    if should_fail(Site::ObReferenceObjectByHandle) {
+        return STATUS_INSUFFICIENT_RESOURCES;
+    }
+    let process = current();
+    let Some(entry) = process
+        .handles
+        .lock()
+        .unwrap()
+        .get(&(handle as u64))
+        .cloned()
+    else {
+        return STATUS_INVALID_HANDLE;
+    };
+    let Object::Event(event) = entry.object else {
+        return STATUS_OBJECT_TYPE_MISMATCH;
+    };
+    if object_type != ExEventObjectType.0.cast_mut().cast() {
+        return STATUS_OBJECT_TYPE_MISMATCH;
+    }
+    if mode == UserMode && entry.access & access != access {
+        return STATUS_ACCESS_DENIED;
+    }
+    let address = event.address();
+    REFERENCES
+        .lock()
+        .unwrap()
+        .entry(address)
+        .or_insert_with(|| (event.clone(), 0))
+        .1 += 1;
+    // SAFETY: the driver's out parameter.
+    unsafe { *object = address as PVOID };
+    STATUS_SUCCESS
+}
+
+#[unsafe(no_mangle)]
+pub extern "system" fn ObfDereferenceObject(object: PVOID) -> isize {
+    irql::require_at_most(DISPATCH_LEVEL, "ObfDereferenceObject");
+    let mut references = REFERENCES.lock().unwrap();
+    let Some((_, count)) = references.get_mut(&(object as usize)) else {
+        violation(format!(
+            "dereferencing {object:p}, which the driver holds no reference to"
+        ));
+        return 0;
+    };
+    *count -= 1;
+    let left = *count;
+    if left == 0 {
+        references.remove(&(object as usize));
+    }
+    left as isize
+}
+
+#[unsafe(no_mangle)]
+pub extern "system" fn KeSetEvent(event: PKEVENT, _increment: i32, wait: u8) -> i32 {
+    irql::require_at_most(DISPATCH_LEVEL, "KeSetEvent");
+    if wait != 0 {
+        violation("KeSetEvent with Wait = TRUE");
+    }
+    let references = REFERENCES.lock().unwrap();
+    let Some((object, _)) = references.get(&(event as usize)) else {
+        violation(format!(
+            "setting {event:p}, which is not an event the driver references"
+        ));
+        return 0;
+    };
+    let was = *object.signalled.lock().unwrap();
+    object.set();
+    i32::from(was)
+}
+
+#[unsafe(no_mangle)]
+pub extern "system" fn IoGetCurrentProcess() -> PEPROCESS {
+    current().eprocess()
+}
+
+/// The process-exit notification routines registered.
+static NOTIFY_ROUTINES: Mutex<Vec<CREATE_PROCESS_NOTIFY_ROUTINE_EX>> = Mutex::new(Vec::new());
+
+pub fn notify_routines_registered() -> usize {
+    NOTIFY_ROUTINES.lock().unwrap().len()
+}
+
+#[unsafe(no_mangle)]
+pub extern "system" fn PsSetCreateProcessNotifyRoutineEx(
+    routine: CREATE_PROCESS_NOTIFY_ROUTINE_EX,
+    remove: u8,
+) -> NTSTATUS {
+    irql::require_at_most(PASSIVE_LEVEL, "PsSetCreateProcessNotifyRoutineEx");
+    let mut routines = NOTIFY_ROUTINES.lock().unwrap();
+    let position = routines
+        .iter()
+        .position(|&r| r as usize == routine as usize);
+    match (remove != 0, position) {
+        (false, None) => {
+            routines.push(routine);
+            STATUS_SUCCESS
+        }
+        (false, Some(_)) => STATUS_INVALID_PARAMETER_2,
+        (true, Some(index)) => {
+            routines.remove(index);
+            STATUS_SUCCESS
+        }
+        (true, None) => STATUS_PROCEDURE_NOT_FOUND,
+    }
+}

@@ -1,0 +1,219 @@
+//! Access checks: a process's token, and SeAccessCheck evaluating a security descriptor's DACL
+//! against the token's groups.
+
+// The exports below are the kernel's own functions: their safety contracts are the ones
+// Microsoft documents, and checking them is this module's job.
+#![allow(clippy::missing_safety_doc)]
+
+use oxtun::sys::*;
+
+use crate::irql;
+use crate::process::{self, Token};
+use crate::verifier::violation;
+
+const SE_DACL_PRESENT: u16 = 0x0004;
+const SE_SELF_RELATIVE: u16 = 0x8000;
+const ACCESS_ALLOWED_ACE_TYPE: u8 = 0;
+const ACCESS_DENIED_ACE_TYPE: u8 = 1;
+/// What SeCaptureSubjectContext writes first, to check the context was captured.
+const CAPTURED: u64 = 0x5EC0_7E47;
+
+/// A SID as bytes: revision, count, authority (6 bytes, big-endian), sub-authorities (LE u32).
+fn sid(authority: u8, subs: &[u32]) -> Vec<u8> {
+    let mut bytes = vec![1, subs.len() as u8, 0, 0, 0, 0, 0, authority];
+    for sub in subs {
+        bytes.extend(sub.to_le_bytes());
+    }
+    bytes
+}
+
+/// The SIDs a token's holder counts as.
+fn groups(token: Token) -> Vec<Vec<u8>> {
+    let everyone = sid(1, &[0]);
+    let authenticated_users = sid(5, &[11]);
+    let user = sid(5, &[21, 1, 2, 3, 1001]);
+    match token {
+        Token::System => vec![
+            sid(5, &[18]),
+            sid(5, &[32, 544]),
+            everyone,
+            authenticated_users,
+        ],
+        Token::Administrator => vec![user, sid(5, &[32, 544]), everyone, authenticated_users],
+        Token::User => vec![user, sid(5, &[32, 545]), everyone, authenticated_users],
+    }
+}
+
+fn token_code(token: Token) -> u64 {
+    match token {
+        Token::System => 1,
+        Token::Administrator => 2,
+        Token::User => 3,
+    }
+}
+
+fn token_of(code: u64) -> Option<Token> {
+    match code {
+        1 => Some(Token::System),
+        2 => Some(Token::Administrator),
+        3 => Some(Token::User),
+        _ => None,
+    }
+}
+
+#[unsafe(no_mangle)]
+pub unsafe extern "system" fn SeCaptureSubjectContext(context: *mut SECURITY_SUBJECT_CONTEXT) {
+    irql::require_at_most(PASSIVE_LEVEL, "SeCaptureSubjectContext");
+    let words = context.cast::<u64>();
+    // SAFETY: the driver's context, 0x20 bytes.
+    unsafe {
+        words.write(CAPTURED);
+        words.add(1).write(token_code(process::current().token));
+    }
+}
+
+#[unsafe(no_mangle)]
+pub unsafe extern "system" fn SeReleaseSubjectContext(context: *mut SECURITY_SUBJECT_CONTEXT) {
+    let words = context.cast::<u64>();
+    // SAFETY: the driver's context.
+    unsafe {
+        if words.read() != CAPTURED {
+            violation("releasing a subject context that was not captured");
+        }
+        words.write(0);
+    }
+}
+
+static FILE_GENERIC_MAPPING: GenericMapping = GenericMapping(GENERIC_MAPPING {
+    GenericRead: 0x0012_0089,
+    GenericWrite: 0x0012_0116,
+    GenericExecute: 0x0012_00A0,
+    GenericAll: FILE_ALL_ACCESS,
+});
+
+struct GenericMapping(GENERIC_MAPPING);
+
+#[unsafe(no_mangle)]
+pub extern "system" fn IoGetFileObjectGenericMapping() -> *mut GENERIC_MAPPING {
+    (&raw const FILE_GENERIC_MAPPING.0).cast_mut()
+}
+
+fn map_generic(mask: ACCESS_MASK, mapping: &GENERIC_MAPPING) -> ACCESS_MASK {
+    let mut mapped = mask & 0x0FFF_FFFF;
+    for (bit, rights) in [
+        (0x8000_0000, mapping.GenericRead),
+        (0x4000_0000, mapping.GenericWrite),
+        (0x2000_0000, mapping.GenericExecute),
+        (0x1000_0000, mapping.GenericAll),
+    ] {
+        if mask & bit != 0 {
+            mapped |= rights;
+        }
+    }
+    mapped
+}
+
+/// Reads a self-relative security descriptor's DACL as (type, mask, SID) ACEs; `None` for no
+/// DACL (everyone allowed).
+///
+/// # Safety
+/// `descriptor` points at a well-formed self-relative security descriptor.
+unsafe fn dacl(descriptor: *const u8) -> Option<Vec<(u8, u32, Vec<u8>)>> {
+    let read_u16 = |at: usize| {
+        // SAFETY: inside the descriptor, per the caller.
+        u16::from_le_bytes(unsafe { [*descriptor.add(at), *descriptor.add(at + 1)] })
+    };
+    let read_u32 = |at: usize| u32::from(read_u16(at)) | u32::from(read_u16(at + 2)) << 16;
+    let control = read_u16(2);
+    if control & SE_SELF_RELATIVE == 0 {
+        violation("the simulator reads only self-relative security descriptors");
+        return Some(Vec::new());
+    }
+    let dacl_offset = read_u32(16) as usize;
+    if control & SE_DACL_PRESENT == 0 || dacl_offset == 0 {
+        return None;
+    }
+    let ace_count = read_u16(dacl_offset + 4) as usize;
+    let mut aces = Vec::new();
+    let mut at = dacl_offset + 8;
+    for _ in 0..ace_count {
+        // SAFETY: inside the descriptor, per the caller.
+        let ace_type = unsafe { *descriptor.add(at) };
+        let ace_size = read_u16(at + 2) as usize;
+        let mask = read_u32(at + 4);
+        // SAFETY: the SID fills the rest of the ACE.
+        let sid = unsafe { std::slice::from_raw_parts(descriptor.add(at + 8), ace_size - 8) };
+        // SAFETY: as above.
+        let sub_count = unsafe { *descriptor.add(at + 9) } as usize;
+        aces.push((ace_type, mask, sid[..8 + 4 * sub_count].to_vec()));
+        at += ace_size;
+    }
+    Some(aces)
+}
+
+#[unsafe(no_mangle)]
+pub unsafe extern "system" fn SeAccessCheck(
+    descriptor: PVOID,
+    context: *mut SECURITY_SUBJECT_CONTEXT,
+    _context_locked: u8,
+    desired: ACCESS_MASK,
+    previously_granted: ACCESS_MASK,
+    privileges: *mut PVOID,
+    mapping: *mut GENERIC_MAPPING,
+    mode: KPROCESSOR_MODE,
+    granted: *mut ACCESS_MASK,
+    status: *mut NTSTATUS,
+) -> u8 {
+    irql::require_at_most(PASSIVE_LEVEL, "SeAccessCheck");
+    if !privileges.is_null() {
+        violation("the simulator does not return privileges from SeAccessCheck");
+    }
+    // SAFETY: the driver's mapping (from IoGetFileObjectGenericMapping).
+    let mapping = unsafe { &*mapping };
+    let desired = map_generic(desired, mapping);
+    let words = context.cast::<u64>();
+    // SAFETY: the driver's captured context.
+    let (captured, code) = unsafe { (words.read(), words.add(1).read()) };
+    let token = token_of(code).filter(|_| captured == CAPTURED);
+    let allowed = if mode == KernelMode {
+        true
+    } else if let Some(token) = token {
+        // SAFETY: the driver's security descriptor.
+        match unsafe { dacl(descriptor.cast()) } {
+            None => true,
+            Some(aces) => {
+                let groups = groups(token);
+                let mut have = previously_granted;
+                let mut denied = false;
+                for (ace_type, mask, sid) in aces {
+                    if !groups.contains(&sid) {
+                        continue;
+                    }
+                    let mask = map_generic(mask, mapping);
+                    match ace_type {
+                        ACCESS_ALLOWED_ACE_TYPE => have |= mask,
+                        ACCESS_DENIED_ACE_TYPE if mask & desired & !have != 0 => denied = true,
+                        _ => {}
+                    }
+                    if denied || have & desired == desired {
+                        break;
+                    }
+                }
+                !denied && have & desired == desired
+            }
+        }
+    } else {
+        violation("SeAccessCheck with a subject context that was not captured");
+        false
+    };
+    // SAFETY: the driver's out parameters.
+    unsafe {
+        *granted = if allowed { desired } else { 0 };
+        *status = if allowed {
+            STATUS_SUCCESS
+        } else {
+            STATUS_ACCESS_DENIED
+        };
+    }
+    u8::from(allowed)
+}
