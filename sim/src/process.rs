@@ -173,6 +173,11 @@ pub fn current() -> Arc<ProcessState> {
         .unwrap_or_else(system)
 }
 
+/// Runs `call` in the context of a test's process, as a system call from it would.
+pub fn in_context_of<R>(process: &Process, call: impl FnOnce() -> R) -> R {
+    in_context(&process.state, call)
+}
+
 /// Runs `call` in the context of `process`, as a system call from it would.
 pub fn in_context<R>(process: &Arc<ProcessState>, call: impl FnOnce() -> R) -> R {
     let previous = CURRENT.with(|current| current.replace(Some(process.clone())));
@@ -195,6 +200,10 @@ impl Process {
 
     pub fn token(&self) -> Token {
         self.state.token
+    }
+
+    pub fn bitness(&self) -> Bitness {
+        self.state.bitness
     }
 
     /// Allocates `len` bytes of zeroed, page-aligned memory in the process: what VirtualAlloc

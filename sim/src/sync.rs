@@ -34,6 +34,12 @@ pub fn forget_objects_in(start: usize, len: usize) {
             "freeing memory that holds the acquired spin lock {lock:#x}"
         ));
     }
+    let resources = RESOURCES.lock().unwrap();
+    if let Some((resource, _)) = resources.range(start..start + len).next() {
+        violation(format!(
+            "freeing memory that holds ERESOURCE {resource:#x}, never deleted"
+        ));
+    }
 }
 
 fn acquire_spin_lock(lock: *mut KSPIN_LOCK) {

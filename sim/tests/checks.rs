@@ -94,3 +94,52 @@ fn a_callback_returning_at_another_irql_is_caught() {
         "returned at IRQL 2",
     );
 }
+
+#[test]
+fn an_mdl_freed_while_locked_and_an_unknown_dereference_are_caught() {
+    use oxtun_sim::{Bitness, Process, Token, process};
+    let user = Process::new(Token::Administrator, Bitness::Bits64);
+    let address = user.allocate(8192);
+    process::in_context_of(&user, || {
+        // SAFETY (test): the simulator's exports on memory the process owns.
+        unsafe {
+            let mdl = IoAllocateMdl(address as PVOID, 8192, 0, 0, std::ptr::null_mut());
+            assert_eq!(
+                OxtunProbeAndLockPages(mdl, UserMode, IoWriteAccess),
+                STATUS_SUCCESS
+            );
+            assert_one_violation(|| IoFreeMdl(mdl), "still locked");
+        }
+    });
+    assert_one_violation(
+        || {
+            // SAFETY (test): the simulator's export; the bad pointer is the point.
+            unsafe { ObfDereferenceObject(0x1234 as PVOID) };
+        },
+        "no reference",
+    );
+}
+
+#[test]
+fn an_eresource_freed_without_delete_is_caught() {
+    // SAFETY (test): the simulator's exports, on pool memory used as an ERESOURCE.
+    unsafe {
+        let memory = ExAllocatePool2(POOL_FLAG_NON_PAGED, 0x68, POOL_TAG);
+        assert_eq!(ExInitializeResourceLite(memory.cast()), STATUS_SUCCESS);
+        assert_one_violation(|| ExFreePoolWithTag(memory, POOL_TAG), "never deleted");
+    }
+}
+
+#[test]
+fn a_probe_outside_the_process_memory_fails_like_the_kernel() {
+    // SAFETY (test): the simulator's exports; the address is not the process's.
+    unsafe {
+        let mdl = IoAllocateMdl(0x10_0000 as PVOID, 4096, 0, 0, std::ptr::null_mut());
+        assert_eq!(
+            OxtunProbeAndLockPages(mdl, UserMode, IoWriteAccess),
+            0xC000_0005_u32 as i32,
+            "STATUS_ACCESS_VIOLATION"
+        );
+        IoFreeMdl(mdl);
+    }
+}

@@ -326,11 +326,6 @@ unsafe extern "system" {
     pub fn KeAcquireSpinLockRaiseToDpc(SpinLock: *mut KSPIN_LOCK) -> KIRQL;
     pub fn KeReleaseSpinLock(SpinLock: *mut KSPIN_LOCK, NewIrql: KIRQL);
 
-    /// Only the SEH shim calls this (it raises on a bad address); see [`OxtunProbeAndLockPages`].
-    pub fn MmProbeAndLockPages(Mdl: PMDL, AccessMode: KPROCESSOR_MODE, Operation: LOCK_OPERATION);
-    /// The exception handler of the SEH shim's `__try`.
-    pub fn __C_specific_handler();
-
     /// Stops the system with a bug check; never returns.
     pub fn KeBugCheckEx(
         BugCheckCode: ULONG,
@@ -389,6 +384,16 @@ unsafe extern "system" {
     /// The object type of events, for ObReferenceObjectByHandle (the kernel's variable, read
     /// through the import table).
     pub static ExEventObjectType: POBJECT_TYPE;
+}
+
+// Imports only the SEH shim (seh.c) uses: declared here so the raw-dylib import library holds
+// them. MmProbeAndLockPages raises on a bad address; see [`OxtunProbeAndLockPages`].
+#[cfg(windows)]
+#[link(name = "ntoskrnl.exe", kind = "raw-dylib", modifiers = "+verbatim")]
+unsafe extern "system" {
+    pub fn MmProbeAndLockPages(Mdl: PMDL, AccessMode: KPROCESSOR_MODE, Operation: LOCK_OPERATION);
+    /// The exception handler of the shim's `__try`.
+    pub fn __C_specific_handler();
 }
 
 // The C memory functions that compiler-generated code calls; the kernel exports them.

@@ -1,0 +1,569 @@
+//! The ring IOCTL on the simulated kernel: who may register, every field validated, one
+//! registration at a time, and one teardown for every way a registration ends.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use oxtun::sys::*;
+use oxtun_abi::{
+    CallerWidth, MIN_CAPACITY, RING_ENDED, RingDescriptor, RingRegistration,
+    TUN_IOCTL_REGISTER_RINGS, ring_size,
+};
+use oxtun_sim::faults::{self, Site};
+use oxtun_sim::{Adapter, Bitness, Driver, EventObject, Leaks, Process, Token, io, outstanding};
+
+const EVENT_ALL_ACCESS: ACCESS_MASK = 0x001F_0003;
+const READ_WRITE: ACCESS_MASK = FILE_READ_DATA | FILE_WRITE_DATA;
+const STATUS_ACCESS_VIOLATION: NTSTATUS = 0xC000_0005_u32 as i32;
+const STATUS_INVALID_HANDLE: NTSTATUS = 0xC000_0008_u32 as i32;
+const STATUS_OBJECT_TYPE_MISMATCH: NTSTATUS = 0xC000_0024_u32 as i32;
+
+/// What a client allocates for a registration: two rings and two events.
+struct ClientRings {
+    request: RingRegistration,
+    width: CallerWidth,
+    send_ring: u64,
+    send_event: Arc<EventObject>,
+}
+
+impl ClientRings {
+    fn new(process: &Process) -> Self {
+        let size = ring_size(MIN_CAPACITY);
+        let send_ring = process.allocate(size as usize);
+        let receive_ring = process.allocate(size as usize);
+        let (send_handle, send_event) = process.create_event(EVENT_ALL_ACCESS);
+        let (receive_handle, _) = process.create_event(EVENT_ALL_ACCESS);
+        ClientRings {
+            request: RingRegistration {
+                send: RingDescriptor {
+                    ring_size: size,
+                    ring: send_ring,
+                    tail_moved: send_handle,
+                },
+                receive: RingDescriptor {
+                    ring_size: size,
+                    ring: receive_ring,
+                    tail_moved: receive_handle,
+                },
+            },
+            width: match process.bitness() {
+                Bitness::Bits32 => CallerWidth::Bits32,
+                Bitness::Bits64 => CallerWidth::Bits64,
+            },
+            send_ring,
+            send_event,
+        }
+    }
+
+    fn bytes(&self) -> Vec<u8> {
+        let mut buffer = [0u8; 48];
+        let len = self.request.encode(self.width, &mut buffer).unwrap();
+        buffer[..len].to_vec()
+    }
+
+    /// The send ring's Tail, as the client reads it.
+    fn send_tail(&self) -> u32 {
+        // SAFETY (test): the ring's memory is live in the process; Tail is its second word.
+        unsafe { AtomicU32::from_ptr((self.send_ring as *mut u32).add(1)) }.load(Ordering::SeqCst)
+    }
+
+    /// Whether the driver ended the registration: Tail = 0xFFFFFFFF and the event set.
+    fn ended(&self) -> bool {
+        self.send_tail() == RING_ENDED && self.send_event.set_count() >= 1
+    }
+}
+
+struct Setup {
+    driver: Driver,
+    adapter: Adapter,
+    loaded: Leaks,
+}
+
+fn setup() -> Setup {
+    let driver = Driver::load().unwrap();
+    let adapter = driver.add_adapter().unwrap();
+    let loaded = outstanding();
+    Setup {
+        driver,
+        adapter,
+        loaded,
+    }
+}
+
+impl Setup {
+    fn finish(self) {
+        self.adapter.halt();
+        let leaks = self.driver.unload();
+        assert!(leaks.is_empty(), "leaked {leaks}");
+    }
+
+    fn assert_nothing_held(&self) {
+        let now = outstanding();
+        assert_eq!(now, self.loaded, "holding {now}");
+    }
+}
+
+#[test]
+fn an_administrator_registers_and_closing_the_handle_ends_it() {
+    let setup = setup();
+    let process = Process::new(Token::Administrator, Bitness::Bits64);
+    let handle = process.open(setup.adapter.device(), READ_WRITE);
+    let rings = ClientRings::new(&process);
+    assert_eq!(
+        setup.adapter.link_state(),
+        Some(MediaConnectStateDisconnected)
+    );
+    assert_eq!(
+        handle.device_control(TUN_IOCTL_REGISTER_RINGS, &rings.bytes()),
+        STATUS_SUCCESS
+    );
+    assert_eq!(setup.adapter.link_state(), Some(MediaConnectStateConnected));
+    let priority = io::LAST_MAPPING_PRIORITY.load(Ordering::SeqCst) as u32;
+    assert_ne!(
+        priority & MdlMappingNoExecute,
+        0,
+        "rings are mapped no-execute"
+    );
+    assert!(!rings.ended());
+    handle.close();
+    assert!(rings.ended());
+    assert_eq!(
+        setup.adapter.link_state(),
+        Some(MediaConnectStateDisconnected)
+    );
+    setup.assert_nothing_held();
+    setup.finish();
+}
+
+#[test]
+fn only_system_and_administrators_may_register() {
+    let setup = setup();
+    let user = Process::new(Token::User, Bitness::Bits64);
+    let handle = user.open(setup.adapter.device(), READ_WRITE);
+    let rings = ClientRings::new(&user);
+    assert_eq!(
+        handle.device_control(TUN_IOCTL_REGISTER_RINGS, &rings.bytes()),
+        STATUS_ACCESS_DENIED
+    );
+    assert_eq!(
+        setup.adapter.link_state(),
+        Some(MediaConnectStateDisconnected)
+    );
+    handle.close();
+
+    let read_only = Process::new(Token::Administrator, Bitness::Bits64);
+    let handle = read_only.open(setup.adapter.device(), FILE_READ_DATA);
+    let rings = ClientRings::new(&read_only);
+    assert_eq!(
+        handle.device_control(TUN_IOCTL_REGISTER_RINGS, &rings.bytes()),
+        STATUS_ACCESS_DENIED,
+        "the IOCTL needs a handle opened for reading and writing"
+    );
+    handle.close();
+
+    let service = Process::new(Token::System, Bitness::Bits64);
+    let handle = service.open(setup.adapter.device(), READ_WRITE);
+    let rings = ClientRings::new(&service);
+    assert_eq!(
+        handle.device_control(TUN_IOCTL_REGISTER_RINGS, &rings.bytes()),
+        STATUS_SUCCESS
+    );
+    handle.close();
+    assert!(rings.ended());
+    setup.assert_nothing_held();
+    setup.finish();
+}
+
+#[test]
+fn a_second_registration_is_refused() {
+    let setup = setup();
+    let first = Process::new(Token::Administrator, Bitness::Bits64);
+    let handle = first.open(setup.adapter.device(), READ_WRITE);
+    let rings = ClientRings::new(&first);
+    assert_eq!(
+        handle.device_control(TUN_IOCTL_REGISTER_RINGS, &rings.bytes()),
+        STATUS_SUCCESS
+    );
+    let again = ClientRings::new(&first);
+    assert_eq!(
+        handle.device_control(TUN_IOCTL_REGISTER_RINGS, &again.bytes()),
+        STATUS_ALREADY_INITIALIZED
+    );
+    let second = Process::new(Token::Administrator, Bitness::Bits64);
+    let other = second.open(setup.adapter.device(), READ_WRITE);
+    let theirs = ClientRings::new(&second);
+    assert_eq!(
+        other.device_control(TUN_IOCTL_REGISTER_RINGS, &theirs.bytes()),
+        STATUS_ALREADY_INITIALIZED
+    );
+    assert!(!rings.ended() && !again.ended() && !theirs.ended());
+    other.close();
+    assert!(!rings.ended(), "a non-owner's close changes nothing");
+    handle.close();
+    assert!(rings.ended());
+    setup.assert_nothing_held();
+    setup.finish();
+}
+
+#[test]
+fn a_non_owner_handle_of_the_same_process_closing_changes_nothing() {
+    let setup = setup();
+    let process = Process::new(Token::Administrator, Bitness::Bits64);
+    let owner = process.open(setup.adapter.device(), READ_WRITE);
+    let bystander = process.open(setup.adapter.device(), READ_WRITE);
+    let rings = ClientRings::new(&process);
+    assert_eq!(
+        owner.device_control(TUN_IOCTL_REGISTER_RINGS, &rings.bytes()),
+        STATUS_SUCCESS
+    );
+    bystander.close();
+    assert!(!rings.ended());
+    assert_eq!(setup.adapter.link_state(), Some(MediaConnectStateConnected));
+    owner.close();
+    assert!(rings.ended());
+    setup.finish();
+}
+
+/// How a test breaks a registration: one field of it, or its encoded bytes.
+enum Bad {
+    Field(Box<dyn Fn(&mut RingRegistration)>),
+    Bytes(fn(&mut Vec<u8>)),
+}
+
+/// Each registration with one field wrong gets its own status, holds nothing afterwards, and
+/// leaves the adapter accepting a good registration.
+#[test]
+fn bad_registrations_are_refused_one_field_at_a_time() {
+    let setup = setup();
+    let process = Process::new(Token::Administrator, Bitness::Bits64);
+    let handle = process.open(setup.adapter.device(), READ_WRITE);
+    let small = process.allocate(4096);
+    let (write_only_event, _) = process.create_event(EVENT_MODIFY_STATE);
+    let (wait_only_event, _) = process.create_event(SYNCHRONIZE);
+    let device_handle = handle.handle();
+    let field = |change: Box<dyn Fn(&mut RingRegistration)>| Bad::Field(change);
+    let cases: Vec<(&str, Bad, NTSTATUS)> = vec![
+        (
+            "empty buffer",
+            Bad::Bytes(|b| b.clear()),
+            STATUS_INVALID_PARAMETER,
+        ),
+        (
+            "short buffer",
+            Bad::Bytes(|b| b.truncate(47)),
+            STATUS_INVALID_PARAMETER,
+        ),
+        (
+            "long buffer",
+            Bad::Bytes(|b| b.push(0)),
+            STATUS_INVALID_PARAMETER,
+        ),
+        (
+            "send size not a power of two",
+            field(Box::new(|r| r.send.ring_size += 4)),
+            STATUS_INVALID_PARAMETER,
+        ),
+        (
+            "receive capacity too small",
+            field(Box::new(|r| {
+                r.receive.ring_size = ring_size(MIN_CAPACITY / 2)
+            })),
+            STATUS_INVALID_PARAMETER,
+        ),
+        (
+            "send capacity too large",
+            field(Box::new(|r| r.send.ring_size = ring_size(128 << 20))),
+            STATUS_INVALID_PARAMETER,
+        ),
+        (
+            "null send ring",
+            field(Box::new(|r| r.send.ring = 0)),
+            STATUS_INVALID_PARAMETER,
+        ),
+        (
+            "null receive ring",
+            field(Box::new(|r| r.receive.ring = 0)),
+            STATUS_INVALID_PARAMETER,
+        ),
+        (
+            "misaligned ring",
+            field(Box::new(|r| r.send.ring += 2)),
+            STATUS_INVALID_PARAMETER,
+        ),
+        (
+            "ring larger than its memory",
+            field(Box::new(move |r| r.receive.ring = small)),
+            STATUS_ACCESS_VIOLATION,
+        ),
+        (
+            "ring at an unmapped address",
+            field(Box::new(|r| r.send.ring = 0x1000)),
+            STATUS_ACCESS_VIOLATION,
+        ),
+        (
+            "kernel address",
+            field(Box::new(|r| r.receive.ring = 0xFFFF_F800_0000_0000)),
+            STATUS_ACCESS_VIOLATION,
+        ),
+        (
+            "null event",
+            field(Box::new(|r| r.send.tail_moved = 0)),
+            STATUS_INVALID_HANDLE,
+        ),
+        (
+            "unknown handle",
+            field(Box::new(|r| r.receive.tail_moved = 0x7777)),
+            STATUS_INVALID_HANDLE,
+        ),
+        (
+            "send event without modify access",
+            field(Box::new(move |r| r.send.tail_moved = wait_only_event)),
+            STATUS_ACCESS_DENIED,
+        ),
+        (
+            "receive event without synchronize access",
+            field(Box::new(move |r| r.receive.tail_moved = write_only_event)),
+            STATUS_ACCESS_DENIED,
+        ),
+        (
+            "event handle naming the device",
+            field(Box::new(move |r| r.send.tail_moved = device_handle)),
+            STATUS_OBJECT_TYPE_MISMATCH,
+        ),
+    ];
+    for (name, bad, expected) in cases {
+        let mut rings = ClientRings::new(&process);
+        let input = match bad {
+            Bad::Field(change) => {
+                change(&mut rings.request);
+                rings.bytes()
+            }
+            Bad::Bytes(change) => {
+                let mut bytes = rings.bytes();
+                change(&mut bytes);
+                bytes
+            }
+        };
+        let status = handle.device_control(TUN_IOCTL_REGISTER_RINGS, &input);
+        assert_eq!(status, expected, "{name}");
+        assert_eq!(
+            setup.adapter.link_state(),
+            Some(MediaConnectStateDisconnected),
+            "{name}"
+        );
+        setup.assert_nothing_held();
+    }
+    // A corrupt ring header is refused too: Head beyond the capacity.
+    let rings = ClientRings::new(&process);
+    // SAFETY (test): the send ring's memory; Head is its first word.
+    unsafe { (rings.send_ring as *mut u32).write(MIN_CAPACITY) };
+    assert_eq!(
+        handle.device_control(TUN_IOCTL_REGISTER_RINGS, &rings.bytes()),
+        STATUS_INVALID_PARAMETER
+    );
+    setup.assert_nothing_held();
+
+    let good = ClientRings::new(&process);
+    assert_eq!(
+        handle.device_control(TUN_IOCTL_REGISTER_RINGS, &good.bytes()),
+        STATUS_SUCCESS
+    );
+    handle.close();
+    assert!(good.ended());
+    setup.finish();
+}
+
+#[test]
+fn a_32_bit_caller_registers_with_the_32_bit_layout() {
+    let setup = setup();
+    let process = Process::new(Token::Administrator, Bitness::Bits32);
+    let handle = process.open(setup.adapter.device(), READ_WRITE);
+    let rings = ClientRings::new(&process);
+    let mut wide = [0u8; 48];
+    rings
+        .request
+        .encode(CallerWidth::Bits64, &mut wide)
+        .unwrap();
+    assert_eq!(
+        handle.device_control(TUN_IOCTL_REGISTER_RINGS, &wide),
+        STATUS_INVALID_PARAMETER,
+        "a 32-bit caller's buffer is the 24-byte layout"
+    );
+    assert_eq!(rings.bytes().len(), 24);
+    assert_eq!(
+        handle.device_control(TUN_IOCTL_REGISTER_RINGS, &rings.bytes()),
+        STATUS_SUCCESS
+    );
+    handle.close();
+    assert!(rings.ended());
+    setup.assert_nothing_held();
+    setup.finish();
+}
+
+#[test]
+fn the_owner_process_exiting_ends_it_even_with_its_handle_duplicated() {
+    let setup = setup();
+    let owner = Process::new(Token::Administrator, Bitness::Bits64);
+    let other = Process::new(Token::Administrator, Bitness::Bits64);
+    let handle = owner.open(setup.adapter.device(), READ_WRITE);
+    let rings = ClientRings::new(&owner);
+    assert_eq!(
+        handle.device_control(TUN_IOCTL_REGISTER_RINGS, &rings.bytes()),
+        STATUS_SUCCESS
+    );
+    let duplicate = owner.duplicate_handle(handle.handle(), &other);
+    drop(handle);
+    assert!(!rings.ended());
+    // The other process still holds the file open (and with it the owner's memory, in the
+    // simulator), so only the exit notification can end the registration before the owner's
+    // locked pages would outlive the owner.
+    owner.exit();
+    assert!(rings.ended());
+    assert_eq!(
+        setup.adapter.link_state(),
+        Some(MediaConnectStateDisconnected)
+    );
+    other.close_handle(duplicate);
+    setup.assert_nothing_held();
+    setup.finish();
+}
+
+#[test]
+fn halt_ends_a_registration_and_later_closes_find_no_adapter() {
+    let driver = Driver::load().unwrap();
+    let adapter = driver.add_adapter().unwrap();
+    let process = Process::new(Token::Administrator, Bitness::Bits64);
+    let handle = process.open(adapter.device(), READ_WRITE);
+    let rings = ClientRings::new(&process);
+    assert_eq!(
+        handle.device_control(TUN_IOCTL_REGISTER_RINGS, &rings.bytes()),
+        STATUS_SUCCESS
+    );
+    adapter.halt();
+    assert!(rings.ended());
+    let leaks = driver.unload();
+    assert!(leaks.is_empty(), "leaked {leaks}");
+    drop(handle);
+}
+
+#[test]
+fn removal_ends_a_registration() {
+    for minor in [IRP_MN_QUERY_REMOVE_DEVICE, IRP_MN_SURPRISE_REMOVAL] {
+        let setup = setup();
+        let process = Process::new(Token::Administrator, Bitness::Bits64);
+        let handle = process.open(setup.adapter.device(), READ_WRITE);
+        let rings = ClientRings::new(&process);
+        assert_eq!(
+            handle.device_control(TUN_IOCTL_REGISTER_RINGS, &rings.bytes()),
+            STATUS_SUCCESS
+        );
+        let passed_on = io::ndis_dispatched(IRP_MJ_PNP);
+        assert_eq!(setup.adapter.pnp(minor), STATUS_SUCCESS);
+        assert_eq!(
+            io::ndis_dispatched(IRP_MJ_PNP),
+            passed_on + 1,
+            "NDIS still sees PnP"
+        );
+        assert!(rings.ended(), "minor {minor:#x}");
+        handle.close();
+        setup.assert_nothing_held();
+        setup.finish();
+    }
+    let driver = Driver::load().unwrap();
+    let adapter = driver.add_adapter().unwrap();
+    let process = Process::new(Token::Administrator, Bitness::Bits64);
+    let handle = process.open(adapter.device(), READ_WRITE);
+    let rings = ClientRings::new(&process);
+    assert_eq!(
+        handle.device_control(TUN_IOCTL_REGISTER_RINGS, &rings.bytes()),
+        STATUS_SUCCESS
+    );
+    adapter.surprise_remove();
+    assert!(rings.ended());
+    assert!(driver.unload().is_empty());
+    drop(handle);
+}
+
+#[test]
+fn other_ioctls_go_to_ndis() {
+    let setup = setup();
+    let process = Process::new(Token::Administrator, Bitness::Bits64);
+    let handle = process.open(setup.adapter.device(), READ_WRITE);
+    let before = io::ndis_dispatched(IRP_MJ_DEVICE_CONTROL);
+    let other = oxtun_abi::ctl_code(0x12, 0x800, 0, 0);
+    assert_eq!(
+        handle.device_control(other, &[0; 8]),
+        STATUS_INVALID_DEVICE_REQUEST
+    );
+    assert_eq!(io::ndis_dispatched(IRP_MJ_DEVICE_CONTROL), before + 1);
+    handle.close();
+    setup.finish();
+}
+
+#[test]
+fn pause_and_restart_keep_a_registration() {
+    let setup = setup();
+    let process = Process::new(Token::Administrator, Bitness::Bits64);
+    let handle = process.open(setup.adapter.device(), READ_WRITE);
+    let rings = ClientRings::new(&process);
+    assert_eq!(
+        handle.device_control(TUN_IOCTL_REGISTER_RINGS, &rings.bytes()),
+        STATUS_SUCCESS
+    );
+    assert_eq!(setup.adapter.pause(), NDIS_STATUS_SUCCESS);
+    assert_eq!(setup.adapter.restart(), NDIS_STATUS_SUCCESS);
+    assert!(!rings.ended());
+    handle.close();
+    assert!(rings.ended());
+    setup.finish();
+}
+
+/// Registration failing at each allocation-like call it makes: a clean error, nothing held,
+/// and the next registration works.
+#[test]
+fn registration_failing_at_each_allocation_site_holds_nothing() {
+    let setup = setup();
+    let process = Process::new(Token::Administrator, Bitness::Bits64);
+    let handle = process.open(setup.adapter.device(), READ_WRITE);
+    let rings = ClientRings::new(&process);
+    faults::reset();
+    assert_eq!(
+        handle.device_control(TUN_IOCTL_REGISTER_RINGS, &rings.bytes()),
+        STATUS_SUCCESS
+    );
+    let calls = faults::calls();
+    handle.close();
+    for site in [
+        Site::ExAllocatePool2,
+        Site::IoAllocateMdl,
+        Site::ProbeAndLockPages,
+        Site::MmMapLockedPagesSpecifyCache,
+        Site::ObReferenceObjectByHandle,
+    ] {
+        assert!(
+            calls.contains_key(&site),
+            "registration never calls {site:?}: {calls:?}"
+        );
+    }
+    for (&site, &count) in &calls {
+        for nth in 1..=count {
+            let handle = process.open(setup.adapter.device(), READ_WRITE);
+            let rings = ClientRings::new(&process);
+            faults::fail_call(site, nth);
+            let status = handle.device_control(TUN_IOCTL_REGISTER_RINGS, &rings.bytes());
+            faults::reset();
+            assert!(
+                !NT_SUCCESS(status),
+                "{site:?} call {nth} failed, yet registration succeeded"
+            );
+            setup.assert_nothing_held();
+            assert_eq!(
+                handle.device_control(TUN_IOCTL_REGISTER_RINGS, &rings.bytes()),
+                STATUS_SUCCESS
+            );
+            handle.close();
+            assert!(rings.ended());
+        }
+    }
+    setup.finish();
+}
