@@ -41,12 +41,11 @@ impl MappedRing {
         let tail_moved =
             EventReference::from_handle(descriptor.tail_moved, event_access, caller.mode)?;
         let memory = LockedUserBuffer::lock(descriptor.ring, descriptor.ring_size, caller.mode)?;
-        // SAFETY: the mapping holds ring_size bytes and lives as long as `memory`, which this
-        // struct keeps (and drops after `region`); the client may write them at any time,
-        // which RingRegion allows.
-        let region =
-            unsafe { RingRegion::new(memory.system_address(), descriptor.ring_size as usize) }
-                .map_err(|_| STATUS_INVALID_PARAMETER)?;
+        let len = descriptor.ring_size as usize;
+        // SAFETY: the mapping holds `len` bytes and lives as long as `memory`, which this struct
+        // keeps; the client may write them at any time, which RingRegion allows.
+        let region = unsafe { RingRegion::new(memory.system_address(), len) };
+        let region = region.map_err(|_| STATUS_INVALID_PARAMETER)?;
         Ok(MappedRing {
             region,
             _memory: memory,

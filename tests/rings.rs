@@ -10,7 +10,9 @@ use oxtun_abi::{
     TUN_IOCTL_REGISTER_RINGS, ring_size,
 };
 use oxtun_sim::faults::{self, Site};
-use oxtun_sim::{Adapter, Bitness, Driver, EventObject, Leaks, Process, Token, io, outstanding};
+use oxtun_sim::{
+    Adapter, Bitness, DeviceHandle, Driver, EventObject, Leaks, Process, Token, io, outstanding,
+};
 
 const EVENT_ALL_ACCESS: ACCESS_MASK = 0x001F_0003;
 const READ_WRITE: ACCESS_MASK = FILE_READ_DATA | FILE_WRITE_DATA;
@@ -103,6 +105,15 @@ impl Setup {
     }
 }
 
+/// Opens the adapter's device in `process` and registers fresh rings through it.
+fn register<'a>(adapter: &Adapter, process: &'a Process) -> (DeviceHandle<'a>, ClientRings) {
+    let handle = process.open(adapter.device(), READ_WRITE);
+    let rings = ClientRings::new(process);
+    let status = handle.device_control(TUN_IOCTL_REGISTER_RINGS, &rings.bytes());
+    assert_eq!(status, STATUS_SUCCESS);
+    (handle, rings)
+}
+
 #[test]
 fn an_administrator_registers_and_closing_the_handle_ends_it() {
     let setup = setup();
@@ -162,12 +173,7 @@ fn only_system_and_administrators_may_register() {
     handle.close();
 
     let service = Process::new(Token::System, Bitness::Bits64);
-    let handle = service.open(setup.adapter.device(), READ_WRITE);
-    let rings = ClientRings::new(&service);
-    assert_eq!(
-        handle.device_control(TUN_IOCTL_REGISTER_RINGS, &rings.bytes()),
-        STATUS_SUCCESS
-    );
+    let (handle, rings) = register(&setup.adapter, &service);
     handle.close();
     assert!(rings.ended());
     setup.assert_nothing_held();
@@ -178,12 +184,7 @@ fn only_system_and_administrators_may_register() {
 fn a_second_registration_is_refused() {
     let setup = setup();
     let first = Process::new(Token::Administrator, Bitness::Bits64);
-    let handle = first.open(setup.adapter.device(), READ_WRITE);
-    let rings = ClientRings::new(&first);
-    assert_eq!(
-        handle.device_control(TUN_IOCTL_REGISTER_RINGS, &rings.bytes()),
-        STATUS_SUCCESS
-    );
+    let (handle, rings) = register(&setup.adapter, &first);
     let again = ClientRings::new(&first);
     assert_eq!(
         handle.device_control(TUN_IOCTL_REGISTER_RINGS, &again.bytes()),
@@ -405,12 +406,7 @@ fn the_owner_process_exiting_ends_it_even_with_its_handle_duplicated() {
     let setup = setup();
     let owner = Process::new(Token::Administrator, Bitness::Bits64);
     let other = Process::new(Token::Administrator, Bitness::Bits64);
-    let handle = owner.open(setup.adapter.device(), READ_WRITE);
-    let rings = ClientRings::new(&owner);
-    assert_eq!(
-        handle.device_control(TUN_IOCTL_REGISTER_RINGS, &rings.bytes()),
-        STATUS_SUCCESS
-    );
+    let (handle, rings) = register(&setup.adapter, &owner);
     let duplicate = owner.duplicate_handle(handle.handle(), &other);
     drop(handle);
     assert!(!rings.ended());
@@ -433,12 +429,7 @@ fn halt_ends_a_registration_and_later_closes_find_no_adapter() {
     let driver = Driver::load().unwrap();
     let adapter = driver.add_adapter().unwrap();
     let process = Process::new(Token::Administrator, Bitness::Bits64);
-    let handle = process.open(adapter.device(), READ_WRITE);
-    let rings = ClientRings::new(&process);
-    assert_eq!(
-        handle.device_control(TUN_IOCTL_REGISTER_RINGS, &rings.bytes()),
-        STATUS_SUCCESS
-    );
+    let (handle, rings) = register(&adapter, &process);
     adapter.halt();
     assert!(rings.ended());
     let leaks = driver.unload();
@@ -451,12 +442,7 @@ fn removal_ends_a_registration() {
     for minor in [IRP_MN_QUERY_REMOVE_DEVICE, IRP_MN_SURPRISE_REMOVAL] {
         let setup = setup();
         let process = Process::new(Token::Administrator, Bitness::Bits64);
-        let handle = process.open(setup.adapter.device(), READ_WRITE);
-        let rings = ClientRings::new(&process);
-        assert_eq!(
-            handle.device_control(TUN_IOCTL_REGISTER_RINGS, &rings.bytes()),
-            STATUS_SUCCESS
-        );
+        let (handle, rings) = register(&setup.adapter, &process);
         let passed_on = io::ndis_dispatched(IRP_MJ_PNP);
         assert_eq!(setup.adapter.pnp(minor), STATUS_SUCCESS);
         assert_eq!(
@@ -472,12 +458,7 @@ fn removal_ends_a_registration() {
     let driver = Driver::load().unwrap();
     let adapter = driver.add_adapter().unwrap();
     let process = Process::new(Token::Administrator, Bitness::Bits64);
-    let handle = process.open(adapter.device(), READ_WRITE);
-    let rings = ClientRings::new(&process);
-    assert_eq!(
-        handle.device_control(TUN_IOCTL_REGISTER_RINGS, &rings.bytes()),
-        STATUS_SUCCESS
-    );
+    let (handle, rings) = register(&adapter, &process);
     adapter.surprise_remove();
     assert!(rings.ended());
     assert!(driver.unload().is_empty());
@@ -504,12 +485,7 @@ fn other_ioctls_go_to_ndis() {
 fn pause_and_restart_keep_a_registration() {
     let setup = setup();
     let process = Process::new(Token::Administrator, Bitness::Bits64);
-    let handle = process.open(setup.adapter.device(), READ_WRITE);
-    let rings = ClientRings::new(&process);
-    assert_eq!(
-        handle.device_control(TUN_IOCTL_REGISTER_RINGS, &rings.bytes()),
-        STATUS_SUCCESS
-    );
+    let (handle, rings) = register(&setup.adapter, &process);
     assert_eq!(setup.adapter.pause(), NDIS_STATUS_SUCCESS);
     assert_eq!(setup.adapter.restart(), NDIS_STATUS_SUCCESS);
     assert!(!rings.ended());
