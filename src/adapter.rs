@@ -6,7 +6,7 @@ use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicU32, AtomicU64, Ordering};
 
 use crate::device;
 use crate::oid::SUPPORTED_OIDS;
-use crate::rings::{Caller, Registration};
+use crate::rings::{Caller, Registration, SendCounts};
 use crate::sys::*;
 
 /// What the adapter reports as its MTU and frame size: the largest packet a ring carries.
@@ -26,6 +26,22 @@ pub struct Statistics {
     pub received_octets: AtomicU64,
     pub receive_errors: AtomicU64,
     pub receive_discards: AtomicU64,
+}
+
+impl Statistics {
+    /// Adds what one send call did.
+    pub fn add_sends(&self, counts: &SendCounts) {
+        for (counter, value) in [
+            (&self.sent_packets, counts.packets),
+            (&self.sent_octets, counts.octets),
+            (&self.send_errors, counts.errors),
+            (&self.send_discards, counts.discards),
+        ] {
+            if value != 0 {
+                counter.fetch_add(value, Ordering::Relaxed);
+            }
+        }
+    }
 }
 
 /// An NBL pool, freed on drop.
@@ -75,8 +91,9 @@ pub struct Adapter {
     pub packet_filter: AtomicU32,
     pub lookahead: AtomicU32,
     pub statistics: Statistics,
-    /// The rings a client registered, if any. Changed only under the device lock.
-    registration: SpinLock<Option<PoolBox<Registration>>>,
+    /// The rings a client registered, if any: used by senders under rundown protection,
+    /// changed only under the device lock.
+    rings: RundownSlot<Registration>,
     /// The next adapter in the driver's list (see `device`).
     pub next_adapter: AtomicPtr<Adapter>,
 }
@@ -112,10 +129,11 @@ impl Adapter {
             packet_filter: AtomicU32::new(0),
             lookahead: AtomicU32::new(MTU),
             statistics: Statistics::default(),
-            registration: SpinLock::new(None),
+            rings: RundownSlot::new(),
             next_adapter: AtomicPtr::new(null_mut()),
         })
         .ok_or(NDIS_STATUS_RESOURCES)?;
+        adapter.rings.start_empty();
         adapter.set_registration_attributes()?;
         adapter.set_general_attributes()?;
         adapter.indicate_link_state(MediaConnectStateDisconnected);
@@ -144,7 +162,7 @@ impl Adapter {
 
     /// The ring IOCTL: one registration at a time. Called under the device lock.
     pub fn register_rings(&self, input: &[u8], caller: &Caller) -> NTSTATUS {
-        if self.registration.lock().is_some() {
+        if self.rings.is_occupied() {
             return STATUS_ALREADY_INITIALIZED;
         }
         let registration = match Registration::new(input, caller) {
@@ -154,22 +172,20 @@ impl Adapter {
         let Some(registration) = PoolBox::new(registration) else {
             return STATUS_INSUFFICIENT_RESOURCES;
         };
-        *self.registration.lock() = Some(registration);
+        // SAFETY: the caller holds the device lock, which serializes put and take_if.
+        if unsafe { self.rings.put(registration) }.is_err() {
+            return STATUS_ALREADY_INITIALIZED;
+        }
         self.indicate_link_state(MediaConnectStateConnected);
         STATUS_SUCCESS
     }
 
     /// Ends the registration if `which` picks it: the one path for every trigger (owner close,
-    /// owner exit, removal, halt). Called under the device lock, at PASSIVE_LEVEL.
-    pub fn unregister(&self, which: impl Fn(&Registration) -> bool) -> bool {
-        let taken = {
-            let mut slot = self.registration.lock();
-            match slot.as_deref() {
-                Some(registration) if which(registration) => slot.take(),
-                _ => None,
-            }
-        };
-        let Some(mut registration) = taken else {
+    /// owner exit, removal, halt). Waits for senders using it to finish. Called under the
+    /// device lock, at PASSIVE_LEVEL.
+    pub fn unregister(&self, which: impl FnOnce(&Registration) -> bool) -> bool {
+        // SAFETY: the caller holds the device lock, which serializes put and take_if.
+        let Some(mut registration) = (unsafe { self.rings.take_if(which) }) else {
             return false;
         };
         self.indicate_link_state(MediaConnectStateDisconnected);
@@ -177,6 +193,26 @@ impl Adapter {
         // Unmaps and unlocks both rings and drops the event references, at PASSIVE_LEVEL.
         drop(registration);
         true
+    }
+
+    /// MiniportSendNetBufferLists: every NBL is completed, written to the send ring or failed
+    /// with the reason.
+    pub fn send(&self, chain: NblChain, at_dispatch: bool) {
+        let status = if !self.is_running() {
+            NDIS_STATUS_PAUSED
+        } else if let Some(rings) = self.rings.acquire() {
+            rings.send(&chain, &self.statistics);
+            NDIS_STATUS_SUCCESS
+        } else {
+            NDIS_STATUS_MEDIA_DISCONNECTED
+        };
+        if status != NDIS_STATUS_SUCCESS {
+            for nbl in chain.iter() {
+                nbl.set_status(status);
+            }
+        }
+        // SAFETY: the chain was sent to this adapter, whose NDIS handle this is.
+        unsafe { chain.complete_send(self.miniport, at_dispatch) };
     }
 
     fn set_registration_attributes(&self) -> Result<(), NDIS_STATUS> {

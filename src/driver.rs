@@ -169,36 +169,16 @@ unsafe extern "system" fn oid_request(
     answer.status
 }
 
-/// No rings can be registered yet: every packet fails as paused or as the medium being
-/// disconnected.
 unsafe extern "system" fn send_net_buffer_lists(
     context: NDIS_HANDLE,
     net_buffer_lists: *mut NET_BUFFER_LIST,
     _port: NDIS_PORT_NUMBER,
     send_flags: ULONG,
 ) {
-    // SAFETY: NDIS passes the adapter's context.
-    let adapter = unsafe { adapter(context) };
-    let status = if adapter.is_running() {
-        NDIS_STATUS_MEDIA_DISCONNECTED
-    } else {
-        NDIS_STATUS_PAUSED
-    };
-    let mut nbl = net_buffer_lists;
-    while !nbl.is_null() {
-        // SAFETY: NDIS hands the driver a valid chain of NBLs, which it owns until completion.
-        unsafe {
-            set_NET_BUFFER_LIST_STATUS(nbl, status);
-            nbl = NET_BUFFER_LIST_NEXT_NBL(nbl);
-        }
-    }
-    let complete_flags = if send_flags & NDIS_SEND_FLAGS_DISPATCH_LEVEL != 0 {
-        NDIS_SEND_COMPLETE_FLAGS_DISPATCH_LEVEL
-    } else {
-        0
-    };
-    // SAFETY: the adapter's NDIS handle; the chain goes back to NDIS whole.
-    unsafe { NdisMSendNetBufferListsComplete(adapter.miniport, net_buffer_lists, complete_flags) };
+    // SAFETY: NDIS passes the adapter's context and a chain the driver owns until it completes
+    // it (NblChain completes it exactly once).
+    let (adapter, chain) = unsafe { (adapter(context), NblChain::from_send(net_buffer_lists)) };
+    adapter.send(chain, send_flags & NDIS_SEND_FLAGS_DISPATCH_LEVEL != 0);
 }
 
 /// Nothing is indicated yet, so nothing comes back.

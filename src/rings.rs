@@ -2,10 +2,11 @@
 //! torn down the same way whatever ends them.
 
 use oxtun_abi::{
-    CallerWidth, RingDescriptor, RingReader, RingRegion, RingRegistration, RingWriter,
-    capacity_for_ring_size,
+    CallerWidth, Reservation, ReserveError, RingDescriptor, RingReader, RingRegion,
+    RingRegistration, RingWriter, capacity_for_ring_size, packet_space,
 };
 
+use crate::adapter::Statistics;
 use crate::sys::*;
 
 /// Who asked for a registration, from the IRP.
@@ -60,7 +61,8 @@ pub struct Registration {
     pub owner_process: usize,
     send: MappedRing,
     _receive: MappedRing,
-    send_writer: RingWriter,
+    /// Held only to reserve and to complete: senders copy their packets outside it.
+    send_writer: SpinLock<RingWriter>,
     /// Read by the receive path (the data-plane issue); attached now so a corrupt ring is
     /// refused at registration.
     _receive_reader: RingReader,
@@ -82,7 +84,7 @@ impl Registration {
             owner_process: caller.process,
             send,
             _receive: receive,
-            send_writer,
+            send_writer: SpinLock::new(send_writer),
             _receive_reader: receive_reader,
         })
     }
@@ -91,7 +93,102 @@ impl Registration {
     /// set, so a client blocked on it wakes and sees the end. Dropping the registration then
     /// unmaps, unlocks and dereferences everything.
     pub fn close(&mut self) {
-        self.send_writer.close();
+        self.send_writer.lock().close();
         self.send.tail_moved.set();
     }
+
+    /// Writes every NET_BUFFER of the chain's NBLs to the send ring as one packet each, in one
+    /// reservation, and sets each NBL's status. An NBL with a packet over 0xFFFF bytes fails
+    /// alone; if the ring lacks room for all the rest, they all fail and nothing is written.
+    pub fn send(&self, chain: &NblChain, statistics: &Statistics) {
+        let mut counts = SendCounts::default();
+        let mut bytes: u64 = 0;
+        for nbl in chain.iter() {
+            let space: Option<u64> = nbl
+                .net_buffers()
+                .map(|nb| packet_space(nb.data_length()).map(u64::from))
+                .sum();
+            match space {
+                Some(space) => {
+                    bytes += space;
+                    nbl.set_status(NDIS_STATUS_SUCCESS);
+                }
+                None => {
+                    nbl.set_status(NDIS_STATUS_INVALID_LENGTH);
+                    counts.errors += 1;
+                }
+            }
+        }
+        let sending = || {
+            chain
+                .iter()
+                .filter(|nbl| nbl.status() == NDIS_STATUS_SUCCESS)
+        };
+        // A sum past u32 is more than any ring holds: it fails as full.
+        let bytes = u32::try_from(bytes).unwrap_or(u32::MAX - 3);
+        let reserved = if bytes == 0 {
+            Err(None)
+        } else {
+            self.send_writer.lock().reserve(bytes).map_err(Some)
+        };
+        match reserved {
+            Ok(mut reservation) => {
+                for nbl in sending() {
+                    for nb in nbl.net_buffers() {
+                        if !copy_packet(&nb, &mut reservation) {
+                            nbl.set_status(NDIS_STATUS_FAILURE);
+                            counts.errors += 1;
+                            continue;
+                        }
+                        counts.packets += 1;
+                        counts.octets += u64::from(nb.data_length());
+                    }
+                }
+                let published = self.send_writer.lock().complete(reservation);
+                if published.wake_consumer {
+                    self.send.tail_moved.set();
+                }
+            }
+            Err(None) => {}
+            Err(Some(error)) => {
+                let status = match error {
+                    ReserveError::Full { .. } => NDIS_STATUS_BUFFER_OVERFLOW,
+                    ReserveError::BadSize(_) | ReserveError::Ring(_) => {
+                        NDIS_STATUS_ADAPTER_NOT_READY
+                    }
+                };
+                for nbl in sending() {
+                    nbl.set_status(status);
+                    counts.discards += nbl.net_buffers().count() as u64;
+                }
+            }
+        }
+        statistics.add_sends(&counts);
+    }
+}
+
+/// What one send call did, added to the adapter's counters once.
+#[derive(Default)]
+pub struct SendCounts {
+    pub packets: u64,
+    pub octets: u64,
+    pub errors: u64,
+    pub discards: u64,
+}
+
+/// Copies one NET_BUFFER into the next packet of the reservation; false if its data could not
+/// be read, in which case the packet keeps its place as zeroes rather than stale bytes.
+fn copy_packet(nb: &NetBuffer<'_>, reservation: &mut Reservation) -> bool {
+    let Some(mut slot) = reservation.push_packet(nb.data_length()) else {
+        return false;
+    };
+    let mut at = 0;
+    let copied = nb.copy_data(|chunk| {
+        slot.write(at, chunk);
+        at += chunk.len();
+    });
+    if !copied {
+        slot.fill(0);
+    }
+    copied
 }

@@ -3,7 +3,7 @@
 
 use oxtun::sys::*;
 use oxtun_sim::faults::{self, Site};
-use oxtun_sim::{AdapterState, Driver, outstanding};
+use oxtun_sim::{AdapterState, Driver, Fragmentation, outstanding};
 
 fn u32_of(bytes: &[u8]) -> u32 {
     u32::from_ne_bytes(bytes.try_into().unwrap())
@@ -243,20 +243,16 @@ fn sets_read_what_they_need_and_refuse_short_buffers() {
 fn sends_fail_as_paused_or_disconnected_at_either_irql() {
     let driver = Driver::load().unwrap();
     let adapter = driver.add_adapter().unwrap();
+    let nbls = |count: usize| vec![vec![vec![0x45; 20]]; count];
+    let send = |count, irql| adapter.send(&nbls(count), Fragmentation::CONTIGUOUS, irql);
     for irql in [PASSIVE_LEVEL, DISPATCH_LEVEL] {
-        assert_eq!(
-            adapter.send(3, irql),
-            vec![NDIS_STATUS_MEDIA_DISCONNECTED; 3]
-        );
+        assert_eq!(send(3, irql), vec![NDIS_STATUS_MEDIA_DISCONNECTED; 3]);
     }
     assert_eq!(adapter.pause(), NDIS_STATUS_SUCCESS);
     assert_eq!(adapter.state(), AdapterState::Paused);
-    assert_eq!(adapter.send(2, DISPATCH_LEVEL), vec![NDIS_STATUS_PAUSED; 2]);
+    assert_eq!(send(2, DISPATCH_LEVEL), vec![NDIS_STATUS_PAUSED; 2]);
     assert_eq!(adapter.restart(), NDIS_STATUS_SUCCESS);
-    assert_eq!(
-        adapter.send(1, PASSIVE_LEVEL),
-        vec![NDIS_STATUS_MEDIA_DISCONNECTED]
-    );
+    assert_eq!(send(1, PASSIVE_LEVEL), vec![NDIS_STATUS_MEDIA_DISCONNECTED]);
     adapter.halt();
     assert!(driver.unload().is_empty());
 }

@@ -1,118 +1,15 @@
 //! The ring IOCTL on the simulated kernel: who may register, every field validated, one
 //! registration at a time, and one teardown for every way a registration ends.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, Ordering};
+mod support;
+
+use std::sync::atomic::Ordering;
 
 use oxtun::sys::*;
-use oxtun_abi::{
-    CallerWidth, MIN_CAPACITY, RING_ENDED, RingDescriptor, RingRegistration,
-    TUN_IOCTL_REGISTER_RINGS, ring_size,
-};
+use oxtun_abi::{CallerWidth, MIN_CAPACITY, RingRegistration, TUN_IOCTL_REGISTER_RINGS, ring_size};
 use oxtun_sim::faults::{self, Site};
-use oxtun_sim::{
-    Adapter, Bitness, DeviceHandle, Driver, EventObject, Leaks, Process, Token, io, outstanding,
-};
-
-const EVENT_ALL_ACCESS: ACCESS_MASK = 0x001F_0003;
-const READ_WRITE: ACCESS_MASK = FILE_READ_DATA | FILE_WRITE_DATA;
-const STATUS_ACCESS_VIOLATION: NTSTATUS = 0xC000_0005_u32 as i32;
-const STATUS_INVALID_HANDLE: NTSTATUS = 0xC000_0008_u32 as i32;
-const STATUS_OBJECT_TYPE_MISMATCH: NTSTATUS = 0xC000_0024_u32 as i32;
-
-/// What a client allocates for a registration: two rings and two events.
-struct ClientRings {
-    request: RingRegistration,
-    width: CallerWidth,
-    send_ring: u64,
-    send_event: Arc<EventObject>,
-}
-
-impl ClientRings {
-    fn new(process: &Process) -> Self {
-        let size = ring_size(MIN_CAPACITY);
-        let send_ring = process.allocate(size as usize);
-        let receive_ring = process.allocate(size as usize);
-        let (send_handle, send_event) = process.create_event(EVENT_ALL_ACCESS);
-        let (receive_handle, _) = process.create_event(EVENT_ALL_ACCESS);
-        ClientRings {
-            request: RingRegistration {
-                send: RingDescriptor {
-                    ring_size: size,
-                    ring: send_ring,
-                    tail_moved: send_handle,
-                },
-                receive: RingDescriptor {
-                    ring_size: size,
-                    ring: receive_ring,
-                    tail_moved: receive_handle,
-                },
-            },
-            width: match process.bitness() {
-                Bitness::Bits32 => CallerWidth::Bits32,
-                Bitness::Bits64 => CallerWidth::Bits64,
-            },
-            send_ring,
-            send_event,
-        }
-    }
-
-    fn bytes(&self) -> Vec<u8> {
-        let mut buffer = [0u8; 48];
-        let len = self.request.encode(self.width, &mut buffer).unwrap();
-        buffer[..len].to_vec()
-    }
-
-    /// The send ring's Tail, as the client reads it.
-    fn send_tail(&self) -> u32 {
-        // SAFETY (test): the ring's memory is live in the process; Tail is its second word.
-        unsafe { AtomicU32::from_ptr((self.send_ring as *mut u32).add(1)) }.load(Ordering::SeqCst)
-    }
-
-    /// Whether the driver ended the registration: Tail = 0xFFFFFFFF and the event set.
-    fn ended(&self) -> bool {
-        self.send_tail() == RING_ENDED && self.send_event.set_count() >= 1
-    }
-}
-
-struct Setup {
-    driver: Driver,
-    adapter: Adapter,
-    loaded: Leaks,
-}
-
-fn setup() -> Setup {
-    let driver = Driver::load().unwrap();
-    let adapter = driver.add_adapter().unwrap();
-    let loaded = outstanding();
-    Setup {
-        driver,
-        adapter,
-        loaded,
-    }
-}
-
-impl Setup {
-    fn finish(self) {
-        self.adapter.halt();
-        let leaks = self.driver.unload();
-        assert!(leaks.is_empty(), "leaked {leaks}");
-    }
-
-    fn assert_nothing_held(&self) {
-        let now = outstanding();
-        assert_eq!(now, self.loaded, "holding {now}");
-    }
-}
-
-/// Opens the adapter's device in `process` and registers fresh rings through it.
-fn register<'a>(adapter: &Adapter, process: &'a Process) -> (DeviceHandle<'a>, ClientRings) {
-    let handle = process.open(adapter.device(), READ_WRITE);
-    let rings = ClientRings::new(process);
-    let status = handle.device_control(TUN_IOCTL_REGISTER_RINGS, &rings.bytes());
-    assert_eq!(status, STATUS_SUCCESS);
-    (handle, rings)
-}
+use oxtun_sim::{Bitness, Driver, Process, Token, io};
+use support::*;
 
 #[test]
 fn an_administrator_registers_and_closing_the_handle_ends_it() {

@@ -107,6 +107,14 @@ impl PacketSlot {
     }
 }
 
+impl PacketSlot {
+    /// Sets every byte of the packet to `byte`.
+    pub fn fill(&mut self, byte: u8) {
+        // SAFETY: `data` holds `size` bytes inside the region, reserved for this slot alone.
+        unsafe { core::ptr::write_bytes(self.data, byte, self.size as usize) };
+    }
+}
+
 /// Writes packets to a ring and publishes them by moving `Tail`.
 #[derive(Debug)]
 pub struct RingWriter {

@@ -25,7 +25,7 @@ use std::fmt;
 use oxtun::sys::*;
 
 pub use io::DeviceHandle;
-pub use ndis::{AdapterState, General, OidResult};
+pub use ndis::{AdapterState, Fragmentation, General, OidResult};
 pub use process::{Bitness, EventObject, Process, Token};
 
 /// The driver, loaded.
@@ -151,6 +151,12 @@ pub struct Adapter {
     handle: NDIS_HANDLE,
 }
 
+// SAFETY: the handle names NDIS's adapter block, which NDIS uses from any thread; its mutable
+// state is behind mutexes.
+unsafe impl Send for Adapter {}
+// SAFETY: as for Send.
+unsafe impl Sync for Adapter {}
+
 impl Adapter {
     pub fn state(&self) -> AdapterState {
         ndis::state(self.handle)
@@ -204,9 +210,15 @@ impl Adapter {
         ndis::oid_request(self.handle, NdisRequestSetInformation, oid, data.to_vec())
     }
 
-    /// Sends `count` NBLs from NDIS at `irql`; returns each one's completion status.
-    pub fn send(&self, count: usize, irql: KIRQL) -> Vec<NDIS_STATUS> {
-        ndis::send(self.handle, count, irql)
+    /// Sends one NBL per entry of `nbls` (each a list of packets, one NET_BUFFER each), laid
+    /// out in MDLs as `layout` says, at `irql`; returns each NBL's completion status.
+    pub fn send(
+        &self,
+        nbls: &[Vec<Vec<u8>>],
+        layout: Fragmentation,
+        irql: KIRQL,
+    ) -> Vec<NDIS_STATUS> {
+        ndis::send(self.handle, nbls, layout, irql)
     }
 
     /// MiniportPause; the adapter is paused when it returns success.

@@ -635,16 +635,116 @@ pub fn adapter_context(handle: NDIS_HANDLE) -> NDIS_HANDLE {
 /// NBLs as NDIS allocates them for a send: more room than `src/sys` declares, because the
 /// real structure ends in a version-dependent array.
 #[repr(C, align(16))]
-struct SendNbl {
+struct NblStorage {
     nbl: NET_BUFFER_LIST,
     info: [PVOID; 32],
 }
 
-static COMPLETED: Mutex<Vec<usize>> = Mutex::new(Vec::new());
+/// A NET_BUFFER with the room the real one takes (0xB0 bytes).
+#[repr(C, align(16))]
+struct NbStorage {
+    nb: NET_BUFFER,
+    rest: [u8; 0xB0 - size_of::<NET_BUFFER>()],
+}
 
-/// Sends `count` NBLs (no data yet) at `irql` and returns the status each completed with.
-/// Every NBL must come back through NdisMSendNetBufferListsComplete exactly once.
-pub fn send(handle: NDIS_HANDLE, count: usize, irql: KIRQL) -> Vec<NDIS_STATUS> {
+/// How the simulator lays a packet out in MDLs, as the stack's buffers may be.
+#[derive(Clone, Copy, Debug)]
+pub struct Fragmentation {
+    /// Bytes of the first MDL before the packet starts (the NET_BUFFER's current offset).
+    pub leading: usize,
+    /// The most data one MDL carries; the packet is split into MDLs of this size.
+    pub chunk: usize,
+}
+
+impl Fragmentation {
+    /// One MDL holding the whole packet.
+    pub const CONTIGUOUS: Fragmentation = Fragmentation {
+        leading: 0,
+        chunk: usize::MAX,
+    };
+}
+
+/// One NBL being sent and the memory behind it, alive until the send returns. Boxed, so the
+/// pointers the driver follows stay put while the vectors grow.
+#[allow(clippy::vec_box)]
+struct SendNbl {
+    nbl: Box<NblStorage>,
+    _nbs: Vec<Box<NbStorage>>,
+    _mdls: Vec<Box<MDL>>,
+    _data: Vec<Vec<u8>>,
+}
+
+fn build_nbl(packets: &[Vec<u8>], layout: Fragmentation) -> SendNbl {
+    // SAFETY: plain data; all zeroes is a valid empty NBL.
+    let mut nbl: Box<NblStorage> = Box::new(unsafe { std::mem::zeroed() });
+    let mut nbs: Vec<Box<NbStorage>> = Vec::new();
+    let mut mdls: Vec<Box<MDL>> = Vec::new();
+    let mut data: Vec<Vec<u8>> = Vec::new();
+    for packet in packets {
+        let mut first: PMDL = null_mut();
+        let mut last: PMDL = null_mut();
+        let mut chunks: Vec<Vec<u8>> = packet
+            .chunks(layout.chunk.max(1))
+            .map(<[u8]>::to_vec)
+            .collect();
+        if chunks.is_empty() {
+            chunks.push(Vec::new());
+        }
+        chunks[0].splice(0..0, std::iter::repeat_n(0xEE, layout.leading));
+        for mut chunk in chunks {
+            // SAFETY: plain data; all zeroes is a valid empty MDL.
+            let mut mdl: Box<MDL> = Box::new(unsafe { std::mem::zeroed() });
+            mdl.MappedSystemVa = chunk.as_mut_ptr().cast();
+            mdl.StartVa = mdl.MappedSystemVa;
+            mdl.ByteCount = chunk.len() as u32;
+            mdl.MdlFlags = MDL_SOURCE_IS_NONPAGED_POOL;
+            let pointer: PMDL = &mut *mdl;
+            if last.is_null() {
+                first = pointer;
+            } else {
+                // SAFETY: the previous MDL of this chain, alive in `mdls`.
+                unsafe { (*last).Next = pointer };
+            }
+            last = pointer;
+            mdls.push(mdl);
+            data.push(chunk);
+        }
+        // SAFETY: plain data; all zeroes is a valid empty NET_BUFFER.
+        let mut nb: Box<NbStorage> = Box::new(unsafe { std::mem::zeroed() });
+        nb.nb.MdlChain = first;
+        nb.nb.CurrentMdl = first;
+        nb.nb.CurrentMdlOffset = layout.leading as u32;
+        nb.nb.DataOffset = layout.leading as u32;
+        nb.nb.DataLength = packet.len() as u32;
+        nbs.push(nb);
+    }
+    for index in (0..nbs.len().saturating_sub(1)).rev() {
+        let next: *mut NET_BUFFER = &mut nbs[index + 1].nb;
+        nbs[index].nb.Next = next;
+    }
+    nbl.nbl.FirstNetBuffer = nbs.first_mut().map_or(null_mut(), |nb| &mut nb.nb);
+    nbl.nbl.Status = 0x7EAD_BEEF;
+    SendNbl {
+        nbl,
+        _nbs: nbs,
+        _mdls: mdls,
+        _data: data,
+    }
+}
+
+/// NBLs sent and not yet completed, by address.
+static SENT: Mutex<BTreeSet<usize>> = Mutex::new(BTreeSet::new());
+
+/// Sends one NBL per entry of `nbls` (each a list of packets, one NET_BUFFER each) at `irql`,
+/// and returns the status each NBL completed with. Every NBL must come back through
+/// NdisMSendNetBufferListsComplete exactly once before the send handler returns (the driver
+/// never pends sends).
+pub fn send(
+    handle: NDIS_HANDLE,
+    nbls: &[Vec<Vec<u8>>],
+    layout: Fragmentation,
+    irql: KIRQL,
+) -> Vec<NDIS_STATUS> {
     let handlers = handlers().expect("a registered driver");
     let context = adapter_context(handle);
     let state = state(handle);
@@ -653,37 +753,40 @@ pub fn send(handle: NDIS_HANDLE, count: usize, irql: KIRQL) -> Vec<NDIS_STATUS> 
             "the simulator sends to an adapter in state {state:?}"
         ));
     }
-    // SAFETY: plain data; all zeroes is a valid empty NBL.
-    let mut nbls: Vec<Box<SendNbl>> = (0..count)
-        .map(|_| Box::new(unsafe { std::mem::zeroed() }))
+    let mut sending: Vec<SendNbl> = nbls
+        .iter()
+        .map(|packets| build_nbl(packets, layout))
         .collect();
-    for index in (0..count.saturating_sub(1)).rev() {
-        let next: *mut NET_BUFFER_LIST = &mut nbls[index + 1].nbl;
-        nbls[index].nbl.Next = next;
+    for index in (0..sending.len().saturating_sub(1)).rev() {
+        let next: *mut NET_BUFFER_LIST = &mut sending[index + 1].nbl.nbl;
+        sending[index].nbl.nbl.Next = next;
     }
-    for nbl in &mut nbls {
-        nbl.nbl.Status = 0x7EAD_BEEF;
+    {
+        let mut sent = SENT.lock().unwrap();
+        for nbl in &sending {
+            sent.insert(&nbl.nbl.nbl as *const NET_BUFFER_LIST as usize);
+        }
     }
     let flags = if irql == DISPATCH_LEVEL {
         NDIS_SEND_FLAGS_DISPATCH_LEVEL
     } else {
         0
     };
-    let first: *mut NET_BUFFER_LIST = nbls.first_mut().map_or(null_mut(), |nbl| &mut nbl.nbl);
-    COMPLETED.lock().unwrap().clear();
+    let first: *mut NET_BUFFER_LIST = sending
+        .first_mut()
+        .map_or(null_mut(), |nbl| &mut nbl.nbl.nbl);
     irql::call_at(irql, "MiniportSendNetBufferLists", || {
         // SAFETY: the driver's handler with its context and a chain NDIS owns until completion.
         unsafe { (handlers.send)(context, first, 0, flags) }
     });
-    let completed = std::mem::take(&mut *COMPLETED.lock().unwrap());
-    for nbl in &nbls {
-        let address = &nbl.nbl as *const NET_BUFFER_LIST as usize;
-        let times = completed.iter().filter(|&&done| done == address).count();
-        if times != 1 {
-            violation(format!("NBL {address:#x} completed {times} times"));
+    let sent = SENT.lock().unwrap();
+    for nbl in &sending {
+        let address = &nbl.nbl.nbl as *const NET_BUFFER_LIST as usize;
+        if sent.contains(&address) {
+            violation(format!("NBL {address:#x} was not completed"));
         }
     }
-    nbls.iter().map(|nbl| nbl.nbl.Status).collect()
+    sending.iter().map(|nbl| nbl.nbl.nbl.Status).collect()
 }
 
 #[unsafe(no_mangle)]
@@ -701,10 +804,15 @@ pub unsafe extern "system" fn NdisMSendNetBufferListsComplete(
             irql::current()
         ));
     }
-    let mut completed = COMPLETED.lock().unwrap();
+    let mut sent = SENT.lock().unwrap();
     let mut nbl = nbls;
     while !nbl.is_null() {
-        completed.push(nbl as usize);
+        if !sent.remove(&(nbl as usize)) {
+            violation(format!(
+                "completing NBL {nbl:p}, which is not an outstanding send"
+            ));
+            return;
+        }
         // SAFETY: the chain the driver completes is made of NBLs the simulator sent.
         nbl = unsafe { (*nbl).Next };
     }

@@ -13,7 +13,8 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::thread::{self, ThreadId};
 
 use oxtun::sys::{
-    APC_LEVEL, DISPATCH_LEVEL, ERESOURCE, KIRQL, KSPIN_LOCK, NTSTATUS, PVOID, STATUS_SUCCESS,
+    APC_LEVEL, DISPATCH_LEVEL, ERESOURCE, EX_RUNDOWN_REF, KIRQL, KSPIN_LOCK, NTSTATUS, PVOID,
+    STATUS_SUCCESS,
 };
 
 use crate::irql;
@@ -233,5 +234,70 @@ pub unsafe extern "system" fn ExReleaseResourceAndLeaveCriticalRegion(address: *
     let depth = CRITICAL_REGION.with(|depth| depth.replace(depth.get().saturating_sub(1)));
     if depth == 0 {
         violation("leaving a critical region that was not entered");
+    }
+}
+
+/// EX_RUNDOWN_REF, in the driver's memory as in the kernel: bit 0 says the object is being (or
+/// has been) run down, the rest counts acquisitions in units of 2.
+const RUNDOWN_ACTIVE: usize = 1;
+const RUNDOWN_UNIT: usize = 2;
+
+fn rundown_word<'a>(reference: *mut EX_RUNDOWN_REF) -> &'a AtomicUsize {
+    // SAFETY: the driver's EX_RUNDOWN_REF, a naturally aligned usize it touches only through
+    // these functions.
+    unsafe { AtomicUsize::from_ptr(reference.cast()) }
+}
+
+#[unsafe(no_mangle)]
+pub unsafe extern "system" fn ExInitializeRundownProtection(reference: *mut EX_RUNDOWN_REF) {
+    rundown_word(reference).store(0, Ordering::SeqCst);
+}
+
+#[unsafe(no_mangle)]
+pub unsafe extern "system" fn ExReInitializeRundownProtection(reference: *mut EX_RUNDOWN_REF) {
+    let word = rundown_word(reference);
+    if word.load(Ordering::SeqCst) != RUNDOWN_ACTIVE {
+        violation("ExReInitializeRundownProtection on a reference that is not run down");
+    }
+    word.store(0, Ordering::SeqCst);
+}
+
+#[unsafe(no_mangle)]
+pub unsafe extern "system" fn ExAcquireRundownProtection(reference: *mut EX_RUNDOWN_REF) -> u8 {
+    irql::require_at_most(DISPATCH_LEVEL, "ExAcquireRundownProtection");
+    let word = rundown_word(reference);
+    let mut value = word.load(Ordering::SeqCst);
+    loop {
+        if value & RUNDOWN_ACTIVE != 0 {
+            return 0;
+        }
+        match word.compare_exchange(
+            value,
+            value + RUNDOWN_UNIT,
+            Ordering::SeqCst,
+            Ordering::SeqCst,
+        ) {
+            Ok(_) => return 1,
+            Err(now) => value = now,
+        }
+    }
+}
+
+#[unsafe(no_mangle)]
+pub unsafe extern "system" fn ExReleaseRundownProtection(reference: *mut EX_RUNDOWN_REF) {
+    irql::require_at_most(DISPATCH_LEVEL, "ExReleaseRundownProtection");
+    let previous = rundown_word(reference).fetch_sub(RUNDOWN_UNIT, Ordering::SeqCst);
+    if previous < RUNDOWN_UNIT {
+        violation("ExReleaseRundownProtection without an acquisition");
+    }
+}
+
+#[unsafe(no_mangle)]
+pub unsafe extern "system" fn ExWaitForRundownProtectionRelease(reference: *mut EX_RUNDOWN_REF) {
+    irql::require_at_most(APC_LEVEL, "ExWaitForRundownProtectionRelease");
+    let word = rundown_word(reference);
+    word.fetch_or(RUNDOWN_ACTIVE, Ordering::SeqCst);
+    while word.load(Ordering::SeqCst) != RUNDOWN_ACTIVE {
+        thread::yield_now();
     }
 }

@@ -17,17 +17,21 @@
 )]
 
 mod lock;
+mod nbl;
 pub mod ndis;
 pub mod nt;
 mod pool;
 mod resource;
+mod rundown;
 mod security;
 mod user;
 
 pub use lock::{SpinLock, SpinLockGuard};
+pub use nbl::{Nbl, NblChain, NetBuffer};
 pub use ndis::*;
 pub use nt::*;
 pub use pool::{POOL_TAG, PoolBox};
 pub use resource::{Resource, ResourceGuard};
+pub use rundown::{RundownGuard, RundownSlot};
 pub use security::caller_is_system_or_administrator;
 pub use user::{EventReference, LockedUserBuffer};

@@ -3,7 +3,7 @@
 use core::ffi::c_void;
 use core::mem::{offset_of, size_of};
 
-use super::nt::{PDEVICE_OBJECT, PDRIVER_OBJECT, PUNICODE_STRING, PVOID, ULONG};
+use super::nt::{PDEVICE_OBJECT, PDRIVER_OBJECT, PMDL, PUNICODE_STRING, PVOID, ULONG};
 
 pub type NDIS_STATUS = i32;
 pub type NDIS_HANDLE = *mut c_void;
@@ -21,6 +21,8 @@ pub const NDIS_STATUS_INVALID_LENGTH: NDIS_STATUS = 0xC001_0014_u32 as i32;
 pub const NDIS_STATUS_INVALID_DATA: NDIS_STATUS = 0xC001_0015_u32 as i32;
 pub const NDIS_STATUS_BUFFER_TOO_SHORT: NDIS_STATUS = 0xC001_0016_u32 as i32;
 pub const NDIS_STATUS_INVALID_OID: NDIS_STATUS = 0xC001_0017_u32 as i32;
+pub const NDIS_STATUS_BUFFER_OVERFLOW: NDIS_STATUS = 0x8000_0005_u32 as i32;
+pub const NDIS_STATUS_ADAPTER_NOT_READY: NDIS_STATUS = 0xC001_0011_u32 as i32;
 pub const NDIS_STATUS_MEDIA_DISCONNECTED: NDIS_STATUS = 0xC023_001F_u32 as i32;
 pub const NDIS_STATUS_PAUSED: NDIS_STATUS = 0xC023_002A_u32 as i32;
 
@@ -52,9 +54,31 @@ macro_rules! opaque {
 opaque!(
     NDIS_MINIPORT_INIT_PARAMETERS,
     NDIS_MINIPORT_PAUSE_PARAMETERS,
-    NDIS_MINIPORT_RESTART_PARAMETERS,
-    NET_BUFFER
+    NDIS_MINIPORT_RESTART_PARAMETERS
 );
+
+/// `NET_BUFFER`, up to the fields the driver uses. NDIS allocates them.
+#[repr(C, align(16))]
+pub struct NET_BUFFER {
+    pub Next: *mut NET_BUFFER,
+    pub CurrentMdl: PMDL,
+    pub CurrentMdlOffset: ULONG,
+    _padding0: u32,
+    /// The low half of the `DataLength` / `stDataLength` (SIZE_T) union.
+    pub DataLength: ULONG,
+    _padding1: u32,
+    pub MdlChain: PMDL,
+    pub DataOffset: ULONG,
+}
+
+#[cfg(target_pointer_width = "64")]
+const _: () = {
+    assert!(offset_of!(NET_BUFFER, CurrentMdl) == 0x08);
+    assert!(offset_of!(NET_BUFFER, CurrentMdlOffset) == 0x10);
+    assert!(offset_of!(NET_BUFFER, DataLength) == 0x18);
+    assert!(offset_of!(NET_BUFFER, MdlChain) == 0x20);
+    assert!(offset_of!(NET_BUFFER, DataOffset) == 0x28);
+};
 
 pub type NDIS_HALT_ACTION = u32;
 pub const NdisHaltDeviceSurpriseRemoved: NDIS_HALT_ACTION = 3;
@@ -544,6 +568,15 @@ const _: () = {
 pub unsafe fn NET_BUFFER_LIST_NEXT_NBL(nbl: *mut NET_BUFFER_LIST) -> *mut NET_BUFFER_LIST {
     // SAFETY: the caller guarantees nbl is valid.
     unsafe { (*nbl).Next }
+}
+
+/// `NET_BUFFER_LIST_FIRST_NB`.
+///
+/// # Safety
+/// `nbl` points to a valid NET_BUFFER_LIST.
+pub unsafe fn NET_BUFFER_LIST_FIRST_NB(nbl: *mut NET_BUFFER_LIST) -> *mut NET_BUFFER {
+    // SAFETY: the caller guarantees nbl is valid.
+    unsafe { (*nbl).FirstNetBuffer }
 }
 
 /// `NET_BUFFER_LIST_STATUS(nbl) = status`.

@@ -323,6 +323,11 @@ unsafe extern "system" {
         NotifyRoutine: CREATE_PROCESS_NOTIFY_ROUTINE_EX,
         Remove: u8,
     ) -> NTSTATUS;
+    pub fn ExInitializeRundownProtection(RunRef: *mut EX_RUNDOWN_REF);
+    pub fn ExReInitializeRundownProtection(RunRef: *mut EX_RUNDOWN_REF);
+    pub fn ExAcquireRundownProtection(RunRef: *mut EX_RUNDOWN_REF) -> u8;
+    pub fn ExReleaseRundownProtection(RunRef: *mut EX_RUNDOWN_REF);
+    pub fn ExWaitForRundownProtectionRelease(RunRef: *mut EX_RUNDOWN_REF);
     pub fn KeAcquireSpinLockRaiseToDpc(SpinLock: *mut KSPIN_LOCK) -> KIRQL;
     pub fn KeReleaseSpinLock(SpinLock: *mut KSPIN_LOCK, NewIrql: KIRQL);
 
@@ -358,6 +363,16 @@ const _: () = {
     assert!(core::mem::offset_of!(MDL, ByteOffset) == 0x2C);
     assert!(core::mem::size_of::<MDL>() == 0x30);
 };
+
+pub const MDL_MAPPED_TO_SYSTEM_VA: i16 = 0x0001;
+pub const MDL_SOURCE_IS_NONPAGED_POOL: i16 = 0x0004;
+
+/// `EX_RUNDOWN_REF`: protection for an object that users acquire at up to DISPATCH_LEVEL and
+/// its owner runs down (waits out) before it goes away.
+#[repr(C)]
+pub struct EX_RUNDOWN_REF {
+    pub Count: usize,
+}
 
 pub type KPROCESSOR_MODE = i8;
 pub const KernelMode: KPROCESSOR_MODE = 0;
@@ -403,6 +418,28 @@ unsafe extern "C" {
     pub fn memcpy(dest: *mut u8, src: *const u8, n: usize) -> *mut u8;
     pub fn memmove(dest: *mut u8, src: *const u8, n: usize) -> *mut u8;
     pub fn memset(dest: *mut u8, c: i32, n: usize) -> *mut u8;
+}
+
+/// `MmGetSystemAddressForMdlSafe`: the MDL's system address, mapping it if it has none yet.
+///
+/// # Safety
+/// `mdl` describes locked or non-paged memory; the caller is at or below DISPATCH_LEVEL.
+pub unsafe fn MmGetSystemAddressForMdlSafe(mdl: PMDL, priority: u32) -> PVOID {
+    // SAFETY: the caller guarantees a valid MDL of locked pages.
+    unsafe {
+        if (*mdl).MdlFlags & (MDL_MAPPED_TO_SYSTEM_VA | MDL_SOURCE_IS_NONPAGED_POOL) != 0 {
+            (*mdl).MappedSystemVa
+        } else {
+            MmMapLockedPagesSpecifyCache(
+                mdl,
+                KernelMode,
+                MmCached,
+                core::ptr::null_mut(),
+                0,
+                priority,
+            )
+        }
+    }
 }
 
 /// `KeGetCurrentIrql`: on x64 the IRQL is the task priority register, CR8.

@@ -1,0 +1,155 @@
+//! What the tests of the driver share: a client's rings and registration, and the adapter set
+//! up on the simulated kernel.
+#![allow(dead_code)]
+
+use std::ptr::NonNull;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use oxtun::sys::*;
+use oxtun_abi::{
+    CallerWidth, MIN_CAPACITY, RING_ENDED, RingDescriptor, RingReader, RingRegion,
+    RingRegistration, RingWriter, TUN_IOCTL_REGISTER_RINGS, ring_size,
+};
+use oxtun_sim::{Adapter, Bitness, DeviceHandle, Driver, EventObject, Leaks, Process, outstanding};
+
+pub const EVENT_ALL_ACCESS: ACCESS_MASK = 0x001F_0003;
+pub const READ_WRITE: ACCESS_MASK = FILE_READ_DATA | FILE_WRITE_DATA;
+pub const STATUS_ACCESS_VIOLATION: NTSTATUS = 0xC000_0005_u32 as i32;
+pub const STATUS_INVALID_HANDLE: NTSTATUS = 0xC000_0008_u32 as i32;
+pub const STATUS_OBJECT_TYPE_MISMATCH: NTSTATUS = 0xC000_0024_u32 as i32;
+
+/// What a client allocates for a registration: two rings and two events.
+pub struct ClientRings {
+    pub request: RingRegistration,
+    pub width: CallerWidth,
+    pub send_ring: u64,
+    pub send_event: Arc<EventObject>,
+    pub receive_ring: u64,
+    pub receive_event: Arc<EventObject>,
+}
+
+impl ClientRings {
+    pub fn new(process: &Process) -> Self {
+        Self::with_capacity(process, MIN_CAPACITY)
+    }
+
+    pub fn with_capacity(process: &Process, capacity: u32) -> Self {
+        let size = ring_size(capacity);
+        let send_ring = process.allocate(size as usize);
+        let receive_ring = process.allocate(size as usize);
+        let (send_handle, send_event) = process.create_event(EVENT_ALL_ACCESS);
+        let (receive_handle, receive_event) = process.create_event(EVENT_ALL_ACCESS);
+        ClientRings {
+            request: RingRegistration {
+                send: RingDescriptor {
+                    ring_size: size,
+                    ring: send_ring,
+                    tail_moved: send_handle,
+                },
+                receive: RingDescriptor {
+                    ring_size: size,
+                    ring: receive_ring,
+                    tail_moved: receive_handle,
+                },
+            },
+            width: match process.bitness() {
+                Bitness::Bits32 => CallerWidth::Bits32,
+                Bitness::Bits64 => CallerWidth::Bits64,
+            },
+            send_ring,
+            send_event,
+            receive_ring,
+            receive_event,
+        }
+    }
+
+    pub fn bytes(&self) -> Vec<u8> {
+        let mut buffer = [0u8; 48];
+        let len = self.request.encode(self.width, &mut buffer).unwrap();
+        buffer[..len].to_vec()
+    }
+
+    /// The send ring's Tail, as the client reads it.
+    pub fn send_tail(&self) -> u32 {
+        // SAFETY (test): the ring's memory is live in the process; Tail is its second word.
+        unsafe { AtomicU32::from_ptr((self.send_ring as *mut u32).add(1)) }.load(Ordering::SeqCst)
+    }
+
+    /// Whether the driver ended the registration: Tail = 0xFFFFFFFF and the event set.
+    pub fn ended(&self) -> bool {
+        self.send_tail() == RING_ENDED && self.send_event.set_count() >= 1
+    }
+}
+
+pub struct Setup {
+    pub driver: Driver,
+    pub adapter: Adapter,
+    pub loaded: Leaks,
+}
+
+pub fn setup() -> Setup {
+    let driver = Driver::load().unwrap();
+    let adapter = driver.add_adapter().unwrap();
+    let loaded = outstanding();
+    Setup {
+        driver,
+        adapter,
+        loaded,
+    }
+}
+
+impl Setup {
+    pub fn finish(self) {
+        self.adapter.halt();
+        let leaks = self.driver.unload();
+        assert!(leaks.is_empty(), "leaked {leaks}");
+    }
+
+    pub fn assert_nothing_held(&self) {
+        let now = outstanding();
+        assert_eq!(now, self.loaded, "holding {now}");
+    }
+}
+
+/// Opens the adapter's device in `process` and registers fresh rings through it.
+pub fn register<'a>(adapter: &Adapter, process: &'a Process) -> (DeviceHandle<'a>, ClientRings) {
+    let handle = process.open(adapter.device(), READ_WRITE);
+    let rings = ClientRings::new(process);
+    let status = handle.device_control(TUN_IOCTL_REGISTER_RINGS, &rings.bytes());
+    assert_eq!(status, STATUS_SUCCESS);
+    (handle, rings)
+}
+
+impl ClientRings {
+    /// The send ring as the client reads it.
+    pub fn send_reader(&self) -> RingReader {
+        let region = client_region(self.send_ring, self.request.send.ring_size);
+        RingReader::attach(region).unwrap()
+    }
+
+    /// The receive ring as the client writes it.
+    pub fn receive_writer(&self) -> RingWriter {
+        let region = client_region(self.receive_ring, self.request.receive.ring_size);
+        RingWriter::attach(region).unwrap()
+    }
+}
+
+fn client_region(address: u64, size: u32) -> RingRegion {
+    let base = NonNull::new(address as *mut u8).unwrap();
+    // SAFETY (test): the ring's memory lives as long as the process, which outlives the test's
+    // use of it; it is shared with the driver, which RingRegion allows.
+    unsafe { RingRegion::new(base, size as usize) }.unwrap()
+}
+
+/// Reads every packet now in the ring, releasing them.
+pub fn drain(reader: &mut RingReader) -> Vec<Vec<u8>> {
+    let mut packets = Vec::new();
+    while let Some(packet) = reader.next_packet().unwrap() {
+        let mut data = vec![0; packet.size() as usize];
+        reader.copy_packet(&packet, &mut data);
+        packets.push(data);
+    }
+    assert!(reader.release_all());
+    packets
+}
