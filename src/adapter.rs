@@ -6,8 +6,20 @@ use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicU32, AtomicU64, Ordering};
 
 use crate::device;
 use crate::oid::SUPPORTED_OIDS;
+use crate::receive::{ReceiveCounts, ReceiveRing};
 use crate::rings::{Caller, Registration, SendCounts};
 use crate::sys::*;
+
+/// Most NBLs the adapter keeps for reuse once NDIS returns them.
+const CACHED_NBLS: u32 = 1024;
+
+/// Whether the receive path may indicate, and how many NBLs NDIS holds.
+struct ReceiveGate {
+    running: bool,
+    outstanding: u32,
+    /// MiniportPause returned NDIS_STATUS_PENDING: the last return completes it.
+    pause_pending: bool,
+}
 
 /// What the adapter reports as its MTU and frame size: the largest packet a ring carries.
 pub const MTU: u32 = oxtun_abi::MAX_IP_PACKET_SIZE;
@@ -42,52 +54,40 @@ impl Statistics {
             }
         }
     }
-}
 
-/// An NBL pool, freed on drop.
-struct NblPool(NDIS_HANDLE);
-
-impl NblPool {
-    fn allocate(miniport: NDIS_HANDLE) -> Option<Self> {
-        let parameters = NET_BUFFER_LIST_POOL_PARAMETERS {
-            Header: NDIS_OBJECT_HEADER {
-                Type: NDIS_OBJECT_TYPE_DEFAULT,
-                Revision: NET_BUFFER_LIST_POOL_PARAMETERS_REVISION_1,
-                Size: NDIS_SIZEOF_NET_BUFFER_LIST_POOL_PARAMETERS_REVISION_1,
-            },
-            ProtocolId: NDIS_PROTOCOL_ID_DEFAULT,
-            fAllocateNetBuffer: 1,
-            ContextSize: 0,
-            PoolTag: POOL_TAG,
-            DataSize: 0,
-        };
-        // SAFETY: NDIS's adapter handle and parameters that live through the call.
-        let pool = unsafe { NdisAllocateNetBufferListPool(miniport, &parameters) };
-        (!pool.is_null()).then(|| NblPool(pool))
+    /// Adds what one receive batch did.
+    pub fn add_receives(&self, counts: &ReceiveCounts) {
+        for (counter, value) in [
+            (&self.received_packets, counts.packets),
+            (&self.received_octets, counts.octets),
+            (&self.receive_errors, counts.errors),
+            (&self.receive_discards, counts.discards),
+        ] {
+            if value != 0 {
+                counter.fetch_add(value, Ordering::Relaxed);
+            }
+        }
     }
 }
-
-impl Drop for NblPool {
-    fn drop(&mut self) {
-        // SAFETY: a pool this value allocated; nothing from it is outstanding once the adapter
-        // is halted or never started.
-        unsafe { NdisFreeNetBufferListPool(self.0) };
-    }
-}
-
-// SAFETY: an NBL pool handle may be used from any thread.
-unsafe impl Send for NblPool {}
-// SAFETY: as for Send.
-unsafe impl Sync for NblPool {}
 
 pub struct Adapter {
     /// NDIS's handle for the adapter.
     pub miniport: NDIS_HANDLE,
     /// The adapter's functional device object, where the ring IOCTL arrives.
     device: PDEVICE_OBJECT,
-    _nbl_pool: NblPool,
-    /// Between MiniportRestartEx and MiniportPause.
+    nbl_pool: NblPool,
+    /// Between MiniportRestartEx and MiniportPause, for the send path.
     running: AtomicBool,
+    receive_gate: SpinLock<ReceiveGate>,
+    /// The receive ring's reading side while a registration lives.
+    pub(crate) receive: SpinLock<Option<ReceiveRing>>,
+    /// NBLs back from NDIS, for the next indications.
+    nbl_cache: SpinLock<NblList>,
+    /// Tells the receive thread to return.
+    stop_receiving: KernelEvent,
+    stopping: AtomicBool,
+    /// Set when NDIS holds no receive NBL.
+    all_returned: KernelEvent,
     pub packet_filter: AtomicU32,
     pub lookahead: AtomicU32,
     pub statistics: Statistics,
@@ -120,12 +120,23 @@ impl Adapter {
                 null_mut(),
             )
         };
-        let nbl_pool = NblPool::allocate(miniport).ok_or(NDIS_STATUS_RESOURCES)?;
+        // SAFETY: NDIS's handle for this adapter, in MiniportInitializeEx.
+        let nbl_pool = unsafe { NblPool::allocate(miniport) }.ok_or(NDIS_STATUS_RESOURCES)?;
         let adapter = PoolBox::new(Adapter {
             miniport,
             device,
-            _nbl_pool: nbl_pool,
+            nbl_pool,
             running: AtomicBool::new(false),
+            receive_gate: SpinLock::new(ReceiveGate {
+                running: false,
+                outstanding: 0,
+                pause_pending: false,
+            }),
+            receive: SpinLock::new(None),
+            nbl_cache: SpinLock::new(NblList::new()),
+            stop_receiving: KernelEvent::new(),
+            stopping: AtomicBool::new(false),
+            all_returned: KernelEvent::new(),
             packet_filter: AtomicU32::new(0),
             lookahead: AtomicU32::new(MTU),
             statistics: Statistics::default(),
@@ -134,6 +145,8 @@ impl Adapter {
         })
         .ok_or(NDIS_STATUS_RESOURCES)?;
         adapter.rings.start_empty();
+        adapter.stop_receiving.initialize(false);
+        adapter.all_returned.initialize(false);
         adapter.set_registration_attributes()?;
         adapter.set_general_attributes()?;
         adapter.indicate_link_state(MediaConnectStateDisconnected);
@@ -144,6 +157,10 @@ impl Adapter {
     /// MiniportHaltEx: the adapter's last moment.
     pub fn halt(adapter: PoolBox<Adapter>) {
         device::detach(&adapter);
+        let mut cached = core::mem::take(&mut *adapter.nbl_cache.lock());
+        while let Some(nbl) = cached.pop() {
+            nbl.free();
+        }
         drop(adapter);
     }
 
@@ -169,11 +186,15 @@ impl Adapter {
             Ok(registration) => registration,
             Err(status) => return status,
         };
-        let Some(registration) = PoolBox::new(registration) else {
+        let Some(mut registration) = PoolBox::new(registration) else {
             return STATUS_INSUFFICIENT_RESOURCES;
         };
+        if let Err(status) = self.start_receiving(&mut registration) {
+            return status;
+        }
         // SAFETY: the caller holds the device lock, which serializes put and take_if.
-        if unsafe { self.rings.put(registration) }.is_err() {
+        if let Err(registration) = unsafe { self.rings.put(registration) } {
+            self.stop_receiving(registration);
             return STATUS_ALREADY_INITIALIZED;
         }
         self.indicate_link_state(MediaConnectStateConnected);
@@ -190,9 +211,130 @@ impl Adapter {
         };
         self.indicate_link_state(MediaConnectStateDisconnected);
         registration.close();
-        // Unmaps and unlocks both rings and drops the event references, at PASSIVE_LEVEL.
-        drop(registration);
+        self.stop_receiving(registration);
         true
+    }
+
+    /// Hands the receive ring to a new receive thread.
+    fn start_receiving(&self, registration: &mut Registration) -> Result<(), NTSTATUS> {
+        let ring = registration
+            .receive_ring()
+            .ok_or(STATUS_INVALID_PARAMETER)?;
+        *self.receive.lock() = Some(ring);
+        self.stopping.store(false, Ordering::Release);
+        self.stop_receiving.clear();
+        // SAFETY: the thread uses the adapter, which outlives every registration (halt ends
+        // the registration, joining the thread, before the adapter goes).
+        let thread = unsafe {
+            SystemThread::spawn(
+                crate::driver::receive_thread,
+                (self as *const Adapter).cast_mut().cast(),
+            )
+        };
+        match thread {
+            Ok(thread) => {
+                registration.receive_thread = Some(thread);
+                Ok(())
+            }
+            Err(status) => {
+                let ring = self.receive.lock().take();
+                drop(ring);
+                Err(status)
+            }
+        }
+    }
+
+    /// Stops the receive thread, waits until NDIS has returned every NBL pointing into the
+    /// receive ring, then drops the registration: unmapping and unlocking both rings and
+    /// dropping the event references, at PASSIVE_LEVEL.
+    fn stop_receiving(&self, mut registration: PoolBox<Registration>) {
+        self.stopping.store(true, Ordering::Release);
+        self.stop_receiving.set();
+        if let Some(thread) = registration.receive_thread.take() {
+            thread.join();
+        }
+        loop {
+            self.all_returned.clear();
+            if self.receive_gate.lock().outstanding == 0 {
+                break;
+            }
+            wait(&self.all_returned);
+        }
+        let ring = self.receive.lock().take();
+        drop(ring);
+        drop(registration);
+    }
+
+    pub fn stopping_receive(&self) -> bool {
+        self.stopping.load(Ordering::Acquire)
+    }
+
+    pub fn stop_event(&self) -> &KernelEvent {
+        &self.stop_receiving
+    }
+
+    /// An NBL for an indication: from the cache, or newly allocated.
+    pub fn take_cached_nbl(&self) -> Option<PacketNbl> {
+        let cached = self.nbl_cache.lock().pop();
+        cached.or_else(|| self.nbl_pool.allocate_packet_nbl())
+    }
+
+    /// Keeps a returned NBL for reuse, or frees it when the cache is full.
+    pub fn cache_nbl(&self, nbl: PacketNbl) {
+        let mut cache = self.nbl_cache.lock();
+        if cache.len() < CACHED_NBLS {
+            cache.push(nbl);
+        } else {
+            drop(cache);
+            nbl.free();
+        }
+    }
+
+    /// Counts `count` NBLs out to NDIS, if the adapter runs; false if it is paused.
+    pub fn lend_receives(&self, count: u32) -> bool {
+        let mut gate = self.receive_gate.lock();
+        if gate.running {
+            gate.outstanding += count;
+        }
+        gate.running
+    }
+
+    /// Counts `count` NBLs back; the last one back completes a pending pause.
+    pub fn receives_returned(&self, count: u32) {
+        let complete_pause = {
+            let mut gate = self.receive_gate.lock();
+            gate.outstanding -= count;
+            if gate.outstanding == 0 {
+                self.all_returned.set();
+                core::mem::take(&mut gate.pause_pending)
+            } else {
+                false
+            }
+        };
+        if complete_pause {
+            // SAFETY: the adapter's handle; NDIS waits for this since pause pended.
+            unsafe { NdisMPauseComplete(self.miniport) };
+        }
+    }
+
+    /// MiniportPause: no more indications; done once NDIS has returned every NBL.
+    pub fn pause(&self) -> NDIS_STATUS {
+        self.running.store(false, Ordering::Release);
+        let mut gate = self.receive_gate.lock();
+        gate.running = false;
+        if gate.outstanding == 0 {
+            NDIS_STATUS_SUCCESS
+        } else {
+            gate.pause_pending = true;
+            NDIS_STATUS_PENDING
+        }
+    }
+
+    /// MiniportRestartEx.
+    pub fn restart(&self) -> NDIS_STATUS {
+        self.receive_gate.lock().running = true;
+        self.running.store(true, Ordering::Release);
+        NDIS_STATUS_SUCCESS
     }
 
     /// MiniportSendNetBufferLists: every NBL is completed, written to the send ring or failed
@@ -340,10 +482,6 @@ impl Adapter {
         };
         // SAFETY: the adapter handle and an indication whose buffer lives through the call.
         unsafe { NdisMIndicateStatusEx(self.miniport, &mut indication) };
-    }
-
-    pub fn set_running(&self, running: bool) {
-        self.running.store(running, Ordering::Release);
     }
 
     pub fn is_running(&self) -> bool {

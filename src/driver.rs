@@ -122,8 +122,7 @@ unsafe extern "system" fn pause(
     _parameters: *mut NDIS_MINIPORT_PAUSE_PARAMETERS,
 ) -> NDIS_STATUS {
     // SAFETY: NDIS passes the adapter's context.
-    unsafe { adapter(context) }.set_running(false);
-    NDIS_STATUS_SUCCESS
+    unsafe { adapter(context) }.pause()
 }
 
 unsafe extern "system" fn restart(
@@ -131,8 +130,7 @@ unsafe extern "system" fn restart(
     _parameters: *mut NDIS_MINIPORT_RESTART_PARAMETERS,
 ) -> NDIS_STATUS {
     // SAFETY: NDIS passes the adapter's context.
-    unsafe { adapter(context) }.set_running(true);
-    NDIS_STATUS_SUCCESS
+    unsafe { adapter(context) }.restart()
 }
 
 unsafe extern "system" fn oid_request(
@@ -181,12 +179,24 @@ unsafe extern "system" fn send_net_buffer_lists(
     adapter.send(chain, send_flags & NDIS_SEND_FLAGS_DISPATCH_LEVEL != 0);
 }
 
-/// Nothing is indicated yet, so nothing comes back.
 unsafe extern "system" fn return_net_buffer_lists(
-    _context: NDIS_HANDLE,
-    _net_buffer_lists: *mut NET_BUFFER_LIST,
+    context: NDIS_HANDLE,
+    net_buffer_lists: *mut NET_BUFFER_LIST,
     _return_flags: ULONG,
 ) {
+    // SAFETY: NDIS passes the adapter's context and NBLs this driver indicated.
+    let (adapter, nbls) = unsafe { (adapter(context), NblList::from_returned(net_buffer_lists)) };
+    adapter.return_nbls(nbls);
+}
+
+/// The receive thread of a registration.
+///
+/// # Safety
+/// `context` is the adapter, which outlives the thread (see Adapter::start_receiving).
+pub unsafe extern "system" fn receive_thread(context: PVOID) {
+    // SAFETY: as the function's contract says.
+    let adapter = unsafe { &*context.cast::<Adapter>() };
+    crate::receive::run(adapter);
 }
 
 /// Sends complete at once, so none is ever waiting to be cancelled.

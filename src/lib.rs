@@ -14,6 +14,7 @@ mod adapter;
 mod device;
 mod driver;
 mod oid;
+mod receive;
 mod rings;
 pub mod sys;
 

@@ -7,6 +7,7 @@ use oxtun_abi::{
 };
 
 use crate::adapter::Statistics;
+use crate::receive::ReceiveRing;
 use crate::sys::*;
 
 /// Who asked for a registration, from the IRP.
@@ -24,7 +25,7 @@ pub struct Caller {
 struct MappedRing {
     region: RingRegion,
     /// Keeps the pages `region` points into locked and mapped.
-    _memory: LockedUserBuffer,
+    memory: LockedUserBuffer,
     tail_moved: EventReference,
 }
 
@@ -49,7 +50,7 @@ impl MappedRing {
         let region = region.map_err(|_| STATUS_INVALID_PARAMETER)?;
         Ok(MappedRing {
             region,
-            _memory: memory,
+            memory,
             tail_moved,
         })
     }
@@ -60,12 +61,14 @@ pub struct Registration {
     pub owner_file: usize,
     pub owner_process: usize,
     send: MappedRing,
-    _receive: MappedRing,
+    receive: MappedRing,
     /// Held only to reserve and to complete: senders copy their packets outside it.
     send_writer: SpinLock<RingWriter>,
-    /// Read by the receive path (the data-plane issue); attached now so a corrupt ring is
-    /// refused at registration.
-    _receive_reader: RingReader,
+    /// Attached at registration so a corrupt ring is refused then; handed to the receive path
+    /// when it starts.
+    receive_reader: Option<RingReader>,
+    /// The thread reading the receive ring, from start to teardown.
+    pub receive_thread: Option<SystemThread>,
 }
 
 impl Registration {
@@ -83,10 +86,22 @@ impl Registration {
             owner_file: caller.file,
             owner_process: caller.process,
             send,
-            _receive: receive,
+            receive,
             send_writer: SpinLock::new(send_writer),
-            _receive_reader: receive_reader,
+            receive_reader: Some(receive_reader),
+            receive_thread: None,
         })
+    }
+
+    /// The reading side of the receive ring, for the receive path: once per registration.
+    pub fn receive_ring(&mut self) -> Option<ReceiveRing> {
+        let reader = self.receive_reader.take()?;
+        let pages = self.receive.memory.pages();
+        Some(ReceiveRing::new(
+            reader,
+            pages,
+            self.receive.tail_moved.try_clone(),
+        ))
     }
 
     /// The end of the registration: the send ring's Tail becomes 0xFFFFFFFF and its event is

@@ -364,8 +364,9 @@ fn closing_during_traffic_completes_every_send_and_holds_nothing() {
             });
         }
         for _ in 0..200 {
-            let (handle, rings) = register(adapter, &process);
+            // Counted before registering: the senders may fill the new ring at once.
             let before = written.load(Ordering::SeqCst);
+            let (handle, rings) = register(adapter, &process);
             while written.load(Ordering::SeqCst) < before + 4 {
                 thread::yield_now();
             }

@@ -201,6 +201,12 @@ impl RingReader {
         len
     }
 
+    /// Whether `Tail` differs from where reading stopped: a cheap look, for spinning before
+    /// sleeping; [`next_packet`](Self::next_packet) validates what is there.
+    pub fn has_unread(&self) -> bool {
+        self.stopped.is_none() && self.region.tail().load(Ordering::Relaxed) != self.read
+    }
+
     /// The consumer's half of the alertable handshake, once [`next_packet`](Self::next_packet)
     /// found the ring empty.
     ///

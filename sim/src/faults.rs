@@ -12,6 +12,7 @@ use std::sync::Mutex;
 pub enum Site {
     ExAllocatePool2,
     NdisAllocateNetBufferListPool,
+    NdisAllocateNetBufferAndNetBufferList,
     NdisMSetMiniportAttributes,
     IoAllocateMdl,
     ProbeAndLockPages,

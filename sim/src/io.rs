@@ -327,6 +327,16 @@ pub unsafe extern "system" fn IoIs32bitProcess(_irp: PIRP) -> u8 {
 struct MdlState {
     locked_by: Option<Arc<ProcessState>>,
     mapped: Option<(usize, u32)>,
+    /// Pages the MDL can describe, as IoAllocateMdl sized it.
+    pages: usize,
+    /// For a partial MDL: the MDL whose locked pages it describes.
+    partial_of: Option<usize>,
+}
+
+const PAGE_SIZE: usize = 4096;
+
+fn pages_spanned(address: usize, length: usize) -> usize {
+    (address % PAGE_SIZE + length).div_ceil(PAGE_SIZE)
 }
 
 static MDLS: Mutex<BTreeMap<usize, MdlState>> = Mutex::new(BTreeMap::new());
@@ -358,9 +368,11 @@ pub unsafe extern "system" fn IoAllocateMdl(
     mdl.StartVa = address;
     mdl.ByteCount = length;
     let mdl = Box::into_raw(mdl);
-    MDLS.lock()
-        .unwrap()
-        .insert(mdl as usize, MdlState::default());
+    let state = MdlState {
+        pages: pages_spanned(address as usize, length as usize),
+        ..MdlState::default()
+    };
+    MDLS.lock().unwrap().insert(mdl as usize, state);
     mdl
 }
 
@@ -425,6 +437,13 @@ pub unsafe extern "system" fn MmUnlockPages(mdl: PMDL) {
     if state.mapped.is_some() {
         violation("unlocking an MDL whose system mapping is still in place");
     }
+    let source = mdl as usize;
+    let in_use = mdls
+        .values()
+        .any(|other| other.partial_of == Some(source) && other.mapped.is_some());
+    if in_use {
+        violation("unlocking pages a mapped partial MDL still describes");
+    }
     // SAFETY: a live MDL.
     let (address, length) = unsafe { ((*mdl).StartVa as usize, (*mdl).ByteCount as usize) };
     process::lock_user_range(&process, address, length, -1);
@@ -448,17 +467,25 @@ pub unsafe extern "system" fn MmMapLockedPagesSpecifyCache(
         violation(format!("mapping unknown MDL {mdl:p}"));
         return null_mut();
     };
-    if state.locked_by.is_none() || state.mapped.is_some() {
+    if (state.locked_by.is_none() && state.partial_of.is_none()) || state.mapped.is_some() {
         violation("mapping an MDL that is not locked, or already mapped");
     }
     if should_fail(Site::MmMapLockedPagesSpecifyCache) {
         return null_mut();
     }
-    LAST_MAPPING_PRIORITY.store(u64::from(priority), Ordering::SeqCst);
     // The simulated system address is the user address: one address space.
     // SAFETY: a live MDL.
-    let address = unsafe { (*mdl).StartVa } as usize;
+    let address = unsafe { (*mdl).StartVa as usize + (*mdl).ByteOffset as usize };
     state.mapped = Some((address, priority));
+    if state.partial_of.is_some() {
+        // SAFETY: a live MDL; the kernel marks partial MDLs it maps.
+        unsafe {
+            (*mdl).MdlFlags |= MDL_PARTIAL_HAS_BEEN_MAPPED;
+            (*mdl).MappedSystemVa = address as PVOID;
+        }
+    } else {
+        LAST_MAPPING_PRIORITY.store(u64::from(priority), Ordering::SeqCst);
+    }
     address as PVOID
 }
 
@@ -469,9 +496,96 @@ pub unsafe extern "system" fn MmUnmapLockedPages(address: PVOID, mdl: PMDL) {
     match mdls.get_mut(&(mdl as usize)) {
         Some(state) if state.mapped.is_some_and(|(at, _)| at == address as usize) => {
             state.mapped = None;
+            // SAFETY: a live MDL.
+            unsafe { (*mdl).MdlFlags &= !MDL_PARTIAL_HAS_BEEN_MAPPED };
         }
         _ => violation(format!(
             "unmapping {address:p}, which this MDL does not map"
         )),
     }
+}
+
+#[unsafe(no_mangle)]
+pub unsafe extern "system" fn IoBuildPartialMdl(
+    source: PMDL,
+    target: PMDL,
+    address: PVOID,
+    length: ULONG,
+) {
+    irql::require_at_most(DISPATCH_LEVEL, "IoBuildPartialMdl");
+    let mut mdls = MDLS.lock().unwrap();
+    let source_locked = mdls
+        .get(&(source as usize))
+        .is_some_and(|state| state.locked_by.is_some());
+    if !source_locked {
+        violation("IoBuildPartialMdl from an MDL that is not locked");
+        return;
+    }
+    // SAFETY: a live MDL.
+    let (start, count) = unsafe {
+        (
+            (*source).StartVa as usize + (*source).ByteOffset as usize,
+            (*source).ByteCount as usize,
+        )
+    };
+    let (address, length) = (address as usize, length as usize);
+    if address < start || address + length > start + count {
+        violation("IoBuildPartialMdl outside the source MDL's buffer");
+        return;
+    }
+    let Some(state) = mdls.get_mut(&(target as usize)) else {
+        violation(format!("IoBuildPartialMdl into unknown MDL {target:p}"));
+        return;
+    };
+    if state.mapped.is_some() {
+        violation("IoBuildPartialMdl into an MDL that is still mapped: MmPrepareMdlForReuse first");
+    }
+    if pages_spanned(address, length) > state.pages {
+        violation("IoBuildPartialMdl into an MDL too small for the range");
+        return;
+    }
+    state.partial_of = Some(source as usize);
+    // SAFETY: a live MDL of the driver's, described anew.
+    unsafe {
+        (*target).StartVa = (address & !(PAGE_SIZE - 1)) as PVOID;
+        (*target).ByteOffset = (address % PAGE_SIZE) as u32;
+        (*target).ByteCount = length as u32;
+        (*target).MdlFlags = MDL_PARTIAL;
+        (*target).MappedSystemVa = null_mut();
+    }
+}
+
+/// The data an MDL chain describes from `offset`, `length` bytes, mapping MDLs as a consumer
+/// of the driver's NBLs would (MmGetSystemAddressForMdlSafe); and the address of its first
+/// byte.
+pub(crate) fn read_mdl_chain(
+    mut mdl: PMDL,
+    mut offset: usize,
+    mut length: usize,
+) -> (Vec<u8>, usize) {
+    let mut data = Vec::with_capacity(length);
+    let mut first = 0;
+    while length > 0 {
+        if mdl.is_null() {
+            violation("an NBL's MDL chain is shorter than its data");
+            break;
+        }
+        // SAFETY: a live MDL of the driver's chain; the simulator's own export maps it as a
+        // consumer would.
+        let base = unsafe { MmGetSystemAddressForMdlSafe(mdl, NormalPagePriority) };
+        // SAFETY: a live MDL.
+        let count = unsafe { (*mdl).ByteCount as usize };
+        let take = count.saturating_sub(offset).min(length);
+        // SAFETY: the mapped buffer holds `count` bytes.
+        let bytes = unsafe { std::slice::from_raw_parts(base.cast::<u8>().add(offset), take) };
+        if data.is_empty() {
+            first = bytes.as_ptr() as usize;
+        }
+        data.extend_from_slice(bytes);
+        length -= take;
+        offset = 0;
+        // SAFETY: a live MDL.
+        mdl = unsafe { (*mdl).Next };
+    }
+    (data, first)
 }

@@ -10,6 +10,7 @@
 //! A driver has global state, so one process holds one simulated kernel at a time: run tests
 //! with cargo-nextest (a process per test).
 
+mod dispatcher;
 pub mod faults;
 pub mod io;
 pub mod irql;
@@ -25,7 +26,7 @@ use std::fmt;
 use oxtun::sys::*;
 
 pub use io::DeviceHandle;
-pub use ndis::{AdapterState, Fragmentation, General, OidResult};
+pub use ndis::{AdapterState, Fragmentation, General, OidResult, Received, ReturnMode};
 pub use process::{Bitness, EventObject, Process, Token};
 
 /// The driver, loaded.
@@ -42,6 +43,8 @@ pub struct Leaks {
     pub object_references: usize,
     pub resources: usize,
     pub notify_routines: usize,
+    pub nbls: usize,
+    pub threads: usize,
 }
 
 impl Leaks {
@@ -54,14 +57,16 @@ impl fmt::Display for Leaks {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "{} pool allocations, {} NBL pools, {} MDLs, {} object references, {} ERESOURCEs, \
-             {} process notify routines",
+            "{} pool allocations, {} NBL pools, {} NBLs, {} MDLs, {} object references, \
+             {} ERESOURCEs, {} process notify routines, {} system threads",
             self.pool.len(),
             self.nbl_pools,
+            self.nbls,
             self.mdls,
             self.object_references,
             self.resources,
-            self.notify_routines
+            self.notify_routines,
+            self.threads
         )
     }
 }
@@ -76,6 +81,8 @@ pub fn outstanding() -> Leaks {
         object_references: process::references_outstanding(),
         resources: sync::resources_outstanding(),
         notify_routines: process::notify_routines_registered(),
+        nbls: ndis::nbls_outstanding(),
+        threads: dispatcher::threads_outstanding(),
     }
 }
 
@@ -221,9 +228,89 @@ impl Adapter {
         ndis::send(self.handle, nbls, layout, irql)
     }
 
-    /// MiniportPause; the adapter is paused when it returns success.
+    /// MiniportPause; the adapter is paused when it returns success, or pausing when it
+    /// returns NDIS_STATUS_PENDING (until NdisMPauseComplete: see [`Adapter::wait_paused`]).
     pub fn pause(&self) -> NDIS_STATUS {
         self.transition(AdapterState::Running, AdapterState::Paused)
+    }
+
+    /// Waits for a pending pause to complete.
+    pub fn wait_paused(&self) {
+        ndis::wait_paused(self.handle);
+    }
+
+    /// How the simulated stack returns indicated NBLs from now on.
+    pub fn set_return_mode(&self, mode: ReturnMode) {
+        ndis::adapter_block(self.handle)
+            .receive
+            .lock()
+            .unwrap()
+            .mode = mode;
+    }
+
+    /// The packets received so far, oldest first, taken out.
+    pub fn take_received(&self) -> Vec<Received> {
+        let block = ndis::adapter_block(self.handle);
+        block.receive.lock().unwrap().received.drain(..).collect()
+    }
+
+    /// Waits until at least `count` packets wait to be taken (or `timeout` passes), and takes
+    /// them all.
+    pub fn wait_received(&self, count: usize, timeout: std::time::Duration) -> Vec<Received> {
+        let block = ndis::adapter_block(self.handle);
+        let receive = block.receive.lock().unwrap();
+        let (mut receive, _) = block
+            .received_changed
+            .wait_timeout_while(receive, timeout, |receive| receive.received.len() < count)
+            .unwrap();
+        receive.received.drain(..).collect()
+    }
+
+    /// NBLs per indication so far.
+    pub fn indications(&self) -> Vec<u32> {
+        ndis::adapter_block(self.handle)
+            .receive
+            .lock()
+            .unwrap()
+            .indications
+            .clone()
+    }
+
+    /// NBLs the stack holds.
+    pub fn held(&self) -> usize {
+        ndis::adapter_block(self.handle)
+            .receive
+            .lock()
+            .unwrap()
+            .held
+            .len()
+    }
+
+    /// Returns held NBLs: `choose` gets them oldest first and leaves those to return, in the
+    /// order to return them; they go back `per_call` at a time. The rest stay held.
+    pub fn return_held(&self, choose: impl FnOnce(&mut Vec<usize>), per_call: usize) {
+        let held = ndis::adapter_block(self.handle)
+            .receive
+            .lock()
+            .unwrap()
+            .held
+            .clone();
+        let mut chosen = held.clone();
+        choose(&mut chosen);
+        assert!(
+            chosen.iter().all(|nbl| held.contains(nbl)),
+            "returning NBLs not held"
+        );
+        for chunk in chosen.chunks(per_call.max(1)) {
+            ndis::return_nbls(self.handle, chunk);
+        }
+    }
+
+    /// Waits for a pause that pended to complete; nothing if it did not pend.
+    pub fn wait_paused_if_pending(&self) {
+        if self.state() == AdapterState::Pausing {
+            self.wait_paused();
+        }
     }
 
     /// MiniportRestartEx; the adapter runs when it returns success.
@@ -269,8 +356,10 @@ impl Adapter {
                 unsafe { (handlers.restart)(context, (&raw mut parameters).cast()) }
             })
         };
-        if status == NDIS_STATUS_PENDING {
-            verifier::violation("pause or restart pended, but the driver imports no completion");
+        if status == NDIS_STATUS_PENDING && to == AdapterState::Paused {
+            ndis::set_state(self.handle, AdapterState::Pausing);
+        } else if status == NDIS_STATUS_PENDING {
+            verifier::violation("restart pended, but the driver imports no completion");
         } else if status == NDIS_STATUS_SUCCESS {
             ndis::set_state(self.handle, to);
         }
@@ -332,8 +421,19 @@ impl Adapter {
                 unsafe { (handlers.device_pnp_event_notify)(context, &mut event) }
             });
         }
-        if self.state() == AdapterState::Running && self.pause() != NDIS_STATUS_SUCCESS {
-            verifier::violation("MiniportPause failed before halt");
+        // The stack gives back what it holds, then NDIS pauses the adapter before halting it.
+        self.return_held(|_| {}, usize::MAX);
+        if self.state() == AdapterState::Running {
+            match self.pause() {
+                NDIS_STATUS_SUCCESS => {}
+                NDIS_STATUS_PENDING => self.wait_paused(),
+                other => {
+                    verifier::violation(format!("MiniportPause failed before halt: {other:#x}"))
+                }
+            }
+        }
+        if self.held() != 0 {
+            verifier::violation("halting an adapter whose NBLs the stack still holds");
         }
         irql::call_at(PASSIVE_LEVEL, "MiniportHaltEx", || {
             // SAFETY: the driver's handler with its context; the adapter is paused.

@@ -8,7 +8,7 @@
 // Microsoft documents, and checking them is this module's job.
 #![allow(clippy::missing_safety_doc)]
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::mem::{offset_of, size_of};
 use std::ptr::null_mut;
 use std::sync::Mutex;
@@ -34,6 +34,7 @@ pub struct Handlers {
     pub restart: MINIPORT_RESTART_HANDLER,
     pub oid_request: MINIPORT_OID_REQUEST_HANDLER,
     pub send: MINIPORT_SEND_NET_BUFFER_LISTS_HANDLER,
+    pub return_nbls: MINIPORT_RETURN_NET_BUFFER_LISTS_HANDLER,
     pub cancel_send: MINIPORT_CANCEL_SEND_HANDLER,
     pub device_pnp_event_notify: MINIPORT_DEVICE_PNP_EVENT_NOTIFY_HANDLER,
     pub shutdown: MINIPORT_SHUTDOWN_HANDLER,
@@ -145,6 +146,7 @@ pub unsafe extern "system" fn NdisMRegisterMiniportDriver(
             restart: chars.RestartHandler.unwrap(),
             oid_request: chars.OidRequestHandler.unwrap(),
             send: chars.SendNetBufferListsHandler.unwrap(),
+            return_nbls: chars.ReturnNetBufferListsHandler.unwrap(),
             cancel_send: chars.CancelSendHandler.unwrap(),
             device_pnp_event_notify: chars.DevicePnPEventNotifyHandler.unwrap(),
             shutdown: chars.ShutdownHandlerEx.unwrap(),
@@ -182,8 +184,40 @@ pub extern "system" fn NdisMDeregisterMiniportDriver(handle: NDIS_HANDLE) {
 pub enum AdapterState {
     Initializing,
     Paused,
+    /// MiniportPause returned NDIS_STATUS_PENDING; NdisMPauseComplete has not come yet.
+    Pausing,
     Running,
     Halted,
+}
+
+/// When the simulated stack gives indicated NBLs back.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReturnMode {
+    /// Within the indication, as a stack that consumed them at once.
+    Immediately,
+    /// When the test says ([`crate::Adapter::return_held`]).
+    Hold,
+}
+
+/// A packet the simulated stack received from the adapter.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Received {
+    pub data: Vec<u8>,
+    /// Where the data's first byte is: in the client's ring, for a zero-copy indication.
+    pub address: usize,
+    pub nbl_flags: u32,
+    /// The frame type, in host order (0x0800 or 0x86DD).
+    pub ether_type: u16,
+}
+
+/// The receive side of an adapter, as NDIS sees it.
+pub struct ReceiveSide {
+    pub mode: ReturnMode,
+    /// NBLs indicated and not returned, oldest first.
+    pub held: Vec<usize>,
+    pub received: std::collections::VecDeque<Received>,
+    /// NBLs per indication, in order.
+    pub indications: Vec<u32>,
 }
 
 /// What the driver told NDIS about an adapter.
@@ -221,6 +255,9 @@ pub struct General {
 /// NDIS's block for one adapter; the miniport adapter handle points at it.
 pub struct AdapterBlock {
     pub state: Mutex<AdapterState>,
+    pub state_changed: std::sync::Condvar,
+    pub receive: Mutex<ReceiveSide>,
+    pub received_changed: std::sync::Condvar,
     pub attributes: Mutex<Attributes>,
     pub link_state: Mutex<Option<NDIS_LINK_STATE>>,
     pub device: *mut DEVICE_OBJECT,
@@ -257,6 +294,14 @@ pub fn new_adapter() -> NDIS_HANDLE {
     let device = io::new_device_object();
     let block = Box::new(AdapterBlock {
         state: Mutex::new(AdapterState::Initializing),
+        state_changed: std::sync::Condvar::new(),
+        receive: Mutex::new(ReceiveSide {
+            mode: ReturnMode::Immediately,
+            held: Vec::new(),
+            received: std::collections::VecDeque::new(),
+            indications: Vec::new(),
+        }),
+        received_changed: std::sync::Condvar::new(),
         attributes: Mutex::new(Attributes::default()),
         link_state: Mutex::new(None),
         device,
@@ -329,7 +374,24 @@ struct InitParameters {
 const _: () = assert!(size_of::<InitParameters>() == 0x40);
 
 pub fn set_state(handle: NDIS_HANDLE, state: AdapterState) {
-    *adapter_block(handle).state.lock().unwrap() = state;
+    let block = adapter_block(handle);
+    *block.state.lock().unwrap() = state;
+    block.state_changed.notify_all();
+}
+
+/// Waits until a pending pause completes.
+pub fn wait_paused(handle: NDIS_HANDLE) {
+    let block = adapter_block(handle);
+    let state = block.state.lock().unwrap();
+    let (state, timeout) = block
+        .state_changed
+        .wait_timeout_while(state, std::time::Duration::from_secs(30), |state| {
+            *state == AdapterState::Pausing
+        })
+        .unwrap();
+    if timeout.timed_out() {
+        violation(format!("the pause never completed (state {:?})", *state));
+    }
 }
 
 pub fn state(handle: NDIS_HANDLE) -> AdapterState {
@@ -536,6 +598,15 @@ pub unsafe extern "system" fn NdisAllocateNetBufferListPool(
 #[unsafe(no_mangle)]
 pub extern "system" fn NdisFreeNetBufferListPool(pool: NDIS_HANDLE) {
     irql::require_at_most(PASSIVE_LEVEL, "NdisFreeNetBufferListPool");
+    let in_use = ALLOCATED_NBLS
+        .lock()
+        .unwrap()
+        .values()
+        .filter(|nbl| nbl.pool == pool as usize)
+        .count();
+    if in_use != 0 {
+        violation(format!("freeing an NBL pool with {in_use} NBLs not freed"));
+    }
     if !NBL_POOLS.lock().unwrap().remove(&(pool as usize)) {
         violation(format!("freeing unknown NBL pool {pool:p}"));
         return;
@@ -816,4 +887,229 @@ pub unsafe extern "system" fn NdisMSendNetBufferListsComplete(
         // SAFETY: the chain the driver completes is made of NBLs the simulator sent.
         nbl = unsafe { (*nbl).Next };
     }
+}
+
+/// NBLs the driver allocated, by address, with the pool each came from.
+struct AllocatedNbl {
+    pool: usize,
+    _nbl: Box<NblStorage>,
+    _nb: Box<NbStorage>,
+}
+
+// SAFETY: the storage is only touched by the driver through the pointers it was given, and by
+// the simulator under this table's lock or while the driver has lent it.
+unsafe impl Send for AllocatedNbl {}
+
+static ALLOCATED_NBLS: Mutex<BTreeMap<usize, AllocatedNbl>> = Mutex::new(BTreeMap::new());
+
+pub fn nbls_outstanding() -> usize {
+    ALLOCATED_NBLS.lock().unwrap().len()
+}
+
+#[unsafe(no_mangle)]
+pub unsafe extern "system" fn NdisAllocateNetBufferAndNetBufferList(
+    pool: NDIS_HANDLE,
+    context_size: u16,
+    context_backfill: u16,
+    mdl: PMDL,
+    offset: ULONG,
+    length: usize,
+) -> *mut NET_BUFFER_LIST {
+    irql::require_at_most(DISPATCH_LEVEL, "NdisAllocateNetBufferAndNetBufferList");
+    if !NBL_POOLS.lock().unwrap().contains(&(pool as usize)) {
+        violation(format!("allocating from unknown NBL pool {pool:p}"));
+        return null_mut();
+    }
+    if context_size != 0 || context_backfill != 0 {
+        violation("the simulator allocates NBLs without context");
+    }
+    if should_fail(Site::NdisAllocateNetBufferAndNetBufferList) {
+        return null_mut();
+    }
+    // SAFETY: plain data; all zeroes is a valid empty NBL and NET_BUFFER.
+    let (mut nbl, mut nb): (Box<NblStorage>, Box<NbStorage>) =
+        unsafe { (Box::new(std::mem::zeroed()), Box::new(std::mem::zeroed())) };
+    nb.nb.MdlChain = mdl;
+    nb.nb.CurrentMdl = mdl;
+    nb.nb.DataOffset = offset;
+    nb.nb.CurrentMdlOffset = offset;
+    nb.nb.DataLength = length as u32;
+    nbl.nbl.FirstNetBuffer = &mut nb.nb;
+    nbl.nbl.NdisPoolHandle = pool;
+    let address: *mut NET_BUFFER_LIST = &mut nbl.nbl;
+    ALLOCATED_NBLS.lock().unwrap().insert(
+        address as usize,
+        AllocatedNbl {
+            pool: pool as usize,
+            _nbl: nbl,
+            _nb: nb,
+        },
+    );
+    address
+}
+
+#[unsafe(no_mangle)]
+pub unsafe extern "system" fn NdisFreeNetBufferList(nbl: *mut NET_BUFFER_LIST) {
+    irql::require_at_most(DISPATCH_LEVEL, "NdisFreeNetBufferList");
+    let held = ADAPTERS.lock().unwrap().iter().any(|&handle| {
+        // SAFETY: a live adapter block.
+        let block = unsafe { &*(handle as *const AdapterBlock) };
+        block.receive.lock().unwrap().held.contains(&(nbl as usize))
+    });
+    if held {
+        violation("freeing an NBL the stack still holds");
+        return;
+    }
+    if ALLOCATED_NBLS
+        .lock()
+        .unwrap()
+        .remove(&(nbl as usize))
+        .is_none()
+    {
+        violation(format!("freeing NBL {nbl:p}, which was not allocated"));
+    }
+}
+
+/// What an indicated NBL carries, read as the stack would.
+fn read_received(nbl: *mut NET_BUFFER_LIST) -> Received {
+    // SAFETY: an NBL the driver allocated and indicated: live until returned.
+    unsafe {
+        let nb = (*nbl).FirstNetBuffer;
+        if nb.is_null() || !(*nb).Next.is_null() {
+            violation("a receive NBL must carry exactly one NET_BUFFER");
+        }
+        let (data, address) = crate::io::read_mdl_chain(
+            (*nb).CurrentMdl,
+            (*nb).CurrentMdlOffset as usize,
+            (*nb).DataLength as usize,
+        );
+        let frame_type = (*nbl).NetBufferListInfo[NetBufferListFrameType] as usize as u16;
+        Received {
+            data,
+            address,
+            nbl_flags: (*nbl).NblFlags,
+            ether_type: u16::from_be(frame_type),
+        }
+    }
+}
+
+#[unsafe(no_mangle)]
+pub unsafe extern "system" fn NdisMIndicateReceiveNetBufferLists(
+    handle: NDIS_HANDLE,
+    nbls: *mut NET_BUFFER_LIST,
+    port: NDIS_PORT_NUMBER,
+    count: ULONG,
+    flags: ULONG,
+) {
+    irql::require_at_most(DISPATCH_LEVEL, "NdisMIndicateReceiveNetBufferLists");
+    let Some(block) = block(handle, "NdisMIndicateReceiveNetBufferLists") else {
+        return;
+    };
+    let at_dispatch = irql::current() == DISPATCH_LEVEL;
+    if at_dispatch != (flags & NDIS_RECEIVE_FLAGS_DISPATCH_LEVEL != 0) {
+        violation(format!(
+            "receive flags {flags:#x} do not match IRQL {}",
+            irql::current()
+        ));
+    }
+    if flags & !NDIS_RECEIVE_FLAGS_DISPATCH_LEVEL != 0 {
+        violation(format!(
+            "the simulator supports no receive flags but DISPATCH_LEVEL: {flags:#x}"
+        ));
+    }
+    if port != 0 {
+        violation("indication on a port other than the default");
+    }
+    let state = *block.state.lock().unwrap();
+    if state != AdapterState::Running {
+        violation(format!("indication while the adapter is {state:?}"));
+    }
+    let mut chain = Vec::new();
+    let mut next = nbls;
+    while !next.is_null() {
+        chain.push(next as usize);
+        // SAFETY: an NBL of the chain the driver indicates.
+        next = unsafe { (*next).Next };
+    }
+    if chain.len() != count as usize {
+        violation(format!("indicated {} NBLs but said {count}", chain.len()));
+    }
+    let mode = {
+        let mut receive = block.receive.lock().unwrap();
+        for &nbl in &chain {
+            if !ALLOCATED_NBLS.lock().unwrap().contains_key(&nbl) {
+                violation(format!("indicating NBL {nbl:#x}, which was not allocated"));
+            }
+            if receive.held.contains(&nbl) {
+                violation(format!(
+                    "indicating NBL {nbl:#x}, which the stack still holds"
+                ));
+            }
+            let received = read_received(nbl as *mut NET_BUFFER_LIST);
+            receive.received.push_back(received);
+            receive.held.push(nbl);
+        }
+        receive.indications.push(count);
+        receive.mode
+    };
+    block.received_changed.notify_all();
+    if mode == ReturnMode::Immediately {
+        return_nbls(handle, &chain);
+    }
+}
+
+/// The stack gives NBLs back to the driver, in the order given, in one call.
+pub fn return_nbls(handle: NDIS_HANDLE, nbls: &[usize]) {
+    if nbls.is_empty() {
+        return;
+    }
+    let block = adapter_block(handle);
+    {
+        let mut receive = block.receive.lock().unwrap();
+        for nbl in nbls {
+            let Some(position) = receive.held.iter().position(|held| held == nbl) else {
+                violation(format!(
+                    "the simulator returns NBL {nbl:#x}, which it does not hold"
+                ));
+                return;
+            };
+            receive.held.remove(position);
+        }
+    }
+    for pair in nbls.windows(2) {
+        // SAFETY: NBLs the stack held; relinked for the return call.
+        unsafe { (*(pair[0] as *mut NET_BUFFER_LIST)).Next = pair[1] as *mut NET_BUFFER_LIST };
+    }
+    // SAFETY: the last NBL of the chain.
+    unsafe { (*(*nbls.last().unwrap() as *mut NET_BUFFER_LIST)).Next = null_mut() };
+    let handlers = handlers().expect("a registered driver");
+    let context = adapter_context(handle);
+    let at_dispatch = irql::current() == DISPATCH_LEVEL;
+    let flags = if at_dispatch {
+        NDIS_RETURN_FLAGS_DISPATCH_LEVEL
+    } else {
+        0
+    };
+    let irql = irql::current();
+    irql::call_at(irql, "MiniportReturnNetBufferLists", || {
+        // SAFETY: the driver's handler with NBLs it indicated.
+        unsafe { (handlers.return_nbls)(context, nbls[0] as *mut NET_BUFFER_LIST, flags) }
+    });
+}
+
+#[unsafe(no_mangle)]
+pub unsafe extern "system" fn NdisMPauseComplete(handle: NDIS_HANDLE) {
+    irql::require_at_most(DISPATCH_LEVEL, "NdisMPauseComplete");
+    let Some(block) = block(handle, "NdisMPauseComplete") else {
+        return;
+    };
+    let mut state = block.state.lock().unwrap();
+    if *state != AdapterState::Pausing {
+        violation(format!(
+            "NdisMPauseComplete while the adapter is {:?}",
+            *state
+        ));
+    }
+    *state = AdapterState::Paused;
+    block.state_changed.notify_all();
 }

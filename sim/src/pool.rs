@@ -75,6 +75,7 @@ pub extern "system" fn ExFreePoolWithTag(memory: PVOID, tag: ULONG) {
         ));
     }
     crate::sync::forget_objects_in(memory as usize, allocation.size);
+    crate::dispatcher::forget_events_in(memory as usize, allocation.size);
     // SAFETY: allocated above with the same layout, and removed from the table exactly once.
     unsafe { dealloc(memory.cast(), layout(allocation.size)) };
 }

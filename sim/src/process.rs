@@ -68,6 +68,7 @@ impl EventObject {
         self.sets.fetch_add(1, Ordering::SeqCst);
         *self.signalled.lock().unwrap() = true;
         self.changed.notify_all();
+        crate::dispatcher::wake_waiters();
     }
 }
 
@@ -360,6 +361,15 @@ pub(crate) fn lock_user_range(
 /// Objects the driver holds references to, by address, with the count.
 static REFERENCES: Mutex<BTreeMap<usize, (Arc<EventObject>, usize)>> = Mutex::new(BTreeMap::new());
 
+/// The user event at `address` the driver holds a reference to, if any.
+pub(crate) fn referenced_event(address: usize) -> Option<Arc<EventObject>> {
+    REFERENCES
+        .lock()
+        .unwrap()
+        .get(&address)
+        .map(|(event, _)| event.clone())
+}
+
 /// References the driver has not dropped.
 pub fn references_outstanding() -> usize {
     REFERENCES
@@ -446,10 +456,27 @@ pub extern "system" fn ObfDereferenceObject(object: PVOID) -> isize {
 }
 
 #[unsafe(no_mangle)]
+pub extern "system" fn ObfReferenceObject(object: PVOID) -> isize {
+    irql::require_at_most(DISPATCH_LEVEL, "ObfReferenceObject");
+    let mut references = REFERENCES.lock().unwrap();
+    let Some((_, count)) = references.get_mut(&(object as usize)) else {
+        violation(format!(
+            "referencing {object:p}, which the driver holds no reference to"
+        ));
+        return 0;
+    };
+    *count += 1;
+    *count as isize
+}
+
+#[unsafe(no_mangle)]
 pub extern "system" fn KeSetEvent(event: PKEVENT, _increment: i32, wait: u8) -> i32 {
     irql::require_at_most(DISPATCH_LEVEL, "KeSetEvent");
     if wait != 0 {
         violation("KeSetEvent with Wait = TRUE");
+    }
+    if let Some(was) = crate::dispatcher::set_kernel_event(event) {
+        return i32::from(was);
     }
     let references = REFERENCES.lock().unwrap();
     let Some((object, _)) = references.get(&(event as usize)) else {
@@ -459,6 +486,8 @@ pub extern "system" fn KeSetEvent(event: PKEVENT, _increment: i32, wait: u8) -> 
         return 0;
     };
     let was = *object.signalled.lock().unwrap();
+    let object = object.clone();
+    drop(references);
     object.set();
     i32::from(was)
 }

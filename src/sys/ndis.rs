@@ -547,10 +547,22 @@ pub struct NET_BUFFER_LIST {
     pub ChildRefCount: i32,
     pub Flags: ULONG,
     pub Status: NDIS_STATUS,
+    /// The first entries of `NetBufferListInfo`, up to `NetBufferListFrameType`.
+    pub NetBufferListInfo: [PVOID; 8],
 }
+
+/// `NDIS_NET_BUFFER_LIST_INFO::NetBufferListFrameType`: the EtherType, in network byte order.
+pub const NetBufferListFrameType: usize = 7;
+pub const NDIS_NBL_FLAGS_IS_IPV4: ULONG = 0x200;
+pub const NDIS_NBL_FLAGS_IS_IPV6: ULONG = 0x400;
+pub const NDIS_ETH_TYPE_IPV4: u16 = 0x0800;
+pub const NDIS_ETH_TYPE_IPV6: u16 = 0x86DD;
+pub const NDIS_RECEIVE_FLAGS_DISPATCH_LEVEL: ULONG = 0x1;
+pub const NDIS_RETURN_FLAGS_DISPATCH_LEVEL: ULONG = 0x1;
 
 #[cfg(target_pointer_width = "64")]
 const _: () = {
+    assert!(offset_of!(NET_BUFFER_LIST, NetBufferListInfo) == 0x90);
     assert!(offset_of!(NET_BUFFER_LIST, Next) == 0);
     assert!(offset_of!(NET_BUFFER_LIST, FirstNetBuffer) == 0x08);
     assert!(offset_of!(NET_BUFFER_LIST, NdisPoolHandle) == 0x20);
@@ -627,6 +639,23 @@ unsafe extern "system" {
         Parameters: *const NET_BUFFER_LIST_POOL_PARAMETERS,
     ) -> NDIS_HANDLE;
     pub fn NdisFreeNetBufferListPool(PoolHandle: NDIS_HANDLE);
+    pub fn NdisAllocateNetBufferAndNetBufferList(
+        PoolHandle: NDIS_HANDLE,
+        ContextSize: u16,
+        ContextBackFill: u16,
+        MdlChain: PMDL,
+        DataOffset: ULONG,
+        DataLength: usize,
+    ) -> *mut NET_BUFFER_LIST;
+    pub fn NdisFreeNetBufferList(NetBufferList: *mut NET_BUFFER_LIST);
+    pub fn NdisMIndicateReceiveNetBufferLists(
+        MiniportAdapterHandle: NDIS_HANDLE,
+        NetBufferLists: *mut NET_BUFFER_LIST,
+        PortNumber: NDIS_PORT_NUMBER,
+        NumberOfNetBufferLists: ULONG,
+        ReceiveFlags: ULONG,
+    );
+    pub fn NdisMPauseComplete(MiniportAdapterHandle: NDIS_HANDLE);
     pub fn NdisMSendNetBufferListsComplete(
         MiniportAdapterHandle: NDIS_HANDLE,
         NetBufferList: *mut NET_BUFFER_LIST,

@@ -298,6 +298,7 @@ unsafe extern "system" {
         HandleInformation: PVOID,
     ) -> NTSTATUS;
     pub fn ObfDereferenceObject(Object: PVOID) -> isize;
+    pub fn ObfReferenceObject(Object: PVOID) -> isize;
     pub fn KeSetEvent(Event: PKEVENT, Increment: i32, Wait: u8) -> i32;
     pub fn ExInitializeResourceLite(Resource: *mut ERESOURCE) -> NTSTATUS;
     pub fn ExDeleteResourceLite(Resource: *mut ERESOURCE) -> NTSTATUS;
@@ -323,6 +324,42 @@ unsafe extern "system" {
         NotifyRoutine: CREATE_PROCESS_NOTIFY_ROUTINE_EX,
         Remove: u8,
     ) -> NTSTATUS;
+    pub fn PsCreateSystemThread(
+        ThreadHandle: *mut HANDLE,
+        DesiredAccess: ULONG,
+        ObjectAttributes: *mut OBJECT_ATTRIBUTES,
+        ProcessHandle: HANDLE,
+        ClientId: PVOID,
+        StartRoutine: KSTART_ROUTINE,
+        StartContext: PVOID,
+    ) -> NTSTATUS;
+    pub fn ZwClose(Handle: HANDLE) -> NTSTATUS;
+    pub fn ZwWaitForSingleObject(Handle: HANDLE, Alertable: u8, Timeout: *mut i64) -> NTSTATUS;
+    pub fn KeInitializeEvent(Event: PKEVENT, Type: EVENT_TYPE, State: u8);
+    pub fn KeClearEvent(Event: PKEVENT);
+    pub fn KeWaitForSingleObject(
+        Object: PVOID,
+        WaitReason: u32,
+        WaitMode: KPROCESSOR_MODE,
+        Alertable: u8,
+        Timeout: *mut i64,
+    ) -> NTSTATUS;
+    pub fn KeWaitForMultipleObjects(
+        Count: ULONG,
+        Object: *mut PVOID,
+        WaitType: WAIT_TYPE,
+        WaitReason: u32,
+        WaitMode: KPROCESSOR_MODE,
+        Alertable: u8,
+        Timeout: *mut i64,
+        WaitBlockArray: PVOID,
+    ) -> NTSTATUS;
+    pub fn IoBuildPartialMdl(
+        SourceMdl: PMDL,
+        TargetMdl: PMDL,
+        VirtualAddress: PVOID,
+        Length: ULONG,
+    );
     pub fn ExInitializeRundownProtection(RunRef: *mut EX_RUNDOWN_REF);
     pub fn ExReInitializeRundownProtection(RunRef: *mut EX_RUNDOWN_REF);
     pub fn ExAcquireRundownProtection(RunRef: *mut EX_RUNDOWN_REF) -> u8;
@@ -366,6 +403,42 @@ const _: () = {
 
 pub const MDL_MAPPED_TO_SYSTEM_VA: i16 = 0x0001;
 pub const MDL_SOURCE_IS_NONPAGED_POOL: i16 = 0x0004;
+pub const MDL_PARTIAL: i16 = 0x0010;
+pub const MDL_PARTIAL_HAS_BEEN_MAPPED: i16 = 0x0020;
+
+pub type EVENT_TYPE = u32;
+pub const NotificationEvent: EVENT_TYPE = 0;
+pub const SynchronizationEvent: EVENT_TYPE = 1;
+pub type WAIT_TYPE = u32;
+pub const WaitAny: WAIT_TYPE = 1;
+/// `KWAIT_REASON::Executive`.
+pub const Executive: u32 = 0;
+pub const STATUS_WAIT_0: NTSTATUS = 0;
+pub const STATUS_TIMEOUT: NTSTATUS = 0x102;
+/// Objects KeWaitForMultipleObjects waits on without a caller-supplied wait block array.
+pub const THREAD_WAIT_OBJECTS: usize = 3;
+pub const THREAD_ALL_ACCESS: ACCESS_MASK = 0x001F_FFFF;
+
+/// `OBJECT_ATTRIBUTES`.
+#[repr(C)]
+pub struct OBJECT_ATTRIBUTES {
+    pub Length: ULONG,
+    pub RootDirectory: HANDLE,
+    pub ObjectName: PUNICODE_STRING,
+    pub Attributes: ULONG,
+    pub SecurityDescriptor: PVOID,
+    pub SecurityQualityOfService: PVOID,
+}
+pub const OBJ_KERNEL_HANDLE: ULONG = 0x0000_0200;
+
+#[cfg(target_pointer_width = "64")]
+const _: () = {
+    assert!(core::mem::offset_of!(OBJECT_ATTRIBUTES, Attributes) == 0x18);
+    assert!(core::mem::size_of::<OBJECT_ATTRIBUTES>() == 0x30);
+};
+
+/// `KSTART_ROUTINE`.
+pub type KSTART_ROUTINE = unsafe extern "system" fn(StartContext: PVOID);
 
 /// `EX_RUNDOWN_REF`: protection for an object that users acquire at up to DISPATCH_LEVEL and
 /// its owner runs down (waits out) before it goes away.
@@ -438,6 +511,20 @@ pub unsafe fn MmGetSystemAddressForMdlSafe(mdl: PMDL, priority: u32) -> PVOID {
                 0,
                 priority,
             )
+        }
+    }
+}
+
+/// `MmPrepareMdlForReuse`: undoes the system mapping someone made of a partial MDL, so it can
+/// describe other pages.
+///
+/// # Safety
+/// `mdl` is a valid MDL the caller owns.
+pub unsafe fn MmPrepareMdlForReuse(mdl: PMDL) {
+    // SAFETY: the caller guarantees the MDL is valid and its own.
+    unsafe {
+        if (*mdl).MdlFlags & MDL_PARTIAL_HAS_BEEN_MAPPED != 0 {
+            MmUnmapLockedPages((*mdl).MappedSystemVa, mdl);
         }
     }
 }

@@ -9,7 +9,20 @@ use super::nt::*;
 pub struct LockedUserBuffer {
     mdl: NonNull<MDL>,
     system_address: NonNull<u8>,
+    user_address: usize,
 }
+
+/// The MDL of a [`LockedUserBuffer`], for describing parts of it in place.
+#[derive(Clone, Copy)]
+pub struct LockedPages {
+    pub(super) mdl: NonNull<MDL>,
+    pub(super) user_address: usize,
+}
+
+// SAFETY: an MDL of locked pages may be used from any thread.
+unsafe impl Send for LockedPages {}
+// SAFETY: as for Send.
+unsafe impl Sync for LockedPages {}
 
 // SAFETY: the locked pages and their system mapping may be used from any thread.
 unsafe impl Send for LockedUserBuffer {}
@@ -56,7 +69,17 @@ impl LockedUserBuffer {
         Ok(LockedUserBuffer {
             mdl,
             system_address,
+            user_address: address,
         })
+    }
+
+    /// The locked pages, for describing parts of them in place (see
+    /// [`PacketNbl`](super::PacketNbl)); valid only while this buffer lives.
+    pub fn pages(&self) -> LockedPages {
+        LockedPages {
+            mdl: self.mdl,
+            user_address: self.user_address,
+        }
     }
 
     /// Where the buffer is mapped in system space.
@@ -114,6 +137,18 @@ impl EventReference {
         }
         let event = NonNull::new(object.cast::<KEVENT>()).ok_or(STATUS_INVALID_PARAMETER)?;
         Ok(EventReference { event })
+    }
+
+    /// Another reference to the same event.
+    pub fn try_clone(&self) -> Self {
+        // SAFETY: the object is live (self holds a reference); this takes one more.
+        unsafe { ObfReferenceObject(self.event.as_ptr().cast()) };
+        EventReference { event: self.event }
+    }
+
+    /// The event object, to wait on.
+    pub(super) fn event_object(&self) -> PVOID {
+        self.event.as_ptr().cast()
     }
 
     pub fn set(&self) {

@@ -1,0 +1,249 @@
+//! The NBLs the receive path indicates: one NET_BUFFER each, whose MDL describes one packet in
+//! place in the locked receive ring. They are allocated once and reused.
+
+use core::ptr::{NonNull, null_mut};
+
+use super::ndis::*;
+use super::nt::*;
+use super::pool::POOL_TAG;
+use super::user::LockedPages;
+
+/// Most pages a packet of up to 0xFFFF bytes can touch, wherever it starts.
+const PACKET_PAGES_SPAN: u32 = 0x10000 + 0x1000;
+
+/// The adapter's NBL pool, freed on drop (after every NBL from it is freed).
+pub struct NblPool(NDIS_HANDLE);
+
+// SAFETY: an NBL pool handle may be used from any thread.
+unsafe impl Send for NblPool {}
+// SAFETY: as for Send.
+unsafe impl Sync for NblPool {}
+
+impl NblPool {
+    /// # Safety
+    /// `miniport` is NDIS's handle for the adapter, at PASSIVE_LEVEL.
+    pub unsafe fn allocate(miniport: NDIS_HANDLE) -> Option<Self> {
+        let parameters = NET_BUFFER_LIST_POOL_PARAMETERS {
+            Header: NDIS_OBJECT_HEADER {
+                Type: NDIS_OBJECT_TYPE_DEFAULT,
+                Revision: NET_BUFFER_LIST_POOL_PARAMETERS_REVISION_1,
+                Size: NDIS_SIZEOF_NET_BUFFER_LIST_POOL_PARAMETERS_REVISION_1,
+            },
+            ProtocolId: NDIS_PROTOCOL_ID_DEFAULT,
+            fAllocateNetBuffer: 1,
+            ContextSize: 0,
+            PoolTag: POOL_TAG,
+            DataSize: 0,
+        };
+        // SAFETY: the caller's adapter handle and parameters that live through the call.
+        let pool = unsafe { NdisAllocateNetBufferListPool(miniport, &parameters) };
+        (!pool.is_null()).then(|| NblPool(pool))
+    }
+
+    /// An NBL with one NET_BUFFER and an MDL big enough for any packet.
+    pub fn allocate_packet_nbl(&self) -> Option<PacketNbl> {
+        // SAFETY: an MDL for no memory yet: IoBuildPartialMdl fills it before any use.
+        let mdl = unsafe { IoAllocateMdl(null_mut(), PACKET_PAGES_SPAN, 0, 0, null_mut()) };
+        let mdl = NonNull::new(mdl)?;
+        // SAFETY: our pool; the MDL is ours and outlives the NBL (PacketNbl::free).
+        let nbl =
+            unsafe { NdisAllocateNetBufferAndNetBufferList(self.0, 0, 0, mdl.as_ptr(), 0, 0) };
+        match NonNull::new(nbl) {
+            Some(nbl) => Some(PacketNbl { nbl }),
+            None => {
+                // SAFETY: the MDL allocated above, unused.
+                unsafe { IoFreeMdl(mdl.as_ptr()) };
+                None
+            }
+        }
+    }
+}
+
+impl Drop for NblPool {
+    fn drop(&mut self) {
+        // SAFETY: the pool this value allocated; its owner freed every NBL from it first.
+        unsafe { NdisFreeNetBufferListPool(self.0) };
+    }
+}
+
+/// An NBL of the receive path: owned by the driver, or lent to NDIS between indication and
+/// return.
+pub struct PacketNbl {
+    nbl: NonNull<NET_BUFFER_LIST>,
+}
+
+// SAFETY: an NBL the driver owns may be handled on any thread.
+unsafe impl Send for PacketNbl {}
+
+impl PacketNbl {
+    fn net_buffer(&self) -> *mut NET_BUFFER {
+        // SAFETY: a live NBL of ours with one NET_BUFFER.
+        unsafe { (*self.nbl.as_ptr()).FirstNetBuffer }
+    }
+
+    fn mdl(&self) -> PMDL {
+        // SAFETY: as above; MdlChain is the MDL allocated with the NBL.
+        unsafe { (*self.net_buffer()).MdlChain }
+    }
+
+    /// Points the NBL at the `len`-byte IP packet at `offset` in `pages`, and marks it IPv4 or
+    /// IPv6. `ticket` is kept for [`PacketNbl::ticket`].
+    ///
+    /// # Safety
+    /// `pages` belongs to a live [`LockedUserBuffer`](super::LockedUserBuffer) holding
+    /// `offset + len` bytes, which stays alive until the NBL is freed or described again.
+    pub unsafe fn describe(
+        &mut self,
+        pages: LockedPages,
+        offset: usize,
+        len: u32,
+        ipv6: bool,
+        ticket: u32,
+    ) {
+        let (flag, ether_type) = if ipv6 {
+            (NDIS_NBL_FLAGS_IS_IPV6, NDIS_ETH_TYPE_IPV6)
+        } else {
+            (NDIS_NBL_FLAGS_IS_IPV4, NDIS_ETH_TYPE_IPV4)
+        };
+        let mdl = self.mdl();
+        // SAFETY: the caller vouches for the pages; the MDL and NBL are ours, and nothing else
+        // looks at them until they are indicated. (Whoever mapped the MDL before unmapped it in
+        // forget_pages when the NBL came back.)
+        unsafe {
+            IoBuildPartialMdl(
+                pages.mdl.as_ptr(),
+                mdl,
+                (pages.user_address + offset) as PVOID,
+                len,
+            );
+            let nb = self.net_buffer();
+            (*nb).Next = null_mut();
+            (*nb).CurrentMdl = mdl;
+            (*nb).CurrentMdlOffset = 0;
+            (*nb).DataOffset = 0;
+            (*nb).DataLength = len;
+            let nbl = self.nbl.as_ptr();
+            (*nbl).Next = null_mut();
+            (*nbl).Status = NDIS_STATUS_SUCCESS;
+            (*nbl).NblFlags = flag;
+            (*nbl).NetBufferListInfo[NetBufferListFrameType] =
+                usize::from(ether_type.to_be()) as PVOID;
+            (*nbl).MiniportReserved.0[0] = ticket as usize as PVOID;
+        }
+    }
+
+    /// Undoes any system mapping the stack made of the packet's pages, now that the NBL is
+    /// back: the mapping may not outlive the ring's pages, which are unlocked at teardown.
+    pub fn forget_pages(&mut self) {
+        // SAFETY: our own MDL, which NDIS no longer holds.
+        unsafe { MmPrepareMdlForReuse(self.mdl()) };
+    }
+
+    /// The ticket [`PacketNbl::describe`] stored.
+    pub fn ticket(&self) -> u32 {
+        // SAFETY: a live NBL of ours.
+        unsafe { (*self.nbl.as_ptr()).MiniportReserved.0[0] as usize as u32 }
+    }
+
+    /// Frees the NBL and its MDL (which [`PacketNbl::forget_pages`] left unmapped).
+    pub fn free(self) {
+        let mdl = self.mdl();
+        // SAFETY: an NBL of ours that NDIS does not hold, and its MDL, each freed once.
+        unsafe {
+            NdisFreeNetBufferList(self.nbl.as_ptr());
+            IoFreeMdl(mdl);
+        }
+    }
+}
+
+/// A chain of receive NBLs, linked through their `Next`.
+pub struct NblList {
+    head: *mut NET_BUFFER_LIST,
+    tail: *mut NET_BUFFER_LIST,
+    len: u32,
+}
+
+// SAFETY: a chain of NBLs the driver owns may be handled on any thread.
+unsafe impl Send for NblList {}
+
+impl NblList {
+    pub const fn new() -> Self {
+        NblList {
+            head: null_mut(),
+            tail: null_mut(),
+            len: 0,
+        }
+    }
+
+    /// The NBLs NDIS handed back to MiniportReturnNetBufferLists.
+    ///
+    /// # Safety
+    /// `head` is the chain NDIS returned; every NBL in it is one this driver indicated.
+    pub unsafe fn from_returned(head: *mut NET_BUFFER_LIST) -> Self {
+        let mut list = NblList::new();
+        let mut next = head;
+        while let Some(nbl) = NonNull::new(next) {
+            // SAFETY: a returned NBL: ours again.
+            next = unsafe { (*nbl.as_ptr()).Next };
+            list.push(PacketNbl { nbl });
+        }
+        list
+    }
+
+    pub fn len(&self) -> u32 {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    pub fn push(&mut self, nbl: PacketNbl) {
+        let nbl = nbl.nbl.as_ptr();
+        // SAFETY: an NBL of ours, linked at the end of our chain.
+        unsafe {
+            (*nbl).Next = null_mut();
+            match NonNull::new(self.tail) {
+                Some(tail) => (*tail.as_ptr()).Next = nbl,
+                None => self.head = nbl,
+            }
+        }
+        self.tail = nbl;
+        self.len += 1;
+    }
+
+    pub fn pop(&mut self) -> Option<PacketNbl> {
+        let nbl = NonNull::new(self.head)?;
+        // SAFETY: the first NBL of our chain.
+        self.head = unsafe { (*nbl.as_ptr()).Next };
+        if self.head.is_null() {
+            self.tail = null_mut();
+        }
+        self.len -= 1;
+        Some(PacketNbl { nbl })
+    }
+
+    /// Indicates the chain up the stack (NdisMIndicateReceiveNetBufferLists); NDIS returns the
+    /// NBLs later, in any order, to MiniportReturnNetBufferLists.
+    ///
+    /// # Safety
+    /// `miniport` is NDIS's handle for the adapter, which is running.
+    pub unsafe fn indicate(self, miniport: NDIS_HANDLE, at_dispatch: bool) {
+        if self.head.is_null() {
+            return;
+        }
+        let flags = if at_dispatch {
+            NDIS_RECEIVE_FLAGS_DISPATCH_LEVEL
+        } else {
+            0
+        };
+        // SAFETY: our chain of described NBLs, lent to NDIS until it returns them.
+        unsafe { NdisMIndicateReceiveNetBufferLists(miniport, self.head, 0, self.len, flags) };
+    }
+}
+
+impl Default for NblList {
+    fn default() -> Self {
+        Self::new()
+    }
+}

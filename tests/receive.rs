@@ -1,0 +1,410 @@
+//! The receive path on the simulated kernel: packets the client writes to the receive ring go up
+//! the stack in place, in order, several per indication; Head moves only as NDIS returns them.
+
+mod support;
+
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::thread;
+use std::time::Duration;
+
+use oxtun::sys::*;
+use oxtun_abi::{MAX_IP_PACKET_SIZE, RING_ENDED, TUN_IOCTL_REGISTER_RINGS};
+use oxtun_sim::{AdapterState, Bitness, Process, Received, ReturnMode, Token};
+use support::*;
+
+const PATIENCE: Duration = Duration::from_secs(20);
+
+fn data(received: &[Received]) -> Vec<Vec<u8>> {
+    received.iter().map(|packet| packet.data.clone()).collect()
+}
+
+fn head(rings: &ClientRings) -> u32 {
+    // SAFETY (test): the receive ring's Head, the first word of its memory in the process.
+    unsafe { AtomicU32::from_ptr(rings.receive_ring as *mut u32) }.load(Ordering::SeqCst)
+}
+
+fn tail(rings: &ClientRings) -> u32 {
+    // SAFETY (test): the receive ring's Tail, its second word.
+    unsafe { AtomicU32::from_ptr((rings.receive_ring as *mut u32).add(1)) }.load(Ordering::SeqCst)
+}
+
+fn statistics(setup: &Setup) -> NDIS_STATISTICS_INFO {
+    let answer = setup.adapter.query(OID_GEN_STATISTICS, 0x98);
+    // SAFETY (test): the answer is a whole NDIS_STATISTICS_INFO, plain data.
+    unsafe {
+        answer
+            .data
+            .as_ptr()
+            .cast::<NDIS_STATISTICS_INFO>()
+            .read_unaligned()
+    }
+}
+
+/// Waits until the driver has released everything the client wrote (Head caught up with Tail).
+fn wait_released(rings: &ClientRings) {
+    let start = std::time::Instant::now();
+    while head(rings) != tail(rings) {
+        assert!(
+            start.elapsed() < PATIENCE,
+            "Head stuck at {:#x}",
+            head(rings)
+        );
+        thread::yield_now();
+    }
+}
+
+#[test]
+fn ip_packets_go_up_in_place_byte_exact_and_marked() {
+    let setup = setup();
+    let process = Process::new(Token::System, Bitness::Bits64);
+    let (handle, rings) = register(&setup.adapter, &process);
+    let mut writer = rings.receive_writer();
+    let packets = vec![
+        ipv4(1, 20),
+        ipv6(2, 40),
+        ipv4(3, 1500),
+        ipv6(4, 1280),
+        ipv4(5, MAX_IP_PACKET_SIZE as usize),
+        ipv4(6, 21),
+    ];
+    assert!(client_write(&mut writer, &rings.receive_event, &packets));
+    let received = setup.adapter.wait_received(packets.len(), PATIENCE);
+    assert_eq!(data(&received), packets);
+    let ring = rings.receive_ring as usize
+        ..rings.receive_ring as usize + rings.request.receive.ring_size as usize;
+    for (packet, expected) in received.iter().zip(&packets) {
+        assert!(
+            ring.contains(&packet.address),
+            "zero-copy: the data is in the ring"
+        );
+        let (flag, ether_type) = if expected[0] == 0x60 {
+            (NDIS_NBL_FLAGS_IS_IPV6, 0x86DD)
+        } else {
+            (NDIS_NBL_FLAGS_IS_IPV4, 0x0800)
+        };
+        assert_eq!((packet.nbl_flags, packet.ether_type), (flag, ether_type));
+    }
+    wait_released(&rings);
+    let rcv_ok = u64::from_ne_bytes(
+        setup
+            .adapter
+            .query(OID_GEN_RCV_OK, 8)
+            .data
+            .try_into()
+            .unwrap(),
+    );
+    assert_eq!(rcv_ok, packets.len() as u64);
+    let counters = statistics(&setup);
+    assert_eq!(
+        counters.ifHCInOctets,
+        packets.iter().map(|p| p.len() as u64).sum::<u64>()
+    );
+    handle.close();
+    setup.finish();
+}
+
+#[test]
+fn what_is_not_ip_is_skipped_and_counted_while_ip_still_arrives() {
+    let setup = setup();
+    let process = Process::new(Token::System, Bitness::Bits64);
+    let (handle, rings) = register(&setup.adapter, &process);
+    let mut writer = rings.receive_writer();
+    let mut version_5 = ipv4(9, 60);
+    version_5[0] = 0x55;
+    let packets = vec![
+        ipv4(1, 100),
+        ipv4(2, 19),
+        version_5,
+        ipv6(3, 39),
+        Vec::new(),
+        ipv6(4, 100),
+    ];
+    assert!(client_write(&mut writer, &rings.receive_event, &packets));
+    let received = setup.adapter.wait_received(2, PATIENCE);
+    assert_eq!(data(&received), vec![ipv4(1, 100), ipv6(4, 100)]);
+    wait_released(&rings);
+    assert_eq!(statistics(&setup).ifInErrors, 4);
+    handle.close();
+    setup.finish();
+}
+
+#[test]
+fn a_hundred_thousand_packets_of_random_sizes_arrive_in_order() {
+    const COUNT: u64 = 100_000;
+    let setup = setup();
+    let process = Process::new(Token::System, Bitness::Bits64);
+    let handle = process.open(setup.adapter.device(), READ_WRITE);
+    let rings = ClientRings::with_capacity(&process, 1 << 20);
+    let status = handle.device_control(TUN_IOCTL_REGISTER_RINGS, &rings.bytes());
+    assert_eq!(status, STATUS_SUCCESS);
+    let size = |seed: u64| -> usize {
+        let r = seed.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 40;
+        match r % 100 {
+            0 => [20, 40, MAX_IP_PACKET_SIZE as usize][(r / 100 % 3) as usize],
+            1..=4 => 40 + (r / 100) as usize % (MAX_IP_PACKET_SIZE as usize - 39),
+            _ => 40 + (r / 100) as usize % 1461,
+        }
+    };
+    let packet = |seed: u64| {
+        if seed % 2 == 0 {
+            ipv4(seed, size(seed))
+        } else {
+            ipv6(seed, size(seed).max(40))
+        }
+    };
+    thread::scope(|scope| {
+        let rings = &rings;
+        scope.spawn(move || {
+            let mut writer = rings.receive_writer();
+            let mut seed = 0;
+            while seed < COUNT {
+                let batch: Vec<Vec<u8>> = (seed..(seed + 1 + seed % 7).min(COUNT))
+                    .map(packet)
+                    .collect();
+                if client_write(&mut writer, &rings.receive_event, &batch) {
+                    seed += batch.len() as u64;
+                } else {
+                    thread::yield_now();
+                }
+            }
+        });
+        let mut next = 0;
+        while next < COUNT {
+            let received = setup.adapter.wait_received(1, PATIENCE);
+            assert!(
+                !received.is_empty(),
+                "nothing arrived for {PATIENCE:?}: a lost wakeup?"
+            );
+            for packet_received in received {
+                assert_eq!(packet_received.data, packet(next), "packet {next}");
+                next += 1;
+            }
+        }
+    });
+    let indications = setup.adapter.indications();
+    let average = COUNT as f64 / indications.len() as f64;
+    println!("{} indications, {average:.1} NBLs each", indications.len());
+    handle.close();
+    setup.finish();
+}
+
+#[test]
+fn head_moves_only_as_nbls_return_and_only_in_ring_order() {
+    let setup = setup();
+    setup.adapter.set_return_mode(ReturnMode::Hold);
+    let process = Process::new(Token::System, Bitness::Bits64);
+    let (handle, rings) = register(&setup.adapter, &process);
+    let mut writer = rings.receive_writer();
+    let packets: Vec<Vec<u8>> = (0..10).map(|seed| ipv4(seed, 100)).collect();
+    assert!(client_write(&mut writer, &rings.receive_event, &packets));
+    assert_eq!(data(&setup.adapter.wait_received(10, PATIENCE)), packets);
+    let start = head(&rings);
+    assert_ne!(
+        start,
+        tail(&rings),
+        "nothing is released while the stack holds it"
+    );
+    // Return all but the oldest, newest first, one per call: Head stays.
+    setup.adapter.return_held(
+        |held| {
+            held.remove(0);
+            held.reverse();
+        },
+        1,
+    );
+    thread::sleep(Duration::from_millis(20));
+    assert_eq!(
+        head(&rings),
+        start,
+        "Head may not pass the unreturned oldest packet"
+    );
+    assert_eq!(setup.adapter.held(), 1);
+    setup.adapter.return_held(|_| {}, 1);
+    wait_released(&rings);
+    handle.close();
+    setup.finish();
+}
+
+#[test]
+fn waiting_packets_go_up_several_per_indication() {
+    let setup = setup();
+    let process = Process::new(Token::System, Bitness::Bits64);
+    let (handle, rings) = register(&setup.adapter, &process);
+    let mut writer = rings.receive_writer();
+    let packets: Vec<Vec<u8>> = (0..50).map(|seed| ipv6(seed, 200)).collect();
+    assert!(client_write(&mut writer, &rings.receive_event, &packets));
+    assert_eq!(data(&setup.adapter.wait_received(50, PATIENCE)), packets);
+    let indications = setup.adapter.indications();
+    assert!(indications.iter().any(|&n| n > 1), "{indications:?}");
+    assert!(indications.iter().all(|&n| n <= 64));
+    handle.close();
+    setup.finish();
+}
+
+#[test]
+fn pause_completes_only_when_every_nbl_is_back() {
+    let setup = setup();
+    setup.adapter.set_return_mode(ReturnMode::Hold);
+    let process = Process::new(Token::System, Bitness::Bits64);
+    let (handle, rings) = register(&setup.adapter, &process);
+    let mut writer = rings.receive_writer();
+    let packets: Vec<Vec<u8>> = (0..5).map(|seed| ipv4(seed, 60)).collect();
+    assert!(client_write(&mut writer, &rings.receive_event, &packets));
+    setup.adapter.wait_received(5, PATIENCE);
+    assert_eq!(setup.adapter.pause(), NDIS_STATUS_PENDING);
+    assert_eq!(setup.adapter.state(), AdapterState::Pausing);
+    setup.adapter.return_held(|held| held.reverse(), 2);
+    setup.adapter.wait_paused();
+    assert_eq!(setup.adapter.state(), AdapterState::Paused);
+    wait_released(&rings);
+    assert_eq!(setup.adapter.restart(), NDIS_STATUS_SUCCESS);
+    setup.adapter.set_return_mode(ReturnMode::Immediately);
+    assert!(client_write(
+        &mut writer,
+        &rings.receive_event,
+        &[ipv4(99, 80)]
+    ));
+    assert_eq!(
+        data(&setup.adapter.wait_received(1, PATIENCE)),
+        vec![ipv4(99, 80)]
+    );
+    handle.close();
+    setup.finish();
+}
+
+#[test]
+fn packets_arriving_while_paused_are_dropped_not_indicated() {
+    let setup = setup();
+    let process = Process::new(Token::System, Bitness::Bits64);
+    let (handle, rings) = register(&setup.adapter, &process);
+    let mut writer = rings.receive_writer();
+    assert_eq!(setup.adapter.pause(), NDIS_STATUS_SUCCESS);
+    let packets: Vec<Vec<u8>> = (0..3).map(|seed| ipv4(seed, 60)).collect();
+    assert!(client_write(&mut writer, &rings.receive_event, &packets));
+    wait_released(&rings);
+    assert!(setup.adapter.take_received().is_empty());
+    assert_eq!(statistics(&setup).ifInDiscards, 3);
+    assert_eq!(setup.adapter.restart(), NDIS_STATUS_SUCCESS);
+    assert!(client_write(
+        &mut writer,
+        &rings.receive_event,
+        &[ipv6(7, 70)]
+    ));
+    assert_eq!(
+        data(&setup.adapter.wait_received(1, PATIENCE)),
+        vec![ipv6(7, 70)]
+    );
+    handle.close();
+    setup.finish();
+}
+
+#[test]
+fn a_corrupt_receive_ring_stops_reading_and_nothing_else() {
+    let setup = setup();
+    let process = Process::new(Token::System, Bitness::Bits64);
+    let (handle, rings) = register(&setup.adapter, &process);
+    let mut writer = rings.receive_writer();
+    assert!(client_write(
+        &mut writer,
+        &rings.receive_event,
+        &[ipv4(1, 40)]
+    ));
+    setup.adapter.wait_received(1, PATIENCE);
+    wait_released(&rings);
+    // A Size over 0xFFFF at Head, published by moving Tail past it.
+    let at = head(&rings);
+    // SAFETY (test): the receive ring's memory: the Size word of the packet at Head, then Tail.
+    unsafe {
+        let data = (rings.receive_ring as *mut u8).add(12);
+        (data.add(at as usize) as *mut u32).write(MAX_IP_PACKET_SIZE + 1);
+        AtomicU32::from_ptr((rings.receive_ring as *mut u32).add(1))
+            .store(at + 8, Ordering::SeqCst);
+    }
+    rings.receive_event.set();
+    let start = std::time::Instant::now();
+    while head(&rings) != RING_ENDED {
+        assert!(
+            start.elapsed() < PATIENCE,
+            "the driver never gave up the ring"
+        );
+        thread::yield_now();
+    }
+    assert_eq!(
+        setup.adapter.query(OID_GEN_VENDOR_ID, 4).status,
+        NDIS_STATUS_SUCCESS
+    );
+    handle.close();
+    setup.assert_nothing_held();
+    let (handle, rings) = register(&setup.adapter, &process);
+    let mut writer = rings.receive_writer();
+    assert!(client_write(
+        &mut writer,
+        &rings.receive_event,
+        &[ipv6(2, 50)]
+    ));
+    assert_eq!(
+        data(&setup.adapter.wait_received(1, PATIENCE)),
+        vec![ipv6(2, 50)]
+    );
+    handle.close();
+    setup.finish();
+}
+
+#[test]
+fn teardown_waits_for_nbls_the_stack_holds() {
+    let setup = setup();
+    setup.adapter.set_return_mode(ReturnMode::Hold);
+    let process = Process::new(Token::System, Bitness::Bits64);
+    let (handle, rings) = register(&setup.adapter, &process);
+    let mut writer = rings.receive_writer();
+    let packets: Vec<Vec<u8>> = (0..4).map(|seed| ipv4(seed, 60)).collect();
+    assert!(client_write(&mut writer, &rings.receive_event, &packets));
+    setup.adapter.wait_received(4, PATIENCE);
+    thread::scope(|scope| {
+        let closing = scope.spawn(move || handle.close());
+        thread::sleep(Duration::from_millis(50));
+        assert!(
+            !closing.is_finished(),
+            "the ring was unmapped under NBLs the stack holds"
+        );
+        setup.adapter.return_held(|held| held.reverse(), 1);
+        closing.join().unwrap();
+    });
+    assert_eq!(rings.send_tail(), RING_ENDED);
+    setup.assert_nothing_held();
+    setup.finish();
+}
+
+#[test]
+fn teardown_during_traffic_a_thousand_times() {
+    let setup = setup();
+    for round in 0..1000u64 {
+        let process = Process::new(Token::System, Bitness::Bits64);
+        let (handle, rings) = register(&setup.adapter, &process);
+        let mut writer = rings.receive_writer();
+        let packets: Vec<Vec<u8>> = (0..1 + round % 5)
+            .map(|seed| ipv4(seed, 64 + seed as usize))
+            .collect();
+        assert!(client_write(&mut writer, &rings.receive_event, &packets));
+        let nbls = vec![vec![ipv4(round, 40)]];
+        setup
+            .adapter
+            .send(&nbls, oxtun_sim::Fragmentation::CONTIGUOUS, DISPATCH_LEVEL);
+        match round % 3 {
+            0 => handle.close(),
+            1 => {
+                drop(handle);
+                process.exit();
+            }
+            _ => {
+                setup.adapter.pause();
+                setup.adapter.wait_paused_if_pending();
+                handle.close();
+                assert_eq!(setup.adapter.restart(), NDIS_STATUS_SUCCESS);
+            }
+        }
+        setup.adapter.take_received();
+        setup.assert_nothing_held();
+    }
+    setup.finish();
+}
