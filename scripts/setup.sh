@@ -2,12 +2,16 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
-WINDOWS_TARGET=x86_64-pc-windows-msvc
-export OXTUN_IMAGE="$PWD/target/$WINDOWS_TARGET/release/oxtun.dll"
+# The kernel image's targets, and the folder name Windows gives each architecture.
+WINDOWS_TARGETS=(x86_64-pc-windows-msvc aarch64-pc-windows-msvc)
+declare -A WINDOWS_ARCH=([x86_64-pc-windows-msvc]=amd64 [aarch64-pc-windows-msvc]=arm64)
 
-if ! rustup target list --installed | grep -qx "$WINDOWS_TARGET"; then
-    rustup target add "$WINDOWS_TARGET"
-fi
+installed_targets=$(rustup target list --installed)
+for target in "${WINDOWS_TARGETS[@]}"; do
+    if ! grep -qx "$target" <<<"$installed_targets"; then
+        rustup target add "$target"
+    fi
+done
 for component in rustfmt clippy; do
     if ! rustup component list --installed | grep -q "^$component"; then
         rustup component add "$component"
