@@ -209,3 +209,159 @@ fn no_section_is_both_writable_and_executable() {
         }
     }
 }
+
+/// One node of a VS_VERSIONINFO tree: its key, its value, its children.
+struct VersionNode<'a> {
+    length: usize,
+    key: String,
+    value: &'a [u8],
+    text: bool,
+    children: Vec<VersionNode<'a>>,
+}
+
+impl VersionNode<'_> {
+    fn parse(data: &[u8]) -> VersionNode<'_> {
+        let u16_at = |at: usize| u16::from_le_bytes([data[at], data[at + 1]]);
+        let align = |at: usize| (at + 3) & !3;
+        let length = usize::from(u16_at(0));
+        let text = u16_at(4) == 1;
+        // A text value's length counts UTF-16 units, a binary one's bytes.
+        let value_length = usize::from(u16_at(2)) * if text { 2 } else { 1 };
+        let mut at = 6;
+        let mut key = Vec::new();
+        while u16_at(at) != 0 {
+            key.push(u16_at(at));
+            at += 2;
+        }
+        at = align(at + 2);
+        let value = &data[at..at + value_length];
+        at = align(at + value_length);
+        let mut children = Vec::new();
+        while at < length {
+            let child = VersionNode::parse(&data[at..length]);
+            at = align(at + child.length);
+            children.push(child);
+        }
+        VersionNode {
+            length,
+            key: String::from_utf16(&key).unwrap(),
+            value,
+            text,
+            children,
+        }
+    }
+
+    fn child(&self, key: &str) -> &VersionNode<'_> {
+        let found = self.children.iter().find(|child| child.key == key);
+        found.unwrap_or_else(|| panic!("{} has no {key}", self.key))
+    }
+
+    fn text(&self) -> String {
+        assert!(self.text, "{} is not text", self.key);
+        let units: Vec<u16> = self
+            .value
+            .chunks(2)
+            .map(|pair| u16::from_le_bytes([pair[0], pair[1]]))
+            .collect();
+        String::from_utf16(&units)
+            .unwrap()
+            .trim_end_matches('\0')
+            .to_owned()
+    }
+}
+
+/// The bytes of the image's version resource (type RT_VERSION, ID 1, any language).
+fn version_resource(data: &[u8]) -> Vec<u8> {
+    use object::read::pe::{ResourceDirectoryEntryData, ResourceNameOrId};
+    let file = PeFile64::parse(data).unwrap();
+    let sections = file.section_table();
+    let resources = file
+        .data_directories()
+        .resource_directory(data, &sections)
+        .unwrap()
+        .expect("a resource section");
+    let find = |table: &object::read::pe::ResourceDirectoryTable<'_>, id: u16| {
+        let entry = table
+            .entries
+            .iter()
+            .find(|entry| matches!(entry.name_or_id(), ResourceNameOrId::Id(found) if found == id));
+        entry
+            .unwrap_or_else(|| panic!("no resource entry {id}"))
+            .data(resources)
+            .unwrap()
+    };
+    let ResourceDirectoryEntryData::Table(names) = find(&resources.root().unwrap(), pe::RT_VERSION)
+    else {
+        panic!("RT_VERSION is not a table");
+    };
+    let ResourceDirectoryEntryData::Table(languages) = find(&names, 1) else {
+        panic!("VS_VERSION_INFO is not a table");
+    };
+    let language = languages
+        .entries
+        .first()
+        .expect("a language")
+        .data(resources)
+        .unwrap();
+    let ResourceDirectoryEntryData::Data(entry) = language else {
+        panic!("the version resource is not data");
+    };
+    let (rva, size) = (entry.offset_to_data.get(LE), entry.size.get(LE) as usize);
+    sections
+        .pe_data_at(data, rva)
+        .expect("the resource's data in a section")[..size]
+        .to_vec()
+}
+
+#[test]
+fn carries_the_version_resource_of_the_cargo_version() {
+    let version = |part: &str| part.parse::<u32>().unwrap();
+    let (major, minor, patch) = (
+        version(env!("CARGO_PKG_VERSION_MAJOR")),
+        version(env!("CARGO_PKG_VERSION_MINOR")),
+        version(env!("CARGO_PKG_VERSION_PATCH")),
+    );
+    for image in images() {
+        let path = &image.path;
+        let resource = version_resource(&image.data);
+        let root = VersionNode::parse(&resource);
+        assert_eq!(root.key, "VS_VERSION_INFO", "{path}");
+        // VS_FIXEDFILEINFO: thirteen u32s.
+        let fixed: Vec<u32> = root
+            .value
+            .chunks(4)
+            .map(|word| u32::from_le_bytes(word.try_into().unwrap()))
+            .collect();
+        assert_eq!(fixed.len(), 13, "{path}: VS_FIXEDFILEINFO");
+        assert_eq!(fixed[0], 0xFEEF_04BD, "{path}: VS_FIXEDFILEINFO signature");
+        let ms = major << 16 | minor;
+        let ls = patch << 16;
+        assert_eq!((fixed[2], fixed[3]), (ms, ls), "{path}: file version");
+        assert_eq!((fixed[4], fixed[5]), (ms, ls), "{path}: product version");
+        assert_eq!(fixed[8], 0x0004_0004, "{path}: VOS_NT_WINDOWS32");
+        assert_eq!(
+            (fixed[9], fixed[10]),
+            (3, 6),
+            "{path}: VFT_DRV, VFT2_DRV_NETWORK"
+        );
+        assert_eq!(
+            fixed[2],
+            oxtun::VENDOR_DRIVER_VERSION,
+            "{path}: OID_GEN_VENDOR_DRIVER_VERSION answers the file version's major and minor"
+        );
+
+        let strings = root.child("StringFileInfo").child("040904b0");
+        let value = |key: &str| strings.child(key).text();
+        assert_eq!(value("FileVersion"), env!("CARGO_PKG_VERSION"), "{path}");
+        assert_eq!(value("ProductVersion"), env!("CARGO_PKG_VERSION"), "{path}");
+        assert_eq!(value("OriginalFilename"), "oxtun.sys", "{path}");
+        assert!(value("FileDescription").contains("TUN"), "{path}");
+        assert!(value("LegalCopyright").starts_with("Copyright"), "{path}");
+        let translation = root.child("VarFileInfo").child("Translation").value;
+        assert_eq!(
+            translation,
+            [0x09, 0x04, 0xB0, 0x04],
+            "{path}: US English, Unicode"
+        );
+    }
+}
