@@ -20,10 +20,13 @@ done
 if ! command -v cargo-nextest >/dev/null; then
     cargo install --locked cargo-nextest
 fi
-# Debian's LLVM tools (llvm-readobj for the main job) and clang (the SEH shim of the image).
+# Debian's LLVM tools (llvm-readobj for the main job, llvm-rc for the version resource), clang
+# (the SEH shim, and llvm-rc's preprocessor), and what test-signs the package.
 missing=()
 command -v llvm-readobj >/dev/null || missing+=(llvm)
 command -v clang >/dev/null || compgen -c | grep -qE '^clang-[0-9]+$' || missing+=(clang)
+command -v osslsigncode >/dev/null || missing+=(osslsigncode)
+command -v openssl >/dev/null || missing+=(openssl)
 if [ ${#missing[@]} -gt 0 ]; then
     apt_get() {
         if [ "$(id -u)" = 0 ]; then apt-get "$@"; else sudo apt-get "$@"; fi

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Every check, as CI runs it: formatting, lints for the host and each Windows target, the cross
-# builds of the kernel image, and every test (the image checks of both images among them).
+# builds of the kernel image, the test-signed package, and every test (the image checks of the
+# built and the packaged images and the INF check among them).
 source "$(dirname "$0")/setup.sh"
 set -x
 
@@ -10,4 +11,5 @@ for target in "${WINDOWS_TARGETS[@]}"; do
     cargo clippy -p oxtun --target "$target" --release --locked -- -D warnings
     cargo build -p oxtun --target "$target" --release --locked
 done
+scripts/package.sh
 cargo nextest run --workspace --locked --no-fail-fast

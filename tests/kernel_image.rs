@@ -1,5 +1,7 @@
-//! Checks the cross-built kernel images, x64 and ARM64 (`scripts/test.sh` builds both first),
-//! with a PE parser: the properties Windows requires of a driver, and the ones a reviewer expects.
+//! Checks the cross-built kernel images, x64 and ARM64, with a PE parser: the properties Windows
+//! requires of a driver, and the ones a reviewer expects. Each check runs on the images the cross
+//! builds put in target/ and on the test-signed ones of the package (`scripts/test.sh` builds
+//! both and makes the package first).
 
 use object::LittleEndian as LE;
 use object::pe;
@@ -8,10 +10,19 @@ use object::read::pe::{ImageNtHeaders, ImageOptionalHeader, ImageThunkData, PeFi
 /// The DLLs a miniport may import from: the kernel, NDIS and the HAL.
 const ALLOWED_IMPORT_DLLS: [&str; 3] = ["ntoskrnl.exe", "ndis.sys", "hal.dll"];
 
-/// The Windows targets the driver builds for, with the machine type each image must declare.
-const TARGETS: [(&str, pe::Machine); 2] = [
-    ("x86_64-pc-windows-msvc", pe::IMAGE_FILE_MACHINE_AMD64),
-    ("aarch64-pc-windows-msvc", pe::IMAGE_FILE_MACHINE_ARM64),
+/// The Windows targets the driver builds for, with the package folder of each and the machine
+/// type its image must declare.
+const TARGETS: [(&str, &str, pe::Machine); 2] = [
+    (
+        "x86_64-pc-windows-msvc",
+        "amd64",
+        pe::IMAGE_FILE_MACHINE_AMD64,
+    ),
+    (
+        "aarch64-pc-windows-msvc",
+        "arm64",
+        pe::IMAGE_FILE_MACHINE_ARM64,
+    ),
 ];
 
 struct Image {
@@ -20,31 +31,56 @@ struct Image {
     data: Vec<u8>,
 }
 
+fn read_image(path: String, machine: pe::Machine, how: &str) -> Image {
+    let data = std::fs::read(&path).unwrap_or_else(|error| {
+        panic!("kernel image {path}: {error}; {how} (scripts/test.sh does)")
+    });
+    Image {
+        path,
+        machine,
+        data,
+    }
+}
+
 fn target_dir() -> String {
     std::env::var("CARGO_TARGET_DIR")
         .unwrap_or_else(|_| format!("{}/target", env!("CARGO_MANIFEST_DIR")))
 }
 
-/// Every kernel image, read from where the cross builds put them.
-fn images() -> Vec<Image> {
+/// The images as the cross builds link them.
+fn built_images() -> Vec<Image> {
     let target_dir = target_dir();
+    let how = |target| format!("build it with `cargo build --release --target {target} -p oxtun`");
     TARGETS
         .iter()
-        .map(|&(target, machine)| {
+        .map(|&(target, _, machine)| {
             let path = format!("{target_dir}/{target}/release/oxtun.dll");
-            let data = std::fs::read(&path).unwrap_or_else(|error| {
-                panic!(
-                    "kernel image {path}: {error}; build it first with \
-                     `cargo build --release --target {target} -p oxtun` (scripts/test.sh does)"
-                )
-            });
-            Image {
-                path,
-                machine,
-                data,
-            }
+            read_image(path, machine, &how(target))
         })
         .collect()
+}
+
+/// The images of the package, test-signed.
+fn packaged_images() -> Vec<Image> {
+    let target_dir = target_dir();
+    let how = "make the package with scripts/package.sh";
+    TARGETS
+        .iter()
+        .map(|&(_, arch, machine)| {
+            read_image(
+                format!("{target_dir}/package/{arch}/oxtun.sys"),
+                machine,
+                how,
+            )
+        })
+        .collect()
+}
+
+/// Every kernel image: built and packaged, for each target.
+fn images() -> Vec<Image> {
+    let mut images = built_images();
+    images.extend(packaged_images());
+    images
 }
 
 /// The PE checksum: 16-bit one's-complement-style sum of the file, with the checksum field taken
@@ -132,9 +168,7 @@ fn has_a_valid_checksum() {
         let data = &image.data;
         let file = PeFile64::parse(&**data).unwrap();
         let stored = file.nt_headers().optional_header().check_sum.get(LE);
-        let e_lfanew = u32::from_le_bytes(data[0x3C..0x40].try_into().unwrap()) as usize;
-        // Signature (4), file header (20), then the optional header's CheckSum at 64.
-        let checksum_offset = e_lfanew + 4 + 20 + 64;
+        let (checksum_offset, _) = checksum_and_security_entry_offsets(data);
         assert_eq!(stored, pe_checksum(data, checksum_offset), "{}", image.path);
         assert_ne!(
             stored, 0,
@@ -363,5 +397,73 @@ fn carries_the_version_resource_of_the_cargo_version() {
             [0x09, 0x04, 0xB0, 0x04],
             "{path}: US English, Unicode"
         );
+    }
+}
+
+/// Offsets in the file of the optional header's CheckSum and of the certificate table's entry
+/// among the data directories.
+fn checksum_and_security_entry_offsets(data: &[u8]) -> (usize, usize) {
+    let e_lfanew = u32::from_le_bytes(data[0x3C..0x40].try_into().unwrap()) as usize;
+    // Signature (4) and file header (20); in the PE32+ optional header the CheckSum is at 64
+    // and the data directories (8 bytes each) start at 112.
+    let optional = e_lfanew + 4 + 20;
+    let security = pe::IMAGE_DIRECTORY_ENTRY_SECURITY;
+    (optional + 64, optional + 112 + 8 * security)
+}
+
+#[test]
+fn packaged_images_are_the_built_ones_with_an_authenticode_signature() {
+    for (built, packaged) in built_images().iter().zip(packaged_images()) {
+        let path = &packaged.path;
+        let unsigned = PeFile64::parse(&*built.data).unwrap();
+        assert!(
+            unsigned
+                .data_directories()
+                .get(pe::IMAGE_DIRECTORY_ENTRY_SECURITY)
+                .is_none(),
+            "{}: the linker signs nothing",
+            built.path
+        );
+
+        let signed = PeFile64::parse(&*packaged.data).unwrap();
+        let security = signed
+            .data_directories()
+            .get(pe::IMAGE_DIRECTORY_ENTRY_SECURITY);
+        // The certificate table's "address" is a file offset, not an RVA.
+        let (offset, size) = security.expect("a certificate table").address_range();
+        let (offset, size) = (offset as usize, size as usize);
+        assert_eq!(
+            offset + size,
+            packaged.data.len(),
+            "{path}: it ends the file"
+        );
+        // WIN_CERTIFICATE: dwLength, wRevision, wCertificateType, then the PKCS#7 SignedData.
+        let certificate = &packaged.data[offset..];
+        let length = u32::from_le_bytes(certificate[..4].try_into().unwrap()) as usize;
+        assert!(
+            8 < length && length <= size,
+            "{path}: WIN_CERTIFICATE length"
+        );
+        let revision = u16::from_le_bytes([certificate[4], certificate[5]]);
+        let kind = u16::from_le_bytes([certificate[6], certificate[7]]);
+        assert_eq!(revision, 0x0200, "{path}: WIN_CERT_REVISION_2_0");
+        assert_eq!(kind, 0x0002, "{path}: WIN_CERT_TYPE_PKCS_SIGNED_DATA");
+
+        // Before the table (and its alignment padding) the file is the built image, but for
+        // the two fields signing rewrites.
+        let length = built.data.len();
+        assert!(offset >= length, "{path}: the signature follows the image");
+        assert!(
+            packaged.data[length..offset].iter().all(|&byte| byte == 0),
+            "{path}"
+        );
+        let mut expected = built.data.clone();
+        let mut actual = packaged.data[..length].to_vec();
+        let (checksum, entry) = checksum_and_security_entry_offsets(&expected);
+        for bytes in [&mut expected, &mut actual] {
+            bytes[checksum..checksum + 4].fill(0);
+            bytes[entry..entry + 8].fill(0);
+        }
+        assert!(expected == actual, "{path} is not {} signed", built.path);
     }
 }
