@@ -1,5 +1,5 @@
-//! For the Windows build: the SEH shim, compiled with clang, and the link arguments that make
-//! the image a kernel-mode driver.
+//! For the Windows build: the SEH shim, compiled with clang, the version resource, compiled with
+//! llvm-rc, and the link arguments that make the image a kernel-mode driver.
 //!
 //! The image is linked by rust-lld (see .cargo/config.toml), with imports declared through
 //! raw-dylib in src/sys, so no WDK import library is needed. Host builds link nothing here: the
@@ -10,11 +10,14 @@ use std::path::PathBuf;
 use std::process::Command;
 
 const SEH_SHIM: &str = "src/sys/seh.c";
+const VERSION_RESOURCE: &str = "wintun.rc";
 
 fn main() {
     println!("cargo::rerun-if-changed=build.rs");
     println!("cargo::rerun-if-changed={SEH_SHIM}");
+    println!("cargo::rerun-if-changed={VERSION_RESOURCE}");
     println!("cargo::rerun-if-env-changed=CLANG");
+    println!("cargo::rerun-if-env-changed=LLVM_RC");
     let target_os = env::var("CARGO_CFG_TARGET_OS").unwrap_or_default();
     let target_env = env::var("CARGO_CFG_TARGET_ENV").unwrap_or_default();
     if target_os != "windows" || target_env != "msvc" {
@@ -22,6 +25,9 @@ fn main() {
     }
     let shim = compile_seh_shim();
     println!("cargo::rustc-cdylib-link-arg={}", shim.display());
+    // The linker takes a compiled resource file like an object and puts it in .rsrc.
+    let resource = compile_version_resource();
+    println!("cargo::rustc-cdylib-link-arg={}", resource.display());
     for arg in [
         "/DRIVER", // a kernel-mode driver image
         "/SUBSYSTEM:NATIVE,10.00",
@@ -44,7 +50,7 @@ fn main() {
 fn compile_seh_shim() -> PathBuf {
     let target = env::var("TARGET").expect("cargo sets TARGET");
     let object = PathBuf::from(env::var("OUT_DIR").expect("cargo sets OUT_DIR")).join("seh.obj");
-    let clang = env::var("CLANG").unwrap_or_else(|_| find_clang());
+    let clang = env::var("CLANG").unwrap_or_else(|_| find_llvm_tool("clang"));
     let status = Command::new(&clang)
         .args([
             &format!("--target={target}"),
@@ -68,18 +74,51 @@ fn compile_seh_shim() -> PathBuf {
     object
 }
 
-/// `clang`, or the newest versioned `clang-N` on PATH (Debian installs those).
-fn find_clang() -> String {
+/// Compiles the version resource with llvm-rc (`LLVM_RC` names another), with the version from
+/// Cargo.toml: the one source of the file version, the product version and the driver version
+/// the driver answers OID_GEN_VENDOR_DRIVER_VERSION with (src/oid.rs).
+fn compile_version_resource() -> PathBuf {
+    let resource =
+        PathBuf::from(env::var("OUT_DIR").expect("cargo sets OUT_DIR")).join("oxtun.res");
+    let version = |part: &str| env::var(format!("CARGO_PKG_VERSION{part}")).expect("set by cargo");
+    let defines = [
+        format!("OXTUN_VERSION_MAJOR={}", version("_MAJOR")),
+        format!("OXTUN_VERSION_MINOR={}", version("_MINOR")),
+        format!("OXTUN_VERSION_PATCH={}", version("_PATCH")),
+        format!("OXTUN_VERSION_STR=\"{}\"", version("")),
+    ];
+    let rc = env::var("LLVM_RC").unwrap_or_else(|_| find_llvm_tool("llvm-rc"));
+    let mut command = Command::new(&rc);
+    for define in &defines {
+        command.args(["/D", define]);
+    }
+    let status = command
+        .arg("/FO")
+        .arg(&resource)
+        .arg(VERSION_RESOURCE)
+        .status()
+        .unwrap_or_else(|error| panic!("running {rc} for the version resource: {error}"));
+    assert!(
+        status.success(),
+        "{rc} failed to compile {VERSION_RESOURCE}"
+    );
+    resource
+}
+
+/// An LLVM tool by its plain name, or the newest versioned `NAME-N` on PATH (Debian installs
+/// those).
+fn find_llvm_tool(name: &str) -> String {
     let found = |name: &str| {
+        let file = format!("{name}{}", env::consts::EXE_SUFFIX);
         env::split_paths(&env::var_os("PATH").unwrap_or_default())
-            .any(|dir| dir.join(name).is_file())
+            .any(|dir| dir.join(&file).is_file())
     };
-    if found("clang") {
-        return "clang".into();
+    if found(name) {
+        return name.into();
     }
     (11..=30)
         .rev()
-        .map(|version| format!("clang-{version}"))
+        .map(|version| format!("{name}-{version}"))
         .find(|name| found(name))
-        .expect("the SEH shim needs clang: install Debian's clang (scripts/setup.sh does)")
+        .unwrap_or_else(|| panic!("no {name}: install Debian's llvm and clang (setup.sh does)"))
 }

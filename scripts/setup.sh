@@ -2,12 +2,16 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
-WINDOWS_TARGET=x86_64-pc-windows-msvc
-export OXTUN_IMAGE="$PWD/target/$WINDOWS_TARGET/release/oxtun.dll"
+# The kernel image's targets, and the folder name Windows gives each architecture.
+WINDOWS_TARGETS=(x86_64-pc-windows-msvc aarch64-pc-windows-msvc)
+declare -A WINDOWS_ARCH=([x86_64-pc-windows-msvc]=amd64 [aarch64-pc-windows-msvc]=arm64)
 
-if ! rustup target list --installed | grep -qx "$WINDOWS_TARGET"; then
-    rustup target add "$WINDOWS_TARGET"
-fi
+installed_targets=$(rustup target list --installed)
+for target in "${WINDOWS_TARGETS[@]}"; do
+    if ! grep -qx "$target" <<<"$installed_targets"; then
+        rustup target add "$target"
+    fi
+done
 for component in rustfmt clippy; do
     if ! rustup component list --installed | grep -q "^$component"; then
         rustup component add "$component"
@@ -16,10 +20,13 @@ done
 if ! command -v cargo-nextest >/dev/null; then
     cargo install --locked cargo-nextest
 fi
-# Debian's LLVM tools (llvm-readobj for the main job) and clang (the SEH shim of the image).
+# Debian's LLVM tools (llvm-readobj for the main job, llvm-rc for the version resource), clang
+# (the SEH shim, and llvm-rc's preprocessor), and what test-signs the package.
 missing=()
 command -v llvm-readobj >/dev/null || missing+=(llvm)
 command -v clang >/dev/null || compgen -c | grep -qE '^clang-[0-9]+$' || missing+=(clang)
+command -v osslsigncode >/dev/null || missing+=(osslsigncode)
+command -v openssl >/dev/null || missing+=(openssl)
 if [ ${#missing[@]} -gt 0 ]; then
     apt_get() {
         if [ "$(id -u)" = 0 ]; then apt-get "$@"; else sudo apt-get "$@"; fi

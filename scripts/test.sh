@@ -1,11 +1,15 @@
 #!/usr/bin/env bash
-# Every check, as CI runs it: formatting, lints for the host and the Windows target, the cross
-# build of the kernel image, and every test (the image checks among them).
+# Every check, as CI runs it: formatting, lints for the host and each Windows target, the cross
+# builds of the kernel image, the test-signed package, and every test (the image checks of the
+# built and the packaged images and the INF check among them).
 source "$(dirname "$0")/setup.sh"
 set -x
 
 cargo fmt --all --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
-cargo clippy -p oxtun --target "$WINDOWS_TARGET" --release --locked -- -D warnings
-cargo build -p oxtun --target "$WINDOWS_TARGET" --release --locked
+for target in "${WINDOWS_TARGETS[@]}"; do
+    cargo clippy -p oxtun --target "$target" --release --locked -- -D warnings
+    cargo build -p oxtun --target "$target" --release --locked
+done
+scripts/package.sh
 cargo nextest run --workspace --locked --no-fail-fast

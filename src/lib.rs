@@ -19,6 +19,9 @@ mod rings;
 pub mod sys;
 
 pub use driver::DriverEntry;
+/// The driver version OID_GEN_VENDOR_DRIVER_VERSION answers, for the check that the image's
+/// version resource says the same.
+pub use oid::VENDOR_DRIVER_VERSION;
 
 /// The bug check a panic raises: an invariant of the driver broke, so stop the machine with a
 /// crash dump that names the place, rather than run on in an unknown state. Parameters: the

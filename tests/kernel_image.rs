@@ -1,5 +1,7 @@
-//! Checks the cross-built kernel image (`scripts/test.sh` builds it first) with a PE parser: the
-//! properties Windows requires of a driver, and the ones a reviewer expects.
+//! Checks the cross-built kernel images, x64 and ARM64, with a PE parser: the properties Windows
+//! requires of a driver, and the ones a reviewer expects. Each check runs on the images the cross
+//! builds put in target/ and on the test-signed ones of the package (`scripts/test.sh` builds
+//! both and makes the package first).
 
 use object::LittleEndian as LE;
 use object::pe;
@@ -8,17 +10,77 @@ use object::read::pe::{ImageNtHeaders, ImageOptionalHeader, ImageThunkData, PeFi
 /// The DLLs a miniport may import from: the kernel, NDIS and the HAL.
 const ALLOWED_IMPORT_DLLS: [&str; 3] = ["ntoskrnl.exe", "ndis.sys", "hal.dll"];
 
-fn image() -> Vec<u8> {
-    let path = std::env::var("OXTUN_IMAGE").unwrap_or_else(|_| {
-        let root = env!("CARGO_MANIFEST_DIR");
-        format!("{root}/target/x86_64-pc-windows-msvc/release/oxtun.dll")
+/// The Windows targets the driver builds for, with the package folder of each and the machine
+/// type its image must declare.
+const TARGETS: [(&str, &str, pe::Machine); 2] = [
+    (
+        "x86_64-pc-windows-msvc",
+        "amd64",
+        pe::IMAGE_FILE_MACHINE_AMD64,
+    ),
+    (
+        "aarch64-pc-windows-msvc",
+        "arm64",
+        pe::IMAGE_FILE_MACHINE_ARM64,
+    ),
+];
+
+struct Image {
+    path: String,
+    machine: pe::Machine,
+    data: Vec<u8>,
+}
+
+fn read_image(path: String, machine: pe::Machine, how: &str) -> Image {
+    let data = std::fs::read(&path).unwrap_or_else(|error| {
+        panic!("kernel image {path}: {error}; {how} (scripts/test.sh does)")
     });
-    std::fs::read(&path).unwrap_or_else(|error| {
-        panic!(
-            "kernel image {path}: {error}; build it first with \
-             `cargo build --release --target x86_64-pc-windows-msvc -p oxtun` (scripts/test.sh does)"
-        )
-    })
+    Image {
+        path,
+        machine,
+        data,
+    }
+}
+
+fn target_dir() -> String {
+    std::env::var("CARGO_TARGET_DIR")
+        .unwrap_or_else(|_| format!("{}/target", env!("CARGO_MANIFEST_DIR")))
+}
+
+/// The images as the cross builds link them.
+fn built_images() -> Vec<Image> {
+    let target_dir = target_dir();
+    let how = |target| format!("build it with `cargo build --release --target {target} -p oxtun`");
+    TARGETS
+        .iter()
+        .map(|&(target, _, machine)| {
+            let path = format!("{target_dir}/{target}/release/oxtun.dll");
+            read_image(path, machine, &how(target))
+        })
+        .collect()
+}
+
+/// The images of the package, test-signed.
+fn packaged_images() -> Vec<Image> {
+    let target_dir = target_dir();
+    let how = "make the package with scripts/package.sh";
+    TARGETS
+        .iter()
+        .map(|&(_, arch, machine)| {
+            read_image(
+                format!("{target_dir}/package/{arch}/oxtun.sys"),
+                machine,
+                how,
+            )
+        })
+        .collect()
+}
+
+/// Every kernel image: built and packaged, for each target.
+fn images() -> Vec<Image> {
+    let mut images = built_images();
+    images.extend(packaged_images());
+    images
 }
 
 /// The PE checksum: 16-bit one's-complement-style sum of the file, with the checksum field taken
@@ -40,128 +102,368 @@ fn pe_checksum(data: &[u8], checksum_offset: usize) -> u32 {
 
 #[test]
 fn is_a_64_bit_native_driver_image_entered_at_driver_entry() {
-    let data = image();
-    let file = PeFile64::parse(&*data).expect("a PE32+ image");
-    let nt = file.nt_headers();
-    let optional = nt.optional_header();
-    assert_eq!(optional.magic(), pe::IMAGE_NT_OPTIONAL_HDR64_MAGIC, "PE32+");
-    assert_eq!(
-        nt.file_header().machine.get(LE),
-        pe::IMAGE_FILE_MACHINE_AMD64
-    );
-    assert_eq!(optional.subsystem(), pe::IMAGE_SUBSYSTEM_NATIVE);
-    assert!(
-        !nt.file_header()
-            .characteristics
-            .get(LE)
-            .contains(pe::IMAGE_FILE_RELOCS_STRIPPED),
-        "the kernel loads drivers at any address: relocations must stay"
-    );
+    for image in images() {
+        let path = &image.path;
+        let file = PeFile64::parse(&*image.data).expect("a PE32+ image");
+        let nt = file.nt_headers();
+        let optional = nt.optional_header();
+        assert_eq!(
+            optional.magic(),
+            pe::IMAGE_NT_OPTIONAL_HDR64_MAGIC,
+            "{path}: PE32+"
+        );
+        assert_eq!(nt.file_header().machine.get(LE), image.machine, "{path}");
+        assert_eq!(optional.subsystem(), pe::IMAGE_SUBSYSTEM_NATIVE, "{path}");
+        assert!(
+            !nt.file_header()
+                .characteristics
+                .get(LE)
+                .contains(pe::IMAGE_FILE_RELOCS_STRIPPED),
+            "{path}: the kernel loads drivers at any address: relocations must stay"
+        );
 
-    let exports = file.export_table().unwrap().expect("an export table");
-    let driver_entry = exports
-        .exports()
-        .unwrap()
-        .into_iter()
-        .find(|export| export.name == Some(&b"DriverEntry"[..]))
-        .expect("DriverEntry exported");
-    let object::read::pe::ExportTarget::Address(entry) = driver_entry.target else {
-        panic!("DriverEntry is forwarded");
-    };
-    assert_eq!(
-        optional.address_of_entry_point(),
-        entry,
-        "entry point is DriverEntry"
-    );
+        let exports = file.export_table().unwrap().expect("an export table");
+        let driver_entry = exports
+            .exports()
+            .unwrap()
+            .into_iter()
+            .find(|export| export.name == Some(&b"DriverEntry"[..]))
+            .expect("DriverEntry exported");
+        let object::read::pe::ExportTarget::Address(entry) = driver_entry.target else {
+            panic!("{path}: DriverEntry is forwarded");
+        };
+        assert_eq!(
+            optional.address_of_entry_point(),
+            entry,
+            "{path}: entry point is DriverEntry"
+        );
+    }
 }
 
 #[test]
 fn requires_signature_and_supports_nx_and_relocation() {
-    let data = image();
-    let file = PeFile64::parse(&*data).unwrap();
-    let characteristics = file.nt_headers().optional_header().dll_characteristics();
-    for (flag, name) in [
-        (
-            pe::IMAGE_DLLCHARACTERISTICS_FORCE_INTEGRITY,
-            "FORCE_INTEGRITY",
-        ),
-        (pe::IMAGE_DLLCHARACTERISTICS_NX_COMPAT, "NX_COMPAT"),
-        (pe::IMAGE_DLLCHARACTERISTICS_DYNAMIC_BASE, "DYNAMIC_BASE"),
-    ] {
-        assert!(characteristics.contains(flag), "{name} not set");
+    for image in images() {
+        let file = PeFile64::parse(&*image.data).unwrap();
+        let characteristics = file.nt_headers().optional_header().dll_characteristics();
+        for (flag, name) in [
+            (
+                pe::IMAGE_DLLCHARACTERISTICS_FORCE_INTEGRITY,
+                "FORCE_INTEGRITY",
+            ),
+            (pe::IMAGE_DLLCHARACTERISTICS_NX_COMPAT, "NX_COMPAT"),
+            (pe::IMAGE_DLLCHARACTERISTICS_DYNAMIC_BASE, "DYNAMIC_BASE"),
+        ] {
+            assert!(
+                characteristics.contains(flag),
+                "{}: {name} not set",
+                image.path
+            );
+        }
     }
 }
 
 #[test]
 fn has_a_valid_checksum() {
-    let data = image();
-    let file = PeFile64::parse(&*data).unwrap();
-    let stored = file.nt_headers().optional_header().check_sum;
-    let e_lfanew = u32::from_le_bytes(data[0x3C..0x40].try_into().unwrap()) as usize;
-    // Signature (4), file header (20), then the optional header's CheckSum at 64.
-    let checksum_offset = e_lfanew + 4 + 20 + 64;
-    assert_eq!(stored.get(LE), pe_checksum(&data, checksum_offset));
-    assert_ne!(stored.get(LE), 0, "the kernel requires a driver's checksum");
+    for image in images() {
+        let data = &image.data;
+        let file = PeFile64::parse(&**data).unwrap();
+        let stored = file.nt_headers().optional_header().check_sum.get(LE);
+        let (checksum_offset, _) = checksum_and_security_entry_offsets(data);
+        assert_eq!(stored, pe_checksum(data, checksum_offset), "{}", image.path);
+        assert_ne!(
+            stored, 0,
+            "{}: the kernel requires a driver's checksum",
+            image.path
+        );
+    }
 }
 
 #[test]
 fn imports_only_from_the_kernel_ndis_and_the_hal() {
-    let data = image();
-    let file = PeFile64::parse(&*data).unwrap();
-    let imports = file.import_table().unwrap().expect("an import table");
-    let mut descriptors = imports.descriptors().unwrap();
-    let mut functions = Vec::new();
-    while let Some(descriptor) = descriptors.next().unwrap() {
-        let dll = String::from_utf8_lossy(imports.name(descriptor.name.get(LE)).unwrap());
-        assert!(
-            ALLOWED_IMPORT_DLLS
-                .iter()
-                .any(|allowed| dll.eq_ignore_ascii_case(allowed)),
-            "imports from {dll}"
-        );
-        let mut thunks = imports
-            .thunks(descriptor.original_first_thunk.get(LE))
-            .unwrap();
-        while let Some(thunk) = thunks.next::<pe::ImageNtHeaders64>().unwrap() {
-            let (_hint, name) = imports.hint_name(thunk.address()).unwrap();
-            functions.push(format!("{dll}!{}", String::from_utf8_lossy(name)));
+    for image in images() {
+        let path = &image.path;
+        let file = PeFile64::parse(&*image.data).unwrap();
+        let imports = file.import_table().unwrap().expect("an import table");
+        let mut descriptors = imports.descriptors().unwrap();
+        let mut functions = Vec::new();
+        while let Some(descriptor) = descriptors.next().unwrap() {
+            let dll = String::from_utf8_lossy(imports.name(descriptor.name.get(LE)).unwrap());
+            assert!(
+                ALLOWED_IMPORT_DLLS
+                    .iter()
+                    .any(|allowed| dll.eq_ignore_ascii_case(allowed)),
+                "{path}: imports from {dll}"
+            );
+            let mut thunks = imports
+                .thunks(descriptor.original_first_thunk.get(LE))
+                .unwrap();
+            while let Some(thunk) = thunks.next::<pe::ImageNtHeaders64>().unwrap() {
+                let (_hint, name) = imports.hint_name(thunk.address()).unwrap();
+                functions.push(format!("{dll}!{}", String::from_utf8_lossy(name)));
+            }
         }
-    }
-    for (function, why) in [
-        (
-            "ndis.sys!NdisMRegisterMiniportDriver",
-            "DriverEntry registers the miniport",
-        ),
-        (
-            "ntoskrnl.exe!MmProbeAndLockPages",
-            "the SEH shim is linked in",
-        ),
-        (
-            "ntoskrnl.exe!__C_specific_handler",
-            "the SEH shim's __try has its handler",
-        ),
-    ] {
-        assert!(
-            functions.iter().any(|f| f == function),
-            "{why}: {functions:?}"
-        );
+        for (function, why) in [
+            (
+                "ndis.sys!NdisMRegisterMiniportDriver",
+                "DriverEntry registers the miniport",
+            ),
+            (
+                "ntoskrnl.exe!MmProbeAndLockPages",
+                "the SEH shim is linked in",
+            ),
+            (
+                "ntoskrnl.exe!__C_specific_handler",
+                "the SEH shim's __try has its handler",
+            ),
+        ] {
+            assert!(
+                functions.iter().any(|f| f == function),
+                "{path}: {why}: {functions:?}"
+            );
+        }
     }
 }
 
 #[test]
 fn no_section_is_both_writable_and_executable() {
-    let data = image();
-    let file = PeFile64::parse(&*data).unwrap();
+    for image in images() {
+        let file = PeFile64::parse(&*image.data).unwrap();
+        let sections = file.section_table();
+        assert!(!sections.is_empty());
+        for section in sections.iter() {
+            let flags = section.characteristics.get(LE);
+            let name = String::from_utf8_lossy(section.raw_name());
+            let writable = flags.contains(pe::IMAGE_SCN_MEM_WRITE);
+            let executable = flags.contains(pe::IMAGE_SCN_MEM_EXECUTE);
+            assert!(
+                !(writable && executable),
+                "{}: section {name} is writable and executable",
+                image.path
+            );
+        }
+    }
+}
+
+/// One node of a VS_VERSIONINFO tree: its key, its value, its children.
+struct VersionNode<'a> {
+    length: usize,
+    key: String,
+    value: &'a [u8],
+    text: bool,
+    children: Vec<VersionNode<'a>>,
+}
+
+impl VersionNode<'_> {
+    fn parse(data: &[u8]) -> VersionNode<'_> {
+        let u16_at = |at: usize| u16::from_le_bytes([data[at], data[at + 1]]);
+        let align = |at: usize| (at + 3) & !3;
+        let length = usize::from(u16_at(0));
+        let text = u16_at(4) == 1;
+        // A text value's length counts UTF-16 units, a binary one's bytes.
+        let value_length = usize::from(u16_at(2)) * if text { 2 } else { 1 };
+        let mut at = 6;
+        let mut key = Vec::new();
+        while u16_at(at) != 0 {
+            key.push(u16_at(at));
+            at += 2;
+        }
+        at = align(at + 2);
+        let value = &data[at..at + value_length];
+        at = align(at + value_length);
+        let mut children = Vec::new();
+        while at < length {
+            let child = VersionNode::parse(&data[at..length]);
+            at = align(at + child.length);
+            children.push(child);
+        }
+        VersionNode {
+            length,
+            key: String::from_utf16(&key).unwrap(),
+            value,
+            text,
+            children,
+        }
+    }
+
+    fn child(&self, key: &str) -> &VersionNode<'_> {
+        let found = self.children.iter().find(|child| child.key == key);
+        found.unwrap_or_else(|| panic!("{} has no {key}", self.key))
+    }
+
+    fn text(&self) -> String {
+        assert!(self.text, "{} is not text", self.key);
+        let units: Vec<u16> = self
+            .value
+            .chunks(2)
+            .map(|pair| u16::from_le_bytes([pair[0], pair[1]]))
+            .collect();
+        String::from_utf16(&units)
+            .unwrap()
+            .trim_end_matches('\0')
+            .to_owned()
+    }
+}
+
+/// The bytes of the image's version resource (type RT_VERSION, ID 1, any language).
+fn version_resource(data: &[u8]) -> Vec<u8> {
+    use object::read::pe::{ResourceDirectoryEntryData, ResourceNameOrId};
+    let file = PeFile64::parse(data).unwrap();
     let sections = file.section_table();
-    assert!(!sections.is_empty());
-    for section in sections.iter() {
-        let flags = section.characteristics.get(LE);
-        let name = String::from_utf8_lossy(section.raw_name());
-        let writable = flags.contains(pe::IMAGE_SCN_MEM_WRITE);
-        let executable = flags.contains(pe::IMAGE_SCN_MEM_EXECUTE);
-        assert!(
-            !(writable && executable),
-            "section {name} is writable and executable"
+    let resources = file
+        .data_directories()
+        .resource_directory(data, &sections)
+        .unwrap()
+        .expect("a resource section");
+    let find = |table: &object::read::pe::ResourceDirectoryTable<'_>, id: u16| {
+        let entry = table
+            .entries
+            .iter()
+            .find(|entry| matches!(entry.name_or_id(), ResourceNameOrId::Id(found) if found == id));
+        entry
+            .unwrap_or_else(|| panic!("no resource entry {id}"))
+            .data(resources)
+            .unwrap()
+    };
+    let ResourceDirectoryEntryData::Table(names) = find(&resources.root().unwrap(), pe::RT_VERSION)
+    else {
+        panic!("RT_VERSION is not a table");
+    };
+    let ResourceDirectoryEntryData::Table(languages) = find(&names, 1) else {
+        panic!("VS_VERSION_INFO is not a table");
+    };
+    let language = languages
+        .entries
+        .first()
+        .expect("a language")
+        .data(resources)
+        .unwrap();
+    let ResourceDirectoryEntryData::Data(entry) = language else {
+        panic!("the version resource is not data");
+    };
+    let (rva, size) = (entry.offset_to_data.get(LE), entry.size.get(LE) as usize);
+    sections
+        .pe_data_at(data, rva)
+        .expect("the resource's data in a section")[..size]
+        .to_vec()
+}
+
+#[test]
+fn carries_the_version_resource_of_the_cargo_version() {
+    let version = |part: &str| part.parse::<u32>().unwrap();
+    let (major, minor, patch) = (
+        version(env!("CARGO_PKG_VERSION_MAJOR")),
+        version(env!("CARGO_PKG_VERSION_MINOR")),
+        version(env!("CARGO_PKG_VERSION_PATCH")),
+    );
+    for image in images() {
+        let path = &image.path;
+        let resource = version_resource(&image.data);
+        let root = VersionNode::parse(&resource);
+        assert_eq!(root.key, "VS_VERSION_INFO", "{path}");
+        // VS_FIXEDFILEINFO: thirteen u32s.
+        let fixed: Vec<u32> = root
+            .value
+            .chunks(4)
+            .map(|word| u32::from_le_bytes(word.try_into().unwrap()))
+            .collect();
+        assert_eq!(fixed.len(), 13, "{path}: VS_FIXEDFILEINFO");
+        assert_eq!(fixed[0], 0xFEEF_04BD, "{path}: VS_FIXEDFILEINFO signature");
+        let ms = major << 16 | minor;
+        let ls = patch << 16;
+        assert_eq!((fixed[2], fixed[3]), (ms, ls), "{path}: file version");
+        assert_eq!((fixed[4], fixed[5]), (ms, ls), "{path}: product version");
+        assert_eq!(fixed[8], 0x0004_0004, "{path}: VOS_NT_WINDOWS32");
+        assert_eq!(
+            (fixed[9], fixed[10]),
+            (3, 6),
+            "{path}: VFT_DRV, VFT2_DRV_NETWORK"
         );
+        assert_eq!(
+            fixed[2],
+            oxtun::VENDOR_DRIVER_VERSION,
+            "{path}: OID_GEN_VENDOR_DRIVER_VERSION answers the file version's major and minor"
+        );
+
+        let strings = root.child("StringFileInfo").child("040904b0");
+        let value = |key: &str| strings.child(key).text();
+        assert_eq!(value("FileVersion"), env!("CARGO_PKG_VERSION"), "{path}");
+        assert_eq!(value("ProductVersion"), env!("CARGO_PKG_VERSION"), "{path}");
+        assert_eq!(value("OriginalFilename"), "oxtun.sys", "{path}");
+        assert!(value("FileDescription").contains("TUN"), "{path}");
+        assert!(value("LegalCopyright").starts_with("Copyright"), "{path}");
+        let translation = root.child("VarFileInfo").child("Translation").value;
+        assert_eq!(
+            translation,
+            [0x09, 0x04, 0xB0, 0x04],
+            "{path}: US English, Unicode"
+        );
+    }
+}
+
+/// Offsets in the file of the optional header's CheckSum and of the certificate table's entry
+/// among the data directories.
+fn checksum_and_security_entry_offsets(data: &[u8]) -> (usize, usize) {
+    let e_lfanew = u32::from_le_bytes(data[0x3C..0x40].try_into().unwrap()) as usize;
+    // Signature (4) and file header (20); in the PE32+ optional header the CheckSum is at 64
+    // and the data directories (8 bytes each) start at 112.
+    let optional = e_lfanew + 4 + 20;
+    let security = pe::IMAGE_DIRECTORY_ENTRY_SECURITY;
+    (optional + 64, optional + 112 + 8 * security)
+}
+
+#[test]
+fn packaged_images_are_the_built_ones_with_an_authenticode_signature() {
+    for (built, packaged) in built_images().iter().zip(packaged_images()) {
+        let path = &packaged.path;
+        let unsigned = PeFile64::parse(&*built.data).unwrap();
+        assert!(
+            unsigned
+                .data_directories()
+                .get(pe::IMAGE_DIRECTORY_ENTRY_SECURITY)
+                .is_none(),
+            "{}: the linker signs nothing",
+            built.path
+        );
+
+        let signed = PeFile64::parse(&*packaged.data).unwrap();
+        let security = signed
+            .data_directories()
+            .get(pe::IMAGE_DIRECTORY_ENTRY_SECURITY);
+        // The certificate table's "address" is a file offset, not an RVA.
+        let (offset, size) = security.expect("a certificate table").address_range();
+        let (offset, size) = (offset as usize, size as usize);
+        assert_eq!(
+            offset + size,
+            packaged.data.len(),
+            "{path}: it ends the file"
+        );
+        // WIN_CERTIFICATE: dwLength, wRevision, wCertificateType, then the PKCS#7 SignedData.
+        let certificate = &packaged.data[offset..];
+        let length = u32::from_le_bytes(certificate[..4].try_into().unwrap()) as usize;
+        assert!(
+            8 < length && length <= size,
+            "{path}: WIN_CERTIFICATE length"
+        );
+        let revision = u16::from_le_bytes([certificate[4], certificate[5]]);
+        let kind = u16::from_le_bytes([certificate[6], certificate[7]]);
+        assert_eq!(revision, 0x0200, "{path}: WIN_CERT_REVISION_2_0");
+        assert_eq!(kind, 0x0002, "{path}: WIN_CERT_TYPE_PKCS_SIGNED_DATA");
+
+        // Before the table (and its alignment padding) the file is the built image, but for
+        // the two fields signing rewrites.
+        let length = built.data.len();
+        assert!(offset >= length, "{path}: the signature follows the image");
+        assert!(
+            packaged.data[length..offset].iter().all(|&byte| byte == 0),
+            "{path}"
+        );
+        let mut expected = built.data.clone();
+        let mut actual = packaged.data[..length].to_vec();
+        let (checksum, entry) = checksum_and_security_entry_offsets(&expected);
+        for bytes in [&mut expected, &mut actual] {
+            bytes[checksum..checksum + 4].fill(0);
+            bytes[entry..entry + 8].fill(0);
+        }
+        assert!(expected == actual, "{path} is not {} signed", built.path);
     }
 }

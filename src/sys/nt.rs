@@ -540,6 +540,25 @@ pub fn KeGetCurrentIrql() -> KIRQL {
     irql as KIRQL
 }
 
+/// `KeGetCurrentIrql`: on ARM64 the IRQL is `KPCR.CurrentIrql`, the byte at 0x38 of the
+/// processor control region that register x18 points to in kernel mode.
+#[cfg(all(windows, target_arch = "aarch64"))]
+pub fn KeGetCurrentIrql() -> KIRQL {
+    let irql: u32;
+    // SAFETY: in kernel mode x18 always holds the current processor's KPCR (the Windows ARM64
+    // ABI reserves the register, so compiled code never changes it), and a KPCR stays mapped
+    // while its processor runs. One load reads it, so a thread cannot move to another processor
+    // between finding the KPCR and reading its byte; reading has no side effects.
+    unsafe {
+        core::arch::asm!(
+            "ldrb {irql:w}, [x18, #0x38]",
+            irql = out(reg) irql,
+            options(readonly, nostack, preserves_flags)
+        )
+    };
+    irql as KIRQL
+}
+
 /// `KeGetCurrentIrql`: the simulated kernel tracks the IRQL of each thread.
 #[cfg(not(windows))]
 pub fn KeGetCurrentIrql() -> KIRQL {

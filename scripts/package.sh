@@ -1,0 +1,53 @@
+#!/usr/bin/env bash
+# The driver package, as the Windows flow of Makefile.toml makes it less the catalog (inf2cat
+# needs Windows): target/package/<arch>/ holds the kernel image as oxtun.sys, Authenticode
+# test-signed with a certificate made here, its symbols and the stamped INF, for amd64 and arm64;
+# target/package/oxtun-test.cer is the certificate a test machine must trust. The private key
+# stays in target/test-signing/ and is never packaged or committed.
+source "$(dirname "$0")/setup.sh"
+
+package=target/package
+signing=target/test-signing
+version=$(cargo pkgid -p oxtun)
+version=${version##*[#@]}
+# stampinf's `-d *`: today, or the time SOURCE_DATE_EPOCH gives for a reproducible package.
+date=$(date -u -d "@${SOURCE_DATE_EPOCH:-$(date +%s)}" +%m/%d/%Y)
+
+# What stampinf does: the architecture into the decorated section names, and DriverVer in
+# [Version] as the date and the four-part version.
+stamp_inf() {
+    sed -e 's/\$ARCH\$/'"$1"'/g' \
+        -e '/^\[Version\]/I,/^\[/ s|^\(DriverVer\s*=\).*|\1 '"$date,$version.0"'|I' wintun.inx
+}
+
+# A self-signed code-signing certificate, made once and kept while it is valid a day longer.
+if ! openssl x509 -in "$signing/oxtun-test.pem" -noout -checkend 86400 >/dev/null 2>&1; then
+    mkdir -p "$signing"
+    openssl req -x509 -newkey rsa:3072 -nodes -sha256 -days 365 \
+        -subj "/CN=oxtun test signing (not trusted)" \
+        -addext "basicConstraints=critical,CA:FALSE" \
+        -addext "keyUsage=critical,digitalSignature" \
+        -addext "extendedKeyUsage=codeSigning" \
+        -keyout "$signing/oxtun-test.key" -out "$signing/oxtun-test.pem" 2>/dev/null
+fi
+
+rm -rf "$package"
+mkdir -p "$package"
+openssl x509 -in "$signing/oxtun-test.pem" -outform der -out "$package/oxtun-test.cer"
+for target in "${WINDOWS_TARGETS[@]}"; do
+    arch=${WINDOWS_ARCH[$target]}
+    cargo build --release --locked --target "$target" -p oxtun
+    mkdir "$package/$arch"
+    stamp_inf "$arch" >"$package/$arch/oxtun.inf"
+    cp "target/$target/release/oxtun.pdb" "$package/$arch/"
+    osslsigncode sign -certs "$signing/oxtun-test.pem" -key "$signing/oxtun-test.key" \
+        -h sha256 -n "OxTun" -in "target/$target/release/oxtun.dll" -out "$package/$arch/oxtun.sys" \
+        >/dev/null
+    # Checks the signature against the certificate: the image's digest and the signer's chain.
+    osslsigncode verify -CAfile "$signing/oxtun-test.pem" -in "$package/$arch/oxtun.sys" \
+        >"$signing/verify-$arch.log" 2>&1 ||
+        { cat "$signing/verify-$arch.log"; exit 1; }
+    echo "$package/$arch/oxtun.sys: $(grep -E '^Signature verification' "$signing/verify-$arch.log")"
+done
+echo "package: $PWD/$package (no catalog: inf2cat needs Windows, see docs/windows.md)"
+find "$package" -type f | sort | sed 's/^/  /'
