@@ -388,6 +388,48 @@ fn facts() -> Vec<(&'static str, usize)> {
             "FIELD_OFFSET(NET_BUFFER_LIST, Status)",
             offset_of!(NET_BUFFER_LIST, Status),
         ),
+        (
+            "FIELD_OFFSET(NET_BUFFER_LIST, NetBufferListInfo)",
+            offset_of!(NET_BUFFER_LIST, NetBufferListInfo),
+        ),
+        ("NetBufferListFrameType", NetBufferListFrameType),
+        ("NDIS_NBL_FLAGS_IS_IPV4", NDIS_NBL_FLAGS_IS_IPV4 as usize),
+        ("NDIS_NBL_FLAGS_IS_IPV6", NDIS_NBL_FLAGS_IS_IPV6 as usize),
+        (
+            "FIELD_OFFSET(NET_BUFFER, Next)",
+            offset_of!(NET_BUFFER, Next),
+        ),
+        (
+            "FIELD_OFFSET(NET_BUFFER, CurrentMdl)",
+            offset_of!(NET_BUFFER, CurrentMdl),
+        ),
+        (
+            "FIELD_OFFSET(NET_BUFFER, CurrentMdlOffset)",
+            offset_of!(NET_BUFFER, CurrentMdlOffset),
+        ),
+        (
+            "FIELD_OFFSET(NET_BUFFER, DataLength)",
+            offset_of!(NET_BUFFER, DataLength),
+        ),
+        (
+            "FIELD_OFFSET(NET_BUFFER, MdlChain)",
+            offset_of!(NET_BUFFER, MdlChain),
+        ),
+        (
+            "FIELD_OFFSET(NET_BUFFER, DataOffset)",
+            offset_of!(NET_BUFFER, DataOffset),
+        ),
+        ("sizeof(EX_RUNDOWN_REF)", size_of::<EX_RUNDOWN_REF>()),
+        ("sizeof(OBJECT_ATTRIBUTES)", size_of::<OBJECT_ATTRIBUTES>()),
+        (
+            "FIELD_OFFSET(OBJECT_ATTRIBUTES, Attributes)",
+            offset_of!(OBJECT_ATTRIBUTES, Attributes),
+        ),
+        ("MDL_PARTIAL", MDL_PARTIAL as usize),
+        (
+            "MDL_PARTIAL_HAS_BEEN_MAPPED",
+            MDL_PARTIAL_HAS_BEEN_MAPPED as usize,
+        ),
     ]
 }
 
