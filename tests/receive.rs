@@ -298,43 +298,70 @@ fn packets_arriving_while_paused_are_dropped_not_indicated() {
     setup.finish();
 }
 
-#[test]
-fn a_corrupt_receive_ring_stops_reading_and_nothing_else() {
-    let setup = setup();
-    let process = Process::new(Token::System, Bitness::Bits64);
-    let (handle, rings) = register(&setup.adapter, &process);
-    let mut writer = rings.receive_writer();
-    assert!(client_write(
-        &mut writer,
-        &rings.receive_event,
-        &[ipv4(1, 40)]
-    ));
-    setup.adapter.wait_received(1, PATIENCE);
-    wait_released(&rings);
-    // A Size over 0xFFFF at Head, published by moving Tail past it.
-    let at = head(&rings);
-    // SAFETY (test): the receive ring's memory: the Size word of the packet at Head, then Tail.
+/// How a test corrupts the receive ring, given the offset of the next packet.
+type Corruption = fn(&ClientRings, u32);
+
+fn corrupt_size(rings: &ClientRings, at: u32) {
+    // SAFETY (test): the receive ring's memory: the Size word of the packet at `at`, then Tail.
     unsafe {
         let data = (rings.receive_ring as *mut u8).add(12);
         (data.add(at as usize) as *mut u32).write(MAX_IP_PACKET_SIZE + 1);
-        AtomicU32::from_ptr((rings.receive_ring as *mut u32).add(1))
-            .store(at + 8, Ordering::SeqCst);
     }
-    rings.receive_event.set();
-    let start = std::time::Instant::now();
-    while head(&rings) != RING_ENDED {
-        assert!(
-            start.elapsed() < PATIENCE,
-            "the driver never gave up the ring"
+    set_tail(rings, at + 8);
+}
+
+fn set_tail(rings: &ClientRings, tail: u32) {
+    // SAFETY (test): the receive ring's Tail, its second word.
+    unsafe { AtomicU32::from_ptr((rings.receive_ring as *mut u32).add(1)) }
+        .store(tail, Ordering::SeqCst);
+}
+
+#[test]
+fn a_corrupt_size_or_tail_stops_reading_and_nothing_else() {
+    let corruptions: [(&str, Corruption); 4] = [
+        ("Size over 0xFFFF", corrupt_size),
+        ("Tail past the capacity", |rings, _| {
+            set_tail(rings, rings.request.receive.ring_size)
+        }),
+        ("Tail misaligned", |rings, at| set_tail(rings, at + 2)),
+        ("Tail 0xFFFFFFFF", |rings, _| set_tail(rings, RING_ENDED)),
+    ];
+    let setup = setup();
+    let process = Process::new(Token::System, Bitness::Bits64);
+    for (name, corrupt) in corruptions {
+        let (handle, rings) = register(&setup.adapter, &process);
+        let mut writer = rings.receive_writer();
+        assert!(client_write(
+            &mut writer,
+            &rings.receive_event,
+            &[ipv4(1, 40)]
+        ));
+        setup.adapter.wait_received(1, PATIENCE);
+        wait_released(&rings);
+        corrupt(&rings, head(&rings));
+        rings.receive_event.set();
+        let start = std::time::Instant::now();
+        while head(&rings) != RING_ENDED {
+            assert!(
+                start.elapsed() < PATIENCE,
+                "{name}: the driver never gave up the ring"
+            );
+            thread::yield_now();
+        }
+        assert_eq!(
+            setup.adapter.query(OID_GEN_VENDOR_ID, 4).status,
+            NDIS_STATUS_SUCCESS
         );
-        thread::yield_now();
+        // The send direction still works until the owner closes.
+        let nbls = vec![vec![ipv4(2, 40)]];
+        let statuses =
+            setup
+                .adapter
+                .send(&nbls, oxtun_sim::Fragmentation::CONTIGUOUS, DISPATCH_LEVEL);
+        assert_eq!(statuses, vec![NDIS_STATUS_SUCCESS], "{name}");
+        handle.close();
+        setup.assert_nothing_held();
     }
-    assert_eq!(
-        setup.adapter.query(OID_GEN_VENDOR_ID, 4).status,
-        NDIS_STATUS_SUCCESS
-    );
-    handle.close();
-    setup.assert_nothing_held();
     let (handle, rings) = register(&setup.adapter, &process);
     let mut writer = rings.receive_writer();
     assert!(client_write(
@@ -375,36 +402,44 @@ fn teardown_waits_for_nbls_the_stack_holds() {
     setup.finish();
 }
 
+/// Every way a registration ends, while packets flow both ways, a thousand times: owner close,
+/// owner exit, close while paused, and halt (then a new adapter).
 #[test]
 fn teardown_during_traffic_a_thousand_times() {
-    let setup = setup();
+    let driver = oxtun_sim::Driver::load().unwrap();
+    let mut adapter = driver.add_adapter().unwrap();
     for round in 0..1000u64 {
         let process = Process::new(Token::System, Bitness::Bits64);
-        let (handle, rings) = register(&setup.adapter, &process);
+        let (handle, rings) = register(&adapter, &process);
         let mut writer = rings.receive_writer();
         let packets: Vec<Vec<u8>> = (0..1 + round % 5)
             .map(|seed| ipv4(seed, 64 + seed as usize))
             .collect();
         assert!(client_write(&mut writer, &rings.receive_event, &packets));
         let nbls = vec![vec![ipv4(round, 40)]];
-        setup
-            .adapter
-            .send(&nbls, oxtun_sim::Fragmentation::CONTIGUOUS, DISPATCH_LEVEL);
-        match round % 3 {
+        adapter.send(&nbls, oxtun_sim::Fragmentation::CONTIGUOUS, DISPATCH_LEVEL);
+        match round % 4 {
             0 => handle.close(),
             1 => {
                 drop(handle);
                 process.exit();
             }
-            _ => {
-                setup.adapter.pause();
-                setup.adapter.wait_paused_if_pending();
+            2 => {
+                adapter.pause();
+                adapter.wait_paused_if_pending();
                 handle.close();
-                assert_eq!(setup.adapter.restart(), NDIS_STATUS_SUCCESS);
+                assert_eq!(adapter.restart(), NDIS_STATUS_SUCCESS);
+            }
+            _ => {
+                drop(handle);
+                adapter.halt();
+                assert_eq!(rings.send_tail(), RING_ENDED);
+                adapter = driver.add_adapter().unwrap();
             }
         }
-        setup.adapter.take_received();
-        setup.assert_nothing_held();
+        adapter.take_received();
     }
-    setup.finish();
+    adapter.halt();
+    let leaks = driver.unload();
+    assert!(leaks.is_empty(), "leaked {leaks}");
 }

@@ -213,8 +213,10 @@ pub struct Received {
 /// The receive side of an adapter, as NDIS sees it.
 pub struct ReceiveSide {
     pub mode: ReturnMode,
-    /// NBLs indicated and not returned, oldest first.
+    /// NBLs indicated and not returned, oldest first, that the test returns.
     pub held: Vec<usize>,
+    /// NBLs indicated in [`ReturnMode::Immediately`], being returned within the indication.
+    pub returning: Vec<usize>,
     pub received: std::collections::VecDeque<Received>,
     /// NBLs per indication, in order.
     pub indications: Vec<u32>,
@@ -298,6 +300,7 @@ pub fn new_adapter() -> NDIS_HANDLE {
         receive: Mutex::new(ReceiveSide {
             mode: ReturnMode::Immediately,
             held: Vec::new(),
+            returning: Vec::new(),
             received: std::collections::VecDeque::new(),
             indications: Vec::new(),
         }),
@@ -954,7 +957,8 @@ pub unsafe extern "system" fn NdisFreeNetBufferList(nbl: *mut NET_BUFFER_LIST) {
     let held = ADAPTERS.lock().unwrap().iter().any(|&handle| {
         // SAFETY: a live adapter block.
         let block = unsafe { &*(handle as *const AdapterBlock) };
-        block.receive.lock().unwrap().held.contains(&(nbl as usize))
+        let receive = block.receive.lock().unwrap();
+        receive.held.contains(&(nbl as usize)) || receive.returning.contains(&(nbl as usize))
     });
     if held {
         violation("freeing an NBL the stack still holds");
@@ -1040,14 +1044,17 @@ pub unsafe extern "system" fn NdisMIndicateReceiveNetBufferLists(
             if !ALLOCATED_NBLS.lock().unwrap().contains_key(&nbl) {
                 violation(format!("indicating NBL {nbl:#x}, which was not allocated"));
             }
-            if receive.held.contains(&nbl) {
+            if receive.held.contains(&nbl) || receive.returning.contains(&nbl) {
                 violation(format!(
                     "indicating NBL {nbl:#x}, which the stack still holds"
                 ));
             }
             let received = read_received(nbl as *mut NET_BUFFER_LIST);
             receive.received.push_back(received);
-            receive.held.push(nbl);
+            match receive.mode {
+                ReturnMode::Immediately => receive.returning.push(nbl),
+                ReturnMode::Hold => receive.held.push(nbl),
+            }
         }
         receive.indications.push(count);
         receive.mode
@@ -1067,13 +1074,16 @@ pub fn return_nbls(handle: NDIS_HANDLE, nbls: &[usize]) {
     {
         let mut receive = block.receive.lock().unwrap();
         for nbl in nbls {
-            let Some(position) = receive.held.iter().position(|held| held == nbl) else {
+            if let Some(position) = receive.held.iter().position(|held| held == nbl) {
+                receive.held.remove(position);
+            } else if let Some(position) = receive.returning.iter().position(|held| held == nbl) {
+                receive.returning.remove(position);
+            } else {
                 violation(format!(
                     "the simulator returns NBL {nbl:#x}, which it does not hold"
                 ));
                 return;
-            };
-            receive.held.remove(position);
+            }
         }
     }
     for pair in nbls.windows(2) {
