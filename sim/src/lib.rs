@@ -26,7 +26,9 @@ use std::fmt;
 use oxtun::sys::*;
 
 pub use io::DeviceHandle;
-pub use ndis::{AdapterState, Fragmentation, General, OidResult, Received, ReturnMode};
+pub use ndis::{
+    AdapterState, Fragmentation, General, OidResult, PreparedSend, Received, ReturnMode,
+};
 pub use process::{Bitness, EventObject, Process, Token};
 
 /// The driver, loaded.
@@ -232,6 +234,30 @@ impl Adapter {
     /// returns NDIS_STATUS_PENDING (until NdisMPauseComplete: see [`Adapter::wait_paused`]).
     pub fn pause(&self) -> NDIS_STATUS {
         self.transition(AdapterState::Running, AdapterState::Paused)
+    }
+
+    /// Sends NBLs prepared once (for benchmarks); returns how many completed with success.
+    pub fn send_prepared(&self, prepared: &mut PreparedSend, irql: KIRQL) -> usize {
+        ndis::send_prepared(self.handle, prepared, irql)
+    }
+
+    /// Whether indicated packets are read and kept for [`Adapter::take_received`], or only
+    /// counted ([`Adapter::packets_received`]); for benchmarks.
+    pub fn set_recording(&self, recording: bool) {
+        ndis::adapter_block(self.handle)
+            .receive
+            .lock()
+            .unwrap()
+            .recording = recording;
+    }
+
+    /// Packets indicated so far, recorded or not.
+    pub fn packets_received(&self) -> u64 {
+        ndis::adapter_block(self.handle)
+            .receive
+            .lock()
+            .unwrap()
+            .packets
     }
 
     /// Waits for a pending pause to complete.

@@ -220,6 +220,10 @@ pub struct ReceiveSide {
     pub received: std::collections::VecDeque<Received>,
     /// NBLs per indication, in order.
     pub indications: Vec<u32>,
+    /// Whether indicated packets are read and kept (or only counted, for benchmarks).
+    pub recording: bool,
+    /// Packets indicated, recorded or not.
+    pub packets: u64,
 }
 
 /// What the driver told NDIS about an adapter.
@@ -303,6 +307,8 @@ pub fn new_adapter() -> NDIS_HANDLE {
             returning: Vec::new(),
             received: std::collections::VecDeque::new(),
             indications: Vec::new(),
+            recording: true,
+            packets: 0,
         }),
         received_changed: std::sync::Condvar::new(),
         attributes: Mutex::new(Attributes::default()),
@@ -806,6 +812,57 @@ fn build_nbl(packets: &[Vec<u8>], layout: Fragmentation) -> SendNbl {
     }
 }
 
+/// NBLs built once and sent again and again, for benchmarks.
+pub struct PreparedSend {
+    nbls: Vec<SendNbl>,
+}
+
+impl PreparedSend {
+    pub fn new(nbls: &[Vec<Vec<u8>>], layout: Fragmentation) -> Self {
+        let mut nbls: Vec<SendNbl> = nbls
+            .iter()
+            .map(|packets| build_nbl(packets, layout))
+            .collect();
+        for index in (0..nbls.len().saturating_sub(1)).rev() {
+            let next: *mut NET_BUFFER_LIST = &mut nbls[index + 1].nbl.nbl;
+            nbls[index].nbl.nbl.Next = next;
+        }
+        PreparedSend { nbls }
+    }
+}
+
+// SAFETY: the storage is touched only by the thread that sends it and by the driver during the
+// send.
+unsafe impl Send for PreparedSend {}
+
+/// Sends prepared NBLs again; returns how many completed with success.
+pub fn send_prepared(handle: NDIS_HANDLE, prepared: &mut PreparedSend, irql: KIRQL) -> usize {
+    let handlers = handlers().expect("a registered driver");
+    let context = adapter_context(handle);
+    {
+        let mut sent = SENT.lock().unwrap();
+        for nbl in &mut prepared.nbls {
+            nbl.nbl.nbl.Status = 0x7EAD_BEEF;
+            sent.insert(&nbl.nbl.nbl as *const NET_BUFFER_LIST as usize);
+        }
+    }
+    let flags = if irql == DISPATCH_LEVEL {
+        NDIS_SEND_FLAGS_DISPATCH_LEVEL
+    } else {
+        0
+    };
+    let first: *mut NET_BUFFER_LIST = &mut prepared.nbls[0].nbl.nbl;
+    irql::call_at(irql, "MiniportSendNetBufferLists", || {
+        // SAFETY: the driver's handler with its context and a chain NDIS owns until completion.
+        unsafe { (handlers.send)(context, first, 0, flags) }
+    });
+    prepared
+        .nbls
+        .iter()
+        .filter(|nbl| nbl.nbl.nbl.Status == NDIS_STATUS_SUCCESS)
+        .count()
+}
+
 /// NBLs sent and not yet completed, by address.
 static SENT: Mutex<BTreeSet<usize>> = Mutex::new(BTreeSet::new());
 
@@ -1049,8 +1106,11 @@ pub unsafe extern "system" fn NdisMIndicateReceiveNetBufferLists(
                     "indicating NBL {nbl:#x}, which the stack still holds"
                 ));
             }
-            let received = read_received(nbl as *mut NET_BUFFER_LIST);
-            receive.received.push_back(received);
+            if receive.recording {
+                let received = read_received(nbl as *mut NET_BUFFER_LIST);
+                receive.received.push_back(received);
+            }
+            receive.packets += 1;
             match receive.mode {
                 ReturnMode::Immediately => receive.returning.push(nbl),
                 ReturnMode::Hold => receive.held.push(nbl),

@@ -64,6 +64,17 @@ impl EventObject {
         std::mem::take(&mut *self.signalled.lock().unwrap())
     }
 
+    /// Waits up to `timeout` for the event, as a client's WaitForSingleObject; true if it came
+    /// (and is reset again).
+    pub fn wait(&self, timeout: std::time::Duration) -> bool {
+        let signalled = self.signalled.lock().unwrap();
+        let (mut signalled, _) = self
+            .changed
+            .wait_timeout_while(signalled, timeout, |signalled| !*signalled)
+            .unwrap();
+        std::mem::take(&mut *signalled)
+    }
+
     pub fn set(&self) {
         self.sets.fetch_add(1, Ordering::SeqCst);
         *self.signalled.lock().unwrap() = true;
