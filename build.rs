@@ -28,6 +28,13 @@ fn main() {
     // The linker takes a compiled resource file like an object and puts it in .rsrc.
     let resource = compile_version_resource();
     println!("cargo::rustc-cdylib-link-arg={}", resource.display());
+    // Under the WDK (the Windows package flow), wdk-build configures the driver's link from the
+    // WDK, per [package.metadata.wdk] in Cargo.toml. These lines exist only there.
+    #[cfg(feature = "wdk")]
+    if let Err(error) = wdk_build::configure_wdk_binary_build() {
+        panic!("wdk-build could not configure the driver build: {error}");
+    }
+    #[cfg(not(feature = "wdk"))]
     for arg in [
         "/DRIVER", // a kernel-mode driver image
         "/SUBSYSTEM:NATIVE,10.00",

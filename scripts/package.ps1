@@ -1,5 +1,6 @@
 # The Windows package flow, after windows-drivers-rs' rust-driver-makefile.toml: cargo builds the
-# image (build.rs links it as here, so it is the image the Linux checks see), then stampinf,
+# image through wdk-build (--features wdk: build.rs takes the link configuration from the WDK),
+# then stampinf,
 # infverif, inf2cat and signtool make target\package\<arch>\ with oxtun.sys, oxtun.inf, oxtun.cat
 # and oxtun.pdb for amd64 and arm64, test-signed with a certificate of the current user's store.
 # Run it through `cargo make package` from a WDK build environment (the EWDK's
@@ -37,7 +38,7 @@ Remove-Item -Recurse -Force $package -ErrorAction SilentlyContinue
 New-Item -ItemType Directory $package | Out-Null
 Export-Certificate -Cert $certificate -FilePath "$package\oxtun-test.cer" | Out-Null
 foreach ($target in $targets) {
-    Invoke-Tool cargo @('build', '--release', '--locked', '--target', $target.Triple, '-p', 'oxtun')
+    Invoke-Tool cargo @('build', '--release', '--locked', '--features', 'wdk', '--target', $target.Triple, '-p', 'oxtun')
     $built = "target\$($target.Triple)\release"
     $folder = "$package\$($target.Arch)"
     New-Item -ItemType Directory $folder | Out-Null
