@@ -11,6 +11,7 @@
 
 #![no_std]
 
+pub mod emulator;
 pub mod layout;
 mod order;
 mod reader;

@@ -1,0 +1,97 @@
+//! The registration message of the Linux emulator's device protocol (design.md, "Emulated
+//! device protocol"): what a client sends over the emulator's Unix socket in place of the IOCTL.
+//!
+//! 16 bytes, little-endian: the IOCTL code, the send ring's size, the receive ring's size, and
+//! flags (0). Four descriptors travel with it (SCM_RIGHTS): send ring memfd, send TailMoved
+//! eventfd, receive ring memfd, receive TailMoved eventfd. The reply is the NTSTATUS, 4 bytes.
+
+use crate::layout::TUN_IOCTL_REGISTER_RINGS;
+
+/// Bytes of a registration message.
+pub const REGISTRATION_MESSAGE_LEN: usize = 16;
+/// Descriptors that travel with it.
+pub const REGISTRATION_DESCRIPTORS: usize = 4;
+
+/// A registration message, decoded.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct EmulatorRegistration {
+    pub send_ring_size: u32,
+    pub receive_ring_size: u32,
+}
+
+/// Why a registration message was refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EmulatorMessageError {
+    /// Not 16 bytes.
+    WrongLength(usize),
+    /// The IOCTL code is not TUN_IOCTL_REGISTER_RINGS.
+    UnknownIoctl(u32),
+    /// Flags other than 0.
+    UnknownFlags(u32),
+}
+
+impl EmulatorRegistration {
+    pub fn decode(message: &[u8]) -> Result<Self, EmulatorMessageError> {
+        let message: &[u8; REGISTRATION_MESSAGE_LEN] = message
+            .try_into()
+            .map_err(|_| EmulatorMessageError::WrongLength(message.len()))?;
+        let word = |at: usize| {
+            u32::from_le_bytes([
+                message[at],
+                message[at + 1],
+                message[at + 2],
+                message[at + 3],
+            ])
+        };
+        if word(0) != TUN_IOCTL_REGISTER_RINGS {
+            return Err(EmulatorMessageError::UnknownIoctl(word(0)));
+        }
+        if word(12) != 0 {
+            return Err(EmulatorMessageError::UnknownFlags(word(12)));
+        }
+        Ok(EmulatorRegistration {
+            send_ring_size: word(4),
+            receive_ring_size: word(8),
+        })
+    }
+
+    pub fn encode(&self) -> [u8; REGISTRATION_MESSAGE_LEN] {
+        let mut message = [0u8; REGISTRATION_MESSAGE_LEN];
+        message[0..4].copy_from_slice(&TUN_IOCTL_REGISTER_RINGS.to_le_bytes());
+        message[4..8].copy_from_slice(&self.send_ring_size.to_le_bytes());
+        message[8..12].copy_from_slice(&self.receive_ring_size.to_le_bytes());
+        message
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trips_and_refuses_what_is_not_a_registration() {
+        let registration = EmulatorRegistration {
+            send_ring_size: 0x3_000C,
+            receive_ring_size: 0x11_000C,
+        };
+        let message = registration.encode();
+        assert_eq!(&message[..4], &0xCA6C_E5C0u32.to_le_bytes());
+        assert_eq!(EmulatorRegistration::decode(&message), Ok(registration));
+        assert_eq!(
+            EmulatorRegistration::decode(&message[..15]),
+            Err(EmulatorMessageError::WrongLength(15))
+        );
+        let mut wrong = message;
+        wrong[0] ^= 1;
+        assert_eq!(
+            EmulatorRegistration::decode(&wrong),
+            Err(EmulatorMessageError::UnknownIoctl(0xCA6C_E5C1))
+        );
+        let mut flagged = message;
+        flagged[12] = 1;
+        assert_eq!(
+            EmulatorRegistration::decode(&flagged),
+            Err(EmulatorMessageError::UnknownFlags(1))
+        );
+    }
+}
