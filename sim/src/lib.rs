@@ -27,7 +27,8 @@ use oxtun::sys::*;
 
 pub use io::DeviceHandle;
 pub use ndis::{
-    AdapterState, Fragmentation, General, OidResult, PreparedSend, Received, ReturnMode,
+    AdapterState, Fragmentation, General, OidResult, PreparedSend, ReceiveSink, Received,
+    ReturnMode,
 };
 pub use process::{Bitness, EventObject, Process, Token};
 
@@ -249,6 +250,16 @@ impl Adapter {
             .lock()
             .unwrap()
             .recording = recording;
+    }
+
+    /// Hands every indicated packet to `sink` instead of recording it (the emulator's upper
+    /// edge: a TUN interface, or the send path again).
+    pub fn set_receive_sink(&self, sink: Option<ndis::ReceiveSink>) {
+        ndis::adapter_block(self.handle)
+            .receive
+            .lock()
+            .unwrap()
+            .sink = sink;
     }
 
     /// Packets indicated so far, recorded or not.

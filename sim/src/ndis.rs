@@ -224,7 +224,12 @@ pub struct ReceiveSide {
     pub recording: bool,
     /// Packets indicated, recorded or not.
     pub packets: u64,
+    /// Where indicated packets go instead of being recorded (the emulator's upper edge).
+    pub sink: Option<ReceiveSink>,
 }
+
+/// Takes each packet the driver indicates, in place of the recording.
+pub type ReceiveSink = std::sync::Arc<dyn Fn(&[u8]) + Send + Sync>;
 
 /// What the driver told NDIS about an adapter.
 #[derive(Clone, Debug, Default)]
@@ -309,6 +314,7 @@ pub fn new_adapter() -> NDIS_HANDLE {
             indications: Vec::new(),
             recording: true,
             packets: 0,
+            sink: None,
         }),
         received_changed: std::sync::Condvar::new(),
         attributes: Mutex::new(Attributes::default()),
@@ -1095,7 +1101,8 @@ pub unsafe extern "system" fn NdisMIndicateReceiveNetBufferLists(
     if chain.len() != count as usize {
         violation(format!("indicated {} NBLs but said {count}", chain.len()));
     }
-    let mode = {
+    let mut sunk = Vec::new();
+    let (mode, sink) = {
         let mut receive = block.receive.lock().unwrap();
         for &nbl in &chain {
             if !ALLOCATED_NBLS.lock().unwrap().contains_key(&nbl) {
@@ -1106,7 +1113,9 @@ pub unsafe extern "system" fn NdisMIndicateReceiveNetBufferLists(
                     "indicating NBL {nbl:#x}, which the stack still holds"
                 ));
             }
-            if receive.recording {
+            if receive.sink.is_some() {
+                sunk.push(read_received(nbl as *mut NET_BUFFER_LIST).data);
+            } else if receive.recording {
                 let received = read_received(nbl as *mut NET_BUFFER_LIST);
                 receive.received.push_back(received);
             }
@@ -1117,9 +1126,14 @@ pub unsafe extern "system" fn NdisMIndicateReceiveNetBufferLists(
             }
         }
         receive.indications.push(count);
-        receive.mode
+        (receive.mode, receive.sink.clone())
     };
     block.received_changed.notify_all();
+    if let Some(sink) = sink {
+        for packet in &sunk {
+            sink(packet);
+        }
+    }
     if mode == ReturnMode::Immediately {
         return_nbls(handle, &chain);
     }

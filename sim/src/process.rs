@@ -47,6 +47,9 @@ pub struct EventObject {
     signalled: Mutex<bool>,
     changed: Condvar,
     sets: AtomicU64,
+    /// Called on every set, for an event that stands for something outside the simulator (the
+    /// emulator's eventfd).
+    on_set: Option<Box<dyn Fn() + Send + Sync>>,
 }
 
 impl EventObject {
@@ -80,6 +83,9 @@ impl EventObject {
         *self.signalled.lock().unwrap() = true;
         self.changed.notify_all();
         crate::dispatcher::wake_waiters();
+        if let Some(on_set) = &self.on_set {
+            on_set();
+        }
     }
 }
 
@@ -230,6 +236,33 @@ impl Process {
         base as u64
     }
 
+    /// Maps `len` bytes of the shared memory file `fd` into the process (MAP_SHARED), as the
+    /// emulator does with a client's ring memfd; the address is the one the process passes on.
+    pub fn map_shared(&self, fd: std::os::fd::BorrowedFd<'_>, len: usize) -> std::io::Result<u64> {
+        use std::os::fd::AsRawFd;
+        // SAFETY: a shared mapping of the caller's file at an address of the kernel's choosing;
+        // the caller checked the file holds `len` bytes.
+        let base = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED,
+                fd.as_raw_fd(),
+                0,
+            )
+        };
+        if base == libc::MAP_FAILED {
+            return Err(std::io::Error::last_os_error());
+        }
+        self.state.memory.lock().unwrap().push(UserAllocation {
+            base: base as usize,
+            len,
+            locked: 0,
+        });
+        Ok(base as u64)
+    }
+
     /// Frees memory from [`Process::allocate`], as VirtualFree; it may not be locked.
     pub fn free(&self, address: u64) {
         let mut memory = self.state.memory.lock().unwrap();
@@ -253,11 +286,21 @@ impl Process {
 
     /// Creates an auto-reset event and returns the process's handle to it, with `access`.
     pub fn create_event(&self, access: ACCESS_MASK) -> (u64, Arc<EventObject>) {
+        self.create_event_with(access, None)
+    }
+
+    /// Like [`Process::create_event`], calling `on_set` whenever the event is set.
+    pub fn create_event_with(
+        &self,
+        access: ACCESS_MASK,
+        on_set: Option<Box<dyn Fn() + Send + Sync>>,
+    ) -> (u64, Arc<EventObject>) {
         let event = Arc::new(EventObject {
             header: [0; 3],
             signalled: Mutex::new(false),
             changed: Condvar::new(),
             sets: AtomicU64::new(0),
+            on_set,
         });
         let handle = self.insert_handle(Object::Event(event.clone()), access);
         (handle, event)
