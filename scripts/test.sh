@@ -8,7 +8,7 @@ set -x
 cargo fmt --all --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
 for target in "${WINDOWS_TARGETS[@]}"; do
-    cargo clippy -p oxtun --target "$target" --release --locked -- -D warnings
+    cargo clippy -p oxtun -p oxtun-client --target "$target" --release --locked -- -D warnings
     cargo build -p oxtun --target "$target" --release --locked
 done
 scripts/package.sh
