@@ -27,6 +27,9 @@ command -v llvm-readobj >/dev/null || missing+=(llvm)
 command -v clang >/dev/null || compgen -c | grep -qE '^clang-[0-9]+$' || missing+=(clang)
 command -v osslsigncode >/dev/null || missing+=(osslsigncode)
 command -v openssl >/dev/null || missing+=(openssl)
+# The emulator's tests: the TUN device and namespaces, and ping across them.
+command -v ip >/dev/null || missing+=(iproute2)
+command -v ping >/dev/null || missing+=(iputils-ping)
 if [ ${#missing[@]} -gt 0 ]; then
     apt_get() {
         if [ "$(id -u)" = 0 ]; then apt-get "$@"; else sudo apt-get "$@"; fi

@@ -1,0 +1,545 @@
+//! wintun-emu: the oxtun driver on the simulated kernel, served to real client processes.
+//!
+//! Its network side is a Linux TUN interface (or, with `--upper reflect`, the driver's own send
+//! path); its device side a Unix socket speaking design.md's "Emulated device protocol": a
+//! connection is an open device handle, a 16-byte message with four descriptors registers rings,
+//! the reply is the NTSTATUS. Closing the connection (or dying) closes the handle.
+
+use std::io::{self, Write};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::PathBuf;
+use std::process::{Command, ExitCode};
+use std::sync::Arc;
+use std::thread;
+
+use oxtun::sys::*;
+use oxtun_abi::emulator::{EmulatorRegistration, REGISTRATION_DESCRIPTORS};
+use oxtun_abi::{
+    CallerWidth, RingDescriptor, RingRegistration, TUN_IOCTL_REGISTER_RINGS, capacity_for_ring_size,
+};
+use oxtun_sim::{Adapter, Bitness, Driver, Fragmentation, Process, Token};
+
+const USAGE: &str =
+    "usage: wintun-emu --socket PATH [--address CIDR]... [--name IFNAME] [--upper tun|reflect]";
+const EVENT_ALL_ACCESS: ACCESS_MASK = 0x001F_0003;
+const STATUS_INVALID_PARAMETER: u32 = 0xC000_000D;
+const STATUS_INVALID_DEVICE_REQUEST: u32 = 0xC000_0010;
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Upper {
+    Tun,
+    Reflect,
+}
+
+struct Options {
+    socket: PathBuf,
+    addresses: Vec<String>,
+    name: String,
+    upper: Upper,
+}
+
+fn parse_options() -> Result<Options, String> {
+    let mut socket = None;
+    let mut addresses = Vec::new();
+    let mut name = "oxtun0".to_string();
+    let mut upper = Upper::Tun;
+    let mut args = std::env::args().skip(1);
+    while let Some(arg) = args.next() {
+        let mut value = || args.next().ok_or(format!("{arg} needs a value"));
+        match arg.as_str() {
+            "--socket" => socket = Some(PathBuf::from(value()?)),
+            "--address" => addresses.push(value()?),
+            "--name" => name = value()?,
+            "--upper" => {
+                upper = match value()?.as_str() {
+                    "tun" => Upper::Tun,
+                    "reflect" => Upper::Reflect,
+                    other => return Err(format!("--upper is tun or reflect, not {other}")),
+                }
+            }
+            "--help" | "-h" => return Err(USAGE.to_string()),
+            other => return Err(format!("unknown argument {other}")),
+        }
+    }
+    if name.is_empty() || name.len() >= libc::IFNAMSIZ {
+        return Err(format!(
+            "interface name {name:?} must have 1 to 15 characters"
+        ));
+    }
+    Ok(Options {
+        socket: socket.ok_or("--socket PATH is required")?,
+        addresses,
+        name,
+        upper,
+    })
+}
+
+fn check(result: libc::c_int, what: &str) -> io::Result<libc::c_int> {
+    if result < 0 {
+        let error = io::Error::last_os_error();
+        Err(io::Error::new(error.kind(), format!("{what}: {error}")))
+    } else {
+        Ok(result)
+    }
+}
+
+/// An eventfd used to wake a thread blocked in poll.
+fn new_eventfd() -> io::Result<OwnedFd> {
+    // SAFETY: a new eventfd.
+    let fd = check(unsafe { libc::eventfd(0, libc::EFD_CLOEXEC) }, "eventfd")?;
+    // SAFETY: a descriptor we just created and own.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+fn signal_eventfd(fd: BorrowedFd<'_>) {
+    let one = 1u64.to_ne_bytes();
+    // SAFETY: 8 bytes from a local to an eventfd; a failure (the client gone) changes nothing.
+    unsafe { libc::write(fd.as_raw_fd(), one.as_ptr().cast(), one.len()) };
+}
+
+fn drain_eventfd(fd: BorrowedFd<'_>) {
+    let mut value = [0u8; 8];
+    // SAFETY: 8 bytes into a local from an eventfd (non-blocking use: after poll said readable).
+    unsafe { libc::read(fd.as_raw_fd(), value.as_mut_ptr().cast(), value.len()) };
+}
+
+/// Waits until one of `fds` is readable; returns which.
+fn poll_readable(fds: &[BorrowedFd<'_>]) -> io::Result<usize> {
+    let mut polls: Vec<libc::pollfd> = fds
+        .iter()
+        .map(|fd| libc::pollfd {
+            fd: fd.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        })
+        .collect();
+    loop {
+        // SAFETY: our array of pollfds.
+        let ready = unsafe { libc::poll(polls.as_mut_ptr(), polls.len() as libc::nfds_t, -1) };
+        if ready < 0 {
+            let error = io::Error::last_os_error();
+            if error.kind() == io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(error);
+        }
+        if let Some(index) = polls.iter().position(|poll| poll.revents != 0) {
+            return Ok(index);
+        }
+    }
+}
+
+/// Opens the TUN interface (IFF_TUN | IFF_NO_PI), non-blocking.
+fn open_tun(name: &str) -> io::Result<OwnedFd> {
+    // SAFETY: opening a device node by a NUL-terminated path.
+    let fd = check(
+        unsafe {
+            libc::open(
+                c"/dev/net/tun".as_ptr(),
+                libc::O_RDWR | libc::O_NONBLOCK | libc::O_CLOEXEC,
+            )
+        },
+        "opening /dev/net/tun",
+    )?;
+    // SAFETY: a descriptor we just created and own.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    // SAFETY: ifreq is plain data; zeroed is its empty state.
+    let mut request: libc::ifreq = unsafe { std::mem::zeroed() };
+    for (slot, byte) in request.ifr_name.iter_mut().zip(name.bytes()) {
+        *slot = byte as libc::c_char;
+    }
+    request.ifr_ifru.ifru_flags = (libc::IFF_TUN | libc::IFF_NO_PI) as libc::c_short;
+    // SAFETY: TUNSETIFF with a valid ifreq on our TUN descriptor.
+    check(
+        unsafe { libc::ioctl(fd.as_raw_fd(), libc::TUNSETIFF, &mut request) },
+        "TUNSETIFF (need CAP_NET_ADMIN)",
+    )?;
+    Ok(fd)
+}
+
+/// `ip ARGS...`, which must succeed.
+fn ip(args: &[&str]) -> io::Result<()> {
+    let status = Command::new("ip")
+        .args(args)
+        .status()
+        .map_err(|error| io::Error::new(error.kind(), format!("running ip (iproute2): {error}")))?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(io::Error::other(format!(
+            "ip {} failed: {status}",
+            args.join(" ")
+        )))
+    }
+}
+
+fn configure_interface(name: &str, addresses: &[String]) -> io::Result<()> {
+    // The MTU the driver reports (OID_GEN_MAXIMUM_TOTAL_SIZE).
+    ip(&[
+        "link",
+        "set",
+        "dev",
+        name,
+        "mtu",
+        &oxtun_abi::MAX_IP_PACKET_SIZE.to_string(),
+    ])?;
+    for address in addresses {
+        if address.contains(':') {
+            // No duplicate-address detection: usable at once.
+            ip(&["-6", "address", "add", address, "dev", name, "nodad"])?;
+        } else {
+            ip(&["address", "add", address, "dev", name])?;
+        }
+    }
+    ip(&["link", "set", "dev", name, "up"])
+}
+
+/// Packets from the TUN interface go to the driver's send path, as the Windows stack sends.
+fn forward_from_tun(tun: &OwnedFd, stop: &OwnedFd, adapter: &Adapter) {
+    let mut buffer = vec![0u8; 0x10000];
+    loop {
+        match poll_readable(&[tun.as_fd(), stop.as_fd()]) {
+            Ok(0) => {}
+            _ => return,
+        }
+        let mut batch = Vec::new();
+        loop {
+            // SAFETY: reading into our buffer from our non-blocking TUN descriptor.
+            let read =
+                unsafe { libc::read(tun.as_raw_fd(), buffer.as_mut_ptr().cast(), buffer.len()) };
+            if read <= 0 {
+                break;
+            }
+            batch.push(vec![buffer[..read as usize].to_vec()]);
+            if batch.len() == 64 {
+                break;
+            }
+        }
+        if !batch.is_empty() {
+            adapter.send(&batch, Fragmentation::CONTIGUOUS, DISPATCH_LEVEL);
+        }
+    }
+}
+
+/// Receives one message with up to `REGISTRATION_DESCRIPTORS + 1` descriptors; `None` at the
+/// end of the connection.
+fn receive_message(stream: &UnixStream) -> io::Result<Option<(Vec<u8>, Vec<OwnedFd>)>> {
+    let mut bytes = vec![0u8; 64];
+    let payload = (REGISTRATION_DESCRIPTORS + 1) * size_of::<RawFd>();
+    // SAFETY: CMSG_SPACE is a pure size computation.
+    let space = unsafe { libc::CMSG_SPACE(payload as u32) } as usize;
+    let mut control = vec![0u64; space.div_ceil(8)];
+    let mut iov = libc::iovec {
+        iov_base: bytes.as_mut_ptr().cast(),
+        iov_len: bytes.len(),
+    };
+    // SAFETY: msghdr is plain data; zeroed is its empty state.
+    let mut header: libc::msghdr = unsafe { std::mem::zeroed() };
+    header.msg_iov = &mut iov;
+    header.msg_iovlen = 1;
+    header.msg_control = control.as_mut_ptr().cast();
+    header.msg_controllen = space as _;
+    // SAFETY: receiving into our buffers; descriptors arrive close-on-exec.
+    let received =
+        unsafe { libc::recvmsg(stream.as_raw_fd(), &mut header, libc::MSG_CMSG_CLOEXEC) };
+    if received < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let mut descriptors = Vec::new();
+    // SAFETY: walking the control messages the kernel wrote into our buffer.
+    unsafe {
+        let mut cmsg = libc::CMSG_FIRSTHDR(&header);
+        while !cmsg.is_null() {
+            if (*cmsg).cmsg_level == libc::SOL_SOCKET && (*cmsg).cmsg_type == libc::SCM_RIGHTS {
+                let data_len = (*cmsg).cmsg_len as usize - libc::CMSG_LEN(0) as usize;
+                let data = libc::CMSG_DATA(cmsg).cast::<RawFd>();
+                for index in 0..data_len / size_of::<RawFd>() {
+                    descriptors.push(OwnedFd::from_raw_fd(data.add(index).read_unaligned()));
+                }
+            }
+            cmsg = libc::CMSG_NXTHDR(&header, cmsg);
+        }
+    }
+    if received == 0 && descriptors.is_empty() {
+        return Ok(None);
+    }
+    bytes.truncate(received as usize);
+    Ok(Some((bytes, descriptors)))
+}
+
+fn file_size(fd: BorrowedFd<'_>) -> io::Result<u64> {
+    // SAFETY: stat is plain data, filled by fstat on our descriptor.
+    let mut stat: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: our descriptor and a local.
+    check(unsafe { libc::fstat(fd.as_raw_fd(), &mut stat) }, "fstat")?;
+    Ok(stat.st_size as u64)
+}
+
+/// A thread that sets the simulated receive event whenever the client signals its eventfd.
+struct Forwarder {
+    stop: OwnedFd,
+    thread: thread::JoinHandle<()>,
+}
+
+impl Forwarder {
+    fn start(eventfd: OwnedFd, event: Arc<oxtun_sim::EventObject>) -> io::Result<Forwarder> {
+        let stop = new_eventfd()?;
+        let stop_here = stop.try_clone()?;
+        let thread = thread::spawn(move || {
+            while let Ok(0) = poll_readable(&[eventfd.as_fd(), stop_here.as_fd()]) {
+                drain_eventfd(eventfd.as_fd());
+                event.set();
+            }
+        });
+        Ok(Forwarder { stop, thread })
+    }
+
+    fn stop(self) {
+        signal_eventfd(self.stop.as_fd());
+        let _ = self.thread.join();
+    }
+}
+
+/// One registration request: checks what only the emulator can (the message, the descriptors,
+/// the memfds' sizes), then issues the IOCTL through the simulated I/O manager.
+fn register(
+    process: &Process,
+    device: &oxtun_sim::DeviceHandle<'_>,
+    message: &[u8],
+    descriptors: Vec<OwnedFd>,
+    forwarders: &mut Vec<Forwarder>,
+) -> u32 {
+    let request = match EmulatorRegistration::decode(message) {
+        Ok(request) => request,
+        Err(oxtun_abi::emulator::EmulatorMessageError::UnknownIoctl(_)) => {
+            return STATUS_INVALID_DEVICE_REQUEST;
+        }
+        Err(_) => return STATUS_INVALID_PARAMETER,
+    };
+    let Ok([send_memory, send_event, receive_memory, receive_event]) =
+        <[OwnedFd; REGISTRATION_DESCRIPTORS]>::try_from(descriptors)
+    else {
+        return STATUS_INVALID_PARAMETER;
+    };
+    let mut addresses = [0u64; 2];
+    for ((memory, size), address) in [
+        (&send_memory, request.send_ring_size),
+        (&receive_memory, request.receive_ring_size),
+    ]
+    .into_iter()
+    .zip(&mut addresses)
+    {
+        // A size the driver would refuse anyway is refused before mapping anything, and a
+        // memfd smaller than its ring would fault when touched: refused too.
+        if capacity_for_ring_size(size).is_err()
+            || file_size(memory.as_fd()).map_or(true, |len| len < u64::from(size))
+        {
+            return STATUS_INVALID_PARAMETER;
+        }
+        match process.map_shared(memory.as_fd(), size as usize) {
+            Ok(mapped) => *address = mapped,
+            Err(_) => return STATUS_INVALID_PARAMETER,
+        }
+    }
+    let send_eventfd = Arc::new(send_event);
+    let wake_client = {
+        let eventfd = send_eventfd.clone();
+        Box::new(move || signal_eventfd(eventfd.as_fd())) as Box<dyn Fn() + Send + Sync>
+    };
+    let (send_handle, _) = process.create_event_with(EVENT_ALL_ACCESS, Some(wake_client));
+    let (receive_handle, receive_object) = process.create_event(EVENT_ALL_ACCESS);
+    let forwarder = match Forwarder::start(receive_event, receive_object) {
+        Ok(forwarder) => forwarder,
+        Err(_) => return STATUS_INVALID_PARAMETER,
+    };
+    let registration = RingRegistration {
+        send: RingDescriptor {
+            ring_size: request.send_ring_size,
+            ring: addresses[0],
+            tail_moved: send_handle,
+        },
+        receive: RingDescriptor {
+            ring_size: request.receive_ring_size,
+            ring: addresses[1],
+            tail_moved: receive_handle,
+        },
+    };
+    let mut buffer = [0u8; 48];
+    let len = registration
+        .encode(CallerWidth::Bits64, &mut buffer)
+        .expect("48 bytes");
+    let status = device.device_control(TUN_IOCTL_REGISTER_RINGS, &buffer[..len]) as u32;
+    if status == 0 {
+        forwarders.push(forwarder);
+    } else {
+        forwarder.stop();
+    }
+    status
+}
+
+/// One client connection: an open device handle until the connection ends.
+fn serve(stream: UnixStream, adapter: &Adapter) {
+    let process = Process::new(Token::System, Bitness::Bits64);
+    let device = process.open(adapter.device(), FILE_READ_DATA | FILE_WRITE_DATA);
+    let mut forwarders = Vec::new();
+    let mut writer = &stream;
+    while let Ok(Some((message, descriptors))) = receive_message(&stream) {
+        let status = register(&process, &device, &message, descriptors, &mut forwarders);
+        if status != 0 {
+            eprintln!("wintun-emu: registration refused: status {status:#010x}");
+        }
+        if writer.write_all(&status.to_le_bytes()).is_err() {
+            break;
+        }
+    }
+    device.close();
+    for forwarder in forwarders {
+        forwarder.stop();
+    }
+    process.exit();
+}
+
+/// Blocks SIGINT and SIGTERM in every thread (so `wait_for_signal` gets them) and ignores
+/// SIGPIPE (a client gone mid-write is handled as an error).
+fn take_over_signals() -> libc::sigset_t {
+    // SAFETY: sigset operations on a local, then the mask of this (the first) thread, which
+    // threads started after inherit.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGINT);
+        libc::sigaddset(&mut set, libc::SIGTERM);
+        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+        libc::signal(libc::SIGPIPE, libc::SIG_IGN);
+        set
+    }
+}
+
+fn bind_socket(path: &PathBuf) -> io::Result<UnixListener> {
+    if path.exists() {
+        if UnixStream::connect(path).is_ok() {
+            return Err(io::Error::new(
+                io::ErrorKind::AddrInUse,
+                format!("{}: another emulator listens there", path.display()),
+            ));
+        }
+        // A socket file left by an emulator that died: nobody listens on it.
+        std::fs::remove_file(path)?;
+    }
+    UnixListener::bind(path)
+        .map_err(|error| io::Error::new(error.kind(), format!("{}: {error}", path.display())))
+}
+
+fn run(options: Options) -> io::Result<bool> {
+    let signals = take_over_signals();
+    let tun = match options.upper {
+        Upper::Tun => {
+            let tun = open_tun(&options.name)?;
+            configure_interface(&options.name, &options.addresses)?;
+            Some(tun)
+        }
+        Upper::Reflect => None,
+    };
+    let listener = bind_socket(&options.socket)?;
+    listener.set_nonblocking(true)?;
+    let driver = Driver::load()
+        .map_err(|status| io::Error::other(format!("DriverEntry failed: {status:#x}")))?;
+    let adapter =
+        Arc::new(driver.add_adapter().map_err(|status| {
+            io::Error::other(format!("MiniportInitializeEx failed: {status:#x}"))
+        })?);
+    adapter.set_recording(false);
+    let sink: oxtun_sim::ReceiveSink = match &tun {
+        Some(tun) => {
+            let tun = tun.try_clone()?;
+            Arc::new(move |packet: &[u8]| {
+                // SAFETY: writing a packet from a borrowed slice to our TUN descriptor; a full
+                // queue drops it, as a congested link would.
+                unsafe { libc::write(tun.as_raw_fd(), packet.as_ptr().cast(), packet.len()) };
+            })
+        }
+        None => {
+            let adapter = Arc::downgrade(&adapter);
+            Arc::new(move |packet: &[u8]| {
+                if let Some(adapter) = adapter.upgrade() {
+                    adapter.send(
+                        &[vec![packet.to_vec()]],
+                        Fragmentation::CONTIGUOUS,
+                        DISPATCH_LEVEL,
+                    );
+                }
+            })
+        }
+    };
+    adapter.set_receive_sink(Some(sink));
+    let stop = new_eventfd()?;
+    let signal_stop = stop.try_clone()?;
+    thread::spawn(move || {
+        let mut signal = 0;
+        // SAFETY: waiting for the blocked signals of our set.
+        unsafe { libc::sigwait(&signals, &mut signal) };
+        eprintln!("wintun-emu: signal {signal}: shutting down");
+        signal_eventfd(signal_stop.as_fd());
+    });
+    let tun_thread = tun.map(|tun| {
+        let (adapter, stop) = (adapter.clone(), stop.try_clone().expect("dup"));
+        thread::spawn(move || forward_from_tun(&tun, &stop, &adapter))
+    });
+    // Each connection's thread, and a handle that ends its stream when we shut down.
+    let mut connections: Vec<(UnixStream, thread::JoinHandle<()>)> = Vec::new();
+    println!("ready {}", options.socket.display());
+    io::stdout().flush()?;
+    loop {
+        if poll_readable(&[listener.as_fd(), stop.as_fd()])? == 1 {
+            break;
+        }
+        let Ok((stream, _)) = listener.accept() else {
+            continue;
+        };
+        stream.set_nonblocking(false)?;
+        let shutdown_handle = stream.try_clone()?;
+        let adapter = adapter.clone();
+        let thread = thread::spawn(move || serve(stream, &adapter));
+        connections.retain(|(_, thread)| !thread.is_finished());
+        connections.push((shutdown_handle, thread));
+    }
+    drop(listener);
+    let _ = std::fs::remove_file(&options.socket);
+    for (stream, thread) in connections {
+        let _ = stream.shutdown(std::net::Shutdown::Both);
+        let _ = thread.join();
+    }
+    if let Some(thread) = tun_thread {
+        let _ = thread.join();
+    }
+    adapter.set_receive_sink(None);
+    let adapter =
+        Arc::try_unwrap(adapter).map_err(|_| io::Error::other("the adapter is still in use"))?;
+    adapter.halt();
+    let leaks = driver.unload();
+    if leaks.is_empty() {
+        eprintln!("wintun-emu: adapter halted, driver unloaded, nothing leaked");
+    } else {
+        eprintln!("wintun-emu: driver unloaded, but it leaked: {leaks}");
+    }
+    Ok(leaks.is_empty())
+}
+
+fn main() -> ExitCode {
+    let options = match parse_options() {
+        Ok(options) => options,
+        Err(message) => {
+            eprintln!("wintun-emu: {message}\n{USAGE}");
+            return ExitCode::from(2);
+        }
+    };
+    match run(options) {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::FAILURE,
+        Err(error) => {
+            eprintln!("wintun-emu: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}

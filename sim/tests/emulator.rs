@@ -1,0 +1,499 @@
+//! The emulator (`wintun-emu`) as a separate process, driven through the client library and the
+//! raw protocol: real packets through the real driver code on Linux. Tests that touch the
+//! network first move into a network namespace of their own (each test is its own process).
+
+use std::io::{BufRead, BufReader, Read};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::net::UnixStream;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use oxtun_abi::emulator::EmulatorRegistration;
+use oxtun_abi::{MIN_CAPACITY, RING_ENDED, ring_size};
+use oxtun_client::{Adapter, Error, Session, send_with_descriptors};
+
+const STATUS_INVALID_PARAMETER: u32 = 0xC000_000D;
+const STATUS_INVALID_DEVICE_REQUEST: u32 = 0xC000_0010;
+const STATUS_ALREADY_INITIALIZED: u32 = 0xC000_0510;
+
+/// A running emulator, stopped with SIGTERM on drop.
+struct Emulator {
+    child: Option<Child>,
+    socket: PathBuf,
+    _directory: TempDir,
+}
+
+struct TempDir(PathBuf);
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+impl Emulator {
+    fn start(args: &[&str]) -> Emulator {
+        let directory = std::env::temp_dir().join(format!("oxtun-emu-test-{}", std::process::id()));
+        std::fs::create_dir_all(&directory).unwrap();
+        let socket = directory.join("device.sock");
+        let mut child = Command::new(env!("CARGO_BIN_EXE_wintun-emu"))
+            .arg("--socket")
+            .arg(&socket)
+            .args(args)
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("starting wintun-emu");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        assert_eq!(
+            line.trim(),
+            format!("ready {}", socket.display()),
+            "the emulator did not start"
+        );
+        Emulator {
+            child: Some(child),
+            socket,
+            _directory: TempDir(directory),
+        }
+    }
+
+    fn adapter(&self) -> Adapter {
+        Adapter::emulator(&self.socket)
+    }
+
+    fn alive(&mut self) -> bool {
+        self.child.as_mut().unwrap().try_wait().unwrap().is_none()
+    }
+
+    /// SIGTERM, then the exit status and what it printed on stderr.
+    fn terminate(mut self) -> (std::process::ExitStatus, String) {
+        let mut child = self.child.take().unwrap();
+        // SAFETY: signalling our own child.
+        unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+        let status = child.wait().unwrap();
+        (status, String::new())
+    }
+}
+
+impl Drop for Emulator {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            // SAFETY: signalling our own child.
+            unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+            let _ = child.wait();
+        }
+    }
+}
+
+/// Moves this test process into a network namespace of its own, with loopback up.
+fn own_network_namespace() {
+    // SAFETY: unshare affects only this process (and the children it starts later).
+    let result = unsafe { libc::unshare(libc::CLONE_NEWNET) };
+    assert_eq!(
+        result,
+        0,
+        "network tests need root (CAP_SYS_ADMIN) to make a namespace: {}",
+        std::io::Error::last_os_error()
+    );
+    let status = Command::new("ip")
+        .args(["link", "set", "lo", "up"])
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+/// An IPv4-looking packet of `len` bytes (version 4), the rest a pattern with `seed`.
+fn packet(seed: u64, len: usize) -> Vec<u8> {
+    let mut bytes: Vec<u8> = (0..len)
+        .map(|i| (seed as u8).wrapping_add((i as u8).wrapping_mul(7)))
+        .collect();
+    bytes[0] = 0x45;
+    bytes[4..12].copy_from_slice(&seed.to_le_bytes());
+    bytes
+}
+
+fn receive_data(session: &Session) -> Vec<u8> {
+    let received = session.receive().unwrap();
+    let data = session.data(&received).to_vec();
+    session.release(received);
+    data
+}
+
+fn send_retrying(session: &Session, data: &[u8]) {
+    loop {
+        match session.send(data) {
+            Ok(()) => return,
+            Err(Error::Full) => thread::yield_now(),
+            Err(other) => panic!("send failed: {other}"),
+        }
+    }
+}
+
+/// Client -> driver (receive path) -> reflected -> driver (send path) -> client. The sender
+/// keeps at most 8 packets in flight: the send ring drops what does not fit (a full ring is a
+/// congested link), and this test wants every packet back.
+#[test]
+fn reflect_mode_returns_ten_thousand_packets_byte_exact() {
+    const COUNT: u64 = 10_000;
+    let emulator = Emulator::start(&["--upper", "reflect"]);
+    let session = Session::start(&emulator.adapter(), 1 << 20).unwrap();
+    let sizes = |seed: u64| [20usize, 40, 1500, 0xFFFF, 577, 63][seed as usize % 6];
+    let received = std::sync::atomic::AtomicU64::new(0);
+    thread::scope(|scope| {
+        let (session, received) = (&session, &received);
+        scope.spawn(move || {
+            for seed in 0..COUNT {
+                while seed >= received.load(Ordering::SeqCst) + 8 {
+                    thread::yield_now();
+                }
+                send_retrying(session, &packet(seed, sizes(seed)));
+            }
+        });
+        for seed in 0..COUNT {
+            let data = receive_data(session);
+            let expected = packet(seed, sizes(seed));
+            assert!(
+                data == expected,
+                "packet {seed}: {} bytes, head {:02x?}",
+                data.len(),
+                &data[..12.min(data.len())]
+            );
+            received.store(seed + 1, Ordering::SeqCst);
+        }
+    });
+}
+
+#[test]
+fn a_second_registration_is_refused_while_one_is_active() {
+    let emulator = Emulator::start(&["--upper", "reflect"]);
+    let first = Session::start(&emulator.adapter(), MIN_CAPACITY).unwrap();
+    match Session::start(&emulator.adapter(), MIN_CAPACITY) {
+        Err(Error::Refused(STATUS_ALREADY_INITIALIZED)) => {}
+        other => panic!("expected STATUS_ALREADY_INITIALIZED, got {:?}", other.err()),
+    }
+    drop(first);
+    // The first connection's close ends its registration; then a new one is accepted.
+    retry_until_registered(&emulator);
+}
+
+fn retry_until_registered(emulator: &Emulator) -> Session {
+    let start = Instant::now();
+    loop {
+        match Session::start(&emulator.adapter(), MIN_CAPACITY) {
+            Ok(session) => return session,
+            Err(Error::Refused(STATUS_ALREADY_INITIALIZED))
+                if start.elapsed() < Duration::from_secs(10) =>
+            {
+                thread::sleep(Duration::from_millis(20));
+            }
+            Err(other) => panic!("registration failed: {other}"),
+        }
+    }
+}
+
+#[test]
+fn a_client_killed_mid_traffic_leaves_the_emulator_serving() {
+    let mut emulator = Emulator::start(&["--upper", "reflect"]);
+    // SAFETY: fork; the child only runs the client library, then is killed.
+    let child = unsafe { libc::fork() };
+    if child == 0 {
+        let session = Session::start(&emulator.adapter(), MIN_CAPACITY).unwrap();
+        for seed in 0.. {
+            let _ = session.send(&packet(seed, 200));
+            while let Ok(Some(received)) = session.try_receive() {
+                session.release(received);
+            }
+        }
+        unreachable!();
+    }
+    thread::sleep(Duration::from_millis(300));
+    // SAFETY: killing and reaping our own child.
+    unsafe {
+        libc::kill(child, libc::SIGKILL);
+        libc::waitpid(child, std::ptr::null_mut(), 0);
+    }
+    assert!(emulator.alive());
+    let session = retry_until_registered(&emulator);
+    send_retrying(&session, &packet(7, 100));
+    assert_eq!(receive_data(&session), packet(7, 100));
+}
+
+/// Memory for a ring, shared through a memfd.
+fn memfd(len: usize) -> OwnedFd {
+    // SAFETY: a new memfd, sized, owned by the result.
+    unsafe {
+        let fd = libc::memfd_create(c"test-ring".as_ptr(), libc::MFD_CLOEXEC);
+        assert!(fd >= 0);
+        assert_eq!(libc::ftruncate(fd, len as libc::off_t), 0);
+        OwnedFd::from_raw_fd(fd)
+    }
+}
+
+fn eventfd() -> OwnedFd {
+    // SAFETY: a new eventfd, owned by the result.
+    unsafe { OwnedFd::from_raw_fd(libc::eventfd(0, libc::EFD_CLOEXEC)) }
+}
+
+fn ask(stream: &mut UnixStream, message: &[u8], descriptors: &[&OwnedFd]) -> u32 {
+    let raw: Vec<i32> = descriptors.iter().map(|fd| fd.as_raw_fd()).collect();
+    send_with_descriptors(stream, message, &raw).unwrap();
+    let mut reply = [0u8; 4];
+    stream.read_exact(&mut reply).unwrap();
+    u32::from_le_bytes(reply)
+}
+
+#[test]
+fn malformed_registrations_are_answered_and_harm_nothing() {
+    let mut emulator = Emulator::start(&["--upper", "reflect"]);
+    let size = ring_size(MIN_CAPACITY);
+    let good = EmulatorRegistration {
+        send_ring_size: size,
+        receive_ring_size: size,
+    };
+    let (send, send_event, receive, receive_event) = (
+        memfd(size as usize),
+        eventfd(),
+        memfd(size as usize),
+        eventfd(),
+    );
+    let small = memfd(4096);
+    let all = [&send, &send_event, &receive, &receive_event];
+    let mut wrong_ioctl = good.encode();
+    wrong_ioctl[0] ^= 0x04;
+    let bad_size = EmulatorRegistration {
+        send_ring_size: size + 4,
+        receive_ring_size: size,
+    }
+    .encode();
+    let cases: Vec<(&str, Vec<u8>, Vec<&OwnedFd>, u32)> = vec![
+        (
+            "short message",
+            good.encode()[..8].to_vec(),
+            all.to_vec(),
+            STATUS_INVALID_PARAMETER,
+        ),
+        (
+            "long message",
+            [&good.encode()[..], &[0; 4]].concat(),
+            all.to_vec(),
+            STATUS_INVALID_PARAMETER,
+        ),
+        (
+            "wrong IOCTL code",
+            wrong_ioctl.to_vec(),
+            all.to_vec(),
+            STATUS_INVALID_DEVICE_REQUEST,
+        ),
+        (
+            "three descriptors",
+            good.encode().to_vec(),
+            all[..3].to_vec(),
+            STATUS_INVALID_PARAMETER,
+        ),
+        (
+            "no descriptors",
+            good.encode().to_vec(),
+            Vec::new(),
+            STATUS_INVALID_PARAMETER,
+        ),
+        (
+            "five descriptors",
+            good.encode().to_vec(),
+            [&all[..], &[&small]].concat(),
+            STATUS_INVALID_PARAMETER,
+        ),
+        (
+            "memfd smaller than its ring",
+            good.encode().to_vec(),
+            vec![&small, &send_event, &receive, &receive_event],
+            STATUS_INVALID_PARAMETER,
+        ),
+        (
+            "ring size not a power of two",
+            bad_size.to_vec(),
+            all.to_vec(),
+            STATUS_INVALID_PARAMETER,
+        ),
+    ];
+    let mut stream = UnixStream::connect(&emulator.socket).unwrap();
+    for (name, message, descriptors, expected) in cases {
+        assert_eq!(ask(&mut stream, &message, &descriptors), expected, "{name}");
+    }
+    assert!(emulator.alive());
+    // The same connection, then another, still register good rings.
+    assert_eq!(ask(&mut stream, &good.encode(), &all), 0);
+    drop(stream);
+    let session = retry_until_registered(&emulator);
+    send_retrying(&session, &packet(1, 60));
+    assert_eq!(receive_data(&session), packet(1, 60));
+}
+
+#[test]
+fn a_corrupt_ring_stops_that_ring_and_nothing_else() {
+    let emulator = Emulator::start(&["--upper", "reflect"]);
+    let size = ring_size(MIN_CAPACITY);
+    let (send, send_event, receive, receive_event) = (
+        memfd(size as usize),
+        eventfd(),
+        memfd(size as usize),
+        eventfd(),
+    );
+    let mut stream = UnixStream::connect(&emulator.socket).unwrap();
+    let message = EmulatorRegistration {
+        send_ring_size: size,
+        receive_ring_size: size,
+    }
+    .encode();
+    assert_eq!(
+        ask(
+            &mut stream,
+            &message,
+            &[&send, &send_event, &receive, &receive_event]
+        ),
+        0
+    );
+    // SAFETY: a shared mapping of our receive ring's memfd.
+    let ring = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            size as usize,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_SHARED,
+            receive.as_raw_fd(),
+            0,
+        )
+    };
+    assert_ne!(ring, libc::MAP_FAILED);
+    // SAFETY: Head and Tail are the ring's first two words.
+    let (head, tail) = unsafe {
+        (
+            AtomicU32::from_ptr(ring.cast()),
+            AtomicU32::from_ptr(ring.cast::<u32>().add(1)),
+        )
+    };
+    tail.store(MIN_CAPACITY + 4, Ordering::SeqCst);
+    let one = 1u64.to_ne_bytes();
+    // SAFETY: signalling our receive eventfd.
+    unsafe { libc::write(receive_event.as_raw_fd(), one.as_ptr().cast(), 8) };
+    let start = Instant::now();
+    while head.load(Ordering::SeqCst) != RING_ENDED {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "the driver never gave up the ring"
+        );
+        thread::yield_now();
+    }
+    drop(stream);
+    let session = retry_until_registered(&emulator);
+    send_retrying(&session, &packet(2, 80));
+    assert_eq!(receive_data(&session), packet(2, 80));
+}
+
+#[test]
+fn sigterm_tears_down_and_exits_cleanly() {
+    let emulator = Emulator::start(&["--upper", "reflect"]);
+    let session = Session::start(&emulator.adapter(), MIN_CAPACITY).unwrap();
+    send_retrying(&session, &packet(3, 90));
+    assert_eq!(receive_data(&session), packet(3, 90));
+    let (status, _) = emulator.terminate();
+    assert!(
+        status.success(),
+        "the emulator's leak check failed: {status}"
+    );
+    // The driver ended the session: the client sees the end.
+    assert!(matches!(session.receive(), Err(Error::Ended)));
+}
+
+/// An ICMP echo reply for an IPv4 or IPv6 echo request, or `None`.
+fn echo_reply(request: &[u8]) -> Option<Vec<u8>> {
+    let mut reply = request.to_vec();
+    match request.first()? >> 4 {
+        4 if request.len() >= 28 && request[9] == 1 && request[20] == 8 => {
+            let header = usize::from(request[0] & 0x0F) * 4;
+            reply.copy_within(12..16, 16);
+            reply[12..16].copy_from_slice(&request[16..20]);
+            reply[header] = 0;
+            reply[header + 2..header + 4].copy_from_slice(&[0, 0]);
+            let sum = checksum(&reply[header..], 0);
+            reply[header + 2..header + 4].copy_from_slice(&sum.to_be_bytes());
+            Some(reply)
+        }
+        6 if request.len() >= 48 && request[6] == 58 && request[40] == 128 => {
+            reply[8..24].copy_from_slice(&request[24..40]);
+            reply[24..40].copy_from_slice(&request[8..24]);
+            reply[40] = 129;
+            reply[42..44].copy_from_slice(&[0, 0]);
+            let length = (reply.len() - 40) as u32;
+            let mut pseudo = 0u32;
+            for chunk in reply[8..40].chunks(2) {
+                pseudo += u32::from(u16::from_be_bytes([chunk[0], chunk[1]]));
+            }
+            pseudo += (length >> 16) + (length & 0xFFFF) + 58;
+            let sum = checksum(&reply[40..], pseudo);
+            reply[42..44].copy_from_slice(&sum.to_be_bytes());
+            Some(reply)
+        }
+        _ => None,
+    }
+}
+
+fn checksum(bytes: &[u8], start: u32) -> u16 {
+    let mut sum = start;
+    for chunk in bytes.chunks(2) {
+        sum += u32::from(u16::from_be_bytes([chunk[0], *chunk.get(1).unwrap_or(&0)]));
+    }
+    while sum >> 16 != 0 {
+        sum = (sum & 0xFFFF) + (sum >> 16);
+    }
+    !(sum as u16)
+}
+
+#[test]
+fn ping_both_families_through_the_driver() {
+    own_network_namespace();
+    let emulator = Emulator::start(&[
+        "--name",
+        "oxtun-t0",
+        "--address",
+        "10.99.0.1/24",
+        "--address",
+        "fd99::1/64",
+    ]);
+    let session = Session::start(&emulator.adapter(), MIN_CAPACITY).unwrap();
+    thread::scope(|scope| {
+        let session = &session;
+        let responder = scope.spawn(move || {
+            let mut replies = 0;
+            while let Ok(received) = session.receive() {
+                let reply = echo_reply(session.data(&received));
+                session.release(received);
+                if let Some(reply) = reply {
+                    send_retrying(session, &reply);
+                    replies += 1;
+                }
+            }
+            replies
+        });
+        for (family, address) in [("-4", "10.99.0.2"), ("-6", "fd99::2")] {
+            let output = Command::new("ping")
+                .args([family, "-c", "3", "-i", "0.2", "-W", "2", address])
+                .output()
+                .expect("ping (iputils-ping)");
+            assert!(
+                output.status.success(),
+                "ping {address}: {}",
+                String::from_utf8_lossy(&output.stdout)
+            );
+        }
+        drop(emulator);
+        assert!(
+            responder.join().unwrap() >= 6,
+            "every echo went through the driver"
+        );
+    });
+}
