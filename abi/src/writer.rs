@@ -108,6 +108,13 @@ impl PacketSlot {
 }
 
 impl PacketSlot {
+    /// The packet's bytes, to fill in place.
+    pub fn as_mut_slice(&mut self) -> &mut [u8] {
+        // SAFETY: `data` holds `size` bytes inside the region, reserved for this slot alone; the
+        // consumer reads them only once the reservation is completed, and the borrow ends first.
+        unsafe { core::slice::from_raw_parts_mut(self.data, self.size as usize) }
+    }
+
     /// Sets every byte of the packet to `byte`.
     pub fn fill(&mut self, byte: u8) {
         // SAFETY: `data` holds `size` bytes inside the region, reserved for this slot alone.

@@ -13,8 +13,8 @@ use std::ptr::NonNull;
 use std::sync::Mutex;
 
 use oxtun_abi::{
-    Packet, ReserveError, RingError, RingReader, RingRegion, RingWriter, SleepDecision,
-    capacity_for_ring_size, packet_space, ring_size,
+    Packet, PacketSlot, Reservation, ReserveError, RingError, RingReader, RingRegion, RingWriter,
+    SleepDecision, capacity_for_ring_size, packet_space, ring_size,
 };
 
 pub use platform::Adapter;
@@ -112,6 +112,39 @@ impl Received {
     }
 }
 
+/// A packet allocated in the receive ring by [`Session::allocate`]: fill
+/// [`data_mut`](SendPacket::data_mut), then [`send`](SendPacket::send) it. Dropped unsent, it
+/// is zeroed and sent anyway, a packet that is not IP and that the driver skips, so the ring
+/// moves on.
+pub struct SendPacket<'s> {
+    session: &'s Session,
+    /// Taken when the packet is sent.
+    reservation: Option<Reservation>,
+    slot: PacketSlot,
+}
+
+impl SendPacket<'_> {
+    /// The packet's bytes, in the ring.
+    pub fn data_mut(&mut self) -> &mut [u8] {
+        self.slot.as_mut_slice()
+    }
+
+    /// Hands the packet to the driver.
+    pub fn send(mut self) -> Result<(), Error> {
+        let reservation = self.reservation.take().expect("sent once");
+        self.session.publish(reservation)
+    }
+}
+
+impl Drop for SendPacket<'_> {
+    fn drop(&mut self) {
+        if let Some(reservation) = self.reservation.take() {
+            self.slot.fill(0);
+            let _ = self.session.publish(reservation);
+        }
+    }
+}
+
 fn region(memory: &Memory, size: u32) -> RingRegion {
     let base = NonNull::new(memory.as_ptr()).expect("a mapped ring");
     // SAFETY: the memory holds `size` bytes and lives as long as the session, which keeps it and
@@ -192,21 +225,39 @@ impl Session {
         self.reader.lock().unwrap().release_to(packet.0.end());
     }
 
-    /// Sends one packet into the system (copied into the receive ring).
-    pub fn send(&self, data: &[u8]) -> Result<(), Error> {
-        let size = u32::try_from(data.len()).map_err(|_| Error::TooLarge(data.len()))?;
-        let space = packet_space(size).ok_or(Error::TooLarge(data.len()))?;
-        let mut writer = self.writer.lock().unwrap();
-        let mut reservation = match writer.reserve(space) {
+    /// Allocates a packet of `size` bytes in the receive ring, to fill in place and send.
+    /// Packets may be allocated ahead and sent in any order; the system receives them in the
+    /// order they were allocated, each once every packet allocated before it is sent.
+    pub fn allocate(&self, size: usize) -> Result<SendPacket<'_>, Error> {
+        let too_large = || Error::TooLarge(size);
+        let size = u32::try_from(size).map_err(|_| too_large())?;
+        let space = packet_space(size).ok_or_else(too_large)?;
+        let mut reservation = match self.writer.lock().unwrap().reserve(space) {
             Ok(reservation) => reservation,
             Err(ReserveError::Full { .. }) => return Err(Error::Full),
             Err(ReserveError::Ring(error)) => return Err(ring_error(error)),
-            Err(ReserveError::BadSize(_)) => return Err(Error::TooLarge(data.len())),
+            Err(ReserveError::BadSize(_)) => return Err(too_large()),
         };
-        if let Some(mut slot) = reservation.push_packet(size) {
-            slot.write(0, data);
-        }
-        if writer.complete(reservation).wake_consumer {
+        let slot = reservation
+            .push_packet(size)
+            .expect("a reservation of exactly the packet's space");
+        Ok(SendPacket {
+            session: self,
+            reservation: Some(reservation),
+            slot,
+        })
+    }
+
+    /// Sends one packet into the system, copying it into the receive ring.
+    pub fn send(&self, data: &[u8]) -> Result<(), Error> {
+        let mut packet = self.allocate(data.len())?;
+        packet.data_mut().copy_from_slice(data);
+        packet.send()
+    }
+
+    fn publish(&self, reservation: Reservation) -> Result<(), Error> {
+        let published = self.writer.lock().unwrap().complete(reservation);
+        if published.wake_consumer {
             self.receive_tail_moved.set()?;
         }
         Ok(())

@@ -168,6 +168,36 @@ fn reflect_mode_returns_ten_thousand_packets_byte_exact() {
     });
 }
 
+/// Packets filled in place are received in the order they were allocated, whatever order they
+/// are sent in; one dropped unsent becomes a packet the driver skips.
+#[test]
+fn allocated_packets_arrive_in_allocation_order() {
+    let emulator = Emulator::start(&["--upper", "reflect"]);
+    let session = Session::start(&emulator.adapter(), MIN_CAPACITY).unwrap();
+    let mut packets: Vec<_> = (0..4)
+        .map(|seed| {
+            let mut allocated = session.allocate(100 + seed as usize).unwrap();
+            allocated
+                .data_mut()
+                .copy_from_slice(&packet(seed, 100 + seed as usize));
+            allocated
+        })
+        .collect();
+    let unsent = packets.remove(2);
+    drop(unsent);
+    for allocated in packets.into_iter().rev() {
+        allocated.send().unwrap();
+    }
+    session.send(&packet(4, 104)).unwrap();
+    for seed in [0, 1, 3, 4] {
+        assert_eq!(receive_data(&session), packet(seed, 100 + seed as usize));
+    }
+    assert!(matches!(
+        session.allocate(0x1_0000),
+        Err(Error::TooLarge(0x1_0000))
+    ));
+}
+
 #[test]
 fn a_second_registration_is_refused_while_one_is_active() {
     let emulator = Emulator::start(&["--upper", "reflect"]);
