@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Every check, as CI runs it: formatting, lints for the host and each Windows target, the cross
-# builds of the kernel image, the test-signed package, and every test (the image checks of the
-# built and the packaged images and the INF check among them).
+# builds of the kernel image, the test-signed package, every test (the image checks of the
+# built and the packaged images and the INF check among them), and the demo.
 source "$(dirname "$0")/setup.sh"
 set -x
 
@@ -13,3 +13,4 @@ for target in "${WINDOWS_TARGETS[@]}"; do
 done
 scripts/package.sh
 cargo nextest run --workspace --locked --no-fail-fast
+scripts/demo.sh

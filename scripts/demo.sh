@@ -1,0 +1,95 @@
+#!/usr/bin/env bash
+# The driver carrying real traffic on Linux. Two network namespaces, each with an adapter: the
+# driver on the simulated kernel in a wintun-emu process, its upper edge a TUN interface. The
+# router example (client/examples/router.rs) joins their rings, so ping and TCP from one
+# namespace to the other cross both drivers' send and receive paths. Namespaces and TUN
+# interfaces need root: without it, the network part runs under sudo.
+set -euo pipefail
+if [ -z "${OXTUN_DEMO_BUILT:-}" ]; then
+    source "$(dirname "$0")/setup.sh"
+    cargo build --release --locked -p oxtun-sim --bin wintun-emu -p oxtun-client --example router
+fi
+cd "$(dirname "$0")/.."
+if [ "$(id -u)" != 0 ]; then
+    echo "demo: network namespaces need root; continuing under sudo"
+    exec sudo OXTUN_DEMO_BUILT=1 "$0"
+fi
+
+work=$(mktemp -d)
+namespaces=(oxtun-demo-a-$$ oxtun-demo-b-$$)
+pids=()
+cleanup() {
+    for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+    wait 2>/dev/null || true
+    for namespace in "${namespaces[@]}"; do ip netns del "$namespace" 2>/dev/null || true; done
+    rm -rf "$work"
+}
+trap cleanup EXIT
+
+in_namespace() {
+    local index=$1
+    shift
+    ip netns exec "${namespaces[$index]}" "$@"
+}
+
+# start_adapter INDEX NAME ADDRESS...: a wintun-emu in namespace INDEX, once it says ready.
+start_adapter() {
+    local index=$1 name=$2
+    shift 2
+    local addresses=()
+    for address in "$@"; do addresses+=(--address "$address"); done
+    # Not through in_namespace: a function would run in a subshell, and $! would be its pid.
+    ip netns exec "${namespaces[$index]}" target/release/wintun-emu --socket "$work/$name.sock" --name "$name" \
+        "${addresses[@]}" >"$work/$name.out" &
+    pids+=($!)
+    for _ in $(seq 100); do
+        grep -q '^ready ' "$work/$name.out" && return
+        kill -0 "${pids[-1]}" 2>/dev/null || break
+        sleep 0.1
+    done
+    echo "demo: wintun-emu for $name did not start" >&2
+    exit 1
+}
+
+# stop PID: SIGTERM, then its exit status.
+stop() {
+    kill -TERM "$1"
+    local status=0
+    wait "$1" || status=$?
+    return $status
+}
+
+for namespace in "${namespaces[@]}"; do
+    ip netns add "$namespace"
+    ip -n "$namespace" link set lo up
+done
+start_adapter 0 oxtun-a 10.77.0.1/24 fd77::1/64
+start_adapter 1 oxtun-b 10.77.0.2/24 fd77::2/64
+target/release/examples/router "$work/oxtun-a.sock" "$work/oxtun-b.sock" &
+router=$!
+pids+=($router)
+emulators=("${pids[0]}" "${pids[1]}")
+
+echo
+echo "== ping, namespace a (oxtun-a, 10.77.0.1, fd77::1) to namespace b (oxtun-b)"
+in_namespace 0 ping -4 -c 5 -i 0.2 -W 2 10.77.0.2 | tail -n 2
+in_namespace 0 ping -6 -c 5 -i 0.2 -W 2 fd77::2 | tail -n 2
+echo
+echo "== TCP, both ways, every byte checked"
+for server in 10.77.0.2 fd77::2; do
+    in_namespace 1 python3 scripts/demo_tcp.py serve 7777 >"$work/server.out" &
+    server_pid=$!
+    for _ in $(seq 100); do
+        grep -q listening "$work/server.out" && break
+        sleep 0.1
+    done
+    in_namespace 0 python3 scripts/demo_tcp.py transfer "$server" 7777 256
+    wait "$server_pid"
+done
+echo
+echo "== teardown: each adapter halted and its driver unloaded, then the router's figures"
+for pid in "${emulators[@]}"; do stop "$pid"; done
+wait "$router"
+pids=()
+echo
+echo "demo: done"
