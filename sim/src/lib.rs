@@ -19,6 +19,7 @@ pub mod pool;
 pub mod process;
 mod security;
 mod sync;
+pub mod tun;
 pub mod verifier;
 
 use std::fmt;

@@ -2,110 +2,24 @@
 //! raw protocol: real packets through the real driver code on Linux. Tests that touch the
 //! network first move into a network namespace of their own (each test is its own process).
 
-use std::io::{BufRead, BufReader, Read};
+use std::io::Read;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::net::UnixStream;
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
 use oxtun_abi::emulator::EmulatorRegistration;
 use oxtun_abi::{MIN_CAPACITY, RING_ENDED, ring_size};
-use oxtun_client::{Adapter, Error, Session, send_with_descriptors};
+use oxtun_client::{Error, Session, send_with_descriptors};
+
+mod common;
+use common::{Emulator, own_network_namespace};
 
 const STATUS_INVALID_PARAMETER: u32 = 0xC000_000D;
 const STATUS_INVALID_DEVICE_REQUEST: u32 = 0xC000_0010;
 const STATUS_ALREADY_INITIALIZED: u32 = 0xC000_0510;
-
-/// A running emulator, stopped with SIGTERM on drop.
-struct Emulator {
-    child: Option<Child>,
-    socket: PathBuf,
-    _directory: TempDir,
-}
-
-struct TempDir(PathBuf);
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-impl Emulator {
-    fn start(args: &[&str]) -> Emulator {
-        let directory = std::env::temp_dir().join(format!("oxtun-emu-test-{}", std::process::id()));
-        std::fs::create_dir_all(&directory).unwrap();
-        let socket = directory.join("device.sock");
-        let mut child = Command::new(env!("CARGO_BIN_EXE_wintun-emu"))
-            .arg("--socket")
-            .arg(&socket)
-            .args(args)
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("starting wintun-emu");
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        assert_eq!(
-            line.trim(),
-            format!("ready {}", socket.display()),
-            "the emulator did not start"
-        );
-        Emulator {
-            child: Some(child),
-            socket,
-            _directory: TempDir(directory),
-        }
-    }
-
-    fn adapter(&self) -> Adapter {
-        Adapter::emulator(&self.socket)
-    }
-
-    fn alive(&mut self) -> bool {
-        self.child.as_mut().unwrap().try_wait().unwrap().is_none()
-    }
-
-    /// SIGTERM, then the exit status and what it printed on stderr.
-    fn terminate(mut self) -> (std::process::ExitStatus, String) {
-        let mut child = self.child.take().unwrap();
-        // SAFETY: signalling our own child.
-        unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
-        let status = child.wait().unwrap();
-        (status, String::new())
-    }
-}
-
-impl Drop for Emulator {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            // SAFETY: signalling our own child.
-            unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
-            let _ = child.wait();
-        }
-    }
-}
-
-/// Moves this test process into a network namespace of its own, with loopback up.
-fn own_network_namespace() {
-    // SAFETY: unshare affects only this process (and the children it starts later).
-    let result = unsafe { libc::unshare(libc::CLONE_NEWNET) };
-    assert_eq!(
-        result,
-        0,
-        "network tests need root (CAP_SYS_ADMIN) to make a namespace: {}",
-        std::io::Error::last_os_error()
-    );
-    let status = Command::new("ip")
-        .args(["link", "set", "lo", "up"])
-        .status()
-        .unwrap();
-    assert!(status.success());
-}
 
 /// An IPv4-looking packet of `len` bytes (version 4), the rest a pattern with `seed`.
 fn packet(seed: u64, len: usize) -> Vec<u8> {
@@ -430,10 +344,11 @@ fn sigterm_tears_down_and_exits_cleanly() {
     let session = Session::start(&emulator.adapter(), MIN_CAPACITY).unwrap();
     send_retrying(&session, &packet(3, 90));
     assert_eq!(receive_data(&session), packet(3, 90));
-    let (status, _) = emulator.terminate();
+    let (status, log) = emulator.terminate();
+    assert!(status.success(), "{status}, log:\n{log}");
     assert!(
-        status.success(),
-        "the emulator's leak check failed: {status}"
+        log.contains("adapter halted, driver unloaded, nothing leaked"),
+        "{log}"
     );
     // The driver ended the session: the client sees the end.
     assert!(matches!(session.receive(), Err(Error::Ended)));

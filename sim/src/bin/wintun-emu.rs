@@ -9,7 +9,7 @@ use std::io::{self, Write};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::PathBuf;
-use std::process::{Command, ExitCode};
+use std::process::ExitCode;
 use std::sync::Arc;
 use std::thread;
 
@@ -18,6 +18,7 @@ use oxtun_abi::emulator::{EmulatorRegistration, REGISTRATION_DESCRIPTORS};
 use oxtun_abi::{
     CallerWidth, RingDescriptor, RingRegistration, TUN_IOCTL_REGISTER_RINGS, capacity_for_ring_size,
 };
+use oxtun_sim::tun::{self, ip};
 use oxtun_sim::{Adapter, Bitness, Driver, Fragmentation, Process, Token};
 
 const USAGE: &str =
@@ -127,50 +128,6 @@ fn poll_readable(fds: &[BorrowedFd<'_>]) -> io::Result<usize> {
         if let Some(index) = polls.iter().position(|poll| poll.revents != 0) {
             return Ok(index);
         }
-    }
-}
-
-/// Opens the TUN interface (IFF_TUN | IFF_NO_PI), non-blocking.
-fn open_tun(name: &str) -> io::Result<OwnedFd> {
-    // SAFETY: opening a device node by a NUL-terminated path.
-    let fd = check(
-        unsafe {
-            libc::open(
-                c"/dev/net/tun".as_ptr(),
-                libc::O_RDWR | libc::O_NONBLOCK | libc::O_CLOEXEC,
-            )
-        },
-        "opening /dev/net/tun",
-    )?;
-    // SAFETY: a descriptor we just created and own.
-    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
-    // SAFETY: ifreq is plain data; zeroed is its empty state.
-    let mut request: libc::ifreq = unsafe { std::mem::zeroed() };
-    for (slot, byte) in request.ifr_name.iter_mut().zip(name.bytes()) {
-        *slot = byte as libc::c_char;
-    }
-    request.ifr_ifru.ifru_flags = (libc::IFF_TUN | libc::IFF_NO_PI) as libc::c_short;
-    // SAFETY: TUNSETIFF with a valid ifreq on our TUN descriptor.
-    check(
-        unsafe { libc::ioctl(fd.as_raw_fd(), libc::TUNSETIFF, &mut request) },
-        "TUNSETIFF (need CAP_NET_ADMIN)",
-    )?;
-    Ok(fd)
-}
-
-/// `ip ARGS...`, which must succeed.
-fn ip(args: &[&str]) -> io::Result<()> {
-    let status = Command::new("ip")
-        .args(args)
-        .status()
-        .map_err(|error| io::Error::new(error.kind(), format!("running ip (iproute2): {error}")))?;
-    if status.success() {
-        Ok(())
-    } else {
-        Err(io::Error::other(format!(
-            "ip {} failed: {status}",
-            args.join(" ")
-        )))
     }
 }
 
@@ -435,7 +392,7 @@ fn run(options: Options) -> io::Result<bool> {
     let signals = take_over_signals();
     let tun = match options.upper {
         Upper::Tun => {
-            let tun = open_tun(&options.name)?;
+            let tun = tun::open(&options.name, true)?;
             configure_interface(&options.name, &options.addresses)?;
             Some(tun)
         }

@@ -1,0 +1,54 @@
+//! Linux TUN interfaces: the emulator's upper edge, and the benchmark's plain reference.
+
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+
+/// Creates the layer-3 TUN interface `name` (no packet-information header) and returns its
+/// descriptor. Needs CAP_NET_ADMIN.
+pub fn open(name: &str, nonblocking: bool) -> io::Result<OwnedFd> {
+    let flags = libc::O_RDWR | libc::O_CLOEXEC | if nonblocking { libc::O_NONBLOCK } else { 0 };
+    // SAFETY: opening a device node by a NUL-terminated path.
+    let fd = unsafe { libc::open(c"/dev/net/tun".as_ptr(), flags) };
+    if fd < 0 {
+        return Err(context("opening /dev/net/tun"));
+    }
+    // SAFETY: a descriptor we just created and own.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    // SAFETY: ifreq is plain data; zeroed is its empty state.
+    let mut request: libc::ifreq = unsafe { std::mem::zeroed() };
+    if name.len() >= request.ifr_name.len() {
+        return Err(io::Error::other(format!(
+            "interface name {name:?} is too long"
+        )));
+    }
+    for (slot, byte) in request.ifr_name.iter_mut().zip(name.bytes()) {
+        *slot = byte as libc::c_char;
+    }
+    request.ifr_ifru.ifru_flags = (libc::IFF_TUN | libc::IFF_NO_PI) as libc::c_short;
+    // SAFETY: TUNSETIFF with a valid ifreq on our TUN descriptor.
+    if unsafe { libc::ioctl(fd.as_raw_fd(), libc::TUNSETIFF, &mut request) } < 0 {
+        return Err(context("TUNSETIFF (needs CAP_NET_ADMIN)"));
+    }
+    Ok(fd)
+}
+
+fn context(what: &str) -> io::Error {
+    let error = io::Error::last_os_error();
+    io::Error::new(error.kind(), format!("{what}: {error}"))
+}
+
+/// `ip ARGS...` (iproute2), which must succeed.
+pub fn ip(args: &[&str]) -> io::Result<()> {
+    let status = std::process::Command::new("ip")
+        .args(args)
+        .status()
+        .map_err(|error| io::Error::new(error.kind(), format!("running ip (iproute2): {error}")))?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(io::Error::other(format!(
+            "ip {} failed: {status}",
+            args.join(" ")
+        )))
+    }
+}

@@ -1,0 +1,104 @@
+//! A `wintun-emu` child process, for the emulator's tests and benchmark; and a network namespace
+//! of the calling process's own.
+
+use std::io::{BufRead, BufReader, Read};
+use std::path::PathBuf;
+use std::process::{Child, Command, ExitStatus, Stdio};
+
+use oxtun_client::Adapter;
+
+/// A running emulator, stopped with SIGTERM on drop.
+pub struct Emulator {
+    child: Option<Child>,
+    pub socket: PathBuf,
+    _directory: TempDir,
+}
+
+struct TempDir(PathBuf);
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+impl Emulator {
+    /// Starts `wintun-emu` with `args` (besides `--socket`) and waits until it is ready.
+    pub fn start(args: &[&str]) -> Emulator {
+        let directory = std::env::temp_dir().join(format!("oxtun-emu-test-{}", std::process::id()));
+        std::fs::create_dir_all(&directory).unwrap();
+        let socket = directory.join("device.sock");
+        let mut child = Command::new(env!("CARGO_BIN_EXE_wintun-emu"))
+            .arg("--socket")
+            .arg(&socket)
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("starting wintun-emu");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        assert_eq!(
+            line.trim(),
+            format!("ready {}", socket.display()),
+            "the emulator did not start"
+        );
+        Emulator {
+            child: Some(child),
+            socket,
+            _directory: TempDir(directory),
+        }
+    }
+
+    pub fn adapter(&self) -> Adapter {
+        Adapter::emulator(&self.socket)
+    }
+
+    #[allow(dead_code, reason = "the benchmark does not use it")]
+    pub fn alive(&mut self) -> bool {
+        self.child.as_mut().unwrap().try_wait().unwrap().is_none()
+    }
+
+    /// SIGTERM, then the exit status and everything it wrote on stderr.
+    pub fn terminate(mut self) -> (ExitStatus, String) {
+        stop(self.child.take().unwrap())
+    }
+}
+
+impl Drop for Emulator {
+    fn drop(&mut self) {
+        if let Some(child) = self.child.take() {
+            let (_, log) = stop(child);
+            if std::thread::panicking() {
+                eprintln!("wintun-emu's log:\n{log}");
+            }
+        }
+    }
+}
+
+fn stop(mut child: Child) -> (ExitStatus, String) {
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let mut log = String::new();
+    let _ = child.stderr.take().unwrap().read_to_string(&mut log);
+    (child.wait().unwrap(), log)
+}
+
+/// Moves this process into a network namespace of its own, with loopback up.
+pub fn own_network_namespace() {
+    // SAFETY: unshare affects only this process (and the children it starts later).
+    let result = unsafe { libc::unshare(libc::CLONE_NEWNET) };
+    assert_eq!(
+        result,
+        0,
+        "network tests need root (CAP_SYS_ADMIN) to make a namespace: {}",
+        std::io::Error::last_os_error()
+    );
+    let status = Command::new("ip")
+        .args(["link", "set", "lo", "up"])
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
