@@ -82,6 +82,56 @@ fn reflect_mode_returns_ten_thousand_packets_byte_exact() {
     });
 }
 
+#[test]
+fn bad_flags_and_a_socket_in_use_are_refused_with_a_message() {
+    let run = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_wintun-emu"))
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let emulator = Emulator::start(&["--upper", "reflect"]);
+    let socket = emulator.socket.to_str().unwrap();
+    let not_a_socket =
+        std::env::temp_dir().join(format!("oxtun-not-a-socket-{}", std::process::id()));
+    std::fs::write(&not_a_socket, "keep me").unwrap();
+    let cases: [(&[&str], &str); 5] = [
+        (&["--upper", "reflect"], "--socket PATH is required"),
+        (
+            &["--socket", "/tmp/x", "--upper", "bridge"],
+            "--upper is tun or reflect",
+        ),
+        (
+            &["--socket", "/tmp/x", "--frobnicate"],
+            "unknown argument --frobnicate",
+        ),
+        (
+            &["--socket", socket, "--upper", "reflect"],
+            "another emulator listens there",
+        ),
+        (
+            &[
+                "--socket",
+                not_a_socket.to_str().unwrap(),
+                "--upper",
+                "reflect",
+            ],
+            "exists and is not a socket",
+        ),
+    ];
+    for (args, message) in cases {
+        let output = run(args);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(!output.status.success(), "{args:?} succeeded");
+        assert!(stderr.contains(message), "{args:?}: {stderr}");
+        assert!(output.stdout.is_empty(), "{args:?} said it was ready");
+    }
+    assert_eq!(std::fs::read(&not_a_socket).unwrap(), b"keep me");
+    std::fs::remove_file(&not_a_socket).unwrap();
+    // The running emulator still serves.
+    Session::start(&emulator.adapter(), MIN_CAPACITY).unwrap();
+}
+
 /// Packets filled in place are received in the order they were allocated, whatever order they
 /// are sent in; one dropped unsent becomes a packet the driver skips.
 #[test]

@@ -7,6 +7,7 @@
 
 use std::io::{self, Write};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::fs::FileTypeExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -374,12 +375,16 @@ fn take_over_signals() -> libc::sigset_t {
 }
 
 fn bind_socket(path: &PathBuf) -> io::Result<UnixListener> {
-    if path.exists() {
+    if let Ok(metadata) = std::fs::symlink_metadata(path) {
+        let in_use = |why: &str| {
+            let message = format!("{}: {why}", path.display());
+            Err(io::Error::new(io::ErrorKind::AddrInUse, message))
+        };
+        if !metadata.file_type().is_socket() {
+            return in_use("exists and is not a socket");
+        }
         if UnixStream::connect(path).is_ok() {
-            return Err(io::Error::new(
-                io::ErrorKind::AddrInUse,
-                format!("{}: another emulator listens there", path.display()),
-            ));
+            return in_use("another emulator listens there");
         }
         // A socket file left by an emulator that died: nobody listens on it.
         std::fs::remove_file(path)?;
