@@ -459,6 +459,15 @@ fn ping_both_families_through_the_driver() {
         "--address",
         "fd99::1/64",
     ]);
+    let link = Command::new("ip")
+        .args(["-o", "link", "show", "oxtun-t0"])
+        .output()
+        .unwrap();
+    let link = String::from_utf8_lossy(&link.stdout);
+    assert!(
+        link.contains("mtu 65535 ") && link.contains(",UP,"),
+        "{link}"
+    );
     let session = Session::start(&emulator.adapter(), MIN_CAPACITY).unwrap();
     thread::scope(|scope| {
         let session = &session;

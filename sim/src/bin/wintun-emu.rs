@@ -132,16 +132,9 @@ fn poll_readable(fds: &[BorrowedFd<'_>]) -> io::Result<usize> {
     }
 }
 
-fn configure_interface(name: &str, addresses: &[String]) -> io::Result<()> {
-    // The MTU the driver reports (OID_GEN_MAXIMUM_TOTAL_SIZE).
-    ip(&[
-        "link",
-        "set",
-        "dev",
-        name,
-        "mtu",
-        &oxtun_abi::MAX_IP_PACKET_SIZE.to_string(),
-    ])?;
+/// Gives the interface the driver's MTU and the addresses, and brings it up.
+fn configure_interface(name: &str, mtu: u32, addresses: &[String]) -> io::Result<()> {
+    ip(&["link", "set", "dev", name, "mtu", &mtu.to_string()])?;
     for address in addresses {
         if address.contains(':') {
             // No duplicate-address detection: usable at once.
@@ -398,7 +391,6 @@ fn run(options: Options) -> io::Result<bool> {
     let tun = match options.upper {
         Upper::Tun => {
             let tun = tun::open(&options.name, true)?;
-            configure_interface(&options.name, &options.addresses)?;
             Some(tun)
         }
         Upper::Reflect => None,
@@ -412,6 +404,10 @@ fn run(options: Options) -> io::Result<bool> {
             io::Error::other(format!("MiniportInitializeEx failed: {status:#x}"))
         })?);
     adapter.set_recording(false);
+    if tun.is_some() {
+        // The MTU the driver reported in its general attributes.
+        configure_interface(&options.name, adapter.general().mtu, &options.addresses)?;
+    }
     let sink: oxtun_sim::ReceiveSink = match &tun {
         Some(tun) => {
             let tun = tun.try_clone()?;
