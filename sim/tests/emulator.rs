@@ -308,6 +308,24 @@ fn malformed_registrations_are_answered_and_harm_nothing() {
             STATUS_INVALID_PARAMETER,
         ),
         (
+            "an eventfd for a ring",
+            good.encode().to_vec(),
+            vec![&send_event, &send_event, &receive, &receive_event],
+            STATUS_INVALID_PARAMETER,
+        ),
+        (
+            "a memfd for an event",
+            good.encode().to_vec(),
+            vec![&send, &send_event, &receive, &small],
+            STATUS_INVALID_PARAMETER,
+        ),
+        (
+            "flags not zero",
+            [&good.encode()[..12], &[1, 0, 0, 0]].concat(),
+            all.to_vec(),
+            STATUS_INVALID_PARAMETER,
+        ),
+        (
             "ring size not a power of two",
             bad_size.to_vec(),
             all.to_vec(),

@@ -219,12 +219,18 @@ fn receive_message(stream: &UnixStream) -> io::Result<Option<(Vec<u8>, Vec<Owned
     Ok(Some((bytes, descriptors)))
 }
 
-fn file_size(fd: BorrowedFd<'_>) -> io::Result<u64> {
-    // SAFETY: stat is plain data, filled by fstat on our descriptor.
-    let mut stat: libc::stat = unsafe { std::mem::zeroed() };
-    // SAFETY: our descriptor and a local.
-    check(unsafe { libc::fstat(fd.as_raw_fd(), &mut stat) }, "fstat")?;
-    Ok(stat.st_size as u64)
+/// The size of a shared memory file (a memfd, or any regular file); None for anything else.
+fn shared_memory_size(fd: BorrowedFd<'_>) -> Option<u64> {
+    let metadata = std::fs::File::from(fd.try_clone_to_owned().ok()?)
+        .metadata()
+        .ok()?;
+    metadata.is_file().then_some(metadata.len())
+}
+
+/// Whether `fd` is an eventfd (the kernel names its inode so).
+fn is_eventfd(fd: BorrowedFd<'_>) -> bool {
+    std::fs::read_link(format!("/proc/self/fd/{}", fd.as_raw_fd()))
+        .is_ok_and(|target| target.as_os_str() == "anon_inode:[eventfd]")
 }
 
 /// A thread that sets the simulated receive event whenever the client signals its eventfd.
@@ -273,6 +279,9 @@ fn register(
     else {
         return STATUS_INVALID_PARAMETER;
     };
+    if !is_eventfd(send_event.as_fd()) || !is_eventfd(receive_event.as_fd()) {
+        return STATUS_INVALID_PARAMETER;
+    }
     let mut addresses = [0u64; 2];
     for ((memory, size), address) in [
         (&send_memory, request.send_ring_size),
@@ -284,7 +293,7 @@ fn register(
         // A size the driver would refuse anyway is refused before mapping anything, and a
         // memfd smaller than its ring would fault when touched: refused too.
         if capacity_for_ring_size(size).is_err()
-            || file_size(memory.as_fd()).map_or(true, |len| len < u64::from(size))
+            || shared_memory_size(memory.as_fd()).is_none_or(|len| len < u64::from(size))
         {
             return STATUS_INVALID_PARAMETER;
         }
