@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Every check, as CI runs it: formatting, lints for the host and each Windows target, the cross
-# builds of the kernel image, the test-signed package, the loom models, and every test (the image
-# checks of the built and the packaged images and the INF check among them).
+# builds of the kernel image, the test-signed package, the loom models, Miri over the abi crate's
+# tests, and every test (the image checks of the built and the packaged images and the INF check
+# among them).
 source "$(dirname "$0")/setup.sh"
 set -x
 
@@ -18,4 +19,7 @@ loom=(env CARGO_TARGET_DIR=target/loom RUSTFLAGS="--cfg loom" CARGO_PROFILE_RELE
     CARGO_PROFILE_RELEASE_DEBUG=false)
 "${loom[@]}" cargo clippy -p oxtun-abi --all-targets --locked -- -D warnings
 "${loom[@]}" cargo test -p oxtun-abi --release --locked --test loom -- --nocapture
+# Miri over the abi crate's tests: undefined behaviour, data races, leaks (abi/tests run fewer
+# packets and cases under cfg(miri)).
+cargo +nightly miri test -p oxtun-abi --locked
 cargo nextest run --workspace --locked --no-fail-fast
