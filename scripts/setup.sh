@@ -20,6 +20,15 @@ done
 if ! command -v cargo-nextest >/dev/null; then
     cargo install --locked cargo-nextest
 fi
+# The nightly toolchain, with Miri and the standard library's sources it builds.
+if ! rustup toolchain list | grep -q '^nightly'; then
+    rustup toolchain install nightly --profile minimal
+fi
+for component in miri rust-src; do
+    if ! rustup +nightly component list --installed | grep -q "^$component"; then
+        rustup +nightly component add "$component"
+    fi
+done
 # Debian's LLVM tools (llvm-readobj for the main job, llvm-rc for the version resource), clang
 # (the SEH shim, and llvm-rc's preprocessor), and what test-signs the package.
 missing=()

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Every check, as CI runs it: formatting, lints for the host and each Windows target, the cross
-# builds of the kernel image, the test-signed package, every test (the image checks of the
-# built and the packaged images and the INF check among them), and the demo.
+# Every check, as CI runs it: formatting, lints for the host and each Windows target, the cross
+# builds of the kernel image, the test-signed package, the loom models, Miri over the abi crate's
+# tests, every test (the image checks of the built and the packaged images and the INF check among
+# them), and the demo.
 source "$(dirname "$0")/setup.sh"
 set -x
 
@@ -12,5 +14,14 @@ for target in "${WINDOWS_TARGETS[@]}"; do
     cargo build -p oxtun --target "$target" --release --locked
 done
 scripts/package.sh
+# The loom models of the ring protocol (abi/tests/loom.rs): the abi crate with loom's atomics, in
+# a target folder of its own; release without LTO, since loom needs speed and not a small image.
+loom=(env CARGO_TARGET_DIR=target/loom RUSTFLAGS="--cfg loom" CARGO_PROFILE_RELEASE_LTO=false
+    CARGO_PROFILE_RELEASE_DEBUG=false)
+"${loom[@]}" cargo clippy -p oxtun-abi --all-targets --locked -- -D warnings
+"${loom[@]}" cargo test -p oxtun-abi --release --locked --test loom -- --nocapture
+# Miri over the abi crate's tests: undefined behaviour, data races, leaks (abi/tests run fewer
+# packets and cases under cfg(miri)).
+cargo +nightly miri test -p oxtun-abi --locked
 cargo nextest run --workspace --locked --no-fail-fast
 scripts/demo.sh

@@ -16,10 +16,13 @@ pub mod layout;
 mod order;
 mod reader;
 mod region;
+mod sync;
 mod writer;
 
 pub use layout::*;
 pub use order::{CompletionOrder, Ticket};
 pub use reader::{Packet, RingError, RingReader, SleepDecision};
 pub use region::{RegionError, RingRegion};
+#[cfg(loom)]
+pub use sync::{MODEL_DATA_BYTES, ModelWords};
 pub use writer::{PacketSlot, Published, Reservation, ReserveError, RingWriter};

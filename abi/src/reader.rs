@@ -6,10 +6,10 @@
 //! before anything depends on it.
 
 use core::ptr::NonNull;
-use core::sync::atomic::{Ordering, fence};
 
 use crate::layout::{MAX_IP_PACKET_SIZE, RING_ENDED, packet_space};
 use crate::region::RingRegion;
+use crate::sync::Ordering;
 
 /// Why a reader or writer stopped using its ring. Once stopped it stays stopped: a consumer has
 /// set `Head` to 0xFFFFFFFF, so the producer sees the end too.
@@ -219,7 +219,7 @@ impl RingReader {
     /// consumer would sleep on a packet that had arrived.
     pub fn announce_sleep(&mut self) -> SleepDecision {
         self.region.alertable().store(1, Ordering::Relaxed);
-        fence(Ordering::SeqCst);
+        self.region.consumer_handshake_fence();
         let tail = self.region.tail().load(Ordering::Relaxed);
         if tail == self.read {
             SleepDecision::Sleep

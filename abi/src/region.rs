@@ -5,18 +5,23 @@
 //! again here, so a mistake cannot reach outside the region.
 
 use core::ptr::NonNull;
-use core::sync::atomic::{AtomicI32, AtomicU32};
 
+#[cfg(not(loom))]
+use crate::layout::TunRingHeader;
 use crate::layout::{
     ALIGNMENT, MAX_PACKET_SPACE, PACKET_HEADER_SIZE, RING_HEADER_SIZE, RingSizeError,
-    TunRingHeader, capacity_for_ring_size,
+    capacity_for_ring_size,
 };
+use crate::sync::{AtomicI32, AtomicU32, Ordering, fence};
 
 /// A mapped ring: `12 + capacity + 0x10000` bytes, 4-byte aligned.
 #[derive(Clone, Copy, Debug)]
 pub struct RingRegion {
     base: NonNull<u8>,
     capacity: u32,
+    /// Under loom, where the header and `Size` words are (see [`crate::sync`]).
+    #[cfg(loom)]
+    model: Option<NonNull<crate::sync::ModelWords>>,
 }
 
 // SAFETY: the region is plain memory; every access through it is atomic or a bounded byte copy,
@@ -49,7 +54,33 @@ impl RingRegion {
         if base.as_ptr() as usize % ALIGNMENT as usize != 0 {
             return Err(RegionError::Misaligned);
         }
-        Ok(RingRegion { base, capacity })
+        Ok(RingRegion {
+            base,
+            capacity,
+            #[cfg(loom)]
+            model: None,
+        })
+    }
+
+    /// Under loom: the region with its header and `Size` words in `words`.
+    ///
+    /// # Safety
+    /// `words` must outlive every use of the region and of its copies.
+    #[cfg(loom)]
+    pub unsafe fn modelled_by(self, words: &crate::sync::ModelWords) -> Self {
+        RingRegion {
+            model: Some(NonNull::from(words)),
+            ..self
+        }
+    }
+
+    #[cfg(loom)]
+    fn model(&self) -> &crate::sync::ModelWords {
+        let words = self
+            .model
+            .expect("a loom model gives its region ModelWords");
+        // SAFETY: modelled_by's caller promised the words outlive the region.
+        unsafe { words.as_ref() }
     }
 
     /// Bytes the ring holds (a power of two); offsets are below it.
@@ -72,6 +103,7 @@ impl RingRegion {
         offset < self.capacity && offset % ALIGNMENT == 0
     }
 
+    #[cfg(not(loom))]
     fn header_field(&self, offset: usize) -> &AtomicU32 {
         debug_assert!(offset < RING_HEADER_SIZE as usize && offset % 4 == 0);
         // SAFETY: the header is inside the region, 4-aligned (base is, and so is the offset) and
@@ -79,14 +111,17 @@ impl RingRegion {
         unsafe { &*self.base.as_ptr().add(offset).cast::<AtomicU32>() }
     }
 
+    #[cfg(not(loom))]
     pub(crate) fn head(&self) -> &AtomicU32 {
         self.header_field(core::mem::offset_of!(TunRingHeader, head))
     }
 
+    #[cfg(not(loom))]
     pub(crate) fn tail(&self) -> &AtomicU32 {
         self.header_field(core::mem::offset_of!(TunRingHeader, tail))
     }
 
+    #[cfg(not(loom))]
     pub(crate) fn alertable(&self) -> &AtomicI32 {
         let field = self.header_field(core::mem::offset_of!(TunRingHeader, alertable));
         // SAFETY: AtomicI32 and AtomicU32 have the same size and alignment; the field is
@@ -95,11 +130,55 @@ impl RingRegion {
     }
 
     /// The `Size` field of the packet at `offset`, which must be a packet offset.
+    #[cfg(not(loom))]
     pub(crate) fn packet_size(&self, offset: u32) -> &AtomicU32 {
         assert!(self.is_packet_offset(offset));
         // SAFETY: offset < capacity and aligned, so the 4 bytes at Data + offset lie inside the
         // region and are 4-aligned (Data starts 12 bytes into an aligned region).
         unsafe { &*self.data_ptr(offset).cast::<AtomicU32>() }
+    }
+
+    #[cfg(loom)]
+    pub(crate) fn head(&self) -> &AtomicU32 {
+        self.model().head()
+    }
+
+    #[cfg(loom)]
+    pub(crate) fn tail(&self) -> &AtomicU32 {
+        self.model().tail()
+    }
+
+    #[cfg(loom)]
+    pub(crate) fn alertable(&self) -> &AtomicI32 {
+        self.model().alertable()
+    }
+
+    #[cfg(loom)]
+    pub(crate) fn packet_size(&self, offset: u32) -> &AtomicU32 {
+        assert!(self.is_packet_offset(offset));
+        self.model().size(offset)
+    }
+
+    /// The producer's full fence in the alertable handshake, between storing `Tail` and loading
+    /// `Alertable`; see [`RingReader::announce_sleep`](crate::RingReader::announce_sleep).
+    #[inline(always)]
+    pub(crate) fn producer_handshake_fence(&self) {
+        #[cfg(loom)]
+        if !self.model().producer_fence() {
+            return;
+        }
+        fence(Ordering::SeqCst);
+    }
+
+    /// The consumer's full fence in the alertable handshake, between storing `Alertable` and
+    /// loading `Tail`.
+    #[inline(always)]
+    pub(crate) fn consumer_handshake_fence(&self) {
+        #[cfg(loom)]
+        if !self.model().consumer_fence() {
+            return;
+        }
+        fence(Ordering::SeqCst);
     }
 
     fn data_ptr(&self, offset: u32) -> *mut u8 {

@@ -8,12 +8,11 @@
 //! Reserving and completing take `&mut self`: callers that share a writer between threads hold
 //! their lock for those two short calls only, and fill the reserved packets outside it.
 
-use core::sync::atomic::{Ordering, fence};
-
 use crate::layout::{ALIGNMENT, PACKET_HEADER_SIZE, RING_ENDED, packet_space};
 use crate::order::{CompletionOrder, Ticket};
 use crate::reader::RingError;
 use crate::region::RingRegion;
+use crate::sync::Ordering;
 
 /// How many reservations are tracked separately before new ones share an entry.
 const TRACKED_RESERVATIONS: usize = 64;
@@ -266,7 +265,7 @@ impl RingWriter {
         }
         self.published = tail;
         self.region.tail().store(tail, Ordering::Release);
-        fence(Ordering::SeqCst);
+        self.region.producer_handshake_fence();
         let wake_consumer = self.region.alertable().load(Ordering::Relaxed) != 0;
         Published {
             tail_moved: true,
