@@ -18,16 +18,6 @@ fn data(received: &[Received]) -> Vec<Vec<u8>> {
     received.iter().map(|packet| packet.data.clone()).collect()
 }
 
-fn head(rings: &ClientRings) -> u32 {
-    // SAFETY (test): the receive ring's Head, the first word of its memory in the process.
-    unsafe { AtomicU32::from_ptr(rings.receive_ring as *mut u32) }.load(Ordering::SeqCst)
-}
-
-fn tail(rings: &ClientRings) -> u32 {
-    // SAFETY (test): the receive ring's Tail, its second word.
-    unsafe { AtomicU32::from_ptr((rings.receive_ring as *mut u32).add(1)) }.load(Ordering::SeqCst)
-}
-
 fn statistics(setup: &Setup) -> NDIS_STATISTICS_INFO {
     let answer = setup.adapter.query(OID_GEN_STATISTICS, 0x98);
     // SAFETY (test): the answer is a whole NDIS_STATISTICS_INFO, plain data.
@@ -43,11 +33,11 @@ fn statistics(setup: &Setup) -> NDIS_STATISTICS_INFO {
 /// Waits until the driver has released everything the client wrote (Head caught up with Tail).
 fn wait_released(rings: &ClientRings) {
     let start = std::time::Instant::now();
-    while head(rings) != tail(rings) {
+    while rings.receive_head() != rings.receive_tail() {
         assert!(
             start.elapsed() < PATIENCE,
             "Head stuck at {:#x}",
-            head(rings)
+            rings.receive_head()
         );
         thread::yield_now();
     }
@@ -198,10 +188,10 @@ fn head_moves_only_as_nbls_return_and_only_in_ring_order() {
     let packets: Vec<Vec<u8>> = (0..10).map(|seed| ipv4(seed, 100)).collect();
     assert!(client_write(&mut writer, &rings.receive_event, &packets));
     assert_eq!(data(&setup.adapter.wait_received(10, PATIENCE)), packets);
-    let start = head(&rings);
+    let start = rings.receive_head();
     assert_ne!(
         start,
-        tail(&rings),
+        rings.receive_tail(),
         "nothing is released while the stack holds it"
     );
     // Return all but the oldest, newest first, one per call: Head stays.
@@ -214,7 +204,7 @@ fn head_moves_only_as_nbls_return_and_only_in_ring_order() {
     );
     thread::sleep(Duration::from_millis(20));
     assert_eq!(
-        head(&rings),
+        rings.receive_head(),
         start,
         "Head may not pass the unreturned oldest packet"
     );
@@ -338,10 +328,10 @@ fn a_corrupt_size_or_tail_stops_reading_and_nothing_else() {
         ));
         setup.adapter.wait_received(1, PATIENCE);
         wait_released(&rings);
-        corrupt(&rings, head(&rings));
+        corrupt(&rings, rings.receive_head());
         rings.receive_event.set();
         let start = std::time::Instant::now();
-        while head(&rings) != RING_ENDED {
+        while rings.receive_head() != RING_ENDED {
             assert!(
                 start.elapsed() < PATIENCE,
                 "{name}: the driver never gave up the ring"

@@ -2,8 +2,11 @@
 //!
 //! Every such call asks [`should_fail`] first and counts as one call of its site. A test counts
 //! the calls of a scenario ([`calls`]), then replays it failing each one in turn
-//! ([`fail_call`]), so a new call site is covered without anyone listing it.
+//! ([`fail_call`]), so a new call site is covered without anyone listing it. Calls the
+//! simulated system makes for itself (the stack reading an indicated packet) are not the
+//! driver's: they are neither counted nor failed.
 
+use std::cell::Cell;
 use std::collections::BTreeMap;
 use std::sync::Mutex;
 
@@ -32,8 +35,23 @@ static FAULTS: Mutex<Faults> = Mutex::new(Faults {
     fail: None,
 });
 
+thread_local! {
+    static SYSTEM_CALLS: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Runs `work` as the simulated system's own: the calls it makes never fail and are not counted.
+pub(crate) fn as_system<R>(work: impl FnOnce() -> R) -> R {
+    let outer = SYSTEM_CALLS.replace(true);
+    let result = work();
+    SYSTEM_CALLS.set(outer);
+    result
+}
+
 /// Counts a call of `site`; true if this is the call chosen to fail.
 pub fn should_fail(site: Site) -> bool {
+    if SYSTEM_CALLS.get() {
+        return false;
+    }
     let mut faults = FAULTS.lock().unwrap();
     let count = faults.calls.entry(site).or_default();
     *count += 1;

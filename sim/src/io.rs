@@ -570,9 +570,12 @@ pub(crate) fn read_mdl_chain(
             violation("an NBL's MDL chain is shorter than its data");
             break;
         }
-        // SAFETY: a live MDL of the driver's chain; the simulator's own export maps it as a
-        // consumer would.
-        let base = unsafe { MmGetSystemAddressForMdlSafe(mdl, NormalPagePriority) };
+        // The stack's mapping, not one of the driver's calls to fail.
+        let base = crate::faults::as_system(|| {
+            // SAFETY: a live MDL of the driver's chain; the simulator's own export maps it as a
+            // consumer would.
+            unsafe { MmGetSystemAddressForMdlSafe(mdl, NormalPagePriority) }
+        });
         // SAFETY: a live MDL.
         let count = unsafe { (*mdl).ByteCount as usize };
         let take = count.saturating_sub(offset).min(length);

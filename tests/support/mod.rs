@@ -76,6 +76,19 @@ impl ClientRings {
         unsafe { AtomicU32::from_ptr((self.send_ring as *mut u32).add(1)) }.load(Ordering::SeqCst)
     }
 
+    /// The receive ring's Head, as the client reads it.
+    pub fn receive_head(&self) -> u32 {
+        // SAFETY (test): the ring's memory is live in the process; Head is its first word.
+        unsafe { AtomicU32::from_ptr(self.receive_ring as *mut u32) }.load(Ordering::SeqCst)
+    }
+
+    /// The receive ring's Tail, as the client reads it.
+    pub fn receive_tail(&self) -> u32 {
+        // SAFETY (test): the ring's memory is live in the process; Tail is its second word.
+        unsafe { AtomicU32::from_ptr((self.receive_ring as *mut u32).add(1)) }
+            .load(Ordering::SeqCst)
+    }
+
     /// Whether the driver ended the registration: Tail = 0xFFFFFFFF and the event set.
     pub fn ended(&self) -> bool {
         self.send_tail() == RING_ENDED && self.send_event.set_count() >= 1
