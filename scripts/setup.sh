@@ -20,15 +20,19 @@ done
 if ! command -v cargo-nextest >/dev/null; then
     cargo install --locked cargo-nextest
 fi
-# The nightly toolchain, with Miri and the standard library's sources it builds.
+# The nightly toolchain, with Miri and the standard library's sources it builds, and clippy for
+# the fuzz targets (which only nightly builds); cargo-fuzz.
 if ! rustup toolchain list | grep -q '^nightly'; then
     rustup toolchain install nightly --profile minimal
 fi
-for component in miri rust-src; do
+for component in miri rust-src clippy; do
     if ! rustup +nightly component list --installed | grep -q "^$component"; then
         rustup +nightly component add "$component"
     fi
 done
+if ! command -v cargo-fuzz >/dev/null; then
+    cargo install --locked cargo-fuzz
+fi
 # Debian's LLVM tools (llvm-readobj for the main job, llvm-rc for the version resource), clang
 # (the SEH shim, and llvm-rc's preprocessor), and what test-signs the package.
 missing=()
@@ -36,6 +40,8 @@ command -v llvm-readobj >/dev/null || missing+=(llvm)
 command -v clang >/dev/null || compgen -c | grep -qE '^clang-[0-9]+$' || missing+=(clang)
 command -v osslsigncode >/dev/null || missing+=(osslsigncode)
 command -v openssl >/dev/null || missing+=(openssl)
+# libFuzzer, which the fuzz targets link, is C++.
+command -v c++ >/dev/null || missing+=(g++)
 # The emulator's tests: the TUN device and namespaces, and ping across them.
 command -v ip >/dev/null || missing+=(iproute2)
 command -v ping >/dev/null || missing+=(iputils-ping)

@@ -1,14 +1,15 @@
 #!/usr/bin/env bash
 # Every check, as CI runs it: formatting, lints for the host and each Windows target, the cross
-# Every check, as CI runs it: formatting, lints for the host and each Windows target, the cross
 # builds of the kernel image, the test-signed package, the loom models, Miri over the abi crate's
 # tests, every test (the image checks of the built and the packaged images and the INF check among
-# them), and the demo.
+# them), each fuzz target for a short while, and the demo.
 source "$(dirname "$0")/setup.sh"
 set -x
 
 cargo fmt --all --check
+cargo fmt --manifest-path fuzz/Cargo.toml --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
+(cd fuzz && cargo clippy --bins --locked -- -D warnings)
 for target in "${WINDOWS_TARGETS[@]}"; do
     cargo clippy -p oxtun -p oxtun-client --target "$target" --release --locked -- -D warnings
     cargo build -p oxtun --target "$target" --release --locked
@@ -24,4 +25,6 @@ loom=(env CARGO_TARGET_DIR=target/loom RUSTFLAGS="--cfg loom" CARGO_PROFILE_RELE
 # packets and cases under cfg(miri)).
 cargo +nightly miri test -p oxtun-abi --locked
 cargo nextest run --workspace --locked --no-fail-fast
+# Each fuzz target for 20 seconds, from its committed seeds (the long runs: scripts/fuzz.sh).
+scripts/fuzz.sh 20
 scripts/demo.sh
