@@ -119,16 +119,22 @@ impl Adapter {
     }
 
     /// Indicates a batch if the adapter runs; otherwise drops it (NDIS allows no indications
-    /// while paused).
-    fn indicate(&self, batch: NblList, counts: &mut ReceiveCounts) {
+    /// while paused). The batch's counts go into the statistics first, so a packet whose Head
+    /// has moved is already counted.
+    fn indicate(&self, batch: NblList, mut counts: ReceiveCounts) {
         let count = batch.len();
-        if self.lend_receives(count) {
+        let running = count > 0 && self.lend_receives(count);
+        if running {
             counts.packets += u64::from(count);
-            // SAFETY: the adapter's NDIS handle; it runs, and the NBLs are counted out.
-            unsafe { batch.indicate(self.miniport, false) };
         } else {
             counts.discards += u64::from(count);
             counts.octets = 0;
+        }
+        self.statistics.add_receives(&counts);
+        if running {
+            // SAFETY: the adapter's NDIS handle; it runs, and the NBLs are counted out.
+            unsafe { batch.indicate(self.miniport, false) };
+        } else if count > 0 {
             self.take_back(batch);
         }
     }
@@ -202,10 +208,7 @@ pub fn run(adapter: &Adapter) {
         let mut batch = NblList::new();
         let state = adapter.read_batch(&mut batch, &mut counts);
         let got_packets = !batch.is_empty();
-        if got_packets {
-            adapter.indicate(batch, &mut counts);
-        }
-        adapter.statistics.add_receives(&counts);
+        adapter.indicate(batch, counts);
         if got_packets {
             continue;
         }
