@@ -9,7 +9,6 @@
 mod support;
 
 use std::collections::BTreeMap;
-use std::time::{Duration, Instant};
 
 use oxtun::sys::*;
 use oxtun_abi::TUN_IOCTL_REGISTER_RINGS;
@@ -20,20 +19,6 @@ use oxtun_sim::{
 use support::*;
 
 const PACKETS_PER_ROUND: u64 = 16;
-const PATIENCE: Duration = Duration::from_secs(20);
-
-fn statistics(adapter: &Adapter) -> NDIS_STATISTICS_INFO {
-    let answer = adapter.query(OID_GEN_STATISTICS, 0x98);
-    assert_eq!(answer.status, NDIS_STATUS_SUCCESS);
-    // SAFETY (test): the answer is a whole NDIS_STATISTICS_INFO, plain data.
-    unsafe {
-        answer
-            .data
-            .as_ptr()
-            .cast::<NDIS_STATISTICS_INFO>()
-            .read_unaligned()
-    }
-}
 
 /// How many packets the failed call may have cost so far: one once it has been made, else none.
 fn fault_cost(fault: Option<(Site, u64)>) -> u64 {
@@ -71,11 +56,7 @@ fn traffic_round(adapter: &Adapter, rings: &ClientRings, round: u64, fault: Opti
         &rings.receive_event,
         &written
     ));
-    let start = Instant::now();
-    while rings.receive_head() != rings.receive_tail() {
-        assert!(start.elapsed() < PATIENCE, "the receive ring is not read");
-        std::thread::yield_now();
-    }
+    wait_released(rings);
     let received: Vec<Vec<u8>> = adapter
         .take_received()
         .into_iter()

@@ -18,31 +18,6 @@ fn data(received: &[Received]) -> Vec<Vec<u8>> {
     received.iter().map(|packet| packet.data.clone()).collect()
 }
 
-fn statistics(setup: &Setup) -> NDIS_STATISTICS_INFO {
-    let answer = setup.adapter.query(OID_GEN_STATISTICS, 0x98);
-    // SAFETY (test): the answer is a whole NDIS_STATISTICS_INFO, plain data.
-    unsafe {
-        answer
-            .data
-            .as_ptr()
-            .cast::<NDIS_STATISTICS_INFO>()
-            .read_unaligned()
-    }
-}
-
-/// Waits until the driver has released everything the client wrote (Head caught up with Tail).
-fn wait_released(rings: &ClientRings) {
-    let start = std::time::Instant::now();
-    while rings.receive_head() != rings.receive_tail() {
-        assert!(
-            start.elapsed() < PATIENCE,
-            "Head stuck at {:#x}",
-            rings.receive_head()
-        );
-        thread::yield_now();
-    }
-}
-
 #[test]
 fn ip_packets_go_up_in_place_byte_exact_and_marked() {
     let setup = setup();
@@ -84,7 +59,7 @@ fn ip_packets_go_up_in_place_byte_exact_and_marked() {
             .unwrap(),
     );
     assert_eq!(rcv_ok, packets.len() as u64);
-    let counters = statistics(&setup);
+    let counters = statistics(&setup.adapter);
     assert_eq!(
         counters.ifHCInOctets,
         packets.iter().map(|p| p.len() as u64).sum::<u64>()
@@ -113,7 +88,7 @@ fn what_is_not_ip_is_skipped_and_counted_while_ip_still_arrives() {
     let received = setup.adapter.wait_received(2, PATIENCE);
     assert_eq!(data(&received), vec![ipv4(1, 100), ipv6(4, 100)]);
     wait_released(&rings);
-    assert_eq!(statistics(&setup).ifInErrors, 4);
+    assert_eq!(statistics(&setup.adapter).ifInErrors, 4);
     handle.close();
     setup.finish();
 }
@@ -273,7 +248,7 @@ fn packets_arriving_while_paused_are_dropped_not_indicated() {
     assert!(client_write(&mut writer, &rings.receive_event, &packets));
     wait_released(&rings);
     assert!(setup.adapter.take_received().is_empty());
-    assert_eq!(statistics(&setup).ifInDiscards, 3);
+    assert_eq!(statistics(&setup.adapter).ifInDiscards, 3);
     assert_eq!(setup.adapter.restart(), NDIS_STATUS_SUCCESS);
     assert!(client_write(
         &mut writer,

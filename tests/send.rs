@@ -50,19 +50,6 @@ fn query_u64(setup: &Setup, oid: NDIS_OID) -> u64 {
     u64::from_ne_bytes(setup.adapter.query(oid, 8).data.try_into().unwrap())
 }
 
-fn statistics(setup: &Setup) -> NDIS_STATISTICS_INFO {
-    let answer = setup.adapter.query(OID_GEN_STATISTICS, 0x98);
-    assert_eq!(answer.status, NDIS_STATUS_SUCCESS);
-    // SAFETY (test): the answer is a whole NDIS_STATISTICS_INFO, plain data.
-    unsafe {
-        answer
-            .data
-            .as_ptr()
-            .cast::<NDIS_STATISTICS_INFO>()
-            .read_unaligned()
-    }
-}
-
 const LAYOUTS: [Fragmentation; 4] = [
     Fragmentation::CONTIGUOUS,
     Fragmentation {
@@ -107,7 +94,7 @@ fn packets_reach_the_send_ring_byte_exact_however_fragmented() {
         assert_eq!(drain(&mut reader), expected, "{layout:?}");
     }
     assert_eq!(query_u64(&setup, OID_GEN_XMIT_OK), sent);
-    let counters = statistics(&setup);
+    let counters = statistics(&setup.adapter);
     assert_eq!(counters.ifHCOutUcastPkts, sent);
     assert_eq!(counters.ifHCOutOctets, octets);
     assert_eq!((counters.ifOutErrors, counters.ifOutDiscards), (0, 0));
@@ -185,7 +172,7 @@ fn a_full_ring_fails_the_whole_call_and_writes_nothing() {
         "all or nothing"
     );
     assert_eq!(rings.send_tail(), tail, "nothing written");
-    assert_eq!(statistics(&setup).ifOutDiscards, 3);
+    assert_eq!(statistics(&setup.adapter).ifOutDiscards, 3);
     let mut reader = rings.send_reader();
     assert_eq!(drain(&mut reader).len() as u64, sent);
     let statuses = setup
@@ -223,7 +210,7 @@ fn a_packet_over_0xffff_bytes_fails_only_its_nbl() {
         drain(&mut reader),
         vec![packet(1, 100), packet(4, 20), packet(5, 30)]
     );
-    assert_eq!(statistics(&setup).ifOutErrors, 1);
+    assert_eq!(statistics(&setup.adapter).ifOutErrors, 1);
     handle.close();
     setup.finish();
 }

@@ -5,6 +5,7 @@
 use std::ptr::NonNull;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
 
 use oxtun::sys::*;
 use oxtun_abi::{
@@ -225,4 +226,32 @@ fn ip_packet(first: u8, seed: u64, len: usize) -> Vec<u8> {
         *byte = first;
     }
     bytes
+}
+
+/// The adapter's OID_GEN_STATISTICS answer.
+pub fn statistics(adapter: &Adapter) -> NDIS_STATISTICS_INFO {
+    let answer = adapter.query(OID_GEN_STATISTICS, 0x98);
+    assert_eq!(answer.status, NDIS_STATUS_SUCCESS);
+    // SAFETY (test): the answer is a whole NDIS_STATISTICS_INFO, plain data.
+    unsafe {
+        answer
+            .data
+            .as_ptr()
+            .cast::<NDIS_STATISTICS_INFO>()
+            .read_unaligned()
+    }
+}
+
+/// Waits (20 seconds at most) until the driver has released everything the client wrote to the
+/// receive ring: Head caught up with Tail.
+pub fn wait_released(rings: &ClientRings) {
+    let start = Instant::now();
+    while rings.receive_head() != rings.receive_tail() {
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "Head stuck at {:#x}",
+            rings.receive_head()
+        );
+        std::thread::yield_now();
+    }
 }
