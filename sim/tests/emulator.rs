@@ -345,6 +345,47 @@ fn malformed_registrations_are_answered_and_harm_nothing() {
     assert_eq!(receive_data(&session), packet(1, 60));
 }
 
+/// The emulator's mappings of clients' ring memfds.
+fn ring_mappings(emulator: &Emulator) -> usize {
+    std::fs::read_to_string(format!("/proc/{}/maps", emulator.pid()))
+        .unwrap()
+        .lines()
+        .filter(|line| line.contains("/memfd:"))
+        .count()
+}
+
+/// Registrations the driver refuses after the emulator mapped their rings (a second one while
+/// one is active) leave nothing mapped behind, however often a connection tries.
+#[test]
+fn refused_registrations_leave_no_mappings_behind() {
+    let emulator = Emulator::start(&["--upper", "reflect"]);
+    let active = Session::start(&emulator.adapter(), MIN_CAPACITY).unwrap();
+    let mapped = ring_mappings(&emulator);
+    assert_eq!(mapped, 2, "the active registration's two rings");
+    let size = ring_size(MIN_CAPACITY);
+    let message = EmulatorRegistration {
+        send_ring_size: size,
+        receive_ring_size: size,
+    }
+    .encode();
+    let (send, send_event, receive, receive_event) = (
+        memfd(size as usize),
+        eventfd(),
+        memfd(size as usize),
+        eventfd(),
+    );
+    let mut stream = UnixStream::connect(&emulator.socket).unwrap();
+    for _ in 0..50 {
+        let descriptors = [&send, &send_event, &receive, &receive_event];
+        assert_eq!(
+            ask(&mut stream, &message, &descriptors),
+            STATUS_ALREADY_INITIALIZED
+        );
+    }
+    assert_eq!(ring_mappings(&emulator), mapped);
+    drop(active);
+}
+
 #[test]
 fn a_corrupt_ring_stops_that_ring_and_nothing_else() {
     let emulator = Emulator::start(&["--upper", "reflect"]);

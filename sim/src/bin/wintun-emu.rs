@@ -282,6 +282,11 @@ fn register(
     if !is_eventfd(send_event.as_fd()) || !is_eventfd(receive_event.as_fd()) {
         return STATUS_INVALID_PARAMETER;
     }
+    let mut provisional = Provisional {
+        process,
+        mappings: Vec::new(),
+        handles: Vec::new(),
+    };
     let mut addresses = [0u64; 2];
     for ((memory, size), address) in [
         (&send_memory, request.send_ring_size),
@@ -298,7 +303,10 @@ fn register(
             return STATUS_INVALID_PARAMETER;
         }
         match process.map_shared(memory.as_fd(), size as usize) {
-            Ok(mapped) => *address = mapped,
+            Ok(mapped) => {
+                provisional.mappings.push(mapped);
+                *address = mapped;
+            }
             Err(_) => return STATUS_INVALID_PARAMETER,
         }
     }
@@ -309,6 +317,7 @@ fn register(
     };
     let (send_handle, _) = process.create_event_with(EVENT_ALL_ACCESS, Some(wake_client));
     let (receive_handle, receive_object) = process.create_event(EVENT_ALL_ACCESS);
+    provisional.handles.extend([send_handle, receive_handle]);
     let forwarder = match Forwarder::start(receive_event, receive_object) {
         Ok(forwarder) => forwarder,
         Err(_) => return STATUS_INVALID_PARAMETER,
@@ -332,10 +341,38 @@ fn register(
     let status = device.device_control(TUN_IOCTL_REGISTER_RINGS, &buffer[..len]) as u32;
     if status == 0 {
         forwarders.push(forwarder);
+        provisional.keep();
     } else {
         forwarder.stop();
     }
     status
+}
+
+/// What a registration made in the client's process: the rings' mappings and the events'
+/// handles, undone when it is dropped unless the registration took them, so a client refused
+/// again and again on one connection does not grow the emulator.
+struct Provisional<'a> {
+    process: &'a Process,
+    mappings: Vec<u64>,
+    handles: Vec<u64>,
+}
+
+impl Provisional<'_> {
+    fn keep(mut self) {
+        self.mappings.clear();
+        self.handles.clear();
+    }
+}
+
+impl Drop for Provisional<'_> {
+    fn drop(&mut self) {
+        for &address in &self.mappings {
+            self.process.free(address);
+        }
+        for &handle in &self.handles {
+            self.process.close_handle(handle);
+        }
+    }
 }
 
 /// One client connection: an open device handle until the connection ends.

@@ -57,6 +57,11 @@ impl Emulator {
     }
 
     #[allow(dead_code, reason = "the benchmark does not use it")]
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().unwrap().id()
+    }
+
+    #[allow(dead_code, reason = "the benchmark does not use it")]
     pub fn alive(&mut self) -> bool {
         self.child.as_mut().unwrap().try_wait().unwrap().is_none()
     }
