@@ -13,6 +13,7 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 for target in "${WINDOWS_TARGETS[@]}"; do
     cargo clippy -p oxtun -p oxtun-client --target "$target" --release --locked -- -D warnings
     cargo build -p oxtun --target "$target" --release --locked
+    cargo build -p oxtun --target "$target" --locked
 done
 scripts/package.sh
 # The loom models of the ring protocol (abi/tests/loom.rs): the abi crate with loom's atomics, in
