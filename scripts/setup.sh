@@ -20,12 +20,12 @@ done
 if ! command -v cargo-nextest >/dev/null; then
     cargo install --locked cargo-nextest
 fi
-# The nightly toolchain, with Miri and the standard library's sources it builds, and clippy for
-# the fuzz targets (which only nightly builds); cargo-fuzz.
+# The nightly toolchain (Miri, and cargo-fuzz's sanitizer builds), with Miri and the standard
+# library's sources it builds; cargo-fuzz.
 if ! rustup toolchain list | grep -q '^nightly'; then
     rustup toolchain install nightly --profile minimal
 fi
-for component in miri rust-src clippy; do
+for component in miri rust-src; do
     if ! rustup +nightly component list --installed | grep -q "^$component"; then
         rustup +nightly component add "$component"
     fi

@@ -233,6 +233,17 @@ fn eventfd() -> OwnedFd {
     unsafe { OwnedFd::from_raw_fd(libc::eventfd(0, libc::EFD_CLOEXEC)) }
 }
 
+/// A registration's four descriptors, in message order: the send ring's memfd of `size` bytes
+/// and its eventfd, then the receive ring's.
+fn ring_descriptors(size: u32) -> (OwnedFd, OwnedFd, OwnedFd, OwnedFd) {
+    (
+        memfd(size as usize),
+        eventfd(),
+        memfd(size as usize),
+        eventfd(),
+    )
+}
+
 fn ask(stream: &mut UnixStream, message: &[u8], descriptors: &[&OwnedFd]) -> u32 {
     let raw: Vec<i32> = descriptors.iter().map(|fd| fd.as_raw_fd()).collect();
     send_with_descriptors(stream, message, &raw).unwrap();
@@ -249,12 +260,7 @@ fn malformed_registrations_are_answered_and_harm_nothing() {
         send_ring_size: size,
         receive_ring_size: size,
     };
-    let (send, send_event, receive, receive_event) = (
-        memfd(size as usize),
-        eventfd(),
-        memfd(size as usize),
-        eventfd(),
-    );
+    let (send, send_event, receive, receive_event) = ring_descriptors(size);
     let small = memfd(4096);
     let all = [&send, &send_event, &receive, &receive_event];
     let mut wrong_ioctl = good.encode();
@@ -368,12 +374,7 @@ fn refused_registrations_leave_no_mappings_behind() {
         receive_ring_size: size,
     }
     .encode();
-    let (send, send_event, receive, receive_event) = (
-        memfd(size as usize),
-        eventfd(),
-        memfd(size as usize),
-        eventfd(),
-    );
+    let (send, send_event, receive, receive_event) = ring_descriptors(size);
     let mut stream = UnixStream::connect(&emulator.socket).unwrap();
     for _ in 0..50 {
         let descriptors = [&send, &send_event, &receive, &receive_event];
@@ -390,12 +391,7 @@ fn refused_registrations_leave_no_mappings_behind() {
 fn a_corrupt_ring_stops_that_ring_and_nothing_else() {
     let emulator = Emulator::start(&["--upper", "reflect"]);
     let size = ring_size(MIN_CAPACITY);
-    let (send, send_event, receive, receive_event) = (
-        memfd(size as usize),
-        eventfd(),
-        memfd(size as usize),
-        eventfd(),
-    );
+    let (send, send_event, receive, receive_event) = ring_descriptors(size);
     let mut stream = UnixStream::connect(&emulator.socket).unwrap();
     let message = EmulatorRegistration {
         send_ring_size: size,
