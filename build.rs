@@ -45,9 +45,9 @@ fn main() {
         "/DYNAMICBASE",
         "/RELEASE", // the PE checksum, which the kernel requires of drivers
         "/OPT:REF,ICF",
-        "/DEBUG",             // a PDB beside the image, for the kernel debugger
-        "/PDBALTPATH:%_PDB%", // name it, not the build machine's path
-        "/BREPRO",            // reproducible: no time stamp
+        "/DEBUG",                // a PDB beside the image, for the kernel debugger
+        "/PDBALTPATH:oxtun.pdb", // the name it has in the package, not the build path
+        "/BREPRO",               // reproducible: no time stamp
     ] {
         println!("cargo::rustc-cdylib-link-arg={arg}");
     }

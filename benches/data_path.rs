@@ -15,8 +15,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use oxtun::sys::*;
 use oxtun_abi::{SleepDecision, TUN_IOCTL_REGISTER_RINGS};
+use oxtun_driver::sys::*;
 use oxtun_sim::faults;
 use oxtun_sim::{
     Adapter, Bitness, DeviceHandle, Driver, Fragmentation, PreparedSend, Process, ReturnMode, Token,

@@ -8,10 +8,10 @@ for target in "${WINDOWS_TARGETS[@]}"; do
 done
 for target in "${WINDOWS_TARGETS[@]}"; do
     image="target/$target/release/oxtun.sys"
-    cp "target/$target/release/oxtun.dll" "$image"
+    cp "target/$target/release/oxtun_driver.dll" "$image"
     echo
     echo "kernel image (${WINDOWS_ARCH[$target]}): $PWD/$image ($(stat -c %s "$image") bytes)"
-    echo "debug symbols: $PWD/target/$target/release/oxtun.pdb"
+    echo "debug symbols: $PWD/target/$target/release/oxtun_driver.pdb"
     llvm-readobj --file-headers "$image" |
         grep -E '^ *(Machine|Subsystem|AddressOfEntryPoint|ImageBase):|IMAGE_DLL_CHARACTERISTICS' |
         sed 's/^ */  /'

@@ -42,8 +42,8 @@ foreach ($target in $targets) {
     $built = "target\$($target.Triple)\release"
     $folder = "$package\$($target.Arch)"
     New-Item -ItemType Directory $folder | Out-Null
-    Copy-Item "$built\oxtun.dll" "$folder\oxtun.sys"
-    Copy-Item "$built\oxtun.pdb" "$folder\oxtun.pdb"
+    Copy-Item "$built\oxtun_driver.dll" "$folder\oxtun.sys"
+    Copy-Item "$built\oxtun_driver.pdb" "$folder\oxtun.pdb"
     Copy-Item wintun.inx "$folder\oxtun.inf"
     Invoke-Tool stampinf @('-f', "$folder\oxtun.inf", '-d', '*', '-a', $target.Arch, '-v', "$version.0")
     Invoke-Tool infverif @('/v', '/w', "$folder\oxtun.inf")

@@ -39,9 +39,9 @@ for target in "${WINDOWS_TARGETS[@]}"; do
     cargo build --release --locked --target "$target" -p oxtun
     mkdir "$package/$arch"
     stamp_inf "$arch" >"$package/$arch/oxtun.inf"
-    cp "target/$target/release/oxtun.pdb" "$package/$arch/"
+    cp "target/$target/release/oxtun_driver.pdb" "$package/$arch/oxtun.pdb"
     osslsigncode sign -certs "$signing/oxtun-test.pem" -key "$signing/oxtun-test.key" \
-        -h sha256 -n "OxTun" -in "target/$target/release/oxtun.dll" -out "$package/$arch/oxtun.sys" \
+        -h sha256 -n "OxTun" -in "target/$target/release/oxtun_driver.dll" -out "$package/$arch/oxtun.sys" \
         >/dev/null
     # Checks the signature against the certificate: the image's digest and the signer's chain.
     osslsigncode verify -CAfile "$signing/oxtun-test.pem" -in "$package/$arch/oxtun.sys" \

@@ -154,7 +154,7 @@ unsafe fn adapter_of<'a>(device: PDEVICE_OBJECT) -> Option<&'a Adapter> {
     unsafe { (*device).Reserved.cast::<Adapter>().as_ref() }
 }
 
-unsafe extern "system" fn dispatch_device_control(device: PDEVICE_OBJECT, irp: PIRP) -> NTSTATUS {
+unsafe extern "efiapi" fn dispatch_device_control(device: PDEVICE_OBJECT, irp: PIRP) -> NTSTATUS {
     // SAFETY: the I/O manager passes a live IRP with its stack location.
     let stack = unsafe { &*IoGetCurrentIrpStackLocation(irp) };
     if stack.IoControlCode != TUN_IOCTL_REGISTER_RINGS {
@@ -217,7 +217,7 @@ unsafe fn end_owned_registration(device: PDEVICE_OBJECT, irp: PIRP) {
     }
 }
 
-unsafe extern "system" fn dispatch_cleanup(device: PDEVICE_OBJECT, irp: PIRP) -> NTSTATUS {
+unsafe extern "efiapi" fn dispatch_cleanup(device: PDEVICE_OBJECT, irp: PIRP) -> NTSTATUS {
     // SAFETY: the dispatch routine's own arguments, passed on.
     unsafe {
         end_owned_registration(device, irp);
@@ -225,7 +225,7 @@ unsafe extern "system" fn dispatch_cleanup(device: PDEVICE_OBJECT, irp: PIRP) ->
     }
 }
 
-unsafe extern "system" fn dispatch_close(device: PDEVICE_OBJECT, irp: PIRP) -> NTSTATUS {
+unsafe extern "efiapi" fn dispatch_close(device: PDEVICE_OBJECT, irp: PIRP) -> NTSTATUS {
     // SAFETY: the dispatch routine's own arguments, passed on.
     unsafe {
         end_owned_registration(device, irp);
@@ -235,7 +235,7 @@ unsafe extern "system" fn dispatch_close(device: PDEVICE_OBJECT, irp: PIRP) -> N
 
 /// Before the device may be removed, or once it is gone, the rings end: the client sees the
 /// end, closes its handle, and removal is not held up by it.
-unsafe extern "system" fn dispatch_pnp(device: PDEVICE_OBJECT, irp: PIRP) -> NTSTATUS {
+unsafe extern "efiapi" fn dispatch_pnp(device: PDEVICE_OBJECT, irp: PIRP) -> NTSTATUS {
     // SAFETY: the I/O manager passes a live IRP with its stack location.
     let minor = unsafe { (*IoGetCurrentIrpStackLocation(irp)).MinorFunction };
     if minor == IRP_MN_QUERY_REMOVE_DEVICE || minor == IRP_MN_SURPRISE_REMOVAL {
@@ -251,7 +251,7 @@ unsafe extern "system" fn dispatch_pnp(device: PDEVICE_OBJECT, irp: PIRP) -> NTS
 
 /// A process that registered rings exits: its registrations end before its address space
 /// (and the pages locked in it) goes away, even if a duplicated handle keeps the file open.
-unsafe extern "system" fn process_notify(process: PEPROCESS, _id: HANDLE, create_info: PVOID) {
+unsafe extern "efiapi" fn process_notify(process: PEPROCESS, _id: HANDLE, create_info: PVOID) {
     if !create_info.is_null() {
         return;
     }

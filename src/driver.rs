@@ -17,7 +17,7 @@ static MINIPORT_DRIVER: AtomicPtr<core::ffi::c_void> = AtomicPtr::new(null_mut()
 /// # Safety
 /// Called by the kernel at PASSIVE_LEVEL with its driver object and registry path.
 #[unsafe(no_mangle)]
-pub unsafe extern "system" fn DriverEntry(
+pub unsafe extern "efiapi" fn DriverEntry(
     driver_object: PDRIVER_OBJECT,
     registry_path: PUNICODE_STRING,
 ) -> NTSTATUS {
@@ -76,7 +76,7 @@ pub unsafe extern "system" fn DriverEntry(
     STATUS_SUCCESS
 }
 
-unsafe extern "system" fn unload(_driver_object: PDRIVER_OBJECT) {
+unsafe extern "efiapi" fn unload(_driver_object: PDRIVER_OBJECT) {
     let handle = MINIPORT_DRIVER.swap(null_mut(), Ordering::AcqRel);
     if !handle.is_null() {
         // SAFETY: the handle NdisMRegisterMiniportDriver gave, deregistered once.
@@ -95,7 +95,7 @@ unsafe fn adapter<'a>(context: NDIS_HANDLE) -> &'a Adapter {
     unsafe { &*context.cast::<Adapter>() }
 }
 
-unsafe extern "system" fn initialize(
+unsafe extern "efiapi" fn initialize(
     miniport: NDIS_HANDLE,
     _driver_context: NDIS_HANDLE,
     _parameters: *mut NDIS_MINIPORT_INIT_PARAMETERS,
@@ -110,14 +110,14 @@ unsafe extern "system" fn initialize(
     }
 }
 
-unsafe extern "system" fn halt(context: NDIS_HANDLE, _action: NDIS_HALT_ACTION) {
+unsafe extern "efiapi" fn halt(context: NDIS_HANDLE, _action: NDIS_HALT_ACTION) {
     if let Some(context) = NonNull::new(context.cast::<Adapter>()) {
         // SAFETY: the context initialize gave NDIS; halt is its last use.
         Adapter::halt(unsafe { PoolBox::from_raw(context) });
     }
 }
 
-unsafe extern "system" fn pause(
+unsafe extern "efiapi" fn pause(
     context: NDIS_HANDLE,
     _parameters: *mut NDIS_MINIPORT_PAUSE_PARAMETERS,
 ) -> NDIS_STATUS {
@@ -125,7 +125,7 @@ unsafe extern "system" fn pause(
     unsafe { adapter(context) }.pause()
 }
 
-unsafe extern "system" fn restart(
+unsafe extern "efiapi" fn restart(
     context: NDIS_HANDLE,
     _parameters: *mut NDIS_MINIPORT_RESTART_PARAMETERS,
 ) -> NDIS_STATUS {
@@ -133,7 +133,7 @@ unsafe extern "system" fn restart(
     unsafe { adapter(context) }.restart()
 }
 
-unsafe extern "system" fn oid_request(
+unsafe extern "efiapi" fn oid_request(
     context: NDIS_HANDLE,
     request: *mut NDIS_OID_REQUEST,
 ) -> NDIS_STATUS {
@@ -167,7 +167,7 @@ unsafe extern "system" fn oid_request(
     answer.status
 }
 
-unsafe extern "system" fn send_net_buffer_lists(
+unsafe extern "efiapi" fn send_net_buffer_lists(
     context: NDIS_HANDLE,
     net_buffer_lists: *mut NET_BUFFER_LIST,
     _port: NDIS_PORT_NUMBER,
@@ -179,7 +179,7 @@ unsafe extern "system" fn send_net_buffer_lists(
     adapter.send(chain, send_flags & NDIS_SEND_FLAGS_DISPATCH_LEVEL != 0);
 }
 
-unsafe extern "system" fn return_net_buffer_lists(
+unsafe extern "efiapi" fn return_net_buffer_lists(
     context: NDIS_HANDLE,
     net_buffer_lists: *mut NET_BUFFER_LIST,
     _return_flags: ULONG,
@@ -193,16 +193,16 @@ unsafe extern "system" fn return_net_buffer_lists(
 ///
 /// # Safety
 /// `context` is the adapter, which outlives the thread (see Adapter::start_receiving).
-pub unsafe extern "system" fn receive_thread(context: PVOID) {
+pub unsafe extern "efiapi" fn receive_thread(context: PVOID) {
     // SAFETY: as the function's contract says.
     let adapter = unsafe { &*context.cast::<Adapter>() };
     crate::receive::run(adapter);
 }
 
 /// Sends complete at once, so none is ever waiting to be cancelled.
-unsafe extern "system" fn cancel_send(_context: NDIS_HANDLE, _cancel_id: PVOID) {}
+unsafe extern "efiapi" fn cancel_send(_context: NDIS_HANDLE, _cancel_id: PVOID) {}
 
-unsafe extern "system" fn device_pnp_event_notify(
+unsafe extern "efiapi" fn device_pnp_event_notify(
     _context: NDIS_HANDLE,
     _event: *mut NET_DEVICE_PNP_EVENT,
 ) {
@@ -210,7 +210,7 @@ unsafe extern "system" fn device_pnp_event_notify(
 
 /// Nothing to quiesce: the adapter drives no hardware. (This may run at HIGH_LEVEL during a
 /// bug check, so it must touch nothing anyway.)
-unsafe extern "system" fn shutdown(_context: NDIS_HANDLE, _action: NDIS_SHUTDOWN_ACTION) {}
+unsafe extern "efiapi" fn shutdown(_context: NDIS_HANDLE, _action: NDIS_SHUTDOWN_ACTION) {}
 
 /// OID requests complete at once, so none is ever waiting to be cancelled.
-unsafe extern "system" fn cancel_oid_request(_context: NDIS_HANDLE, _request_id: PVOID) {}
+unsafe extern "efiapi" fn cancel_oid_request(_context: NDIS_HANDLE, _request_id: PVOID) {}

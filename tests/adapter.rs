@@ -1,7 +1,7 @@
 //! The driver's load, adapter life cycle and OID requests, on the simulated kernel with its
 //! contract checks (any violation aborts the test).
 
-use oxtun::sys::*;
+use oxtun_driver::sys::*;
 use oxtun_sim::faults::{self, Site};
 use oxtun_sim::{AdapterState, Driver, Fragmentation, outstanding};
 

@@ -10,8 +10,8 @@ mod support;
 
 use std::collections::BTreeMap;
 
-use oxtun::sys::*;
 use oxtun_abi::TUN_IOCTL_REGISTER_RINGS;
+use oxtun_driver::sys::*;
 use oxtun_sim::faults::{self, Site};
 use oxtun_sim::{
     Adapter, Bitness, DeviceHandle, Driver, Fragmentation, Leaks, Process, Token, outstanding,

@@ -54,7 +54,7 @@ fn built_images() -> Vec<Image> {
     TARGETS
         .iter()
         .map(|&(target, _, machine)| {
-            let path = format!("{target_dir}/{target}/release/oxtun.dll");
+            let path = format!("{target_dir}/{target}/release/oxtun_driver.dll");
             read_image(path, machine, &how(target))
         })
         .collect()
@@ -380,7 +380,7 @@ fn carries_the_version_resource_of_the_cargo_version() {
         );
         assert_eq!(
             fixed[2],
-            oxtun::VENDOR_DRIVER_VERSION,
+            oxtun_driver::VENDOR_DRIVER_VERSION,
             "{path}: OID_GEN_VENDOR_DRIVER_VERSION answers the file version's major and minor"
         );
 

@@ -9,7 +9,7 @@
 
 use std::mem::{offset_of, size_of};
 
-use oxtun::sys::*;
+use oxtun_driver::sys::*;
 
 /// Each fact: a C expression over the WDK's types, and the value the Rust declaration gives it.
 fn facts() -> Vec<(&'static str, usize)> {

@@ -7,8 +7,8 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::thread;
 use std::time::Duration;
 
-use oxtun::sys::*;
 use oxtun_abi::{MAX_IP_PACKET_SIZE, RING_ENDED, TUN_IOCTL_REGISTER_RINGS};
+use oxtun_driver::sys::*;
 use oxtun_sim::{AdapterState, Bitness, Process, Received, ReturnMode, Token};
 use support::*;
 

@@ -5,8 +5,8 @@ mod support;
 
 use std::sync::atomic::Ordering;
 
-use oxtun::sys::*;
 use oxtun_abi::{CallerWidth, MIN_CAPACITY, RingRegistration, TUN_IOCTL_REGISTER_RINGS, ring_size};
+use oxtun_driver::sys::*;
 use oxtun_sim::faults::{self, Site};
 use oxtun_sim::{Bitness, Driver, Process, Token, io};
 use support::*;

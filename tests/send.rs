@@ -6,8 +6,8 @@ mod support;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread;
 
-use oxtun::sys::*;
 use oxtun_abi::{MAX_IP_PACKET_SIZE, MIN_CAPACITY, RING_ENDED, SleepDecision};
+use oxtun_driver::sys::*;
 use oxtun_sim::{Bitness, Fragmentation, Process, Token};
 use support::*;
 

@@ -6,7 +6,7 @@
 
 use libfuzzer_sys::arbitrary::{self, Arbitrary};
 use libfuzzer_sys::fuzz_target;
-use oxtun::sys::*;
+use oxtun_driver::sys::*;
 use oxtun_fuzz::with_sim;
 
 #[derive(Arbitrary, Debug)]

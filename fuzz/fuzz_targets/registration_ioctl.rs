@@ -7,7 +7,7 @@
 
 use libfuzzer_sys::arbitrary::{self, Arbitrary};
 use libfuzzer_sys::fuzz_target;
-use oxtun::sys::*;
+use oxtun_driver::sys::*;
 use oxtun_abi::{
     CallerWidth, MIN_CAPACITY, RING_ENDED, RingDescriptor, RingRegistration,
     TUN_IOCTL_REGISTER_RINGS, ring_size,

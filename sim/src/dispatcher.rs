@@ -11,7 +11,7 @@ use std::sync::{Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use oxtun::sys::*;
+use oxtun_driver::sys::*;
 
 use crate::faults::{Site, should_fail};
 use crate::irql;
@@ -45,7 +45,7 @@ pub fn forget_events_in(start: usize, len: usize) {
 }
 
 #[unsafe(no_mangle)]
-pub unsafe extern "system" fn KeInitializeEvent(event: PKEVENT, kind: EVENT_TYPE, state: u8) {
+pub unsafe extern "efiapi" fn KeInitializeEvent(event: PKEVENT, kind: EVENT_TYPE, state: u8) {
     irql::require_at_most(DISPATCH_LEVEL, "KeInitializeEvent");
     EVENTS.lock().unwrap().insert(
         event as usize,
@@ -57,7 +57,7 @@ pub unsafe extern "system" fn KeInitializeEvent(event: PKEVENT, kind: EVENT_TYPE
 }
 
 #[unsafe(no_mangle)]
-pub unsafe extern "system" fn KeClearEvent(event: PKEVENT) {
+pub unsafe extern "efiapi" fn KeClearEvent(event: PKEVENT) {
     irql::require_at_most(DISPATCH_LEVEL, "KeClearEvent");
     match EVENTS.lock().unwrap().get_mut(&(event as usize)) {
         Some(state) => state.signalled = false,
@@ -146,7 +146,7 @@ fn wait(objects: &[usize], timeout: *mut i64, what: &str) -> NTSTATUS {
 }
 
 #[unsafe(no_mangle)]
-pub unsafe extern "system" fn KeWaitForSingleObject(
+pub unsafe extern "efiapi" fn KeWaitForSingleObject(
     object: PVOID,
     _reason: u32,
     _mode: KPROCESSOR_MODE,
@@ -160,7 +160,7 @@ pub unsafe extern "system" fn KeWaitForSingleObject(
 }
 
 #[unsafe(no_mangle)]
-pub unsafe extern "system" fn KeWaitForMultipleObjects(
+pub unsafe extern "efiapi" fn KeWaitForMultipleObjects(
     count: ULONG,
     objects: *mut PVOID,
     wait_type: WAIT_TYPE,
@@ -198,7 +198,7 @@ struct StartContext(PVOID);
 unsafe impl Send for StartContext {}
 
 #[unsafe(no_mangle)]
-pub unsafe extern "system" fn PsCreateSystemThread(
+pub unsafe extern "efiapi" fn PsCreateSystemThread(
     handle: *mut HANDLE,
     _access: ULONG,
     attributes: *mut OBJECT_ATTRIBUTES,
@@ -239,7 +239,7 @@ pub unsafe extern "system" fn PsCreateSystemThread(
 }
 
 #[unsafe(no_mangle)]
-pub unsafe extern "system" fn ZwWaitForSingleObject(
+pub unsafe extern "efiapi" fn ZwWaitForSingleObject(
     handle: HANDLE,
     alertable: u8,
     timeout: *mut i64,
@@ -266,7 +266,7 @@ pub unsafe extern "system" fn ZwWaitForSingleObject(
 }
 
 #[unsafe(no_mangle)]
-pub unsafe extern "system" fn ZwClose(handle: HANDLE) -> NTSTATUS {
+pub unsafe extern "efiapi" fn ZwClose(handle: HANDLE) -> NTSTATUS {
     irql::require_at_most(PASSIVE_LEVEL, "ZwClose");
     match THREADS.lock().unwrap().remove(&(handle as u64)) {
         Some(None) => STATUS_SUCCESS,

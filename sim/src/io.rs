@@ -11,7 +11,7 @@ use std::ptr::null_mut;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
-use oxtun::sys::*;
+use oxtun_driver::sys::*;
 
 use crate::faults::{Site, should_fail};
 use crate::irql;
@@ -92,7 +92,7 @@ pub fn ndis_dispatched(major: usize) -> u64 {
 }
 
 /// NDIS's own dispatch routine: opens, cleanups, closes and PnP succeed; it knows no IOCTL.
-unsafe extern "system" fn ndis_dispatch(_device: PDEVICE_OBJECT, irp: PIRP) -> NTSTATUS {
+unsafe extern "efiapi" fn ndis_dispatch(_device: PDEVICE_OBJECT, irp: PIRP) -> NTSTATUS {
     // SAFETY: the I/O manager (this module) passes a live IRP with its stack location.
     let major = unsafe { (*(*irp).CurrentStackLocation).MajorFunction };
     *NDIS_DISPATCHED.lock().unwrap().entry(major).or_default() += 1;
@@ -110,7 +110,7 @@ unsafe extern "system" fn ndis_dispatch(_device: PDEVICE_OBJECT, irp: PIRP) -> N
 }
 
 /// NDIS's unload routine: calls the miniport's, which deregisters.
-unsafe extern "system" fn ndis_unload(object: PDRIVER_OBJECT) {
+unsafe extern "efiapi" fn ndis_unload(object: PDRIVER_OBJECT) {
     irql::require_at_most(PASSIVE_LEVEL, "DriverUnload");
     if let Some(unload) = ndis::handlers().and_then(|handlers| handlers.unload) {
         // SAFETY: the driver's unload handler with its driver object.
@@ -310,7 +310,7 @@ fn send_irp(
 }
 
 #[unsafe(no_mangle)]
-pub unsafe extern "system" fn IofCompleteRequest(irp: PIRP, _boost: i8) {
+pub unsafe extern "efiapi" fn IofCompleteRequest(irp: PIRP, _boost: i8) {
     irql::require_at_most(DISPATCH_LEVEL, "IofCompleteRequest");
     if !PENDING_IRPS.lock().unwrap().remove(&(irp as usize)) {
         violation(format!("completing IRP {irp:p}, which is not outstanding"));
@@ -318,7 +318,7 @@ pub unsafe extern "system" fn IofCompleteRequest(irp: PIRP, _boost: i8) {
 }
 
 #[unsafe(no_mangle)]
-pub unsafe extern "system" fn IoIs32bitProcess(_irp: PIRP) -> u8 {
+pub unsafe extern "efiapi" fn IoIs32bitProcess(_irp: PIRP) -> u8 {
     u8::from(process::current().bitness == process::Bitness::Bits32)
 }
 
@@ -349,7 +349,7 @@ pub fn mdls_outstanding() -> usize {
 pub static LAST_MAPPING_PRIORITY: AtomicU64 = AtomicU64::new(0);
 
 #[unsafe(no_mangle)]
-pub unsafe extern "system" fn IoAllocateMdl(
+pub unsafe extern "efiapi" fn IoAllocateMdl(
     address: PVOID,
     length: ULONG,
     secondary: u8,
@@ -377,7 +377,7 @@ pub unsafe extern "system" fn IoAllocateMdl(
 }
 
 #[unsafe(no_mangle)]
-pub unsafe extern "system" fn IoFreeMdl(mdl: PMDL) {
+pub unsafe extern "efiapi" fn IoFreeMdl(mdl: PMDL) {
     irql::require_at_most(DISPATCH_LEVEL, "IoFreeMdl");
     let Some(state) = MDLS.lock().unwrap().remove(&(mdl as usize)) else {
         violation(format!("freeing unknown MDL {mdl:p}"));
@@ -392,7 +392,7 @@ pub unsafe extern "system" fn IoFreeMdl(mdl: PMDL) {
 
 /// The SEH shim's counterpart: MmProbeAndLockPages with its exception returned as a status.
 #[unsafe(no_mangle)]
-pub unsafe extern "system" fn OxtunProbeAndLockPages(
+pub unsafe extern "efiapi" fn OxtunProbeAndLockPages(
     mdl: PMDL,
     mode: KPROCESSOR_MODE,
     operation: LOCK_OPERATION,
@@ -423,7 +423,7 @@ pub unsafe extern "system" fn OxtunProbeAndLockPages(
 }
 
 #[unsafe(no_mangle)]
-pub unsafe extern "system" fn MmUnlockPages(mdl: PMDL) {
+pub unsafe extern "efiapi" fn MmUnlockPages(mdl: PMDL) {
     irql::require_at_most(DISPATCH_LEVEL, "MmUnlockPages");
     let mut mdls = MDLS.lock().unwrap();
     let Some(state) = mdls.get_mut(&(mdl as usize)) else {
@@ -450,7 +450,7 @@ pub unsafe extern "system" fn MmUnlockPages(mdl: PMDL) {
 }
 
 #[unsafe(no_mangle)]
-pub unsafe extern "system" fn MmMapLockedPagesSpecifyCache(
+pub unsafe extern "efiapi" fn MmMapLockedPagesSpecifyCache(
     mdl: PMDL,
     mode: KPROCESSOR_MODE,
     _cache: u32,
@@ -490,7 +490,7 @@ pub unsafe extern "system" fn MmMapLockedPagesSpecifyCache(
 }
 
 #[unsafe(no_mangle)]
-pub unsafe extern "system" fn MmUnmapLockedPages(address: PVOID, mdl: PMDL) {
+pub unsafe extern "efiapi" fn MmUnmapLockedPages(address: PVOID, mdl: PMDL) {
     irql::require_at_most(DISPATCH_LEVEL, "MmUnmapLockedPages");
     let mut mdls = MDLS.lock().unwrap();
     match mdls.get_mut(&(mdl as usize)) {
@@ -506,7 +506,7 @@ pub unsafe extern "system" fn MmUnmapLockedPages(address: PVOID, mdl: PMDL) {
 }
 
 #[unsafe(no_mangle)]
-pub unsafe extern "system" fn IoBuildPartialMdl(
+pub unsafe extern "efiapi" fn IoBuildPartialMdl(
     source: PMDL,
     target: PMDL,
     address: PVOID,

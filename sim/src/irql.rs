@@ -6,7 +6,7 @@
 
 use std::cell::Cell;
 
-use oxtun::sys::{DISPATCH_LEVEL, KIRQL, PASSIVE_LEVEL};
+use oxtun_driver::sys::{DISPATCH_LEVEL, KIRQL, PASSIVE_LEVEL};
 
 use crate::verifier::violation;
 
@@ -65,6 +65,6 @@ pub fn at_dispatch<R>(what: &str, callback: impl FnOnce() -> R) -> R {
 }
 
 #[unsafe(no_mangle)]
-pub extern "system" fn KeGetCurrentIrql() -> KIRQL {
+pub extern "efiapi" fn KeGetCurrentIrql() -> KIRQL {
     current()
 }

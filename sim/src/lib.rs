@@ -24,7 +24,7 @@ pub mod verifier;
 
 use std::fmt;
 
-use oxtun::sys::*;
+use oxtun_driver::sys::*;
 
 pub use io::DeviceHandle;
 pub use ndis::{
@@ -104,7 +104,7 @@ impl Driver {
         };
         let status = irql::call_at(PASSIVE_LEVEL, "DriverEntry", || {
             // SAFETY: DriverEntry with a fresh driver object and a registry path.
-            unsafe { oxtun::DriverEntry(object, &mut registry_path) }
+            unsafe { oxtun_driver::DriverEntry(object, &mut registry_path) }
         });
         if !NT_SUCCESS(status) {
             io::free_driver_object(object);

@@ -13,7 +13,7 @@ use std::mem::{offset_of, size_of};
 use std::ptr::null_mut;
 use std::sync::Mutex;
 
-use oxtun::sys::*;
+use oxtun_driver::sys::*;
 
 use crate::faults::{Site, should_fail};
 use crate::io;
@@ -71,7 +71,7 @@ pub fn driver_registered() -> bool {
 }
 
 #[unsafe(no_mangle)]
-pub unsafe extern "system" fn NdisMRegisterMiniportDriver(
+pub unsafe extern "efiapi" fn NdisMRegisterMiniportDriver(
     driver_object: PDRIVER_OBJECT,
     _registry_path: PUNICODE_STRING,
     context: NDIS_HANDLE,
@@ -163,7 +163,7 @@ pub unsafe extern "system" fn NdisMRegisterMiniportDriver(
 }
 
 #[unsafe(no_mangle)]
-pub extern "system" fn NdisMDeregisterMiniportDriver(handle: NDIS_HANDLE) {
+pub extern "efiapi" fn NdisMDeregisterMiniportDriver(handle: NDIS_HANDLE) {
     irql::require_at_most(PASSIVE_LEVEL, "NdisMDeregisterMiniportDriver");
     if handle != driver_handle() {
         violation(format!(
@@ -414,7 +414,7 @@ pub fn state(handle: NDIS_HANDLE) -> AdapterState {
 }
 
 #[unsafe(no_mangle)]
-pub unsafe extern "system" fn NdisMSetMiniportAttributes(
+pub unsafe extern "efiapi" fn NdisMSetMiniportAttributes(
     handle: NDIS_HANDLE,
     attributes: *mut NDIS_OBJECT_HEADER,
 ) -> NDIS_STATUS {
@@ -504,7 +504,7 @@ pub unsafe extern "system" fn NdisMSetMiniportAttributes(
 }
 
 #[unsafe(no_mangle)]
-pub unsafe extern "system" fn NdisMIndicateStatusEx(
+pub unsafe extern "efiapi" fn NdisMIndicateStatusEx(
     handle: NDIS_HANDLE,
     indication: *mut NDIS_STATUS_INDICATION,
 ) {
@@ -548,7 +548,7 @@ pub unsafe extern "system" fn NdisMIndicateStatusEx(
 }
 
 #[unsafe(no_mangle)]
-pub unsafe extern "system" fn NdisMGetDeviceProperty(
+pub unsafe extern "efiapi" fn NdisMGetDeviceProperty(
     handle: NDIS_HANDLE,
     physical: *mut PDEVICE_OBJECT,
     functional: *mut PDEVICE_OBJECT,
@@ -579,7 +579,7 @@ pub unsafe extern "system" fn NdisMGetDeviceProperty(
 }
 
 #[unsafe(no_mangle)]
-pub unsafe extern "system" fn NdisAllocateNetBufferListPool(
+pub unsafe extern "efiapi" fn NdisAllocateNetBufferListPool(
     handle: NDIS_HANDLE,
     parameters: *const NET_BUFFER_LIST_POOL_PARAMETERS,
 ) -> NDIS_HANDLE {
@@ -611,7 +611,7 @@ pub unsafe extern "system" fn NdisAllocateNetBufferListPool(
 }
 
 #[unsafe(no_mangle)]
-pub extern "system" fn NdisFreeNetBufferListPool(pool: NDIS_HANDLE) {
+pub extern "efiapi" fn NdisFreeNetBufferListPool(pool: NDIS_HANDLE) {
     irql::require_at_most(PASSIVE_LEVEL, "NdisFreeNetBufferListPool");
     let in_use = ALLOCATED_NBLS
         .lock()
@@ -927,7 +927,7 @@ pub fn send(
 }
 
 #[unsafe(no_mangle)]
-pub unsafe extern "system" fn NdisMSendNetBufferListsComplete(
+pub unsafe extern "efiapi" fn NdisMSendNetBufferListsComplete(
     handle: NDIS_HANDLE,
     nbls: *mut NET_BUFFER_LIST,
     flags: ULONG,
@@ -973,7 +973,7 @@ pub fn nbls_outstanding() -> usize {
 }
 
 #[unsafe(no_mangle)]
-pub unsafe extern "system" fn NdisAllocateNetBufferAndNetBufferList(
+pub unsafe extern "efiapi" fn NdisAllocateNetBufferAndNetBufferList(
     pool: NDIS_HANDLE,
     context_size: u16,
     context_backfill: u16,
@@ -1015,7 +1015,7 @@ pub unsafe extern "system" fn NdisAllocateNetBufferAndNetBufferList(
 }
 
 #[unsafe(no_mangle)]
-pub unsafe extern "system" fn NdisFreeNetBufferList(nbl: *mut NET_BUFFER_LIST) {
+pub unsafe extern "efiapi" fn NdisFreeNetBufferList(nbl: *mut NET_BUFFER_LIST) {
     irql::require_at_most(DISPATCH_LEVEL, "NdisFreeNetBufferList");
     let held = ADAPTERS.lock().unwrap().iter().any(|&handle| {
         // SAFETY: a live adapter block.
@@ -1061,7 +1061,7 @@ fn read_received(nbl: *mut NET_BUFFER_LIST) -> Received {
 }
 
 #[unsafe(no_mangle)]
-pub unsafe extern "system" fn NdisMIndicateReceiveNetBufferLists(
+pub unsafe extern "efiapi" fn NdisMIndicateReceiveNetBufferLists(
     handle: NDIS_HANDLE,
     nbls: *mut NET_BUFFER_LIST,
     port: NDIS_PORT_NUMBER,
@@ -1182,7 +1182,7 @@ pub fn return_nbls(handle: NDIS_HANDLE, nbls: &[usize]) {
 }
 
 #[unsafe(no_mangle)]
-pub unsafe extern "system" fn NdisMPauseComplete(handle: NDIS_HANDLE) {
+pub unsafe extern "efiapi" fn NdisMPauseComplete(handle: NDIS_HANDLE) {
     irql::require_at_most(DISPATCH_LEVEL, "NdisMPauseComplete");
     let Some(block) = block(handle, "NdisMPauseComplete") else {
         return;

@@ -8,7 +8,7 @@ use std::alloc::{Layout, alloc_zeroed, dealloc};
 use std::collections::BTreeMap;
 use std::sync::Mutex;
 
-use oxtun::sys::{DISPATCH_LEVEL, POOL_FLAG_NON_PAGED, POOL_FLAGS, PVOID, ULONG};
+use oxtun_driver::sys::{DISPATCH_LEVEL, POOL_FLAG_NON_PAGED, POOL_FLAGS, PVOID, ULONG};
 
 use crate::faults::{Site, should_fail};
 use crate::irql;
@@ -35,9 +35,9 @@ fn layout(size: usize) -> Layout {
 }
 
 #[unsafe(no_mangle)]
-pub extern "system" fn ExAllocatePool2(flags: POOL_FLAGS, size: usize, tag: ULONG) -> PVOID {
+pub extern "efiapi" fn ExAllocatePool2(flags: POOL_FLAGS, size: usize, tag: ULONG) -> PVOID {
     if flags & POOL_FLAG_PAGED != 0 {
-        irql::require_at_most(oxtun::sys::APC_LEVEL, "ExAllocatePool2(paged)");
+        irql::require_at_most(oxtun_driver::sys::APC_LEVEL, "ExAllocatePool2(paged)");
     } else if flags & POOL_FLAG_NON_PAGED != 0 {
         irql::require_at_most(DISPATCH_LEVEL, "ExAllocatePool2(non-paged)");
     } else {
@@ -62,7 +62,7 @@ pub extern "system" fn ExAllocatePool2(flags: POOL_FLAGS, size: usize, tag: ULON
 }
 
 #[unsafe(no_mangle)]
-pub extern "system" fn ExFreePoolWithTag(memory: PVOID, tag: ULONG) {
+pub extern "efiapi" fn ExFreePoolWithTag(memory: PVOID, tag: ULONG) {
     irql::require_at_most(DISPATCH_LEVEL, "ExFreePoolWithTag");
     let Some(allocation) = ALLOCATIONS.lock().unwrap().remove(&(memory as usize)) else {
         violation(format!("freeing {memory:p}, which is not allocated pool"));

@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 
-use oxtun::sys::*;
+use oxtun_driver::sys::*;
 
 use crate::faults::{Site, should_fail};
 use crate::irql;
@@ -445,7 +445,7 @@ static EVENT_TYPE_TARGET: u8 = 0;
 pub static ExEventObjectType: ObjectType = ObjectType(&EVENT_TYPE_TARGET);
 
 #[unsafe(no_mangle)]
-pub unsafe extern "system" fn ObReferenceObjectByHandle(
+pub unsafe extern "efiapi" fn ObReferenceObjectByHandle(
     handle: HANDLE,
     access: ACCESS_MASK,
     object_type: POBJECT_TYPE,
@@ -492,7 +492,7 @@ pub unsafe extern "system" fn ObReferenceObjectByHandle(
 }
 
 #[unsafe(no_mangle)]
-pub extern "system" fn ObfDereferenceObject(object: PVOID) -> isize {
+pub extern "efiapi" fn ObfDereferenceObject(object: PVOID) -> isize {
     irql::require_at_most(DISPATCH_LEVEL, "ObfDereferenceObject");
     let mut references = REFERENCES.lock().unwrap();
     let Some((_, count)) = references.get_mut(&(object as usize)) else {
@@ -510,7 +510,7 @@ pub extern "system" fn ObfDereferenceObject(object: PVOID) -> isize {
 }
 
 #[unsafe(no_mangle)]
-pub extern "system" fn ObfReferenceObject(object: PVOID) -> isize {
+pub extern "efiapi" fn ObfReferenceObject(object: PVOID) -> isize {
     irql::require_at_most(DISPATCH_LEVEL, "ObfReferenceObject");
     let mut references = REFERENCES.lock().unwrap();
     let Some((_, count)) = references.get_mut(&(object as usize)) else {
@@ -524,7 +524,7 @@ pub extern "system" fn ObfReferenceObject(object: PVOID) -> isize {
 }
 
 #[unsafe(no_mangle)]
-pub extern "system" fn KeSetEvent(event: PKEVENT, _increment: i32, wait: u8) -> i32 {
+pub extern "efiapi" fn KeSetEvent(event: PKEVENT, _increment: i32, wait: u8) -> i32 {
     irql::require_at_most(DISPATCH_LEVEL, "KeSetEvent");
     if wait != 0 {
         violation("KeSetEvent with Wait = TRUE");
@@ -547,7 +547,7 @@ pub extern "system" fn KeSetEvent(event: PKEVENT, _increment: i32, wait: u8) -> 
 }
 
 #[unsafe(no_mangle)]
-pub extern "system" fn IoGetCurrentProcess() -> PEPROCESS {
+pub extern "efiapi" fn IoGetCurrentProcess() -> PEPROCESS {
     current().eprocess()
 }
 
@@ -559,7 +559,7 @@ pub fn notify_routines_registered() -> usize {
 }
 
 #[unsafe(no_mangle)]
-pub extern "system" fn PsSetCreateProcessNotifyRoutineEx(
+pub extern "efiapi" fn PsSetCreateProcessNotifyRoutineEx(
     routine: CREATE_PROCESS_NOTIFY_ROUTINE_EX,
     remove: u8,
 ) -> NTSTATUS {

@@ -5,7 +5,7 @@
 // Microsoft documents, and checking them is this module's job.
 #![allow(clippy::missing_safety_doc)]
 
-use oxtun::sys::*;
+use oxtun_driver::sys::*;
 
 use crate::irql;
 use crate::process::{self, Token};
@@ -62,7 +62,7 @@ fn token_of(code: u64) -> Option<Token> {
 }
 
 #[unsafe(no_mangle)]
-pub unsafe extern "system" fn SeCaptureSubjectContext(context: *mut SECURITY_SUBJECT_CONTEXT) {
+pub unsafe extern "efiapi" fn SeCaptureSubjectContext(context: *mut SECURITY_SUBJECT_CONTEXT) {
     irql::require_at_most(PASSIVE_LEVEL, "SeCaptureSubjectContext");
     let words = context.cast::<u64>();
     // SAFETY: the driver's context, 0x20 bytes.
@@ -73,7 +73,7 @@ pub unsafe extern "system" fn SeCaptureSubjectContext(context: *mut SECURITY_SUB
 }
 
 #[unsafe(no_mangle)]
-pub unsafe extern "system" fn SeReleaseSubjectContext(context: *mut SECURITY_SUBJECT_CONTEXT) {
+pub unsafe extern "efiapi" fn SeReleaseSubjectContext(context: *mut SECURITY_SUBJECT_CONTEXT) {
     let words = context.cast::<u64>();
     // SAFETY: the driver's context.
     unsafe {
@@ -94,7 +94,7 @@ static FILE_GENERIC_MAPPING: GenericMapping = GenericMapping(GENERIC_MAPPING {
 struct GenericMapping(GENERIC_MAPPING);
 
 #[unsafe(no_mangle)]
-pub extern "system" fn IoGetFileObjectGenericMapping() -> *mut GENERIC_MAPPING {
+pub extern "efiapi" fn IoGetFileObjectGenericMapping() -> *mut GENERIC_MAPPING {
     (&raw const FILE_GENERIC_MAPPING.0).cast_mut()
 }
 
@@ -152,7 +152,7 @@ unsafe fn dacl(descriptor: *const u8) -> Option<Vec<(u8, u32, Vec<u8>)>> {
 }
 
 #[unsafe(no_mangle)]
-pub unsafe extern "system" fn SeAccessCheck(
+pub unsafe extern "efiapi" fn SeAccessCheck(
     descriptor: PVOID,
     context: *mut SECURITY_SUBJECT_CONTEXT,
     _context_locked: u8,

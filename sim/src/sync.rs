@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::{self, ThreadId};
 
-use oxtun::sys::{
+use oxtun_driver::sys::{
     APC_LEVEL, DISPATCH_LEVEL, ERESOURCE, EX_RUNDOWN_REF, KIRQL, KSPIN_LOCK, NTSTATUS, PVOID,
     STATUS_SUCCESS,
 };
@@ -79,7 +79,7 @@ fn release_spin_lock(lock: *mut KSPIN_LOCK) {
 }
 
 #[unsafe(no_mangle)]
-pub extern "system" fn KeAcquireSpinLockRaiseToDpc(lock: *mut KSPIN_LOCK) -> KIRQL {
+pub extern "efiapi" fn KeAcquireSpinLockRaiseToDpc(lock: *mut KSPIN_LOCK) -> KIRQL {
     irql::require_at_most(DISPATCH_LEVEL, "KeAcquireSpinLockRaiseToDpc");
     let old = irql::raise(DISPATCH_LEVEL);
     acquire_spin_lock(lock);
@@ -87,7 +87,7 @@ pub extern "system" fn KeAcquireSpinLockRaiseToDpc(lock: *mut KSPIN_LOCK) -> KIR
 }
 
 #[unsafe(no_mangle)]
-pub extern "system" fn KeReleaseSpinLock(lock: *mut KSPIN_LOCK, new_irql: KIRQL) {
+pub extern "efiapi" fn KeReleaseSpinLock(lock: *mut KSPIN_LOCK, new_irql: KIRQL) {
     if irql::current() != DISPATCH_LEVEL {
         violation("KeReleaseSpinLock below DISPATCH_LEVEL");
     }
@@ -128,7 +128,7 @@ fn resource(address: *mut ERESOURCE, what: &str) -> Option<Resource> {
 }
 
 #[unsafe(no_mangle)]
-pub unsafe extern "system" fn ExInitializeResourceLite(address: *mut ERESOURCE) -> NTSTATUS {
+pub unsafe extern "efiapi" fn ExInitializeResourceLite(address: *mut ERESOURCE) -> NTSTATUS {
     irql::require_at_most(DISPATCH_LEVEL, "ExInitializeResourceLite");
     let mut resources = RESOURCES.lock().unwrap();
     if resources.contains_key(&(address as usize)) {
@@ -139,7 +139,7 @@ pub unsafe extern "system" fn ExInitializeResourceLite(address: *mut ERESOURCE) 
 }
 
 #[unsafe(no_mangle)]
-pub unsafe extern "system" fn ExDeleteResourceLite(address: *mut ERESOURCE) -> NTSTATUS {
+pub unsafe extern "efiapi" fn ExDeleteResourceLite(address: *mut ERESOURCE) -> NTSTATUS {
     irql::require_at_most(APC_LEVEL, "ExDeleteResourceLite");
     let Some(resource) = RESOURCES.lock().unwrap().remove(&(address as usize)) else {
         violation(format!(
@@ -193,21 +193,21 @@ fn acquire_resource(address: *mut ERESOURCE, exclusive: bool) -> PVOID {
 }
 
 #[unsafe(no_mangle)]
-pub unsafe extern "system" fn ExEnterCriticalRegionAndAcquireResourceShared(
+pub unsafe extern "efiapi" fn ExEnterCriticalRegionAndAcquireResourceShared(
     address: *mut ERESOURCE,
 ) -> PVOID {
     acquire_resource(address, false)
 }
 
 #[unsafe(no_mangle)]
-pub unsafe extern "system" fn ExEnterCriticalRegionAndAcquireResourceExclusive(
+pub unsafe extern "efiapi" fn ExEnterCriticalRegionAndAcquireResourceExclusive(
     address: *mut ERESOURCE,
 ) -> PVOID {
     acquire_resource(address, true)
 }
 
 #[unsafe(no_mangle)]
-pub unsafe extern "system" fn ExReleaseResourceAndLeaveCriticalRegion(address: *mut ERESOURCE) {
+pub unsafe extern "efiapi" fn ExReleaseResourceAndLeaveCriticalRegion(address: *mut ERESOURCE) {
     irql::require_at_most(DISPATCH_LEVEL, "ExReleaseResourceAndLeaveCriticalRegion");
     let Some(resource) = resource(address, "ExReleaseResourceAndLeaveCriticalRegion") else {
         return;
@@ -249,12 +249,12 @@ fn rundown_word<'a>(reference: *mut EX_RUNDOWN_REF) -> &'a AtomicUsize {
 }
 
 #[unsafe(no_mangle)]
-pub unsafe extern "system" fn ExInitializeRundownProtection(reference: *mut EX_RUNDOWN_REF) {
+pub unsafe extern "efiapi" fn ExInitializeRundownProtection(reference: *mut EX_RUNDOWN_REF) {
     rundown_word(reference).store(0, Ordering::SeqCst);
 }
 
 #[unsafe(no_mangle)]
-pub unsafe extern "system" fn ExReInitializeRundownProtection(reference: *mut EX_RUNDOWN_REF) {
+pub unsafe extern "efiapi" fn ExReInitializeRundownProtection(reference: *mut EX_RUNDOWN_REF) {
     let word = rundown_word(reference);
     if word.load(Ordering::SeqCst) != RUNDOWN_ACTIVE {
         violation("ExReInitializeRundownProtection on a reference that is not run down");
@@ -263,7 +263,7 @@ pub unsafe extern "system" fn ExReInitializeRundownProtection(reference: *mut EX
 }
 
 #[unsafe(no_mangle)]
-pub unsafe extern "system" fn ExAcquireRundownProtection(reference: *mut EX_RUNDOWN_REF) -> u8 {
+pub unsafe extern "efiapi" fn ExAcquireRundownProtection(reference: *mut EX_RUNDOWN_REF) -> u8 {
     irql::require_at_most(DISPATCH_LEVEL, "ExAcquireRundownProtection");
     let word = rundown_word(reference);
     let mut value = word.load(Ordering::SeqCst);
@@ -284,7 +284,7 @@ pub unsafe extern "system" fn ExAcquireRundownProtection(reference: *mut EX_RUND
 }
 
 #[unsafe(no_mangle)]
-pub unsafe extern "system" fn ExReleaseRundownProtection(reference: *mut EX_RUNDOWN_REF) {
+pub unsafe extern "efiapi" fn ExReleaseRundownProtection(reference: *mut EX_RUNDOWN_REF) {
     irql::require_at_most(DISPATCH_LEVEL, "ExReleaseRundownProtection");
     let previous = rundown_word(reference).fetch_sub(RUNDOWN_UNIT, Ordering::SeqCst);
     if previous < RUNDOWN_UNIT {
@@ -293,7 +293,7 @@ pub unsafe extern "system" fn ExReleaseRundownProtection(reference: *mut EX_RUND
 }
 
 #[unsafe(no_mangle)]
-pub unsafe extern "system" fn ExWaitForRundownProtectionRelease(reference: *mut EX_RUNDOWN_REF) {
+pub unsafe extern "efiapi" fn ExWaitForRundownProtectionRelease(reference: *mut EX_RUNDOWN_REF) {
     irql::require_at_most(APC_LEVEL, "ExWaitForRundownProtectionRelease");
     let word = rundown_word(reference);
     word.fetch_or(RUNDOWN_ACTIVE, Ordering::SeqCst);

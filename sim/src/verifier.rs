@@ -1,7 +1,7 @@
 //! Contract violations: like Driver Verifier, the simulated kernel stops at the first one, loudly.
 //!
 //! A violation prints what broke and a backtrace, then aborts the process (the driver's code is
-//! on the stack, and a panic may not unwind through its `extern "system"` frames). The
+//! on the stack, and a panic may not unwind through its `extern "efiapi"` frames). The
 //! simulator's own tests switch to recording instead, to check that each check fires.
 
 use std::sync::Mutex;

@@ -1,7 +1,7 @@
 //! The simulated kernel's contract checks fire: each misuse below is recorded as a violation
 //! (in recording mode, instead of aborting the process).
 
-use oxtun::sys::*;
+use oxtun_driver::sys::*;
 use oxtun_sim::{irql, verifier};
 
 fn violations_of(misuse: impl FnOnce()) -> Vec<String> {

@@ -424,59 +424,59 @@ const _: () = {
     assert!(size_of::<NET_BUFFER_LIST_POOL_PARAMETERS>() == 0x10);
 };
 
-pub type SET_OPTIONS_HANDLER = unsafe extern "system" fn(
+pub type SET_OPTIONS_HANDLER = unsafe extern "efiapi" fn(
     NdisDriverHandle: NDIS_HANDLE,
     DriverContext: NDIS_HANDLE,
 ) -> NDIS_STATUS;
-pub type MINIPORT_INITIALIZE_HANDLER = unsafe extern "system" fn(
+pub type MINIPORT_INITIALIZE_HANDLER = unsafe extern "efiapi" fn(
     NdisMiniportHandle: NDIS_HANDLE,
     MiniportDriverContext: NDIS_HANDLE,
     MiniportInitParameters: *mut NDIS_MINIPORT_INIT_PARAMETERS,
 ) -> NDIS_STATUS;
 pub type MINIPORT_HALT_HANDLER =
-    unsafe extern "system" fn(MiniportAdapterContext: NDIS_HANDLE, HaltAction: NDIS_HALT_ACTION);
-pub type MINIPORT_DRIVER_UNLOAD = unsafe extern "system" fn(DriverObject: PDRIVER_OBJECT);
-pub type MINIPORT_PAUSE_HANDLER = unsafe extern "system" fn(
+    unsafe extern "efiapi" fn(MiniportAdapterContext: NDIS_HANDLE, HaltAction: NDIS_HALT_ACTION);
+pub type MINIPORT_DRIVER_UNLOAD = unsafe extern "efiapi" fn(DriverObject: PDRIVER_OBJECT);
+pub type MINIPORT_PAUSE_HANDLER = unsafe extern "efiapi" fn(
     MiniportAdapterContext: NDIS_HANDLE,
     PauseParameters: *mut NDIS_MINIPORT_PAUSE_PARAMETERS,
 ) -> NDIS_STATUS;
-pub type MINIPORT_RESTART_HANDLER = unsafe extern "system" fn(
+pub type MINIPORT_RESTART_HANDLER = unsafe extern "efiapi" fn(
     MiniportAdapterContext: NDIS_HANDLE,
     RestartParameters: *mut NDIS_MINIPORT_RESTART_PARAMETERS,
 ) -> NDIS_STATUS;
-pub type MINIPORT_OID_REQUEST_HANDLER = unsafe extern "system" fn(
+pub type MINIPORT_OID_REQUEST_HANDLER = unsafe extern "efiapi" fn(
     MiniportAdapterContext: NDIS_HANDLE,
     OidRequest: *mut NDIS_OID_REQUEST,
 ) -> NDIS_STATUS;
-pub type MINIPORT_SEND_NET_BUFFER_LISTS_HANDLER = unsafe extern "system" fn(
+pub type MINIPORT_SEND_NET_BUFFER_LISTS_HANDLER = unsafe extern "efiapi" fn(
     MiniportAdapterContext: NDIS_HANDLE,
     NetBufferList: *mut NET_BUFFER_LIST,
     PortNumber: NDIS_PORT_NUMBER,
     SendFlags: ULONG,
 );
-pub type MINIPORT_RETURN_NET_BUFFER_LISTS_HANDLER = unsafe extern "system" fn(
+pub type MINIPORT_RETURN_NET_BUFFER_LISTS_HANDLER = unsafe extern "efiapi" fn(
     MiniportAdapterContext: NDIS_HANDLE,
     NetBufferLists: *mut NET_BUFFER_LIST,
     ReturnFlags: ULONG,
 );
 pub type MINIPORT_CANCEL_SEND_HANDLER =
-    unsafe extern "system" fn(MiniportAdapterContext: NDIS_HANDLE, CancelId: PVOID);
+    unsafe extern "efiapi" fn(MiniportAdapterContext: NDIS_HANDLE, CancelId: PVOID);
 pub type MINIPORT_CHECK_FOR_HANG_HANDLER =
-    unsafe extern "system" fn(MiniportAdapterContext: NDIS_HANDLE) -> BOOLEAN;
-pub type MINIPORT_RESET_HANDLER = unsafe extern "system" fn(
+    unsafe extern "efiapi" fn(MiniportAdapterContext: NDIS_HANDLE) -> BOOLEAN;
+pub type MINIPORT_RESET_HANDLER = unsafe extern "efiapi" fn(
     MiniportAdapterContext: NDIS_HANDLE,
     AddressingReset: *mut BOOLEAN,
 ) -> NDIS_STATUS;
-pub type MINIPORT_DEVICE_PNP_EVENT_NOTIFY_HANDLER = unsafe extern "system" fn(
+pub type MINIPORT_DEVICE_PNP_EVENT_NOTIFY_HANDLER = unsafe extern "efiapi" fn(
     MiniportAdapterContext: NDIS_HANDLE,
     NetDevicePnPEvent: *mut NET_DEVICE_PNP_EVENT,
 );
-pub type MINIPORT_SHUTDOWN_HANDLER = unsafe extern "system" fn(
+pub type MINIPORT_SHUTDOWN_HANDLER = unsafe extern "efiapi" fn(
     MiniportAdapterContext: NDIS_HANDLE,
     ShutdownAction: NDIS_SHUTDOWN_ACTION,
 );
 pub type MINIPORT_CANCEL_OID_REQUEST_HANDLER =
-    unsafe extern "system" fn(MiniportAdapterContext: NDIS_HANDLE, RequestId: PVOID);
+    unsafe extern "efiapi" fn(MiniportAdapterContext: NDIS_HANDLE, RequestId: PVOID);
 pub type MINIPORT_DIRECT_OID_REQUEST_HANDLER = MINIPORT_OID_REQUEST_HANDLER;
 pub type MINIPORT_CANCEL_DIRECT_OID_REQUEST_HANDLER = MINIPORT_CANCEL_OID_REQUEST_HANDLER;
 
@@ -605,11 +605,7 @@ pub const NDIS_SEND_FLAGS_DISPATCH_LEVEL: ULONG = 0x1;
 /// `NDIS_SEND_COMPLETE_FLAGS_DISPATCH_LEVEL`: the caller of the completion is at DISPATCH_LEVEL.
 pub const NDIS_SEND_COMPLETE_FLAGS_DISPATCH_LEVEL: ULONG = 0x1;
 
-#[cfg_attr(
-    windows,
-    link(name = "ndis.sys", kind = "raw-dylib", modifiers = "+verbatim")
-)]
-unsafe extern "system" {
+kernel_imports!("ndis.sys" {
     pub fn NdisMRegisterMiniportDriver(
         DriverObject: PDRIVER_OBJECT,
         RegistryPath: PUNICODE_STRING,
@@ -661,7 +657,7 @@ unsafe extern "system" {
         NetBufferList: *mut NET_BUFFER_LIST,
         SendCompleteFlags: ULONG,
     );
-}
+});
 
 pub const OID_GEN_SUPPORTED_LIST: NDIS_OID = 0x0001_0101;
 pub const OID_GEN_MAXIMUM_FRAME_SIZE: NDIS_OID = 0x0001_0106;

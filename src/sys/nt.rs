@@ -196,11 +196,11 @@ pub struct GENERIC_MAPPING {
 
 /// `PCREATE_PROCESS_NOTIFY_ROUTINE_EX`; `CreateInfo` is null when the process exits.
 pub type CREATE_PROCESS_NOTIFY_ROUTINE_EX =
-    unsafe extern "system" fn(Process: PEPROCESS, ProcessId: HANDLE, CreateInfo: PVOID);
+    unsafe extern "efiapi" fn(Process: PEPROCESS, ProcessId: HANDLE, CreateInfo: PVOID);
 
 pub type DRIVER_DISPATCH =
-    unsafe extern "system" fn(DeviceObject: PDEVICE_OBJECT, Irp: PIRP) -> NTSTATUS;
-pub type DRIVER_UNLOAD = unsafe extern "system" fn(DriverObject: PDRIVER_OBJECT);
+    unsafe extern "efiapi" fn(DeviceObject: PDEVICE_OBJECT, Irp: PIRP) -> NTSTATUS;
+pub type DRIVER_UNLOAD = unsafe extern "efiapi" fn(DriverObject: PDRIVER_OBJECT);
 
 /// `DRIVER_OBJECT`.
 #[repr(C)]
@@ -261,11 +261,7 @@ const _: () = {
     assert!(core::mem::offset_of!(UNICODE_STRING, Buffer) == 8);
 };
 
-#[cfg_attr(
-    windows,
-    link(name = "ntoskrnl.exe", kind = "raw-dylib", modifiers = "+verbatim")
-)]
-unsafe extern "system" {
+kernel_imports!("ntoskrnl.exe" {
     pub fn ExAllocatePool2(Flags: POOL_FLAGS, NumberOfBytes: usize, Tag: ULONG) -> PVOID;
     pub fn ExFreePoolWithTag(P: PVOID, Tag: ULONG);
     pub fn IofCompleteRequest(Irp: PIRP, PriorityBoost: i8);
@@ -376,7 +372,7 @@ unsafe extern "system" {
         BugCheckParameter3: ULONG_PTR,
         BugCheckParameter4: ULONG_PTR,
     ) -> !;
-}
+});
 
 /// `MDL`: a description of locked pages.
 #[repr(C)]
@@ -438,7 +434,7 @@ const _: () = {
 };
 
 /// `KSTART_ROUTINE`.
-pub type KSTART_ROUTINE = unsafe extern "system" fn(StartContext: PVOID);
+pub type KSTART_ROUTINE = unsafe extern "efiapi" fn(StartContext: PVOID);
 
 /// `EX_RUNDOWN_REF`: protection for an object that users acquire at up to DISPATCH_LEVEL and
 /// its owner runs down (waits out) before it goes away.
@@ -453,7 +449,7 @@ pub const UserMode: KPROCESSOR_MODE = 1;
 pub type LOCK_OPERATION = u32;
 pub const IoWriteAccess: LOCK_OPERATION = 1;
 
-unsafe extern "system" {
+unsafe extern "efiapi" {
     /// `MmProbeAndLockPages` with its exception caught: returns the exception code instead of
     /// raising. Defined by the SEH shim (`seh.c`) in the kernel image, by the simulated kernel
     /// on the host.
@@ -464,15 +460,11 @@ unsafe extern "system" {
     ) -> NTSTATUS;
 }
 
-#[cfg_attr(
-    windows,
-    link(name = "ntoskrnl.exe", kind = "raw-dylib", modifiers = "+verbatim")
-)]
-unsafe extern "system" {
+kernel_imports!("ntoskrnl.exe" {
     /// The object type of events, for ObReferenceObjectByHandle (the kernel's variable, read
     /// through the import table).
     pub static ExEventObjectType: POBJECT_TYPE;
-}
+});
 
 // Imports only the SEH shim (seh.c) uses: declared here so the raw-dylib import library holds
 // them. MmProbeAndLockPages raises on a bad address; see [`OxtunProbeAndLockPages`].
@@ -562,7 +554,7 @@ pub fn KeGetCurrentIrql() -> KIRQL {
 /// `KeGetCurrentIrql`: the simulated kernel tracks the IRQL of each thread.
 #[cfg(not(windows))]
 pub fn KeGetCurrentIrql() -> KIRQL {
-    unsafe extern "system" {
+    unsafe extern "efiapi" {
         #[link_name = "KeGetCurrentIrql"]
         fn simulated_irql() -> KIRQL;
     }

@@ -7,11 +7,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
-use oxtun::sys::*;
 use oxtun_abi::{
     CallerWidth, MIN_CAPACITY, RING_ENDED, RingDescriptor, RingReader, RingRegion,
     RingRegistration, RingWriter, TUN_IOCTL_REGISTER_RINGS, ring_size,
 };
+use oxtun_driver::sys::*;
 use oxtun_sim::{Adapter, Bitness, DeviceHandle, Driver, EventObject, Leaks, Process, outstanding};
 
 pub const EVENT_ALL_ACCESS: ACCESS_MASK = 0x001F_0003;

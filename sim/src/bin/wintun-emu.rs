@@ -14,11 +14,11 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::thread;
 
-use oxtun::sys::*;
 use oxtun_abi::emulator::{EmulatorRegistration, REGISTRATION_DESCRIPTORS};
 use oxtun_abi::{
     CallerWidth, RingDescriptor, RingRegistration, TUN_IOCTL_REGISTER_RINGS, capacity_for_ring_size,
 };
+use oxtun_driver::sys::*;
 use oxtun_sim::tun::{self, ip};
 use oxtun_sim::{Adapter, Bitness, Driver, Fragmentation, Process, Token};
 
