@@ -159,8 +159,9 @@ impl Registration {
                         counts.octets += u64::from(nb.data_length());
                     }
                 }
-                let published = self.send_writer.lock().complete(reservation);
-                if published.wake_consumer {
+                // Whenever Tail moves, whatever the client's Alertable says: deployed wintun.dll
+                // clients never set it, and wait on this event after every empty read.
+                if self.send_writer.lock().complete(reservation).tail_moved {
                     self.send.tail_moved.set();
                 }
             }

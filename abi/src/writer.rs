@@ -51,9 +51,11 @@ pub struct PacketSlot {
 /// The result of [`RingWriter::complete`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Published {
-    /// `Tail` moved: the consumer can read more packets.
+    /// `Tail` moved: the consumer can read more packets. On the send ring the driver sets the
+    /// client's TailMoved event every time this is true (see the crate's documentation).
     pub tail_moved: bool,
-    /// The consumer announced it sleeps: set its TailMoved event.
+    /// `Tail` moved and the consumer announced it sleeps (`Alertable` set): what obliges a
+    /// client writing the receive ring to set the driver's TailMoved event.
     pub wake_consumer: bool,
 }
 
