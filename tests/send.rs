@@ -215,25 +215,35 @@ fn a_packet_over_0xffff_bytes_fails_only_its_nbl() {
     setup.finish();
 }
 
+/// Deployed wintun.dll clients never write the send ring's Alertable and wait on the event after
+/// every empty read (WintunReceivePacket, then WaitForSingleObject on WintunGetReadWaitEvent), so
+/// the event must come on every move of Tail: once per send call that moved it.
 #[test]
-fn the_send_event_wakes_a_client_that_announced_sleep() {
+fn the_send_event_is_set_on_every_move_of_tail_whatever_alertable_says() {
     let setup = setup();
     let process = Process::new(Token::System, Bitness::Bits64);
     let (handle, rings) = register(&setup.adapter, &process);
     let mut reader = rings.send_reader();
     let one = vec![vec![packet(1, 40)]];
-    setup
-        .adapter
-        .send(&one, Fragmentation::CONTIGUOUS, DISPATCH_LEVEL);
-    assert_eq!(rings.send_event.set_count(), 0, "no one sleeps: no event");
-    drain(&mut reader);
-    assert_eq!(reader.announce_sleep(), SleepDecision::Sleep);
-    setup
-        .adapter
-        .send(&one, Fragmentation::CONTIGUOUS, DISPATCH_LEVEL);
-    assert_eq!(rings.send_event.set_count(), 1);
+    let send = |nbls: &[Vec<Vec<u8>>]| {
+        setup
+            .adapter
+            .send(nbls, Fragmentation::CONTIGUOUS, DISPATCH_LEVEL)
+    };
+    send(&one);
+    assert_eq!(rings.send_event.set_count(), 1, "Alertable is 0: set anyway");
     assert!(rings.send_event.take());
+    let ten: Vec<Vec<Vec<u8>>> = (0..10).map(|i| vec![packet(i, 60)]).collect();
+    send(&ten);
+    assert_eq!(rings.send_event.set_count(), 2, "one set per call, not per packet");
+    assert_eq!(drain(&mut reader).len(), 11);
+    assert_eq!(reader.announce_sleep(), SleepDecision::Sleep);
+    send(&one);
+    assert_eq!(rings.send_event.set_count(), 3, "and with Alertable set");
     reader.end_sleep();
+    let too_large = vec![vec![vec![0x45; MAX_IP_PACKET_SIZE as usize + 1]]];
+    assert_eq!(send(&too_large), [NDIS_STATUS_INVALID_LENGTH]);
+    assert_eq!(rings.send_event.set_count(), 3, "Tail did not move: no set");
     assert_eq!(drain(&mut reader).len(), 1);
     handle.close();
     setup.finish();
