@@ -29,11 +29,12 @@ fn forward(from: &Session, to: &Session) -> Result<Forwarded, Error> {
             Err(error) => return Err(error),
         };
         let sent = to.send(from.data(&received));
+        let len = received.len() as u64;
         from.release(received);
         match sent {
             Ok(()) => {
                 forwarded.packets += 1;
-                forwarded.bytes += received.len() as u64;
+                forwarded.bytes += len;
             }
             Err(Error::Full) => forwarded.dropped += 1,
             Err(Error::Ended) => return Ok(forwarded),

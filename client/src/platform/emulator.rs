@@ -1,10 +1,11 @@
-//! The Linux emulator (`wintun-emu`): rings in memfds, events as eventfds, and the registration
-//! sent over its Unix socket with the four descriptors (design.md, "Emulated device protocol").
+//! The Linux emulator's device (`wintun-emu`): rings in memfds, events as eventfds, and the
+//! registration sent over its Unix socket with the four descriptors (design.md, "Emulated device
+//! protocol").
 
 use std::io::{self, Read};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixStream;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use oxtun_abi::emulator::EmulatorRegistration;
 
@@ -75,6 +76,8 @@ impl Drop for Memory {
 }
 
 /// An auto-reset event: an eventfd (set = write 1; wait = poll, then read, which resets it).
+/// Non-blocking, so several threads may wait on it: each returns once it is readable, and the
+/// reads after the first find it reset.
 pub struct Event {
     fd: OwnedFd,
 }
@@ -82,7 +85,7 @@ pub struct Event {
 impl Event {
     pub fn new() -> io::Result<Event> {
         // SAFETY: a new eventfd.
-        let fd = check(unsafe { libc::eventfd(0, libc::EFD_CLOEXEC) })?;
+        let fd = check(unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) })?;
         // SAFETY: a descriptor we just created and own.
         Ok(Event {
             fd: unsafe { OwnedFd::from_raw_fd(fd) },
@@ -114,10 +117,16 @@ impl Event {
                 _ => return Err(io::Error::last_os_error()),
             }
         }
-        let mut value = [0u8; 8];
-        // SAFETY: reading 8 bytes into a local from our eventfd, which resets it.
-        unsafe { libc::read(self.fd.as_raw_fd(), value.as_mut_ptr().cast(), value.len()) };
+        self.consume();
         Ok(())
+    }
+
+    /// Resets the event if it is set.
+    pub fn consume(&self) {
+        let mut value = [0u8; 8];
+        // SAFETY: reading 8 bytes into a local from our non-blocking eventfd, which resets it;
+        // nothing to read (EAGAIN) means it was not set.
+        unsafe { libc::read(self.fd.as_raw_fd(), value.as_mut_ptr().cast(), value.len()) };
     }
 
     pub fn raw(&self) -> RawFd {
@@ -125,43 +134,31 @@ impl Event {
     }
 }
 
-/// An adapter served by the emulator, reached through its socket.
-pub struct Adapter {
-    socket: PathBuf,
-}
-
-impl Adapter {
-    /// The adapter the emulator listening on `socket` serves.
-    pub fn emulator(socket: impl AsRef<Path>) -> Adapter {
-        Adapter {
-            socket: socket.as_ref().to_path_buf(),
-        }
+/// Registers the rings with the emulator listening on `socket`: the registration message and
+/// the four descriptors, then its answer.
+pub fn register(
+    socket: &Path,
+    send: (&Memory, u32, &Event),
+    receive: (&Memory, u32, &Event),
+) -> Result<Registration, Error> {
+    let mut stream = UnixStream::connect(socket)?;
+    let message = EmulatorRegistration {
+        send_ring_size: send.1,
+        receive_ring_size: receive.1,
     }
-
-    pub(crate) fn register(
-        &self,
-        send: (&Memory, u32, &Event),
-        receive: (&Memory, u32, &Event),
-    ) -> Result<Registration, Error> {
-        let mut stream = UnixStream::connect(&self.socket)?;
-        let message = EmulatorRegistration {
-            send_ring_size: send.1,
-            receive_ring_size: receive.1,
-        }
-        .encode();
-        let descriptors = [
-            send.0.fd.as_raw_fd(),
-            send.2.raw(),
-            receive.0.fd.as_raw_fd(),
-            receive.2.raw(),
-        ];
-        send_with_descriptors(&stream, &message, &descriptors)?;
-        let mut reply = [0u8; 4];
-        stream.read_exact(&mut reply)?;
-        match u32::from_le_bytes(reply) {
-            0 => Ok(Registration { _stream: stream }),
-            status => Err(Error::Refused(status)),
-        }
+    .encode();
+    let descriptors = [
+        send.0.fd.as_raw_fd(),
+        send.2.raw(),
+        receive.0.fd.as_raw_fd(),
+        receive.2.raw(),
+    ];
+    send_with_descriptors(&stream, &message, &descriptors)?;
+    let mut reply = [0u8; 4];
+    stream.read_exact(&mut reply)?;
+    match u32::from_le_bytes(reply) {
+        0 => Ok(Registration { _stream: stream }),
+        status => Err(Error::Refused(status)),
     }
 }
 

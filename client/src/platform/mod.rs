@@ -1,11 +1,17 @@
-//! What differs between Windows and the Linux emulator: ring memory, events, and registering.
+//! What differs between Windows and Linux: ring memory, events, registering, and adapters.
 
 #[cfg(unix)]
 mod emulator;
+#[cfg(unix)]
+mod linux;
+#[cfg(unix)]
+mod netlink;
 #[cfg(windows)]
 mod windows;
 
 #[cfg(unix)]
-pub use emulator::{Adapter, Event, Memory, RawHandle, Registration, send_with_descriptors};
+pub use emulator::{Event, Memory, RawHandle, Registration, send_with_descriptors};
+#[cfg(unix)]
+pub use linux::{Adapter, delete_driver, driver_version, emulator_binary};
 #[cfg(windows)]
 pub use windows::{Adapter, Event, Memory, RawHandle, Registration};

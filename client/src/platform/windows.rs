@@ -100,6 +100,9 @@ impl Event {
         }
     }
 
+    /// Nothing to do: a wait that returns resets the auto-reset event itself.
+    pub fn consume(&self) {}
+
     pub fn raw(&self) -> HANDLE {
         self.handle
     }

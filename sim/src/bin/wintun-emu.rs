@@ -22,8 +22,8 @@ use oxtun_driver::sys::*;
 use oxtun_sim::tun::{self, ip};
 use oxtun_sim::{Adapter, Bitness, Driver, Fragmentation, Process, Token};
 
-const USAGE: &str =
-    "usage: wintun-emu --socket PATH [--address CIDR]... [--name IFNAME] [--upper tun|reflect]";
+const USAGE: &str = "usage: wintun-emu --socket PATH [--address CIDR]... [--name IFNAME] \
+                     [--upper tun|reflect] [--version-file PATH]";
 const EVENT_ALL_ACCESS: ACCESS_MASK = 0x001F_0003;
 const STATUS_INVALID_PARAMETER: u32 = 0xC000_000D;
 const STATUS_INVALID_DEVICE_REQUEST: u32 = 0xC000_0010;
@@ -39,6 +39,9 @@ struct Options {
     addresses: Vec<String>,
     name: String,
     upper: Upper,
+    /// Where to write the driver's version (OID_GEN_VENDOR_DRIVER_VERSION, in hex), for the API
+    /// library's WintunGetRunningDriverVersion.
+    version_file: Option<PathBuf>,
 }
 
 fn parse_options() -> Result<Options, String> {
@@ -46,6 +49,7 @@ fn parse_options() -> Result<Options, String> {
     let mut addresses = Vec::new();
     let mut name = "oxtun0".to_string();
     let mut upper = Upper::Tun;
+    let mut version_file = None;
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         let mut value = || args.next().ok_or(format!("{arg} needs a value"));
@@ -60,6 +64,7 @@ fn parse_options() -> Result<Options, String> {
                     other => return Err(format!("--upper is tun or reflect, not {other}")),
                 }
             }
+            "--version-file" => version_file = Some(PathBuf::from(value()?)),
             "--help" | "-h" => return Err(USAGE.to_string()),
             other => return Err(format!("unknown argument {other}")),
         }
@@ -74,6 +79,7 @@ fn parse_options() -> Result<Options, String> {
         addresses,
         name,
         upper,
+        version_file,
     })
 }
 
@@ -432,6 +438,18 @@ fn bind_socket(path: &PathBuf) -> io::Result<UnixListener> {
         .map_err(|error| io::Error::new(error.kind(), format!("{}: {error}", path.display())))
 }
 
+/// Asks the driver its version, as Windows' NDIS would, and writes it to `path`.
+fn write_driver_version(adapter: &Adapter, path: &PathBuf) -> io::Result<()> {
+    let answer = adapter.query(OID_GEN_VENDOR_DRIVER_VERSION, 4);
+    let version = answer
+        .data
+        .get(..4)
+        .filter(|_| answer.status == 0)
+        .map(|bytes| u32::from_le_bytes(bytes.try_into().expect("4 bytes")))
+        .ok_or_else(|| io::Error::other("the driver did not answer its version"))?;
+    std::fs::write(path, format!("{version:#010x}\n"))
+}
+
 fn run(options: Options) -> io::Result<bool> {
     let signals = take_over_signals();
     let tun = match options.upper {
@@ -477,6 +495,9 @@ fn run(options: Options) -> io::Result<bool> {
         }
     };
     adapter.set_receive_sink(Some(sink));
+    if let Some(path) = &options.version_file {
+        write_driver_version(&adapter, path)?;
+    }
     let stop = new_eventfd()?;
     let signal_stop = stop.try_clone()?;
     thread::spawn(move || {

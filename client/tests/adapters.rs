@@ -1,0 +1,348 @@
+//! The adapter life cycle and the session's semantics through the Rust API, on Linux: each
+//! adapter a `wintun-emu` process, each test in a network namespace and run folder of its own
+//! (each test is its own process under nextest).
+
+mod support;
+
+use std::net::UdpSocket;
+use std::process::Command;
+use std::thread;
+use std::time::Duration;
+
+use oxtun_abi::MIN_CAPACITY;
+use oxtun_client::log::Level;
+use oxtun_client::{Adapter, Error, IF_TYPE_PROP_VIRTUAL, Session, Version};
+use support::icmp::echo_reply;
+use support::{capture_log, isolate, link, run, udp4};
+
+/// The driver's version: the workspace root package's (Cargo.toml), major and minor.
+fn workspace_version() -> Version {
+    let manifest = include_str!("../../Cargo.toml");
+    let package = &manifest[manifest.find("[package]").unwrap()..];
+    let line = package
+        .lines()
+        .find(|line| line.starts_with("version = "))
+        .unwrap();
+    let version = line.trim_start_matches("version = ").trim_matches('"');
+    let mut parts = version.split('.').map(|part| part.parse::<u16>().unwrap());
+    Version {
+        major: parts.next().unwrap(),
+        minor: parts.next().unwrap(),
+    }
+}
+
+fn send_retrying(session: &Session, data: &[u8]) {
+    loop {
+        match session.send(data) {
+            Ok(()) => return,
+            Err(Error::Full) => thread::yield_now(),
+            Err(other) => panic!("send failed: {other}"),
+        }
+    }
+}
+
+#[test]
+fn create_open_close_reopen_and_the_errors_of_each() {
+    isolate();
+    let log = capture_log();
+    assert!(matches!(
+        oxtun_client::driver_version(),
+        Err(Error::NotFound)
+    ));
+    let created = Adapter::create("oxtun-r0", "Test", None).unwrap();
+    let (index, _) = link("oxtun-r0").unwrap();
+    assert_eq!(created.luid(), IF_TYPE_PROP_VIRTUAL << 48 | index << 24);
+    assert_eq!(oxtun_client::driver_version().unwrap(), workspace_version());
+
+    let opened = Adapter::open("oxtun-r0").unwrap();
+    assert_eq!(opened.luid(), created.luid());
+    assert!(matches!(Adapter::open("oxtun-none"), Err(Error::NotFound)));
+    assert!(matches!(
+        Adapter::create("oxtun-r0", "Test", None),
+        Err(Error::AlreadyExists)
+    ));
+    for bad in ["", "has space", "much-too-long-a-name"] {
+        assert!(matches!(
+            Adapter::create(bad, "Test", None),
+            Err(Error::BadName(_))
+        ));
+    }
+    let long_type = "t".repeat(128);
+    assert!(matches!(
+        Adapter::create("oxtun-r1", &long_type, None),
+        Err(Error::BadName(_))
+    ));
+    assert!(matches!(oxtun_client::delete_driver(), Err(Error::InUse)));
+
+    opened.set_mtu(1280).unwrap();
+    assert_eq!(link("oxtun-r0").unwrap().1, 1280);
+    assert!(opened.set_mtu(0).is_err(), "Linux refuses an MTU of 0");
+
+    // Closing an opened adapter leaves it; closing the created one removes it.
+    drop(opened);
+    Adapter::open("oxtun-r0").unwrap();
+    drop(created);
+    assert!(link("oxtun-r0").is_none());
+    assert!(matches!(Adapter::open("oxtun-r0"), Err(Error::NotFound)));
+    assert!(
+        log.lock()
+            .unwrap()
+            .iter()
+            .any(|(level, message)| *level == Level::Info && message.contains("nothing leaked")),
+        "the emulator's leak check reaches the logger: {:?}",
+        log.lock().unwrap()
+    );
+    oxtun_client::delete_driver().unwrap();
+
+    let again = Adapter::create("oxtun-r0", "Test", None).unwrap();
+    let session = again.start_session(MIN_CAPACITY).unwrap();
+    drop(session);
+    drop(again);
+}
+
+/// Run only as the child of `an_orphaned_adapter_is_removed_by_the_next_create`: creates the
+/// adapter and dies without closing it.
+#[test]
+#[ignore = "a helper process of another test"]
+fn creator_that_crashes() {
+    if std::env::var_os("OXTUN_TEST_CRASH").is_none() {
+        return;
+    }
+    let adapter = Adapter::create("oxtun-orphan", "Test", None).unwrap();
+    std::mem::forget(adapter);
+    std::process::abort();
+}
+
+#[test]
+fn an_orphaned_adapter_is_removed_by_the_next_create() {
+    isolate();
+    let log = capture_log();
+    let status = Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", "creator_that_crashes", "--include-ignored"])
+        .env("OXTUN_TEST_CRASH", "1")
+        .status()
+        .unwrap();
+    assert!(!status.success(), "the creator aborted");
+    // The adapter outlived its creator, as on Windows.
+    let orphan = Adapter::open("oxtun-orphan").unwrap();
+    drop(orphan);
+    let adapter = Adapter::create("oxtun-orphan", "Test", None).unwrap();
+    assert!(
+        log.lock()
+            .unwrap()
+            .iter()
+            .any(|(_, message)| message.contains("orphaned by process")),
+        "{:?}",
+        log.lock().unwrap()
+    );
+    drop(adapter);
+}
+
+#[test]
+fn answers_pings_in_both_families() {
+    isolate();
+    let adapter = Adapter::create("oxtun-r2", "Test", None).unwrap();
+    run(&["ip", "address", "add", "10.97.0.1/24", "dev", "oxtun-r2"]);
+    run(&[
+        "ip",
+        "-6",
+        "address",
+        "add",
+        "fd97::1/64",
+        "dev",
+        "oxtun-r2",
+        "nodad",
+    ]);
+    run(&["ip", "link", "set", "oxtun-r2", "up"]);
+    let session = adapter.start_session(MIN_CAPACITY).unwrap();
+    thread::scope(|scope| {
+        let session = &session;
+        let responder = scope.spawn(move || {
+            let mut replies = 0;
+            while let Ok(received) = session.receive() {
+                let reply = echo_reply(session.data(&received));
+                session.release(received);
+                if let Some(reply) = reply {
+                    send_retrying(session, &reply);
+                    replies += 1;
+                }
+            }
+            replies
+        });
+        for (family, address) in [("-4", "10.97.0.2"), ("-6", "fd97::2")] {
+            run(&["ping", family, "-c", "3", "-i", "0.2", "-W", "2", address]);
+        }
+        // Removing the adapter ends the session: the responder, asleep on the event, wakes.
+        drop(adapter);
+        assert!(responder.join().unwrap() >= 6);
+    });
+    assert!(matches!(session.try_receive(), Err(Error::Ended)));
+    assert!(matches!(session.allocate(20), Err(Error::Ended)));
+}
+
+/// The system fills the ring with datagrams; all but the first are released. The first still
+/// holds its space and everything after it, so the next burst finds the ring full and the driver
+/// drops it; once the first is released too, the next burst arrives whole. (A release that freed
+/// every earlier packet, as a ring-order-only session does, lets the first burst through.)
+#[test]
+fn out_of_order_releases_give_the_space_back_once_every_earlier_one_is_released() {
+    isolate();
+    let adapter = Adapter::create("oxtun-r3", "Test", None).unwrap();
+    run(&["ip", "address", "add", "10.96.0.1/24", "dev", "oxtun-r3"]);
+    run(&["ip", "link", "set", "oxtun-r3", "up"]);
+    let session = adapter.start_session(MIN_CAPACITY).unwrap();
+    let socket = UdpSocket::bind("10.96.0.1:0").unwrap();
+    let burst = |count: usize| {
+        for _ in 0..count {
+            socket.send_to(&[0x5A; 1000], "10.96.0.2:9").unwrap();
+        }
+    };
+    // Datagrams received within `wait`; anything else the system sends is released at once.
+    let receive = |count: usize, wait: Duration| {
+        let deadline = std::time::Instant::now() + wait;
+        let mut received = Vec::new();
+        while received.len() < count && std::time::Instant::now() < deadline {
+            match session.try_receive().unwrap() {
+                Some(packet) if packet.len() == 1028 => received.push(packet),
+                Some(other) => session.release(other),
+                None => thread::sleep(Duration::from_millis(1)),
+            }
+        }
+        received
+    };
+    // 120 datagrams of 1032 ring bytes each leave about 7 KiB of a 128 KiB ring free.
+    burst(120);
+    let mut held = receive(120, Duration::from_secs(10));
+    assert_eq!(held.len(), 120);
+    let first = held.remove(0);
+    let first_data = first.as_ptr();
+    for packet in held.into_iter().rev() {
+        session.release(packet);
+    }
+    burst(20);
+    let while_held = receive(20, Duration::from_millis(500));
+    assert!(
+        while_held.len() < 20,
+        "the unreleased first packet holds the ring's space"
+    );
+    session.release(first);
+    assert!(matches!(
+        session.release_data(first_data),
+        Err(Error::NotOutstanding)
+    ));
+    for packet in while_held {
+        session.release(packet);
+    }
+    burst(20);
+    assert_eq!(receive(20, Duration::from_secs(10)).len(), 20);
+}
+
+/// Four threads allocate and send 250 datagrams each, in place; the system receives all 1000.
+#[test]
+fn several_threads_allocate_and_send() {
+    isolate();
+    let adapter = Adapter::create("oxtun-r4", "Test", None).unwrap();
+    run(&["ip", "address", "add", "10.95.0.1/24", "dev", "oxtun-r4"]);
+    run(&["ip", "link", "set", "oxtun-r4", "up"]);
+    let session = adapter.start_session(MIN_CAPACITY).unwrap();
+    let socket = UdpSocket::bind("10.95.0.1:4000").unwrap();
+    socket
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let received = thread::scope(|scope| {
+        let counter = scope.spawn(|| {
+            let mut seen = vec![false; 1000];
+            let mut buffer = [0u8; 64];
+            for _ in 0..1000 {
+                let len = socket.recv(&mut buffer).expect("every datagram arrives");
+                let number = u16::from_be_bytes([buffer[0], buffer[1]]) as usize;
+                assert_eq!(len, 32);
+                seen[number] = true;
+            }
+            seen.iter().filter(|&&seen| seen).count()
+        });
+        for thread_number in 0..4u16 {
+            let session = &session;
+            scope.spawn(move || {
+                for i in 0..250u16 {
+                    let mut payload = [thread_number as u8; 32];
+                    payload[..2].copy_from_slice(&(thread_number * 250 + i).to_be_bytes());
+                    let datagram = udp4([10, 95, 0, 2], [10, 95, 0, 1], 4000, &payload);
+                    loop {
+                        match session.allocate(datagram.len()) {
+                            Ok(mut packet) => {
+                                packet.data_mut().copy_from_slice(&datagram);
+                                packet.send().unwrap();
+                                break;
+                            }
+                            Err(Error::Full) => thread::sleep(Duration::from_millis(1)),
+                            Err(other) => panic!("{other}"),
+                        }
+                    }
+                    // The Linux stack's receive queue is finite: pace the senders.
+                    if i % 50 == 49 {
+                        thread::sleep(Duration::from_millis(20));
+                    }
+                }
+            });
+        }
+        counter.join().unwrap()
+    });
+    assert_eq!(received, 1000);
+}
+
+#[test]
+fn bad_arguments_are_refused_and_leave_the_session_usable() {
+    isolate();
+    let adapter = Adapter::create("oxtun-r5", "Test", None).unwrap();
+    for capacity in [0, MIN_CAPACITY - 1, MIN_CAPACITY + 4, 128 << 20] {
+        assert!(matches!(
+            adapter.start_session(capacity),
+            Err(Error::BadCapacity(_))
+        ));
+    }
+    let session = adapter.start_session(MIN_CAPACITY).unwrap();
+    assert!(
+        matches!(adapter.start_session(MIN_CAPACITY), Err(Error::Refused(_))),
+        "one session per adapter"
+    );
+    assert!(matches!(session.allocate(0x10000), Err(Error::TooLarge(_))));
+    let bogus = [0u8; 8];
+    assert!(matches!(
+        session.release_data(bogus.as_ptr()),
+        Err(Error::NotOutstanding)
+    ));
+    assert!(matches!(
+        session.send_data(bogus.as_ptr()),
+        Err(Error::NotOutstanding)
+    ));
+    // Allocations not yet sent fill the ring: then Full, until they are sent.
+    let mut allocated = Vec::new();
+    loop {
+        match session.allocate_data(0xFFFF) {
+            Ok(data) => allocated.push(data),
+            Err(Error::Full) => break,
+            Err(other) => panic!("{other}"),
+        }
+    }
+    assert_eq!(
+        allocated.len(),
+        1,
+        "one 64 KiB packet fills most of a 128 KiB ring"
+    );
+    for data in allocated {
+        // SAFETY: an allocated, unsent packet of 0xFFFF bytes; zeroed, the driver skips it.
+        unsafe { std::ptr::write_bytes(data.as_ptr(), 0, 0xFFFF) };
+        session.send_data(data.as_ptr()).unwrap();
+        assert!(matches!(
+            session.send_data(data.as_ptr()),
+            Err(Error::NotOutstanding)
+        ));
+    }
+    // The driver reads the skipped packet and gives the space back.
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while session.allocate_data(0xFFFF).is_err() {
+        assert!(std::time::Instant::now() < deadline, "the space came back");
+        thread::sleep(Duration::from_millis(5));
+    }
+}
