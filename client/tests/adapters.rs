@@ -11,25 +11,9 @@ use std::time::Duration;
 
 use oxtun_abi::MIN_CAPACITY;
 use oxtun_client::log::Level;
-use oxtun_client::{Adapter, Error, IF_TYPE_PROP_VIRTUAL, Session, Version};
+use oxtun_client::{Adapter, Error, IF_TYPE_PROP_VIRTUAL, Session};
 use support::icmp::echo_reply;
-use support::{capture_log, isolate, link, run, udp4};
-
-/// The driver's version: the workspace root package's (Cargo.toml), major and minor.
-fn workspace_version() -> Version {
-    let manifest = include_str!("../../Cargo.toml");
-    let package = &manifest[manifest.find("[package]").unwrap()..];
-    let line = package
-        .lines()
-        .find(|line| line.starts_with("version = "))
-        .unwrap();
-    let version = line.trim_start_matches("version = ").trim_matches('"');
-    let mut parts = version.split('.').map(|part| part.parse::<u16>().unwrap());
-    Version {
-        major: parts.next().unwrap(),
-        minor: parts.next().unwrap(),
-    }
-}
+use support::{capture_log, isolate, link, run, udp4, workspace_version};
 
 fn send_retrying(session: &Session, data: &[u8]) {
     loop {

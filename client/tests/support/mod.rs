@@ -9,12 +9,34 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::sync::{Arc, Mutex};
 
+use oxtun_client::Version;
 use oxtun_client::log::{self, Level};
 
-/// The `wintun-emu` cargo built beside this test's binary (target/PROFILE/deps/TEST).
-pub fn emulator_binary() -> PathBuf {
+/// The driver's version: the workspace root package's (Cargo.toml), major and minor.
+pub fn workspace_version() -> Version {
+    let manifest = include_str!("../../../Cargo.toml");
+    let package = &manifest[manifest.find("[package]").unwrap()..];
+    let line = package
+        .lines()
+        .find(|line| line.starts_with("version = "))
+        .unwrap();
+    let version = line.trim_start_matches("version = ").trim_matches('"');
+    let mut parts = version.split('.').map(|part| part.parse::<u16>().unwrap());
+    Version {
+        major: parts.next().unwrap(),
+        minor: parts.next().unwrap(),
+    }
+}
+
+/// cargo's output folder of this test's profile (target/PROFILE; the test is in its deps/).
+pub fn target_dir() -> PathBuf {
     let exe = std::env::current_exe().unwrap();
-    let binary = exe.parent().unwrap().parent().unwrap().join("wintun-emu");
+    exe.parent().unwrap().parent().unwrap().to_path_buf()
+}
+
+/// The `wintun-emu` cargo built.
+pub fn emulator_binary() -> PathBuf {
+    let binary = target_dir().join("wintun-emu");
     assert!(
         binary.is_file(),
         "{} is missing: cargo build -p oxtun-sim --bin wintun-emu (nextest --workspace builds it)",

@@ -1,0 +1,340 @@
+//! oxtun.dll (Windows) and liboxtun.so (Linux): wintun.h's fourteen functions, with their names,
+//! types, calling convention and observable semantics (those of wintun.dll 0.14), over the
+//! client crate, which holds the one implementation of adapters and sessions. This file is the
+//! C boundary only: it checks every argument, turns handles into objects (`handles`), errors into
+//! the codes GetLastError returns (`status`), and lets no panic cross into the caller.
+//!
+//! The header is `include/oxtun.h`.
+
+#![allow(non_snake_case, reason = "the exported names are wintun.h's")]
+
+mod handles;
+mod status;
+
+use std::ffi::c_void;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::ptr::null_mut;
+use std::sync::Arc;
+
+use oxtun_client::log::{self, Level};
+use oxtun_client::{Adapter, Version};
+
+use handles::Object;
+use status::*;
+
+/// MAX_ADAPTER_NAME: a name or tunnel type has at most 127 characters and a NUL.
+const MAX_ADAPTER_NAME: usize = 128;
+/// WINTUN_MAX_IP_PACKET_SIZE.
+const MAX_IP_PACKET_SIZE: u32 = 0xFFFF;
+
+/// The caller's GUID, as laid out in memory.
+#[repr(C)]
+pub struct Guid {
+    data1: u32,
+    data2: u16,
+    data3: u16,
+    data4: [u8; 8],
+}
+
+/// WINTUN_LOGGER_CALLBACK.
+pub type LoggerCallback = extern "system" fn(level: u32, timestamp: u64, message: *const u16);
+
+/// Runs `body`; a panic becomes `failed` with ERROR_GEN_FAILURE, logged.
+fn guard<T>(failed: T, body: impl FnOnce() -> T) -> T {
+    catch_unwind(AssertUnwindSafe(body)).unwrap_or_else(|_| {
+        log::error("internal error (a panic), the call failed");
+        set_last_error(ERROR_GEN_FAILURE);
+        failed
+    })
+}
+
+/// Sets the last error to `code`; returns `failed`.
+fn fail<T>(code: u32, failed: T) -> T {
+    set_last_error(code);
+    failed
+}
+
+/// Copies a NUL-terminated UTF-16 string of at most `MAX_ADAPTER_NAME - 1` characters, each
+/// unit read once (the caller's memory may change while we read). None for NULL, no NUL in
+/// reach, or ill-formed UTF-16.
+///
+/// # Safety
+/// `string` is NULL or readable up to its NUL or `MAX_ADAPTER_NAME` units, whichever is first.
+unsafe fn read_name(string: *const u16) -> Option<String> {
+    if string.is_null() {
+        return None;
+    }
+    let mut units = Vec::new();
+    for index in 0..MAX_ADAPTER_NAME {
+        // SAFETY: within the caller's promise: we stop at the NUL or at the limit.
+        let unit = unsafe { string.add(index).read_unaligned() };
+        if unit == 0 {
+            return String::from_utf16(&units).ok();
+        }
+        units.push(unit);
+    }
+    None
+}
+
+impl Guid {
+    fn to_u128(&self) -> u128 {
+        (u128::from(self.data1) << 96)
+            | (u128::from(self.data2) << 80)
+            | (u128::from(self.data3) << 64)
+            | u128::from(u64::from_be_bytes(self.data4))
+    }
+}
+
+fn adapter_handle(adapter: Adapter) -> *mut c_void {
+    handles::insert(Object::Adapter(Arc::new(adapter))) as *mut c_void
+}
+
+/// WintunCreateAdapter: creates an adapter named `name` (installing the driver when needed).
+///
+/// # Safety
+/// `name` and `tunnel_type` are NUL-terminated UTF-16 strings (or NULL, refused);
+/// `requested_guid` is NULL or points to a GUID.
+#[unsafe(no_mangle)]
+pub unsafe extern "system" fn WintunCreateAdapter(
+    name: *const u16,
+    tunnel_type: *const u16,
+    requested_guid: *const Guid,
+) -> *mut c_void {
+    guard(null_mut(), || {
+        // SAFETY: the caller's promise for both strings.
+        let (Some(name), Some(tunnel_type)) = (unsafe { read_name(name) }, unsafe {
+            read_name(tunnel_type)
+        }) else {
+            log::error(
+                "WintunCreateAdapter: the name or tunnel type is not a string of 1 to 127 characters",
+            );
+            return fail(ERROR_INVALID_PARAMETER, null_mut());
+        };
+        // SAFETY: the caller's promise: NULL or a GUID, read once.
+        let guid = (!requested_guid.is_null())
+            .then(|| unsafe { requested_guid.read_unaligned() }.to_u128());
+        match Adapter::create(&name, &tunnel_type, guid) {
+            Ok(adapter) => adapter_handle(adapter),
+            Err(error) => {
+                log::error(&format!("failed to create adapter {name}: {error}"));
+                fail(code(&error), null_mut())
+            }
+        }
+    })
+}
+
+/// WintunOpenAdapter: opens the existing adapter named `name`.
+///
+/// # Safety
+/// `name` is a NUL-terminated UTF-16 string (or NULL, refused).
+#[unsafe(no_mangle)]
+pub unsafe extern "system" fn WintunOpenAdapter(name: *const u16) -> *mut c_void {
+    guard(null_mut(), || {
+        // SAFETY: the caller's promise.
+        let Some(name) = (unsafe { read_name(name) }) else {
+            return fail(ERROR_INVALID_PARAMETER, null_mut());
+        };
+        match Adapter::open(&name) {
+            Ok(adapter) => adapter_handle(adapter),
+            Err(error) => fail(code(&error), null_mut()),
+        }
+    })
+}
+
+/// WintunCloseAdapter: releases the handle, and removes the adapter if this handle created it.
+/// NULL is allowed and does nothing.
+#[unsafe(no_mangle)]
+pub extern "system" fn WintunCloseAdapter(adapter: *mut c_void) {
+    guard((), || {
+        if adapter.is_null() {
+            return;
+        }
+        match handles::remove_adapter(adapter as usize) {
+            // Removed (and the adapter with it) once no call in flight holds it.
+            Some(adapter) => drop(adapter),
+            None => fail(ERROR_INVALID_HANDLE, ()),
+        }
+    })
+}
+
+/// WintunDeleteDriver: removes the driver if no adapter of ours exists.
+#[unsafe(no_mangle)]
+pub extern "system" fn WintunDeleteDriver() -> i32 {
+    guard(0, || match oxtun_client::delete_driver() {
+        Ok(()) => 1,
+        Err(error) => fail(code(&error), 0),
+    })
+}
+
+/// WintunGetAdapterLUID: the adapter's NET_LUID.
+///
+/// # Safety
+/// `luid` is NULL (refused) or points to 8 writable bytes.
+#[unsafe(no_mangle)]
+pub unsafe extern "system" fn WintunGetAdapterLUID(adapter: *mut c_void, luid: *mut u64) {
+    guard((), || {
+        let Some(adapter) = handles::adapter(adapter as usize) else {
+            return fail(ERROR_INVALID_HANDLE, ());
+        };
+        if luid.is_null() {
+            return fail(ERROR_INVALID_PARAMETER, ());
+        }
+        // SAFETY: the caller's promise: 8 writable bytes.
+        unsafe { luid.write_unaligned(adapter.luid()) };
+    })
+}
+
+/// WintunGetRunningDriverVersion: major << 16 | minor, or 0 with ERROR_FILE_NOT_FOUND when no
+/// driver of ours runs.
+#[unsafe(no_mangle)]
+pub extern "system" fn WintunGetRunningDriverVersion() -> u32 {
+    guard(0, || match oxtun_client::driver_version() {
+        Ok(version) => Version::to_dword(version),
+        Err(error) => fail(code(&error), 0),
+    })
+}
+
+/// WintunSetLogger: the callback gets every message from now on, from any thread; NULL stops.
+#[unsafe(no_mangle)]
+pub extern "system" fn WintunSetLogger(logger: Option<LoggerCallback>) {
+    guard((), || {
+        log::set_logger(logger.map(|callback| {
+            Arc::new(move |level: Level, timestamp: u64, message: &str| {
+                let text: Vec<u16> = message.encode_utf16().chain([0]).collect();
+                callback(level as u32, timestamp, text.as_ptr());
+            }) as log::Logger
+        }));
+    })
+}
+
+/// WintunStartSession: registers rings of `capacity` bytes each (a power of two from
+/// WINTUN_MIN_RING_CAPACITY to WINTUN_MAX_RING_CAPACITY).
+#[unsafe(no_mangle)]
+pub extern "system" fn WintunStartSession(adapter: *mut c_void, capacity: u32) -> *mut c_void {
+    guard(null_mut(), || {
+        let Some(adapter) = handles::adapter(adapter as usize) else {
+            return fail(ERROR_INVALID_HANDLE, null_mut());
+        };
+        match adapter.start_session(capacity) {
+            Ok(session) => handles::insert(Object::Session(Arc::new(session))) as *mut c_void,
+            Err(error) => {
+                log::error(&format!("failed to start a session: {error}"));
+                fail(code(&error), null_mut())
+            }
+        }
+    })
+}
+
+/// WintunEndSession: ends the session. Its packets are invalid afterwards.
+#[unsafe(no_mangle)]
+pub extern "system" fn WintunEndSession(session: *mut c_void) {
+    guard((), || {
+        if handles::remove_session(session as usize).is_none() {
+            fail(ERROR_INVALID_HANDLE, ())
+        }
+    })
+}
+
+/// WintunGetReadWaitEvent: the event to wait on after ERROR_NO_MORE_ITEMS; owned by the session.
+/// On Linux a descriptor to poll, cast to a HANDLE.
+#[unsafe(no_mangle)]
+pub extern "system" fn WintunGetReadWaitEvent(session: *mut c_void) -> *mut c_void {
+    guard(null_mut(), || match handles::session(session as usize) {
+        Some(session) => session.wait_handle() as usize as *mut c_void,
+        None => fail(ERROR_INVALID_HANDLE, null_mut()),
+    })
+}
+
+/// WintunReceivePacket: the next packet and its size, or NULL with ERROR_NO_MORE_ITEMS (none
+/// waiting), ERROR_HANDLE_EOF (the adapter is going away) or ERROR_INVALID_DATA (a corrupt ring).
+///
+/// # Safety
+/// `packet_size` is NULL (refused) or points to 4 writable bytes.
+#[unsafe(no_mangle)]
+pub unsafe extern "system" fn WintunReceivePacket(
+    session: *mut c_void,
+    packet_size: *mut u32,
+) -> *mut u8 {
+    guard(null_mut(), || {
+        let Some(session) = handles::session(session as usize) else {
+            return fail(ERROR_INVALID_HANDLE, null_mut());
+        };
+        if packet_size.is_null() {
+            return fail(ERROR_INVALID_PARAMETER, null_mut());
+        }
+        match session.try_receive() {
+            Ok(Some(packet)) => {
+                // SAFETY: the caller's promise: 4 writable bytes.
+                unsafe { packet_size.write_unaligned(packet.len() as u32) };
+                packet.as_ptr()
+            }
+            Ok(None) => fail(ERROR_NO_MORE_ITEMS, null_mut()),
+            Err(error) => fail(code(&error), null_mut()),
+        }
+    })
+}
+
+/// WintunReleaseReceivePacket: gives a received packet's space back, in any order. A pointer
+/// that is not an unreleased packet of this session is refused (ERROR_INVALID_PARAMETER).
+#[unsafe(no_mangle)]
+pub extern "system" fn WintunReleaseReceivePacket(session: *mut c_void, packet: *const u8) {
+    guard((), || {
+        let Some(session) = handles::session(session as usize) else {
+            return fail(ERROR_INVALID_HANDLE, ());
+        };
+        if let Err(error) = session.release_data(packet) {
+            log::error(&format!("WintunReleaseReceivePacket: {error}"));
+            fail(code(&error), ())
+        }
+    })
+}
+
+/// WintunAllocateSendPacket: room for a packet of `packet_size` bytes (at most
+/// WINTUN_MAX_IP_PACKET_SIZE), or NULL with ERROR_BUFFER_OVERFLOW (the ring is full) or
+/// ERROR_HANDLE_EOF (the adapter is going away).
+#[unsafe(no_mangle)]
+pub extern "system" fn WintunAllocateSendPacket(session: *mut c_void, packet_size: u32) -> *mut u8 {
+    guard(null_mut(), || {
+        let Some(session) = handles::session(session as usize) else {
+            return fail(ERROR_INVALID_HANDLE, null_mut());
+        };
+        if packet_size > MAX_IP_PACKET_SIZE {
+            return fail(ERROR_INVALID_PARAMETER, null_mut());
+        }
+        match session.allocate_data(packet_size as usize) {
+            Ok(data) => data.as_ptr(),
+            Err(error) => fail(code(&error), null_mut()),
+        }
+    })
+}
+
+/// WintunSendPacket: sends an allocated packet; the system receives packets in the order they
+/// were allocated. A pointer that is not an unsent packet of this session is refused
+/// (ERROR_INVALID_PARAMETER).
+#[unsafe(no_mangle)]
+pub extern "system" fn WintunSendPacket(session: *mut c_void, packet: *const u8) {
+    guard((), || {
+        let Some(session) = handles::session(session as usize) else {
+            return fail(ERROR_INVALID_HANDLE, ());
+        };
+        if let Err(error) = session.send_data(packet) {
+            log::error(&format!("WintunSendPacket: {error}"));
+            fail(code(&error), ())
+        }
+    })
+}
+
+/// GetLastError, on Linux: the code the last failed call of this library set on this thread.
+/// (On Windows it is kernel32's, which the library sets.)
+#[cfg(unix)]
+#[unsafe(no_mangle)]
+pub extern "C" fn GetLastError() -> u32 {
+    last_error()
+}
+
+/// SetLastError, on Linux: sets the calling thread's last error, as kernel32's does on Windows.
+#[cfg(unix)]
+#[unsafe(no_mangle)]
+pub extern "C" fn SetLastError(code: u32) {
+    set_last_error(code);
+}
