@@ -1,11 +1,96 @@
-//! The API library's link: undecorated exports on 32-bit Windows, and on Windows the driver
-//! package embedded as resources (see src/package.rs).
+//! The API library's link on Windows: the driver package embedded as resources (src/package.rs
+//! reads them). (rustc already exports __stdcall functions undecorated on x86, as wintun.dll
+//! does: tests/windows_dll.rs checks it.)
+//!
+//! The package is `scripts/package.sh`'s output, `target/package/{amd64,arm64}/` with
+//! oxtun.sys, oxtun.inf and (made on Windows by inf2cat, see the README) oxtun.cat, or the
+//! folder `OXTUN_PACKAGE_DIR` names. What exists is embedded; a missing catalog makes
+//! installation fail with a logged error at run time, a missing package a warning here.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
 
 fn main() {
     let target = std::env::var("TARGET").unwrap();
-    // __stdcall names are decorated on x86 (WintunCreateAdapter@12); wintun.dll exports them
-    // undecorated, and callers look them up so.
-    if target == "i686-pc-windows-gnu" {
-        println!("cargo:rustc-cdylib-link-arg=-Wl,--kill-at");
+    if !target.contains("windows") {
+        return;
+    }
+    println!("cargo:rerun-if-env-changed=OXTUN_PACKAGE_DIR");
+    let manifest = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").unwrap());
+    let package = std::env::var_os("OXTUN_PACKAGE_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| manifest.join("../target/package"));
+    // The machine architectures whose driver this DLL may need: an x86 or x64 process may run
+    // on x64 Windows or, emulated, on ARM64 Windows.
+    let architectures: &[&str] = if target.starts_with("aarch64") {
+        &["arm64"]
+    } else {
+        &["amd64", "arm64"]
+    };
+    let mut script = String::new();
+    for architecture in architectures {
+        for (file, kind) in [
+            ("oxtun.sys", "SYS"),
+            ("oxtun.inf", "INF"),
+            ("oxtun.cat", "CAT"),
+        ] {
+            let path = package.join(architecture).join(file);
+            println!("cargo:rerun-if-changed={}", path.display());
+            if path.is_file() {
+                let path = path.canonicalize().unwrap();
+                let name = format!("{}_OXTUN_{kind}", architecture.to_uppercase());
+                let quoted = path.display().to_string().replace('\\', "/");
+                script.push_str(&format!("{name} RCDATA \"{quoted}\"\n"));
+            } else if kind != "CAT" {
+                println!(
+                    "cargo:warning=no {} for {architecture}: run scripts/package.sh to embed the driver",
+                    path.display()
+                );
+            }
+        }
+    }
+    if script.is_empty() {
+        return;
+    }
+    let out = PathBuf::from(std::env::var("OUT_DIR").unwrap());
+    let rc = out.join("package.rc");
+    std::fs::write(&rc, script).unwrap();
+    match compile_resources(&target, &rc, &out) {
+        Some(object) => println!("cargo:rustc-link-arg-cdylib={}", object.display()),
+        None => println!("cargo:warning=no resource compiler: the driver package is not embedded"),
+    }
+}
+
+/// The resources as an object the linker takes: windres's COFF object for the gnu targets,
+/// llvm-rc's .res for the msvc ones (which rust-lld reads as it is).
+fn compile_resources(target: &str, rc: &Path, out: &Path) -> Option<PathBuf> {
+    if target.ends_with("-gnu") {
+        let prefix = if target.starts_with("i686") {
+            "i686"
+        } else {
+            "x86_64"
+        };
+        let object = out.join("package.o");
+        let status = Command::new(format!("{prefix}-w64-mingw32-windres"))
+            .arg(rc)
+            .args(["-O", "coff", "-o"])
+            .arg(&object)
+            .status()
+            .ok()?;
+        assert!(status.success(), "windres failed on {}", rc.display());
+        Some(object)
+    } else {
+        let res = out.join("package.res");
+        let llvm_rc = ["llvm-rc", "llvm-rc-14", "llvm-rc-15", "llvm-rc-16"]
+            .into_iter()
+            .find(|tool| Command::new(tool).arg("/?").output().is_ok())?;
+        let status = Command::new(llvm_rc)
+            .arg("/FO")
+            .arg(&res)
+            .arg(rc)
+            .status()
+            .ok()?;
+        assert!(status.success(), "llvm-rc failed on {}", rc.display());
+        Some(res)
     }
 }

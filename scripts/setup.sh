@@ -6,8 +6,12 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 WINDOWS_TARGETS=(x86_64-pc-windows-msvc aarch64-pc-windows-msvc)
 declare -A WINDOWS_ARCH=([x86_64-pc-windows-msvc]=amd64 [aarch64-pc-windows-msvc]=arm64)
 
+# The API library's Windows targets: linked by mingw-w64 (the msvc targets cannot link std here),
+# x64 and x86 (32-bit processes on 64-bit Windows); ARM64 is linted through the msvc target.
+API_TARGETS=(x86_64-pc-windows-gnu i686-pc-windows-gnu)
+
 installed_targets=$(rustup target list --installed)
-for target in "${WINDOWS_TARGETS[@]}"; do
+for target in "${WINDOWS_TARGETS[@]}" "${API_TARGETS[@]}"; do
     if ! grep -qx "$target" <<<"$installed_targets"; then
         rustup target add "$target"
     fi
@@ -45,6 +49,18 @@ command -v c++ >/dev/null || missing+=(g++)
 # The emulator's tests: the TUN device and namespaces, and ping across them.
 command -v ip >/dev/null || missing+=(iproute2)
 command -v ping >/dev/null || missing+=(iputils-ping)
+# The API library: C tests with the system compiler; mingw-w64 links the Windows DLLs; Wine runs
+# what it can of them (wine64, and wine32 from the i386 architecture for the x86 DLL).
+command -v cc >/dev/null || missing+=(gcc)
+command -v x86_64-w64-mingw32-gcc >/dev/null || missing+=(gcc-mingw-w64-x86-64)
+command -v i686-w64-mingw32-gcc >/dev/null || missing+=(gcc-mingw-w64-i686)
+command -v wine64 >/dev/null || missing+=(wine64)
+if ! dpkg -s wine32:i386 >/dev/null 2>&1; then
+    if ! dpkg --print-foreign-architectures | grep -qx i386; then
+        if [ "$(id -u)" = 0 ]; then dpkg --add-architecture i386; else sudo dpkg --add-architecture i386; fi
+    fi
+    missing+=(wine32:i386)
+fi
 if [ ${#missing[@]} -gt 0 ]; then
     apt_get() {
         if [ "$(id -u)" = 0 ]; then apt-get "$@"; else sudo apt-get "$@"; fi

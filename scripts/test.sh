@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Every check, as CI runs it: formatting, lints for the host and each Windows target, the cross
-# builds of the kernel image, the test-signed package, the loom models, Miri over the abi crate's
-# tests, every test (the image checks of the built and the packaged images and the INF check among
-# them), each fuzz target for a short while, and the demo.
+# builds of the kernel image, the test-signed package, the API library's DLLs, the loom models,
+# Miri over the abi crate's tests, every test (the image checks of the built and the packaged
+# images, the INF check and the DLL checks among them, the C programs against oxtun.h), each fuzz
+# target for a short while, and the demo.
 source "$(dirname "$0")/setup.sh"
 set -x
 
@@ -11,11 +12,20 @@ cargo fmt --manifest-path fuzz/Cargo.toml --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
 (cd fuzz && cargo clippy --bins --locked -- -D warnings)
 for target in "${WINDOWS_TARGETS[@]}"; do
-    cargo clippy -p oxtun -p oxtun-client --target "$target" --release --locked -- -D warnings
+    cargo clippy -p oxtun -p oxtun-client -p oxtun-api --target "$target" --release --locked -- -D warnings
     cargo build -p oxtun --target "$target" --release --locked
     cargo build -p oxtun --target "$target" --locked
 done
 scripts/package.sh
+# oxtun.dll for x64 and x86, with the package just made embedded; api/tests/windows_dll.rs reads
+# their exports, imports and resources and runs them under Wine. The client's unit tests for
+# Windows run under Wine too.
+for target in "${API_TARGETS[@]}"; do
+    cargo clippy -p oxtun-client -p oxtun-api --target "$target" --release --locked -- -D warnings
+    cargo build -p oxtun-api --target "$target" --release --locked
+done
+CARGO_TARGET_X86_64_PC_WINDOWS_GNU_RUNNER="$PWD/scripts/wine.sh" \
+    cargo test -p oxtun-client --lib --target x86_64-pc-windows-gnu --locked
 # The loom models of the ring protocol (abi/tests/loom.rs): the abi crate with loom's atomics, in
 # a target folder of its own; release without LTO, since loom needs speed and not a small image.
 loom=(env CARGO_TARGET_DIR=target/loom RUSTFLAGS="--cfg loom" CARGO_PROFILE_RELEASE_LTO=false

@@ -9,6 +9,8 @@
 #![allow(non_snake_case, reason = "the exported names are wintun.h's")]
 
 mod handles;
+#[cfg(windows)]
+mod package;
 mod status;
 
 use std::ffi::c_void;
@@ -113,6 +115,8 @@ pub unsafe extern "system" fn WintunCreateAdapter(
         // SAFETY: the caller's promise: NULL or a GUID, read once.
         let guid = (!requested_guid.is_null())
             .then(|| unsafe { requested_guid.read_unaligned() }.to_u128());
+        #[cfg(windows)]
+        package::register_embedded();
         match Adapter::create(&name, &tunnel_type, guid) {
             Ok(adapter) => adapter_handle(adapter),
             Err(error) => {

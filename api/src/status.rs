@@ -6,6 +6,7 @@ use oxtun_client::Error;
 pub const ERROR_FILE_NOT_FOUND: u32 = 2;
 pub const ERROR_ACCESS_DENIED: u32 = 5;
 pub const ERROR_INVALID_HANDLE: u32 = 6;
+#[cfg(unix)]
 pub const ERROR_NOT_ENOUGH_MEMORY: u32 = 8;
 pub const ERROR_INVALID_DATA: u32 = 13;
 pub const ERROR_GEN_FAILURE: u32 = 31;

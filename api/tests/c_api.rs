@@ -3,6 +3,8 @@
 //! calls the functions directly (life cycle, every error path, pings, threads, out-of-order
 //! release, removal under a waiting thread), one loads the library at run time (also as C++).
 
+#![cfg(target_os = "linux")]
+
 #[path = "../../client/tests/support/mod.rs"]
 mod support;
 

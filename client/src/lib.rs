@@ -16,13 +16,15 @@ use std::fmt;
 
 use oxtun_abi::RingError;
 
+#[cfg(unix)]
+pub use platform::emulator_binary;
 /// Sends bytes with descriptors attached over a Unix socket (SCM_RIGHTS): the emulator
 /// protocol's transport, for tools that speak it directly.
 #[cfg(unix)]
 pub use platform::send_with_descriptors;
-pub use platform::{Adapter, RawHandle};
-#[cfg(unix)]
-pub use platform::{delete_driver, driver_version, emulator_binary};
+pub use platform::{Adapter, RawHandle, delete_driver, driver_version};
+#[cfg(windows)]
+pub use platform::{DriverPackage, register_driver_package};
 pub use session::{Received, SendPacket, Session};
 
 /// The adapter's type in its LUID, as Wintun's: IF_TYPE_PROP_VIRTUAL.

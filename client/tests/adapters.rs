@@ -2,6 +2,8 @@
 //! adapter a `wintun-emu` process, each test in a network namespace and run folder of its own
 //! (each test is its own process under nextest).
 
+#![cfg(target_os = "linux")]
+
 mod support;
 
 use std::net::UdpSocket;
@@ -233,6 +235,19 @@ fn several_threads_allocate_and_send() {
     socket
         .set_read_timeout(Some(Duration::from_secs(10)))
         .unwrap();
+    // Every datagram queued, however slowly the counting thread runs.
+    let buffer_size: libc::c_int = 16 << 20;
+    // SAFETY: an int option on our socket.
+    let set = unsafe {
+        libc::setsockopt(
+            std::os::fd::AsRawFd::as_raw_fd(&socket),
+            libc::SOL_SOCKET,
+            libc::SO_RCVBUFFORCE,
+            (&buffer_size as *const libc::c_int).cast(),
+            size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    assert_eq!(set, 0);
     let received = thread::scope(|scope| {
         let counter = scope.spawn(|| {
             let mut seen = vec![false; 1000];

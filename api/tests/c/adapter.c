@@ -422,6 +422,8 @@ int main(void)
     CHECK(bind(listener, (struct sockaddr *)&local, sizeof(local)) == 0);
     struct timeval timeout = { .tv_sec = 10 };
     setsockopt(listener, SOL_SOCKET, SO_RCVTIMEO, &timeout, sizeof(timeout));
+    int buffer_size = 16 << 20; /* every datagram queued however slowly this thread runs */
+    setsockopt(listener, SOL_SOCKET, SO_RCVBUFFORCE, &buffer_size, sizeof(buffer_size));
     pthread_t senders[4];
     struct sender sender_args[4];
     for (int i = 0; i < 4; ++i) {

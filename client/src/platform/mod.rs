@@ -14,4 +14,7 @@ pub use emulator::{Event, Memory, RawHandle, Registration, send_with_descriptors
 #[cfg(unix)]
 pub use linux::{Adapter, delete_driver, driver_version, emulator_binary};
 #[cfg(windows)]
-pub use windows::{Adapter, Event, Memory, RawHandle, Registration};
+pub use windows::{
+    Adapter, DriverPackage, Event, Memory, RawHandle, Registration, delete_driver, driver_version,
+    register_driver_package,
+};

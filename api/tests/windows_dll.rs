@@ -1,0 +1,203 @@
+//! The built oxtun.dll of each Windows architecture, as scripts/test.sh cross-builds them
+//! (`cargo build -p oxtun-api --release --target x86_64-pc-windows-gnu`, and i686): read with
+//! tools that are not ours (llvm-readobj, objdump), then run under Wine as far as Wine can
+//! (scripts/wine.sh).
+
+#![cfg(target_os = "linux")]
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// wintun.dll's exports: the only names oxtun.dll may export.
+const EXPORTS: [&str; 14] = [
+    "WintunAllocateSendPacket",
+    "WintunCloseAdapter",
+    "WintunCreateAdapter",
+    "WintunDeleteDriver",
+    "WintunEndSession",
+    "WintunGetAdapterLUID",
+    "WintunGetReadWaitEvent",
+    "WintunGetRunningDriverVersion",
+    "WintunOpenAdapter",
+    "WintunReceivePacket",
+    "WintunReleaseReceivePacket",
+    "WintunSendPacket",
+    "WintunSetLogger",
+    "WintunStartSession",
+];
+
+/// DLLs that ship with Windows 10: what the DLL may import from.
+const SYSTEM_DLLS: [&str; 14] = [
+    "advapi32.dll",
+    "api-ms-win-core-synch-l1-2-0.dll",
+    "bcryptprimitives.dll",
+    "cfgmgr32.dll",
+    "iphlpapi.dll",
+    "kernel32.dll",
+    "msvcrt.dll",
+    "ntdll.dll",
+    "ole32.dll",
+    "setupapi.dll",
+    "userenv.dll",
+    "version.dll",
+    "ws2_32.dll",
+    "newdev.dll",
+];
+
+const TARGETS: [(&str, &str); 2] = [
+    ("x86_64-pc-windows-gnu", "x86_64"),
+    ("i686-pc-windows-gnu", "i686"),
+];
+
+fn workspace() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
+}
+
+fn dll(target: &str) -> PathBuf {
+    let dll = workspace()
+        .join("target")
+        .join(target)
+        .join("release/oxtun.dll");
+    assert!(
+        dll.is_file(),
+        "{} is missing: cargo build -p oxtun-api --release --target {target} (scripts/test.sh does)",
+        dll.display()
+    );
+    dll
+}
+
+fn output(program: &str, args: &[&str], file: &Path) -> String {
+    let output = Command::new(program)
+        .args(args)
+        .arg(file)
+        .output()
+        .unwrap_or_else(|error| panic!("{program}: {error}"));
+    assert!(output.status.success(), "{program} {}", file.display());
+    String::from_utf8(output.stdout).unwrap()
+}
+
+#[test]
+fn each_dll_exports_the_fourteen_functions_undecorated_and_nothing_else() {
+    for (target, _) in TARGETS {
+        let dump = output("llvm-readobj", &["--coff-exports"], &dll(target));
+        let exported: BTreeSet<&str> = dump
+            .lines()
+            .filter_map(|line| line.trim().strip_prefix("Name: "))
+            .collect();
+        assert_eq!(exported, BTreeSet::from(EXPORTS), "{target}");
+    }
+}
+
+#[test]
+fn each_dll_imports_only_from_windows_own_dlls() {
+    for (target, _) in TARGETS {
+        let dump = output("objdump", &["-p"], &dll(target));
+        let imported: BTreeSet<String> = dump
+            .lines()
+            .filter_map(|line| line.trim().strip_prefix("DLL Name: "))
+            .map(str::to_lowercase)
+            .collect();
+        assert!(!imported.is_empty(), "{target}: no imports read");
+        for dll_name in &imported {
+            assert!(
+                SYSTEM_DLLS.contains(&dll_name.as_str()),
+                "{target} imports from {dll_name}, which is not Windows' own"
+            );
+        }
+        let machine = if target.starts_with("i686") {
+            "i386"
+        } else {
+            "x86-64"
+        };
+        assert!(
+            dump.contains(&format!("file format pei-{machine}")),
+            "{target}"
+        );
+    }
+}
+
+/// The package scripts/package.sh made, for each architecture the DLL may need: the resource
+/// is there (llvm-readobj names it, with the file's size) and the file's bytes are in the DLL.
+#[test]
+fn each_dll_embeds_the_driver_package() {
+    let package = workspace().join("target/package");
+    for (target, _) in TARGETS {
+        let dll = dll(target);
+        let dump = output("llvm-readobj", &["--coff-resources"], &dll);
+        let image = std::fs::read(&dll).unwrap();
+        for architecture in ["AMD64", "ARM64"] {
+            for (kind, file) in [("SYS", "oxtun.sys"), ("INF", "oxtun.inf")] {
+                let path = package.join(architecture.to_lowercase()).join(file);
+                let bytes = std::fs::read(&path).expect("the package: scripts/package.sh");
+                let name = format!("Name: {architecture}_OXTUN_{kind} [");
+                let entry = &dump[dump
+                    .find(&name)
+                    .unwrap_or_else(|| panic!("{target}: no {name}"))..];
+                let size = entry
+                    .lines()
+                    .find_map(|line| line.trim().strip_prefix("DataSize: "))
+                    .unwrap();
+                assert_eq!(size, bytes.len().to_string(), "{target}: {name}");
+                assert!(
+                    image.windows(bytes.len()).any(|window| window == bytes),
+                    "{target}: {} is not in the DLL byte for byte",
+                    path.display()
+                );
+            }
+        }
+    }
+}
+
+/// What Wine can run: the argument checks, the errors that need no device, the logger, and a
+/// creation that fails cleanly for want of a catalog (tests/c/windows_errors.c). Wine has no
+/// PnP manager for our software device and no driver, so adapters and sessions need Windows.
+#[test]
+fn under_wine_the_checks_that_need_no_device_hold() {
+    let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let programs = std::env::temp_dir().join(format!("oxtun-wine-{}", std::process::id()));
+    for (target, prefix) in TARGETS {
+        let directory = programs.join(target);
+        std::fs::create_dir_all(&directory).unwrap();
+        let dll_copy = directory.join("oxtun.dll");
+        std::fs::copy(dll(target), &dll_copy).unwrap();
+        let compile = |source: &str, output: &str, extra: &[&str]| {
+            let status = Command::new(format!("{prefix}-w64-mingw32-gcc"))
+                .args(["-std=c11", "-Wall", "-Wextra", "-Werror", "-I"])
+                .arg(manifest.join("include"))
+                .arg(manifest.join("tests/c").join(source))
+                .args(extra)
+                .arg("-o")
+                .arg(directory.join(output))
+                .status()
+                .expect("mingw-w64 (scripts/setup.sh installs it)");
+            assert!(status.success(), "{target}: compiling {source}");
+        };
+        // Linked with the DLL itself, as an import library made from wintun.dll's exports
+        // would: undecorated __stdcall names on x86 (hence the fixup).
+        let dll_argument = dll_copy.to_str().unwrap();
+        compile(
+            "windows_errors.c",
+            "errors.exe",
+            &[dll_argument, "-Wl,--enable-stdcall-fixup"],
+        );
+        // scripts/wine.sh: Wine with the stand-in for the one system DLL Wine 8 lacks.
+        let wine = Command::new(workspace().join("scripts/wine.sh"))
+            .arg(directory.join("errors.exe"))
+            .current_dir(&directory)
+            .output()
+            .expect("wine (scripts/setup.sh installs it)");
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&wine.stdout),
+            String::from_utf8_lossy(&wine.stderr)
+        );
+        assert!(wine.status.success(), "{target} under wine: {text}");
+        assert!(text.contains("all checks passed"), "{target}: {text}");
+        eprintln!("{target} under wine:\n{text}");
+    }
+    let _ = std::fs::remove_dir_all(&programs);
+}

@@ -1,0 +1,817 @@
+//! Adapters on Windows: software devices of our hardware ID under the root, as wintun.dll 0.14
+//! makes them (api/adapter.c), and the registration IOCTL on their device interface.
+//!
+//! Creating one: take the installation mutex; install the driver if needed; remove the adapters
+//! of that name whose creating process is gone; a stub device first when a GUID is requested, to
+//! leave `SuggestedInstanceId` in its software key, which NDIS then takes as the interface's GUID;
+//! the device itself (`SwDeviceCreate`), carrying our name and creator as properties; wait for
+//! its NetCfgInstanceId and its NDIS interface; name the interface (moving a stranger of that
+//! alias aside to "Name 2", as Windows' own renaming does). Closing it closes the software device
+//! and removes its node. Only devices with our hardware ID are ever looked at or removed.
+
+use std::ffi::c_void;
+use std::io;
+use std::ptr::{null, null_mut};
+use std::time::{Duration, Instant};
+
+use oxtun_abi::{CallerWidth, RingDescriptor, RingRegistration, TUN_IOCTL_REGISTER_RINGS};
+use windows_sys::Win32::Devices::DeviceAndDriverInstallation::{
+    CM_GET_DEVICE_INTERFACE_LIST_PRESENT, CM_Get_Device_IDW, CM_Get_Device_Interface_List_SizeW,
+    CM_Get_Device_Interface_ListW, CM_LOCATE_DEVNODE_NORMAL, CM_LOCATE_DEVNODE_PHANTOM,
+    CM_Locate_DevNodeW, CM_Open_DevNode_Key, CM_REGISTRY_SOFTWARE, CR_BUFFER_SMALL, CR_SUCCESS,
+    DI_REMOVEDEVICE_GLOBAL, DIF_REMOVE, GUID_DEVCLASS_NET, RegDisposition_OpenAlways,
+    RegDisposition_OpenExisting, SP_CLASSINSTALL_HEADER, SP_DEVINFO_DATA, SP_REMOVEDEVICE_PARAMS,
+    SetupDiCallClassInstaller, SetupDiEnumDeviceInfo, SetupDiGetClassDevsExW,
+    SetupDiOpenDeviceInfoW, SetupDiSetClassInstallParamsW,
+};
+use windows_sys::Win32::Devices::Enumeration::Pnp::{
+    HSWDEVICE, SW_DEVICE_CREATE_INFO, SWDeviceCapabilitiesDriverRequired,
+    SWDeviceCapabilitiesSilentInstall, SwDeviceClose, SwDeviceCreate,
+};
+use windows_sys::Win32::Devices::Properties::{
+    DEVPKEY_Device_ClassGuid, DEVPKEY_Device_FriendlyName, DEVPKEY_Device_HardwareIds,
+    DEVPROP_STORE_SYSTEM, DEVPROP_TYPE_BINARY, DEVPROP_TYPE_GUID, DEVPROP_TYPE_STRING,
+    DEVPROPCOMPKEY, DEVPROPERTY, DEVPROPID_FIRST_USABLE, DEVPROPKEY,
+};
+use windows_sys::Win32::Foundation::{
+    ERROR_DUP_NAME, ERROR_INVALID_PARAMETER, ERROR_SUCCESS, ERROR_TIMEOUT, FILETIME, GENERIC_READ,
+    GENERIC_WRITE, INVALID_HANDLE_VALUE, NO_ERROR, WAIT_OBJECT_0,
+};
+use windows_sys::Win32::NetworkManagement::IpHelper::{
+    ConvertInterfaceAliasToLuid, ConvertInterfaceGuidToLuid, ConvertInterfaceLuidToGuid,
+    GetIpInterfaceEntry, InitializeIpInterfaceEntry, MIB_IPINTERFACE_ROW, SetIpInterfaceEntry,
+};
+use windows_sys::Win32::NetworkManagement::Ndis::NET_LUID_LH;
+use windows_sys::Win32::Networking::WinSock::{AF_INET, AF_INET6};
+use windows_sys::Win32::Storage::FileSystem::{
+    CreateFileW, FILE_SHARE_DELETE, FILE_SHARE_READ, FILE_SHARE_WRITE, OPEN_EXISTING,
+};
+use windows_sys::Win32::System::IO::DeviceIoControl;
+use windows_sys::Win32::System::LibraryLoader::{
+    GetProcAddress, LOAD_LIBRARY_SEARCH_SYSTEM32, LoadLibraryExW,
+};
+use windows_sys::Win32::System::Registry::{
+    HKEY, KEY_QUERY_VALUE, KEY_SET_VALUE, REG_BINARY, RegQueryValueExW, RegSetValueExW,
+};
+use windows_sys::Win32::System::Threading::{
+    CreateEventW, GetCurrentProcess, GetCurrentProcessId, GetProcessTimes, OpenProcess,
+    PROCESS_QUERY_LIMITED_INFORMATION, SetEvent, WaitForSingleObject,
+};
+use windows_sys::core::{GUID, HRESULT, PCWSTR};
+
+use super::driver::{HARDWARE_ID, ensure_installed};
+use super::system::{
+    DeviceList, InstallationLock, OwnedHandle, Plain, RegistryKey, cr_check, cr_failed, failed,
+    from_wide, guid, guid_string, last_failed, new_guid, parse_guid, wide,
+};
+use super::{Event, Memory, Registration};
+use crate::{Error, Session, log};
+
+/// Longest name or tunnel type: MAX_ADAPTER_NAME less its NUL.
+const MAX_NAME: usize = 127;
+/// How long a new adapter may take to appear and get its interface.
+const APPEAR_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Our device properties (their GUID is ours alone): the adapter's name, and the process that
+/// created it (ID and creation time), by which orphans are recognised.
+const DEVPKEY_OXTUN_NAME: DEVPROPKEY = DEVPROPKEY {
+    fmtid: guid(0x6d1a_7e3c_52f4_4b8e_9a0f_3c1e_8b27_d415),
+    pid: DEVPROPID_FIRST_USABLE + 1,
+};
+const DEVPKEY_OXTUN_OWNER: DEVPROPKEY = DEVPROPKEY {
+    fmtid: guid(0x6d1a_7e3c_52f4_4b8e_9a0f_3c1e_8b27_d415),
+    pid: DEVPROPID_FIRST_USABLE + 2,
+};
+
+fn check_name(what: &str, name: &str, allow_empty: bool) -> Result<(), Error> {
+    let units = name.encode_utf16().count();
+    if (units == 0 && !allow_empty) || units > MAX_NAME {
+        return Err(Error::BadName(format!(
+            "{what} {name:?}: 1 to {MAX_NAME} characters"
+        )));
+    }
+    Ok(())
+}
+
+/// A process's identity for the owner property: its ID and creation time.
+fn process_identity(process: windows_sys::Win32::Foundation::HANDLE, pid: u32) -> Option<[u8; 12]> {
+    let zero = FILETIME::zeroed();
+    let (mut created, mut exited, mut kernel, mut user) = (zero, zero, zero, zero);
+    // SAFETY: a process handle with query access and four locals.
+    if unsafe { GetProcessTimes(process, &mut created, &mut exited, &mut kernel, &mut user) } == 0 {
+        return None;
+    }
+    let mut identity = [0u8; 12];
+    identity[..4].copy_from_slice(&pid.to_le_bytes());
+    identity[4..8].copy_from_slice(&created.dwLowDateTime.to_le_bytes());
+    identity[8..].copy_from_slice(&created.dwHighDateTime.to_le_bytes());
+    Some(identity)
+}
+
+fn current_identity() -> [u8; 12] {
+    // SAFETY: the pseudo-handle of this process needs no closing.
+    let (process, pid) = unsafe { (GetCurrentProcess(), GetCurrentProcessId()) };
+    process_identity(process, pid).unwrap_or_default()
+}
+
+/// Whether the process an owner property names still runs (the same ID, created at the same
+/// time).
+fn owner_alive(identity: &[u8]) -> bool {
+    let Some(pid) = identity
+        .get(..4)
+        .map(|bytes| u32::from_le_bytes(bytes.try_into().unwrap()))
+    else {
+        return false;
+    };
+    // SAFETY: opens a process by ID for a query; the handle is owned below.
+    let process = unsafe { OpenProcess(PROCESS_QUERY_LIMITED_INFORMATION, 0, pid) };
+    if process.is_null() {
+        return false;
+    }
+    let process = OwnedHandle(process);
+    process_identity(process.0, pid).is_some_and(|now| now[..] == identity[..])
+}
+
+/// Every device of our hardware ID, present or not.
+fn our_devices() -> Result<(DeviceList, Vec<SP_DEVINFO_DATA>), Error> {
+    // SAFETY: a list of the Net class's devices on this machine, present or not (no
+    // DIGCF_PRESENT): orphans are not present.
+    let list = unsafe {
+        SetupDiGetClassDevsExW(&GUID_DEVCLASS_NET, null(), null_mut(), 0, 0, null(), null())
+    };
+    if list == INVALID_HANDLE_VALUE as _ {
+        return Err(last_failed("Failed to list network devices"));
+    }
+    let list = DeviceList(list);
+    let mut ours = Vec::new();
+    for index in 0.. {
+        let mut device = SP_DEVINFO_DATA {
+            cbSize: size_of::<SP_DEVINFO_DATA>() as u32,
+            ..Plain::zeroed()
+        };
+        // SAFETY: enumerates our list into our structure.
+        if unsafe { SetupDiEnumDeviceInfo(list.0, index, &mut device) } == 0 {
+            break;
+        }
+        let hardware_ids = list
+            .string_property(&device, &DEVPKEY_Device_HardwareIds)
+            .unwrap_or_default();
+        if hardware_ids.eq_ignore_ascii_case(HARDWARE_ID) {
+            ours.push(device);
+        }
+    }
+    Ok((list, ours))
+}
+
+/// Removes a device node (DIF_REMOVE).
+fn remove_device(list: &DeviceList, device: &mut SP_DEVINFO_DATA) -> Result<(), Error> {
+    let params = SP_REMOVEDEVICE_PARAMS {
+        ClassInstallHeader: SP_CLASSINSTALL_HEADER {
+            cbSize: size_of::<SP_CLASSINSTALL_HEADER>() as u32,
+            InstallFunction: DIF_REMOVE,
+        },
+        Scope: DI_REMOVEDEVICE_GLOBAL,
+        HwProfile: 0,
+    };
+    // SAFETY: our list and element; the parameters are a local of the size given.
+    let ok = unsafe {
+        SetupDiSetClassInstallParamsW(
+            list.0,
+            device,
+            &params.ClassInstallHeader,
+            size_of::<SP_REMOVEDEVICE_PARAMS>() as u32,
+        ) != 0
+            && SetupDiCallClassInstaller(DIF_REMOVE, list.0, device) != 0
+    };
+    if ok {
+        Ok(())
+    } else {
+        Err(last_failed("Failed to remove the adapter's device"))
+    }
+}
+
+/// Removes our adapters whose creator is gone: those named `name`, or all with `None`.
+pub fn remove_orphans(_lock: &InstallationLock, name: Option<&str>) {
+    let Ok((list, devices)) = our_devices() else {
+        return;
+    };
+    for mut device in devices {
+        let owner = list
+            .property(&device, &DEVPKEY_OXTUN_OWNER)
+            .unwrap_or_default();
+        let device_name = list
+            .string_property(&device, &DEVPKEY_OXTUN_NAME)
+            .unwrap_or_default();
+        if owner_alive(&owner) || name.is_some_and(|name| !device_name.eq_ignore_ascii_case(name)) {
+            continue;
+        }
+        log::info(&format!(
+            "Removing adapter {device_name}, orphaned by a process that is gone"
+        ));
+        if remove_device(&list, &mut device).is_err() {
+            log::warn(&format!("The orphaned adapter {device_name} stays"));
+        }
+    }
+}
+
+/// What the creation callback reports.
+struct Creation {
+    done: OwnedHandle,
+    result: HRESULT,
+    instance_id: [u16; 200],
+}
+
+unsafe extern "system" fn creation_done(
+    _device: HSWDEVICE,
+    result: HRESULT,
+    context: *const c_void,
+    instance_id: PCWSTR,
+) {
+    // SAFETY: `context` is the Creation that `create_software_device` waits on and keeps alive
+    // until this callback has set its event; the instance ID is NUL-terminated when not NULL.
+    unsafe {
+        let creation = &mut *context.cast_mut().cast::<Creation>();
+        creation.result = result;
+        if !instance_id.is_null() {
+            let mut index = 0;
+            while index < creation.instance_id.len() - 1 && *instance_id.add(index) != 0 {
+                creation.instance_id[index] = *instance_id.add(index);
+                index += 1;
+            }
+        }
+        SetEvent(creation.done.0);
+    }
+}
+
+/// A software device under the root; its handle and device instance ID.
+fn create_software_device(
+    instance: &[u16],
+    hardware_ids: &[u16],
+    description: &[u16],
+    properties: &[DEVPROPERTY],
+) -> Result<(HSWDEVICE, Vec<u16>), Error> {
+    let mut root = 0u32;
+    let mut root_name = [0u16; 200];
+    // SAFETY: locates the root node; writes its ID into our buffer.
+    cr_check("Failed to find the root device", unsafe {
+        CM_Locate_DevNodeW(&mut root, null(), CM_LOCATE_DEVNODE_NORMAL)
+    })?;
+    // SAFETY: as above.
+    cr_check("Failed to get the root device's ID", unsafe {
+        CM_Get_Device_IDW(root, root_name.as_mut_ptr(), root_name.len() as u32, 0)
+    })?;
+    // SAFETY: an unnamed auto-reset event.
+    let event = unsafe { CreateEventW(null(), 0, 0, null()) };
+    if event.is_null() {
+        return Err(last_failed("Failed to create an event"));
+    }
+    let mut creation = Box::new(Creation {
+        done: OwnedHandle(event),
+        result: 0,
+        instance_id: [0; 200],
+    });
+    let info = SW_DEVICE_CREATE_INFO {
+        cbSize: size_of::<SW_DEVICE_CREATE_INFO>() as u32,
+        pszInstanceId: instance.as_ptr(),
+        pszzHardwareIds: hardware_ids.as_ptr(),
+        pszzCompatibleIds: null(),
+        pContainerId: null(),
+        CapabilityFlags: (SWDeviceCapabilitiesSilentInstall | SWDeviceCapabilitiesDriverRequired)
+            as u32,
+        pszDeviceDescription: description.as_ptr(),
+        pszDeviceLocation: null(),
+        pSecurityDescriptor: null(),
+    };
+    let enumerator = wide(HARDWARE_ID);
+    let mut device: HSWDEVICE = null_mut();
+    // SAFETY: every string is NUL-terminated and lives through the call; the properties point
+    // to buffers of the sizes they give; the callback's context outlives the wait below.
+    let result = unsafe {
+        SwDeviceCreate(
+            enumerator.as_ptr(),
+            root_name.as_ptr(),
+            &info,
+            properties.len() as u32,
+            properties.as_ptr(),
+            Some(creation_done),
+            (&mut *creation as *mut Creation).cast(),
+            &mut device,
+        )
+    };
+    if result < 0 {
+        return Err(failed("Failed to start creating the device", result as u32));
+    }
+    // SAFETY: our event; the callback sets it once.
+    let waited = unsafe { WaitForSingleObject(creation.done.0, APPEAR_TIMEOUT.as_millis() as u32) };
+    if waited != WAIT_OBJECT_0 {
+        // The callback may still come: the context must outlive it.
+        std::mem::forget(creation);
+        // SAFETY: our device handle.
+        unsafe { SwDeviceClose(device) };
+        return Err(failed("The device did not appear", ERROR_TIMEOUT));
+    }
+    if creation.result < 0 {
+        // SAFETY: our device handle.
+        unsafe { SwDeviceClose(device) };
+        return Err(failed(
+            "Failed to create the device",
+            creation.result as u32,
+        ));
+    }
+    let id_end = creation
+        .instance_id
+        .iter()
+        .position(|&unit| unit == 0)
+        .unwrap_or(0);
+    Ok((device, creation.instance_id[..=id_end].to_vec()))
+}
+
+fn property<T>(key: DEVPROPKEY, kind: u32, value: &[T]) -> DEVPROPERTY {
+    DEVPROPERTY {
+        CompKey: DEVPROPCOMPKEY {
+            Key: key,
+            Store: DEVPROP_STORE_SYSTEM,
+            LocaleName: null(),
+        },
+        Type: kind,
+        BufferSize: size_of_val(value) as u32,
+        Buffer: value.as_ptr().cast_mut().cast(),
+    }
+}
+
+/// The software key of a device node, opened (or made) with `access`.
+fn software_key(instance_id: &[u16], access: u32, create: bool) -> Result<RegistryKey, Error> {
+    let mut node = 0u32;
+    // SAFETY: a NUL-terminated instance ID; the node may be not present (phantom).
+    cr_check("Failed to find the device", unsafe {
+        CM_Locate_DevNodeW(&mut node, instance_id.as_ptr(), CM_LOCATE_DEVNODE_PHANTOM)
+    })?;
+    let mut key: HKEY = null_mut();
+    let disposition = if create {
+        RegDisposition_OpenAlways
+    } else {
+        RegDisposition_OpenExisting
+    };
+    // SAFETY: opens the node's software key into our local.
+    let status = unsafe {
+        CM_Open_DevNode_Key(node, access, 0, disposition, &mut key, CM_REGISTRY_SOFTWARE)
+    };
+    if status != CR_SUCCESS {
+        return Err(cr_failed(
+            "Failed to open the device's software key",
+            status,
+        ));
+    }
+    Ok(RegistryKey(key))
+}
+
+/// The device's NetCfgInstanceId, which NDIS writes when it binds the adapter.
+fn net_cfg_instance_id(instance_id: &[u16]) -> Option<GUID> {
+    let key = software_key(instance_id, KEY_QUERY_VALUE, false).ok()?;
+    let mut value = [0u16; 64];
+    let mut size = (value.len() * 2) as u32;
+    let name = wide("NetCfgInstanceId");
+    // SAFETY: reads a value into our buffer of `size` bytes.
+    let status = unsafe {
+        RegQueryValueExW(
+            key.0,
+            name.as_ptr(),
+            null(),
+            null_mut(),
+            value.as_mut_ptr().cast(),
+            &mut size,
+        )
+    };
+    (status == ERROR_SUCCESS)
+        .then(|| parse_guid(&from_wide(&value)))
+        .flatten()
+}
+
+type NciSetConnectionName = unsafe extern "system" fn(*const GUID, PCWSTR) -> u32;
+
+/// nci.dll's NciSetConnectionName, which sets an interface's alias (what `netsh` and the
+/// Control Panel rename); Windows' own DLL, loaded from System32.
+fn set_connection_name(interface: &GUID, name: &str) -> Result<(), u32> {
+    let library = wide("nci.dll");
+    // SAFETY: loads a system DLL from System32 only.
+    let module =
+        unsafe { LoadLibraryExW(library.as_ptr(), null_mut(), LOAD_LIBRARY_SEARCH_SYSTEM32) };
+    if module.is_null() {
+        return Err(ERROR_INVALID_PARAMETER);
+    }
+    // SAFETY: looks up an export of the module we hold (never unloaded: the process keeps it).
+    let Some(function) =
+        (unsafe { GetProcAddress(module, c"NciSetConnectionName".as_ptr().cast()) })
+    else {
+        return Err(ERROR_INVALID_PARAMETER);
+    };
+    // SAFETY: NciSetConnectionName's type, as nci.dll exports it.
+    let set: NciSetConnectionName = unsafe { std::mem::transmute(function) };
+    let name = wide(name);
+    // SAFETY: a GUID and a NUL-terminated name, both alive through the call.
+    match unsafe { set(interface, name.as_ptr()) } {
+        ERROR_SUCCESS => Ok(()),
+        error => Err(error),
+    }
+}
+
+/// Names the interface `name`; an interface that has the name already becomes "name 2" (or
+/// the first free number), as Windows' own renaming and wintun.dll do.
+fn name_interface(interface: &GUID, name: &str) -> Result<(), Error> {
+    match set_connection_name(interface, name) {
+        Ok(()) => return Ok(()),
+        Err(ERROR_DUP_NAME) => {}
+        Err(error) => {
+            return Err(failed(
+                &format!("Failed to name the interface {name}"),
+                error,
+            ));
+        }
+    }
+    let mut other_luid = NET_LUID_LH { Value: 0 };
+    let mut other = GUID::from_u128(0);
+    let alias = wide(name);
+    // SAFETY: a NUL-terminated alias and two locals.
+    let found = unsafe {
+        ConvertInterfaceAliasToLuid(alias.as_ptr(), &mut other_luid) == NO_ERROR
+            && ConvertInterfaceLuidToGuid(&other_luid, &mut other) == NO_ERROR
+    };
+    if !found {
+        return Err(failed(
+            &format!("Failed to name the interface {name}"),
+            ERROR_DUP_NAME,
+        ));
+    }
+    for suffix in 2..1000 {
+        let proposal = format!("{name} {suffix}");
+        match set_connection_name(&other, &proposal) {
+            Ok(()) => {
+                log::warn(&format!(
+                    "Interface {name} renamed {proposal} to free its name"
+                ));
+                return set_connection_name(interface, name).map_err(|error| {
+                    failed(&format!("Failed to name the interface {name}"), error)
+                });
+            }
+            Err(ERROR_DUP_NAME) => continue,
+            Err(error) => {
+                return Err(failed(
+                    &format!("Failed to rename the interface {name}"),
+                    error,
+                ));
+            }
+        }
+    }
+    Err(failed(
+        &format!("Failed to name the interface {name}"),
+        ERROR_DUP_NAME,
+    ))
+}
+
+/// An adapter of ours: its device, and its software device if this value created it.
+pub struct Adapter {
+    /// Device instance ID, NUL-terminated.
+    instance_id: Vec<u16>,
+    luid: u64,
+    created: Option<HSWDEVICE>,
+}
+
+// SAFETY: the software device handle may be closed from any thread.
+unsafe impl Send for Adapter {}
+// SAFETY: nothing but the drop uses the handle.
+unsafe impl Sync for Adapter {}
+
+impl Adapter {
+    /// The installed adapter with this device instance ID (as the SetupAPI or `pnputil
+    /// /enum-devices` names it).
+    pub fn from_instance_id(instance_id: &str) -> Adapter {
+        Adapter {
+            instance_id: wide(instance_id),
+            luid: 0,
+            created: None,
+        }
+    }
+
+    /// Creates an adapter named `name`; see the module documentation.
+    pub fn create(name: &str, tunnel_type: &str, guid: Option<u128>) -> Result<Adapter, Error> {
+        check_name("adapter name", name, false)?;
+        check_name("tunnel type", tunnel_type, true)?;
+        let lock = InstallationLock::take()?;
+        ensure_installed(&lock)?;
+        remove_orphans(&lock, Some(name));
+        let instance = match guid {
+            Some(guid) => GUID::from_u128(guid),
+            None => new_guid()?,
+        };
+        let instance_string = wide(&guid_string(&instance));
+        let description = wide(tunnel_type);
+        if guid.is_some() {
+            suggest_instance_id(&instance, &instance_string, &description)?;
+        }
+        log::info(&format!("Creating adapter {name}"));
+        let mut hardware_ids = wide(HARDWARE_ID);
+        hardware_ids.push(0);
+        let name_value = wide(name);
+        let owner = current_identity();
+        let properties = [
+            property(DEVPKEY_OXTUN_NAME, DEVPROP_TYPE_STRING, &name_value),
+            property(DEVPKEY_OXTUN_OWNER, DEVPROP_TYPE_BINARY, &owner),
+            property(
+                DEVPKEY_Device_FriendlyName,
+                DEVPROP_TYPE_STRING,
+                &description,
+            ),
+        ];
+        let (device, instance_id) =
+            create_software_device(&instance_string, &hardware_ids, &description, &properties)?;
+        let mut adapter = Adapter {
+            instance_id,
+            luid: 0,
+            created: Some(device),
+        };
+        // Dropped on failure from here on: the device goes again.
+        let deadline = Instant::now() + APPEAR_TIMEOUT;
+        let interface = loop {
+            if let Some(interface) = net_cfg_instance_id(&adapter.instance_id) {
+                let mut luid = NET_LUID_LH { Value: 0 };
+                // SAFETY: a GUID and a local.
+                if unsafe { ConvertInterfaceGuidToLuid(&interface, &mut luid) } == NO_ERROR
+                    && adapter.interface_path().is_ok()
+                {
+                    // SAFETY: the union's 64-bit view.
+                    adapter.luid = unsafe { luid.Value };
+                    break interface;
+                }
+            }
+            if Instant::now() > deadline {
+                return Err(failed(
+                    &format!("Adapter {name}'s interface did not come up"),
+                    ERROR_TIMEOUT,
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        name_interface(&interface, name)?;
+        log::info(&format!("Created adapter {name}"));
+        drop(lock);
+        Ok(adapter)
+    }
+
+    /// Opens our adapter named `name` (case-insensitive, as Windows compares aliases).
+    pub fn open(name: &str) -> Result<Adapter, Error> {
+        check_name("adapter name", name, false)?;
+        let (list, devices) = our_devices()?;
+        for device in devices {
+            let device_name = list
+                .string_property(&device, &DEVPKEY_OXTUN_NAME)
+                .unwrap_or_default();
+            if !device_name.eq_ignore_ascii_case(name) {
+                continue;
+            }
+            let mut instance_id = [0u16; 200];
+            let mut needed = 0u32;
+            // SAFETY: our list and element; our buffer and its length.
+            if unsafe {
+                windows_sys::Win32::Devices::DeviceAndDriverInstallation::SetupDiGetDeviceInstanceIdW(
+                    list.0,
+                    &device,
+                    instance_id.as_mut_ptr(),
+                    instance_id.len() as u32,
+                    &mut needed,
+                )
+            } == 0
+            {
+                continue;
+            }
+            let end = instance_id.iter().position(|&unit| unit == 0).unwrap_or(0);
+            let mut adapter = Adapter {
+                instance_id: instance_id[..=end].to_vec(),
+                luid: 0,
+                created: None,
+            };
+            let Some(interface) = net_cfg_instance_id(&adapter.instance_id) else {
+                continue; // a node left without an interface: not an adapter to open
+            };
+            let mut luid = NET_LUID_LH { Value: 0 };
+            // SAFETY: a GUID and a local.
+            if unsafe { ConvertInterfaceGuidToLuid(&interface, &mut luid) } != NO_ERROR {
+                continue;
+            }
+            // SAFETY: the union's 64-bit view.
+            adapter.luid = unsafe { luid.Value };
+            return Ok(adapter);
+        }
+        Err(Error::NotFound)
+    }
+
+    /// The adapter's NET_LUID.
+    pub fn luid(&self) -> u64 {
+        self.luid
+    }
+
+    /// Starts a session with rings of `capacity` bytes each.
+    pub fn start_session(&self, capacity: u32) -> Result<Session, Error> {
+        Session::start(self, capacity)
+    }
+
+    /// Sets the interface's MTU for IPv4 and IPv6, through IP Helper (as `netsh interface ipv4
+    /// set subinterface mtu=` does); the setting persists.
+    pub fn set_mtu(&self, mtu: u32) -> Result<(), Error> {
+        for family in [AF_INET, AF_INET6] {
+            let mut row = MIB_IPINTERFACE_ROW::zeroed();
+            // SAFETY: initializes our local row.
+            unsafe { InitializeIpInterfaceEntry(&mut row) };
+            row.Family = family;
+            row.InterfaceLuid = NET_LUID_LH { Value: self.luid };
+            // SAFETY: reads the interface's row into our local.
+            let status = unsafe { GetIpInterfaceEntry(&mut row) };
+            if status != NO_ERROR {
+                return Err(failed("Failed to read the interface's settings", status));
+            }
+            row.NlMtu = mtu;
+            // SetIpInterfaceEntry refuses an IPv4 row whose SitePrefixLength is not 0.
+            row.SitePrefixLength = 0;
+            // SAFETY: writes our row back.
+            let status = unsafe { SetIpInterfaceEntry(&mut row) };
+            if status != NO_ERROR {
+                return Err(failed("Failed to set the interface's MTU", status));
+            }
+        }
+        Ok(())
+    }
+
+    /// The path of the adapter's network device interface.
+    fn interface_path(&self) -> Result<Vec<u16>, Error> {
+        let interface_net = GUID::from_u128(0xcac88484_7515_4c03_82e6_71a87abac361);
+        loop {
+            let mut len = 0u32;
+            // SAFETY: our NUL-terminated instance ID and an out parameter.
+            let status = unsafe {
+                CM_Get_Device_Interface_List_SizeW(
+                    &mut len,
+                    &interface_net,
+                    self.instance_id.as_ptr(),
+                    CM_GET_DEVICE_INTERFACE_LIST_PRESENT,
+                )
+            };
+            if status != CR_SUCCESS {
+                return Err(Error::Io(io::Error::new(
+                    io::ErrorKind::NotFound,
+                    format!("no network interface for the adapter (CONFIGRET {status})"),
+                )));
+            }
+            let mut list = vec![0u16; len as usize];
+            // SAFETY: a buffer of `len` characters, as the size call asked for.
+            let status = unsafe {
+                CM_Get_Device_Interface_ListW(
+                    &interface_net,
+                    self.instance_id.as_ptr(),
+                    list.as_mut_ptr(),
+                    len,
+                    CM_GET_DEVICE_INTERFACE_LIST_PRESENT,
+                )
+            };
+            match status {
+                CR_SUCCESS => {
+                    let first_end = list.iter().position(|&c| c == 0).unwrap_or(list.len());
+                    if first_end == 0 {
+                        return Err(Error::Io(io::ErrorKind::NotFound.into()));
+                    }
+                    list.truncate(first_end + 1);
+                    return Ok(list);
+                }
+                // The list grew between the two calls: ask again.
+                CR_BUFFER_SMALL => continue,
+                other => return Err(cr_failed("Failed to list the adapter's interfaces", other)),
+            }
+        }
+    }
+
+    pub(crate) fn register(
+        &self,
+        send: (&Memory, u32, &Event),
+        receive: (&Memory, u32, &Event),
+    ) -> Result<Registration, Error> {
+        let path = self.interface_path()?;
+        // SAFETY: a NUL-terminated path; the handle is ours until Registration drops.
+        let handle = unsafe {
+            CreateFileW(
+                path.as_ptr(),
+                GENERIC_READ | GENERIC_WRITE,
+                FILE_SHARE_READ | FILE_SHARE_WRITE | FILE_SHARE_DELETE,
+                null(),
+                OPEN_EXISTING,
+                0,
+                null_mut(),
+            )
+        };
+        if handle == INVALID_HANDLE_VALUE {
+            return Err(Error::Io(io::Error::last_os_error()));
+        }
+        let registration = Registration { handle };
+        let descriptor = |(memory, size, event): (&Memory, u32, &Event)| RingDescriptor {
+            ring_size: size,
+            ring: memory.as_ptr() as u64,
+            tail_moved: event.raw() as u64,
+        };
+        let request = RingRegistration {
+            send: descriptor(send),
+            receive: descriptor(receive),
+        };
+        let width = if cfg!(target_pointer_width = "64") {
+            CallerWidth::Bits64
+        } else {
+            CallerWidth::Bits32
+        };
+        let mut buffer = [0u8; 48];
+        let len = request
+            .encode(width, &mut buffer)
+            .expect("this process's pointers fit its own layout");
+        let mut returned = 0u32;
+        // SAFETY: our device handle, an input buffer of `len` bytes, no output, synchronous.
+        let ok = unsafe {
+            DeviceIoControl(
+                registration.handle,
+                TUN_IOCTL_REGISTER_RINGS,
+                buffer.as_ptr().cast(),
+                len as u32,
+                null_mut(),
+                0,
+                &mut returned,
+                null_mut(),
+            )
+        };
+        if ok == 0 {
+            return Err(Error::Io(io::Error::last_os_error()));
+        }
+        Ok(registration)
+    }
+}
+
+/// A stub device of the instance ID, whose software key gets `SuggestedInstanceId`: NDIS takes
+/// it as the network interface GUID when the real device of that instance ID binds.
+fn suggest_instance_id(
+    instance: &GUID,
+    instance_string: &[u16],
+    description: &[u16],
+) -> Result<(), Error> {
+    let no_hardware_ids = [0u16, 0];
+    let class = GUID_DEVCLASS_NET;
+    let properties = [property(
+        DEVPKEY_Device_ClassGuid,
+        DEVPROP_TYPE_GUID,
+        std::slice::from_ref(&class),
+    )];
+    let (stub, instance_id) =
+        create_software_device(instance_string, &no_hardware_ids, description, &properties)?;
+    let result = software_key(&instance_id, KEY_SET_VALUE, true).and_then(|key| {
+        let name = wide("SuggestedInstanceId");
+        // SAFETY: writes our 16-byte GUID as a binary value.
+        let status = unsafe {
+            RegSetValueExW(
+                key.0,
+                name.as_ptr(),
+                0,
+                REG_BINARY,
+                (instance as *const GUID).cast(),
+                size_of::<GUID>() as u32,
+            )
+        };
+        if status == ERROR_SUCCESS {
+            Ok(())
+        } else {
+            Err(failed("Failed to set SuggestedInstanceId", status))
+        }
+    });
+    // SAFETY: the stub's handle, closed once; the node keeps its software key.
+    unsafe { SwDeviceClose(stub) };
+    result
+}
+
+impl Drop for Adapter {
+    /// A created adapter goes: its software device closed and its node removed.
+    fn drop(&mut self) {
+        let Some(device) = self.created.take() else {
+            return;
+        };
+        let lock = InstallationLock::take();
+        // SAFETY: our software device handle, closed once.
+        unsafe { SwDeviceClose(device) };
+        let Ok(list) = our_devices().map(|(list, _)| list) else {
+            return;
+        };
+        let mut node = SP_DEVINFO_DATA {
+            cbSize: size_of::<SP_DEVINFO_DATA>() as u32,
+            ..Plain::zeroed()
+        };
+        // SAFETY: adds our device by instance ID to our list.
+        if unsafe {
+            SetupDiOpenDeviceInfoW(list.0, self.instance_id.as_ptr(), null_mut(), 0, &mut node)
+        } != 0
+            && remove_device(&list, &mut node).is_ok()
+        {
+            log::info(&format!("Removed adapter {}", from_wide(&self.instance_id)));
+        }
+        drop(lock);
+    }
+}

@@ -1,0 +1,245 @@
+//! Small owners and conversions for the Windows calls the adapter and driver code make: wide
+//! strings, GUIDs, Win32 errors that are logged where they happen, device information lists,
+//! registry keys and the installation mutex, each released on drop.
+
+use std::io;
+use std::ptr::null_mut;
+
+use windows_sys::Win32::Devices::DeviceAndDriverInstallation::{
+    CONFIGRET, CR_SUCCESS, HDEVINFO, SP_DEVINFO_DATA, SetupDiDestroyDeviceInfoList,
+    SetupDiGetDevicePropertyW,
+};
+use windows_sys::Win32::Devices::Properties::{DEVPROPKEY, DEVPROPTYPE};
+use windows_sys::Win32::Foundation::{
+    CloseHandle, ERROR_GEN_FAILURE, ERROR_INSUFFICIENT_BUFFER, GetLastError, HANDLE,
+    WAIT_ABANDONED, WAIT_OBJECT_0,
+};
+use windows_sys::Win32::System::Registry::{HKEY, RegCloseKey};
+use windows_sys::Win32::System::Threading::{
+    CreateMutexW, INFINITE, ReleaseMutex, WaitForSingleObject,
+};
+use windows_sys::core::GUID;
+
+use crate::{Error, log};
+
+/// `text` as a NUL-terminated UTF-16 string.
+pub fn wide(text: &str) -> Vec<u16> {
+    text.encode_utf16().chain([0]).collect()
+}
+
+/// The text of a UTF-16 buffer up to its first NUL.
+pub fn from_wide(units: &[u16]) -> String {
+    let end = units
+        .iter()
+        .position(|&unit| unit == 0)
+        .unwrap_or(units.len());
+    String::from_utf16_lossy(&units[..end])
+}
+
+/// Logs `what` failed with Win32 error `code`, and returns it as an error.
+pub fn failed(what: &str, code: u32) -> Error {
+    log::error(&format!("{what}: Win32 error {code} ({code:#x})"));
+    Error::Io(io::Error::from_raw_os_error(code as i32))
+}
+
+/// Logs `what` failed with the thread's last error.
+pub fn last_failed(what: &str) -> Error {
+    // SAFETY: reads this thread's last-error value.
+    failed(what, unsafe { GetLastError() })
+}
+
+/// Logs `what` failed with a CONFIGRET, as the nearest Win32 error.
+pub fn cr_failed(what: &str, status: CONFIGRET) -> Error {
+    log::error(&format!("{what}: CONFIGRET {status}"));
+    Error::Io(io::Error::from_raw_os_error(ERROR_GEN_FAILURE as i32))
+}
+
+pub fn cr_check(what: &str, status: CONFIGRET) -> Result<(), Error> {
+    if status == CR_SUCCESS {
+        Ok(())
+    } else {
+        Err(cr_failed(what, status))
+    }
+}
+
+/// A GUID from its 128-bit value, as `GUID::from_u128` lays it out.
+pub const fn guid(value: u128) -> GUID {
+    GUID::from_u128(value)
+}
+
+/// A new random GUID.
+pub fn new_guid() -> Result<GUID, Error> {
+    let mut guid = GUID::from_u128(0);
+    // SAFETY: writes a GUID into our local.
+    let result = unsafe { windows_sys::Win32::System::Com::CoCreateGuid(&mut guid) };
+    if result < 0 {
+        return Err(failed("Failed to make a GUID", result as u32));
+    }
+    Ok(guid)
+}
+
+/// "{XXXXXXXX-XXXX-XXXX-XXXX-XXXXXXXXXXXX}", as registry values and instance IDs write GUIDs.
+pub fn guid_string(guid: &GUID) -> String {
+    let d = guid.data4;
+    format!(
+        "{{{:08X}-{:04X}-{:04X}-{:02X}{:02X}-{:02X}{:02X}{:02X}{:02X}{:02X}{:02X}}}",
+        guid.data1, guid.data2, guid.data3, d[0], d[1], d[2], d[3], d[4], d[5], d[6], d[7]
+    )
+}
+
+/// The GUID a string of `guid_string`'s form names.
+pub fn parse_guid(text: &str) -> Option<GUID> {
+    let hex: String = text
+        .trim()
+        .trim_start_matches('{')
+        .trim_end_matches('}')
+        .split('-')
+        .collect();
+    (hex.len() == 32)
+        .then(|| u128::from_str_radix(&hex, 16).ok())
+        .flatten()
+        .map(GUID::from_u128)
+}
+
+/// C structures for which all-zero bytes are a valid value (integers, arrays of them, null
+/// pointers), which Windows calls take zeroed with only their size set.
+///
+/// # Safety
+/// Implement it only for such structures.
+pub unsafe trait Plain: Sized {
+    fn zeroed() -> Self {
+        // SAFETY: the implementer's promise: all-zero bytes are a valid value.
+        unsafe { std::mem::zeroed() }
+    }
+}
+
+// SAFETY: each is a C structure of integers, arrays and pointers.
+unsafe impl Plain for windows_sys::Win32::Devices::DeviceAndDriverInstallation::SP_DEVINFO_DATA {}
+// SAFETY: as above.
+unsafe impl Plain
+    for windows_sys::Win32::Devices::DeviceAndDriverInstallation::SP_DRVINFO_DATA_V2_W
+{
+}
+// SAFETY: as above.
+unsafe impl Plain for windows_sys::Win32::NetworkManagement::IpHelper::MIB_IPINTERFACE_ROW {}
+// SAFETY: as above.
+unsafe impl Plain for windows_sys::Win32::Foundation::FILETIME {}
+
+/// A device information list, destroyed on drop.
+pub struct DeviceList(pub HDEVINFO);
+
+impl Drop for DeviceList {
+    fn drop(&mut self) {
+        // SAFETY: our list, destroyed once.
+        unsafe { SetupDiDestroyDeviceInfoList(self.0) };
+    }
+}
+
+impl DeviceList {
+    /// The raw bytes of a device's property, or None if it has none (or it cannot be read).
+    pub fn property(&self, device: &SP_DEVINFO_DATA, key: &DEVPROPKEY) -> Option<Vec<u8>> {
+        let mut kind: DEVPROPTYPE = 0;
+        let mut size = 0u32;
+        // SAFETY: asks the size only (no buffer); the list and element are ours.
+        let sized = unsafe {
+            SetupDiGetDevicePropertyW(self.0, device, key, &mut kind, null_mut(), 0, &mut size, 0)
+        };
+        // SAFETY: reads this thread's last-error value.
+        if sized != 0 || unsafe { GetLastError() } != ERROR_INSUFFICIENT_BUFFER {
+            return None;
+        }
+        let mut buffer = vec![0u8; size as usize];
+        // SAFETY: a buffer of the size the first call asked for.
+        let read = unsafe {
+            SetupDiGetDevicePropertyW(
+                self.0,
+                device,
+                key,
+                &mut kind,
+                buffer.as_mut_ptr(),
+                size,
+                &mut size,
+                0,
+            )
+        };
+        (read != 0).then(|| {
+            buffer.truncate(size as usize);
+            buffer
+        })
+    }
+
+    /// A string property.
+    pub fn string_property(&self, device: &SP_DEVINFO_DATA, key: &DEVPROPKEY) -> Option<String> {
+        let bytes = self.property(device, key)?;
+        let units: Vec<u16> = bytes
+            .chunks_exact(2)
+            .map(|pair| u16::from_le_bytes([pair[0], pair[1]]))
+            .collect();
+        Some(from_wide(&units))
+    }
+}
+
+/// A registry key, closed on drop.
+pub struct RegistryKey(pub HKEY);
+
+impl Drop for RegistryKey {
+    fn drop(&mut self) {
+        // SAFETY: our key, closed once.
+        unsafe { RegCloseKey(self.0) };
+    }
+}
+
+/// A handle closed on drop.
+pub struct OwnedHandle(pub HANDLE);
+
+impl Drop for OwnedHandle {
+    fn drop(&mut self) {
+        // SAFETY: our handle, closed once.
+        unsafe { CloseHandle(self.0) };
+    }
+}
+
+/// The machine-wide mutex that serializes driver installation and adapter creation and
+/// removal between processes, held until dropped.
+pub struct InstallationLock(OwnedHandle);
+
+impl InstallationLock {
+    pub fn take() -> Result<InstallationLock, Error> {
+        let name = wide("Global\\oxtun-installation");
+        // SAFETY: a named mutex, opened or created, not owned yet.
+        let mutex = unsafe { CreateMutexW(null_mut(), 0, name.as_ptr()) };
+        if mutex.is_null() {
+            return Err(last_failed("Failed to create the installation mutex"));
+        }
+        let mutex = OwnedHandle(mutex);
+        // SAFETY: our mutex handle.
+        match unsafe { WaitForSingleObject(mutex.0, INFINITE) } {
+            // An owner that died leaves the mutex abandoned: ours now, and what it protected is
+            // only ever half-made adapters, which the orphan cleanup removes.
+            WAIT_OBJECT_0 | WAIT_ABANDONED => Ok(InstallationLock(mutex)),
+            _ => Err(last_failed("Failed to take the installation mutex")),
+        }
+    }
+}
+
+impl Drop for InstallationLock {
+    fn drop(&mut self) {
+        // SAFETY: we own the mutex (taken in `take`).
+        unsafe { ReleaseMutex((self.0).0) };
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn guids_print_and_parse_as_the_registry_writes_them() {
+        let value = guid(0x0123_4567_89AB_CDEF_0011_2233_4455_6677);
+        let text = guid_string(&value);
+        assert_eq!(text, "{01234567-89AB-CDEF-0011-223344556677}");
+        let parsed = parse_guid(&text).unwrap();
+        assert_eq!(guid_string(&parsed), text);
+        assert!(parse_guid("{0123}").is_none());
+    }
+}
