@@ -19,7 +19,7 @@ use std::ptr::null_mut;
 use std::sync::Arc;
 
 use oxtun_client::log::{self, Level};
-use oxtun_client::{Adapter, Version};
+use oxtun_client::{Adapter, Session, Version};
 
 use handles::Object;
 use status::*;
@@ -282,15 +282,12 @@ pub unsafe extern "system" fn WintunReceivePacket(
 /// that is not an unreleased packet of this session is refused (ERROR_INVALID_PARAMETER).
 #[unsafe(no_mangle)]
 pub extern "system" fn WintunReleaseReceivePacket(session: *mut c_void, packet: *const u8) {
-    guard((), || {
-        let Some(session) = handles::session(session as usize) else {
-            return fail(ERROR_INVALID_HANDLE, ());
-        };
-        if let Err(error) = session.release_data(packet) {
-            log::error(&format!("WintunReleaseReceivePacket: {error}"));
-            fail(code(&error), ())
-        }
-    })
+    hand_back(
+        "WintunReleaseReceivePacket",
+        session,
+        packet,
+        Session::release_data,
+    );
 }
 
 /// WintunAllocateSendPacket: room for a packet of `packet_size` bytes (at most
@@ -317,12 +314,22 @@ pub extern "system" fn WintunAllocateSendPacket(session: *mut c_void, packet_siz
 /// (ERROR_INVALID_PARAMETER).
 #[unsafe(no_mangle)]
 pub extern "system" fn WintunSendPacket(session: *mut c_void, packet: *const u8) {
+    hand_back("WintunSendPacket", session, packet, Session::send_data);
+}
+
+/// Gives a packet back to its session (`give`: release it or send it), logging a refusal.
+fn hand_back(
+    function: &str,
+    session: *mut c_void,
+    packet: *const u8,
+    give: fn(&Session, *const u8) -> Result<(), oxtun_client::Error>,
+) {
     guard((), || {
         let Some(session) = handles::session(session as usize) else {
             return fail(ERROR_INVALID_HANDLE, ());
         };
-        if let Err(error) = session.send_data(packet) {
-            log::error(&format!("WintunSendPacket: {error}"));
+        if let Err(error) = give(&session, packet) {
+            log::error(&format!("{function}: {error}"));
             fail(code(&error), ())
         }
     })

@@ -153,8 +153,8 @@ fn each_dll_embeds_the_driver_package() {
 }
 
 /// What Wine can run: the argument checks, the errors that need no device, the logger, and a
-/// creation that fails cleanly for want of a catalog (tests/c/windows_errors.c). Wine has no
-/// PnP manager for our software device and no driver, so adapters and sessions need Windows.
+/// creation that fails cleanly for want of a catalog (tests/c/windows_errors.c). Wine cannot
+/// load a kernel driver, so adapters, sessions and packets need Windows.
 #[test]
 fn under_wine_the_checks_that_need_no_device_hold() {
     let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));

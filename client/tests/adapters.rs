@@ -13,19 +13,9 @@ use std::time::Duration;
 
 use oxtun_abi::MIN_CAPACITY;
 use oxtun_client::log::Level;
-use oxtun_client::{Adapter, Error, IF_TYPE_PROP_VIRTUAL, Session};
-use support::icmp::echo_reply;
+use oxtun_client::{Adapter, Error, IF_TYPE_PROP_VIRTUAL};
+use support::icmp::answer_pings;
 use support::{capture_log, isolate, link, run, udp4, workspace_version};
-
-fn send_retrying(session: &Session, data: &[u8]) {
-    loop {
-        match session.send(data) {
-            Ok(()) => return,
-            Err(Error::Full) => thread::yield_now(),
-            Err(other) => panic!("send failed: {other}"),
-        }
-    }
-}
 
 #[test]
 fn create_open_close_reopen_and_the_errors_of_each() {
@@ -143,18 +133,7 @@ fn answers_pings_in_both_families() {
     let session = adapter.start_session(MIN_CAPACITY).unwrap();
     thread::scope(|scope| {
         let session = &session;
-        let responder = scope.spawn(move || {
-            let mut replies = 0;
-            while let Ok(received) = session.receive() {
-                let reply = echo_reply(session.data(&received));
-                session.release(received);
-                if let Some(reply) = reply {
-                    send_retrying(session, &reply);
-                    replies += 1;
-                }
-            }
-            replies
-        });
+        let responder = scope.spawn(move || answer_pings(session));
         for (family, address) in [("-4", "10.97.0.2"), ("-6", "fd97::2")] {
             run(&["ping", family, "-c", "3", "-i", "0.2", "-W", "2", address]);
         }

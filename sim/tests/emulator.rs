@@ -18,7 +18,7 @@ mod common;
 #[path = "../../client/tests/support/icmp.rs"]
 mod icmp;
 use common::{Emulator, own_network_namespace};
-use icmp::echo_reply;
+use icmp::answer_pings;
 
 const STATUS_INVALID_PARAMETER: u32 = 0xC000_000D;
 const STATUS_INVALID_DEVICE_REQUEST: u32 = 0xC000_0010;
@@ -485,18 +485,7 @@ fn ping_both_families_through_the_driver() {
     let session = Session::start(&emulator.adapter(), MIN_CAPACITY).unwrap();
     thread::scope(|scope| {
         let session = &session;
-        let responder = scope.spawn(move || {
-            let mut replies = 0;
-            while let Ok(received) = session.receive() {
-                let reply = echo_reply(session.data(&received));
-                session.release(received);
-                if let Some(reply) = reply {
-                    send_retrying(session, &reply);
-                    replies += 1;
-                }
-            }
-            replies
-        });
+        let responder = scope.spawn(move || answer_pings(session));
         for (family, address) in [("-4", "10.99.0.2"), ("-6", "fd99::2")] {
             let output = Command::new("ping")
                 .args([family, "-c", "3", "-i", "0.2", "-W", "2", address])

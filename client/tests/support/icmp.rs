@@ -1,6 +1,24 @@
 //! ICMP echo replies built by the application, for the tests that answer pings through an
 //! adapter (shared with the emulator's tests).
 
+use oxtun_client::{Error, Session};
+
+/// Answers every echo request the session receives until the session ends; returns how many.
+pub fn answer_pings(session: &Session) -> usize {
+    let mut replies = 0;
+    while let Ok(received) = session.receive() {
+        let reply = echo_reply(session.data(&received));
+        session.release(received);
+        if let Some(reply) = reply {
+            while let Err(Error::Full) = session.send(&reply) {
+                std::thread::yield_now();
+            }
+            replies += 1;
+        }
+    }
+    replies
+}
+
 /// An ICMP echo reply for an IPv4 or IPv6 echo request, or `None`.
 pub fn echo_reply(request: &[u8]) -> Option<Vec<u8>> {
     let mut reply = request.to_vec();
