@@ -170,7 +170,10 @@ fn a_packet_whose_wake_up_was_missed_goes_up_within_the_recheck() {
     for round in 0..ROUNDS {
         let asleep = std::time::Instant::now();
         while alertable.load(Ordering::SeqCst) == 0 {
-            assert!(asleep.elapsed() < PATIENCE, "the receive thread never slept");
+            assert!(
+                asleep.elapsed() < PATIENCE,
+                "the receive thread never slept"
+            );
             thread::yield_now();
         }
         let packet = ipv4(round, 60);
@@ -179,12 +182,20 @@ fn a_packet_whose_wake_up_was_missed_goes_up_within_the_recheck() {
         let _wake_up_missed = writer.complete(reservation);
         let written = std::time::Instant::now();
         let received = setup.adapter.wait_received(1, Duration::from_secs(2));
-        assert_eq!(data(&received), [packet], "round {round}: the packet stalled");
+        assert_eq!(
+            data(&received),
+            [packet],
+            "round {round}: the packet stalled"
+        );
         worst = worst.max(written.elapsed());
     }
     println!("worst stall of {ROUNDS} missed wake-ups: {worst:?}");
     assert!(worst < Duration::from_millis(500), "worst stall {worst:?}");
-    assert_eq!(rings.receive_event.set_count(), 0, "the client never set the event");
+    assert_eq!(
+        rings.receive_event.set_count(),
+        0,
+        "the client never set the event"
+    );
     wait_released(&rings);
     handle.close();
     setup.finish();
