@@ -118,13 +118,17 @@ unsafe extern "efiapi" fn ndis_unload(object: PDRIVER_OBJECT) {
     }
 }
 
-/// A file object: what a handle to the adapter's device refers to.
+/// `IO_TYPE_FILE`, and the size of a FILE_OBJECT on x64: what the first bytes of one say.
+const IO_TYPE_FILE: u64 = 5;
+const FILE_OBJECT_SIZE: u64 = 0xD8;
+
+/// A file object: what a handle to the adapter's device refers to. IRP_MJ_CLEANUP comes when
+/// its last handle closes; IRP_MJ_CLOSE when, after that, the last reference to it goes, which
+/// may be the driver's, dropped in whatever thread the driver drops it.
 pub struct FileObject {
-    /// What the driver sees as the PFILE_OBJECT.
-    identity: Box<[u64; 27]>,
+    /// What the driver sees as the PFILE_OBJECT: its Type, Size and DeviceObject are set.
+    identity: Box<[u64; (FILE_OBJECT_SIZE / 8) as usize]>,
     device: PDEVICE_OBJECT,
-    /// The process that opened it.
-    opener: Arc<ProcessState>,
     handles: AtomicU64,
 }
 
@@ -134,23 +138,87 @@ unsafe impl Send for FileObject {}
 unsafe impl Sync for FileObject {}
 
 impl FileObject {
-    fn pointer(&self) -> PFILE_OBJECT {
+    fn new(device: PDEVICE_OBJECT) -> Arc<FileObject> {
+        let mut identity = Box::new([0; (FILE_OBJECT_SIZE / 8) as usize]);
+        identity[0] = IO_TYPE_FILE | FILE_OBJECT_SIZE << 16;
+        identity[1] = device as u64;
+        let file = Arc::new(FileObject {
+            identity,
+            device,
+            handles: AtomicU64::new(1),
+        });
+        LIVE_FILES
+            .lock()
+            .unwrap()
+            .insert(file.pointer() as usize, Arc::downgrade(&file));
+        file
+    }
+
+    pub(crate) fn pointer(&self) -> PFILE_OBJECT {
         self.identity.as_ptr().cast_mut().cast()
     }
+}
+
+/// File objects not yet closed, by the address the driver sees.
+static LIVE_FILES: Mutex<BTreeMap<usize, std::sync::Weak<FileObject>>> =
+    Mutex::new(BTreeMap::new());
+
+/// The file object at `address`, if it is not yet closed.
+pub(crate) fn live_file(address: usize) -> Option<Arc<FileObject>> {
+    LIVE_FILES.lock().unwrap().get(&address)?.upgrade()
 }
 
 pub(crate) fn add_file_handle(file: &FileObject) {
     file.handles.fetch_add(1, Ordering::SeqCst);
 }
 
-/// A handle to a file object closed: the last one sends cleanup, then close.
+/// A handle to a file object closed: the last one sends cleanup, then, unless the driver still
+/// references the file object, close.
 pub(crate) fn release_file_handle(process: &Arc<ProcessState>, file: Arc<FileObject>) {
     if file.handles.fetch_sub(1, Ordering::SeqCst) == 1 {
-        let status = send_irp(process, &file, IRP_MJ_CLEANUP, 0, Request::None);
+        let status = send_irp(
+            process,
+            file.device,
+            Some(&file),
+            IRP_MJ_CLEANUP,
+            0,
+            Request::None,
+        );
         assert_eq!(status, STATUS_SUCCESS, "cleanup failed");
-        let status = send_irp(&file.opener, &file, IRP_MJ_CLOSE, 0, Request::None);
-        assert_eq!(status, STATUS_SUCCESS, "close failed");
+        if !process::is_referenced(file.pointer() as usize) {
+            close(&file);
+        }
     }
+}
+
+/// The driver dropped its last reference to `file`: with no handle left, it is closed now, in
+/// this thread's context, or in a worker thread's if this thread is above PASSIVE_LEVEL (as the
+/// object manager defers deletion there).
+pub(crate) fn file_dereferenced(file: Arc<FileObject>) {
+    if file.handles.load(Ordering::SeqCst) != 0 {
+        return;
+    }
+    if irql::current() == PASSIVE_LEVEL {
+        close(&file);
+    } else {
+        std::thread::spawn(move || close(&file));
+    }
+}
+
+fn close(file: &FileObject) {
+    LIVE_FILES
+        .lock()
+        .unwrap()
+        .remove(&(file.pointer() as usize));
+    let status = send_irp(
+        &process::current(),
+        file.device,
+        Some(file),
+        IRP_MJ_CLOSE,
+        0,
+        Request::None,
+    );
+    assert_eq!(status, STATUS_SUCCESS, "close failed");
 }
 
 /// A process's handle to an adapter's device.
@@ -163,13 +231,15 @@ pub struct DeviceHandle<'a> {
 impl Process {
     /// Opens the device with `access` (CreateFile), through the driver's IRP_MJ_CREATE.
     pub fn open(&self, device: PDEVICE_OBJECT, access: ACCESS_MASK) -> DeviceHandle<'_> {
-        let file = Arc::new(FileObject {
-            identity: Box::new([0; 27]),
+        let file = FileObject::new(device);
+        let status = send_irp(
+            &self.state,
             device,
-            opener: self.state.clone(),
-            handles: AtomicU64::new(1),
-        });
-        let status = send_irp(&self.state, &file, IRP_MJ_CREATE, 0, Request::None);
+            Some(&file),
+            IRP_MJ_CREATE,
+            0,
+            Request::None,
+        );
         assert_eq!(status, STATUS_SUCCESS, "open failed");
         let handle = self.insert_file(file.clone(), access);
         DeviceHandle {
@@ -201,7 +271,8 @@ impl DeviceHandle<'_> {
         }
         send_irp(
             &self.process.state,
-            &self.file,
+            self.file.device,
+            Some(&self.file),
             IRP_MJ_DEVICE_CONTROL,
             0,
             Request::DeviceControl { code, input },
@@ -214,16 +285,11 @@ impl DeviceHandle<'_> {
     }
 }
 
-/// A PnP request from the PnP manager to the device, in the System process.
+/// A PnP request from the PnP manager to the device, in the System process (PnP IRPs carry no
+/// file object).
 pub(crate) fn pnp(device: PDEVICE_OBJECT, minor: u8) -> NTSTATUS {
-    let system = process::current();
-    let file = Arc::new(FileObject {
-        identity: Box::new([0; 27]),
-        device,
-        opener: system.clone(),
-        handles: AtomicU64::new(0),
-    });
-    send_irp(&system, &file, IRP_MJ_PNP, minor, Request::None)
+    let system = process::system();
+    send_irp(&system, device, None, IRP_MJ_PNP, minor, Request::None)
 }
 
 enum Request<'a> {
@@ -244,7 +310,8 @@ static PENDING_IRPS: Mutex<BTreeSet<usize>> = Mutex::new(BTreeSet::new());
 /// and checks it was completed exactly once, with the status the routine returned.
 fn send_irp(
     process: &Arc<ProcessState>,
-    file: &FileObject,
+    device: PDEVICE_OBJECT,
+    file: Option<&FileObject>,
     major: usize,
     minor: u8,
     request: Request,
@@ -264,8 +331,8 @@ fn send_irp(
     packet.irp.IoStatus.Status = STATUS_PENDING;
     packet.stack.MajorFunction = major as u8;
     packet.stack.MinorFunction = minor;
-    packet.stack.DeviceObject = file.device;
-    packet.stack.FileObject = file.pointer();
+    packet.stack.DeviceObject = device;
+    packet.stack.FileObject = file.map_or(null_mut(), FileObject::pointer);
     if let Request::DeviceControl { code, input } = request {
         system_buffer = input.to_vec();
         packet.irp.SystemBuffer = if system_buffer.is_empty() {
@@ -291,7 +358,7 @@ fn send_irp(
     let returned = process::in_context(process, || {
         irql::call_at(PASSIVE_LEVEL, "a dispatch routine", || {
             // SAFETY: the driver's dispatch routine with its device and a live IRP.
-            unsafe { dispatch(file.device, irp) }
+            unsafe { dispatch(device, irp) }
         })
     });
     if PENDING_IRPS.lock().unwrap().remove(&(irp as usize)) {

@@ -199,7 +199,7 @@ fn new_state(token: Token, integrity: IntegrityLevel, bitness: Bitness) -> Arc<P
     })
 }
 
-fn system() -> Arc<ProcessState> {
+pub(crate) fn system() -> Arc<ProcessState> {
     SYSTEM
         .lock()
         .unwrap()
@@ -441,16 +441,36 @@ pub(crate) fn lock_user_range(
     true
 }
 
+/// A kernel object the driver holds references to.
+#[derive(Clone)]
+enum Referenced {
+    Event(Arc<EventObject>),
+    File(Arc<crate::io::FileObject>),
+}
+
 /// Objects the driver holds references to, by address, with the count.
-static REFERENCES: Mutex<BTreeMap<usize, (Arc<EventObject>, usize)>> = Mutex::new(BTreeMap::new());
+static REFERENCES: Mutex<BTreeMap<usize, (Referenced, usize)>> = Mutex::new(BTreeMap::new());
 
 /// The user event at `address` the driver holds a reference to, if any.
 pub(crate) fn referenced_event(address: usize) -> Option<Arc<EventObject>> {
+    match REFERENCES.lock().unwrap().get(&address) {
+        Some((Referenced::Event(event), _)) => Some(event.clone()),
+        _ => None,
+    }
+}
+
+/// Whether the driver holds a reference to the object at `address`.
+pub(crate) fn is_referenced(address: usize) -> bool {
+    REFERENCES.lock().unwrap().contains_key(&address)
+}
+
+fn add_reference(address: usize, object: impl FnOnce() -> Referenced) {
     REFERENCES
         .lock()
         .unwrap()
-        .get(&address)
-        .map(|(event, _)| event.clone())
+        .entry(address)
+        .or_insert_with(|| (object(), 0))
+        .1 += 1;
 }
 
 /// References the driver has not dropped.
@@ -499,32 +519,34 @@ pub unsafe extern "efiapi" fn ObReferenceObjectByHandle(
     else {
         return STATUS_INVALID_HANDLE;
     };
-    let Object::Event(event) = entry.object else {
-        return STATUS_OBJECT_TYPE_MISMATCH;
-    };
-    if object_type != ExEventObjectType.0.cast_mut().cast() {
-        return STATUS_OBJECT_TYPE_MISMATCH;
-    }
     if mode == UserMode && entry.access & access != access {
         return STATUS_ACCESS_DENIED;
     }
-    let address = event.address();
-    REFERENCES
-        .lock()
-        .unwrap()
-        .entry(address)
-        .or_insert_with(|| (event.clone(), 0))
-        .1 += 1;
+    let (address, referenced) = match entry.object {
+        // A null type asks for whatever object the handle names.
+        Object::Event(event) if object_type.is_null() || object_type == event_type() => {
+            (event.address(), Referenced::Event(event))
+        }
+        Object::File(file) if object_type.is_null() => {
+            (file.pointer() as usize, Referenced::File(file))
+        }
+        _ => return STATUS_OBJECT_TYPE_MISMATCH,
+    };
+    add_reference(address, || referenced);
     // SAFETY: the driver's out parameter.
     unsafe { *object = address as PVOID };
     STATUS_SUCCESS
+}
+
+fn event_type() -> POBJECT_TYPE {
+    ExEventObjectType.0.cast_mut().cast()
 }
 
 #[unsafe(no_mangle)]
 pub extern "efiapi" fn ObfDereferenceObject(object: PVOID) -> isize {
     irql::require_at_most(DISPATCH_LEVEL, "ObfDereferenceObject");
     let mut references = REFERENCES.lock().unwrap();
-    let Some((_, count)) = references.get_mut(&(object as usize)) else {
+    let Some((referenced, count)) = references.get_mut(&(object as usize)) else {
         violation(format!(
             "dereferencing {object:p}, which the driver holds no reference to"
         ));
@@ -533,7 +555,12 @@ pub extern "efiapi" fn ObfDereferenceObject(object: PVOID) -> isize {
     *count -= 1;
     let left = *count;
     if left == 0 {
+        let referenced = referenced.clone();
         references.remove(&(object as usize));
+        drop(references);
+        if let Referenced::File(file) = referenced {
+            crate::io::file_dereferenced(file);
+        }
     }
     left as isize
 }
@@ -541,13 +568,20 @@ pub extern "efiapi" fn ObfDereferenceObject(object: PVOID) -> isize {
 #[unsafe(no_mangle)]
 pub extern "efiapi" fn ObfReferenceObject(object: PVOID) -> isize {
     irql::require_at_most(DISPATCH_LEVEL, "ObfReferenceObject");
+    let address = object as usize;
+    if !is_referenced(address) {
+        // The file object of an IRP the driver is handling is live: the driver may reference
+        // it without a handle.
+        match crate::io::live_file(address) {
+            Some(file) => add_reference(address, || Referenced::File(file)),
+            None => violation(format!(
+                "referencing {object:p}, which the driver holds no reference to"
+            )),
+        }
+        return 1;
+    }
     let mut references = REFERENCES.lock().unwrap();
-    let Some((_, count)) = references.get_mut(&(object as usize)) else {
-        violation(format!(
-            "referencing {object:p}, which the driver holds no reference to"
-        ));
-        return 0;
-    };
+    let (_, count) = references.get_mut(&address).expect("referenced");
     *count += 1;
     *count as isize
 }
@@ -561,16 +595,13 @@ pub extern "efiapi" fn KeSetEvent(event: PKEVENT, _increment: i32, wait: u8) -> 
     if let Some(was) = crate::dispatcher::set_kernel_event(event) {
         return i32::from(was);
     }
-    let references = REFERENCES.lock().unwrap();
-    let Some((object, _)) = references.get(&(event as usize)) else {
+    let Some(object) = referenced_event(event as usize) else {
         violation(format!(
             "setting {event:p}, which is not an event the driver references"
         ));
         return 0;
     };
     let was = *object.signalled.lock().unwrap();
-    let object = object.clone();
-    drop(references);
     object.set();
     i32::from(was)
 }
