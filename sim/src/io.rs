@@ -18,6 +18,7 @@ use crate::irql;
 use crate::ndis;
 use crate::process::{self, Process, ProcessState};
 use crate::verifier::violation;
+use oxtun_abi::TUN_IOCTL_REGISTER_RINGS;
 
 /// `IO_TYPE_DRIVER`, `IO_TYPE_DEVICE`, `IO_TYPE_IRP`.
 const IO_TYPE_DRIVER: i16 = 4;
@@ -39,6 +40,8 @@ pub(crate) fn new_driver_object() -> PDRIVER_OBJECT {
     let mut object: Box<DRIVER_OBJECT> = Box::new(unsafe { std::mem::zeroed() });
     object.Type = IO_TYPE_DRIVER;
     object.Size = size_of::<DRIVER_OBJECT>() as i16;
+    // The I/O manager fills every slot before DriverEntry: those no one sets reject the request.
+    object.MajorFunction = [Some(invalid_device_request); IRP_MJ_MAXIMUM_FUNCTION + 1];
     let object = Box::into_raw(object);
     DRIVER_OBJECTS.lock().unwrap().insert(object as usize);
     CURRENT_DRIVER.store(object as usize, Ordering::SeqCst);
@@ -67,6 +70,16 @@ pub(crate) fn free_device_object(device: PDEVICE_OBJECT) {
     if !device.Reserved.is_null() {
         violation("the driver left its context in DEVICE_OBJECT.Reserved after halt");
     }
+}
+
+/// The I/O manager's routine for a major function no driver handles.
+unsafe extern "efiapi" fn invalid_device_request(_device: PDEVICE_OBJECT, irp: PIRP) -> NTSTATUS {
+    // SAFETY: the live IRP, completed once.
+    unsafe {
+        (*irp).IoStatus.Status = STATUS_INVALID_DEVICE_REQUEST;
+        IofCompleteRequest(irp, 0);
+    }
+    STATUS_INVALID_DEVICE_REQUEST
 }
 
 /// What NDIS installs in a miniport's driver object: its dispatch routines and unload routine.
@@ -355,12 +368,20 @@ fn send_irp(
         violation(format!("no dispatch routine for major function {major:#x}"));
         return STATUS_INVALID_DEVICE_REQUEST;
     };
+    let registering = major == IRP_MJ_DEVICE_CONTROL
+        && matches!(request, Request::DeviceControl { code, .. } if code == TUN_IOCTL_REGISTER_RINGS);
+    if registering {
+        begin_registration();
+    }
     let returned = process::in_context(process, || {
         irql::call_at(PASSIVE_LEVEL, "a dispatch routine", || {
             // SAFETY: the driver's dispatch routine with its device and a live IRP.
             unsafe { dispatch(device, irp) }
         })
     });
+    if registering {
+        finish_registration(returned);
+    }
     if PENDING_IRPS.lock().unwrap().remove(&(irp as usize)) {
         violation(format!(
             "IRP for major function {major:#x} returned without completion"
@@ -389,6 +410,96 @@ pub unsafe extern "efiapi" fn IoIs32bitProcess(_irp: PIRP) -> u8 {
     u8::from(process::current().bitness == process::Bitness::Bits32)
 }
 
+/// What one ring registration made: the pool it allocated during its IOCTL and the MDLs whose
+/// pages it locked. When those MDLs are all freed the registration has ended, and the pool must
+/// be back too: memory a registration takes and only halt gives back is a leak per
+/// registration, which the unload check cannot see.
+#[derive(Default)]
+struct RegistrationRecord {
+    pool: BTreeSet<usize>,
+    mdls: BTreeSet<usize>,
+}
+
+thread_local! {
+    /// The registration whose IOCTL this thread is dispatching.
+    static REGISTERING: std::cell::RefCell<Option<RegistrationRecord>> =
+        const { std::cell::RefCell::new(None) };
+    /// Registrations this thread ended (freed their last MDL), for the check when the driver
+    /// callback it runs returns.
+    static ENDED_HERE: std::cell::RefCell<Vec<RegistrationRecord>> =
+        const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Registrations that live.
+static LIVE_REGISTRATIONS: Mutex<Vec<RegistrationRecord>> = Mutex::new(Vec::new());
+
+fn begin_registration() {
+    REGISTERING.with(|record| *record.borrow_mut() = Some(RegistrationRecord::default()));
+}
+
+fn finish_registration(status: NTSTATUS) {
+    let Some(record) = REGISTERING.with(|record| record.borrow_mut().take()) else {
+        return;
+    };
+    if NT_SUCCESS(status) {
+        LIVE_REGISTRATIONS.lock().unwrap().push(record);
+    } else {
+        check_pool_returned(&record, "a refused registration");
+    }
+}
+
+/// Pool the driver allocates: attributed to the registration this thread dispatches, if any.
+pub(crate) fn note_pool_allocation(address: usize) {
+    REGISTERING.with(|record| {
+        if let Some(record) = record.borrow_mut().as_mut() {
+            record.pool.insert(address);
+        }
+    });
+}
+
+fn note_locked_mdl(mdl: usize) {
+    REGISTERING.with(|record| {
+        if let Some(record) = record.borrow_mut().as_mut() {
+            record.mdls.insert(mdl);
+        }
+    });
+}
+
+fn note_freed_mdl(mdl: usize) {
+    let mut live = LIVE_REGISTRATIONS.lock().unwrap();
+    let Some(index) = live.iter().position(|record| record.mdls.contains(&mdl)) else {
+        return;
+    };
+    live[index].mdls.remove(&mdl);
+    if live[index].mdls.is_empty() {
+        let ended = live.remove(index);
+        ENDED_HERE.with(|here| here.borrow_mut().push(ended));
+    }
+}
+
+/// Once the driver callback that ended registrations returns: their pool is back.
+pub(crate) fn check_ended_registrations() {
+    let ended = ENDED_HERE.with(|here| std::mem::take(&mut *here.borrow_mut()));
+    for record in &ended {
+        check_pool_returned(record, "an ended registration");
+    }
+}
+
+fn check_pool_returned(record: &RegistrationRecord, what: &str) {
+    let outstanding = crate::pool::outstanding();
+    let kept: Vec<_> = record
+        .pool
+        .iter()
+        .filter_map(|address| outstanding.get(address))
+        .collect();
+    if !kept.is_empty() {
+        violation(format!(
+            "{what} kept {} pool allocations it made: {kept:?}",
+            kept.len()
+        ));
+    }
+}
+
 /// An MDL's state beyond what the MDL itself records.
 #[derive(Default)]
 struct MdlState {
@@ -410,6 +521,11 @@ static MDLS: Mutex<BTreeMap<usize, MdlState>> = Mutex::new(BTreeMap::new());
 
 pub fn mdls_outstanding() -> usize {
     MDLS.lock().unwrap().len()
+}
+
+/// Whether `mdl` is an MDL the driver allocated and has not freed.
+pub(crate) fn is_mdl(mdl: PMDL) -> bool {
+    MDLS.lock().unwrap().contains_key(&(mdl as usize))
 }
 
 /// The priority flags of the last mapping, to check the driver maps no-execute.
@@ -453,6 +569,7 @@ pub unsafe extern "efiapi" fn IoFreeMdl(mdl: PMDL) {
     if state.locked_by.is_some() || state.mapped.is_some() {
         violation("freeing an MDL whose pages are still locked or mapped");
     }
+    note_freed_mdl(mdl as usize);
     // SAFETY: allocated by IoAllocateMdl, removed from the table once.
     drop(unsafe { Box::from_raw(mdl) });
 }
@@ -486,6 +603,7 @@ pub unsafe extern "efiapi" fn OxtunProbeAndLockPages(
         return STATUS_ACCESS_VIOLATION;
     }
     state.locked_by = Some(process);
+    note_locked_mdl(mdl as usize);
     STATUS_SUCCESS
 }
 
@@ -544,13 +662,16 @@ pub unsafe extern "efiapi" fn MmMapLockedPagesSpecifyCache(
     // SAFETY: a live MDL.
     let address = unsafe { (*mdl).StartVa as usize + (*mdl).ByteOffset as usize };
     state.mapped = Some((address, priority));
-    if state.partial_of.is_some() {
-        // SAFETY: a live MDL; the kernel marks partial MDLs it maps.
-        unsafe {
+    // SAFETY: a live MDL, which the kernel marks as mapped (and a partial one as mapped by a
+    // mapping of its own).
+    unsafe {
+        (*mdl).MdlFlags |= MDL_MAPPED_TO_SYSTEM_VA;
+        (*mdl).MappedSystemVa = address as PVOID;
+        if state.partial_of.is_some() {
             (*mdl).MdlFlags |= MDL_PARTIAL_HAS_BEEN_MAPPED;
-            (*mdl).MappedSystemVa = address as PVOID;
         }
-    } else {
+    }
+    if state.partial_of.is_none() {
         LAST_MAPPING_PRIORITY.store(u64::from(priority), Ordering::SeqCst);
     }
     address as PVOID
@@ -564,7 +685,10 @@ pub unsafe extern "efiapi" fn MmUnmapLockedPages(address: PVOID, mdl: PMDL) {
         Some(state) if state.mapped.is_some_and(|(at, _)| at == address as usize) => {
             state.mapped = None;
             // SAFETY: a live MDL.
-            unsafe { (*mdl).MdlFlags &= !MDL_PARTIAL_HAS_BEEN_MAPPED };
+            unsafe {
+                (*mdl).MdlFlags &= !(MDL_PARTIAL_HAS_BEEN_MAPPED | MDL_MAPPED_TO_SYSTEM_VA);
+                (*mdl).MappedSystemVa = null_mut();
+            }
         }
         _ => violation(format!(
             "unmapping {address:p}, which this MDL does not map"
@@ -581,13 +705,15 @@ pub unsafe extern "efiapi" fn IoBuildPartialMdl(
 ) {
     irql::require_at_most(DISPATCH_LEVEL, "IoBuildPartialMdl");
     let mut mdls = MDLS.lock().unwrap();
-    let source_locked = mdls
-        .get(&(source as usize))
-        .is_some_and(|state| state.locked_by.is_some());
-    if !source_locked {
+    let Some(source_state) = mdls.get(&(source as usize)) else {
+        violation("IoBuildPartialMdl from an unknown MDL");
+        return;
+    };
+    if source_state.locked_by.is_none() {
         violation("IoBuildPartialMdl from an MDL that is not locked");
         return;
     }
+    let source_mapping = source_state.mapped.map(|(at, _)| at);
     // SAFETY: a live MDL.
     let (start, count) = unsafe {
         (
@@ -612,13 +738,18 @@ pub unsafe extern "efiapi" fn IoBuildPartialMdl(
         return;
     }
     state.partial_of = Some(source as usize);
-    // SAFETY: a live MDL of the driver's, described anew.
+    // SAFETY: a live MDL of the driver's, described anew. A mapped source's mapping covers the
+    // part too, so the partial MDL inherits it (and is not to be unmapped on its own).
     unsafe {
         (*target).StartVa = (address & !(PAGE_SIZE - 1)) as PVOID;
         (*target).ByteOffset = (address % PAGE_SIZE) as u32;
         (*target).ByteCount = length as u32;
         (*target).MdlFlags = MDL_PARTIAL;
         (*target).MappedSystemVa = null_mut();
+        if let Some(mapped) = source_mapping {
+            (*target).MdlFlags |= MDL_MAPPED_TO_SYSTEM_VA;
+            (*target).MappedSystemVa = (mapped + (address - start)) as PVOID;
+        }
     }
 }
 

@@ -169,6 +169,11 @@ unsafe impl Send for Adapter {}
 unsafe impl Sync for Adapter {}
 
 impl Adapter {
+    /// The adapter NDIS's `handle` names (for NDIS's own threads).
+    pub(crate) fn from_handle(handle: NDIS_HANDLE) -> Adapter {
+        Adapter { handle }
+    }
+
     pub fn state(&self) -> AdapterState {
         ndis::state(self.handle)
     }

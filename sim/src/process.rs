@@ -385,14 +385,16 @@ impl Process {
         in_context(&self.state, || {
             for routine in routines {
                 irql::call_at(PASSIVE_LEVEL, "process notify routine", || {
-                    // SAFETY: a routine the driver registered, with an exiting process.
-                    unsafe {
-                        routine(
-                            self.state.eprocess(),
-                            self.state.id as HANDLE,
-                            std::ptr::null_mut(),
-                        )
-                    }
+                    crate::sync::as_notify_routine(|| {
+                        // SAFETY: a routine the driver registered, with an exiting process.
+                        unsafe {
+                            routine(
+                                self.state.eprocess(),
+                                self.state.id as HANDLE,
+                                std::ptr::null_mut(),
+                            )
+                        }
+                    })
                 });
             }
         });
