@@ -92,13 +92,14 @@ impl Adapter {
         let Some(claim) = self.registration.claim() else {
             return STATUS_ALREADY_INITIALIZED;
         };
-        let (registration, ring) = match Registration::new(input, caller) {
-            Ok(made) => made,
+        let registration = match Registration::new(input, caller) {
+            Ok(registration) => registration,
             Err(status) => return status,
         };
-        let Some(registration) = PoolBox::new(registration) else {
+        let Some(mut registration) = PoolBox::new(registration) else {
             return STATUS_INSUFFICIENT_RESOURCES;
         };
+        let ring = registration.receive_ring().expect("a new registration's");
         if self.receiver.start(ring).is_err() {
             // As Wintun answers a receive thread that could not start.
             return NDIS_STATUS_FAILURE;

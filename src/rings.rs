@@ -66,17 +66,17 @@ pub struct Registration {
     owner_file: FileReference,
     owner_process: usize,
     send: MappedRing,
-    /// Keeps the receive ring mapped and locked, and its event referenced, for the receive
-    /// path's ReceiveRing.
-    _receive: MappedRing,
+    receive: MappedRing,
     /// Held only to reserve and to complete: senders copy their packets outside it.
     send_writer: SpinLock<RingWriter>,
+    /// Attached at registration so a corrupt ring is refused then; handed to the receive path
+    /// when it starts.
+    receive_reader: Option<RingReader>,
 }
 
 impl Registration {
-    /// Validates a TUN_REGISTER_RINGS buffer from `caller` and maps both rings; with the
-    /// receive ring's reading side, for the receive path.
-    pub fn new(input: &[u8], caller: Caller) -> Result<(Self, ReceiveRing), NTSTATUS> {
+    /// Validates a TUN_REGISTER_RINGS buffer from `caller` and maps both rings.
+    pub fn new(input: &[u8], caller: Caller) -> Result<Self, NTSTATUS> {
         let request =
             RingRegistration::decode(input, caller.width).map_err(|_| STATUS_INVALID_PARAMETER)?;
         // The driver sets the send event and waits on the receive event.
@@ -85,19 +85,26 @@ impl Registration {
         let send_writer = RingWriter::attach(send.region).map_err(|_| STATUS_INVALID_PARAMETER)?;
         let receive_reader =
             RingReader::attach(receive.region).map_err(|_| STATUS_INVALID_PARAMETER)?;
-        let ring = ReceiveRing::new(
-            receive_reader,
-            receive.memory.pages(),
-            receive.tail_moved.try_clone(),
-        );
-        let registration = Registration {
+        Ok(Registration {
             owner_file: caller.file,
             owner_process: caller.process,
             send,
-            _receive: receive,
+            receive,
             send_writer: SpinLock::new(send_writer),
-        };
-        Ok((registration, ring))
+            receive_reader: Some(receive_reader),
+        })
+    }
+
+    /// The reading side of the receive ring, for the receive path: once per registration. (Made
+    /// from the registration in pool, not with it on the stack: together they would make a frame
+    /// over a page, which calls a stack probe the kernel image does not link.)
+    pub fn receive_ring(&mut self) -> Option<ReceiveRing> {
+        let reader = self.receive_reader.take()?;
+        Some(ReceiveRing::new(
+            reader,
+            self.receive.memory.pages(),
+            self.receive.tail_moved.try_clone(),
+        ))
     }
 
     /// The owner's file object.
