@@ -216,6 +216,18 @@ fn facts() -> Vec<(&'static str, usize)> {
             offset_of!(General, PowerManagementCapabilitiesEx),
         ),
         (
+            "sizeof(NDIS_PM_CAPABILITIES)",
+            size_of::<NDIS_PM_CAPABILITIES>(),
+        ),
+        (
+            "FIELD_OFFSET(NDIS_PM_CAPABILITIES, MinMagicPacketWakeUp)",
+            offset_of!(NDIS_PM_CAPABILITIES, MinMagicPacketWakeUp),
+        ),
+        (
+            "FIELD_OFFSET(NDIS_PM_CAPABILITIES, SupportedWakeUpEvents)",
+            offset_of!(NDIS_PM_CAPABILITIES, SupportedWakeUpEvents),
+        ),
+        (
             "FIELD_OFFSET(NDIS_OID_REQUEST, RequestType)",
             offset_of!(NDIS_OID_REQUEST, RequestType),
         ),
