@@ -153,6 +153,54 @@ fn a_hundred_thousand_packets_of_random_sizes_arrive_in_order() {
     setup.finish();
 }
 
+/// A client without the handshake's fence (wintun.dll before 2026-02) now and then reads
+/// Alertable as 0 while the driver goes to sleep, and so never sets the event for a packet it
+/// wrote. Here every packet is written that way, while the driver sleeps: each must still go up
+/// within the receive thread's re-check, never wait for a next packet.
+#[test]
+fn a_packet_whose_wake_up_was_missed_goes_up_within_the_recheck() {
+    const ROUNDS: u64 = 200;
+    let setup = setup();
+    let process = Process::new(Token::System, Bitness::Bits64);
+    let (handle, rings) = register(&setup.adapter, &process);
+    let mut writer = rings.receive_writer();
+    // SAFETY (test): the ring's memory is live in the process; Alertable is its third word.
+    let alertable = unsafe { AtomicU32::from_ptr((rings.receive_ring as *mut u32).add(2)) };
+    let mut worst = Duration::ZERO;
+    for round in 0..ROUNDS {
+        let asleep = std::time::Instant::now();
+        while alertable.load(Ordering::SeqCst) == 0 {
+            assert!(
+                asleep.elapsed() < PATIENCE,
+                "the receive thread never slept"
+            );
+            thread::yield_now();
+        }
+        let packet = ipv4(round, 60);
+        let mut reservation = writer.reserve(64).unwrap();
+        assert!(reservation.push_packet(60).unwrap().write(0, &packet));
+        let _wake_up_missed = writer.complete(reservation);
+        let written = std::time::Instant::now();
+        let received = setup.adapter.wait_received(1, Duration::from_secs(2));
+        assert_eq!(
+            data(&received),
+            [packet],
+            "round {round}: the packet stalled"
+        );
+        worst = worst.max(written.elapsed());
+    }
+    println!("worst stall of {ROUNDS} missed wake-ups: {worst:?}");
+    assert!(worst < Duration::from_millis(500), "worst stall {worst:?}");
+    assert_eq!(
+        rings.receive_event.set_count(),
+        0,
+        "the client never set the event"
+    );
+    wait_released(&rings);
+    handle.close();
+    setup.finish();
+}
+
 #[test]
 fn head_moves_only_as_nbls_return_and_only_in_ring_order() {
     let setup = setup();
@@ -202,6 +250,39 @@ fn waiting_packets_go_up_several_per_indication() {
     let indications = setup.adapter.indications();
     assert!(indications.iter().any(|&n| n > 1), "{indications:?}");
     assert!(indications.iter().all(|&n| n <= 64));
+    handle.close();
+    setup.finish();
+}
+
+/// NDIS may pause the adapter while an indication is under way and return that indication's
+/// NBLs before it returns. The pause must not complete inside the indication (the simulator
+/// flags NdisMPauseComplete there), and no indication may begin once MiniportPause returned.
+#[test]
+fn a_pause_during_an_indication_completes_after_it() {
+    let setup = setup();
+    let process = Process::new(Token::System, Bitness::Bits64);
+    let (handle, rings) = register(&setup.adapter, &process);
+    let mut writer = rings.receive_writer();
+    setup
+        .adapter
+        .set_return_mode(ReturnMode::PauseDuringIndication);
+    let first: Vec<Vec<u8>> = (0..8).map(|seed| ipv4(seed, 60)).collect();
+    assert!(client_write(&mut writer, &rings.receive_event, &first));
+    let start = std::time::Instant::now();
+    while setup.adapter.state() == AdapterState::Running {
+        assert!(start.elapsed() < PATIENCE, "the pause never came");
+        thread::yield_now();
+    }
+    setup.adapter.wait_paused_if_pending();
+    assert_eq!(setup.adapter.state(), AdapterState::Paused);
+    assert_eq!(setup.adapter.restart(), NDIS_STATUS_SUCCESS);
+    let received = setup.adapter.wait_received(first.len(), PATIENCE);
+    let later: Vec<Vec<u8>> = (8..16).map(|seed| ipv6(seed, 80)).collect();
+    assert!(client_write(&mut writer, &rings.receive_event, &later));
+    let received_later = setup.adapter.wait_received(later.len(), PATIENCE);
+    assert!(!received.is_empty(), "the indication under way went up");
+    assert_eq!(data(&received_later), later);
+    wait_released(&rings);
     handle.close();
     setup.finish();
 }

@@ -31,7 +31,7 @@ pub use ndis::{
     AdapterState, Fragmentation, General, OidResult, PreparedSend, ReceiveSink, Received,
     ReturnMode,
 };
-pub use process::{Bitness, EventObject, Process, Token};
+pub use process::{Bitness, EventObject, IntegrityLevel, Process, Token};
 
 /// The driver, loaded.
 pub struct Driver {
@@ -169,6 +169,11 @@ unsafe impl Send for Adapter {}
 unsafe impl Sync for Adapter {}
 
 impl Adapter {
+    /// The adapter NDIS's `handle` names (for NDIS's own threads).
+    pub(crate) fn from_handle(handle: NDIS_HANDLE) -> Adapter {
+        Adapter { handle }
+    }
+
     pub fn state(&self) -> AdapterState {
         ndis::state(self.handle)
     }

@@ -33,6 +33,27 @@ pub enum Token {
     User,
 }
 
+/// The integrity level a process runs at (Mandatory Integrity Control): LocalSystem at system, an
+/// elevated administrator at high, a plain user (or a non-elevated administrator) at medium.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum IntegrityLevel {
+    Low,
+    Medium,
+    High,
+    System,
+}
+
+impl Token {
+    /// The integrity level a process with this token gets unless it asks for another.
+    pub fn default_integrity(self) -> IntegrityLevel {
+        match self {
+            Token::System => IntegrityLevel::System,
+            Token::Administrator => IntegrityLevel::High,
+            Token::User => IntegrityLevel::Medium,
+        }
+    }
+}
+
 /// The process's pointer width, which decides the layout of its IOCTL buffers.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Bitness {
@@ -113,6 +134,7 @@ pub struct ProcessState {
     /// What the driver sees as the PEPROCESS.
     identity: Box<[u64; 8]>,
     pub token: Token,
+    pub integrity: IntegrityLevel,
     pub bitness: Bitness,
     memory: Mutex<Vec<UserAllocation>>,
     handles: Mutex<BTreeMap<u64, HandleEntry>>,
@@ -164,11 +186,12 @@ thread_local! {
     static CURRENT: RefCell<Option<Arc<ProcessState>>> = const { RefCell::new(None) };
 }
 
-fn new_state(token: Token, bitness: Bitness) -> Arc<ProcessState> {
+fn new_state(token: Token, integrity: IntegrityLevel, bitness: Bitness) -> Arc<ProcessState> {
     Arc::new(ProcessState {
         id: NEXT_PROCESS_ID.fetch_add(4, Ordering::SeqCst),
         identity: Box::new([0; 8]),
         token,
+        integrity,
         bitness,
         memory: Mutex::new(Vec::new()),
         handles: Mutex::new(BTreeMap::new()),
@@ -176,11 +199,11 @@ fn new_state(token: Token, bitness: Bitness) -> Arc<ProcessState> {
     })
 }
 
-fn system() -> Arc<ProcessState> {
+pub(crate) fn system() -> Arc<ProcessState> {
     SYSTEM
         .lock()
         .unwrap()
-        .get_or_insert_with(|| new_state(Token::System, Bitness::Bits64))
+        .get_or_insert_with(|| new_state(Token::System, IntegrityLevel::System, Bitness::Bits64))
         .clone()
 }
 
@@ -211,8 +234,14 @@ pub struct Process {
 
 impl Process {
     pub fn new(token: Token, bitness: Bitness) -> Process {
+        Self::with_integrity(token, token.default_integrity(), bitness)
+    }
+
+    /// A process whose token runs at `integrity` rather than its token's usual level (an
+    /// administrator's process that lowered its own, say).
+    pub fn with_integrity(token: Token, integrity: IntegrityLevel, bitness: Bitness) -> Process {
         Process {
-            state: new_state(token, bitness),
+            state: new_state(token, integrity, bitness),
         }
     }
 
@@ -356,14 +385,16 @@ impl Process {
         in_context(&self.state, || {
             for routine in routines {
                 irql::call_at(PASSIVE_LEVEL, "process notify routine", || {
-                    // SAFETY: a routine the driver registered, with an exiting process.
-                    unsafe {
-                        routine(
-                            self.state.eprocess(),
-                            self.state.id as HANDLE,
-                            std::ptr::null_mut(),
-                        )
-                    }
+                    crate::sync::as_notify_routine(|| {
+                        // SAFETY: a routine the driver registered, with an exiting process.
+                        unsafe {
+                            routine(
+                                self.state.eprocess(),
+                                self.state.id as HANDLE,
+                                std::ptr::null_mut(),
+                            )
+                        }
+                    })
                 });
             }
         });
@@ -412,16 +443,36 @@ pub(crate) fn lock_user_range(
     true
 }
 
+/// A kernel object the driver holds references to.
+#[derive(Clone)]
+enum Referenced {
+    Event(Arc<EventObject>),
+    File(Arc<crate::io::FileObject>),
+}
+
 /// Objects the driver holds references to, by address, with the count.
-static REFERENCES: Mutex<BTreeMap<usize, (Arc<EventObject>, usize)>> = Mutex::new(BTreeMap::new());
+static REFERENCES: Mutex<BTreeMap<usize, (Referenced, usize)>> = Mutex::new(BTreeMap::new());
 
 /// The user event at `address` the driver holds a reference to, if any.
 pub(crate) fn referenced_event(address: usize) -> Option<Arc<EventObject>> {
+    match REFERENCES.lock().unwrap().get(&address) {
+        Some((Referenced::Event(event), _)) => Some(event.clone()),
+        _ => None,
+    }
+}
+
+/// Whether the driver holds a reference to the object at `address`.
+pub(crate) fn is_referenced(address: usize) -> bool {
+    REFERENCES.lock().unwrap().contains_key(&address)
+}
+
+fn add_reference(address: usize, object: impl FnOnce() -> Referenced) {
     REFERENCES
         .lock()
         .unwrap()
-        .get(&address)
-        .map(|(event, _)| event.clone())
+        .entry(address)
+        .or_insert_with(|| (object(), 0))
+        .1 += 1;
 }
 
 /// References the driver has not dropped.
@@ -470,32 +521,34 @@ pub unsafe extern "efiapi" fn ObReferenceObjectByHandle(
     else {
         return STATUS_INVALID_HANDLE;
     };
-    let Object::Event(event) = entry.object else {
-        return STATUS_OBJECT_TYPE_MISMATCH;
-    };
-    if object_type != ExEventObjectType.0.cast_mut().cast() {
-        return STATUS_OBJECT_TYPE_MISMATCH;
-    }
     if mode == UserMode && entry.access & access != access {
         return STATUS_ACCESS_DENIED;
     }
-    let address = event.address();
-    REFERENCES
-        .lock()
-        .unwrap()
-        .entry(address)
-        .or_insert_with(|| (event.clone(), 0))
-        .1 += 1;
+    let (address, referenced) = match entry.object {
+        // A null type asks for whatever object the handle names.
+        Object::Event(event) if object_type.is_null() || object_type == event_type() => {
+            (event.address(), Referenced::Event(event))
+        }
+        Object::File(file) if object_type.is_null() => {
+            (file.pointer() as usize, Referenced::File(file))
+        }
+        _ => return STATUS_OBJECT_TYPE_MISMATCH,
+    };
+    add_reference(address, || referenced);
     // SAFETY: the driver's out parameter.
     unsafe { *object = address as PVOID };
     STATUS_SUCCESS
+}
+
+fn event_type() -> POBJECT_TYPE {
+    ExEventObjectType.0.cast_mut().cast()
 }
 
 #[unsafe(no_mangle)]
 pub extern "efiapi" fn ObfDereferenceObject(object: PVOID) -> isize {
     irql::require_at_most(DISPATCH_LEVEL, "ObfDereferenceObject");
     let mut references = REFERENCES.lock().unwrap();
-    let Some((_, count)) = references.get_mut(&(object as usize)) else {
+    let Some((referenced, count)) = references.get_mut(&(object as usize)) else {
         violation(format!(
             "dereferencing {object:p}, which the driver holds no reference to"
         ));
@@ -504,7 +557,12 @@ pub extern "efiapi" fn ObfDereferenceObject(object: PVOID) -> isize {
     *count -= 1;
     let left = *count;
     if left == 0 {
+        let referenced = referenced.clone();
         references.remove(&(object as usize));
+        drop(references);
+        if let Referenced::File(file) = referenced {
+            crate::io::file_dereferenced(file);
+        }
     }
     left as isize
 }
@@ -512,13 +570,20 @@ pub extern "efiapi" fn ObfDereferenceObject(object: PVOID) -> isize {
 #[unsafe(no_mangle)]
 pub extern "efiapi" fn ObfReferenceObject(object: PVOID) -> isize {
     irql::require_at_most(DISPATCH_LEVEL, "ObfReferenceObject");
+    let address = object as usize;
+    if !is_referenced(address) {
+        // The file object of an IRP the driver is handling is live: the driver may reference
+        // it without a handle.
+        match crate::io::live_file(address) {
+            Some(file) => add_reference(address, || Referenced::File(file)),
+            None => violation(format!(
+                "referencing {object:p}, which the driver holds no reference to"
+            )),
+        }
+        return 1;
+    }
     let mut references = REFERENCES.lock().unwrap();
-    let Some((_, count)) = references.get_mut(&(object as usize)) else {
-        violation(format!(
-            "referencing {object:p}, which the driver holds no reference to"
-        ));
-        return 0;
-    };
+    let (_, count) = references.get_mut(&address).expect("referenced");
     *count += 1;
     *count as isize
 }
@@ -532,16 +597,13 @@ pub extern "efiapi" fn KeSetEvent(event: PKEVENT, _increment: i32, wait: u8) -> 
     if let Some(was) = crate::dispatcher::set_kernel_event(event) {
         return i32::from(was);
     }
-    let references = REFERENCES.lock().unwrap();
-    let Some((object, _)) = references.get(&(event as usize)) else {
+    let Some(object) = referenced_event(event as usize) else {
         violation(format!(
             "setting {event:p}, which is not an event the driver references"
         ));
         return 0;
     };
     let was = *object.signalled.lock().unwrap();
-    let object = object.clone();
-    drop(references);
     object.set();
     i32::from(was)
 }
