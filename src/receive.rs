@@ -177,7 +177,8 @@ impl Receiver {
     }
 
     /// Stops the receive thread, waits until NDIS has returned every NBL pointing into the
-    /// receive ring, and lets the ring go. At PASSIVE_LEVEL.
+    /// receive ring, and lets the ring go, its Head set to 0xFFFFFFFF (as Wintun leaves it).
+    /// At PASSIVE_LEVEL.
     pub fn stop(&self) {
         self.stopping.store(true, Ordering::Release);
         self.stop.set();
@@ -188,8 +189,11 @@ impl Receiver {
         while self.gate.lock().outstanding != 0 {
             wait(&self.all_returned);
         }
+        // The client sees the end of the receive ring too: deployed clients stop sending on it.
         let ring = self.ring.lock().take();
-        drop(ring);
+        if let Some(mut ring) = ring {
+            ring.reader.close();
+        }
     }
 
     /// MiniportPause: no indication begins from now on; returns once those under way have, with
