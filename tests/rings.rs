@@ -342,6 +342,12 @@ fn halt_ends_a_registration_and_later_closes_find_no_adapter() {
     let (handle, rings) = register(&adapter, &process);
     adapter.halt();
     assert!(rings.ended());
+    let again = ClientRings::new(&process);
+    assert_eq!(
+        handle.device_control(TUN_IOCTL_REGISTER_RINGS, &again.bytes()),
+        NDIS_STATUS_ADAPTER_NOT_READY,
+        "as Wintun answers for a halted adapter"
+    );
     let leaks = driver.unload();
     assert!(leaks.is_empty(), "leaked {leaks}");
     drop(handle);
@@ -475,10 +481,13 @@ fn registration_failing_at_each_allocation_site_holds_nothing() {
             faults::fail_call(site, nth);
             let status = handle.device_control(TUN_IOCTL_REGISTER_RINGS, &rings.bytes());
             faults::reset();
-            assert!(
-                !NT_SUCCESS(status),
-                "{site:?} call {nth} failed, yet registration succeeded"
-            );
+            // The statuses Wintun answers for each.
+            let expected = match site {
+                Site::ProbeAndLockPages => STATUS_INVALID_USER_BUFFER,
+                Site::PsCreateSystemThread => NDIS_STATUS_FAILURE,
+                _ => STATUS_INSUFFICIENT_RESOURCES,
+            };
+            assert_eq!(status, expected, "{site:?} call {nth} failed");
             setup.assert_nothing_held();
             assert_eq!(
                 handle.device_control(TUN_IOCTL_REGISTER_RINGS, &rings.bytes()),
