@@ -169,8 +169,7 @@ impl Receiver {
                 Ok(())
             }
             Err(status) => {
-                let ring = self.ring.lock().take();
-                drop(ring);
+                *self.ring.lock() = None;
                 Err(status)
             }
         }
@@ -190,10 +189,13 @@ impl Receiver {
             wait(&self.all_returned);
         }
         // The client sees the end of the receive ring too: deployed clients stop sending on it.
-        let ring = self.ring.lock().take();
-        if let Some(mut ring) = ring {
+        // (Ended and dropped in place: moved out, the ring's tracking table would take a frame
+        // over a page, which calls a stack probe the kernel image does not link.)
+        let mut ring = self.ring.lock();
+        if let Some(ring) = ring.as_mut() {
             ring.reader.close();
         }
+        *ring = None;
     }
 
     /// MiniportPause: no indication begins from now on; returns once those under way have, with
