@@ -169,15 +169,15 @@ impl Receiver {
                 Ok(())
             }
             Err(status) => {
-                let ring = self.ring.lock().take();
-                drop(ring);
+                *self.ring.lock() = None;
                 Err(status)
             }
         }
     }
 
     /// Stops the receive thread, waits until NDIS has returned every NBL pointing into the
-    /// receive ring, and lets the ring go. At PASSIVE_LEVEL.
+    /// receive ring, and lets the ring go, its Head set to 0xFFFFFFFF (as Wintun leaves it).
+    /// At PASSIVE_LEVEL.
     pub fn stop(&self) {
         self.stopping.store(true, Ordering::Release);
         self.stop.set();
@@ -188,8 +188,14 @@ impl Receiver {
         while self.gate.lock().outstanding != 0 {
             wait(&self.all_returned);
         }
-        let ring = self.ring.lock().take();
-        drop(ring);
+        // The client sees the end of the receive ring too: deployed clients stop sending on it.
+        // (Ended and dropped in place: moved out, the ring's tracking table would take a frame
+        // over a page, which calls a stack probe the kernel image does not link.)
+        let mut ring = self.ring.lock();
+        if let Some(ring) = ring.as_mut() {
+            ring.reader.close();
+        }
+        *ring = None;
     }
 
     /// MiniportPause: no indication begins from now on; returns once those under way have, with

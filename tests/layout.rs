@@ -405,6 +405,7 @@ fn facts() -> Vec<(&'static str, usize)> {
             offset_of!(NET_BUFFER, DataOffset),
         ),
         ("sizeof(EX_RUNDOWN_REF)", size_of::<EX_RUNDOWN_REF>()),
+        ("sizeof(KAPC_STATE)", size_of::<KAPC_STATE>()),
         ("sizeof(OBJECT_ATTRIBUTES)", size_of::<OBJECT_ATTRIBUTES>()),
         (
             "FIELD_OFFSET(OBJECT_ATTRIBUTES, Attributes)",
@@ -414,7 +415,11 @@ fn facts() -> Vec<(&'static str, usize)> {
 }
 
 /// The `pub const`s of `src/sys` that are not compared with the WDK, and why.
-const UNCHECKED_CONSTANTS: [(&str, &str); 2] = [
+const UNCHECKED_CONSTANTS: [(&str, &str); 3] = [
+    (
+        "SystemExtendedHandleInformation",
+        "undocumented: no WDK header declares the SYSTEM_INFORMATION_CLASS values",
+    ),
     (
         "POOL_TAG",
         "the driver's own pool tag: the WDK has no such name",

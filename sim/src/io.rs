@@ -26,6 +26,7 @@ const IO_TYPE_DEVICE: i16 = 3;
 const IO_TYPE_IRP: i16 = 6;
 const STATUS_ACCESS_VIOLATION: NTSTATUS = 0xC000_0005_u32 as i32;
 const STATUS_PENDING: NTSTATUS = 0x103;
+const STATUS_INVALID_HANDLE: NTSTATUS = 0xC000_0008_u32 as i32;
 
 static DRIVER_OBJECTS: Mutex<BTreeSet<usize>> = Mutex::new(BTreeSet::new());
 /// The driver object devices belong to.
@@ -170,6 +171,10 @@ impl FileObject {
     pub(crate) fn pointer(&self) -> PFILE_OBJECT {
         self.identity.as_ptr().cast_mut().cast()
     }
+
+    pub(crate) fn device(&self) -> PDEVICE_OBJECT {
+        self.device
+    }
 }
 
 /// File objects not yet closed, by the address the driver sees.
@@ -278,7 +283,9 @@ impl DeviceHandle<'_> {
     /// grants the access the code requires.
     pub fn device_control(&self, code: u32, input: &[u8]) -> NTSTATUS {
         let required = (code >> 14) & 3;
-        let entry_access = self.process.handle_access(self.handle);
+        let Some(entry_access) = self.process.handle_access(self.handle) else {
+            return STATUS_INVALID_HANDLE;
+        };
         if entry_access & required != required {
             return STATUS_ACCESS_DENIED;
         }
@@ -295,6 +302,11 @@ impl DeviceHandle<'_> {
     /// CloseHandle.
     pub fn close(self) {
         self.process.close_handle(self.handle);
+    }
+
+    /// Whether the handle is still open (the driver may have closed it, on removal).
+    pub fn is_open(&self) -> bool {
+        self.process.has_handle(self.handle)
     }
 }
 

@@ -186,8 +186,11 @@ thread_local! {
     static CURRENT: RefCell<Option<Arc<ProcessState>>> = const { RefCell::new(None) };
 }
 
+/// Every process, for whoever lists the system's handles or looks a process up by its id.
+static PROCESSES: Mutex<Vec<std::sync::Weak<ProcessState>>> = Mutex::new(Vec::new());
+
 fn new_state(token: Token, integrity: IntegrityLevel, bitness: Bitness) -> Arc<ProcessState> {
-    Arc::new(ProcessState {
+    let state = Arc::new(ProcessState {
         id: NEXT_PROCESS_ID.fetch_add(4, Ordering::SeqCst),
         identity: Box::new([0; 8]),
         token,
@@ -196,7 +199,59 @@ fn new_state(token: Token, integrity: IntegrityLevel, bitness: Bitness) -> Arc<P
         memory: Mutex::new(Vec::new()),
         handles: Mutex::new(BTreeMap::new()),
         next_handle: AtomicU64::new(4),
-    })
+    });
+    let mut processes = PROCESSES.lock().unwrap();
+    processes.retain(|process| process.strong_count() > 0);
+    processes.push(Arc::downgrade(&state));
+    state
+}
+
+/// The processes alive now.
+fn live_processes() -> Vec<Arc<ProcessState>> {
+    PROCESSES
+        .lock()
+        .unwrap()
+        .iter()
+        .filter_map(std::sync::Weak::upgrade)
+        .collect()
+}
+
+/// Handles, in any process, to file objects of `device`: what keeps PnP from removing it.
+pub(crate) fn handles_to_device(device: PDEVICE_OBJECT) -> usize {
+    live_processes()
+        .iter()
+        .map(|process| {
+            process
+                .handles
+                .lock()
+                .unwrap()
+                .values()
+                .filter(
+                    |entry| matches!(&entry.object, Object::File(file) if file.device() == device),
+                )
+                .count()
+        })
+        .sum()
+}
+
+impl ProcessState {
+    /// Closes a handle; false if the process has none by that value. The last handle to a file
+    /// object sends the driver its cleanup request (and close, unless the driver references the
+    /// file object).
+    fn close_handle(self: &Arc<Self>, handle: u64) -> bool {
+        let entry = self.handles.lock().unwrap().remove(&handle);
+        match entry {
+            Some(HandleEntry {
+                object: Object::File(file),
+                ..
+            }) => {
+                crate::io::release_file_handle(self, file);
+                true
+            }
+            Some(_) => true,
+            None => false,
+        }
+    }
 }
 
 pub(crate) fn system() -> Arc<ProcessState> {
@@ -349,23 +404,23 @@ impl Process {
         handle
     }
 
-    /// The access a handle of this process grants.
-    pub fn handle_access(&self, handle: u64) -> ACCESS_MASK {
-        self.state.handles.lock().unwrap()[&handle].access
+    /// The access a handle of this process grants, if the process has it.
+    pub fn handle_access(&self, handle: u64) -> Option<ACCESS_MASK> {
+        let handles = self.state.handles.lock().unwrap();
+        handles.get(&handle).map(|entry| entry.access)
     }
 
     /// Closes a handle. The last handle to a file object sends the driver its cleanup and
     /// close requests.
     pub fn close_handle(&self, handle: u64) {
-        let entry = self.state.handles.lock().unwrap().remove(&handle);
-        match entry {
-            Some(HandleEntry {
-                object: Object::File(file),
-                ..
-            }) => crate::io::release_file_handle(&self.state, file),
-            Some(_) => {}
-            None => panic!("closing handle {handle:#x}, which the process does not have"),
+        if !self.state.close_handle(handle) {
+            panic!("closing handle {handle:#x}, which the process does not have");
         }
+    }
+
+    /// Whether the process still has `handle` (the driver may have closed it).
+    pub fn has_handle(&self, handle: u64) -> bool {
+        self.state.handles.lock().unwrap().contains_key(&handle)
     }
 
     /// Duplicates one of this process's handles into `target`, keeping its access.
@@ -400,7 +455,7 @@ impl Process {
         });
         let handles: Vec<u64> = self.state.handles.lock().unwrap().keys().copied().collect();
         for handle in handles {
-            self.close_handle(handle);
+            self.state.close_handle(handle);
         }
         let locked: usize = self
             .state
@@ -448,6 +503,7 @@ pub(crate) fn lock_user_range(
 enum Referenced {
     Event(Arc<EventObject>),
     File(Arc<crate::io::FileObject>),
+    Process(Arc<ProcessState>),
 }
 
 /// Objects the driver holds references to, by address, with the count.
@@ -641,5 +697,138 @@ pub extern "efiapi" fn PsSetCreateProcessNotifyRoutineEx(
             STATUS_SUCCESS
         }
         (true, None) => STATUS_PROCEDURE_NOT_FOUND,
+    }
+}
+
+const STATUS_INFO_LENGTH_MISMATCH: NTSTATUS = 0xC000_0004_u32 as i32;
+const STATUS_INVALID_INFO_CLASS: NTSTATUS = 0xC000_0003_u32 as i32;
+const STATUS_INVALID_CID: NTSTATUS = 0xC000_000B_u32 as i32;
+/// Object type indices the snapshot reports (they vary by Windows version; drivers must not rely
+/// on them).
+const FILE_TYPE_INDEX: u16 = 37;
+const EVENT_TYPE_INDEX: u16 = 16;
+
+#[unsafe(no_mangle)]
+pub unsafe extern "efiapi" fn ZwQuerySystemInformation(
+    class: ULONG,
+    information: PVOID,
+    length: ULONG,
+    return_length: *mut ULONG,
+) -> NTSTATUS {
+    irql::require_at_most(PASSIVE_LEVEL, "ZwQuerySystemInformation");
+    if class != SystemExtendedHandleInformation {
+        return STATUS_INVALID_INFO_CLASS;
+    }
+    let mut entries = Vec::new();
+    for process in live_processes() {
+        for (&handle, entry) in process.handles.lock().unwrap().iter() {
+            let (object, type_index) = match &entry.object {
+                Object::Event(event) => (event.address() as PVOID, EVENT_TYPE_INDEX),
+                Object::File(file) => (file.pointer().cast(), FILE_TYPE_INDEX),
+            };
+            entries.push(SYSTEM_HANDLE_TABLE_ENTRY_INFO_EX {
+                Object: object,
+                UniqueProcessId: process.id as usize,
+                HandleValue: handle as usize,
+                GrantedAccess: entry.access,
+                CreatorBackTraceIndex: 0,
+                ObjectTypeIndex: type_index,
+                HandleAttributes: 0,
+                Reserved: 0,
+            });
+        }
+    }
+    let header = std::mem::offset_of!(SYSTEM_HANDLE_INFORMATION_EX, Handles);
+    let needed = header + entries.len() * size_of::<SYSTEM_HANDLE_TABLE_ENTRY_INFO_EX>();
+    if !return_length.is_null() {
+        // SAFETY: the driver's out parameter.
+        unsafe { *return_length = needed as ULONG };
+    }
+    if (length as usize) < needed {
+        return STATUS_INFO_LENGTH_MISMATCH;
+    }
+    // SAFETY: the driver's buffer of `length` >= `needed` bytes.
+    unsafe {
+        let base = information.cast::<u8>();
+        base.cast::<usize>().write_unaligned(entries.len());
+        base.add(size_of::<usize>())
+            .cast::<usize>()
+            .write_unaligned(0);
+        for (index, entry) in entries.iter().enumerate() {
+            base.add(header + index * size_of::<SYSTEM_HANDLE_TABLE_ENTRY_INFO_EX>())
+                .cast::<SYSTEM_HANDLE_TABLE_ENTRY_INFO_EX>()
+                .write_unaligned(*entry);
+        }
+    }
+    STATUS_SUCCESS
+}
+
+#[unsafe(no_mangle)]
+pub unsafe extern "efiapi" fn PsLookupProcessByProcessId(
+    id: HANDLE,
+    process: *mut PEPROCESS,
+) -> NTSTATUS {
+    irql::require_at_most(DISPATCH_LEVEL, "PsLookupProcessByProcessId");
+    let Some(found) = live_processes()
+        .into_iter()
+        .find(|candidate| candidate.id == id as u64)
+    else {
+        return STATUS_INVALID_CID;
+    };
+    let address = found.eprocess() as usize;
+    add_reference(address, || Referenced::Process(found));
+    // SAFETY: the driver's out parameter.
+    unsafe { *process = address as PEPROCESS };
+    STATUS_SUCCESS
+}
+
+/// What KeStackAttachProcess writes first, to check the state it is given back.
+const ATTACHED: u64 = 0xA77A_C4ED;
+
+thread_local! {
+    /// The contexts KeStackAttachProcess left, innermost last.
+    static DETACH_TO: RefCell<Vec<Option<Arc<ProcessState>>>> = const { RefCell::new(Vec::new()) };
+}
+
+#[unsafe(no_mangle)]
+pub unsafe extern "efiapi" fn KeStackAttachProcess(process: PEPROCESS, apc_state: *mut KAPC_STATE) {
+    irql::require_at_most(DISPATCH_LEVEL, "KeStackAttachProcess");
+    let target = match REFERENCES.lock().unwrap().get(&(process as usize)) {
+        Some((Referenced::Process(target), _)) => target.clone(),
+        _ => {
+            violation("attaching to a process the driver holds no reference to");
+            return;
+        }
+    };
+    // SAFETY: the driver's KAPC_STATE, 0x30 bytes.
+    unsafe { apc_state.cast::<u64>().write(ATTACHED) };
+    let previous = CURRENT.with(|current| current.replace(Some(target)));
+    DETACH_TO.with(|stack| stack.borrow_mut().push(previous));
+}
+
+#[unsafe(no_mangle)]
+pub unsafe extern "efiapi" fn KeUnstackDetachProcess(apc_state: *mut KAPC_STATE) {
+    // SAFETY: the driver's KAPC_STATE.
+    let marker = unsafe { apc_state.cast::<u64>().read() };
+    let Some(previous) = DETACH_TO.with(|stack| stack.borrow_mut().pop()) else {
+        violation("KeUnstackDetachProcess without KeStackAttachProcess");
+        return;
+    };
+    if marker != ATTACHED {
+        violation("KeUnstackDetachProcess with a state KeStackAttachProcess did not fill");
+    }
+    CURRENT.with(|current| *current.borrow_mut() = previous);
+}
+
+#[unsafe(no_mangle)]
+pub unsafe extern "efiapi" fn ObCloseHandle(handle: HANDLE, mode: KPROCESSOR_MODE) -> NTSTATUS {
+    irql::require_at_most(PASSIVE_LEVEL, "ObCloseHandle");
+    if mode != UserMode {
+        violation("ObCloseHandle of a kernel handle: the simulator closes only user handles");
+    }
+    if current().close_handle(handle as u64) {
+        STATUS_SUCCESS
+    } else {
+        STATUS_INVALID_HANDLE
     }
 }
