@@ -65,22 +65,38 @@ for namespace in "${namespaces[@]}"; do
 done
 start_adapter 0 oxtun-a 10.77.0.1/24 fd77::1/64
 start_adapter 1 oxtun-b 10.77.0.2/24 fd77::2/64
-target/release/examples/router "$work/oxtun-a.sock" "$work/oxtun-b.sock" &
+target/release/examples/router "$work/oxtun-a.sock" "$work/oxtun-b.sock" >"$work/router.out" &
 router=$!
 pids+=($router)
 emulators=("${pids[0]}" "${pids[1]}")
+# Traffic only once both of the router's sessions are up: a packet before that has no way
+# across, and a demo that loses one says the driver drops packets.
+for _ in $(seq 100); do
+    grep -q '^router: ready' "$work/router.out" && break
+    kill -0 "$router" 2>/dev/null || break
+    sleep 0.1
+done
+grep -q '^router: ready' "$work/router.out" || { echo "demo: the router did not start" >&2; exit 1; }
+
+# ping_all FAMILY ADDRESS: five pings, every one answered, or the demo fails.
+ping_all() {
+    local result
+    result=$(in_namespace 0 ping "$1" -c 5 -i 0.2 -W 2 "$2" | tail -n 2)
+    echo "$result"
+    grep -q ' 0% packet loss' <<<"$result" || { echo "demo: pings to $2 were lost" >&2; exit 1; }
+}
 
 echo
 echo "== ping, namespace a (oxtun-a, 10.77.0.1, fd77::1) to namespace b (oxtun-b)"
-in_namespace 0 ping -4 -c 5 -i 0.2 -W 2 10.77.0.2 | tail -n 2
-in_namespace 0 ping -6 -c 5 -i 0.2 -W 2 fd77::2 | tail -n 2
+ping_all -4 10.77.0.2
+ping_all -6 fd77::2
 echo
 echo "== TCP, both ways, every byte checked"
 for server in 10.77.0.2 fd77::2; do
     in_namespace 1 python3 scripts/demo_tcp.py serve 7777 >"$work/server.out" &
     server_pid=$!
     for _ in $(seq 100); do
-        grep -q listening "$work/server.out" && break
+        grep -qs listening "$work/server.out" && break
         sleep 0.1
     done
     in_namespace 0 python3 scripts/demo_tcp.py transfer "$server" 7777 256
@@ -91,5 +107,6 @@ echo "== teardown: each adapter halted and its driver unloaded, then the router'
 for pid in "${emulators[@]}"; do stop "$pid"; done
 wait "$router"
 pids=()
+grep -v '^router: ready' "$work/router.out"
 echo
 echo "demo: done"

@@ -56,6 +56,9 @@ fn main() -> ExitCode {
     let (Ok(session_a), Ok(session_b)) = (start(a), start(b)) else {
         return ExitCode::FAILURE;
     };
+    // Both rings are registered: traffic may start.
+    println!("router: ready");
+    let _ = std::io::Write::flush(&mut std::io::stdout());
     let mut clean = true;
     thread::scope(|scope| {
         let a_to_b = scope.spawn(|| forward(&session_a, &session_b));
