@@ -52,6 +52,7 @@ impl Emulator {
         }
     }
 
+    #[allow(dead_code, reason = "the deployed-client suite brings its own client")]
     pub fn adapter(&self) -> Adapter {
         Adapter::emulator(&self.socket)
     }

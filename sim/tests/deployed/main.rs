@@ -1,0 +1,505 @@
+//! The deployed-client conformance suite (issue 11): the driver, served by `wintun-emu`, against
+//! a client that behaves as deployed wintun.dll does (session.rs) and shares no code with the
+//! project's own client or ring protocol. It never writes Send.Alertable, waits on the read-wait
+//! event after every empty read, releases out of order and sends from several threads.
+//!
+//! Every case has a time limit and prints what it measured (`--nocapture`, or nextest's output
+//! of a failing test). Tests that use the Linux stack move into a network namespace of their
+//! own first (each test is its own process under nextest); they need root.
+
+#[path = "../common/mod.rs"]
+mod common;
+mod device;
+mod ip;
+mod linux;
+mod session;
+
+use std::net::{IpAddr, SocketAddr, UdpSocket};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use common::{Emulator, own_network_namespace};
+use device::{Device, STATUS_ALREADY_INITIALIZED};
+use linux::Pinger;
+use session::{ENDED, Error, Handshake, MIN_CAPACITY, Received, Rings, Session};
+
+const REFLECT: &[&str] = &["--upper", "reflect"];
+/// The interface and addresses of tests through the Linux stack: the stack is .1, the client
+/// answers for .2.
+const TUN: &[&str] = &[
+    "--name",
+    "oxdep0",
+    "--address",
+    "10.201.0.1/24",
+    "--address",
+    "fd01:201::1/64",
+];
+const STACK_V4: &str = "10.201.0.1";
+const STACK_V6: &str = "fd01:201::1";
+const CLIENT_V4: &str = "10.201.0.2";
+const CLIENT_V6: &str = "fd01:201::2";
+
+/// The slowest ping round trip accepted. Each takes well under a millisecond here; the bound
+/// leaves room for a loaded machine but none for the 1-second waits of a missed event.
+const PING_LIMIT: Duration = Duration::from_millis(20);
+/// How long a burst of 200 echo requests may take to be answered in full.
+const BURST_LIMIT: Duration = Duration::from_secs(1);
+/// How long a packet may take to come back after an idle moment.
+const WAKE_LIMIT: Duration = Duration::from_millis(50);
+/// How long the end of a registration may take to be seen, or a new one to be accepted.
+const TEARDOWN_LIMIT: Duration = Duration::from_secs(1);
+/// The longest any single wait of a test may block: a stuck driver fails, it does not hang.
+const WATCHDOG: Duration = Duration::from_secs(5);
+
+fn address(text: &str) -> IpAddr {
+    text.parse().unwrap()
+}
+
+/// Registers until no other registration is active; the session and how long that took.
+fn start_when_free(emulator: &Emulator, handshake: Handshake) -> (Session, Duration) {
+    let start = Instant::now();
+    loop {
+        match Session::start(&emulator.socket, MIN_CAPACITY, handshake) {
+            Ok(session) => return (session, start.elapsed()),
+            Err(session::StartError::Refused(STATUS_ALREADY_INITIALIZED))
+                if start.elapsed() < WATCHDOG =>
+            {
+                thread::sleep(Duration::from_millis(1));
+            }
+            Err(session::StartError::Refused(status)) => {
+                panic!("registration refused: {status:#x}")
+            }
+            Err(session::StartError::Io(error)) => panic!("registration failed: {error}"),
+        }
+    }
+}
+
+/// Every packet waiting now (at least one, waiting for it as an application does), released
+/// in the reverse order of receipt once `handle` has seen them all.
+fn receive_batch(session: &Session, mut handle: impl FnMut(&[u8])) -> Result<usize, Error> {
+    let mut batch: Vec<Received<'_>> = vec![session.receive_waiting(WATCHDOG)?];
+    while batch.len() < 32 {
+        match session.receive() {
+            Ok(packet) => batch.push(packet),
+            Err(Error::NoMoreItems) => break,
+            Err(other) => return Err(other),
+        }
+    }
+    let count = batch.len();
+    for packet in &batch {
+        handle(packet.data());
+    }
+    for packet in batch.into_iter().rev() {
+        packet.release();
+    }
+    Ok(count)
+}
+
+/// Answers every echo request until the session ends; how many it answered.
+fn answer_echo_requests(session: &Session) -> u64 {
+    let mut answered = 0;
+    let mut replies = Vec::new();
+    loop {
+        match receive_batch(session, |packet| replies.extend(ip::echo_reply(packet))) {
+            Ok(_) => {}
+            Err(Error::HandleEof) => return answered,
+            Err(other) => panic!("the responder's receive failed: {other:?}"),
+        }
+        for reply in replies.drain(..) {
+            session.send_retrying(&reply).unwrap();
+            answered += 1;
+        }
+    }
+}
+
+/// Runs `body` with a thread answering echo requests on a session of `emulator`, then ends
+/// the session; the echo requests answered.
+fn with_responder(emulator: &Emulator, body: impl FnOnce()) -> u64 {
+    let (session, _) = start_when_free(emulator, Handshake::Fenced);
+    thread::scope(|scope| {
+        let responder = scope.spawn(|| answer_echo_requests(&session));
+        body();
+        session.close_handle();
+        responder.join().unwrap()
+    })
+}
+
+/// The median and the largest of `times`.
+fn median_and_worst(times: &mut [Duration]) -> (Duration, Duration) {
+    times.sort();
+    (times[times.len() / 2], times[times.len() - 1])
+}
+
+/// A packet comes back through the reflecting emulator byte for byte.
+fn assert_reflects(session: &Session, packet: &[u8]) {
+    session.send_retrying(packet).unwrap();
+    let received = session.receive_waiting(WATCHDOG).unwrap();
+    assert_eq!(received.data(), packet);
+    received.release();
+}
+
+fn udp_packet(seed: u32, len: usize) -> Vec<u8> {
+    let source: SocketAddr = "10.9.0.2:1000".parse().unwrap();
+    ip::udp(
+        source,
+        "10.9.0.1:2000".parse().unwrap(),
+        &ip::payload(0, seed, len),
+    )
+}
+
+#[test]
+fn a_registration_is_exclusive_until_its_handle_closes() {
+    let emulator = Emulator::start(REFLECT);
+    let (first_rings, second_rings) = (
+        Rings::new(MIN_CAPACITY).unwrap(),
+        Rings::new(MIN_CAPACITY).unwrap(),
+    );
+    let first = Device::open(&emulator.socket).unwrap();
+    assert_eq!(first.register(&first_rings).unwrap(), 0);
+    let again = Rings::new(MIN_CAPACITY).unwrap();
+    assert_eq!(
+        first.register(&again).unwrap(),
+        STATUS_ALREADY_INITIALIZED,
+        "a second registration on the same handle"
+    );
+    let second = Device::open(&emulator.socket).unwrap();
+    assert_eq!(
+        second.register(&second_rings).unwrap(),
+        STATUS_ALREADY_INITIALIZED,
+        "a registration on another handle"
+    );
+    let first = Session::registered(first, first_rings, Handshake::Unfenced);
+    assert_reflects(&first, &udp_packet(1, 100));
+    first.close_handle();
+    // The refused handle stays open and registers once the first one is closed.
+    let start = Instant::now();
+    let status = loop {
+        let status = second.register(&second_rings).unwrap();
+        if status != STATUS_ALREADY_INITIALIZED || start.elapsed() > WATCHDOG {
+            break status;
+        }
+        thread::sleep(Duration::from_millis(1));
+    };
+    let waited = start.elapsed();
+    println!("registered on the second handle {waited:?} after the first closed");
+    assert_eq!(status, 0);
+    assert!(waited < TEARDOWN_LIMIT, "{waited:?}");
+    let second = Session::registered(second, second_rings, Handshake::Unfenced);
+    assert_reflects(&second, &udp_packet(2, 200));
+    // Neither side ever wrote Send.Alertable.
+    assert_eq!(second.rings().send.alertable().load(Ordering::SeqCst), 0);
+}
+
+/// The send ring's TailMoved event after every move of its Tail, with Send.Alertable left 0:
+/// a reader that found the ring empty and waits is woken by each packet.
+#[test]
+fn the_read_wait_event_is_set_after_every_move_of_the_send_tail() {
+    let emulator = Emulator::start(REFLECT);
+    let (session, _) = start_when_free(&emulator, Handshake::Unfenced);
+    let mut waits = Vec::new();
+    for seed in 0..200 {
+        assert_eq!(session.receive().err(), Some(Error::NoMoreItems));
+        let packet = udp_packet(seed, 64 + seed as usize);
+        let start = Instant::now();
+        session.send(&packet).unwrap();
+        let received = session.receive_waiting(WAKE_LIMIT);
+        let waited = start.elapsed();
+        let received =
+            received.unwrap_or_else(|error| panic!("packet {seed}: {error:?} after {waited:?}"));
+        assert_eq!(received.data(), packet);
+        received.release();
+        waits.push(waited);
+    }
+    let (median, worst) = median_and_worst(&mut waits);
+    println!("200 wake-ups by the read-wait event: median {median:?}, worst {worst:?}");
+    assert_eq!(session.rings().send.alertable().load(Ordering::SeqCst), 0);
+}
+
+#[test]
+fn pings_both_families_answer_in_well_under_a_millisecond() {
+    own_network_namespace();
+    let emulator = Emulator::start(TUN);
+    let mut report = Vec::new();
+    let answered = with_responder(&emulator, || {
+        for target in [CLIENT_V4, CLIENT_V6] {
+            let pinger = Pinger::new(address(target)).unwrap();
+            let mut round_trips = Vec::new();
+            for sequence in 0..100 {
+                let sent = Instant::now();
+                pinger
+                    .send(sequence, &ip::payload(7, sequence.into(), 56))
+                    .unwrap();
+                let reply = pinger
+                    .receive(WATCHDOG)
+                    .unwrap_or_else(|| panic!("no reply to ping {sequence} of {target}"));
+                assert_eq!(reply.sequence, sequence);
+                round_trips.push(reply.at - sent);
+            }
+            let (median, worst) = median_and_worst(&mut round_trips);
+            report.push(format!("{target}: median {median:?}, worst {worst:?}"));
+            assert!(
+                worst < PING_LIMIT && median < Duration::from_millis(1),
+                "ping {target}: median {median:?}, worst {worst:?}"
+            );
+        }
+    });
+    println!("100 pings each: {}", report.join("; "));
+    assert!(answered >= 200, "{answered} echo requests answered");
+}
+
+#[test]
+fn ten_bursts_of_two_hundred_echo_requests_are_all_answered() {
+    own_network_namespace();
+    let emulator = Emulator::start(TUN);
+    let mut report = Vec::new();
+    with_responder(&emulator, || {
+        for burst in 0..10u16 {
+            let target = if burst % 2 == 0 { CLIENT_V4 } else { CLIENT_V6 };
+            let pinger = Pinger::new(address(target)).unwrap();
+            let start = Instant::now();
+            for index in 0..200 {
+                let sequence = burst * 200 + index;
+                pinger
+                    .send(sequence, &ip::payload(8, sequence.into(), 56))
+                    .unwrap();
+            }
+            let mut answered = [false; 200];
+            let mut count = 0;
+            while count < 200 {
+                let left = BURST_LIMIT.saturating_sub(start.elapsed());
+                let Some(reply) = pinger.receive(left) else {
+                    panic!("burst {burst} to {target}: {count} of 200 answered in {BURST_LIMIT:?}");
+                };
+                let index = usize::from(reply.sequence.wrapping_sub(burst * 200));
+                assert!(index < 200 && !answered[index], "reply {}", reply.sequence);
+                answered[index] = true;
+                count += 1;
+            }
+            report.push(format!("{:.2?}", start.elapsed()));
+        }
+    });
+    println!(
+        "10 bursts of 200, every request answered in: {}",
+        report.join(", ")
+    );
+}
+
+/// Datagram `sequence`'s payload length: small, typical and large packets by turns.
+fn payload_len(sequence: u32) -> usize {
+    [8, 64, 200, 512, 1200, 1400, 1472, 9000][sequence as usize % 8]
+}
+
+/// 100,000 UDP datagrams from the Linux stack through the driver's send path to the client,
+/// in order, and 100,000 from four client threads through its receive path to the stack, all
+/// byte-exact, both families by turns, both directions at once. A bounded number in flight:
+/// a full ring or queue drops packets, as a congested link does.
+#[test]
+fn a_hundred_thousand_packets_each_way_arrive_byte_exact() {
+    const COUNT: u32 = 100_000;
+    const SENDERS: u32 = 4;
+    const IN_FLIGHT: u64 = 64;
+    own_network_namespace();
+    let emulator = Emulator::start(TUN);
+    let session = Session::start(&emulator.socket, 1 << 22, Handshake::Unfenced).unwrap();
+    let to_client = [
+        SocketAddr::new(address(CLIENT_V4), 9),
+        SocketAddr::new(address(CLIENT_V6), 9),
+    ];
+    let stack_sockets = [
+        UdpSocket::bind((address(STACK_V4), 0)).unwrap(),
+        UdpSocket::bind((address(STACK_V6), 0)).unwrap(),
+    ];
+    let stack_receiver = UdpSocket::bind("[::]:0").unwrap();
+    stack_receiver.set_read_timeout(Some(WATCHDOG)).unwrap();
+    linux::make_room(&stack_receiver);
+    let receiver_port = stack_receiver.local_addr().unwrap().port();
+    let received_by_client = AtomicU64::new(0);
+    let received_by_stack: Vec<AtomicU64> = (0..SENDERS).map(|_| AtomicU64::new(0)).collect();
+    let start = Instant::now();
+    thread::scope(|scope| {
+        let (session, received_by_client, received_by_stack) =
+            (&session, &received_by_client, &received_by_stack);
+        scope.spawn(move || {
+            for sequence in 0..COUNT {
+                while u64::from(sequence) >= received_by_client.load(Ordering::SeqCst) + IN_FLIGHT {
+                    thread::yield_now();
+                    assert!(
+                        start.elapsed() < WATCHDOG * 6,
+                        "the client stopped receiving"
+                    );
+                }
+                let family = (sequence % 2) as usize;
+                let payload = ip::payload(0, sequence, payload_len(sequence));
+                stack_sockets[family]
+                    .send_to(&payload, to_client[family])
+                    .unwrap();
+            }
+        });
+        scope.spawn(move || {
+            let mut next = 0;
+            while next < COUNT {
+                receive_batch(session, |packet| {
+                    let Some(datagram) =
+                        ip::parse_udp(packet).filter(|d| d.destination.port() == 9)
+                    else {
+                        return; // The stack's own IPv6 chatter.
+                    };
+                    assert_eq!(datagram.source.is_ipv4(), next % 2 == 0, "packet {next}");
+                    assert!(
+                        datagram.payload == ip::payload(0, next, payload_len(next)),
+                        "packet {next} from the stack: {:?}",
+                        ip::payload_label(datagram.payload)
+                    );
+                    next += 1;
+                    received_by_client.store(next.into(), Ordering::SeqCst);
+                })
+                .unwrap();
+            }
+        });
+        for stream in 1..=SENDERS {
+            scope.spawn(move || {
+                let received = &received_by_stack[stream as usize - 1];
+                for sequence in 0..COUNT / SENDERS {
+                    while u64::from(sequence) >= received.load(Ordering::SeqCst) + IN_FLIGHT / 4 {
+                        thread::yield_now();
+                        assert!(
+                            start.elapsed() < WATCHDOG * 6,
+                            "the stack stopped receiving"
+                        );
+                    }
+                    let (from, to) = if sequence % 2 == 0 {
+                        (CLIENT_V4, STACK_V4)
+                    } else {
+                        (CLIENT_V6, STACK_V6)
+                    };
+                    let packet = ip::udp(
+                        SocketAddr::new(address(from), 1000 + stream as u16),
+                        SocketAddr::new(address(to), receiver_port),
+                        &ip::payload(stream, sequence, payload_len(sequence)),
+                    );
+                    session.send_retrying(&packet).unwrap();
+                }
+            });
+        }
+        let mut seen: Vec<Vec<bool>> =
+            vec![vec![false; (COUNT / SENDERS) as usize]; SENDERS as usize];
+        let mut buffer = vec![0u8; 0x1_0000];
+        for count in 0..COUNT {
+            let (len, _) = stack_receiver.recv_from(&mut buffer).unwrap_or_else(|error| {
+                let counts: Vec<u64> = received_by_stack
+                    .iter()
+                    .map(|count| count.load(Ordering::SeqCst))
+                    .collect();
+                panic!(
+                    "the stack got {count} datagrams (by client thread: {counts:?}), then {error}; \
+                     receive ring (Head, Tail, Alertable): {:?}",
+                    session.rings().receive.header()
+                )
+            });
+            let payload = &buffer[..len];
+            let (stream, sequence) = ip::payload_label(payload).unwrap();
+            assert!((1..=SENDERS).contains(&stream) && sequence < COUNT / SENDERS);
+            assert!(
+                payload == ip::payload(stream, sequence, payload_len(sequence)),
+                "datagram {sequence} of client thread {stream}"
+            );
+            let seen = &mut seen[stream as usize - 1][sequence as usize];
+            assert!(
+                !*seen,
+                "datagram {sequence} of client thread {stream} twice"
+            );
+            *seen = true;
+            received_by_stack[stream as usize - 1].fetch_add(1, Ordering::SeqCst);
+        }
+    });
+    let elapsed = start.elapsed();
+    println!(
+        "{COUNT} packets each way, byte-exact, in {elapsed:.2?} ({:.0} packets/s each way)",
+        f64::from(COUNT) / elapsed.as_secs_f64()
+    );
+}
+
+/// A client process SIGKILLed while it sends from two threads and receives: the emulator ends
+/// its registration as a handle close does (the send ring's Tail becomes 0xFFFFFFFF), and
+/// the next client registers and carries traffic.
+#[test]
+fn a_client_killed_mid_traffic_ends_its_registration() {
+    let mut emulator = Emulator::start(REFLECT);
+    let rings = Rings::new(MIN_CAPACITY).unwrap();
+    let mut busy = [0 as libc::c_int; 2];
+    // SAFETY: a new pipe into our array.
+    assert_eq!(unsafe { libc::pipe(busy.as_mut_ptr()) }, 0);
+    // SAFETY: fork; the child only runs the client on the rings made above and never returns
+    // into the test harness.
+    let child = unsafe { libc::fork() };
+    if child == 0 {
+        let outcome = std::panic::catch_unwind(|| run_until_killed(&emulator, rings, busy[1]));
+        // SAFETY: leaving the child at once, whatever happened.
+        unsafe { libc::_exit(if outcome.is_ok() { 0 } else { 3 }) };
+    }
+    let mut byte = [0u8];
+    // SAFETY: reading one byte from our pipe: the child says it is in full flow.
+    let read = unsafe { libc::read(busy[0], byte.as_mut_ptr().cast(), 1) };
+    assert_eq!(read, 1, "the child client failed before it was busy");
+    // SAFETY: killing and reaping our own child.
+    unsafe {
+        libc::kill(child, libc::SIGKILL);
+        libc::waitpid(child, std::ptr::null_mut(), 0);
+    }
+    let killed = Instant::now();
+    while rings.send.tail().load(Ordering::SeqCst) != ENDED {
+        assert!(
+            killed.elapsed() < TEARDOWN_LIMIT,
+            "the dead client's send ring was never ended"
+        );
+        thread::yield_now();
+    }
+    let ended = killed.elapsed();
+    assert!(emulator.alive());
+    let (session, registered) = start_when_free(&emulator, Handshake::Unfenced);
+    println!(
+        "send ring ended {ended:?} after SIGKILL; the next client registered in {registered:?}"
+    );
+    assert!(registered < TEARDOWN_LIMIT);
+    for seed in 0..100 {
+        assert_reflects(&session, &udp_packet(seed, 40 + seed as usize));
+    }
+    let (status, log) = emulator.terminate();
+    assert!(
+        status.success() && log.contains("nothing leaked"),
+        "{status}: {log}"
+    );
+}
+
+/// The killed child's life: register `rings`, then send from two threads and receive, saying
+/// on `busy` once a thousand packets came back.
+fn run_until_killed(emulator: &Emulator, rings: Rings, busy: libc::c_int) {
+    let device = Device::open(&emulator.socket).unwrap();
+    assert_eq!(device.register(&rings).unwrap(), 0);
+    let session = Session::registered(device, rings, Handshake::Unfenced);
+    let received = AtomicU64::new(0);
+    let told = AtomicBool::new(false);
+    thread::scope(|scope| {
+        for stream in 0..2 {
+            let (session, received) = (&session, &received);
+            scope.spawn(move || {
+                for sequence in 0.. {
+                    while sequence >= received.load(Ordering::SeqCst) / 2 + 32 {
+                        thread::yield_now();
+                    }
+                    let packet = udp_packet(stream * 1_000_000 + sequence as u32, 300);
+                    session.send_retrying(&packet).unwrap();
+                }
+            });
+        }
+        loop {
+            let count = receive_batch(&session, |_| {}).unwrap();
+            let total = received.fetch_add(count as u64, Ordering::SeqCst) + count as u64;
+            if total >= 1000 && !told.swap(true, Ordering::SeqCst) {
+                // SAFETY: one byte from a local into our pipe.
+                unsafe { libc::write(busy, [1u8].as_ptr().cast(), 1) };
+            }
+        }
+    });
+}
