@@ -12,6 +12,8 @@ use crate::session::{Rings, ring_size};
 /// CTL_CODE(51820, 0x970, METHOD_BUFFERED, FILE_READ_DATA | FILE_WRITE_DATA) (wintun's
 /// session.c).
 pub const TUN_IOCTL_REGISTER_RINGS: u32 = 0xCA6C_E5C0;
+pub const STATUS_INVALID_PARAMETER: u32 = 0xC000_000D;
+pub const STATUS_INVALID_DEVICE_REQUEST: u32 = 0xC000_0010;
 pub const STATUS_ALREADY_INITIALIZED: u32 = 0xC000_0510;
 
 /// An open handle to the adapter's device.

@@ -15,12 +15,16 @@ mod linux;
 mod session;
 
 use std::net::{IpAddr, SocketAddr, UdpSocket};
+use std::os::fd::{AsRawFd, RawFd};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
 use common::{Emulator, own_network_namespace};
-use device::{Device, STATUS_ALREADY_INITIALIZED};
+use device::{
+    Device, STATUS_ALREADY_INITIALIZED, STATUS_INVALID_DEVICE_REQUEST, STATUS_INVALID_PARAMETER,
+    TUN_IOCTL_REGISTER_RINGS,
+};
 use linux::Pinger;
 use session::{ENDED, Error, Handshake, MIN_CAPACITY, Received, Rings, Session};
 
@@ -501,5 +505,349 @@ fn run_until_killed(emulator: &Emulator, rings: Rings, busy: libc::c_int) {
                 unsafe { libc::write(busy, [1u8].as_ptr().cast(), 1) };
             }
         }
+    });
+}
+
+/// How long `condition` took to hold, or None if it did not within `limit`.
+fn time_until(limit: Duration, condition: impl Fn() -> bool) -> Option<Duration> {
+    let start = Instant::now();
+    while !condition() {
+        if start.elapsed() > limit {
+            return None;
+        }
+        thread::yield_now();
+    }
+    Some(start.elapsed())
+}
+
+/// Messages and descriptors a registration must refuse, each answered with its status on a
+/// connection that registers good rings afterwards.
+#[test]
+fn malformed_registrations_are_refused_and_the_handle_registers_after() {
+    let emulator = Emulator::start(REFLECT);
+    let rings = Rings::new(MIN_CAPACITY).unwrap();
+    let size = session::ring_size(MIN_CAPACITY);
+    let good = device::registration(size, size);
+    let fds = |rings: &Rings| {
+        [
+            rings.send.memory.as_raw_fd(),
+            rings.send.event.as_raw_fd(),
+            rings.receive.memory.as_raw_fd(),
+            rings.receive.event.as_raw_fd(),
+        ]
+    };
+    let all = fds(&rings);
+    let small = Rings::new(MIN_CAPACITY).unwrap();
+    // SAFETY: shrinking our own memfd below its ring's size.
+    assert_eq!(
+        unsafe { libc::ftruncate(small.send.memory.as_raw_fd(), 4096) },
+        0
+    );
+    let ended = Rings::new(MIN_CAPACITY).unwrap();
+    ended.send.tail().store(ENDED, Ordering::SeqCst);
+    let with = |field: usize, value: u32| {
+        let mut message = good;
+        message[field * 4..field * 4 + 4].copy_from_slice(&value.to_le_bytes());
+        message.to_vec()
+    };
+    let bad_messages = [
+        ("8 bytes", good[..8].to_vec()),
+        ("20 bytes", [&good[..], &[0; 4]].concat()),
+        ("flags", with(3, 1)),
+        ("RingSize 4 past a capacity", with(1, size + 4)),
+        (
+            "capacity 64 KiB",
+            with(2, session::ring_size(MIN_CAPACITY / 2)),
+        ),
+        ("capacity 128 MiB", with(1, session::ring_size(128 << 20))),
+        ("RingSize 0", with(2, 0)),
+    ];
+    let bad_descriptors = [
+        ("none", Vec::new()),
+        ("3", all[..3].to_vec()),
+        ("5", [&all[..], &all[..1]].concat()),
+        ("an event for a ring", vec![all[1], all[1], all[2], all[3]]),
+        ("a ring for an event", vec![all[0], all[0], all[2], all[3]]),
+        ("a memfd smaller than its ring", fds(&small).to_vec()),
+        ("a send ring already ended", fds(&ended).to_vec()),
+    ];
+    let device = Device::open(&emulator.socket).unwrap();
+    let ask = |message: &[u8], descriptors: &[RawFd]| device.request(message, descriptors).unwrap();
+    for (name, message) in bad_messages {
+        assert_eq!(ask(&message, &all), STATUS_INVALID_PARAMETER, "{name}");
+    }
+    for (name, descriptors) in bad_descriptors {
+        assert_eq!(ask(&good, &descriptors), STATUS_INVALID_PARAMETER, "{name}");
+    }
+    let another_ioctl = with(0, TUN_IOCTL_REGISTER_RINGS ^ 4);
+    assert_eq!(ask(&another_ioctl, &all), STATUS_INVALID_DEVICE_REQUEST);
+    assert_eq!(device.register(&rings).unwrap(), 0);
+    let session = Session::registered(device, rings, Handshake::Unfenced);
+    assert_reflects(&session, &udp_packet(3, 300));
+}
+
+/// Packets the driver must skip (a Size of 0, a version nibble that is neither 4 nor 6, an
+/// IPv4 packet under 20 bytes, an IPv6 one under 40), among good ones: the good ones come
+/// back byte-exact and in order, the bad ones do not, and every byte of the ring is given back
+/// (the ring wraps many times).
+#[test]
+fn garbage_packets_are_skipped_and_the_ring_keeps_moving() {
+    let emulator = Emulator::start(REFLECT);
+    let (session, _) = start_when_free(&emulator, Handshake::Fenced);
+    let garbage: Vec<Vec<u8>> = vec![
+        Vec::new(),
+        vec![0x45],
+        vec![0x45; 19],
+        vec![0x60; 39],
+        vec![0x00; 100],
+        vec![0x50; 600],
+        vec![0xF0; 1500],
+    ];
+    let minimal_v6 = {
+        let mut packet = vec![0u8; 40];
+        packet[0] = 0x60;
+        packet
+    };
+    let mut sent = 0u64;
+    for round in 0..400u32 {
+        let good = [
+            udp_packet(round, 1000 + round as usize % 500),
+            minimal_v6.clone(),
+            udp_packet(round + 1_000_000, 8),
+        ];
+        for (index, packet) in good.iter().enumerate() {
+            session
+                .send_retrying(&garbage[(round as usize + index) % garbage.len()])
+                .unwrap();
+            session.send_retrying(packet).unwrap();
+            sent += packet.len() as u64;
+        }
+        for packet in &good {
+            let received = session
+                .receive_waiting(WATCHDOG)
+                .unwrap_or_else(|error| panic!("round {round}: {error:?}"));
+            assert!(
+                received.data() == packet.as_slice(),
+                "round {round}: {:?}",
+                ip::payload_label(received.data())
+            );
+            received.release();
+        }
+    }
+    let (head, tail, _) = session.rings().receive.header();
+    assert!(
+        time_until(WAKE_LIMIT, || session
+            .rings()
+            .receive
+            .head()
+            .load(Ordering::SeqCst)
+            == tail)
+        .is_some(),
+        "the driver left the receive ring at Head {head}, Tail {tail}"
+    );
+    assert_eq!(
+        session.receive().err(),
+        Some(Error::NoMoreItems),
+        "a skipped packet came back"
+    );
+    println!(
+        "{sent} bytes of good packets came back among 1200 bad ones; the ring wrapped {} times",
+        sent / u64::from(MIN_CAPACITY)
+    );
+}
+
+/// Each way to corrupt the receive ring, on a registration of its own: the driver stops
+/// reading it and says so (Head = 0xFFFFFFFF, so the DLL's allocation answers
+/// ERROR_HANDLE_EOF), while the send ring still delivers; the next registration works.
+#[test]
+fn a_corrupt_receive_ring_stops_that_ring_and_nothing_else() {
+    own_network_namespace();
+    let emulator = Emulator::start(TUN);
+    let stack = UdpSocket::bind((address(STACK_V4), 0)).unwrap();
+    let client = SocketAddr::new(address(CLIENT_V4), 9);
+    type Corruption = fn(&Session);
+    let cases: [(&str, Corruption); 4] = [
+        ("Tail past the capacity", |session| {
+            let ring = &session.rings().receive;
+            ring.tail().store(MIN_CAPACITY + 4, Ordering::SeqCst);
+            ring.set_event();
+        }),
+        ("Tail not a multiple of 4", |session| {
+            let ring = &session.rings().receive;
+            ring.tail().store(2, Ordering::SeqCst);
+            ring.set_event();
+        }),
+        ("Size over 0xFFFF, which the DLL lets through", |session| {
+            session.allocate(0x1_0000).unwrap().send();
+            session.rings().receive.set_event();
+        }),
+        ("a packet running past Tail", |session| {
+            let ring = &session.rings().receive;
+            ring.write_size(0, 1000);
+            ring.tail().store(8, Ordering::SeqCst);
+            ring.set_event();
+        }),
+    ];
+    for (round, (name, corrupt)) in cases.into_iter().enumerate() {
+        let (session, _) = start_when_free(&emulator, Handshake::Fenced);
+        corrupt(&session);
+        let ring = &session.rings().receive;
+        let stopped = time_until(TEARDOWN_LIMIT, || {
+            ring.head().load(Ordering::SeqCst) == ENDED
+        });
+        assert!(
+            stopped.is_some(),
+            "{name}: the driver went on reading: {:?}",
+            ring.header()
+        );
+        assert_eq!(
+            session.allocate(100).err(),
+            Some(Error::HandleEof),
+            "{name}"
+        );
+        let payload = ip::payload(5, round as u32, 700);
+        stack.send_to(&payload, client).unwrap();
+        let received = session.receive_waiting(WATCHDOG).unwrap();
+        let datagram = ip::parse_udp(received.data()).expect("the stack's datagram");
+        assert_eq!(
+            datagram.payload, payload,
+            "{name}: the send ring stopped too"
+        );
+        received.release();
+        session.close_handle();
+        println!("{name}: receive ring stopped in {:?}", stopped.unwrap());
+    }
+    let (session, _) = start_when_free(&emulator, Handshake::Fenced);
+    let receiver = UdpSocket::bind((address(STACK_V4), 0)).unwrap();
+    receiver.set_read_timeout(Some(WATCHDOG)).unwrap();
+    let payload = ip::payload(6, 0, 400);
+    session
+        .send(&ip::udp(client, receiver.local_addr().unwrap(), &payload))
+        .unwrap();
+    let mut buffer = [0u8; 1000];
+    let (len, _) = receiver
+        .recv_from(&mut buffer)
+        .expect("a new registration carries traffic");
+    assert_eq!(&buffer[..len], payload);
+}
+
+/// A send ring whose Head the client corrupted: the driver writes nothing more to it (the
+/// packets for it are dropped) and the receive ring still carries traffic; the next
+/// registration works.
+#[test]
+fn a_corrupt_send_ring_loses_its_packets_and_nothing_else() {
+    own_network_namespace();
+    let emulator = Emulator::start(TUN);
+    let stack = UdpSocket::bind((address(STACK_V4), 0)).unwrap();
+    let receiver = UdpSocket::bind((address(STACK_V4), 0)).unwrap();
+    receiver.set_read_timeout(Some(WATCHDOG)).unwrap();
+    let client = SocketAddr::new(address(CLIENT_V4), 9);
+    for bad_head in [MIN_CAPACITY, ENDED, 6] {
+        let (session, _) = start_when_free(&emulator, Handshake::Fenced);
+        let ring = &session.rings().send;
+        ring.head().store(bad_head, Ordering::SeqCst);
+        for sequence in 0..20 {
+            stack
+                .send_to(&ip::payload(7, sequence, 300), client)
+                .unwrap();
+        }
+        // The client's datagrams to the stack still arrive, and so after the ones above.
+        let payload = ip::payload(8, bad_head, 500);
+        session
+            .send(&ip::udp(client, receiver.local_addr().unwrap(), &payload))
+            .unwrap();
+        let mut buffer = [0u8; 1000];
+        let (len, _) = receiver
+            .recv_from(&mut buffer)
+            .expect("the receive ring stopped too");
+        assert_eq!(&buffer[..len], payload);
+        thread::sleep(Duration::from_millis(20));
+        assert_eq!(
+            ring.tail().load(Ordering::SeqCst),
+            0,
+            "Head {bad_head:#x}: the driver wrote on"
+        );
+        session.close_handle();
+    }
+    let (session, _) = start_when_free(&emulator, Handshake::Fenced);
+    let payload = ip::payload(9, 0, 600);
+    stack.send_to(&payload, client).unwrap();
+    let received = session.receive_waiting(WATCHDOG).unwrap();
+    assert_eq!(ip::parse_udp(received.data()).unwrap().payload, payload);
+    received.release();
+}
+
+/// Closing the handle while a reader waits on the read-wait event, a received packet is
+/// unreleased and an allocated one unsent: the reader wakes at once to ERROR_HANDLE_EOF (the
+/// send ring's Tail is 0xFFFFFFFF) and the adapter is free for the next registration at once.
+#[test]
+fn closing_the_handle_wakes_a_waiting_reader_with_the_end() {
+    let emulator = Emulator::start(REFLECT);
+    let (session, _) = start_when_free(&emulator, Handshake::Fenced);
+    session.send(&udp_packet(1, 100)).unwrap();
+    let held = session.receive_waiting(WATCHDOG).unwrap();
+    let unsent = session.allocate(100).unwrap();
+    let (result, woke_after) = thread::scope(|scope| {
+        let reader = scope.spawn(|| {
+            let result = session.receive_waiting(WATCHDOG).err();
+            (result, Instant::now())
+        });
+        thread::sleep(Duration::from_millis(20));
+        let closed_at = Instant::now();
+        session.close_handle();
+        let (result, woken_at) = reader.join().unwrap();
+        (result, woken_at - closed_at)
+    });
+    assert_eq!(result, Some(Error::HandleEof));
+    assert!(woke_after < WAKE_LIMIT, "{woke_after:?}");
+    assert_eq!(session.rings().send.tail().load(Ordering::SeqCst), ENDED);
+    assert_eq!(session.receive().err(), Some(Error::HandleEof));
+    let (next, registered) = start_when_free(&emulator, Handshake::Fenced);
+    println!(
+        "the waiting reader woke {woke_after:?} after the close; the next registration took \
+         {registered:?}"
+    );
+    assert!(registered < TEARDOWN_LIMIT);
+    assert_reflects(&next, &udp_packet(2, 200));
+    drop((held, unsent));
+}
+
+/// After the handle closes, the DLL's allocation answers ERROR_HANDLE_EOF: Wintun's receive
+/// thread stores Head = 0xFFFFFFFF whenever it ends, a close included (driver/wintun.c,
+/// TunProcessReceiveData's last statement), so a writer learns the session is over instead of
+/// filling a ring nobody reads.
+#[test]
+fn closing_the_handle_ends_the_receive_ring_too() {
+    let emulator = Emulator::start(REFLECT);
+    let (session, _) = start_when_free(&emulator, Handshake::Fenced);
+    assert_reflects(&session, &udp_packet(1, 100));
+    session.close_handle();
+    let ring = &session.rings().receive;
+    assert!(
+        time_until(TEARDOWN_LIMIT, || ring.head().load(Ordering::SeqCst)
+            == ENDED)
+        .is_some(),
+        "the closed session's receive ring (Head, Tail, Alertable): {:?}",
+        ring.header()
+    );
+    assert_eq!(session.allocate(100).err(), Some(Error::HandleEof));
+}
+
+/// The emulator stopping (the adapter halted, the driver unloaded) while a reader waits: the
+/// reader wakes to ERROR_HANDLE_EOF, and nothing leaked.
+#[test]
+fn halting_the_adapter_wakes_a_waiting_reader_with_the_end() {
+    let emulator = Emulator::start(REFLECT);
+    let (session, _) = start_when_free(&emulator, Handshake::Fenced);
+    assert_reflects(&session, &udp_packet(1, 100));
+    thread::scope(|scope| {
+        let reader = scope.spawn(|| session.receive_waiting(WATCHDOG).err());
+        thread::sleep(Duration::from_millis(20));
+        let (status, log) = emulator.terminate();
+        assert!(
+            status.success() && log.contains("nothing leaked"),
+            "{status}: {log}"
+        );
+        assert_eq!(reader.join().unwrap(), Some(Error::HandleEof));
     });
 }

@@ -180,8 +180,11 @@ impl Ring {
         }
     }
 
-    fn write_size(&self, offset: u32, size: u32) {
-        // SAFETY: as in `read_size`; nobody else writes this unpublished slot.
+    /// Writes the Size field of the packet at `offset` (< capacity, 4-aligned), as the writer
+    /// does; the tests that corrupt rings write any value.
+    pub fn write_size(&self, offset: u32, size: u32) {
+        assert!(offset < self.capacity && offset % ALIGNMENT == 0);
+        // SAFETY: as in `read_size`; only the client writes the receive ring's data.
         unsafe {
             self.data()
                 .add(offset as usize)
