@@ -851,3 +851,174 @@ fn halting_the_adapter_wakes_a_waiting_reader_with_the_end() {
         assert_eq!(reader.join().unwrap(), Some(Error::HandleEof));
     });
 }
+
+/// The longest a lost wakeup may hold a packet back: far above the few milliseconds of the
+/// driver's timed re-check, far below the 4-5 s stalls Wintun's users saw.
+const STALL_LIMIT: Duration = Duration::from_millis(50);
+
+/// What a lost-wakeup stress measured.
+struct Stress {
+    name: &'static str,
+    /// Each transition's time from the burst's first send to its last packet's return.
+    round_trips: Vec<Duration>,
+    /// The round trips of the transitions in which a wakeup was lost: the driver was seen
+    /// asleep with the burst unread although the client had not set the event for it.
+    lost: Vec<Duration>,
+    /// How many times the client set the receive event (the driver had said it sleeps).
+    events_set: u64,
+}
+
+impl Stress {
+    fn worst_lost(&self) -> Duration {
+        self.lost.iter().copied().max().unwrap_or_default()
+    }
+
+    fn print(&mut self) {
+        self.round_trips.sort();
+        let at = |fraction: f64| {
+            self.round_trips[((self.round_trips.len() - 1) as f64 * fraction) as usize]
+        };
+        println!(
+            "{}: {} idle/busy transitions, the driver asleep at {} of the client's Tail moves; \
+             round trip median {:?}, 99th percentile {:?}, worst {:?}; {} wakeups lost, the worst \
+             stall they caused {:?}",
+            self.name,
+            self.round_trips.len(),
+            self.events_set,
+            at(0.5),
+            at(0.99),
+            at(1.0),
+            self.lost.len(),
+            self.worst_lost()
+        );
+    }
+}
+
+/// Idles for 0 to 60 us spinning (3 times in 4: the driver is still spinning, or announcing its
+/// sleep) or 0 to 200 us asleep (the driver is asleep).
+fn idle(random: &mut impl FnMut(u64) -> u64) {
+    if random(4) == 0 {
+        thread::sleep(Duration::from_micros(random(200)));
+    } else {
+        let until = Instant::now() + Duration::from_micros(random(60));
+        while Instant::now() < until {
+            std::hint::spin_loop();
+        }
+    }
+}
+
+/// `transitions` times: idle, then a burst of 1 to 4 packets through the reflecting emulator,
+/// timed until the last comes back. Both wake-ups are on the way: the client's receive event
+/// (when the driver said it sleeps) and the driver's send event (the client waits on it, in
+/// 1 ms slices so that it can watch the receive ring meanwhile; it reads only after the event).
+fn lost_wakeup_stress(name: &'static str, handshake: Handshake, transitions: u32) -> Stress {
+    let emulator = Emulator::start(REFLECT);
+    let (session, _) = start_when_free(&emulator, handshake);
+    let mut state = 0x2545_F491_4F6C_DD1Du64;
+    let mut random = |below: u64| {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state % below
+    };
+    let mut stress = Stress {
+        name,
+        round_trips: Vec::new(),
+        lost: Vec::new(),
+        events_set: 0,
+    };
+    for transition in 0..transitions {
+        idle(&mut random);
+        let burst = 1 + random(4) as u32;
+        let start = Instant::now();
+        let mut events_set = 0;
+        for index in 0..burst {
+            events_set = session.events_set();
+            session
+                .send(&udp_packet(transition * 4 + index, 100))
+                .unwrap();
+        }
+        // Whether the burst's last Tail move came with an event: if not, the driver was awake
+        // and must find the packet by itself.
+        let signalled = session.events_set() > events_set;
+        let mut lost = false;
+        let mut received = 0;
+        while received < burst {
+            match session.receive() {
+                Ok(packet) => {
+                    packet.release();
+                    received += 1;
+                    continue;
+                }
+                Err(Error::NoMoreItems) => {}
+                Err(other) => panic!("transition {transition}: {other:?}"),
+            }
+            while !session.rings().send.wait_event(Duration::from_millis(1)) {
+                let (head, tail, alertable) = session.rings().receive.header();
+                lost |= !signalled && alertable != 0 && head != tail;
+                assert!(
+                    start.elapsed() < TEARDOWN_LIMIT,
+                    "{name}, transition {transition}: no packet back after {:?}; {}; receive ring \
+                     (Head, Tail, Alertable) {:?}",
+                    start.elapsed(),
+                    if lost {
+                        "a lost wakeup, and nothing re-checked the ring"
+                    } else {
+                        "no wakeup was lost"
+                    },
+                    (head, tail, alertable)
+                );
+            }
+        }
+        stress.round_trips.push(start.elapsed());
+        if lost {
+            stress.lost.push(start.elapsed());
+        }
+    }
+    stress.events_set = session.events_set();
+    stress.print();
+    stress
+}
+
+/// The driver went to sleep at many of the client's Tail moves, so the handshake was tried.
+fn assert_driver_slept(stress: &Stress) {
+    assert!(
+        stress.events_set > stress.round_trips.len() as u64 / 10,
+        "{}: the driver hardly ever slept ({} events)",
+        stress.name,
+        stress.events_set
+    );
+}
+
+/// A client with the full fence (wintun.dll from 2026-02-24) never loses a wakeup: the driver's
+/// side of the handshake has its fence too.
+#[test]
+fn lost_wakeup_stress_with_the_fence() {
+    let stress = lost_wakeup_stress("fenced", Handshake::Fenced, 3000);
+    assert_driver_slept(&stress);
+    assert_eq!(stress.lost, [], "wakeups lost with both fences in place");
+}
+
+/// A client without the fence (every wintun.dll before 2026-02-24), as it runs on this machine:
+/// whatever wakeups it loses cost at most the driver's re-check.
+#[test]
+fn lost_wakeup_stress_without_the_fence() {
+    let stress = lost_wakeup_stress("unfenced", Handshake::Unfenced, 3000);
+    assert_driver_slept(&stress);
+    assert!(stress.worst_lost() < STALL_LIMIT, "{:?}", stress.lost);
+}
+
+/// A client without the fence, with the reordering the missing fence allows made to happen
+/// often (Alertable loaded 20 us before Tail is stored): wakeups are lost, and each costs at
+/// most the driver's timed re-check of the ring.
+#[test]
+fn lost_wakeup_stress_with_the_reordering_the_missing_fence_allows() {
+    let gap = Duration::from_micros(20);
+    let stress = lost_wakeup_stress("reordered", Handshake::Reordered { gap }, 3000);
+    assert_driver_slept(&stress);
+    assert!(
+        !stress.lost.is_empty(),
+        "no wakeup was lost: the stress missed its aim"
+    );
+    assert!(stress.worst_lost() < STALL_LIMIT, "{:?}", stress.lost);
+}

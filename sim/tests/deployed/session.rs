@@ -34,7 +34,7 @@ use std::collections::VecDeque;
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::path::Path;
-use std::sync::atomic::{AtomicI32, AtomicU32, Ordering, fence};
+use std::sync::atomic::{AtomicI32, AtomicU32, AtomicU64, Ordering, fence};
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -264,6 +264,9 @@ pub enum Handshake {
     Fenced,
     /// Release store, acquire load, no fence between them: every release before 2026-02-24.
     Unfenced,
+    /// What `Unfenced` permits, made to happen: Alertable loaded first, Tail stored `gap` later,
+    /// so a driver that announces its sleep in between reads the old Tail and gets no event.
+    Reordered { gap: Duration },
 }
 
 /// The Win32 errors WintunReceivePacket and WintunAllocateSendPacket return.
@@ -344,6 +347,8 @@ pub struct Session {
     reading: Mutex<InOrder>,
     /// The receive ring, written by WintunAllocateSendPacket (the DLL's Receive.Lock).
     writing: Mutex<InOrder>,
+    /// Receive events set: each time the driver had said it sleeps.
+    events_set: AtomicU64,
 }
 
 /// Why a session did not start.
@@ -383,6 +388,7 @@ impl Session {
             handshake,
             reading: Mutex::new(InOrder::new()),
             writing: Mutex::new(InOrder::new()),
+            events_set: AtomicU64::new(0),
         }
     }
 
@@ -488,6 +494,11 @@ impl Session {
         }
     }
 
+    /// How many times this client set the receive ring's event.
+    pub fn events_set(&self) -> u64 {
+        self.events_set.load(Ordering::Relaxed)
+    }
+
     /// Publishes the receive ring's Tail and wakes the driver if it said it sleeps, with the
     /// session's handshake. Called under the writing lock, as the DLL does.
     fn publish_tail(&self, tail: u32, _writing: &MutexGuard<'_, InOrder>) {
@@ -502,9 +513,19 @@ impl Session {
                 ring.tail().store(tail, Ordering::Release);
                 ring.alertable().load(Ordering::Acquire)
             }
+            Handshake::Reordered { gap } => {
+                let alertable = ring.alertable().load(Ordering::Acquire);
+                let until = Instant::now() + gap;
+                while Instant::now() < until {
+                    std::hint::spin_loop();
+                }
+                ring.tail().store(tail, Ordering::Release);
+                alertable
+            }
         };
         if alertable != 0 {
             ring.set_event();
+            self.events_set.fetch_add(1, Ordering::Relaxed);
         }
     }
 }
