@@ -32,8 +32,10 @@ pub static SUPPORTED_OIDS: [NDIS_OID; 19] = [
     OID_PNP_SET_POWER,
 ];
 
-/// No IEEE OUI of our own: 0xFFFFFF, then NIC number 0.
-pub const VENDOR_ID: u32 = 0xFFFF_FF00;
+/// OID_GEN_VENDOR_ID: the vendor's three-byte IEEE OUI, then a byte for the NIC, in that order
+/// in the buffer (network byte order, as Wintun answers). Without an OUI of our own the OUI is
+/// 0xFFFFFF, as Microsoft's documentation of the OID asks; NIC number 0.
+pub const VENDOR_ID: [u8; 4] = [0xFF, 0xFF, 0xFF, 0x00];
 /// OID_GEN_VENDOR_DESCRIPTION: a NUL-terminated ASCII string.
 pub const VENDOR_DESCRIPTION: &[u8] = b"OxTun Userspace Tunnel\0";
 /// OID_GEN_VENDOR_DRIVER_VERSION: major in the high 16 bits, minor in the low.
@@ -126,7 +128,7 @@ pub fn query(adapter: &Adapter, oid: NDIS_OID, buffer: &mut [u8]) -> OidAnswer {
         OID_GEN_TRANSMIT_BUFFER_SPACE | OID_GEN_RECEIVE_BUFFER_SPACE => {
             u32_answer(buffer, BUFFER_SPACE)
         }
-        OID_GEN_VENDOR_ID => u32_answer(buffer, VENDOR_ID),
+        OID_GEN_VENDOR_ID => answer(buffer, &VENDOR_ID),
         OID_GEN_VENDOR_DESCRIPTION => answer(buffer, VENDOR_DESCRIPTION),
         OID_GEN_VENDOR_DRIVER_VERSION => u32_answer(buffer, VENDOR_DRIVER_VERSION),
         OID_GEN_CURRENT_PACKET_FILTER => {

@@ -18,6 +18,11 @@ const BATCH: usize = 64;
 const SPIN_POLLS: u32 = 256;
 /// Packets tracked separately while NDIS holds them (see CompletionOrder).
 const TRACKED_PACKETS: usize = 256;
+/// How long the thread sleeps before it looks at the ring again without being woken (see
+/// [`run`]). On Windows the wait ends on the next clock tick after this, about 15.6 ms apart
+/// by default; a high-resolution timer would keep the clock interrupt at its fastest for as long
+/// as an idle client is connected, which Microsoft advises against.
+pub const RECHECK_MILLISECONDS: u32 = 2;
 
 /// The reading side of the receive ring, under the adapter's receive lock.
 pub struct ReceiveRing {
@@ -196,10 +201,18 @@ impl Adapter {
 
 /// The receive thread's life: read, indicate, spin briefly, then sleep on the client's event
 /// (after the alertable handshake) or the stop event, until told to stop.
+///
+/// The sleep also ends every [`RECHECK_MILLISECONDS`]: a client may move Tail without setting
+/// the event even though it saw Alertable set (wintun.dll before 2026-02 lacks the fence the
+/// handshake needs, so now and then it reads Alertable as 0 just as the driver goes to sleep).
+/// Without the re-check such a packet waits for the client's next one: Wintun users saw stalls
+/// of seconds.
 pub fn run(adapter: &Adapter) {
     let Some(tail_moved) = adapter.receive_event() else {
         return;
     };
+    // True after a sleep that ended by its timeout: look once, and sleep again without spinning.
+    let mut rechecking = false;
     loop {
         if adapter.stopping_receive() {
             return;
@@ -210,6 +223,7 @@ pub fn run(adapter: &Adapter) {
         let got_packets = !batch.is_empty();
         adapter.indicate(batch, counts);
         if got_packets {
+            rechecking = false;
             continue;
         }
         if let RingState::Stopped = state {
@@ -218,18 +232,21 @@ pub fn run(adapter: &Adapter) {
             wait(adapter.stop_event());
             return;
         }
-        if (0..SPIN_POLLS).any(|_| {
-            spin_loop();
-            adapter.has_unread()
-        }) {
+        if !rechecking
+            && (0..SPIN_POLLS).any(|_| {
+                spin_loop();
+                adapter.has_unread()
+            })
+        {
             continue;
         }
         if adapter.announce_sleep() == Some(SleepDecision::Sleep) {
-            let woken_by = wait_any(&[adapter.stop_event(), &tail_moved]);
+            let woken_by = wait_any_for(&[adapter.stop_event(), &tail_moved], RECHECK_MILLISECONDS);
             adapter.end_sleep();
-            if woken_by == 0 {
+            if woken_by == Some(0) {
                 return;
             }
+            rechecking = woken_by.is_none();
         }
     }
 }

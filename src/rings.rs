@@ -37,7 +37,8 @@ impl MappedRing {
         caller: &Caller,
     ) -> Result<Self, NTSTATUS> {
         capacity_for_ring_size(descriptor.ring_size).map_err(|_| STATUS_INVALID_PARAMETER)?;
-        if descriptor.ring % 4 != 0 {
+        // A null ring or event is a bad parameter, not a bad handle: as Wintun answers it.
+        if descriptor.ring == 0 || descriptor.ring % 4 != 0 || descriptor.tail_moved == 0 {
             return Err(STATUS_INVALID_PARAMETER);
         }
         let tail_moved =

@@ -89,7 +89,6 @@ fn queries_answer_with_short_exact_and_long_buffers() {
         (OID_GEN_RECEIVE_BLOCK_SIZE, 0xFFFF),
         (OID_GEN_TRANSMIT_BUFFER_SPACE, 64 << 20),
         (OID_GEN_RECEIVE_BUFFER_SPACE, 64 << 20),
-        (OID_GEN_VENDOR_ID, 0xFFFF_FF00),
         (OID_GEN_VENDOR_DRIVER_VERSION, 0x0000_0001),
         (OID_GEN_CURRENT_LOOKAHEAD, 0xFFFF),
         (OID_GEN_CURRENT_PACKET_FILTER, 0),
@@ -105,6 +104,15 @@ fn queries_answer_with_short_exact_and_long_buffers() {
             assert_eq!(u32_of(&answer.data), value, "{oid:#x}");
         }
     }
+
+    // The OUI's three bytes, then the NIC's: 0xFFFFFF (no OUI of our own) and 0.
+    let vendor = adapter.query(OID_GEN_VENDOR_ID, 4);
+    assert_eq!(vendor.data, [0xFF, 0xFF, 0xFF, 0x00]);
+    let short = adapter.query(OID_GEN_VENDOR_ID, 3);
+    assert_eq!(
+        (short.status, short.bytes_needed),
+        (NDIS_STATUS_BUFFER_TOO_SHORT, 4)
+    );
 
     let description = adapter.query(OID_GEN_VENDOR_DESCRIPTION, 256);
     assert_eq!(description.data, b"OxTun Userspace Tunnel\0");

@@ -153,6 +153,54 @@ fn a_hundred_thousand_packets_of_random_sizes_arrive_in_order() {
     setup.finish();
 }
 
+/// A client without the handshake's fence (wintun.dll before 2026-02) now and then reads
+/// Alertable as 0 while the driver goes to sleep, and so never sets the event for a packet it
+/// wrote. Here every packet is written that way, while the driver sleeps: each must still go up
+/// within the receive thread's re-check, never wait for a next packet.
+#[test]
+fn a_packet_whose_wake_up_was_missed_goes_up_within_the_recheck() {
+    const ROUNDS: u64 = 200;
+    let setup = setup();
+    let process = Process::new(Token::System, Bitness::Bits64);
+    let (handle, rings) = register(&setup.adapter, &process);
+    let mut writer = rings.receive_writer();
+    // SAFETY (test): the ring's memory is live in the process; Alertable is its third word.
+    let alertable = unsafe { AtomicU32::from_ptr((rings.receive_ring as *mut u32).add(2)) };
+    let mut worst = Duration::ZERO;
+    for round in 0..ROUNDS {
+        let asleep = std::time::Instant::now();
+        while alertable.load(Ordering::SeqCst) == 0 {
+            assert!(
+                asleep.elapsed() < PATIENCE,
+                "the receive thread never slept"
+            );
+            thread::yield_now();
+        }
+        let packet = ipv4(round, 60);
+        let mut reservation = writer.reserve(64).unwrap();
+        assert!(reservation.push_packet(60).unwrap().write(0, &packet));
+        let _wake_up_missed = writer.complete(reservation);
+        let written = std::time::Instant::now();
+        let received = setup.adapter.wait_received(1, Duration::from_secs(2));
+        assert_eq!(
+            data(&received),
+            [packet],
+            "round {round}: the packet stalled"
+        );
+        worst = worst.max(written.elapsed());
+    }
+    println!("worst stall of {ROUNDS} missed wake-ups: {worst:?}");
+    assert!(worst < Duration::from_millis(500), "worst stall {worst:?}");
+    assert_eq!(
+        rings.receive_event.set_count(),
+        0,
+        "the client never set the event"
+    );
+    wait_released(&rings);
+    handle.close();
+    setup.finish();
+}
+
 #[test]
 fn head_moves_only_as_nbls_return_and_only_in_ring_order() {
     let setup = setup();

@@ -8,7 +8,7 @@ use std::sync::atomic::Ordering;
 use oxtun_abi::{CallerWidth, MIN_CAPACITY, RingRegistration, TUN_IOCTL_REGISTER_RINGS, ring_size};
 use oxtun_driver::sys::*;
 use oxtun_sim::faults::{self, Site};
-use oxtun_sim::{Bitness, Driver, Process, Token, io};
+use oxtun_sim::{Bitness, Driver, IntegrityLevel, Process, Token, io};
 use support::*;
 
 #[test]
@@ -66,6 +66,22 @@ fn only_system_and_administrators_may_register() {
         handle.device_control(TUN_IOCTL_REGISTER_RINGS, &rings.bytes()),
         STATUS_ACCESS_DENIED,
         "the IOCTL needs a handle opened for reading and writing"
+    );
+    handle.close();
+
+    // The device's mandatory label (S:(ML;;NWNRNX;;;HI)) refuses an administrator's process
+    // below high integrity, though its token holds Administrators enabled.
+    let medium = Process::with_integrity(
+        Token::Administrator,
+        IntegrityLevel::Medium,
+        Bitness::Bits64,
+    );
+    let handle = medium.open(setup.adapter.device(), READ_WRITE);
+    let rings = ClientRings::new(&medium);
+    assert_eq!(
+        handle.device_control(TUN_IOCTL_REGISTER_RINGS, &rings.bytes()),
+        STATUS_ACCESS_DENIED,
+        "a medium-integrity administrator"
     );
     handle.close();
 
@@ -191,22 +207,22 @@ fn bad_registrations_are_refused_one_field_at_a_time() {
         (
             "ring larger than its memory",
             field(Box::new(move |r| r.receive.ring = small)),
-            STATUS_ACCESS_VIOLATION,
+            STATUS_INVALID_USER_BUFFER,
         ),
         (
             "ring at an unmapped address",
             field(Box::new(|r| r.send.ring = 0x1000)),
-            STATUS_ACCESS_VIOLATION,
+            STATUS_INVALID_USER_BUFFER,
         ),
         (
             "kernel address",
             field(Box::new(|r| r.receive.ring = 0xFFFF_F800_0000_0000)),
-            STATUS_ACCESS_VIOLATION,
+            STATUS_INVALID_USER_BUFFER,
         ),
         (
             "null event",
             field(Box::new(|r| r.send.tail_moved = 0)),
-            STATUS_INVALID_HANDLE,
+            STATUS_INVALID_PARAMETER,
         ),
         (
             "unknown handle",
@@ -271,29 +287,25 @@ fn bad_registrations_are_refused_one_field_at_a_time() {
     setup.finish();
 }
 
+/// A 32-bit (WOW64) process may pass the 24-byte TUN_REGISTER_RINGS_32 or the 48-byte 64-bit
+/// layout: Wintun's driver takes the 64-bit one whenever the buffer has its size.
 #[test]
-fn a_32_bit_caller_registers_with_the_32_bit_layout() {
+fn a_32_bit_caller_registers_with_either_layout() {
     let setup = setup();
     let process = Process::new(Token::Administrator, Bitness::Bits32);
-    let handle = process.open(setup.adapter.device(), READ_WRITE);
-    let rings = ClientRings::new(&process);
-    let mut wide = [0u8; 48];
-    rings
-        .request
-        .encode(CallerWidth::Bits64, &mut wide)
-        .unwrap();
-    assert_eq!(
-        handle.device_control(TUN_IOCTL_REGISTER_RINGS, &wide),
-        STATUS_INVALID_PARAMETER,
-        "a 32-bit caller's buffer is the 24-byte layout"
-    );
-    assert_eq!(rings.bytes().len(), 24);
-    assert_eq!(
-        handle.device_control(TUN_IOCTL_REGISTER_RINGS, &rings.bytes()),
-        STATUS_SUCCESS
-    );
-    handle.close();
-    assert!(rings.ended());
+    for width in [CallerWidth::Bits32, CallerWidth::Bits64] {
+        let handle = process.open(setup.adapter.device(), READ_WRITE);
+        let rings = ClientRings::new(&process);
+        let mut buffer = [0u8; 48];
+        let len = rings.request.encode(width, &mut buffer).unwrap();
+        assert_eq!(
+            handle.device_control(TUN_IOCTL_REGISTER_RINGS, &buffer[..len]),
+            STATUS_SUCCESS,
+            "{len} bytes"
+        );
+        handle.close();
+        assert!(rings.ended());
+    }
     setup.assert_nothing_held();
     setup.finish();
 }

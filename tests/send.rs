@@ -231,11 +231,19 @@ fn the_send_event_is_set_on_every_move_of_tail_whatever_alertable_says() {
             .send(nbls, Fragmentation::CONTIGUOUS, DISPATCH_LEVEL)
     };
     send(&one);
-    assert_eq!(rings.send_event.set_count(), 1, "Alertable is 0: set anyway");
+    assert_eq!(
+        rings.send_event.set_count(),
+        1,
+        "Alertable is 0: set anyway"
+    );
     assert!(rings.send_event.take());
     let ten: Vec<Vec<Vec<u8>>> = (0..10).map(|i| vec![packet(i, 60)]).collect();
     send(&ten);
-    assert_eq!(rings.send_event.set_count(), 2, "one set per call, not per packet");
+    assert_eq!(
+        rings.send_event.set_count(),
+        2,
+        "one set per call, not per packet"
+    );
     assert_eq!(drain(&mut reader).len(), 11);
     assert_eq!(reader.announce_sleep(), SleepDecision::Sleep);
     send(&one);

@@ -199,7 +199,8 @@ pub enum CallerWidth {
 /// Why a registration buffer could not be decoded.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum RegistrationError {
-    /// The buffer is not exactly the size of the layout its caller uses.
+    /// The buffer has the size of no layout its caller may use; `expected` is the size of the
+    /// caller's own layout.
     WrongLength { expected: usize, actual: usize },
 }
 
@@ -212,15 +213,30 @@ impl RingRegistration {
         }
     }
 
-    /// Decodes the IOCTL's input buffer (little-endian, as on every Windows target).
-    pub fn decode(buffer: &[u8], width: CallerWidth) -> Result<Self, RegistrationError> {
-        let expected = Self::encoded_len(width);
-        if buffer.len() != expected {
+    /// The layout of a `len`-byte buffer from a `caller`: the 64-bit one whenever the buffer has
+    /// its size, the 32-bit one only for a 32-bit caller whose buffer has that size (a 32-bit
+    /// process may pass either, and Wintun takes both so); `None` for any other length.
+    pub const fn layout_of(len: usize, caller: CallerWidth) -> Option<CallerWidth> {
+        if len == Self::encoded_len(CallerWidth::Bits64) {
+            Some(CallerWidth::Bits64)
+        } else if matches!(caller, CallerWidth::Bits32)
+            && len == Self::encoded_len(CallerWidth::Bits32)
+        {
+            Some(CallerWidth::Bits32)
+        } else {
+            None
+        }
+    }
+
+    /// Decodes the IOCTL's input buffer (little-endian, as on every Windows target) from a
+    /// `caller`, in the layout [`layout_of`](Self::layout_of) picks.
+    pub fn decode(buffer: &[u8], caller: CallerWidth) -> Result<Self, RegistrationError> {
+        let Some(width) = Self::layout_of(buffer.len(), caller) else {
             return Err(RegistrationError::WrongLength {
-                expected,
+                expected: Self::encoded_len(caller),
                 actual: buffer.len(),
             });
-        }
+        };
         let u32_at = |at: usize| {
             let bytes = [buffer[at], buffer[at + 1], buffer[at + 2], buffer[at + 3]];
             u32::from_le_bytes(bytes)

@@ -140,8 +140,12 @@ fn registration_32_bit_layout_round_trips_and_matches_the_c_struct() {
 #[test]
 fn registration_of_the_wrong_length_is_refused() {
     let buffer = [0u8; 49];
-    for (width, expected) in [(CallerWidth::Bits64, 48), (CallerWidth::Bits32, 24)] {
-        for len in [0, expected - 1, expected + 1, 49] {
+    let lengths = [
+        (CallerWidth::Bits64, 48, [0, 23, 24, 25, 47, 49]),
+        (CallerWidth::Bits32, 24, [0, 23, 25, 47, 49, 12]),
+    ];
+    for (width, expected, refused) in lengths {
+        for len in refused {
             assert_eq!(
                 RingRegistration::decode(&buffer[..len], width),
                 Err(RegistrationError::WrongLength {
@@ -151,6 +155,32 @@ fn registration_of_the_wrong_length_is_refused() {
             );
         }
     }
+}
+
+/// A 32-bit process may pass the 64-bit layout (Wintun's driver takes it whenever the buffer is
+/// 48 bytes); only a 32-bit caller's 24-byte buffer is read as the 32-bit layout.
+#[test]
+fn a_32_bit_caller_may_pass_either_layout() {
+    let registration = sample_registration();
+    let mut wide = [0u8; 48];
+    registration.encode(CallerWidth::Bits64, &mut wide).unwrap();
+    assert_eq!(
+        RingRegistration::decode(&wide, CallerWidth::Bits32),
+        Ok(registration)
+    );
+    let mut narrow = [0u8; 24];
+    registration
+        .encode(CallerWidth::Bits32, &mut narrow)
+        .unwrap();
+    assert_eq!(
+        RingRegistration::decode(&narrow, CallerWidth::Bits32),
+        Ok(registration)
+    );
+    assert_eq!(
+        RingRegistration::layout_of(24, CallerWidth::Bits64),
+        None,
+        "a 64-bit caller has one layout"
+    );
 }
 
 #[test]

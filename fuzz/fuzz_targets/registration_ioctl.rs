@@ -7,11 +7,11 @@
 
 use libfuzzer_sys::arbitrary::{self, Arbitrary};
 use libfuzzer_sys::fuzz_target;
-use oxtun_driver::sys::*;
 use oxtun_abi::{
     CallerWidth, MIN_CAPACITY, RING_ENDED, RingDescriptor, RingRegistration,
     TUN_IOCTL_REGISTER_RINGS, ring_size,
 };
+use oxtun_driver::sys::*;
 use oxtun_fuzz::{Sim, with_sim};
 use oxtun_sim::{Bitness, Leaks, Process, Token, outstanding};
 

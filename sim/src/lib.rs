@@ -31,7 +31,7 @@ pub use ndis::{
     AdapterState, Fragmentation, General, OidResult, PreparedSend, ReceiveSink, Received,
     ReturnMode,
 };
-pub use process::{Bitness, EventObject, Process, Token};
+pub use process::{Bitness, EventObject, IntegrityLevel, Process, Token};
 
 /// The driver, loaded.
 pub struct Driver {

@@ -33,6 +33,27 @@ pub enum Token {
     User,
 }
 
+/// The integrity level a process runs at (Mandatory Integrity Control): LocalSystem at system, an
+/// elevated administrator at high, a plain user (or a non-elevated administrator) at medium.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum IntegrityLevel {
+    Low,
+    Medium,
+    High,
+    System,
+}
+
+impl Token {
+    /// The integrity level a process with this token gets unless it asks for another.
+    pub fn default_integrity(self) -> IntegrityLevel {
+        match self {
+            Token::System => IntegrityLevel::System,
+            Token::Administrator => IntegrityLevel::High,
+            Token::User => IntegrityLevel::Medium,
+        }
+    }
+}
+
 /// The process's pointer width, which decides the layout of its IOCTL buffers.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Bitness {
@@ -113,6 +134,7 @@ pub struct ProcessState {
     /// What the driver sees as the PEPROCESS.
     identity: Box<[u64; 8]>,
     pub token: Token,
+    pub integrity: IntegrityLevel,
     pub bitness: Bitness,
     memory: Mutex<Vec<UserAllocation>>,
     handles: Mutex<BTreeMap<u64, HandleEntry>>,
@@ -164,11 +186,12 @@ thread_local! {
     static CURRENT: RefCell<Option<Arc<ProcessState>>> = const { RefCell::new(None) };
 }
 
-fn new_state(token: Token, bitness: Bitness) -> Arc<ProcessState> {
+fn new_state(token: Token, integrity: IntegrityLevel, bitness: Bitness) -> Arc<ProcessState> {
     Arc::new(ProcessState {
         id: NEXT_PROCESS_ID.fetch_add(4, Ordering::SeqCst),
         identity: Box::new([0; 8]),
         token,
+        integrity,
         bitness,
         memory: Mutex::new(Vec::new()),
         handles: Mutex::new(BTreeMap::new()),
@@ -180,7 +203,7 @@ fn system() -> Arc<ProcessState> {
     SYSTEM
         .lock()
         .unwrap()
-        .get_or_insert_with(|| new_state(Token::System, Bitness::Bits64))
+        .get_or_insert_with(|| new_state(Token::System, IntegrityLevel::System, Bitness::Bits64))
         .clone()
 }
 
@@ -211,8 +234,14 @@ pub struct Process {
 
 impl Process {
     pub fn new(token: Token, bitness: Bitness) -> Process {
+        Self::with_integrity(token, token.default_integrity(), bitness)
+    }
+
+    /// A process whose token runs at `integrity` rather than its token's usual level (an
+    /// administrator's process that lowered its own, say).
+    pub fn with_integrity(token: Token, integrity: IntegrityLevel, bitness: Bitness) -> Process {
         Process {
-            state: new_state(token, bitness),
+            state: new_state(token, integrity, bitness),
         }
     }
 

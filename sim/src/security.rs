@@ -1,5 +1,6 @@
-//! Access checks: a process's token, and SeAccessCheck evaluating a security descriptor's DACL
-//! against the token's groups.
+//! Access checks: a process's token, and SeAccessCheck evaluating a security descriptor's
+//! mandatory label against the token's integrity level, then its DACL against the token's
+//! groups.
 
 // The exports below are the kernel's own functions: their safety contracts are the ones
 // Microsoft documents, and checking them is this module's job.
@@ -8,13 +9,21 @@
 use oxtun_driver::sys::*;
 
 use crate::irql;
-use crate::process::{self, Token};
+use crate::process::{self, IntegrityLevel, Token};
 use crate::verifier::violation;
 
 const SE_DACL_PRESENT: u16 = 0x0004;
+const SE_SACL_PRESENT: u16 = 0x0010;
 const SE_SELF_RELATIVE: u16 = 0x8000;
 const ACCESS_ALLOWED_ACE_TYPE: u8 = 0;
 const ACCESS_DENIED_ACE_TYPE: u8 = 1;
+const SYSTEM_MANDATORY_LABEL_ACE_TYPE: u8 = 0x11;
+/// The mandatory label's policy bits: what a caller of lower integrity is denied.
+const SYSTEM_MANDATORY_LABEL_NO_WRITE_UP: u32 = 0x1;
+const SYSTEM_MANDATORY_LABEL_NO_READ_UP: u32 = 0x2;
+const SYSTEM_MANDATORY_LABEL_NO_EXECUTE_UP: u32 = 0x4;
+/// The authority of integrity-level SIDs, S-1-16-RID.
+const MANDATORY_LABEL_AUTHORITY: u8 = 16;
 /// What SeCaptureSubjectContext writes first, to check the context was captured.
 const CAPTURED: u64 = 0x5EC0_7E47;
 
@@ -61,14 +70,28 @@ fn token_of(code: u64) -> Option<Token> {
     }
 }
 
+/// The RID of an integrity level's SID, S-1-16-RID.
+fn integrity_rid(level: IntegrityLevel) -> u32 {
+    match level {
+        IntegrityLevel::Low => 0x1000,
+        IntegrityLevel::Medium => 0x2000,
+        IntegrityLevel::High => 0x3000,
+        IntegrityLevel::System => 0x4000,
+    }
+}
+
 #[unsafe(no_mangle)]
 pub unsafe extern "efiapi" fn SeCaptureSubjectContext(context: *mut SECURITY_SUBJECT_CONTEXT) {
     irql::require_at_most(PASSIVE_LEVEL, "SeCaptureSubjectContext");
     let words = context.cast::<u64>();
+    let process = process::current();
     // SAFETY: the driver's context, 0x20 bytes.
     unsafe {
         words.write(CAPTURED);
-        words.add(1).write(token_code(process::current().token));
+        words.add(1).write(token_code(process.token));
+        words
+            .add(2)
+            .write(u64::from(integrity_rid(process.integrity)));
     }
 }
 
@@ -113,12 +136,18 @@ fn map_generic(mask: ACCESS_MASK, mapping: &GENERIC_MAPPING) -> ACCESS_MASK {
     mapped
 }
 
-/// Reads a self-relative security descriptor's DACL as (type, mask, SID) ACEs; `None` for no
-/// DACL (everyone allowed).
+/// A self-relative security descriptor's ACLs, each as (type, mask, SID) ACEs; `None` for an
+/// ACL that is not present (for the DACL: everyone allowed).
+struct Descriptor {
+    sacl: Option<Vec<(u8, u32, Vec<u8>)>>,
+    dacl: Option<Vec<(u8, u32, Vec<u8>)>>,
+}
+
+/// Reads a self-relative security descriptor.
 ///
 /// # Safety
 /// `descriptor` points at a well-formed self-relative security descriptor.
-unsafe fn dacl(descriptor: *const u8) -> Option<Vec<(u8, u32, Vec<u8>)>> {
+unsafe fn read_descriptor(descriptor: *const u8) -> Descriptor {
     let read_u16 = |at: usize| {
         // SAFETY: inside the descriptor, per the caller.
         u16::from_le_bytes(unsafe { [*descriptor.add(at), *descriptor.add(at + 1)] })
@@ -127,28 +156,74 @@ unsafe fn dacl(descriptor: *const u8) -> Option<Vec<(u8, u32, Vec<u8>)>> {
     let control = read_u16(2);
     if control & SE_SELF_RELATIVE == 0 {
         violation("the simulator reads only self-relative security descriptors");
-        return Some(Vec::new());
+        return Descriptor {
+            sacl: None,
+            dacl: Some(Vec::new()),
+        };
     }
-    let dacl_offset = read_u32(16) as usize;
-    if control & SE_DACL_PRESENT == 0 || dacl_offset == 0 {
-        return None;
+    let acl = |present: u16, offset_at: usize| {
+        let offset = read_u32(offset_at) as usize;
+        if control & present == 0 || offset == 0 {
+            return None;
+        }
+        let ace_count = read_u16(offset + 4) as usize;
+        let mut aces = Vec::new();
+        let mut at = offset + 8;
+        for _ in 0..ace_count {
+            // SAFETY: inside the descriptor, per the caller.
+            let ace_type = unsafe { *descriptor.add(at) };
+            let ace_size = read_u16(at + 2) as usize;
+            let mask = read_u32(at + 4);
+            // SAFETY: the SID fills the rest of the ACE.
+            let sid = unsafe { std::slice::from_raw_parts(descriptor.add(at + 8), ace_size - 8) };
+            // SAFETY: as above.
+            let sub_count = unsafe { *descriptor.add(at + 9) } as usize;
+            aces.push((ace_type, mask, sid[..8 + 4 * sub_count].to_vec()));
+            at += ace_size;
+        }
+        Some(aces)
+    };
+    Descriptor {
+        sacl: acl(SE_SACL_PRESENT, 12),
+        dacl: acl(SE_DACL_PRESENT, 16),
     }
-    let ace_count = read_u16(dacl_offset + 4) as usize;
-    let mut aces = Vec::new();
-    let mut at = dacl_offset + 8;
-    for _ in 0..ace_count {
-        // SAFETY: inside the descriptor, per the caller.
-        let ace_type = unsafe { *descriptor.add(at) };
-        let ace_size = read_u16(at + 2) as usize;
-        let mask = read_u32(at + 4);
-        // SAFETY: the SID fills the rest of the ACE.
-        let sid = unsafe { std::slice::from_raw_parts(descriptor.add(at + 8), ace_size - 8) };
-        // SAFETY: as above.
-        let sub_count = unsafe { *descriptor.add(at + 9) } as usize;
-        aces.push((ace_type, mask, sid[..8 + 4 * sub_count].to_vec()));
-        at += ace_size;
+}
+
+/// What mandatory integrity control denies a caller at integrity `rid`: an object without a label
+/// counts as medium integrity with no-write-up ("Mandatory Integrity Control", Microsoft's
+/// Windows security documentation).
+fn denied_by_label(
+    sacl: Option<&[(u8, u32, Vec<u8>)]>,
+    rid: u32,
+    mapping: &GENERIC_MAPPING,
+) -> u32 {
+    let label = sacl
+        .into_iter()
+        .flatten()
+        .find_map(|(ace_type, mask, sid)| {
+            let is_label = *ace_type == SYSTEM_MANDATORY_LABEL_ACE_TYPE
+                && sid.len() == 12
+                && sid[7] == MANDATORY_LABEL_AUTHORITY;
+            is_label.then(|| (u32::from_le_bytes(sid[8..12].try_into().unwrap()), *mask))
+        });
+    let (label_rid, policy) = label.unwrap_or((
+        integrity_rid(IntegrityLevel::Medium),
+        SYSTEM_MANDATORY_LABEL_NO_WRITE_UP,
+    ));
+    if rid >= label_rid {
+        return 0;
     }
-    Some(aces)
+    let mut denied = 0;
+    for (bit, rights) in [
+        (SYSTEM_MANDATORY_LABEL_NO_WRITE_UP, mapping.GenericWrite),
+        (SYSTEM_MANDATORY_LABEL_NO_READ_UP, mapping.GenericRead),
+        (SYSTEM_MANDATORY_LABEL_NO_EXECUTE_UP, mapping.GenericExecute),
+    ] {
+        if policy & bit != 0 {
+            denied |= rights;
+        }
+    }
+    denied
 }
 
 #[unsafe(no_mangle)]
@@ -173,13 +248,16 @@ pub unsafe extern "efiapi" fn SeAccessCheck(
     let desired = map_generic(desired, mapping);
     let words = context.cast::<u64>();
     // SAFETY: the driver's captured context.
-    let (captured, code) = unsafe { (words.read(), words.add(1).read()) };
+    let (captured, code, rid) = unsafe { (words.read(), words.add(1).read(), words.add(2).read()) };
     let token = token_of(code).filter(|_| captured == CAPTURED);
     let allowed = if mode == KernelMode {
         true
     } else if let Some(token) = token {
         // SAFETY: the driver's security descriptor.
-        match unsafe { dacl(descriptor.cast()) } {
+        let descriptor = unsafe { read_descriptor(descriptor.cast()) };
+        let label_denies =
+            denied_by_label(descriptor.sacl.as_deref(), rid as u32, mapping) & desired != 0;
+        let dacl_allows = match descriptor.dacl {
             None => true,
             Some(aces) => {
                 let groups = groups(token);
@@ -201,7 +279,8 @@ pub unsafe extern "efiapi" fn SeAccessCheck(
                 }
                 !denied && have & desired == desired
             }
-        }
+        };
+        !label_denies && dacl_allows
     } else {
         violation("SeAccessCheck with a subject context that was not captured");
         false

@@ -52,7 +52,7 @@ fn spin_lock_misuse_is_caught() {
     // SAFETY (test): the simulator's exports on a live lock word.
     unsafe {
         let old = KeAcquireSpinLockRaiseToDpc(&mut lock);
-        assert_eq!(KeGetCurrentIrql(), DISPATCH_LEVEL);
+        assert_eq!(irql::current(), DISPATCH_LEVEL);
         assert_one_violation(
             || {
                 KeAcquireSpinLockRaiseToDpc(&mut lock);
@@ -60,7 +60,7 @@ fn spin_lock_misuse_is_caught() {
             "twice",
         );
         KeReleaseSpinLock(&mut lock, old);
-        assert_eq!(KeGetCurrentIrql(), PASSIVE_LEVEL);
+        assert_eq!(irql::current(), PASSIVE_LEVEL);
         let mut other: KSPIN_LOCK = 0;
         irql::raise(DISPATCH_LEVEL);
         assert_one_violation(|| KeReleaseSpinLock(&mut other, PASSIVE_LEVEL), "not hold");

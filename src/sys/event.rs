@@ -75,13 +75,27 @@ impl Waitable for EventReference {
 /// Waits at PASSIVE_LEVEL until one of the objects (at most three) is signalled; returns its
 /// index.
 pub fn wait_any(objects: &[&dyn Waitable]) -> usize {
+    wait_any_until(objects, None).expect("a wait without timeout ends signalled")
+}
+
+/// Like [`wait_any`], but gives up after `milliseconds`: `None` then. A relative timeout on a
+/// default-resolution wait expires on a system clock tick (about 15.6 ms apart by default on
+/// Windows), so it may last up to one tick longer.
+pub fn wait_any_for(objects: &[&dyn Waitable], milliseconds: u32) -> Option<usize> {
+    wait_any_until(objects, Some(milliseconds))
+}
+
+fn wait_any_until(objects: &[&dyn Waitable], milliseconds: Option<u32>) -> Option<usize> {
     let mut pointers = [null_mut(); THREAD_WAIT_OBJECTS];
     for (slot, object) in pointers.iter_mut().zip(objects) {
         *slot = object.dispatcher_object();
     }
     let count = objects.len().min(THREAD_WAIT_OBJECTS);
-    // SAFETY: live dispatcher objects (borrowed for the call); no timeout, so no wait block
-    // array is needed for up to THREAD_WAIT_OBJECTS objects.
+    // Relative timeouts are negative, in units of 100 ns.
+    let mut timeout = milliseconds.map(|ms| -i64::from(ms) * 10_000);
+    let timeout_pointer = timeout.as_mut().map_or(null_mut(), |t| t as *mut i64);
+    // SAFETY: live dispatcher objects (borrowed for the call) and a local timeout; up to
+    // THREAD_WAIT_OBJECTS objects need no wait block array.
     let status = unsafe {
         KeWaitForMultipleObjects(
             count as ULONG,
@@ -90,11 +104,11 @@ pub fn wait_any(objects: &[&dyn Waitable]) -> usize {
             Executive,
             KernelMode,
             0,
-            null_mut(),
+            timeout_pointer,
             null_mut(),
         )
     };
-    (status - STATUS_WAIT_0) as usize
+    (status != STATUS_TIMEOUT).then(|| (status - STATUS_WAIT_0) as usize)
 }
 
 /// Waits at PASSIVE_LEVEL until the object is signalled.

@@ -48,7 +48,7 @@ mod rundown;
 mod security;
 mod user;
 
-pub use event::{KernelEvent, SystemThread, Waitable, wait, wait_any};
+pub use event::{KernelEvent, SystemThread, Waitable, wait, wait_any, wait_any_for};
 pub use lock::{SpinLock, SpinLockGuard};
 pub use nbl::{Nbl, NblChain, NetBuffer};
 pub use ndis::*;

@@ -38,6 +38,7 @@ pub const STATUS_INVALID_DEVICE_REQUEST: NTSTATUS = 0xC000_0010_u32 as i32;
 pub const STATUS_ACCESS_DENIED: NTSTATUS = 0xC000_0022_u32 as i32;
 pub const STATUS_INSUFFICIENT_RESOURCES: NTSTATUS = 0xC000_009A_u32 as i32;
 pub const STATUS_ALREADY_INITIALIZED: NTSTATUS = 0xC000_0510_u32 as i32;
+pub const STATUS_INVALID_USER_BUFFER: NTSTATUS = 0xC000_00E8_u32 as i32;
 
 pub type HANDLE = PVOID;
 pub type ACCESS_MASK = ULONG;
@@ -519,45 +520,4 @@ pub unsafe fn MmPrepareMdlForReuse(mdl: PMDL) {
             MmUnmapLockedPages((*mdl).MappedSystemVa, mdl);
         }
     }
-}
-
-/// `KeGetCurrentIrql`: on x64 the IRQL is the task priority register, CR8.
-#[cfg(all(windows, target_arch = "x86_64"))]
-pub fn KeGetCurrentIrql() -> KIRQL {
-    let irql: u64;
-    // SAFETY: reading CR8 is how the kernel itself reads the IRQL in kernel mode; no side effects.
-    unsafe {
-        core::arch::asm!("mov {}, cr8", out(reg) irql, options(nomem, nostack, preserves_flags))
-    };
-    irql as KIRQL
-}
-
-/// `KeGetCurrentIrql`: on ARM64 the IRQL is `KPCR.CurrentIrql`, the byte at 0x38 of the
-/// processor control region that register x18 points to in kernel mode.
-#[cfg(all(windows, target_arch = "aarch64"))]
-pub fn KeGetCurrentIrql() -> KIRQL {
-    let irql: u32;
-    // SAFETY: in kernel mode x18 always holds the current processor's KPCR (the Windows ARM64
-    // ABI reserves the register, so compiled code never changes it), and a KPCR stays mapped
-    // while its processor runs. One load reads it, so a thread cannot move to another processor
-    // between finding the KPCR and reading its byte; reading has no side effects.
-    unsafe {
-        core::arch::asm!(
-            "ldrb {irql:w}, [x18, #0x38]",
-            irql = out(reg) irql,
-            options(readonly, nostack, preserves_flags)
-        )
-    };
-    irql as KIRQL
-}
-
-/// `KeGetCurrentIrql`: the simulated kernel tracks the IRQL of each thread.
-#[cfg(not(windows))]
-pub fn KeGetCurrentIrql() -> KIRQL {
-    unsafe extern "efiapi" {
-        #[link_name = "KeGetCurrentIrql"]
-        fn simulated_irql() -> KIRQL;
-    }
-    // SAFETY: the simulated kernel's export takes nothing and only reads thread state.
-    unsafe { simulated_irql() }
 }

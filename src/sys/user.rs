@@ -31,7 +31,8 @@ unsafe impl Sync for LockedUserBuffer {}
 
 impl LockedUserBuffer {
     /// Locks `len` bytes at `address` in the current process, checked for writing with the
-    /// caller's `mode`. A bad address fails with the status of the exception it raised.
+    /// caller's `mode`. Memory that cannot be probed and locked (unmapped, read-only, a kernel
+    /// address from user mode) fails with STATUS_INVALID_USER_BUFFER, as Wintun answers it.
     pub fn lock(address: u64, len: u32, mode: KPROCESSOR_MODE) -> Result<Self, NTSTATUS> {
         let address = usize::try_from(address).map_err(|_| STATUS_INVALID_PARAMETER)?;
         if address == 0 || len == 0 {
@@ -45,7 +46,7 @@ impl LockedUserBuffer {
         if !NT_SUCCESS(status) {
             // SAFETY: the MDL is ours and describes no locked pages.
             unsafe { IoFreeMdl(mdl.as_ptr()) };
-            return Err(status);
+            return Err(STATUS_INVALID_USER_BUFFER);
         }
         // SAFETY: the MDL's pages are locked; the mapping is kernel-mode, cached, no-execute.
         let system_address = unsafe {

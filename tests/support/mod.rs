@@ -16,7 +16,6 @@ use oxtun_sim::{Adapter, Bitness, DeviceHandle, Driver, EventObject, Leaks, Proc
 
 pub const EVENT_ALL_ACCESS: ACCESS_MASK = 0x001F_0003;
 pub const READ_WRITE: ACCESS_MASK = FILE_READ_DATA | FILE_WRITE_DATA;
-pub const STATUS_ACCESS_VIOLATION: NTSTATUS = 0xC000_0005_u32 as i32;
 pub const STATUS_INVALID_HANDLE: NTSTATUS = 0xC000_0008_u32 as i32;
 pub const STATUS_OBJECT_TYPE_MISMATCH: NTSTATUS = 0xC000_0024_u32 as i32;
 
