@@ -6,6 +6,8 @@ use std::net::IpAddr;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::time::{Duration, Instant};
 
+use crate::session::readable_before;
+
 /// A raw ICMP (IPv4) or ICMPv6 socket that pings one address.
 pub struct Pinger {
     socket: OwnedFd,
@@ -99,19 +101,8 @@ impl Pinger {
         let deadline = Instant::now() + timeout;
         let mut buffer = vec![0u8; 0x1_0000];
         loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            let mut poll = libc::pollfd {
-                fd: self.socket.as_raw_fd(),
-                events: libc::POLLIN,
-                revents: 0,
-            };
-            let millis = left.as_micros().div_ceil(1000) as libc::c_int;
-            // SAFETY: one pollfd of ours.
-            if unsafe { libc::poll(&mut poll, 1, millis) } <= 0 {
-                if Instant::now() >= deadline {
-                    return None;
-                }
-                continue;
+            if !readable_before(&self.socket, deadline) {
+                return None;
             }
             // SAFETY: reading into our buffer.
             let read = unsafe {

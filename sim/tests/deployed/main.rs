@@ -44,17 +44,58 @@ const STACK_V6: &str = "fd01:201::1";
 const CLIENT_V4: &str = "10.201.0.2";
 const CLIENT_V6: &str = "fd01:201::2";
 
-/// The slowest ping round trip accepted. Each takes well under a millisecond here; the bound
-/// leaves room for a loaded machine but none for the 1-second waits of a missed event.
-const PING_LIMIT: Duration = Duration::from_millis(20);
+/// What the median ping round trip or wake-up must beat: they take tens of microseconds here.
+const TYPICAL_LIMIT: Duration = Duration::from_millis(1);
+/// The slowest single ping round trip or wake-up accepted: room for the tens of milliseconds a
+/// loaded 2-core machine now and then delays a thread, none for the 1-second (or endless)
+/// waits of a missed event.
+const WAKE_LIMIT: Duration = Duration::from_millis(250);
 /// How long a burst of 200 echo requests may take to be answered in full.
 const BURST_LIMIT: Duration = Duration::from_secs(1);
-/// How long a packet may take to come back after an idle moment.
-const WAKE_LIMIT: Duration = Duration::from_millis(50);
 /// How long the end of a registration may take to be seen, or a new one to be accepted.
 const TEARDOWN_LIMIT: Duration = Duration::from_secs(1);
 /// The longest any single wait of a test may block: a stuck driver fails, it does not hang.
 const WATCHDOG: Duration = Duration::from_secs(5);
+
+/// The interface's counters and the routes, for the message of a test through the stack that
+/// lost packets.
+fn network_state() -> String {
+    let run = |args: &[&str]| {
+        let output = std::process::Command::new("ip")
+            .args(args)
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    };
+    let counters = std::process::Command::new("nstat")
+        .args(["-as"])
+        .output()
+        .unwrap();
+    run(&["-s", "link", "show", "oxdep0"])
+        + &run(&["-6", "address"])
+        + &String::from_utf8_lossy(&counters.stdout)
+}
+
+/// Starts the emulator with its TUN interface in this test's namespace, and waits until the
+/// stack takes IPv6 packets for its address. wintun-emu says it is ready once the address is
+/// assigned, but Linux adds a `nodad` address's local route only when address configuration
+/// runs after the link comes up, from a work queue; until then it drops what arrives for the
+/// address (Ip6InAddrErrors), which on a loaded machine lasts long enough to lose pings.
+fn start_tun_emulator() -> Emulator {
+    own_network_namespace();
+    let emulator = Emulator::start(TUN);
+    let local_route = format!("local {STACK_V6} ");
+    let routable = time_until(WATCHDOG, || {
+        let output = std::process::Command::new("ip")
+            .args(["-6", "route", "show", "table", "local"])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&output.stdout).contains(&local_route)
+    });
+    println!("the stack took IPv6 for {STACK_V6} after {routable:?}");
+    assert!(routable.is_some(), "no local route for {STACK_V6}");
+    emulator
+}
 
 fn address(text: &str) -> IpAddr {
     text.parse().unwrap()
@@ -217,13 +258,13 @@ fn the_read_wait_event_is_set_after_every_move_of_the_send_tail() {
     }
     let (median, worst) = median_and_worst(&mut waits);
     println!("200 wake-ups by the read-wait event: median {median:?}, worst {worst:?}");
+    assert!(median < TYPICAL_LIMIT, "median wake-up {median:?}");
     assert_eq!(session.rings().send.alertable().load(Ordering::SeqCst), 0);
 }
 
 #[test]
 fn pings_both_families_answer_in_well_under_a_millisecond() {
-    own_network_namespace();
-    let emulator = Emulator::start(TUN);
+    let emulator = start_tun_emulator();
     let mut report = Vec::new();
     let answered = with_responder(&emulator, || {
         for target in [CLIENT_V4, CLIENT_V6] {
@@ -234,16 +275,19 @@ fn pings_both_families_answer_in_well_under_a_millisecond() {
                 pinger
                     .send(sequence, &ip::payload(7, sequence.into(), 56))
                     .unwrap();
-                let reply = pinger
-                    .receive(WATCHDOG)
-                    .unwrap_or_else(|| panic!("no reply to ping {sequence} of {target}"));
+                let reply = pinger.receive(WATCHDOG).unwrap_or_else(|| {
+                    panic!(
+                        "no reply to ping {sequence} of {target}; {}",
+                        network_state()
+                    )
+                });
                 assert_eq!(reply.sequence, sequence);
                 round_trips.push(reply.at - sent);
             }
             let (median, worst) = median_and_worst(&mut round_trips);
             report.push(format!("{target}: median {median:?}, worst {worst:?}"));
             assert!(
-                worst < PING_LIMIT && median < Duration::from_millis(1),
+                worst < WAKE_LIMIT && median < TYPICAL_LIMIT,
                 "ping {target}: median {median:?}, worst {worst:?}"
             );
         }
@@ -254,8 +298,7 @@ fn pings_both_families_answer_in_well_under_a_millisecond() {
 
 #[test]
 fn ten_bursts_of_two_hundred_echo_requests_are_all_answered() {
-    own_network_namespace();
-    let emulator = Emulator::start(TUN);
+    let emulator = start_tun_emulator();
     let mut report = Vec::new();
     with_responder(&emulator, || {
         for burst in 0..10u16 {
@@ -273,7 +316,10 @@ fn ten_bursts_of_two_hundred_echo_requests_are_all_answered() {
             while count < 200 {
                 let left = BURST_LIMIT.saturating_sub(start.elapsed());
                 let Some(reply) = pinger.receive(left) else {
-                    panic!("burst {burst} to {target}: {count} of 200 answered in {BURST_LIMIT:?}");
+                    panic!(
+                        "burst {burst} to {target}: {count} of 200 answered in {BURST_LIMIT:?}; {}",
+                        network_state()
+                    );
                 };
                 let index = usize::from(reply.sequence.wrapping_sub(burst * 200));
                 assert!(index < 200 && !answered[index], "reply {}", reply.sequence);
@@ -303,8 +349,7 @@ fn a_hundred_thousand_packets_each_way_arrive_byte_exact() {
     const COUNT: u32 = 100_000;
     const SENDERS: u32 = 4;
     const IN_FLIGHT: u64 = 64;
-    own_network_namespace();
-    let emulator = Emulator::start(TUN);
+    let emulator = start_tun_emulator();
     let session = Session::start(&emulator.socket, 1 << 22, Handshake::Unfenced).unwrap();
     let to_client = [
         SocketAddr::new(address(CLIENT_V4), 9),
@@ -397,8 +442,9 @@ fn a_hundred_thousand_packets_each_way_arrive_byte_exact() {
                     .collect();
                 panic!(
                     "the stack got {count} datagrams (by client thread: {counts:?}), then {error}; \
-                     receive ring (Head, Tail, Alertable): {:?}",
-                    session.rings().receive.header()
+                     receive ring (Head, Tail, Alertable): {:?}; {}",
+                    session.rings().receive.header(),
+                    network_state()
                 )
             });
             let payload = &buffer[..len];
@@ -661,8 +707,7 @@ fn garbage_packets_are_skipped_and_the_ring_keeps_moving() {
 /// ERROR_HANDLE_EOF), while the send ring still delivers; the next registration works.
 #[test]
 fn a_corrupt_receive_ring_stops_that_ring_and_nothing_else() {
-    own_network_namespace();
-    let emulator = Emulator::start(TUN);
+    let emulator = start_tun_emulator();
     let stack = UdpSocket::bind((address(STACK_V4), 0)).unwrap();
     let client = SocketAddr::new(address(CLIENT_V4), 9);
     type Corruption = fn(&Session);
@@ -707,28 +752,47 @@ fn a_corrupt_receive_ring_stops_that_ring_and_nothing_else() {
         );
         let payload = ip::payload(5, round as u32, 700);
         stack.send_to(&payload, client).unwrap();
-        let received = session.receive_waiting(WATCHDOG).unwrap();
-        let datagram = ip::parse_udp(received.data()).expect("the stack's datagram");
-        assert_eq!(
-            datagram.payload, payload,
-            "{name}: the send ring stopped too"
-        );
-        received.release();
+        assert_eq!(receive_datagram(&session), payload, "{name}");
         session.close_handle();
         println!("{name}: receive ring stopped in {:?}", stopped.unwrap());
     }
     let (session, _) = start_when_free(&emulator, Handshake::Fenced);
+    let payload = ip::payload(6, 0, 400);
+    assert_stack_receives(&session, &stack_receiver(), &payload);
+}
+
+/// A UDP socket of the stack's, for datagrams from the client.
+fn stack_receiver() -> UdpSocket {
     let receiver = UdpSocket::bind((address(STACK_V4), 0)).unwrap();
     receiver.set_read_timeout(Some(WATCHDOG)).unwrap();
-    let payload = ip::payload(6, 0, 400);
-    session
-        .send(&ip::udp(client, receiver.local_addr().unwrap(), &payload))
-        .unwrap();
-    let mut buffer = [0u8; 1000];
+    receiver
+}
+
+/// Sends `payload` from the client to `receiver` and checks that it arrives whole.
+fn assert_stack_receives(session: &Session, receiver: &UdpSocket, payload: &[u8]) {
+    let client = SocketAddr::new(address(CLIENT_V4), 9);
+    let packet = ip::udp(client, receiver.local_addr().unwrap(), payload);
+    session.send(&packet).unwrap();
+    let mut buffer = [0u8; 2000];
     let (len, _) = receiver
         .recv_from(&mut buffer)
-        .expect("a new registration carries traffic");
+        .expect("the client's datagram reached the stack");
     assert_eq!(&buffer[..len], payload);
+}
+
+/// The payload of the next UDP datagram the stack sent the client's port 9, past the
+/// stack's own IPv6 chatter (router solicitations, MLD reports).
+fn receive_datagram(session: &Session) -> Vec<u8> {
+    loop {
+        let packet = session.receive_waiting(WATCHDOG).unwrap();
+        let payload = ip::parse_udp(packet.data())
+            .filter(|datagram| datagram.destination.port() == 9)
+            .map(|datagram| datagram.payload.to_vec());
+        packet.release();
+        if let Some(payload) = payload {
+            return payload;
+        }
+    }
 }
 
 /// A send ring whose Head the client corrupted: the driver writes nothing more to it (the
@@ -736,11 +800,9 @@ fn a_corrupt_receive_ring_stops_that_ring_and_nothing_else() {
 /// registration works.
 #[test]
 fn a_corrupt_send_ring_loses_its_packets_and_nothing_else() {
-    own_network_namespace();
-    let emulator = Emulator::start(TUN);
+    let emulator = start_tun_emulator();
     let stack = UdpSocket::bind((address(STACK_V4), 0)).unwrap();
-    let receiver = UdpSocket::bind((address(STACK_V4), 0)).unwrap();
-    receiver.set_read_timeout(Some(WATCHDOG)).unwrap();
+    let receiver = stack_receiver();
     let client = SocketAddr::new(address(CLIENT_V4), 9);
     for bad_head in [MIN_CAPACITY, ENDED, 6] {
         let (session, _) = start_when_free(&emulator, Handshake::Fenced);
@@ -752,15 +814,7 @@ fn a_corrupt_send_ring_loses_its_packets_and_nothing_else() {
                 .unwrap();
         }
         // The client's datagrams to the stack still arrive, and so after the ones above.
-        let payload = ip::payload(8, bad_head, 500);
-        session
-            .send(&ip::udp(client, receiver.local_addr().unwrap(), &payload))
-            .unwrap();
-        let mut buffer = [0u8; 1000];
-        let (len, _) = receiver
-            .recv_from(&mut buffer)
-            .expect("the receive ring stopped too");
-        assert_eq!(&buffer[..len], payload);
+        assert_stack_receives(&session, &receiver, &ip::payload(8, bad_head, 500));
         thread::sleep(Duration::from_millis(20));
         assert_eq!(
             ring.tail().load(Ordering::SeqCst),
@@ -772,9 +826,7 @@ fn a_corrupt_send_ring_loses_its_packets_and_nothing_else() {
     let (session, _) = start_when_free(&emulator, Handshake::Fenced);
     let payload = ip::payload(9, 0, 600);
     stack.send_to(&payload, client).unwrap();
-    let received = session.receive_waiting(WATCHDOG).unwrap();
-    assert_eq!(ip::parse_udp(received.data()).unwrap().payload, payload);
-    received.release();
+    assert_eq!(receive_datagram(&session), payload);
 }
 
 /// Closing the handle while a reader waits on the read-wait event, a received packet is
@@ -852,66 +904,73 @@ fn halting_the_adapter_wakes_a_waiting_reader_with_the_end() {
     });
 }
 
-/// The longest a lost wakeup may hold a packet back: far above the few milliseconds of the
-/// driver's timed re-check, far below the 4-5 s stalls Wintun's users saw.
-const STALL_LIMIT: Duration = Duration::from_millis(50);
+/// The longest a lost wakeup may hold a packet back: well above the driver's timed re-check
+/// of a few milliseconds (and the scheduling delays of a loaded 2-core machine, which reach
+/// tens of milliseconds), far below the 4-5 s stalls Wintun's users saw.
+const STALL_LIMIT: Duration = Duration::from_millis(100);
+/// What a lost wakeup may cost typically: the re-check's period and a little.
+const TYPICAL_STALL_LIMIT: Duration = Duration::from_millis(10);
 
 /// What a lost-wakeup stress measured.
 struct Stress {
     name: &'static str,
-    /// Each transition's time from the burst's first send to its last packet's return.
+    /// Each burst's last packet's round trip.
     round_trips: Vec<Duration>,
-    /// The round trips of the transitions in which a wakeup was lost: the driver was seen
-    /// asleep with the burst unread although the client had not set the event for it.
+    /// The round trips of the bursts whose last packet's wakeup was lost: the driver was seen
+    /// asleep with it unread, and the client had not set the event for it.
     lost: Vec<Duration>,
     /// How many times the client set the receive event (the driver had said it sleeps).
     events_set: u64,
 }
 
-impl Stress {
-    fn worst_lost(&self) -> Duration {
-        self.lost.iter().copied().max().unwrap_or_default()
+/// The median and the largest, of times sorted.
+fn median_and_worst_of(times: &mut [Duration]) -> (Duration, Duration) {
+    if times.is_empty() {
+        return Default::default();
     }
+    median_and_worst(times)
+}
 
+impl Stress {
     fn print(&mut self) {
-        self.round_trips.sort();
-        let at = |fraction: f64| {
-            self.round_trips[((self.round_trips.len() - 1) as f64 * fraction) as usize]
-        };
+        let (median, worst) = median_and_worst(&mut self.round_trips);
+        let ninety_ninth = self.round_trips[self.round_trips.len() * 99 / 100];
+        let (lost_median, lost_worst) = median_and_worst_of(&mut self.lost);
         println!(
             "{}: {} idle/busy transitions, the driver asleep at {} of the client's Tail moves; \
-             round trip median {:?}, 99th percentile {:?}, worst {:?}; {} wakeups lost, the worst \
-             stall they caused {:?}",
+             round trip median {median:?}, 99th percentile {ninety_ninth:?}, worst {worst:?}; \
+             {} wakeups lost, their stalls median {lost_median:?}, worst {lost_worst:?}",
             self.name,
             self.round_trips.len(),
             self.events_set,
-            at(0.5),
-            at(0.99),
-            at(1.0),
             self.lost.len(),
-            self.worst_lost()
+        );
+    }
+
+    fn assert_lost_wakeups_bounded(&mut self) {
+        let (median, worst) = median_and_worst_of(&mut self.lost);
+        assert!(
+            worst < STALL_LIMIT && median < TYPICAL_STALL_LIMIT,
+            "{}: lost wakeups stalled for {:?}",
+            self.name,
+            self.lost
         );
     }
 }
 
-/// Idles for 0 to 60 us spinning (3 times in 4: the driver is still spinning, or announcing its
-/// sleep) or 0 to 200 us asleep (the driver is asleep).
-fn idle(random: &mut impl FnMut(u64) -> u64) {
-    if random(4) == 0 {
-        thread::sleep(Duration::from_micros(random(200)));
-    } else {
-        let until = Instant::now() + Duration::from_micros(random(60));
-        while Instant::now() < until {
-            std::hint::spin_loop();
-        }
-    }
-}
-
-/// `transitions` times: idle, then a burst of 1 to 4 packets through the reflecting emulator,
-/// timed until the last comes back. Both wake-ups are on the way: the client's receive event
-/// (when the driver said it sleeps) and the driver's send event (the client waits on it, in
-/// 1 ms slices so that it can watch the receive ring meanwhile; it reads only after the event).
-fn lost_wakeup_stress(name: &'static str, handshake: Handshake, transitions: u32) -> Stress {
+/// `transitions` times: idle for 0 to 200 us (the driver falls asleep, or is about to), then a
+/// burst of 1 to 4 packets through the reflecting emulator, timed from its last packet's send
+/// to its return. Both wake-ups are on the way: the client's receive event (when the driver
+/// said it sleeps) and the driver's send event (the client waits on it, in 1 ms slices so
+/// that it can watch the receive ring meanwhile; it reads only after the event).
+///
+/// It goes on past `transitions` until `wanted_lost` wakeups were lost, or 10 times as long.
+fn lost_wakeup_stress(
+    name: &'static str,
+    handshake: Handshake,
+    transitions: u32,
+    wanted_lost: usize,
+) -> Stress {
     let emulator = Emulator::start(REFLECT);
     let (session, _) = start_when_free(&emulator, handshake);
     let mut state = 0x2545_F491_4F6C_DD1Du64;
@@ -927,57 +986,81 @@ fn lost_wakeup_stress(name: &'static str, handshake: Handshake, transitions: u32
         lost: Vec::new(),
         events_set: 0,
     };
-    for transition in 0..transitions {
-        idle(&mut random);
+    for transition in 0..transitions * 10 {
+        if transition >= transitions && stress.lost.len() >= wanted_lost {
+            break;
+        }
+        thread::sleep(Duration::from_micros(random(200)));
         let burst = 1 + random(4) as u32;
-        let start = Instant::now();
-        let mut events_set = 0;
+        let mut signalled = false;
         for index in 0..burst {
-            events_set = session.events_set();
+            if index > 0 {
+                // Aimed at the driver's moment of danger: it woke for the packet before (it
+                // cleared Alertable), and will soon find the ring empty and announce its sleep.
+                let alertable = &session.rings().receive.alertable();
+                time_until(Duration::from_millis(1), || {
+                    alertable.load(Ordering::SeqCst) == 0
+                });
+                session::spin_for(Duration::from_micros(random(30)));
+            }
+            let events_set = session.events_set();
             session
                 .send(&udp_packet(transition * 4 + index, 100))
                 .unwrap();
+            signalled = session.events_set() > events_set;
         }
-        // Whether the burst's last Tail move came with an event: if not, the driver was awake
-        // and must find the packet by itself.
-        let signalled = session.events_set() > events_set;
-        let mut lost = false;
-        let mut received = 0;
-        while received < burst {
-            match session.receive() {
-                Ok(packet) => {
-                    packet.release();
-                    received += 1;
-                    continue;
-                }
-                Err(Error::NoMoreItems) => {}
-                Err(other) => panic!("transition {transition}: {other:?}"),
-            }
-            while !session.rings().send.wait_event(Duration::from_millis(1)) {
-                let (head, tail, alertable) = session.rings().receive.header();
-                lost |= !signalled && alertable != 0 && head != tail;
-                assert!(
-                    start.elapsed() < TEARDOWN_LIMIT,
-                    "{name}, transition {transition}: no packet back after {:?}; {}; receive ring \
-                     (Head, Tail, Alertable) {:?}",
-                    start.elapsed(),
-                    if lost {
-                        "a lost wakeup, and nothing re-checked the ring"
-                    } else {
-                        "no wakeup was lost"
-                    },
-                    (head, tail, alertable)
-                );
-            }
-        }
-        stress.round_trips.push(start.elapsed());
+        let sent = Instant::now();
+        let lost = await_reflections(&session, burst, signalled, sent)
+            .unwrap_or_else(|why| panic!("{name}, transition {transition}: {why}"));
+        stress.round_trips.push(sent.elapsed());
         if lost {
-            stress.lost.push(start.elapsed());
+            stress.lost.push(sent.elapsed());
         }
     }
     stress.events_set = session.events_set();
     stress.print();
     stress
+}
+
+/// Receives `count` reflected packets; whether a wakeup was lost meanwhile: the driver was
+/// seen asleep with packets unread although the last Tail move came without an event
+/// (`signalled` false: the driver was awake then, and had to find the packet itself).
+fn await_reflections(
+    session: &Session,
+    count: u32,
+    signalled: bool,
+    sent: Instant,
+) -> Result<bool, String> {
+    let mut lost = false;
+    let mut received = 0;
+    while received < count {
+        match session.receive() {
+            Ok(packet) => {
+                packet.release();
+                received += 1;
+                continue;
+            }
+            Err(Error::NoMoreItems) => {}
+            Err(other) => return Err(format!("{other:?}")),
+        }
+        while !session.rings().send.wait_event(Duration::from_millis(1)) {
+            let (head, tail, alertable) = session.rings().receive.header();
+            lost |= !signalled && alertable != 0 && head != tail;
+            if sent.elapsed() > TEARDOWN_LIMIT {
+                let why = if lost {
+                    "a lost wakeup, and nothing re-checked the ring"
+                } else {
+                    "no wakeup was lost"
+                };
+                return Err(format!(
+                    "no packet back after {:?}: {why}; receive ring (Head, Tail, Alertable) {:?}",
+                    sent.elapsed(),
+                    (head, tail, alertable)
+                ));
+            }
+        }
+    }
+    Ok(lost)
 }
 
 /// The driver went to sleep at many of the client's Tail moves, so the handshake was tried.
@@ -994,7 +1077,7 @@ fn assert_driver_slept(stress: &Stress) {
 /// side of the handshake has its fence too.
 #[test]
 fn lost_wakeup_stress_with_the_fence() {
-    let stress = lost_wakeup_stress("fenced", Handshake::Fenced, 3000);
+    let stress = lost_wakeup_stress("fenced", Handshake::Fenced, 3000, 0);
     assert_driver_slept(&stress);
     assert_eq!(stress.lost, [], "wakeups lost with both fences in place");
 }
@@ -1003,22 +1086,23 @@ fn lost_wakeup_stress_with_the_fence() {
 /// whatever wakeups it loses cost at most the driver's re-check.
 #[test]
 fn lost_wakeup_stress_without_the_fence() {
-    let stress = lost_wakeup_stress("unfenced", Handshake::Unfenced, 3000);
+    let mut stress = lost_wakeup_stress("unfenced", Handshake::Unfenced, 3000, 0);
     assert_driver_slept(&stress);
-    assert!(stress.worst_lost() < STALL_LIMIT, "{:?}", stress.lost);
+    stress.assert_lost_wakeups_bounded();
 }
 
 /// A client without the fence, with the reordering the missing fence allows made to happen
-/// often (Alertable loaded 20 us before Tail is stored): wakeups are lost, and each costs at
+/// often (Alertable loaded 50 us before Tail is stored): wakeups are lost, and each costs at
 /// most the driver's timed re-check of the ring.
 #[test]
 fn lost_wakeup_stress_with_the_reordering_the_missing_fence_allows() {
-    let gap = Duration::from_micros(20);
-    let stress = lost_wakeup_stress("reordered", Handshake::Reordered { gap }, 3000);
+    let gap = Duration::from_micros(50);
+    let mut stress = lost_wakeup_stress("reordered", Handshake::Reordered { gap }, 3000, 20);
     assert_driver_slept(&stress);
     assert!(
-        !stress.lost.is_empty(),
-        "no wakeup was lost: the stress missed its aim"
+        stress.lost.len() >= 20,
+        "{} wakeups lost: the stress missed its aim",
+        stress.lost.len()
     );
-    assert!(stress.worst_lost() < STALL_LIMIT, "{:?}", stress.lost);
+    stress.assert_lost_wakeups_bounded();
 }

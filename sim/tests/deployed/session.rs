@@ -204,34 +204,22 @@ impl Ring {
     /// false when `timeout` passed first.
     pub fn wait_event(&self, timeout: Duration) -> bool {
         let deadline = Instant::now() + timeout;
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            let mut poll = libc::pollfd {
-                fd: self.event.as_raw_fd(),
-                events: libc::POLLIN,
-                revents: 0,
+        while readable_before(&self.event, deadline) {
+            let mut value = [0u8; 8];
+            // SAFETY: 8 bytes into a local from our non-blocking eventfd; fails with EAGAIN when
+            // another waiter took this set first.
+            let read = unsafe {
+                libc::read(
+                    self.event.as_raw_fd(),
+                    value.as_mut_ptr().cast(),
+                    value.len(),
+                )
             };
-            let millis = left.as_micros().div_ceil(1000).min(i32::MAX as u128) as i32;
-            // SAFETY: one pollfd of ours.
-            let ready = unsafe { libc::poll(&mut poll, 1, millis) };
-            if ready > 0 {
-                let mut value = [0u8; 8];
-                // SAFETY: 8 bytes into a local from our non-blocking eventfd; fails with EAGAIN
-                // when another waiter took this set first.
-                let read = unsafe {
-                    libc::read(
-                        self.event.as_raw_fd(),
-                        value.as_mut_ptr().cast(),
-                        value.len(),
-                    )
-                };
-                if read == 8 {
-                    return true;
-                }
-            } else if ready == 0 && left.is_zero() {
-                return false;
+            if read == 8 {
+                return true;
             }
         }
+        false
     }
 }
 
@@ -239,6 +227,34 @@ impl Drop for Ring {
     fn drop(&mut self) {
         // SAFETY: unmapping our own mapping; nothing borrows it past the Ring's life.
         unsafe { libc::munmap(self.base.cast(), ring_size(self.capacity) as usize) };
+    }
+}
+
+/// Waits until `fd` is readable (true) or `deadline` passes (false).
+pub fn readable_before(fd: &impl AsRawFd, deadline: Instant) -> bool {
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let mut poll = libc::pollfd {
+            fd: fd.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        let millis = left.as_micros().div_ceil(1000).min(i32::MAX as u128) as i32;
+        // SAFETY: one pollfd of ours.
+        if unsafe { libc::poll(&mut poll, 1, millis) } > 0 {
+            return true;
+        }
+        if left.is_zero() {
+            return false;
+        }
+    }
+}
+
+/// Busy-waits for `duration` (a sleep would take at least the timer's slack, 50 us).
+pub fn spin_for(duration: Duration) {
+    let until = Instant::now() + duration;
+    while Instant::now() < until {
+        std::hint::spin_loop();
     }
 }
 
@@ -280,8 +296,11 @@ pub enum Error {
     InvalidData,
     /// ERROR_BUFFER_OVERFLOW: no room in the receive ring.
     BufferOverflow,
-    /// The test's own limit on a wait (a deployed client waits INFINITE).
+    /// The test's own limit on a wait (a deployed client waits INFINITE) passed, the ring
+    /// still empty.
     TimedOut,
+    /// The same, but the driver had moved Tail meanwhile: it did not set the event.
+    TailMovedWithoutEvent,
 }
 
 /// A packet's place in a ring and whether the client is done with it.
@@ -443,11 +462,22 @@ impl Session {
                 Err(Error::NoMoreItems) => {
                     let left = deadline.saturating_duration_since(Instant::now());
                     if left.is_zero() || !self.rings.send.wait_event(left) {
-                        return Err(Error::TimedOut);
+                        return Err(self.diagnose_timeout());
                     }
                 }
                 other => return other,
             }
+        }
+    }
+
+    /// Why a wait for the next packet timed out: an empty ring, or a driver that moved Tail
+    /// without setting the event.
+    fn diagnose_timeout(&self) -> Error {
+        let next = self.reading.lock().unwrap().next;
+        if self.rings.send.tail().load(Ordering::Acquire) == next {
+            Error::TimedOut
+        } else {
+            Error::TailMovedWithoutEvent
         }
     }
 
@@ -515,10 +545,7 @@ impl Session {
             }
             Handshake::Reordered { gap } => {
                 let alertable = ring.alertable().load(Ordering::Acquire);
-                let until = Instant::now() + gap;
-                while Instant::now() < until {
-                    std::hint::spin_loop();
-                }
+                spin_for(gap);
                 ring.tail().store(tail, Ordering::Release);
                 alertable
             }
