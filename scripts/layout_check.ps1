@@ -2,7 +2,7 @@
 # tests\layout.rs) against the WDK's own headers, for x64 and for ARM64, with clang. Every
 # assertion that fails names a declaration of src\sys that disagrees with the WDK. Run it through
 # `cargo make layout-check` on a machine with the WDK and LLVM. Untested: the project's machines
-# have no Windows (docs/windows.md).
+# have no Windows (docs/windows.md, "The layout check", says what was checked without it).
 $ErrorActionPreference = 'Stop'
 Set-Location (Join-Path $PSScriptRoot '..')
 
@@ -19,13 +19,47 @@ if ($env:WDKContentRoot -and $env:Version_Number) {
 if (-not $include) { throw 'no WDK with km\ndis.h found' }
 Write-Output "WDK headers: $include"
 
+# ndis.h checks that its NDIS version exists on the architecture with
+#     #define NDIS_API_VERSION_AVAILABLE(major,minor) ((((0x ## major) << 8) + (0x ## minor)) >= ...
+# used as NDIS_API_VERSION_AVAILABLE(NDIS_MINIPORT_MAJOR_VERSION, NDIS_MINIPORT_MINOR_VERSION).
+# MSVC's preprocessor expands the arguments before pasting (0x6, 0x30); standard C pastes the
+# names themselves (0xNDIS_MINIPORT_MAJOR_VERSION), so clang fails the #if, in any mode: "invalid
+# suffix 'xNDIS_MINIPORT_MAJOR_VERSION' on integer constant". clang therefore reads a copy of
+# ndis.h, found before the WDK's, whose macro pastes through a helper: the arguments are expanded
+# first, as MSVC does, and the check is the same. Nothing else in the copy changes.
+$patched = Join-Path ([IO.Path]::GetTempPath()) 'oxtun-layout-check'
+New-Item -ItemType Directory -Force $patched | Out-Null
+$ndis = [IO.File]::ReadAllText((Join-Path $include 'km\ndis.h'))
+$definition = '(?m)^#define NDIS_API_VERSION_AVAILABLE\(major,minor\)[^\r\n]*'
+if (-not ($ndis -match $definition)) {
+    throw 'km\ndis.h does not define NDIS_API_VERSION_AVAILABLE as expected: update this script'
+}
+$helper = "#define NDIS_LAYOUT_CHECK_HEX(digits) 0x ## digits`r`n" +
+    '#define NDIS_API_VERSION_AVAILABLE(major,minor) ' +
+    '(((NDIS_LAYOUT_CHECK_HEX(major) << 8) + NDIS_LAYOUT_CHECK_HEX(minor)) >= NDIS_MIN_API)'
+[IO.File]::WriteAllText((Join-Path $patched 'ndis.h'), [regex]::Replace($ndis, $definition, $helper))
+
+# What the WDK's build defines for a kernel-mode driver (WindowsDriver.x64.props,
+# WindowsDriver.arm64.props and WindowsDriver.Shared.props, as windows-drivers-rs' wdk-build lists
+# them), and the driver's minimum Windows: 10 version 2004 (NTDDI_WIN10_VB), the INF's decoration.
+$common = @('-fsyntax-only', '-ferror-limit=0', '-fms-extensions', '-fms-compatibility',
+    # Warnings in the WDK's headers are not ours to fix; every assertion is an error.
+    '-w',
+    # ARM64's wdm.h pastes tokens into ones that are not valid, which MSVC allows and clang, in
+    # Microsoft mode, reports as an error unless told not to (-w does not cover it).
+    '-Wno-invalid-token-paste',
+    '-D_KERNEL_MODE', '-D_WIN64', '-DWINNT=1', '-D_WIN32_WINNT=0x0A00', '-DWINVER=0x0A00',
+    '-DNTDDI_VERSION=0x0A000008',
+    "-I$patched", "-I$include\km", "-I$include\shared", "-I$include\km\crt")
+$targets = @(
+    @{ Triple = 'x86_64-pc-windows-msvc'; Defines = @('-D_AMD64_', '-DAMD64') },
+    @{ Triple = 'aarch64-pc-windows-msvc'
+       Defines = @('-D_ARM64_', '-DARM64', '-D_USE_DECLSPECS_FOR_SAL=1', '-DSTD_CALL') })
+
 $failed = $false
-foreach ($target in @(@('x86_64-pc-windows-msvc', '_AMD64_'), @('aarch64-pc-windows-msvc', '_ARM64_'))) {
-    $arguments = @("--target=$($target[0])", '-fsyntax-only', '-fms-extensions', '-fms-compatibility',
-        "-D$($target[1])", '-D_WIN64', "-I$include\km", "-I$include\shared", "-I$include\km\crt",
-        'tests\layout_check.c')
-    & clang @arguments
-    if ($LASTEXITCODE -ne 0) { $failed = $true; Write-Output "$($target[0]): layouts disagree" }
-    else { Write-Output "$($target[0]): src\sys agrees with the WDK" }
+foreach ($target in $targets) {
+    & clang "--target=$($target.Triple)" @common @($target.Defines) 'tests\layout_check.c'
+    if ($LASTEXITCODE -ne 0) { $failed = $true; Write-Output "$($target.Triple): src\sys disagrees with the WDK" }
+    else { Write-Output "$($target.Triple): src\sys agrees with the WDK" }
 }
 if ($failed) { exit 1 }

@@ -33,12 +33,16 @@ done
 if ! command -v cargo-fuzz >/dev/null; then
     cargo install --locked cargo-fuzz
 fi
-# Debian's LLVM tools (llvm-readobj for the main job, llvm-rc for the version resource), clang
-# (the SEH shim, and llvm-rc's preprocessor), and what test-signs the package.
+# Debian's LLVM tools (llvm-readobj for the main job, llvm-nm for the image check, llvm-rc for the
+# version resource), clang (the SEH shim, and llvm-rc's preprocessor), and what test-signs the
+# package.
 missing=()
 command -v llvm-readobj >/dev/null || missing+=(llvm)
 command -v clang >/dev/null || compgen -c | grep -qE '^clang-[0-9]+$' || missing+=(clang)
 command -v osslsigncode >/dev/null || missing+=(osslsigncode)
+# mingw-w64's import libraries list what the kernel, NDIS and the HAL export (the image check
+# compares the images' imports with them).
+[ -f /usr/x86_64-w64-mingw32/lib/libntoskrnl.a ] || missing+=(mingw-w64-x86-64-dev)
 command -v openssl >/dev/null || missing+=(openssl)
 # libFuzzer, which the fuzz targets link, is C++.
 command -v c++ >/dev/null || missing+=(g++)

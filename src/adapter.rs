@@ -1,105 +1,40 @@
-//! One adapter: what MiniportInitializeEx builds and MiniportHaltEx takes down, its state and
-//! its counters.
+//! One adapter: what MiniportInitializeEx builds and MiniportHaltEx takes down, its state, and
+//! the one registration of rings it may have.
 
 use core::ptr::null_mut;
-use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicU32, AtomicU64, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicPtr, Ordering};
 
 use crate::device;
-use crate::oid::SUPPORTED_OIDS;
-use crate::receive::{ReceiveCounts, ReceiveRing};
-use crate::rings::{Caller, Registration, SendCounts};
+use crate::oid::{self, MTU, SUPPORTED_OIDS, Settings, Traffic};
+use crate::receive::Receiver;
+use crate::rings::{Caller, Owner, Registration, RegistrationSlot};
+use crate::statistics::Counters;
 use crate::sys::*;
 
-/// Most NBLs the adapter keeps for reuse once NDIS returns them.
-const CACHED_NBLS: u32 = 1024;
-
-/// Whether the receive path may indicate, and how many NBLs NDIS holds.
-struct ReceiveGate {
-    running: bool,
-    outstanding: u32,
-    /// MiniportPause returned NDIS_STATUS_PENDING: the last return completes it.
-    pause_pending: bool,
-}
-
-/// What the adapter reports as its MTU and frame size: the largest packet a ring carries.
-pub const MTU: u32 = oxtun_abi::MAX_IP_PACKET_SIZE;
 /// The link speed reported both ways. A virtual link has none of its own; a high figure keeps
 /// the stack from throttling what the VPN can carry.
 pub const LINK_SPEED: u64 = 100_000_000_000;
-
-/// Traffic counters, read by OID_GEN_STATISTICS, XMIT_OK and RCV_OK.
-#[derive(Default)]
-pub struct Statistics {
-    pub sent_packets: AtomicU64,
-    pub sent_octets: AtomicU64,
-    pub send_errors: AtomicU64,
-    pub send_discards: AtomicU64,
-    pub received_packets: AtomicU64,
-    pub received_octets: AtomicU64,
-    pub receive_errors: AtomicU64,
-    pub receive_discards: AtomicU64,
-}
-
-impl Statistics {
-    /// Adds what one send call did.
-    pub fn add_sends(&self, counts: &SendCounts) {
-        for (counter, value) in [
-            (&self.sent_packets, counts.packets),
-            (&self.sent_octets, counts.octets),
-            (&self.send_errors, counts.errors),
-            (&self.send_discards, counts.discards),
-        ] {
-            if value != 0 {
-                counter.fetch_add(value, Ordering::Relaxed);
-            }
-        }
-    }
-
-    /// Adds what one receive batch did.
-    pub fn add_receives(&self, counts: &ReceiveCounts) {
-        for (counter, value) in [
-            (&self.received_packets, counts.packets),
-            (&self.received_octets, counts.octets),
-            (&self.receive_errors, counts.errors),
-            (&self.receive_discards, counts.discards),
-        ] {
-            if value != 0 {
-                counter.fetch_add(value, Ordering::Relaxed);
-            }
-        }
-    }
-}
 
 pub struct Adapter {
     /// NDIS's handle for the adapter.
     pub miniport: NDIS_HANDLE,
     /// The adapter's functional device object, where the ring IOCTL arrives.
-    device: PDEVICE_OBJECT,
-    nbl_pool: NblPool,
+    pub device: DeviceObject,
     /// Between MiniportRestartEx and MiniportPause, for the send path.
     running: AtomicBool,
-    receive_gate: SpinLock<ReceiveGate>,
-    /// The receive ring's reading side while a registration lives.
-    pub(crate) receive: SpinLock<Option<ReceiveRing>>,
-    /// NBLs back from NDIS, for the next indications.
-    nbl_cache: SpinLock<NblList>,
-    /// Tells the receive thread to return.
-    stop_receiving: KernelEvent,
-    stopping: AtomicBool,
-    /// Set when NDIS holds no receive NBL.
-    all_returned: KernelEvent,
-    pub packet_filter: AtomicU32,
-    pub lookahead: AtomicU32,
-    pub statistics: Statistics,
-    /// The rings a client registered, if any: used by senders under rundown protection,
-    /// changed only under the device lock.
-    rings: RundownSlot<Registration>,
-    /// The next adapter in the driver's list (see `device`).
-    pub next_adapter: AtomicPtr<Adapter>,
+    settings: Settings,
+    sent: Counters,
+    receiver: Receiver,
+    registration: RegistrationSlot,
+    /// Held by whoever reaches the adapter from outside NDIS (the dispatch routines, the process
+    /// notify routine); halt waits for them once the adapter is unreachable (see `device`).
+    pub users: Rundown,
+    /// The next adapter in the driver's list (see `device`), changed under the list's lock.
+    pub next: AtomicPtr<Adapter>,
 }
 
 // SAFETY: the NDIS handle and the device object are kernel objects usable from any thread; the
-// rest is atomics.
+// rest is locks, atomics and events.
 unsafe impl Send for Adapter {}
 // SAFETY: as for Send.
 unsafe impl Sync for Adapter {}
@@ -120,33 +55,23 @@ impl Adapter {
                 null_mut(),
             )
         };
+        let device = DeviceObject::from_raw(device).ok_or(NDIS_STATUS_FAILURE)?;
         // SAFETY: NDIS's handle for this adapter, in MiniportInitializeEx.
-        let nbl_pool = unsafe { NblPool::allocate(miniport) }.ok_or(NDIS_STATUS_RESOURCES)?;
+        let receiver = unsafe { Receiver::new(miniport) }?;
         let adapter = PoolBox::new(Adapter {
             miniport,
             device,
-            nbl_pool,
             running: AtomicBool::new(false),
-            receive_gate: SpinLock::new(ReceiveGate {
-                running: false,
-                outstanding: 0,
-                pause_pending: false,
-            }),
-            receive: SpinLock::new(None),
-            nbl_cache: SpinLock::new(NblList::new()),
-            stop_receiving: KernelEvent::new(),
-            stopping: AtomicBool::new(false),
-            all_returned: KernelEvent::new(),
-            packet_filter: AtomicU32::new(0),
-            lookahead: AtomicU32::new(MTU),
-            statistics: Statistics::default(),
-            rings: RundownSlot::new(),
-            next_adapter: AtomicPtr::new(null_mut()),
+            settings: Settings::new(),
+            sent: Counters::default(),
+            receiver,
+            registration: RegistrationSlot::new(),
+            users: Rundown::new(),
+            next: AtomicPtr::new(null_mut()),
         })
         .ok_or(NDIS_STATUS_RESOURCES)?;
-        adapter.rings.start_empty();
-        adapter.stop_receiving.initialize(false);
-        adapter.all_returned.initialize(false);
+        adapter.receiver.initialize();
+        adapter.registration.initialize();
         adapter.set_registration_attributes()?;
         adapter.set_general_attributes()?;
         adapter.indicate_link_state(MediaConnectStateDisconnected);
@@ -157,31 +82,16 @@ impl Adapter {
     /// MiniportHaltEx: the adapter's last moment.
     pub fn halt(adapter: PoolBox<Adapter>) {
         device::detach(&adapter);
-        let mut cached = core::mem::take(&mut *adapter.nbl_cache.lock());
-        while let Some(nbl) = cached.pop() {
-            nbl.free();
-        }
+        drop(adapter.end_registration(Owner::Any));
+        adapter.receiver.free_cached_nbls();
         drop(adapter);
     }
 
-    /// Points the adapter's FDO at the adapter, or at nothing. Called under the device lock,
-    /// which the dispatch routines hold while they use the pointer.
-    pub fn set_device_context(&self, attached: bool) {
-        let context = if attached {
-            (self as *const Adapter).cast_mut().cast()
-        } else {
-            null_mut()
-        };
-        // SAFETY: the FDO NDIS created for this adapter lives until after halt; Reserved is
-        // the driver's own field.
-        unsafe { (*self.device).Reserved = context };
-    }
-
-    /// The ring IOCTL: one registration at a time. Called under the device lock.
-    pub fn register_rings(&self, input: &[u8], caller: &Caller) -> NTSTATUS {
-        if self.rings.is_occupied() {
+    /// The ring IOCTL: one registration at a time.
+    pub fn register_rings(&self, input: &[u8], caller: Caller) -> NTSTATUS {
+        let Some(claim) = self.registration.claim() else {
             return STATUS_ALREADY_INITIALIZED;
-        }
+        };
         let registration = match Registration::new(input, caller) {
             Ok(registration) => registration,
             Err(status) => return status,
@@ -189,150 +99,56 @@ impl Adapter {
         let Some(mut registration) = PoolBox::new(registration) else {
             return STATUS_INSUFFICIENT_RESOURCES;
         };
-        if let Err(status) = self.start_receiving(&mut registration) {
-            return status;
+        let ring = registration.receive_ring().expect("a new registration's");
+        if self.receiver.start(ring).is_err() {
+            // As Wintun answers a receive thread that could not start.
+            return NDIS_STATUS_FAILURE;
         }
-        // SAFETY: the caller holds the device lock, which serializes put and take_if.
-        if let Err(registration) = unsafe { self.rings.put(registration) } {
-            self.stop_receiving(registration);
-            return STATUS_ALREADY_INITIALIZED;
-        }
+        claim.publish(registration);
         self.indicate_link_state(MediaConnectStateConnected);
         STATUS_SUCCESS
     }
 
-    /// Ends the registration if `which` picks it: the one path for every trigger (owner close,
-    /// owner exit, removal, halt). Waits for senders using it to finish. Called under the
-    /// device lock, at PASSIVE_LEVEL.
-    pub fn unregister(&self, which: impl FnOnce(&Registration) -> bool) -> bool {
-        // SAFETY: the caller holds the device lock, which serializes put and take_if.
-        let Some(mut registration) = (unsafe { self.rings.take_if(which) }) else {
-            return false;
-        };
+    /// Whether a registration of `owner` lives or is ending.
+    pub fn has_registration_of(&self, owner: Owner) -> bool {
+        self.registration.is_held_by(owner)
+    }
+
+    /// Ends the registration if `owner` names it: the one path for every trigger (the owner's
+    /// handle closing, the owner exiting, removal, halt). The client sees the end (the send
+    /// ring's Tail becomes 0xFFFFFFFF and its event is set); then the receive thread stops, NDIS
+    /// gives back every NBL pointing into the receive ring, and both rings are unmapped and
+    /// unlocked. Returns a reference to the owner's file object, for whoever must close its
+    /// handles. At PASSIVE_LEVEL.
+    pub fn end_registration(&self, owner: Owner) -> Option<FileReference> {
+        let mut ending = self.registration.take(owner)?;
         self.indicate_link_state(MediaConnectStateDisconnected);
-        registration.close();
-        self.stop_receiving(registration);
-        true
+        ending.registration().close();
+        self.receiver.stop();
+        let owner_file = ending.registration().owner_file().try_clone();
+        drop(ending);
+        Some(owner_file)
     }
 
-    /// Hands the receive ring to a new receive thread.
-    fn start_receiving(&self, registration: &mut Registration) -> Result<(), NTSTATUS> {
-        let ring = registration
-            .receive_ring()
-            .ok_or(STATUS_INVALID_PARAMETER)?;
-        *self.receive.lock() = Some(ring);
-        self.stopping.store(false, Ordering::Release);
-        self.stop_receiving.clear();
-        // SAFETY: the thread uses the adapter, which outlives every registration (halt ends
-        // the registration, joining the thread, before the adapter goes).
-        let thread = unsafe {
-            SystemThread::spawn(
-                crate::driver::receive_thread,
-                (self as *const Adapter).cast_mut().cast(),
-            )
-        };
-        match thread {
-            Ok(thread) => {
-                registration.receive_thread = Some(thread);
-                Ok(())
-            }
-            Err(status) => {
-                let ring = self.receive.lock().take();
-                drop(ring);
-                Err(status)
-            }
+    /// Like [`Adapter::end_registration`], and if another thread is already ending the
+    /// registration of `owner`, waits until it has: the owner's exit may not return before the
+    /// pages it locked are unlocked (bug check 0x76, PROCESS_HAS_LOCKED_PAGES).
+    pub fn end_registration_and_wait(&self, owner: Owner) {
+        if self.end_registration(owner).is_none() {
+            self.registration.wait_ended(owner);
         }
     }
 
-    /// Stops the receive thread, waits until NDIS has returned every NBL pointing into the
-    /// receive ring, then drops the registration: unmapping and unlocking both rings and
-    /// dropping the event references, at PASSIVE_LEVEL.
-    fn stop_receiving(&self, mut registration: PoolBox<Registration>) {
-        self.stopping.store(true, Ordering::Release);
-        self.stop_receiving.set();
-        if let Some(thread) = registration.receive_thread.take() {
-            thread.join();
-        }
-        loop {
-            self.all_returned.clear();
-            if self.receive_gate.lock().outstanding == 0 {
-                break;
-            }
-            wait(&self.all_returned);
-        }
-        let ring = self.receive.lock().take();
-        drop(ring);
-        drop(registration);
-    }
-
-    pub fn stopping_receive(&self) -> bool {
-        self.stopping.load(Ordering::Acquire)
-    }
-
-    pub fn stop_event(&self) -> &KernelEvent {
-        &self.stop_receiving
-    }
-
-    /// An NBL for an indication: from the cache, or newly allocated.
-    pub fn take_cached_nbl(&self) -> Option<PacketNbl> {
-        let cached = self.nbl_cache.lock().pop();
-        cached.or_else(|| self.nbl_pool.allocate_packet_nbl())
-    }
-
-    /// Keeps a returned NBL for reuse, or frees it when the cache is full.
-    pub fn cache_nbl(&self, nbl: PacketNbl) {
-        let mut cache = self.nbl_cache.lock();
-        if cache.len() < CACHED_NBLS {
-            cache.push(nbl);
-        } else {
-            drop(cache);
-            nbl.free();
-        }
-    }
-
-    /// Counts `count` NBLs out to NDIS, if the adapter runs; false if it is paused.
-    pub fn lend_receives(&self, count: u32) -> bool {
-        let mut gate = self.receive_gate.lock();
-        if gate.running {
-            gate.outstanding += count;
-        }
-        gate.running
-    }
-
-    /// Counts `count` NBLs back; the last one back completes a pending pause.
-    pub fn receives_returned(&self, count: u32) {
-        let complete_pause = {
-            let mut gate = self.receive_gate.lock();
-            gate.outstanding -= count;
-            if gate.outstanding == 0 {
-                self.all_returned.set();
-                core::mem::take(&mut gate.pause_pending)
-            } else {
-                false
-            }
-        };
-        if complete_pause {
-            // SAFETY: the adapter's handle; NDIS waits for this since pause pended.
-            unsafe { NdisMPauseComplete(self.miniport) };
-        }
-    }
-
-    /// MiniportPause: no more indications; done once NDIS has returned every NBL.
+    /// MiniportPause: no more sends to the ring or indications; done once NDIS has returned
+    /// every NBL.
     pub fn pause(&self) -> NDIS_STATUS {
         self.running.store(false, Ordering::Release);
-        let mut gate = self.receive_gate.lock();
-        gate.running = false;
-        if gate.outstanding == 0 {
-            NDIS_STATUS_SUCCESS
-        } else {
-            gate.pause_pending = true;
-            NDIS_STATUS_PENDING
-        }
+        self.receiver.pause()
     }
 
     /// MiniportRestartEx.
     pub fn restart(&self) -> NDIS_STATUS {
-        self.receive_gate.lock().running = true;
+        self.receiver.restart();
         self.running.store(true, Ordering::Release);
         NDIS_STATUS_SUCCESS
     }
@@ -340,10 +156,10 @@ impl Adapter {
     /// MiniportSendNetBufferLists: every NBL is completed, written to the send ring or failed
     /// with the reason.
     pub fn send(&self, chain: NblChain, at_dispatch: bool) {
-        let status = if !self.is_running() {
+        let status = if !self.running.load(Ordering::Acquire) {
             NDIS_STATUS_PAUSED
-        } else if let Some(rings) = self.rings.acquire() {
-            rings.send(&chain, &self.statistics);
+        } else if let Some(rings) = self.registration.acquire() {
+            rings.send(&chain, &self.sent);
             NDIS_STATUS_SUCCESS
         } else {
             NDIS_STATUS_MEDIA_DISCONNECTED
@@ -355,6 +171,25 @@ impl Adapter {
         }
         // SAFETY: the chain was sent to this adapter, whose NDIS handle this is.
         unsafe { chain.complete_send(self.miniport, at_dispatch) };
+    }
+
+    /// MiniportReturnNetBufferLists.
+    pub fn return_nbls(&self, nbls: NblList) {
+        self.receiver.return_nbls(nbls);
+    }
+
+    /// A query OID request.
+    pub fn query(&self, oid: NDIS_OID, buffer: &mut [u8]) -> oid::OidAnswer {
+        let traffic = Traffic {
+            sent: &self.sent,
+            received: &self.receiver.counters,
+        };
+        oid::query(&self.settings, traffic, oid, buffer)
+    }
+
+    /// A set OID request.
+    pub fn set(&self, oid: NDIS_OID, buffer: &[u8]) -> oid::OidAnswer {
+        oid::set(&self.settings, oid, buffer)
     }
 
     fn set_registration_attributes(&self) -> Result<(), NDIS_STATUS> {
@@ -380,6 +215,20 @@ impl Adapter {
     }
 
     fn set_general_attributes(&self) -> Result<(), NDIS_STATUS> {
+        // Miniports of NDIS 6.20 and later report their power management here ("Reporting Power
+        // Management Capabilities", Microsoft's NDIS documentation): a virtual link wakes
+        // nothing, as Wintun reports too.
+        let mut power_management = NDIS_PM_CAPABILITIES {
+            Header: NDIS_OBJECT_HEADER {
+                Type: NDIS_OBJECT_TYPE_DEFAULT,
+                Revision: NDIS_PM_CAPABILITIES_REVISION_2,
+                Size: NDIS_SIZEOF_NDIS_PM_CAPABILITIES_REVISION_2,
+            },
+            MinMagicPacketWakeUp: NdisDeviceStateUnspecified,
+            MinPatternWakeUp: NdisDeviceStateUnspecified,
+            MinLinkChangeWakeUp: NdisDeviceStateUnspecified,
+            ..NDIS_PM_CAPABILITIES::default()
+        };
         let mut attributes = NDIS_MINIPORT_ADAPTER_GENERAL_ATTRIBUTES {
             Header: NDIS_OBJECT_HEADER {
                 Type: NDIS_OBJECT_TYPE_MINIPORT_ADAPTER_GENERAL_ATTRIBUTES,
@@ -436,10 +285,10 @@ impl Adapter {
             SupportedOidList: SUPPORTED_OIDS.as_ptr(),
             SupportedOidListLength: size_of_val(&SUPPORTED_OIDS) as u32,
             AutoNegotiationFlags: 0,
-            PowerManagementCapabilitiesEx: null_mut(),
+            PowerManagementCapabilitiesEx: &raw mut power_management,
         };
-        // SAFETY: the adapter handle and attributes that live through the call; the OID list
-        // is static.
+        // SAFETY: the adapter handle and attributes (and the capabilities they point to) that
+        // live through the call; the OID list is static.
         let status = unsafe { NdisMSetMiniportAttributes(self.miniport, &mut attributes.Header) };
         if status == NDIS_STATUS_SUCCESS {
             Ok(())
@@ -482,9 +331,5 @@ impl Adapter {
         };
         // SAFETY: the adapter handle and an indication whose buffer lives through the call.
         unsafe { NdisMIndicateStatusEx(self.miniport, &mut indication) };
-    }
-
-    pub fn is_running(&self) -> bool {
-        self.running.load(Ordering::Acquire)
     }
 }

@@ -154,11 +154,11 @@ unsafe extern "efiapi" fn oid_request(
     };
     let request_type = request.RequestType;
     let answer = if request_type == NdisRequestSetInformation {
-        oid::set(adapter, data.Oid, buffer)
+        adapter.set(data.Oid, buffer)
     } else if request_type == NdisRequestQueryInformation
         || request_type == NdisRequestQueryStatistics
     {
-        oid::query(adapter, data.Oid, buffer)
+        adapter.query(data.Oid, buffer)
     } else {
         return NDIS_STATUS_NOT_SUPPORTED;
     };
@@ -187,16 +187,6 @@ unsafe extern "efiapi" fn return_net_buffer_lists(
     // SAFETY: NDIS passes the adapter's context and NBLs this driver indicated.
     let (adapter, nbls) = unsafe { (adapter(context), NblList::from_returned(net_buffer_lists)) };
     adapter.return_nbls(nbls);
-}
-
-/// The receive thread of a registration.
-///
-/// # Safety
-/// `context` is the adapter, which outlives the thread (see Adapter::start_receiving).
-pub unsafe extern "efiapi" fn receive_thread(context: PVOID) {
-    // SAFETY: as the function's contract says.
-    let adapter = unsafe { &*context.cast::<Adapter>() };
-    crate::receive::run(adapter);
 }
 
 /// Sends complete at once, so none is ever waiting to be cancelled.

@@ -16,6 +16,7 @@ mod driver;
 mod oid;
 mod receive;
 mod rings;
+mod statistics;
 pub mod sys;
 
 pub use driver::DriverEntry;

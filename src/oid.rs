@@ -1,13 +1,37 @@
 //! OID requests: what the adapter answers to queries and accepts in sets.
 //!
-//! Pure logic over the request's buffer; the glue in `driver.rs` takes the buffer out of the
-//! NDIS_OID_REQUEST and puts the byte counts back.
+//! Pure logic over the request's buffer and the state it answers from; the glue in `driver.rs`
+//! takes the buffer out of the NDIS_OID_REQUEST and puts the byte counts back.
 
 use core::mem::size_of;
-use core::sync::atomic::Ordering;
+use core::sync::atomic::{AtomicU32, Ordering};
 
-use crate::adapter::{Adapter, MTU};
+use crate::statistics::Counters;
 use crate::sys::*;
+
+/// What the adapter reports as its MTU and frame size: the largest packet a ring carries.
+pub const MTU: u32 = oxtun_abi::MAX_IP_PACKET_SIZE;
+
+/// What OID sets change: kept and answered back, with no effect on a layer-3 virtual link.
+pub struct Settings {
+    pub packet_filter: AtomicU32,
+    pub lookahead: AtomicU32,
+}
+
+impl Settings {
+    pub const fn new() -> Self {
+        Settings {
+            packet_filter: AtomicU32::new(0),
+            lookahead: AtomicU32::new(MTU),
+        }
+    }
+}
+
+/// The adapter's counters, both ways.
+pub struct Traffic<'a> {
+    pub sent: &'a Counters,
+    pub received: &'a Counters,
+}
 
 /// Every OID the adapter answers, as NDIS must be told in the general attributes.
 pub static SUPPORTED_OIDS: [NDIS_OID; 19] = [
@@ -113,7 +137,7 @@ fn answer_counter(buffer: &mut [u8], value: u64) -> OidAnswer {
     }
 }
 
-pub fn query(adapter: &Adapter, oid: NDIS_OID, buffer: &mut [u8]) -> OidAnswer {
+pub fn query(settings: &Settings, traffic: Traffic, oid: NDIS_OID, buffer: &mut [u8]) -> OidAnswer {
     let u32_answer = |buffer: &mut [u8], value: u32| answer(buffer, &value.to_ne_bytes());
     match oid {
         OID_GEN_SUPPORTED_LIST => {
@@ -132,18 +156,12 @@ pub fn query(adapter: &Adapter, oid: NDIS_OID, buffer: &mut [u8]) -> OidAnswer {
         OID_GEN_VENDOR_DESCRIPTION => answer(buffer, VENDOR_DESCRIPTION),
         OID_GEN_VENDOR_DRIVER_VERSION => u32_answer(buffer, VENDOR_DRIVER_VERSION),
         OID_GEN_CURRENT_PACKET_FILTER => {
-            u32_answer(buffer, adapter.packet_filter.load(Ordering::Relaxed))
+            u32_answer(buffer, settings.packet_filter.load(Ordering::Relaxed))
         }
-        OID_GEN_CURRENT_LOOKAHEAD => u32_answer(buffer, adapter.lookahead.load(Ordering::Relaxed)),
-        OID_GEN_XMIT_OK => {
-            let sent = adapter.statistics.sent_packets.load(Ordering::Relaxed);
-            answer_counter(buffer, sent)
-        }
-        OID_GEN_RCV_OK => {
-            let received = adapter.statistics.received_packets.load(Ordering::Relaxed);
-            answer_counter(buffer, received)
-        }
-        OID_GEN_STATISTICS => answer(buffer, statistics(adapter).as_bytes()),
+        OID_GEN_CURRENT_LOOKAHEAD => u32_answer(buffer, settings.lookahead.load(Ordering::Relaxed)),
+        OID_GEN_XMIT_OK => answer_counter(buffer, traffic.sent.read().packets),
+        OID_GEN_RCV_OK => answer_counter(buffer, traffic.received.read().packets),
+        OID_GEN_STATISTICS => answer(buffer, statistics(traffic).as_bytes()),
         OID_GEN_INTERRUPT_MODERATION => {
             let parameters = NDIS_INTERRUPT_MODERATION_PARAMETERS {
                 Header: NDIS_OBJECT_HEADER {
@@ -173,18 +191,18 @@ fn set_u32(buffer: &[u8]) -> Result<u32, OidAnswer> {
     }
 }
 
-pub fn set(adapter: &Adapter, oid: NDIS_OID, buffer: &[u8]) -> OidAnswer {
+pub fn set(settings: &Settings, oid: NDIS_OID, buffer: &[u8]) -> OidAnswer {
     match oid {
         OID_GEN_CURRENT_PACKET_FILTER => match set_u32(buffer) {
             Ok(filter) => {
-                adapter.packet_filter.store(filter, Ordering::Relaxed);
+                settings.packet_filter.store(filter, Ordering::Relaxed);
                 OidAnswer::done(4)
             }
             Err(answer) => answer,
         },
         OID_GEN_CURRENT_LOOKAHEAD => match set_u32(buffer) {
             Ok(lookahead) if lookahead <= MTU => {
-                adapter.lookahead.store(lookahead, Ordering::Relaxed);
+                settings.lookahead.store(lookahead, Ordering::Relaxed);
                 OidAnswer::done(4)
             }
             Ok(_) => OidAnswer::status(NDIS_STATUS_INVALID_DATA),
@@ -208,9 +226,8 @@ pub fn set(adapter: &Adapter, oid: NDIS_OID, buffer: &[u8]) -> OidAnswer {
     }
 }
 
-fn statistics(adapter: &Adapter) -> NDIS_STATISTICS_INFO {
-    let counters = &adapter.statistics;
-    let load = |counter: &core::sync::atomic::AtomicU64| counter.load(Ordering::Relaxed);
+fn statistics(traffic: Traffic) -> NDIS_STATISTICS_INFO {
+    let (sent, received) = (traffic.sent.read(), traffic.received.read());
     NDIS_STATISTICS_INFO {
         Header: NDIS_OBJECT_HEADER {
             Type: NDIS_OBJECT_TYPE_DEFAULT,
@@ -227,16 +244,16 @@ fn statistics(adapter: &Adapter) -> NDIS_STATISTICS_INFO {
             | NDIS_STATISTICS_FLAGS_VALID_XMIT_DISCARDS
             | NDIS_STATISTICS_FLAGS_VALID_DIRECTED_BYTES_RCV
             | NDIS_STATISTICS_FLAGS_VALID_DIRECTED_BYTES_XMIT,
-        ifInDiscards: load(&counters.receive_discards),
-        ifInErrors: load(&counters.receive_errors),
-        ifHCInOctets: load(&counters.received_octets),
-        ifHCInUcastPkts: load(&counters.received_packets),
-        ifHCInUcastOctets: load(&counters.received_octets),
-        ifHCOutOctets: load(&counters.sent_octets),
-        ifHCOutUcastPkts: load(&counters.sent_packets),
-        ifHCOutUcastOctets: load(&counters.sent_octets),
-        ifOutErrors: load(&counters.send_errors),
-        ifOutDiscards: load(&counters.send_discards),
+        ifInDiscards: received.discards,
+        ifInErrors: received.errors,
+        ifHCInOctets: received.octets,
+        ifHCInUcastPkts: received.packets,
+        ifHCInUcastOctets: received.octets,
+        ifHCOutOctets: sent.octets,
+        ifHCOutUcastPkts: sent.packets,
+        ifHCOutUcastOctets: sent.octets,
+        ifOutErrors: sent.errors,
+        ifOutDiscards: sent.discards,
         ..NDIS_STATISTICS_INFO::default()
     }
 }

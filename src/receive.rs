@@ -1,15 +1,20 @@
 //! The receive path: a system thread per registration reads the receive ring and indicates its
 //! IP packets up the stack in place, several NBLs per indication. NDIS returns the NBLs in any
 //! order; Head moves over returned packets in ring order.
+//!
+//! MiniportPause stops indications: none begins once pausing has started, and pause waits for
+//! the ones under way to return before it answers, so NdisMPauseComplete (when NBLs are still
+//! out) only ever runs from their return, never inside an indication.
 
 use core::hint::spin_loop;
+use core::sync::atomic::{AtomicBool, Ordering};
 
 use oxtun_abi::{
     CompletionOrder, PACKET_HEADER_SIZE, RING_HEADER_SIZE, RingError, RingReader, SleepDecision,
     Ticket,
 };
 
-use crate::adapter::Adapter;
+use crate::statistics::{Counters, Counts};
 use crate::sys::*;
 
 /// Most NBLs one indication carries.
@@ -18,13 +23,15 @@ const BATCH: usize = 64;
 const SPIN_POLLS: u32 = 256;
 /// Packets tracked separately while NDIS holds them (see CompletionOrder).
 const TRACKED_PACKETS: usize = 256;
+/// Most NBLs kept for reuse once NDIS returns them.
+const CACHED_NBLS: u32 = 1024;
 /// How long the thread sleeps before it looks at the ring again without being woken (see
-/// [`run`]). On Windows the wait ends on the next clock tick after this, about 15.6 ms apart
-/// by default; a high-resolution timer would keep the clock interrupt at its fastest for as long
-/// as an idle client is connected, which Microsoft advises against.
+/// [`Receiver::run`]). On Windows the wait ends on the next clock tick after this, about 15.6 ms
+/// apart by default; a high-resolution timer would keep the clock interrupt at its fastest for as
+/// long as an idle client is connected, which Microsoft advises against.
 pub const RECHECK_MILLISECONDS: u32 = 2;
 
-/// The reading side of the receive ring, under the adapter's receive lock.
+/// The reading side of the receive ring, under the receiver's ring lock.
 pub struct ReceiveRing {
     reader: RingReader,
     order: CompletionOrder<TRACKED_PACKETS>,
@@ -68,25 +75,198 @@ fn verdict(size: u32, first_byte: u8) -> Verdict {
     }
 }
 
-/// Counts of one batch, added to the adapter's counters once.
-#[derive(Default)]
-pub struct ReceiveCounts {
-    pub packets: u64,
-    pub octets: u64,
-    pub errors: u64,
-    pub discards: u64,
-}
-
 /// Whether the ring can still be read.
 enum RingState {
     Readable,
     Stopped,
 }
 
-impl Adapter {
+/// Whether indications may begin, how many are under way, and how many NBLs NDIS holds.
+struct Gate {
+    /// Between MiniportRestartEx and MiniportPause.
+    running: bool,
+    indicating: u32,
+    outstanding: u32,
+    /// MiniportPause returned NDIS_STATUS_PENDING: the last NBL back completes it.
+    pause_pending: bool,
+}
+
+/// The receive path of one adapter.
+pub struct Receiver {
+    miniport: NDIS_HANDLE,
+    gate: SpinLock<Gate>,
+    /// Set exactly while no indication is under way (changed under the gate's lock).
+    no_indications: KernelEvent,
+    /// Set exactly while NDIS holds no NBL (changed under the gate's lock).
+    all_returned: KernelEvent,
+    /// The receive ring's reading side while a registration lives.
+    ring: SpinLock<Option<ReceiveRing>>,
+    nbl_pool: NblPool,
+    /// NBLs back from NDIS, for the next indications.
+    nbl_cache: SpinLock<NblList>,
+    thread: SpinLock<Option<SystemThread>>,
+    /// Tells the receive thread to return.
+    stopping: AtomicBool,
+    stop: KernelEvent,
+    pub counters: Counters,
+}
+
+// SAFETY: the NDIS handle is usable from any thread; the rest is locks, atomics and events.
+unsafe impl Send for Receiver {}
+// SAFETY: as for Send.
+unsafe impl Sync for Receiver {}
+
+impl Receiver {
+    /// The receive path of the adapter `miniport`, paused, with nothing to read.
+    ///
+    /// # Safety
+    /// `miniport` is NDIS's handle for the adapter, in MiniportInitializeEx.
+    pub unsafe fn new(miniport: NDIS_HANDLE) -> Result<Self, NDIS_STATUS> {
+        // SAFETY: the caller's adapter handle, in MiniportInitializeEx.
+        let nbl_pool = unsafe { NblPool::allocate(miniport) }.ok_or(NDIS_STATUS_RESOURCES)?;
+        Ok(Receiver {
+            miniport,
+            gate: SpinLock::new(Gate {
+                running: false,
+                indicating: 0,
+                outstanding: 0,
+                pause_pending: false,
+            }),
+            no_indications: KernelEvent::new(),
+            all_returned: KernelEvent::new(),
+            ring: SpinLock::new(None),
+            nbl_pool,
+            nbl_cache: SpinLock::new(NblList::new()),
+            thread: SpinLock::new(None),
+            stopping: AtomicBool::new(false),
+            stop: KernelEvent::new(),
+            counters: Counters::default(),
+        })
+    }
+
+    /// Once the receiver is at its final address.
+    pub fn initialize(&self) {
+        self.no_indications.initialize(false);
+        self.no_indications.set();
+        self.all_returned.initialize(false);
+        self.all_returned.set();
+        self.stop.initialize(false);
+    }
+
+    /// Starts reading `ring` in a new receive thread.
+    pub fn start(&self, ring: ReceiveRing) -> Result<(), NTSTATUS> {
+        *self.ring.lock() = Some(ring);
+        self.stopping.store(false, Ordering::Release);
+        self.stop.clear();
+        // SAFETY: the thread uses the receiver, which outlives it: stop() joins it, and the
+        // adapter that holds the receiver ends every registration, stopping it, before it goes.
+        let thread = unsafe {
+            SystemThread::spawn(receive_thread, (self as *const Receiver).cast_mut().cast())
+        };
+        match thread {
+            Ok(thread) => {
+                *self.thread.lock() = Some(thread);
+                Ok(())
+            }
+            Err(status) => {
+                *self.ring.lock() = None;
+                Err(status)
+            }
+        }
+    }
+
+    /// Stops the receive thread, waits until NDIS has returned every NBL pointing into the
+    /// receive ring, and lets the ring go, its Head set to 0xFFFFFFFF (as Wintun leaves it).
+    /// At PASSIVE_LEVEL.
+    pub fn stop(&self) {
+        self.stopping.store(true, Ordering::Release);
+        self.stop.set();
+        let thread = self.thread.lock().take();
+        if let Some(thread) = thread {
+            thread.join();
+        }
+        while self.gate.lock().outstanding != 0 {
+            wait(&self.all_returned);
+        }
+        // The client sees the end of the receive ring too: deployed clients stop sending on it.
+        // (Ended and dropped in place: moved out, the ring's tracking table would take a frame
+        // over a page, which calls a stack probe the kernel image does not link.)
+        let mut ring = self.ring.lock();
+        if let Some(ring) = ring.as_mut() {
+            ring.reader.close();
+        }
+        *ring = None;
+    }
+
+    /// MiniportPause: no indication begins from now on; returns once those under way have, with
+    /// NDIS_STATUS_PENDING if NDIS still holds NBLs (the last one back completes the pause).
+    pub fn pause(&self) -> NDIS_STATUS {
+        self.gate.lock().running = false;
+        while self.gate.lock().indicating != 0 {
+            wait(&self.no_indications);
+        }
+        let mut gate = self.gate.lock();
+        if gate.outstanding == 0 {
+            NDIS_STATUS_SUCCESS
+        } else {
+            gate.pause_pending = true;
+            NDIS_STATUS_PENDING
+        }
+    }
+
+    /// MiniportRestartEx.
+    pub fn restart(&self) {
+        self.gate.lock().running = true;
+    }
+
+    /// Frees the NBLs kept for reuse, at halt.
+    pub fn free_cached_nbls(&self) {
+        let mut cached = core::mem::take(&mut *self.nbl_cache.lock());
+        while let Some(nbl) = cached.pop() {
+            nbl.free();
+        }
+    }
+
+    /// MiniportReturnNetBufferLists.
+    pub fn return_nbls(&self, nbls: NblList) {
+        let count = nbls.len();
+        self.take_back(nbls);
+        let complete_pause = {
+            let mut gate = self.gate.lock();
+            gate.outstanding -= count;
+            if gate.outstanding == 0 {
+                self.all_returned.set();
+                core::mem::take(&mut gate.pause_pending)
+            } else {
+                false
+            }
+        };
+        if complete_pause {
+            // SAFETY: the adapter's handle; NDIS waits for this since pause pended.
+            unsafe { NdisMPauseComplete(self.miniport) };
+        }
+    }
+
+    /// An NBL for an indication: from the cache, or newly allocated.
+    fn take_cached_nbl(&self) -> Option<PacketNbl> {
+        let cached = self.nbl_cache.lock().pop();
+        cached.or_else(|| self.nbl_pool.allocate_packet_nbl())
+    }
+
+    /// Keeps a returned NBL for reuse, or frees it when the cache is full.
+    fn cache_nbl(&self, nbl: PacketNbl) {
+        let mut cache = self.nbl_cache.lock();
+        if cache.len() < CACHED_NBLS {
+            cache.push(nbl);
+        } else {
+            drop(cache);
+            nbl.free();
+        }
+    }
+
     /// Reads up to a batch of packets into `batch`, skipping what is not IP.
-    fn read_batch(&self, batch: &mut NblList, counts: &mut ReceiveCounts) -> RingState {
-        let mut receive = self.receive.lock();
+    fn read_batch(&self, batch: &mut NblList, counts: &mut Counts) -> RingState {
+        let mut receive = self.ring.lock();
         let Some(ring) = receive.as_mut() else {
             return RingState::Stopped;
         };
@@ -115,8 +295,17 @@ impl Adapter {
             };
             let offset = (RING_HEADER_SIZE + packet.offset() + PACKET_HEADER_SIZE) as usize;
             // SAFETY: the ring's pages stay locked until every NBL describing them is back
-            // (teardown waits for that before it unmaps).
-            unsafe { nbl.describe(ring.pages, offset, packet.size(), ipv6, ticket.into_raw()) };
+            // (stop waits for that before it lets the ring go); the adapter's own handle.
+            unsafe {
+                nbl.describe(
+                    self.miniport,
+                    ring.pages,
+                    offset,
+                    packet.size(),
+                    ipv6,
+                    ticket.into_raw(),
+                )
+            };
             counts.octets += u64::from(packet.size());
             batch.push(nbl);
         }
@@ -126,19 +315,33 @@ impl Adapter {
     /// Indicates a batch if the adapter runs; otherwise drops it (NDIS allows no indications
     /// while paused). The batch's counts go into the statistics first, so a packet whose Head
     /// has moved is already counted.
-    fn indicate(&self, batch: NblList, mut counts: ReceiveCounts) {
+    fn indicate(&self, batch: NblList, mut counts: Counts) {
         let count = batch.len();
-        let running = count > 0 && self.lend_receives(count);
+        let running = count > 0 && {
+            let mut gate = self.gate.lock();
+            if gate.running {
+                gate.outstanding += count;
+                gate.indicating += 1;
+                self.all_returned.clear();
+                self.no_indications.clear();
+            }
+            gate.running
+        };
         if running {
             counts.packets += u64::from(count);
         } else {
             counts.discards += u64::from(count);
             counts.octets = 0;
         }
-        self.statistics.add_receives(&counts);
+        self.counters.add(&counts);
         if running {
             // SAFETY: the adapter's NDIS handle; it runs, and the NBLs are counted out.
             unsafe { batch.indicate(self.miniport, false) };
+            let mut gate = self.gate.lock();
+            gate.indicating -= 1;
+            if gate.indicating == 0 {
+                self.no_indications.set();
+            }
         } else if count > 0 {
             self.take_back(batch);
         }
@@ -147,7 +350,7 @@ impl Adapter {
     /// NBLs coming back, from NDIS or from a dropped batch: their packets are finished, their
     /// NBLs go back to the cache.
     fn take_back(&self, mut nbls: NblList) {
-        let mut receive = self.receive.lock();
+        let mut receive = self.ring.lock();
         while let Some(mut nbl) = nbls.pop() {
             if let Some(ring) = receive.as_mut() {
                 ring.finish(Ticket::from_raw(nbl.ticket()));
@@ -157,34 +360,27 @@ impl Adapter {
         }
     }
 
-    /// MiniportReturnNetBufferLists.
-    pub fn return_nbls(&self, nbls: NblList) {
-        let count = nbls.len();
-        self.take_back(nbls);
-        self.receives_returned(count);
-    }
-
     fn announce_sleep(&self) -> Option<SleepDecision> {
-        let mut receive = self.receive.lock();
+        let mut receive = self.ring.lock();
         let ring = receive.as_mut()?;
         Some(ring.reader.announce_sleep())
     }
 
     fn end_sleep(&self) {
-        if let Some(ring) = self.receive.lock().as_mut() {
+        if let Some(ring) = self.ring.lock().as_mut() {
             ring.reader.end_sleep();
         }
     }
 
     fn has_unread(&self) -> bool {
-        self.receive
+        self.ring
             .lock()
             .as_ref()
             .is_some_and(|ring| ring.reader.has_unread())
     }
 
     fn receive_event(&self) -> Option<EventReference> {
-        self.receive
+        self.ring
             .lock()
             .as_ref()
             .map(|ring| ring.tail_moved.try_clone())
@@ -192,61 +388,76 @@ impl Adapter {
 
     /// Whether the ring stopped for good (the client corrupted it).
     fn ring_stopped(&self) -> Option<RingError> {
-        self.receive
+        self.ring
             .lock()
             .as_ref()
             .and_then(|ring| ring.reader.stopped())
     }
-}
 
-/// The receive thread's life: read, indicate, spin briefly, then sleep on the client's event
-/// (after the alertable handshake) or the stop event, until told to stop.
-///
-/// The sleep also ends every [`RECHECK_MILLISECONDS`]: a client may move Tail without setting
-/// the event even though it saw Alertable set (wintun.dll before 2026-02 lacks the fence the
-/// handshake needs, so now and then it reads Alertable as 0 just as the driver goes to sleep).
-/// Without the re-check such a packet waits for the client's next one: Wintun users saw stalls
-/// of seconds.
-pub fn run(adapter: &Adapter) {
-    let Some(tail_moved) = adapter.receive_event() else {
-        return;
-    };
-    // True after a sleep that ended by its timeout: look once, and sleep again without spinning.
-    let mut rechecking = false;
-    loop {
-        if adapter.stopping_receive() {
+    fn stopping(&self) -> bool {
+        self.stopping.load(Ordering::Acquire)
+    }
+
+    /// The receive thread's life: read, indicate, spin briefly, then sleep on the client's
+    /// event (after the alertable handshake) or the stop event, until told to stop.
+    ///
+    /// The sleep also ends every [`RECHECK_MILLISECONDS`]: a client may move Tail without
+    /// setting the event even though it saw Alertable set (wintun.dll before 2026-02 lacks the
+    /// fence the handshake needs, so now and then it reads Alertable as 0 just as the driver
+    /// goes to sleep). Without the re-check such a packet waits for the client's next one:
+    /// Wintun users saw stalls of seconds.
+    fn run(&self) {
+        let Some(tail_moved) = self.receive_event() else {
             return;
-        }
-        let mut counts = ReceiveCounts::default();
-        let mut batch = NblList::new();
-        let state = adapter.read_batch(&mut batch, &mut counts);
-        let got_packets = !batch.is_empty();
-        adapter.indicate(batch, counts);
-        if got_packets {
-            rechecking = false;
-            continue;
-        }
-        if let RingState::Stopped = state {
-            // A corrupt ring (Head is now 0xFFFFFFFF): nothing more to read until teardown.
-            debug_assert!(adapter.ring_stopped().is_some() || adapter.stopping_receive());
-            wait(adapter.stop_event());
-            return;
-        }
-        if !rechecking
-            && (0..SPIN_POLLS).any(|_| {
-                spin_loop();
-                adapter.has_unread()
-            })
-        {
-            continue;
-        }
-        if adapter.announce_sleep() == Some(SleepDecision::Sleep) {
-            let woken_by = wait_any_for(&[adapter.stop_event(), &tail_moved], RECHECK_MILLISECONDS);
-            adapter.end_sleep();
-            if woken_by == Some(0) {
+        };
+        // True after a sleep that ended by its timeout: look once, and sleep again without
+        // spinning.
+        let mut rechecking = false;
+        loop {
+            if self.stopping() {
                 return;
             }
-            rechecking = woken_by.is_none();
+            let mut counts = Counts::default();
+            let mut batch = NblList::new();
+            let state = self.read_batch(&mut batch, &mut counts);
+            let got_packets = !batch.is_empty();
+            self.indicate(batch, counts);
+            if got_packets {
+                rechecking = false;
+                continue;
+            }
+            if let RingState::Stopped = state {
+                // A corrupt ring (Head is now 0xFFFFFFFF): nothing more to read until teardown.
+                debug_assert!(self.ring_stopped().is_some() || self.stopping());
+                wait(&self.stop);
+                return;
+            }
+            if !rechecking
+                && (0..SPIN_POLLS).any(|_| {
+                    spin_loop();
+                    self.has_unread()
+                })
+            {
+                continue;
+            }
+            if self.announce_sleep() == Some(SleepDecision::Sleep) {
+                let woken_by = wait_any_for(&[&self.stop, &tail_moved], RECHECK_MILLISECONDS);
+                self.end_sleep();
+                if woken_by == Some(0) {
+                    return;
+                }
+                rechecking = woken_by.is_none();
+            }
         }
     }
+}
+
+/// The receive thread of a registration.
+///
+/// # Safety
+/// `context` is the receiver, which outlives the thread (see Receiver::start).
+unsafe extern "efiapi" fn receive_thread(context: PVOID) {
+    // SAFETY: as the function's contract says.
+    let receiver = unsafe { &*context.cast::<Receiver>() };
+    receiver.run();
 }

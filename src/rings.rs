@@ -1,13 +1,16 @@
-//! The rings of one registration: validated, locked and mapped from the caller's request, and
-//! torn down the same way whatever ends them.
+//! The rings of one registration: validated, locked and mapped from the caller's request, the
+//! send path that writes them, and the slot an adapter keeps its one registration in, from the
+//! IOCTL to the teardown, whichever of its ends comes first.
+
+use core::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 
 use oxtun_abi::{
     CallerWidth, Reservation, ReserveError, RingDescriptor, RingReader, RingRegion,
     RingRegistration, RingWriter, capacity_for_ring_size, packet_space,
 };
 
-use crate::adapter::Statistics;
 use crate::receive::ReceiveRing;
+use crate::statistics::{Counters, Counts};
 use crate::sys::*;
 
 /// Who asked for a registration, from the IRP.
@@ -16,8 +19,8 @@ pub struct Caller {
     pub mode: KPROCESSOR_MODE,
     pub width: CallerWidth,
     /// The file object the IOCTL came through: the registration's owner.
-    pub file: usize,
-    /// The process it came from; its exit ends the registration.
+    pub file: FileReference,
+    /// The process it came from (its EPROCESS); its exit ends the registration.
     pub process: usize,
 }
 
@@ -34,16 +37,15 @@ impl MappedRing {
     fn map(
         descriptor: &RingDescriptor,
         event_access: ACCESS_MASK,
-        caller: &Caller,
+        mode: KPROCESSOR_MODE,
     ) -> Result<Self, NTSTATUS> {
         capacity_for_ring_size(descriptor.ring_size).map_err(|_| STATUS_INVALID_PARAMETER)?;
         // A null ring or event is a bad parameter, not a bad handle: as Wintun answers it.
         if descriptor.ring == 0 || descriptor.ring % 4 != 0 || descriptor.tail_moved == 0 {
             return Err(STATUS_INVALID_PARAMETER);
         }
-        let tail_moved =
-            EventReference::from_handle(descriptor.tail_moved, event_access, caller.mode)?;
-        let memory = LockedUserBuffer::lock(descriptor.ring, descriptor.ring_size, caller.mode)?;
+        let tail_moved = EventReference::from_handle(descriptor.tail_moved, event_access, mode)?;
+        let memory = LockedUserBuffer::lock(descriptor.ring, descriptor.ring_size, mode)?;
         let len = descriptor.ring_size as usize;
         // SAFETY: the mapping holds `len` bytes and lives as long as `memory`, which this struct
         // keeps; the client may write them at any time, which RingRegion allows.
@@ -59,8 +61,10 @@ impl MappedRing {
 
 /// A live registration: both rings, and who owns them.
 pub struct Registration {
-    pub owner_file: usize,
-    pub owner_process: usize,
+    /// The owner's file object, referenced so that its address names no other while the
+    /// registration lives.
+    owner_file: FileReference,
+    owner_process: usize,
     send: MappedRing,
     receive: MappedRing,
     /// Held only to reserve and to complete: senders copy their packets outside it.
@@ -68,18 +72,16 @@ pub struct Registration {
     /// Attached at registration so a corrupt ring is refused then; handed to the receive path
     /// when it starts.
     receive_reader: Option<RingReader>,
-    /// The thread reading the receive ring, from start to teardown.
-    pub receive_thread: Option<SystemThread>,
 }
 
 impl Registration {
     /// Validates a TUN_REGISTER_RINGS buffer from `caller` and maps both rings.
-    pub fn new(input: &[u8], caller: &Caller) -> Result<Self, NTSTATUS> {
+    pub fn new(input: &[u8], caller: Caller) -> Result<Self, NTSTATUS> {
         let request =
             RingRegistration::decode(input, caller.width).map_err(|_| STATUS_INVALID_PARAMETER)?;
         // The driver sets the send event and waits on the receive event.
-        let send = MappedRing::map(&request.send, EVENT_MODIFY_STATE, caller)?;
-        let receive = MappedRing::map(&request.receive, SYNCHRONIZE, caller)?;
+        let send = MappedRing::map(&request.send, EVENT_MODIFY_STATE, caller.mode)?;
+        let receive = MappedRing::map(&request.receive, SYNCHRONIZE, caller.mode)?;
         let send_writer = RingWriter::attach(send.region).map_err(|_| STATUS_INVALID_PARAMETER)?;
         let receive_reader =
             RingReader::attach(receive.region).map_err(|_| STATUS_INVALID_PARAMETER)?;
@@ -90,19 +92,24 @@ impl Registration {
             receive,
             send_writer: SpinLock::new(send_writer),
             receive_reader: Some(receive_reader),
-            receive_thread: None,
         })
     }
 
-    /// The reading side of the receive ring, for the receive path: once per registration.
+    /// The reading side of the receive ring, for the receive path: once per registration. (Made
+    /// from the registration in pool, not with it on the stack: together they would make a frame
+    /// over a page, which calls a stack probe the kernel image does not link.)
     pub fn receive_ring(&mut self) -> Option<ReceiveRing> {
         let reader = self.receive_reader.take()?;
-        let pages = self.receive.memory.pages();
         Some(ReceiveRing::new(
             reader,
-            pages,
+            self.receive.memory.pages(),
             self.receive.tail_moved.try_clone(),
         ))
+    }
+
+    /// The owner's file object.
+    pub fn owner_file(&self) -> &FileReference {
+        &self.owner_file
     }
 
     /// The end of the registration: the send ring's Tail becomes 0xFFFFFFFF and its event is
@@ -116,8 +123,8 @@ impl Registration {
     /// Writes every NET_BUFFER of the chain's NBLs to the send ring as one packet each, in one
     /// reservation, and sets each NBL's status. An NBL with a packet over 0xFFFF bytes fails
     /// alone; if the ring lacks room for all the rest, they all fail and nothing is written.
-    pub fn send(&self, chain: &NblChain, statistics: &Statistics) {
-        let mut counts = SendCounts::default();
+    pub fn send(&self, chain: &NblChain, counters: &Counters) {
+        let mut counts = Counts::default();
         let mut bytes: u64 = 0;
         for nbl in chain.iter() {
             let space: Option<u64> = nbl
@@ -180,17 +187,8 @@ impl Registration {
                 }
             }
         }
-        statistics.add_sends(&counts);
+        counters.add(&counts);
     }
-}
-
-/// What one send call did, added to the adapter's counters once.
-#[derive(Default)]
-pub struct SendCounts {
-    pub packets: u64,
-    pub octets: u64,
-    pub errors: u64,
-    pub discards: u64,
 }
 
 /// Copies one NET_BUFFER into the next packet of the reservation; false if its data could not
@@ -208,4 +206,200 @@ fn copy_packet(nb: &NetBuffer<'_>, reservation: &mut Reservation) -> bool {
         slot.fill(0);
     }
     copied
+}
+
+/// Which registration a trigger of its end names.
+#[derive(Clone, Copy)]
+pub enum Owner {
+    /// Whichever there is (halt, removal).
+    Any,
+    /// The one registered through this file object (its handle closed).
+    File(usize),
+    /// The one registered from this process (it exits).
+    Process(usize),
+}
+
+// The phases of a registration slot, in the low bits of its state; the other bits count
+// registrations, so that a phase seen twice is known to be the same registration's.
+const EMPTY: u32 = 0;
+const REGISTERING: u32 = 1;
+const LIVE: u32 = 2;
+const ENDING: u32 = 3;
+const PHASE: u32 = 3;
+const NEXT_GENERATION: u32 = 4;
+
+/// Where an adapter keeps its registration. The IOCTL claims the empty slot before it maps
+/// anything (a second one is refused at once), and publishes the registration when it is
+/// complete; any of its ends (the owner's handle closing, the owner exiting, removal, halt)
+/// takes it out once, and the others then find nothing. No lock is held across the waits
+/// either side makes (probing and locking the rings; the receive thread, senders and NDIS's
+/// NBLs at the end), so a process exit never blocks behind one.
+pub struct RegistrationSlot {
+    state: AtomicU32,
+    /// The live registration's owner: set before it is published, read to match a trigger.
+    owner_file: AtomicUsize,
+    owner_process: AtomicUsize,
+    rings: RundownSlot<Registration>,
+    /// Set when an end completes (and cleared when one begins), for whoever must wait for one
+    /// that another thread runs.
+    ended: KernelEvent,
+}
+
+impl RegistrationSlot {
+    pub const fn new() -> Self {
+        RegistrationSlot {
+            state: AtomicU32::new(EMPTY),
+            owner_file: AtomicUsize::new(0),
+            owner_process: AtomicUsize::new(0),
+            rings: RundownSlot::new(),
+            ended: KernelEvent::new(),
+        }
+    }
+
+    /// Once the slot is at its final address.
+    pub fn initialize(&self) {
+        self.rings.start_empty();
+        self.ended.initialize(false);
+    }
+
+    /// The empty slot, for a registration to be made; `None` while one lives, is being made or
+    /// is ending.
+    pub fn claim(&self) -> Option<Claim<'_>> {
+        let state = self.state.load(Ordering::Acquire);
+        let claimed = state & PHASE == EMPTY
+            && self
+                .state
+                .compare_exchange(
+                    state,
+                    state | REGISTERING,
+                    Ordering::AcqRel,
+                    Ordering::Acquire,
+                )
+                .is_ok();
+        // Lazily: a Claim dropped gives the slot back.
+        claimed.then(|| Claim {
+            slot: self,
+            state: state | REGISTERING,
+        })
+    }
+
+    /// The live registration, for a sender. At up to DISPATCH_LEVEL.
+    pub fn acquire(&self) -> Option<RundownGuard<'_, Registration>> {
+        self.rings.acquire()
+    }
+
+    fn owned_by(&self, owner: Owner) -> bool {
+        match owner {
+            Owner::Any => true,
+            Owner::File(file) => self.owner_file.load(Ordering::Acquire) == file,
+            Owner::Process(process) => self.owner_process.load(Ordering::Acquire) == process,
+        }
+    }
+
+    /// Whether a registration of `owner` lives or is ending.
+    pub fn is_held_by(&self, owner: Owner) -> bool {
+        let phase = self.state.load(Ordering::Acquire) & PHASE;
+        (phase == LIVE || phase == ENDING) && self.owned_by(owner)
+    }
+
+    /// Takes out the live registration if `owner` names it: its end is the caller's to carry out
+    /// (senders are waited for here), and every other trigger finds nothing. At PASSIVE_LEVEL.
+    pub fn take(&self, owner: Owner) -> Option<Ending<'_>> {
+        loop {
+            let state = self.state.load(Ordering::Acquire);
+            if state & PHASE != LIVE || !self.owned_by(owner) {
+                return None;
+            }
+            let ending = state & !PHASE | ENDING;
+            if self
+                .state
+                .compare_exchange(state, ending, Ordering::AcqRel, Ordering::Acquire)
+                .is_ok()
+            {
+                self.ended.clear();
+                // SAFETY: only the ENDING phase's holder takes, and only the REGISTERING one
+                // puts; the phases exclude each other.
+                let registration = unsafe { self.rings.take() };
+                return Some(Ending {
+                    slot: self,
+                    state: ending,
+                    registration,
+                });
+            }
+        }
+    }
+
+    /// Waits until no registration of `owner` is ending, if one is (another thread carries it
+    /// out). At PASSIVE_LEVEL.
+    pub fn wait_ended(&self, owner: Owner) {
+        loop {
+            let state = self.state.load(Ordering::Acquire);
+            if state & PHASE != ENDING || !self.owned_by(owner) {
+                return;
+            }
+            // A short timeout: an end that completes and a next one that begins between the
+            // load and the wait would leave the event cleared.
+            wait_any_for(&[&self.ended], 10);
+        }
+    }
+}
+
+impl Default for RegistrationSlot {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// The slot claimed for a registration being made: published, or given back when dropped.
+#[must_use = "a claim is given back as soon as it is dropped"]
+pub struct Claim<'a> {
+    slot: &'a RegistrationSlot,
+    state: u32,
+}
+
+impl Claim<'_> {
+    /// The registration lives: senders find it, its ends can take it.
+    pub fn publish(self, registration: PoolBox<Registration>) {
+        let slot = self.slot;
+        slot.owner_file
+            .store(registration.owner_file.identity(), Ordering::Release);
+        slot.owner_process
+            .store(registration.owner_process, Ordering::Release);
+        // SAFETY: the REGISTERING phase is ours: no one else puts or takes.
+        unsafe { slot.rings.put(registration) };
+        slot.state
+            .store(self.state & !PHASE | LIVE, Ordering::Release);
+        core::mem::forget(self);
+    }
+}
+
+impl Drop for Claim<'_> {
+    fn drop(&mut self) {
+        self.slot
+            .state
+            .store(self.state & !PHASE | EMPTY, Ordering::Release);
+    }
+}
+
+/// A registration taken out of its slot by one of its ends; the slot is empty again, with the
+/// next generation, when this is dropped.
+pub struct Ending<'a> {
+    slot: &'a RegistrationSlot,
+    state: u32,
+    registration: Option<PoolBox<Registration>>,
+}
+
+impl Ending<'_> {
+    pub fn registration(&mut self) -> &mut Registration {
+        self.registration.as_mut().expect("a live registration")
+    }
+}
+
+impl Drop for Ending<'_> {
+    fn drop(&mut self) {
+        drop(self.registration.take());
+        let next = (self.state & !PHASE).wrapping_add(NEXT_GENERATION);
+        self.slot.state.store(next | EMPTY, Ordering::Release);
+        self.slot.ended.set();
+    }
 }

@@ -3,6 +3,8 @@
 //! builds put in target/ and on the test-signed ones of the package (`scripts/test.sh` builds
 //! both and makes the package first).
 
+use std::collections::{BTreeSet, HashMap};
+
 use object::LittleEndian as LE;
 use object::pe;
 use object::read::pe::{ImageNtHeaders, ImageOptionalHeader, ImageThunkData, PeFile64};
@@ -178,30 +180,43 @@ fn has_a_valid_checksum() {
     }
 }
 
+/// What an image imports, by name: (DLL as the image names it, function or variable).
+fn imports(image: &Image) -> Vec<(String, String)> {
+    let file = PeFile64::parse(&*image.data).unwrap();
+    let table = file.import_table().unwrap().expect("an import table");
+    let mut descriptors = table.descriptors().unwrap();
+    let mut imports = Vec::new();
+    while let Some(descriptor) = descriptors.next().unwrap() {
+        let dll = String::from_utf8_lossy(table.name(descriptor.name.get(LE)).unwrap());
+        let mut thunks = table
+            .thunks(descriptor.original_first_thunk.get(LE))
+            .unwrap();
+        while let Some(thunk) = thunks.next::<pe::ImageNtHeaders64>().unwrap() {
+            assert!(!thunk.is_ordinal(), "{}: imports by ordinal", image.path);
+            let (_hint, name) = table.hint_name(thunk.address()).unwrap();
+            imports.push((dll.to_string(), String::from_utf8_lossy(name).into_owned()));
+        }
+    }
+    imports
+}
+
 #[test]
 fn imports_only_from_the_kernel_ndis_and_the_hal() {
     for image in images() {
         let path = &image.path;
-        let file = PeFile64::parse(&*image.data).unwrap();
-        let imports = file.import_table().unwrap().expect("an import table");
-        let mut descriptors = imports.descriptors().unwrap();
-        let mut functions = Vec::new();
-        while let Some(descriptor) = descriptors.next().unwrap() {
-            let dll = String::from_utf8_lossy(imports.name(descriptor.name.get(LE)).unwrap());
+        let imports = imports(&image);
+        for (dll, _) in &imports {
             assert!(
                 ALLOWED_IMPORT_DLLS
                     .iter()
                     .any(|allowed| dll.eq_ignore_ascii_case(allowed)),
                 "{path}: imports from {dll}"
             );
-            let mut thunks = imports
-                .thunks(descriptor.original_first_thunk.get(LE))
-                .unwrap();
-            while let Some(thunk) = thunks.next::<pe::ImageNtHeaders64>().unwrap() {
-                let (_hint, name) = imports.hint_name(thunk.address()).unwrap();
-                functions.push(format!("{dll}!{}", String::from_utf8_lossy(name)));
-            }
         }
+        let functions: Vec<_> = imports
+            .iter()
+            .map(|(dll, name)| format!("{dll}!{name}"))
+            .collect();
         for (function, why) in [
             (
                 "ndis.sys!NdisMRegisterMiniportDriver",
@@ -222,6 +237,125 @@ fn imports_only_from_the_kernel_ndis_and_the_hal() {
             );
         }
     }
+}
+
+/// Where the names each DLL exports are listed: mingw-w64's import library for it (Debian's
+/// mingw-w64-x86-64-dev, which scripts/setup.sh installs). The lists are x64's and serve for the
+/// ARM64 images too: nothing on this machine lists ARM64's exports.
+const EXPORT_LISTS: [(&str, &str); 3] = [
+    ("ntoskrnl.exe", "/usr/x86_64-w64-mingw32/lib/libntoskrnl.a"),
+    ("ndis.sys", "/usr/x86_64-w64-mingw32/lib/libndis.a"),
+    ("hal.dll", "/usr/x86_64-w64-mingw32/lib/libhal.a"),
+];
+
+/// Imports the export lists lack because Windows added them after mingw-w64 listed the DLL's
+/// exports, with the Windows version that added each, as Microsoft documents it. The driver
+/// requires Windows 10 version 2004 (the INF's decoration, 10.0...19041).
+const NEWER_THAN_THE_EXPORT_LISTS: [(&str, &str); 1] = [(
+    "ntoskrnl.exe!ExAllocatePool2",
+    "Windows 10 version 2004: learn.microsoft.com/windows-hardware/drivers/ddi/wdm/nf-wdm-exallocatepool2",
+)];
+
+/// The names an import library's DLL exports: one `__imp_` symbol per function or variable, as
+/// `llvm-nm` lists them.
+fn exported_names(library: &str) -> BTreeSet<String> {
+    let output = std::process::Command::new("llvm-nm")
+        .args(["--defined-only", "--just-symbol-name", library])
+        .output()
+        .unwrap_or_else(|error| panic!("llvm-nm: {error} (scripts/setup.sh installs LLVM)"));
+    assert!(
+        output.status.success(),
+        "llvm-nm {library}: {} (scripts/setup.sh installs mingw-w64-x86-64-dev)",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let names: BTreeSet<_> = String::from_utf8(output.stdout)
+        .unwrap()
+        .lines()
+        .filter_map(|symbol| symbol.strip_prefix("__imp_"))
+        .map(str::to_string)
+        .collect();
+    assert!(names.len() > 50, "{library} lists {} exports", names.len());
+    names
+}
+
+/// Each DLL of [`EXPORT_LISTS`], lowercase, with the names it exports.
+fn export_lists() -> HashMap<String, BTreeSet<String>> {
+    EXPORT_LISTS
+        .iter()
+        .map(|(dll, library)| (dll.to_string(), exported_names(library)))
+        .collect()
+}
+
+/// The imports, as `dll!name` with the DLL in lowercase, that the DLL they name does not export
+/// and `allowed` does not list.
+fn unexported(
+    imports: &[(String, String)],
+    exports: &HashMap<String, BTreeSet<String>>,
+    allowed: &[&str],
+) -> Vec<String> {
+    imports
+        .iter()
+        .filter(|(dll, name)| {
+            exports
+                .get(&dll.to_ascii_lowercase())
+                .is_none_or(|names| !names.contains(name))
+        })
+        .map(|(dll, name)| format!("{}!{name}", dll.to_ascii_lowercase()))
+        .filter(|import| !allowed.contains(&import.as_str()))
+        .collect()
+}
+
+/// Every import names a function or variable its DLL exports: the loader refuses an image with
+/// any other, so a misspelled name, or a function the headers define inline (FORCEINLINE, such as
+/// KeInitializeSpinLock on x64) declared as an import, would load on no Windows.
+#[test]
+fn imports_only_what_the_kernel_ndis_and_the_hal_export() {
+    let exports = export_lists();
+    let allowed: Vec<_> = NEWER_THAN_THE_EXPORT_LISTS.map(|(import, _)| import).into();
+    for (import, why) in NEWER_THAN_THE_EXPORT_LISTS {
+        let (dll, name) = import.split_once('!').unwrap();
+        assert!(
+            !exports[dll].contains(name),
+            "{import} is allowed for being newer than the export list ({why}), but the list \
+             has it now: drop it from NEWER_THAN_THE_EXPORT_LISTS"
+        );
+    }
+    for image in images() {
+        let missing = unexported(&imports(&image), &exports, &allowed);
+        assert!(
+            missing.is_empty(),
+            "{}: imports that no export list has: {missing:?}",
+            image.path
+        );
+    }
+}
+
+/// The check above fails on an inline function imported by name, on a misspelling, and on an
+/// import from a DLL without a list, with the real export lists.
+#[test]
+fn an_import_the_kernel_does_not_export_is_found() {
+    let exports = export_lists();
+    let imports: Vec<_> = [
+        ("ntoskrnl.exe", "KeSetEvent"),
+        ("ntoskrnl.exe", "KeInitializeSpinLock"),
+        ("ntoskrnl.exe", "KeWaitForSingleObjekt"),
+        ("NDIS.SYS", "NdisMPauseComplete"),
+        ("ndis.sys", "NdisMIndicateReceiveNetBufferList"),
+        ("hal.dll", "KeStallExecutionProcessor"),
+        ("ntdll.dll", "NtClose"),
+        ("NTOSKRNL.EXE", "ExAllocatePool2"),
+    ]
+    .map(|(dll, name)| (dll.to_string(), name.to_string()))
+    .into();
+    assert_eq!(
+        unexported(&imports, &exports, &["ntoskrnl.exe!ExAllocatePool2"]),
+        [
+            "ntoskrnl.exe!KeInitializeSpinLock",
+            "ntoskrnl.exe!KeWaitForSingleObjekt",
+            "ndis.sys!NdisMIndicateReceiveNetBufferList",
+            "ntdll.dll!NtClose",
+        ]
+    );
 }
 
 #[test]

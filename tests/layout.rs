@@ -1,12 +1,21 @@
-//! The layouts `src/sys` declares, as C assertions for the WDK's own headers to check.
+//! The layouts, integer types and constants `src/sys` declares, as C assertions for the WDK's own
+//! headers to check.
 //!
-//! `src/sys` asserts its layouts against numbers read from public symbol dumps. The WDK's headers
-//! are the authority, and they exist only on a Windows build machine, so this test keeps
-//! `tests/layout_check.c` equal to what the Rust declarations say; there, clang compiles the file
-//! against the WDK's headers for x64 and for ARM64 (docs/windows.md, "The layout check"), and every
-//! assertion that fails names a declaration to fix. When a declaration changes or gains an asserted
-//! field, add it below and regenerate the file with `OXTUN_BLESS=1 cargo nextest run --test layout`.
+//! `src/sys` declares the WDK's types and constants by hand, from Microsoft's documentation and
+//! public symbol dumps. The WDK's headers are the authority, and they exist only on a Windows build
+//! machine, so this test keeps `tests/layout_check.c` equal to what the Rust declarations say;
+//! there, clang compiles the file against the WDK's headers for x64 and for ARM64 (docs/windows.md,
+//! "The layout check"), and every assertion that fails names a declaration to fix.
+//!
+//! The layouts are the facts below, listed by hand: a field's path in C is not always its Rust
+//! name. The integer types and constants are read from the sources of `src/sys`, so one added
+//! later is checked without editing this file: every top-level `pub type` that is an integer, and
+//! every top-level `pub const` whose value is an integer literal, cast or not (`0x103`,
+//! `0xC000_0001_u32 as i32`). Any other `pub const` must be named in [`UNCHECKED_CONSTANTS`] with
+//! the reason. When a declaration changes, regenerate the file with
+//! `OXTUN_BLESS=1 cargo nextest run --test layout` and review the diff.
 
+use std::collections::HashMap;
 use std::mem::{offset_of, size_of};
 
 use oxtun_driver::sys::*;
@@ -19,7 +28,6 @@ fn facts() -> Vec<(&'static str, usize)> {
     type Indication = NDIS_STATUS_INDICATION;
     vec![
         // wdm.h
-        ("sizeof(KSPIN_LOCK)", size_of::<KSPIN_LOCK>()),
         ("sizeof(KEVENT)", size_of::<KEVENT>()),
         ("sizeof(ERESOURCE)", size_of::<ERESOURCE>()),
         (
@@ -136,14 +144,6 @@ fn facts() -> Vec<(&'static str, usize)> {
             offset_of!(Registration, InterfaceType),
         ),
         (
-            "NDIS_SIZEOF_MINIPORT_ADAPTER_REGISTRATION_ATTRIBUTES_REVISION_2",
-            NDIS_SIZEOF_MINIPORT_ADAPTER_REGISTRATION_ATTRIBUTES_REVISION_2.into(),
-        ),
-        (
-            "NDIS_SIZEOF_MINIPORT_ADAPTER_GENERAL_ATTRIBUTES_REVISION_2",
-            NDIS_SIZEOF_MINIPORT_ADAPTER_GENERAL_ATTRIBUTES_REVISION_2.into(),
-        ),
-        (
             "sizeof(NDIS_MINIPORT_ADAPTER_GENERAL_ATTRIBUTES)",
             size_of::<General>(),
         ),
@@ -216,6 +216,18 @@ fn facts() -> Vec<(&'static str, usize)> {
             offset_of!(General, PowerManagementCapabilitiesEx),
         ),
         (
+            "sizeof(NDIS_PM_CAPABILITIES)",
+            size_of::<NDIS_PM_CAPABILITIES>(),
+        ),
+        (
+            "FIELD_OFFSET(NDIS_PM_CAPABILITIES, MinMagicPacketWakeUp)",
+            offset_of!(NDIS_PM_CAPABILITIES, MinMagicPacketWakeUp),
+        ),
+        (
+            "FIELD_OFFSET(NDIS_PM_CAPABILITIES, SupportedWakeUpEvents)",
+            offset_of!(NDIS_PM_CAPABILITIES, SupportedWakeUpEvents),
+        ),
+        (
             "FIELD_OFFSET(NDIS_OID_REQUEST, RequestType)",
             offset_of!(NDIS_OID_REQUEST, RequestType),
         ),
@@ -263,18 +275,10 @@ fn facts() -> Vec<(&'static str, usize)> {
             size_of::<NDIS_STATISTICS_INFO>(),
         ),
         (
-            "NDIS_SIZEOF_STATISTICS_INFO_REVISION_1",
-            NDIS_SIZEOF_STATISTICS_INFO_REVISION_1.into(),
-        ),
-        (
             "FIELD_OFFSET(NDIS_STATISTICS_INFO, ifHCOutBroadcastOctets)",
             offset_of!(NDIS_STATISTICS_INFO, ifHCOutBroadcastOctets),
         ),
         ("sizeof(NDIS_LINK_STATE)", size_of::<NDIS_LINK_STATE>()),
-        (
-            "NDIS_SIZEOF_LINK_STATE_REVISION_1",
-            NDIS_SIZEOF_LINK_STATE_REVISION_1.into(),
-        ),
         (
             "FIELD_OFFSET(NDIS_LINK_STATE, XmitLinkSpeed)",
             offset_of!(NDIS_LINK_STATE, XmitLinkSpeed),
@@ -283,15 +287,7 @@ fn facts() -> Vec<(&'static str, usize)> {
             "FIELD_OFFSET(NDIS_LINK_STATE, PauseFunctions)",
             offset_of!(NDIS_LINK_STATE, PauseFunctions),
         ),
-        (
-            "NDIS_SIZEOF_LINK_PARAMETERS_REVISION_1",
-            NDIS_SIZEOF_LINK_PARAMETERS_REVISION_1,
-        ),
         ("sizeof(NDIS_STATUS_INDICATION)", size_of::<Indication>()),
-        (
-            "NDIS_SIZEOF_STATUS_INDICATION_REVISION_1",
-            NDIS_SIZEOF_STATUS_INDICATION_REVISION_1.into(),
-        ),
         (
             "FIELD_OFFSET(NDIS_STATUS_INDICATION, SourceHandle)",
             offset_of!(Indication, SourceHandle),
@@ -321,16 +317,8 @@ fn facts() -> Vec<(&'static str, usize)> {
             size_of::<NDIS_INTERRUPT_MODERATION_PARAMETERS>(),
         ),
         (
-            "NDIS_SIZEOF_INTERRUPT_MODERATION_PARAMETERS_REVISION_1",
-            NDIS_SIZEOF_INTERRUPT_MODERATION_PARAMETERS_REVISION_1.into(),
-        ),
-        (
             "sizeof(NET_BUFFER_LIST_POOL_PARAMETERS)",
             size_of::<NET_BUFFER_LIST_POOL_PARAMETERS>(),
-        ),
-        (
-            "NDIS_SIZEOF_NET_BUFFER_LIST_POOL_PARAMETERS_REVISION_1",
-            NDIS_SIZEOF_NET_BUFFER_LIST_POOL_PARAMETERS_REVISION_1.into(),
         ),
         (
             "NDIS_SIZEOF_MINIPORT_DRIVER_CHARACTERISTICS_REVISION_2",
@@ -392,9 +380,6 @@ fn facts() -> Vec<(&'static str, usize)> {
             "FIELD_OFFSET(NET_BUFFER_LIST, NetBufferListInfo)",
             offset_of!(NET_BUFFER_LIST, NetBufferListInfo),
         ),
-        ("NetBufferListFrameType", NetBufferListFrameType),
-        ("NDIS_NBL_FLAGS_IS_IPV4", NDIS_NBL_FLAGS_IS_IPV4 as usize),
-        ("NDIS_NBL_FLAGS_IS_IPV6", NDIS_NBL_FLAGS_IS_IPV6 as usize),
         (
             "FIELD_OFFSET(NET_BUFFER, Next)",
             offset_of!(NET_BUFFER, Next),
@@ -420,17 +405,184 @@ fn facts() -> Vec<(&'static str, usize)> {
             offset_of!(NET_BUFFER, DataOffset),
         ),
         ("sizeof(EX_RUNDOWN_REF)", size_of::<EX_RUNDOWN_REF>()),
+        ("sizeof(KAPC_STATE)", size_of::<KAPC_STATE>()),
         ("sizeof(OBJECT_ATTRIBUTES)", size_of::<OBJECT_ATTRIBUTES>()),
         (
             "FIELD_OFFSET(OBJECT_ATTRIBUTES, Attributes)",
             offset_of!(OBJECT_ATTRIBUTES, Attributes),
         ),
-        ("MDL_PARTIAL", MDL_PARTIAL as usize),
-        (
-            "MDL_PARTIAL_HAS_BEEN_MAPPED",
-            MDL_PARTIAL_HAS_BEEN_MAPPED as usize,
-        ),
     ]
+}
+
+/// The `pub const`s of `src/sys` that are not compared with the WDK, and why.
+const UNCHECKED_CONSTANTS: [(&str, &str); 3] = [
+    (
+        "SystemExtendedHandleInformation",
+        "undocumented: no WDK header declares the SYSTEM_INFORMATION_CLASS values",
+    ),
+    (
+        "POOL_TAG",
+        "the driver's own pool tag: the WDK has no such name",
+    ),
+    (
+        "NDIS_SIZEOF_MINIPORT_DRIVER_CHARACTERISTICS_REVISION_2",
+        "the size of the Rust declaration, not a literal: a fact above checks it",
+    ),
+];
+
+/// The types whose constants are status codes: they compare as NTSTATUS casts, the way
+/// ntstatus.h writes them (ndis.h defines each NDIS_STATUS as the NTSTATUS of the same value).
+const STATUS_TYPES: [&str; 2] = ["NTSTATUS", "NDIS_STATUS"];
+
+/// Every top-level declaration `src/sys` begins with `keyword`, as (name, what follows the name
+/// up to the `;`), whitespace collapsed, in file and source order.
+fn declarations(keyword: &str) -> Vec<(String, String)> {
+    let folder = format!("{}/src/sys", env!("CARGO_MANIFEST_DIR"));
+    let mut files: Vec<_> = std::fs::read_dir(&folder)
+        .unwrap()
+        .map(|entry| entry.unwrap().path())
+        .filter(|path| path.extension().is_some_and(|extension| extension == "rs"))
+        .collect();
+    files.sort();
+    let mut found = Vec::new();
+    for file in files {
+        let source = std::fs::read_to_string(&file).unwrap();
+        let mut lines = source.lines();
+        while let Some(line) = lines.next() {
+            let Some(rest) = line.strip_prefix(keyword) else {
+                continue;
+            };
+            if rest.starts_with("fn ") || rest.starts_with("unsafe fn ") {
+                continue;
+            }
+            let mut statement = rest.to_string();
+            while !statement.contains(';') {
+                statement += " ";
+                statement += lines.next().unwrap().trim();
+            }
+            let statement = statement[..statement.find(';').unwrap()].to_string();
+            let split = statement.find([':', ' ', '=']).unwrap();
+            let (name, rest) = statement.split_at(split);
+            let rest = rest.split_whitespace().collect::<Vec<_>>().join(" ");
+            found.push((name.to_string(), rest));
+        }
+    }
+    found
+}
+
+/// An integer type: its width in bits, and whether it is signed. (`usize` is 64 bits: the check
+/// is for the 64-bit targets.)
+#[derive(Clone, Copy, Debug)]
+struct Integer {
+    bits: u32,
+    signed: bool,
+}
+
+impl Integer {
+    fn primitive(name: &str) -> Option<Self> {
+        let (signed, bits) = match name.split_at_checked(1)? {
+            ("u", bits) => (false, bits),
+            ("i", bits) => (true, bits),
+            _ => return None,
+        };
+        let bits = match bits {
+            "size" => 64,
+            "8" | "16" | "32" | "64" => bits.parse().unwrap(),
+            _ => return None,
+        };
+        Some(Self { bits, signed })
+    }
+
+    /// `value` as this type holds it: the low bits, sign-extended if the type is signed (what
+    /// `as` does).
+    fn wrap(self, value: i128) -> i128 {
+        let modulus = 1i128 << self.bits;
+        let value = value.rem_euclid(modulus);
+        if self.signed && value >= modulus / 2 {
+            value - modulus
+        } else {
+            value
+        }
+    }
+}
+
+/// The integer types of `src/sys` by name: the primitives and every alias that resolves to one.
+struct IntegerTypes(HashMap<String, String>);
+
+impl IntegerTypes {
+    fn read() -> Self {
+        Self(
+            declarations("pub type ")
+                .into_iter()
+                .map(|(name, rest)| (name, rest.trim_start_matches("= ").to_string()))
+                .collect(),
+        )
+    }
+
+    fn get(&self, name: &str) -> Option<Integer> {
+        Integer::primitive(name).or_else(|| self.get(self.0.get(name)?))
+    }
+
+    /// The integer aliases, with their sizes in bytes.
+    fn aliases(&self) -> Vec<(String, u32)> {
+        let mut aliases: Vec<_> = self
+            .0
+            .keys()
+            .filter_map(|name| Some((name.clone(), self.get(name)?.bits / 8)))
+            .collect();
+        aliases.sort();
+        aliases
+    }
+}
+
+/// The value of a constant declared `: ty = value`, if `value` is an integer literal (decimal or
+/// hexadecimal, with `_` separators and any type suffix), optionally cast `as` an integer type.
+fn evaluate(ty: &str, value: &str, types: &IntegerTypes) -> Option<i128> {
+    let (literal, cast) = match value.split_once(" as ") {
+        Some((literal, cast)) => (literal, Some(types.get(cast)?)),
+        None => (value, None),
+    };
+    let literal = literal.replace('_', "");
+    let digits = [
+        "u8", "u16", "u32", "u64", "usize", "i8", "i16", "i32", "i64", "isize",
+    ]
+    .iter()
+    .find_map(|suffix| literal.strip_suffix(suffix))
+    .unwrap_or(&literal);
+    let number = match digits.strip_prefix("0x") {
+        Some(hex) => i128::from_str_radix(hex, 16).ok()?,
+        None => digits.parse().ok()?,
+    };
+    let number = cast.map_or(number, |cast| cast.wrap(number));
+    Some(types.get(ty)?.wrap(number))
+}
+
+/// The constants of `src/sys` compared with the WDK's: (name, value as C writes it).
+fn constants() -> Vec<(String, String)> {
+    let types = IntegerTypes::read();
+    let mut constants = Vec::new();
+    let mut unreadable = Vec::new();
+    for (name, rest) in declarations("pub const ") {
+        let (ty, value) = rest.trim_start_matches(": ").split_once(" = ").unwrap();
+        let unchecked = UNCHECKED_CONSTANTS
+            .iter()
+            .any(|(unchecked, _)| *unchecked == name);
+        match evaluate(ty, value, &types) {
+            _ if unchecked => {}
+            Some(number) if STATUS_TYPES.contains(&ty) => {
+                constants.push((name, format!("(NTSTATUS){:#010X}", number as u32)));
+            }
+            Some(number) if number < 0 => constants.push((name, format!("({number})"))),
+            Some(number) => constants.push((name, format!("{number:#X}"))),
+            None => unreadable.push(format!("{name}{rest}")),
+        }
+    }
+    assert!(
+        unreadable.is_empty(),
+        "constants of src/sys whose value is not an integer literal: name each in \
+         UNCHECKED_CONSTANTS with the reason, or give it a literal value: {unreadable:#?}"
+    );
+    constants
 }
 
 const CHECK_FILE: &str = "tests/layout_check.c";
@@ -450,10 +602,19 @@ fn check_file() -> String {
 
 #define CHECK(expression, value) _Static_assert((expression) == (value), #expression \" == \" #value)
 
+/* Layouts. */
 ",
     );
     for (expression, value) in facts() {
         text += &format!("CHECK({expression}, {value:#X});\n");
+    }
+    text += "\n/* Integer types. */\n";
+    for (name, size) in IntegerTypes::read().aliases() {
+        text += &format!("CHECK(sizeof({name}), {size});\n");
+    }
+    text += "\n/* Constants. */\n";
+    for (name, value) in constants() {
+        text += &format!("CHECK({name}, {value});\n");
     }
     text
 }
@@ -471,4 +632,87 @@ fn layout_check_file_says_what_src_sys_declares() {
         "{CHECK_FILE} is not what src/sys declares; regenerate it with \
          `OXTUN_BLESS=1 cargo nextest run --test layout` and review the diff"
     );
+}
+
+/// The values read from the sources are the values the compiler gives the constants, for each
+/// form of literal `src/sys` writes.
+#[test]
+fn constants_read_from_the_sources_have_the_compiled_values() {
+    let read: HashMap<_, _> = constants().into_iter().collect();
+    for (name, compiled) in [
+        (
+            "NDIS_STATUS_FAILURE",
+            format!("(NTSTATUS){:#010X}", NDIS_STATUS_FAILURE as u32),
+        ),
+        (
+            "NDIS_STATUS_PENDING",
+            format!("(NTSTATUS){:#010X}", NDIS_STATUS_PENDING),
+        ),
+        (
+            "STATUS_INVALID_PARAMETER",
+            format!("(NTSTATUS){:#010X}", STATUS_INVALID_PARAMETER as u32),
+        ),
+        ("OID_PNP_SET_POWER", format!("{OID_PNP_SET_POWER:#X}")),
+        ("IF_TYPE_PROP_VIRTUAL", format!("{IF_TYPE_PROP_VIRTUAL:#X}")),
+        ("NdisRequestMethod", format!("{NdisRequestMethod:#X}")),
+        (
+            "MDL_PARTIAL_HAS_BEEN_MAPPED",
+            format!("{MDL_PARTIAL_HAS_BEEN_MAPPED:#X}"),
+        ),
+        ("POOL_FLAG_NON_PAGED", format!("{POOL_FLAG_NON_PAGED:#X}")),
+        ("UserMode", format!("{UserMode:#X}")),
+        (
+            "NetBufferListFrameType",
+            format!("{NetBufferListFrameType:#X}"),
+        ),
+    ] {
+        assert_eq!(read[name], compiled, "{name}");
+    }
+}
+
+#[test]
+fn every_unchecked_constant_is_still_declared() {
+    for (name, _) in UNCHECKED_CONSTANTS {
+        assert!(
+            declarations("pub const ")
+                .iter()
+                .any(|(declared, _)| declared == name),
+            "UNCHECKED_CONSTANTS names {name}, which src/sys no longer declares"
+        );
+    }
+}
+
+#[test]
+fn literals_evaluate_as_the_compiler_evaluates_them() {
+    let types = IntegerTypes(HashMap::from([("NTSTATUS".into(), "i32".into())]));
+    for (ty, value, expected) in [
+        (
+            "NTSTATUS",
+            "0xC000_0001_u32 as i32",
+            i128::from(0xC000_0001_u32 as i32),
+        ),
+        ("NTSTATUS", "0x102", 0x102),
+        ("i16", "0x0020", 0x20),
+        ("u32", "0xFD01_0101", 0xFD01_0101),
+        ("u16", "53", 53),
+        ("i8", "-1", -1),
+        ("u64", "0x40", 0x40),
+        ("u8", "0xFF_u8", 0xFF),
+        ("i32", "0xFFFF_FFFF_u32 as i32", -1),
+    ] {
+        assert_eq!(
+            evaluate(ty, value, &types),
+            Some(expected),
+            "{ty} = {value}"
+        );
+    }
+    for (ty, value) in [
+        ("u32", "u32::from_le_bytes(*b\"OxTn\")"),
+        ("u16", "size_of::<NDIS_OBJECT_HEADER>() as u16"),
+        ("u32", "FILE_READ_DATA | FILE_WRITE_DATA"),
+        ("u32", "0x1 << 4"),
+        ("PVOID", "0"),
+    ] {
+        assert_eq!(evaluate(ty, value, &types), None, "{ty} = {value}");
+    }
 }

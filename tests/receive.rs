@@ -254,6 +254,39 @@ fn waiting_packets_go_up_several_per_indication() {
     setup.finish();
 }
 
+/// NDIS may pause the adapter while an indication is under way and return that indication's
+/// NBLs before it returns. The pause must not complete inside the indication (the simulator
+/// flags NdisMPauseComplete there), and no indication may begin once MiniportPause returned.
+#[test]
+fn a_pause_during_an_indication_completes_after_it() {
+    let setup = setup();
+    let process = Process::new(Token::System, Bitness::Bits64);
+    let (handle, rings) = register(&setup.adapter, &process);
+    let mut writer = rings.receive_writer();
+    setup
+        .adapter
+        .set_return_mode(ReturnMode::PauseDuringIndication);
+    let first: Vec<Vec<u8>> = (0..8).map(|seed| ipv4(seed, 60)).collect();
+    assert!(client_write(&mut writer, &rings.receive_event, &first));
+    let start = std::time::Instant::now();
+    while setup.adapter.state() == AdapterState::Running {
+        assert!(start.elapsed() < PATIENCE, "the pause never came");
+        thread::yield_now();
+    }
+    setup.adapter.wait_paused_if_pending();
+    assert_eq!(setup.adapter.state(), AdapterState::Paused);
+    assert_eq!(setup.adapter.restart(), NDIS_STATUS_SUCCESS);
+    let received = setup.adapter.wait_received(first.len(), PATIENCE);
+    let later: Vec<Vec<u8>> = (8..16).map(|seed| ipv6(seed, 80)).collect();
+    assert!(client_write(&mut writer, &rings.receive_event, &later));
+    let received_later = setup.adapter.wait_received(later.len(), PATIENCE);
+    assert!(!received.is_empty(), "the indication under way went up");
+    assert_eq!(data(&received_later), later);
+    wait_released(&rings);
+    handle.close();
+    setup.finish();
+}
+
 #[test]
 fn pause_completes_only_when_every_nbl_is_back() {
     let setup = setup();

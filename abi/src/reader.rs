@@ -234,6 +234,13 @@ impl RingReader {
         self.region.alertable().store(0, Ordering::Relaxed);
     }
 
+    /// Ends the ring for the producer: `Head` becomes 0xFFFFFFFF, which a producer reads as the
+    /// end (deployed wintun.dll clients answer ERROR_HANDLE_EOF to an allocation then). Nothing
+    /// is read after this.
+    pub fn close(&mut self) {
+        self.stop(RingError::ConsumerStopped);
+    }
+
     fn stop(&mut self, error: RingError) -> RingError {
         self.stopped = Some(error);
         self.region.head().store(RING_ENDED, Ordering::Release);

@@ -115,6 +115,9 @@ fn wait(objects: &[usize], timeout: *mut i64, what: &str) -> NTSTATUS {
     } else {
         irql::require_at_most(DISPATCH_LEVEL, what);
     }
+    if !zero_timeout {
+        crate::sync::waiting();
+    }
     let Some(deadline) = deadline(timeout) else {
         return STATUS_TIMEOUT;
     };
@@ -245,6 +248,7 @@ pub unsafe extern "efiapi" fn ZwWaitForSingleObject(
     timeout: *mut i64,
 ) -> NTSTATUS {
     irql::require_at_most(PASSIVE_LEVEL, "ZwWaitForSingleObject");
+    crate::sync::waiting();
     if alertable != 0 || !timeout.is_null() {
         violation("the simulator waits for threads without timeout or alerts");
     }

@@ -18,6 +18,7 @@ use crate::irql;
 use crate::ndis;
 use crate::process::{self, Process, ProcessState};
 use crate::verifier::violation;
+use oxtun_abi::TUN_IOCTL_REGISTER_RINGS;
 
 /// `IO_TYPE_DRIVER`, `IO_TYPE_DEVICE`, `IO_TYPE_IRP`.
 const IO_TYPE_DRIVER: i16 = 4;
@@ -25,6 +26,7 @@ const IO_TYPE_DEVICE: i16 = 3;
 const IO_TYPE_IRP: i16 = 6;
 const STATUS_ACCESS_VIOLATION: NTSTATUS = 0xC000_0005_u32 as i32;
 const STATUS_PENDING: NTSTATUS = 0x103;
+const STATUS_INVALID_HANDLE: NTSTATUS = 0xC000_0008_u32 as i32;
 
 static DRIVER_OBJECTS: Mutex<BTreeSet<usize>> = Mutex::new(BTreeSet::new());
 /// The driver object devices belong to.
@@ -39,6 +41,8 @@ pub(crate) fn new_driver_object() -> PDRIVER_OBJECT {
     let mut object: Box<DRIVER_OBJECT> = Box::new(unsafe { std::mem::zeroed() });
     object.Type = IO_TYPE_DRIVER;
     object.Size = size_of::<DRIVER_OBJECT>() as i16;
+    // The I/O manager fills every slot before DriverEntry: those no one sets reject the request.
+    object.MajorFunction = [Some(invalid_device_request); IRP_MJ_MAXIMUM_FUNCTION + 1];
     let object = Box::into_raw(object);
     DRIVER_OBJECTS.lock().unwrap().insert(object as usize);
     CURRENT_DRIVER.store(object as usize, Ordering::SeqCst);
@@ -67,6 +71,16 @@ pub(crate) fn free_device_object(device: PDEVICE_OBJECT) {
     if !device.Reserved.is_null() {
         violation("the driver left its context in DEVICE_OBJECT.Reserved after halt");
     }
+}
+
+/// The I/O manager's routine for a major function no driver handles.
+unsafe extern "efiapi" fn invalid_device_request(_device: PDEVICE_OBJECT, irp: PIRP) -> NTSTATUS {
+    // SAFETY: the live IRP, completed once.
+    unsafe {
+        (*irp).IoStatus.Status = STATUS_INVALID_DEVICE_REQUEST;
+        IofCompleteRequest(irp, 0);
+    }
+    STATUS_INVALID_DEVICE_REQUEST
 }
 
 /// What NDIS installs in a miniport's driver object: its dispatch routines and unload routine.
@@ -118,13 +132,17 @@ unsafe extern "efiapi" fn ndis_unload(object: PDRIVER_OBJECT) {
     }
 }
 
-/// A file object: what a handle to the adapter's device refers to.
+/// `IO_TYPE_FILE`, and the size of a FILE_OBJECT on x64: what the first bytes of one say.
+const IO_TYPE_FILE: u64 = 5;
+const FILE_OBJECT_SIZE: u64 = 0xD8;
+
+/// A file object: what a handle to the adapter's device refers to. IRP_MJ_CLEANUP comes when
+/// its last handle closes; IRP_MJ_CLOSE when, after that, the last reference to it goes, which
+/// may be the driver's, dropped in whatever thread the driver drops it.
 pub struct FileObject {
-    /// What the driver sees as the PFILE_OBJECT.
-    identity: Box<[u64; 27]>,
+    /// What the driver sees as the PFILE_OBJECT: its Type, Size and DeviceObject are set.
+    identity: Box<[u64; (FILE_OBJECT_SIZE / 8) as usize]>,
     device: PDEVICE_OBJECT,
-    /// The process that opened it.
-    opener: Arc<ProcessState>,
     handles: AtomicU64,
 }
 
@@ -134,23 +152,91 @@ unsafe impl Send for FileObject {}
 unsafe impl Sync for FileObject {}
 
 impl FileObject {
-    fn pointer(&self) -> PFILE_OBJECT {
+    fn new(device: PDEVICE_OBJECT) -> Arc<FileObject> {
+        let mut identity = Box::new([0; (FILE_OBJECT_SIZE / 8) as usize]);
+        identity[0] = IO_TYPE_FILE | FILE_OBJECT_SIZE << 16;
+        identity[1] = device as u64;
+        let file = Arc::new(FileObject {
+            identity,
+            device,
+            handles: AtomicU64::new(1),
+        });
+        LIVE_FILES
+            .lock()
+            .unwrap()
+            .insert(file.pointer() as usize, Arc::downgrade(&file));
+        file
+    }
+
+    pub(crate) fn pointer(&self) -> PFILE_OBJECT {
         self.identity.as_ptr().cast_mut().cast()
     }
+
+    pub(crate) fn device(&self) -> PDEVICE_OBJECT {
+        self.device
+    }
+}
+
+/// File objects not yet closed, by the address the driver sees.
+static LIVE_FILES: Mutex<BTreeMap<usize, std::sync::Weak<FileObject>>> =
+    Mutex::new(BTreeMap::new());
+
+/// The file object at `address`, if it is not yet closed.
+pub(crate) fn live_file(address: usize) -> Option<Arc<FileObject>> {
+    LIVE_FILES.lock().unwrap().get(&address)?.upgrade()
 }
 
 pub(crate) fn add_file_handle(file: &FileObject) {
     file.handles.fetch_add(1, Ordering::SeqCst);
 }
 
-/// A handle to a file object closed: the last one sends cleanup, then close.
+/// A handle to a file object closed: the last one sends cleanup, then, unless the driver still
+/// references the file object, close.
 pub(crate) fn release_file_handle(process: &Arc<ProcessState>, file: Arc<FileObject>) {
     if file.handles.fetch_sub(1, Ordering::SeqCst) == 1 {
-        let status = send_irp(process, &file, IRP_MJ_CLEANUP, 0, Request::None);
+        let status = send_irp(
+            process,
+            file.device,
+            Some(&file),
+            IRP_MJ_CLEANUP,
+            0,
+            Request::None,
+        );
         assert_eq!(status, STATUS_SUCCESS, "cleanup failed");
-        let status = send_irp(&file.opener, &file, IRP_MJ_CLOSE, 0, Request::None);
-        assert_eq!(status, STATUS_SUCCESS, "close failed");
+        if !process::is_referenced(file.pointer() as usize) {
+            close(&file);
+        }
     }
+}
+
+/// The driver dropped its last reference to `file`: with no handle left, it is closed now, in
+/// this thread's context, or in a worker thread's if this thread is above PASSIVE_LEVEL (as the
+/// object manager defers deletion there).
+pub(crate) fn file_dereferenced(file: Arc<FileObject>) {
+    if file.handles.load(Ordering::SeqCst) != 0 {
+        return;
+    }
+    if irql::current() == PASSIVE_LEVEL {
+        close(&file);
+    } else {
+        std::thread::spawn(move || close(&file));
+    }
+}
+
+fn close(file: &FileObject) {
+    LIVE_FILES
+        .lock()
+        .unwrap()
+        .remove(&(file.pointer() as usize));
+    let status = send_irp(
+        &process::current(),
+        file.device,
+        Some(file),
+        IRP_MJ_CLOSE,
+        0,
+        Request::None,
+    );
+    assert_eq!(status, STATUS_SUCCESS, "close failed");
 }
 
 /// A process's handle to an adapter's device.
@@ -163,13 +249,15 @@ pub struct DeviceHandle<'a> {
 impl Process {
     /// Opens the device with `access` (CreateFile), through the driver's IRP_MJ_CREATE.
     pub fn open(&self, device: PDEVICE_OBJECT, access: ACCESS_MASK) -> DeviceHandle<'_> {
-        let file = Arc::new(FileObject {
-            identity: Box::new([0; 27]),
+        let file = FileObject::new(device);
+        let status = send_irp(
+            &self.state,
             device,
-            opener: self.state.clone(),
-            handles: AtomicU64::new(1),
-        });
-        let status = send_irp(&self.state, &file, IRP_MJ_CREATE, 0, Request::None);
+            Some(&file),
+            IRP_MJ_CREATE,
+            0,
+            Request::None,
+        );
         assert_eq!(status, STATUS_SUCCESS, "open failed");
         let handle = self.insert_file(file.clone(), access);
         DeviceHandle {
@@ -195,13 +283,16 @@ impl DeviceHandle<'_> {
     /// grants the access the code requires.
     pub fn device_control(&self, code: u32, input: &[u8]) -> NTSTATUS {
         let required = (code >> 14) & 3;
-        let entry_access = self.process.handle_access(self.handle);
+        let Some(entry_access) = self.process.handle_access(self.handle) else {
+            return STATUS_INVALID_HANDLE;
+        };
         if entry_access & required != required {
             return STATUS_ACCESS_DENIED;
         }
         send_irp(
             &self.process.state,
-            &self.file,
+            self.file.device,
+            Some(&self.file),
             IRP_MJ_DEVICE_CONTROL,
             0,
             Request::DeviceControl { code, input },
@@ -212,18 +303,18 @@ impl DeviceHandle<'_> {
     pub fn close(self) {
         self.process.close_handle(self.handle);
     }
+
+    /// Whether the handle is still open (the driver may have closed it, on removal).
+    pub fn is_open(&self) -> bool {
+        self.process.has_handle(self.handle)
+    }
 }
 
-/// A PnP request from the PnP manager to the device, in the System process.
+/// A PnP request from the PnP manager to the device, in the System process (PnP IRPs carry no
+/// file object).
 pub(crate) fn pnp(device: PDEVICE_OBJECT, minor: u8) -> NTSTATUS {
-    let system = process::current();
-    let file = Arc::new(FileObject {
-        identity: Box::new([0; 27]),
-        device,
-        opener: system.clone(),
-        handles: AtomicU64::new(0),
-    });
-    send_irp(&system, &file, IRP_MJ_PNP, minor, Request::None)
+    let system = process::system();
+    send_irp(&system, device, None, IRP_MJ_PNP, minor, Request::None)
 }
 
 enum Request<'a> {
@@ -244,7 +335,8 @@ static PENDING_IRPS: Mutex<BTreeSet<usize>> = Mutex::new(BTreeSet::new());
 /// and checks it was completed exactly once, with the status the routine returned.
 fn send_irp(
     process: &Arc<ProcessState>,
-    file: &FileObject,
+    device: PDEVICE_OBJECT,
+    file: Option<&FileObject>,
     major: usize,
     minor: u8,
     request: Request,
@@ -264,8 +356,8 @@ fn send_irp(
     packet.irp.IoStatus.Status = STATUS_PENDING;
     packet.stack.MajorFunction = major as u8;
     packet.stack.MinorFunction = minor;
-    packet.stack.DeviceObject = file.device;
-    packet.stack.FileObject = file.pointer();
+    packet.stack.DeviceObject = device;
+    packet.stack.FileObject = file.map_or(null_mut(), FileObject::pointer);
     if let Request::DeviceControl { code, input } = request {
         system_buffer = input.to_vec();
         packet.irp.SystemBuffer = if system_buffer.is_empty() {
@@ -288,12 +380,20 @@ fn send_irp(
         violation(format!("no dispatch routine for major function {major:#x}"));
         return STATUS_INVALID_DEVICE_REQUEST;
     };
+    let registering = major == IRP_MJ_DEVICE_CONTROL
+        && matches!(request, Request::DeviceControl { code, .. } if code == TUN_IOCTL_REGISTER_RINGS);
+    if registering {
+        begin_registration();
+    }
     let returned = process::in_context(process, || {
         irql::call_at(PASSIVE_LEVEL, "a dispatch routine", || {
             // SAFETY: the driver's dispatch routine with its device and a live IRP.
-            unsafe { dispatch(file.device, irp) }
+            unsafe { dispatch(device, irp) }
         })
     });
+    if registering {
+        finish_registration(returned);
+    }
     if PENDING_IRPS.lock().unwrap().remove(&(irp as usize)) {
         violation(format!(
             "IRP for major function {major:#x} returned without completion"
@@ -322,6 +422,96 @@ pub unsafe extern "efiapi" fn IoIs32bitProcess(_irp: PIRP) -> u8 {
     u8::from(process::current().bitness == process::Bitness::Bits32)
 }
 
+/// What one ring registration made: the pool it allocated during its IOCTL and the MDLs whose
+/// pages it locked. When those MDLs are all freed the registration has ended, and the pool must
+/// be back too: memory a registration takes and only halt gives back is a leak per
+/// registration, which the unload check cannot see.
+#[derive(Default)]
+struct RegistrationRecord {
+    pool: BTreeSet<usize>,
+    mdls: BTreeSet<usize>,
+}
+
+thread_local! {
+    /// The registration whose IOCTL this thread is dispatching.
+    static REGISTERING: std::cell::RefCell<Option<RegistrationRecord>> =
+        const { std::cell::RefCell::new(None) };
+    /// Registrations this thread ended (freed their last MDL), for the check when the driver
+    /// callback it runs returns.
+    static ENDED_HERE: std::cell::RefCell<Vec<RegistrationRecord>> =
+        const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Registrations that live.
+static LIVE_REGISTRATIONS: Mutex<Vec<RegistrationRecord>> = Mutex::new(Vec::new());
+
+fn begin_registration() {
+    REGISTERING.with(|record| *record.borrow_mut() = Some(RegistrationRecord::default()));
+}
+
+fn finish_registration(status: NTSTATUS) {
+    let Some(record) = REGISTERING.with(|record| record.borrow_mut().take()) else {
+        return;
+    };
+    if NT_SUCCESS(status) {
+        LIVE_REGISTRATIONS.lock().unwrap().push(record);
+    } else {
+        check_pool_returned(&record, "a refused registration");
+    }
+}
+
+/// Pool the driver allocates: attributed to the registration this thread dispatches, if any.
+pub(crate) fn note_pool_allocation(address: usize) {
+    REGISTERING.with(|record| {
+        if let Some(record) = record.borrow_mut().as_mut() {
+            record.pool.insert(address);
+        }
+    });
+}
+
+fn note_locked_mdl(mdl: usize) {
+    REGISTERING.with(|record| {
+        if let Some(record) = record.borrow_mut().as_mut() {
+            record.mdls.insert(mdl);
+        }
+    });
+}
+
+fn note_freed_mdl(mdl: usize) {
+    let mut live = LIVE_REGISTRATIONS.lock().unwrap();
+    let Some(index) = live.iter().position(|record| record.mdls.contains(&mdl)) else {
+        return;
+    };
+    live[index].mdls.remove(&mdl);
+    if live[index].mdls.is_empty() {
+        let ended = live.remove(index);
+        ENDED_HERE.with(|here| here.borrow_mut().push(ended));
+    }
+}
+
+/// Once the driver callback that ended registrations returns: their pool is back.
+pub(crate) fn check_ended_registrations() {
+    let ended = ENDED_HERE.with(|here| std::mem::take(&mut *here.borrow_mut()));
+    for record in &ended {
+        check_pool_returned(record, "an ended registration");
+    }
+}
+
+fn check_pool_returned(record: &RegistrationRecord, what: &str) {
+    let outstanding = crate::pool::outstanding();
+    let kept: Vec<_> = record
+        .pool
+        .iter()
+        .filter_map(|address| outstanding.get(address))
+        .collect();
+    if !kept.is_empty() {
+        violation(format!(
+            "{what} kept {} pool allocations it made: {kept:?}",
+            kept.len()
+        ));
+    }
+}
+
 /// An MDL's state beyond what the MDL itself records.
 #[derive(Default)]
 struct MdlState {
@@ -343,6 +533,11 @@ static MDLS: Mutex<BTreeMap<usize, MdlState>> = Mutex::new(BTreeMap::new());
 
 pub fn mdls_outstanding() -> usize {
     MDLS.lock().unwrap().len()
+}
+
+/// Whether `mdl` is an MDL the driver allocated and has not freed.
+pub(crate) fn is_mdl(mdl: PMDL) -> bool {
+    MDLS.lock().unwrap().contains_key(&(mdl as usize))
 }
 
 /// The priority flags of the last mapping, to check the driver maps no-execute.
@@ -386,6 +581,7 @@ pub unsafe extern "efiapi" fn IoFreeMdl(mdl: PMDL) {
     if state.locked_by.is_some() || state.mapped.is_some() {
         violation("freeing an MDL whose pages are still locked or mapped");
     }
+    note_freed_mdl(mdl as usize);
     // SAFETY: allocated by IoAllocateMdl, removed from the table once.
     drop(unsafe { Box::from_raw(mdl) });
 }
@@ -419,6 +615,7 @@ pub unsafe extern "efiapi" fn OxtunProbeAndLockPages(
         return STATUS_ACCESS_VIOLATION;
     }
     state.locked_by = Some(process);
+    note_locked_mdl(mdl as usize);
     STATUS_SUCCESS
 }
 
@@ -477,13 +674,16 @@ pub unsafe extern "efiapi" fn MmMapLockedPagesSpecifyCache(
     // SAFETY: a live MDL.
     let address = unsafe { (*mdl).StartVa as usize + (*mdl).ByteOffset as usize };
     state.mapped = Some((address, priority));
-    if state.partial_of.is_some() {
-        // SAFETY: a live MDL; the kernel marks partial MDLs it maps.
-        unsafe {
+    // SAFETY: a live MDL, which the kernel marks as mapped (and a partial one as mapped by a
+    // mapping of its own).
+    unsafe {
+        (*mdl).MdlFlags |= MDL_MAPPED_TO_SYSTEM_VA;
+        (*mdl).MappedSystemVa = address as PVOID;
+        if state.partial_of.is_some() {
             (*mdl).MdlFlags |= MDL_PARTIAL_HAS_BEEN_MAPPED;
-            (*mdl).MappedSystemVa = address as PVOID;
         }
-    } else {
+    }
+    if state.partial_of.is_none() {
         LAST_MAPPING_PRIORITY.store(u64::from(priority), Ordering::SeqCst);
     }
     address as PVOID
@@ -497,7 +697,10 @@ pub unsafe extern "efiapi" fn MmUnmapLockedPages(address: PVOID, mdl: PMDL) {
         Some(state) if state.mapped.is_some_and(|(at, _)| at == address as usize) => {
             state.mapped = None;
             // SAFETY: a live MDL.
-            unsafe { (*mdl).MdlFlags &= !MDL_PARTIAL_HAS_BEEN_MAPPED };
+            unsafe {
+                (*mdl).MdlFlags &= !(MDL_PARTIAL_HAS_BEEN_MAPPED | MDL_MAPPED_TO_SYSTEM_VA);
+                (*mdl).MappedSystemVa = null_mut();
+            }
         }
         _ => violation(format!(
             "unmapping {address:p}, which this MDL does not map"
@@ -514,13 +717,15 @@ pub unsafe extern "efiapi" fn IoBuildPartialMdl(
 ) {
     irql::require_at_most(DISPATCH_LEVEL, "IoBuildPartialMdl");
     let mut mdls = MDLS.lock().unwrap();
-    let source_locked = mdls
-        .get(&(source as usize))
-        .is_some_and(|state| state.locked_by.is_some());
-    if !source_locked {
+    let Some(source_state) = mdls.get(&(source as usize)) else {
+        violation("IoBuildPartialMdl from an unknown MDL");
+        return;
+    };
+    if source_state.locked_by.is_none() {
         violation("IoBuildPartialMdl from an MDL that is not locked");
         return;
     }
+    let source_mapping = source_state.mapped.map(|(at, _)| at);
     // SAFETY: a live MDL.
     let (start, count) = unsafe {
         (
@@ -545,13 +750,18 @@ pub unsafe extern "efiapi" fn IoBuildPartialMdl(
         return;
     }
     state.partial_of = Some(source as usize);
-    // SAFETY: a live MDL of the driver's, described anew.
+    // SAFETY: a live MDL of the driver's, described anew. A mapped source's mapping covers the
+    // part too, so the partial MDL inherits it (and is not to be unmapped on its own).
     unsafe {
         (*target).StartVa = (address & !(PAGE_SIZE - 1)) as PVOID;
         (*target).ByteOffset = (address % PAGE_SIZE) as u32;
         (*target).ByteCount = length as u32;
         (*target).MdlFlags = MDL_PARTIAL;
         (*target).MappedSystemVa = null_mut();
+        if let Some(mapped) = source_mapping {
+            (*target).MdlFlags |= MDL_MAPPED_TO_SYSTEM_VA;
+            (*target).MappedSystemVa = (mapped + (address - start)) as PVOID;
+        }
     }
 }
 

@@ -45,11 +45,19 @@ pub fn require_at_most(max: KIRQL, what: &str) {
     }
 }
 
+thread_local! {
+    /// Driver callbacks under way on this thread.
+    static CALLBACK_DEPTH: Cell<u32> = const { Cell::new(0) };
+}
+
 /// Runs a driver callback entered at `irql` (raising to it first), and checks the callback
-/// returned at the IRQL it was entered at.
+/// returned at the IRQL it was entered at. Once the outermost callback returns, checks what a
+/// registration it ended left behind.
 pub fn call_at<R>(irql: KIRQL, what: &str, callback: impl FnOnce() -> R) -> R {
     let old = raise(irql);
+    CALLBACK_DEPTH.set(CALLBACK_DEPTH.get() + 1);
     let result = callback();
+    CALLBACK_DEPTH.set(CALLBACK_DEPTH.get() - 1);
     let after = current();
     if after != irql {
         violation(format!(
@@ -57,6 +65,9 @@ pub fn call_at<R>(irql: KIRQL, what: &str, callback: impl FnOnce() -> R) -> R {
         ));
     }
     lower(old);
+    if CALLBACK_DEPTH.get() == 0 {
+        crate::io::check_ended_registrations();
+    }
     result
 }
 

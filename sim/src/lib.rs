@@ -33,6 +33,9 @@ pub use ndis::{
 };
 pub use process::{Bitness, EventObject, IntegrityLevel, Process, Token};
 
+/// `IRP_MN_CANCEL_REMOVE_DEVICE`: PnP takes back a query-remove it vetoed.
+const IRP_MN_CANCEL_REMOVE_DEVICE: u8 = 0x03;
+
 /// The driver, loaded.
 pub struct Driver {
     object: PDRIVER_OBJECT,
@@ -169,6 +172,11 @@ unsafe impl Send for Adapter {}
 unsafe impl Sync for Adapter {}
 
 impl Adapter {
+    /// The adapter NDIS's `handle` names (for NDIS's own threads).
+    pub(crate) fn from_handle(handle: NDIS_HANDLE) -> Adapter {
+        Adapter { handle }
+    }
+
     pub fn state(&self) -> AdapterState {
         ndis::state(self.handle)
     }
@@ -428,14 +436,41 @@ impl Adapter {
         });
     }
 
-    /// Halts the adapter (pausing it first if it runs), as on a disable or removal.
+    /// Halts the adapter (pausing it first if it runs), as NDIS does once its device is
+    /// being removed.
     pub fn halt(self) {
         self.halt_with(0, false);
     }
 
-    /// Surprise removal: the PnP notification, then pause and halt.
-    pub fn surprise_remove(self) {
+    /// Disabling or uninstalling the adapter, as PnP does it: IRP_MN_QUERY_REMOVE_DEVICE, then,
+    /// unless a handle to the device is still open (PnP vetoes the removal then, and sends
+    /// IRP_MN_CANCEL_REMOVE_DEVICE), the halt that removal brings.
+    pub fn disable(self) -> Result<(), Vetoed> {
+        let status = self.pnp(IRP_MN_QUERY_REMOVE_DEVICE);
+        let open_handles = process::handles_to_device(self.device());
+        if status != STATUS_SUCCESS || open_handles != 0 {
+            self.pnp(IRP_MN_CANCEL_REMOVE_DEVICE);
+            return Err(Vetoed {
+                adapter: self,
+                status,
+                open_handles,
+            });
+        }
+        self.halt();
+        Ok(())
+    }
+
+    /// Surprise removal: IRP_MN_SURPRISE_REMOVAL, the PnP notification, then pause and halt.
+    /// Returns the handles still open to the device, which PnP waits for before the device
+    /// object may go (IRP_MN_REMOVE_DEVICE).
+    pub fn surprise_remove(self) -> usize {
+        let status = self.pnp(IRP_MN_SURPRISE_REMOVAL);
+        if status != STATUS_SUCCESS {
+            verifier::violation(format!("IRP_MN_SURPRISE_REMOVAL failed: {status:#x}"));
+        }
+        let open_handles = process::handles_to_device(self.device());
         self.halt_with(NdisHaltDeviceSurpriseRemoved, true);
+        open_handles
     }
 
     fn halt_with(self, action: NDIS_HALT_ACTION, surprise: bool) {
@@ -480,6 +515,16 @@ impl Adapter {
         ndis::set_state(self.handle, AdapterState::Halted);
         ndis::free_adapter(self.handle);
     }
+}
+
+/// A removal PnP refused.
+pub struct Vetoed {
+    /// The adapter, still there.
+    pub adapter: Adapter,
+    /// What the driver answered IRP_MN_QUERY_REMOVE_DEVICE.
+    pub status: NTSTATUS,
+    /// The handles to the device that were still open (PNP_VetoOutstandingOpen).
+    pub open_handles: usize,
 }
 
 #[repr(C)]

@@ -23,6 +23,8 @@ use crate::verifier::violation;
 /// Status values NDIS returns that the driver itself never uses.
 const NDIS_STATUS_BAD_VERSION: NDIS_STATUS = 0xC001_0004_u32 as i32;
 const NDIS_STATUS_INVALID_PARAMETER: NDIS_STATUS = 0xC000_000D_u32 as i32;
+/// A flag a protocol sets on an NBL it parsed (ndis.h).
+const NDIS_NBL_FLAGS_IS_TCP: ULONG = 0x800;
 
 /// The handlers a miniport registered, copied as NDIS copies them.
 #[derive(Clone, Copy)]
@@ -197,6 +199,10 @@ pub enum ReturnMode {
     Immediately,
     /// When the test says ([`crate::Adapter::return_held`]).
     Hold,
+    /// Within the next indication, after NDIS has asked another thread to pause the adapter and
+    /// that pause has returned (or 100 ms have passed): the order in which a pause can complete
+    /// inside an indication. The adapter pauses once; then the mode is `Immediately`.
+    PauseDuringIndication,
 }
 
 /// A packet the simulated stack received from the adapter.
@@ -266,6 +272,8 @@ pub struct General {
 /// NDIS's block for one adapter; the miniport adapter handle points at it.
 pub struct AdapterBlock {
     pub state: Mutex<AdapterState>,
+    /// Calls of NdisMIndicateReceiveNetBufferLists under way.
+    pub indicating: std::sync::atomic::AtomicU32,
     pub state_changed: std::sync::Condvar,
     pub receive: Mutex<ReceiveSide>,
     pub received_changed: std::sync::Condvar,
@@ -305,6 +313,7 @@ pub fn new_adapter() -> NDIS_HANDLE {
     let device = io::new_device_object();
     let block = Box::new(AdapterBlock {
         state: Mutex::new(AdapterState::Initializing),
+        indicating: std::sync::atomic::AtomicU32::new(0),
         state_changed: std::sync::Condvar::new(),
         receive: Mutex::new(ReceiveSide {
             mode: ReturnMode::Immediately,
@@ -464,6 +473,7 @@ pub unsafe extern "efiapi" fn NdisMSetMiniportAttributes(
             // SAFETY: the header says this is the general attributes structure.
             let general =
                 unsafe { &*attributes.cast::<NDIS_MINIPORT_ADAPTER_GENERAL_ATTRIBUTES>() };
+            check_power_management(general);
             let oid_count = general.SupportedOidListLength as usize / size_of::<NDIS_OID>();
             if general.SupportedOidListLength as usize % size_of::<NDIS_OID>() != 0 {
                 violation("SupportedOidListLength is not a whole number of OIDs");
@@ -501,6 +511,30 @@ pub unsafe extern "efiapi" fn NdisMSetMiniportAttributes(
         }
     }
     NDIS_STATUS_SUCCESS
+}
+
+/// A miniport of NDIS 6.20 or later reports its power management in
+/// `PowerManagementCapabilitiesEx`, and leaves the NDIS 6.0 field NULL ("Reporting Power
+/// Management Capabilities", Microsoft's NDIS documentation); the structure's revision follows
+/// the miniport's NDIS version (2 for 6.30).
+fn check_power_management(general: &NDIS_MINIPORT_ADAPTER_GENERAL_ATTRIBUTES) {
+    if !general.PowerManagementCapabilities.is_null() {
+        violation("an NDIS 6.20+ miniport set PowerManagementCapabilities (the NDIS 6.0 field)");
+    }
+    // SAFETY: the driver's structure, read during the call, if it gave one.
+    let Some(capabilities) = (unsafe { general.PowerManagementCapabilitiesEx.as_ref() }) else {
+        violation("an NDIS 6.20+ miniport left PowerManagementCapabilitiesEx NULL");
+        return;
+    };
+    let header = capabilities.Header;
+    if header.Type != NDIS_OBJECT_TYPE_DEFAULT
+        || header.Revision != NDIS_PM_CAPABILITIES_REVISION_2
+        || header.Size < NDIS_SIZEOF_NDIS_PM_CAPABILITIES_REVISION_2
+    {
+        violation(format!(
+            "an NDIS 6.30 miniport's power management capabilities header is {header:?}"
+        ));
+    }
 }
 
 #[unsafe(no_mangle)]
@@ -1037,6 +1071,55 @@ pub unsafe extern "efiapi" fn NdisFreeNetBufferList(nbl: *mut NET_BUFFER_LIST) {
     }
 }
 
+/// The stack's bookkeeping on a receive NBL it gives back, as protocols leave it: info entries
+/// of their own, flags of their own, and the NET_BUFFER's MDL pointers changed (a protocol that
+/// retreated and advanced the data start, say). The miniport must set every one of them again
+/// before it indicates the NBL again, and must keep its own MDL where NDIS does not write.
+fn scribble_on_returned(nbl: *mut NET_BUFFER_LIST) {
+    /// An MDL of the stack's own, as far as the driver is concerned: zeroes it never allocated.
+    static FOREIGN_MDL: [u64; 6] = [0; 6];
+    // SAFETY: an NBL the stack holds until it returns it, which it is about to.
+    unsafe {
+        for entry in [0, 8, 10, MaxNetBufferListInfo - 1] {
+            (*nbl).NetBufferListInfo[entry] = 0x5C81_BB1E as PVOID;
+        }
+        (*nbl).NblFlags |= NDIS_NBL_FLAGS_IS_TCP;
+        let nb = (*nbl).FirstNetBuffer;
+        (*nb).MdlChain = (&raw const FOREIGN_MDL).cast_mut().cast();
+        (*nb).CurrentMdl = (*nb).MdlChain;
+    }
+}
+
+/// What a miniport must have set on a receive NBL before it indicates it: NDIS routes the
+/// return by `SourceHandle` (NET_BUFFER_LIST, Microsoft's NDIS documentation), and nothing the
+/// stack left from an earlier indication may remain.
+fn check_indicated(handle: NDIS_HANDLE, nbl: *mut NET_BUFFER_LIST) {
+    // SAFETY: an NBL the driver indicates, live until returned.
+    let nbl = unsafe { &*nbl };
+    if nbl.SourceHandle != handle {
+        violation(format!(
+            "an indicated NBL's SourceHandle is {:p}, not the miniport adapter handle",
+            nbl.SourceHandle
+        ));
+    }
+    for (entry, value) in nbl.NetBufferListInfo.iter().enumerate() {
+        if entry != NetBufferListFrameType && !value.is_null() {
+            violation(format!(
+                "an indicated NBL carries NetBufferListInfo[{entry}] = {value:p} from before"
+            ));
+        }
+    }
+    let flags = nbl.NblFlags;
+    if flags != NDIS_NBL_FLAGS_IS_IPV4 && flags != NDIS_NBL_FLAGS_IS_IPV6 {
+        violation(format!("an indicated NBL's flags are {flags:#x}"));
+    }
+    // SAFETY: the NBL's one NET_BUFFER (read_received checks there is one).
+    let nb = unsafe { &*nbl.FirstNetBuffer };
+    if nb.MdlChain != nb.CurrentMdl || !crate::io::is_mdl(nb.MdlChain) {
+        violation("an indicated NBL's NET_BUFFER does not start at an MDL of the driver's");
+    }
+}
+
 /// What an indicated NBL carries, read as the stack would.
 fn read_received(nbl: *mut NET_BUFFER_LIST) -> Received {
     // SAFETY: an NBL the driver allocated and indicated: live until returned.
@@ -1101,13 +1184,18 @@ pub unsafe extern "efiapi" fn NdisMIndicateReceiveNetBufferLists(
     if chain.len() != count as usize {
         violation(format!("indicated {} NBLs but said {count}", chain.len()));
     }
+    block
+        .indicating
+        .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
     let mut sunk = Vec::new();
     let (mode, sink) = {
         let mut receive = block.receive.lock().unwrap();
         for &nbl in &chain {
             if !ALLOCATED_NBLS.lock().unwrap().contains_key(&nbl) {
                 violation(format!("indicating NBL {nbl:#x}, which was not allocated"));
+                continue;
             }
+            check_indicated(handle, nbl as *mut NET_BUFFER_LIST);
             if receive.held.contains(&nbl) || receive.returning.contains(&nbl) {
                 violation(format!(
                     "indicating NBL {nbl:#x}, which the stack still holds"
@@ -1121,12 +1209,18 @@ pub unsafe extern "efiapi" fn NdisMIndicateReceiveNetBufferLists(
             }
             receive.packets += 1;
             match receive.mode {
-                ReturnMode::Immediately => receive.returning.push(nbl),
                 ReturnMode::Hold => receive.held.push(nbl),
+                ReturnMode::Immediately | ReturnMode::PauseDuringIndication => {
+                    receive.returning.push(nbl)
+                }
             }
         }
         receive.indications.push(count);
-        (receive.mode, receive.sink.clone())
+        let mode = receive.mode;
+        if mode == ReturnMode::PauseDuringIndication {
+            receive.mode = ReturnMode::Immediately;
+        }
+        (mode, receive.sink.clone())
     };
     block.received_changed.notify_all();
     if let Some(sink) = sink {
@@ -1134,10 +1228,43 @@ pub unsafe extern "efiapi" fn NdisMIndicateReceiveNetBufferLists(
             sink(packet);
         }
     }
-    if mode == ReturnMode::Immediately {
+    if mode == ReturnMode::PauseDuringIndication {
+        pause_from_another_thread(handle);
+    }
+    if mode != ReturnMode::Hold {
         return_nbls(handle, &chain);
     }
+    block
+        .indicating
+        .fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
 }
+
+/// NDIS pausing the adapter from another thread while this one indicates: returns once that
+/// pause has returned, or after 100 ms if it waits for this indication (as it may).
+fn pause_from_another_thread(handle: NDIS_HANDLE) {
+    let adapter = crate::Adapter::from_handle(handle);
+    let (returned, changed) = &*PAUSE_RETURNED;
+    *returned.lock().unwrap() = false;
+    std::thread::spawn(move || {
+        let status = adapter.pause();
+        if status != NDIS_STATUS_SUCCESS && status != NDIS_STATUS_PENDING {
+            violation(format!("MiniportPause failed: {status:#x}"));
+        }
+        let (returned, changed) = &*PAUSE_RETURNED;
+        *returned.lock().unwrap() = true;
+        changed.notify_all();
+    });
+    let _ = changed
+        .wait_timeout_while(
+            returned.lock().unwrap(),
+            std::time::Duration::from_millis(100),
+            |returned| !*returned,
+        )
+        .unwrap();
+}
+
+static PAUSE_RETURNED: std::sync::LazyLock<(Mutex<bool>, std::sync::Condvar)> =
+    std::sync::LazyLock::new(|| (Mutex::new(false), std::sync::Condvar::new()));
 
 /// The stack gives NBLs back to the driver, in the order given, in one call.
 pub fn return_nbls(handle: NDIS_HANDLE, nbls: &[usize]) {
@@ -1159,6 +1286,9 @@ pub fn return_nbls(handle: NDIS_HANDLE, nbls: &[usize]) {
                 return;
             }
         }
+    }
+    for &nbl in nbls {
+        scribble_on_returned(nbl as *mut NET_BUFFER_LIST);
     }
     for pair in nbls.windows(2) {
         // SAFETY: NBLs the stack held; relinked for the return call.
@@ -1187,6 +1317,12 @@ pub unsafe extern "efiapi" fn NdisMPauseComplete(handle: NDIS_HANDLE) {
     let Some(block) = block(handle, "NdisMPauseComplete") else {
         return;
     };
+    if block.indicating.load(std::sync::atomic::Ordering::SeqCst) != 0 {
+        violation(
+            "NdisMPauseComplete inside NdisMIndicateReceiveNetBufferLists: the pause completes \
+             while an indication is still under way",
+        );
+    }
     let mut state = block.state.lock().unwrap();
     if *state != AdapterState::Pausing {
         violation(format!(

@@ -186,8 +186,11 @@ thread_local! {
     static CURRENT: RefCell<Option<Arc<ProcessState>>> = const { RefCell::new(None) };
 }
 
+/// Every process, for whoever lists the system's handles or looks a process up by its id.
+static PROCESSES: Mutex<Vec<std::sync::Weak<ProcessState>>> = Mutex::new(Vec::new());
+
 fn new_state(token: Token, integrity: IntegrityLevel, bitness: Bitness) -> Arc<ProcessState> {
-    Arc::new(ProcessState {
+    let state = Arc::new(ProcessState {
         id: NEXT_PROCESS_ID.fetch_add(4, Ordering::SeqCst),
         identity: Box::new([0; 8]),
         token,
@@ -196,10 +199,62 @@ fn new_state(token: Token, integrity: IntegrityLevel, bitness: Bitness) -> Arc<P
         memory: Mutex::new(Vec::new()),
         handles: Mutex::new(BTreeMap::new()),
         next_handle: AtomicU64::new(4),
-    })
+    });
+    let mut processes = PROCESSES.lock().unwrap();
+    processes.retain(|process| process.strong_count() > 0);
+    processes.push(Arc::downgrade(&state));
+    state
 }
 
-fn system() -> Arc<ProcessState> {
+/// The processes alive now.
+fn live_processes() -> Vec<Arc<ProcessState>> {
+    PROCESSES
+        .lock()
+        .unwrap()
+        .iter()
+        .filter_map(std::sync::Weak::upgrade)
+        .collect()
+}
+
+/// Handles, in any process, to file objects of `device`: what keeps PnP from removing it.
+pub(crate) fn handles_to_device(device: PDEVICE_OBJECT) -> usize {
+    live_processes()
+        .iter()
+        .map(|process| {
+            process
+                .handles
+                .lock()
+                .unwrap()
+                .values()
+                .filter(
+                    |entry| matches!(&entry.object, Object::File(file) if file.device() == device),
+                )
+                .count()
+        })
+        .sum()
+}
+
+impl ProcessState {
+    /// Closes a handle; false if the process has none by that value. The last handle to a file
+    /// object sends the driver its cleanup request (and close, unless the driver references the
+    /// file object).
+    fn close_handle(self: &Arc<Self>, handle: u64) -> bool {
+        let entry = self.handles.lock().unwrap().remove(&handle);
+        match entry {
+            Some(HandleEntry {
+                object: Object::File(file),
+                ..
+            }) => {
+                crate::io::release_file_handle(self, file);
+                true
+            }
+            Some(_) => true,
+            None => false,
+        }
+    }
+}
+
+pub(crate) fn system() -> Arc<ProcessState> {
     SYSTEM
         .lock()
         .unwrap()
@@ -349,23 +404,23 @@ impl Process {
         handle
     }
 
-    /// The access a handle of this process grants.
-    pub fn handle_access(&self, handle: u64) -> ACCESS_MASK {
-        self.state.handles.lock().unwrap()[&handle].access
+    /// The access a handle of this process grants, if the process has it.
+    pub fn handle_access(&self, handle: u64) -> Option<ACCESS_MASK> {
+        let handles = self.state.handles.lock().unwrap();
+        handles.get(&handle).map(|entry| entry.access)
     }
 
     /// Closes a handle. The last handle to a file object sends the driver its cleanup and
     /// close requests.
     pub fn close_handle(&self, handle: u64) {
-        let entry = self.state.handles.lock().unwrap().remove(&handle);
-        match entry {
-            Some(HandleEntry {
-                object: Object::File(file),
-                ..
-            }) => crate::io::release_file_handle(&self.state, file),
-            Some(_) => {}
-            None => panic!("closing handle {handle:#x}, which the process does not have"),
+        if !self.state.close_handle(handle) {
+            panic!("closing handle {handle:#x}, which the process does not have");
         }
+    }
+
+    /// Whether the process still has `handle` (the driver may have closed it).
+    pub fn has_handle(&self, handle: u64) -> bool {
+        self.state.handles.lock().unwrap().contains_key(&handle)
     }
 
     /// Duplicates one of this process's handles into `target`, keeping its access.
@@ -385,20 +440,22 @@ impl Process {
         in_context(&self.state, || {
             for routine in routines {
                 irql::call_at(PASSIVE_LEVEL, "process notify routine", || {
-                    // SAFETY: a routine the driver registered, with an exiting process.
-                    unsafe {
-                        routine(
-                            self.state.eprocess(),
-                            self.state.id as HANDLE,
-                            std::ptr::null_mut(),
-                        )
-                    }
+                    crate::sync::as_notify_routine(|| {
+                        // SAFETY: a routine the driver registered, with an exiting process.
+                        unsafe {
+                            routine(
+                                self.state.eprocess(),
+                                self.state.id as HANDLE,
+                                std::ptr::null_mut(),
+                            )
+                        }
+                    })
                 });
             }
         });
         let handles: Vec<u64> = self.state.handles.lock().unwrap().keys().copied().collect();
         for handle in handles {
-            self.close_handle(handle);
+            self.state.close_handle(handle);
         }
         let locked: usize = self
             .state
@@ -441,16 +498,37 @@ pub(crate) fn lock_user_range(
     true
 }
 
+/// A kernel object the driver holds references to.
+#[derive(Clone)]
+enum Referenced {
+    Event(Arc<EventObject>),
+    File(Arc<crate::io::FileObject>),
+    Process(Arc<ProcessState>),
+}
+
 /// Objects the driver holds references to, by address, with the count.
-static REFERENCES: Mutex<BTreeMap<usize, (Arc<EventObject>, usize)>> = Mutex::new(BTreeMap::new());
+static REFERENCES: Mutex<BTreeMap<usize, (Referenced, usize)>> = Mutex::new(BTreeMap::new());
 
 /// The user event at `address` the driver holds a reference to, if any.
 pub(crate) fn referenced_event(address: usize) -> Option<Arc<EventObject>> {
+    match REFERENCES.lock().unwrap().get(&address) {
+        Some((Referenced::Event(event), _)) => Some(event.clone()),
+        _ => None,
+    }
+}
+
+/// Whether the driver holds a reference to the object at `address`.
+pub(crate) fn is_referenced(address: usize) -> bool {
+    REFERENCES.lock().unwrap().contains_key(&address)
+}
+
+fn add_reference(address: usize, object: impl FnOnce() -> Referenced) {
     REFERENCES
         .lock()
         .unwrap()
-        .get(&address)
-        .map(|(event, _)| event.clone())
+        .entry(address)
+        .or_insert_with(|| (object(), 0))
+        .1 += 1;
 }
 
 /// References the driver has not dropped.
@@ -499,32 +577,34 @@ pub unsafe extern "efiapi" fn ObReferenceObjectByHandle(
     else {
         return STATUS_INVALID_HANDLE;
     };
-    let Object::Event(event) = entry.object else {
-        return STATUS_OBJECT_TYPE_MISMATCH;
-    };
-    if object_type != ExEventObjectType.0.cast_mut().cast() {
-        return STATUS_OBJECT_TYPE_MISMATCH;
-    }
     if mode == UserMode && entry.access & access != access {
         return STATUS_ACCESS_DENIED;
     }
-    let address = event.address();
-    REFERENCES
-        .lock()
-        .unwrap()
-        .entry(address)
-        .or_insert_with(|| (event.clone(), 0))
-        .1 += 1;
+    let (address, referenced) = match entry.object {
+        // A null type asks for whatever object the handle names.
+        Object::Event(event) if object_type.is_null() || object_type == event_type() => {
+            (event.address(), Referenced::Event(event))
+        }
+        Object::File(file) if object_type.is_null() => {
+            (file.pointer() as usize, Referenced::File(file))
+        }
+        _ => return STATUS_OBJECT_TYPE_MISMATCH,
+    };
+    add_reference(address, || referenced);
     // SAFETY: the driver's out parameter.
     unsafe { *object = address as PVOID };
     STATUS_SUCCESS
+}
+
+fn event_type() -> POBJECT_TYPE {
+    ExEventObjectType.0.cast_mut().cast()
 }
 
 #[unsafe(no_mangle)]
 pub extern "efiapi" fn ObfDereferenceObject(object: PVOID) -> isize {
     irql::require_at_most(DISPATCH_LEVEL, "ObfDereferenceObject");
     let mut references = REFERENCES.lock().unwrap();
-    let Some((_, count)) = references.get_mut(&(object as usize)) else {
+    let Some((referenced, count)) = references.get_mut(&(object as usize)) else {
         violation(format!(
             "dereferencing {object:p}, which the driver holds no reference to"
         ));
@@ -533,7 +613,12 @@ pub extern "efiapi" fn ObfDereferenceObject(object: PVOID) -> isize {
     *count -= 1;
     let left = *count;
     if left == 0 {
+        let referenced = referenced.clone();
         references.remove(&(object as usize));
+        drop(references);
+        if let Referenced::File(file) = referenced {
+            crate::io::file_dereferenced(file);
+        }
     }
     left as isize
 }
@@ -541,13 +626,20 @@ pub extern "efiapi" fn ObfDereferenceObject(object: PVOID) -> isize {
 #[unsafe(no_mangle)]
 pub extern "efiapi" fn ObfReferenceObject(object: PVOID) -> isize {
     irql::require_at_most(DISPATCH_LEVEL, "ObfReferenceObject");
+    let address = object as usize;
+    if !is_referenced(address) {
+        // The file object of an IRP the driver is handling is live: the driver may reference
+        // it without a handle.
+        match crate::io::live_file(address) {
+            Some(file) => add_reference(address, || Referenced::File(file)),
+            None => violation(format!(
+                "referencing {object:p}, which the driver holds no reference to"
+            )),
+        }
+        return 1;
+    }
     let mut references = REFERENCES.lock().unwrap();
-    let Some((_, count)) = references.get_mut(&(object as usize)) else {
-        violation(format!(
-            "referencing {object:p}, which the driver holds no reference to"
-        ));
-        return 0;
-    };
+    let (_, count) = references.get_mut(&address).expect("referenced");
     *count += 1;
     *count as isize
 }
@@ -561,16 +653,13 @@ pub extern "efiapi" fn KeSetEvent(event: PKEVENT, _increment: i32, wait: u8) -> 
     if let Some(was) = crate::dispatcher::set_kernel_event(event) {
         return i32::from(was);
     }
-    let references = REFERENCES.lock().unwrap();
-    let Some((object, _)) = references.get(&(event as usize)) else {
+    let Some(object) = referenced_event(event as usize) else {
         violation(format!(
             "setting {event:p}, which is not an event the driver references"
         ));
         return 0;
     };
     let was = *object.signalled.lock().unwrap();
-    let object = object.clone();
-    drop(references);
     object.set();
     i32::from(was)
 }
@@ -608,5 +697,138 @@ pub extern "efiapi" fn PsSetCreateProcessNotifyRoutineEx(
             STATUS_SUCCESS
         }
         (true, None) => STATUS_PROCEDURE_NOT_FOUND,
+    }
+}
+
+const STATUS_INFO_LENGTH_MISMATCH: NTSTATUS = 0xC000_0004_u32 as i32;
+const STATUS_INVALID_INFO_CLASS: NTSTATUS = 0xC000_0003_u32 as i32;
+const STATUS_INVALID_CID: NTSTATUS = 0xC000_000B_u32 as i32;
+/// Object type indices the snapshot reports (they vary by Windows version; drivers must not rely
+/// on them).
+const FILE_TYPE_INDEX: u16 = 37;
+const EVENT_TYPE_INDEX: u16 = 16;
+
+#[unsafe(no_mangle)]
+pub unsafe extern "efiapi" fn ZwQuerySystemInformation(
+    class: ULONG,
+    information: PVOID,
+    length: ULONG,
+    return_length: *mut ULONG,
+) -> NTSTATUS {
+    irql::require_at_most(PASSIVE_LEVEL, "ZwQuerySystemInformation");
+    if class != SystemExtendedHandleInformation {
+        return STATUS_INVALID_INFO_CLASS;
+    }
+    let mut entries = Vec::new();
+    for process in live_processes() {
+        for (&handle, entry) in process.handles.lock().unwrap().iter() {
+            let (object, type_index) = match &entry.object {
+                Object::Event(event) => (event.address() as PVOID, EVENT_TYPE_INDEX),
+                Object::File(file) => (file.pointer().cast(), FILE_TYPE_INDEX),
+            };
+            entries.push(SYSTEM_HANDLE_TABLE_ENTRY_INFO_EX {
+                Object: object,
+                UniqueProcessId: process.id as usize,
+                HandleValue: handle as usize,
+                GrantedAccess: entry.access,
+                CreatorBackTraceIndex: 0,
+                ObjectTypeIndex: type_index,
+                HandleAttributes: 0,
+                Reserved: 0,
+            });
+        }
+    }
+    let header = std::mem::offset_of!(SYSTEM_HANDLE_INFORMATION_EX, Handles);
+    let needed = header + entries.len() * size_of::<SYSTEM_HANDLE_TABLE_ENTRY_INFO_EX>();
+    if !return_length.is_null() {
+        // SAFETY: the driver's out parameter.
+        unsafe { *return_length = needed as ULONG };
+    }
+    if (length as usize) < needed {
+        return STATUS_INFO_LENGTH_MISMATCH;
+    }
+    // SAFETY: the driver's buffer of `length` >= `needed` bytes.
+    unsafe {
+        let base = information.cast::<u8>();
+        base.cast::<usize>().write_unaligned(entries.len());
+        base.add(size_of::<usize>())
+            .cast::<usize>()
+            .write_unaligned(0);
+        for (index, entry) in entries.iter().enumerate() {
+            base.add(header + index * size_of::<SYSTEM_HANDLE_TABLE_ENTRY_INFO_EX>())
+                .cast::<SYSTEM_HANDLE_TABLE_ENTRY_INFO_EX>()
+                .write_unaligned(*entry);
+        }
+    }
+    STATUS_SUCCESS
+}
+
+#[unsafe(no_mangle)]
+pub unsafe extern "efiapi" fn PsLookupProcessByProcessId(
+    id: HANDLE,
+    process: *mut PEPROCESS,
+) -> NTSTATUS {
+    irql::require_at_most(DISPATCH_LEVEL, "PsLookupProcessByProcessId");
+    let Some(found) = live_processes()
+        .into_iter()
+        .find(|candidate| candidate.id == id as u64)
+    else {
+        return STATUS_INVALID_CID;
+    };
+    let address = found.eprocess() as usize;
+    add_reference(address, || Referenced::Process(found));
+    // SAFETY: the driver's out parameter.
+    unsafe { *process = address as PEPROCESS };
+    STATUS_SUCCESS
+}
+
+/// What KeStackAttachProcess writes first, to check the state it is given back.
+const ATTACHED: u64 = 0xA77A_C4ED;
+
+thread_local! {
+    /// The contexts KeStackAttachProcess left, innermost last.
+    static DETACH_TO: RefCell<Vec<Option<Arc<ProcessState>>>> = const { RefCell::new(Vec::new()) };
+}
+
+#[unsafe(no_mangle)]
+pub unsafe extern "efiapi" fn KeStackAttachProcess(process: PEPROCESS, apc_state: *mut KAPC_STATE) {
+    irql::require_at_most(DISPATCH_LEVEL, "KeStackAttachProcess");
+    let target = match REFERENCES.lock().unwrap().get(&(process as usize)) {
+        Some((Referenced::Process(target), _)) => target.clone(),
+        _ => {
+            violation("attaching to a process the driver holds no reference to");
+            return;
+        }
+    };
+    // SAFETY: the driver's KAPC_STATE, 0x30 bytes.
+    unsafe { apc_state.cast::<u64>().write(ATTACHED) };
+    let previous = CURRENT.with(|current| current.replace(Some(target)));
+    DETACH_TO.with(|stack| stack.borrow_mut().push(previous));
+}
+
+#[unsafe(no_mangle)]
+pub unsafe extern "efiapi" fn KeUnstackDetachProcess(apc_state: *mut KAPC_STATE) {
+    // SAFETY: the driver's KAPC_STATE.
+    let marker = unsafe { apc_state.cast::<u64>().read() };
+    let Some(previous) = DETACH_TO.with(|stack| stack.borrow_mut().pop()) else {
+        violation("KeUnstackDetachProcess without KeStackAttachProcess");
+        return;
+    };
+    if marker != ATTACHED {
+        violation("KeUnstackDetachProcess with a state KeStackAttachProcess did not fill");
+    }
+    CURRENT.with(|current| *current.borrow_mut() = previous);
+}
+
+#[unsafe(no_mangle)]
+pub unsafe extern "efiapi" fn ObCloseHandle(handle: HANDLE, mode: KPROCESSOR_MODE) -> NTSTATUS {
+    irql::require_at_most(PASSIVE_LEVEL, "ObCloseHandle");
+    if mode != UserMode {
+        violation("ObCloseHandle of a kernel handle: the simulator closes only user handles");
+    }
+    if current().close_handle(handle as u64) {
+        STATUS_SUCCESS
+    } else {
+        STATUS_INVALID_HANDLE
     }
 }

@@ -100,6 +100,10 @@ struct ResourceState {
     owner: Option<ThreadId>,
     exclusive_depth: u32,
     shared: HashMap<ThreadId, u32>,
+    /// Some thread waited while holding it: whoever acquires it may wait that long.
+    held_across_wait: bool,
+    /// A process notify routine acquired it: every process exit in the system queues on it.
+    taken_by_notify_routine: bool,
 }
 
 type Resource = Arc<(Mutex<ResourceState>, Condvar)>;
@@ -110,6 +114,42 @@ static RESOURCES: Mutex<BTreeMap<usize, Resource>> = Mutex::new(BTreeMap::new())
 thread_local! {
     /// Depth of KeEnterCriticalRegion on this thread.
     static CRITICAL_REGION: Cell<u32> = const { Cell::new(0) };
+    /// The ERESOURCEs this thread holds, shared or exclusive.
+    static RESOURCES_HELD_HERE: RefCell<Vec<usize>> = const { RefCell::new(Vec::new()) };
+    /// Whether this thread runs a process notify routine.
+    static IN_NOTIFY_ROUTINE: Cell<bool> = const { Cell::new(false) };
+}
+
+/// A process notify routine may not block on a lock that someone holds across a wait: every
+/// process that exits, anywhere in the system, would queue behind that wait (and deadlock if
+/// what it waits for waits on an exiting process). Checked whichever comes first.
+fn check_notify_routine_lock(state: &ResourceState, address: usize) {
+    if state.held_across_wait && state.taken_by_notify_routine {
+        violation(format!(
+            "a process notify routine acquires ERESOURCE {address:#x}, which is held across \
+             waits: every process exit in the system can stall behind them"
+        ));
+    }
+}
+
+/// Runs `routine` as a process notify routine, for the lock check above.
+pub(crate) fn as_notify_routine<R>(routine: impl FnOnce() -> R) -> R {
+    let outer = IN_NOTIFY_ROUTINE.replace(true);
+    let result = routine();
+    IN_NOTIFY_ROUTINE.set(outer);
+    result
+}
+
+/// The current thread is about to wait: whatever ERESOURCE it holds is held across a wait.
+pub(crate) fn waiting() {
+    let held = RESOURCES_HELD_HERE.with(|held| held.borrow().clone());
+    for address in held {
+        if let Some(resource) = RESOURCES.lock().unwrap().get(&address).cloned() {
+            let mut state = resource.0.lock().unwrap();
+            state.held_across_wait = true;
+            check_notify_routine_lock(&state, address);
+        }
+    }
 }
 
 /// ERESOURCEs initialized and not deleted.
@@ -168,6 +208,11 @@ fn acquire_resource(address: *mut ERESOURCE, exclusive: bool) -> PVOID {
     let me = thread::current().id();
     let (lock, changed) = &*resource;
     let mut state = lock.lock().unwrap();
+    if IN_NOTIFY_ROUTINE.get() {
+        state.taken_by_notify_routine = true;
+        check_notify_routine_lock(&state, address as usize);
+    }
+    RESOURCES_HELD_HERE.with(|held| held.borrow_mut().push(address as usize));
     loop {
         if state.owner == Some(me) {
             state.exclusive_depth += 1;
@@ -229,6 +274,12 @@ pub unsafe extern "efiapi" fn ExReleaseResourceAndLeaveCriticalRegion(address: *
         violation("releasing an ERESOURCE this thread does not hold");
         return;
     }
+    RESOURCES_HELD_HERE.with(|held| {
+        let mut held = held.borrow_mut();
+        if let Some(position) = held.iter().rposition(|&a| a == address as usize) {
+            held.remove(position);
+        }
+    });
     changed.notify_all();
     drop(state);
     let depth = CRITICAL_REGION.with(|depth| depth.replace(depth.get().saturating_sub(1)));
@@ -295,6 +346,7 @@ pub unsafe extern "efiapi" fn ExReleaseRundownProtection(reference: *mut EX_RUND
 #[unsafe(no_mangle)]
 pub unsafe extern "efiapi" fn ExWaitForRundownProtectionRelease(reference: *mut EX_RUNDOWN_REF) {
     irql::require_at_most(APC_LEVEL, "ExWaitForRundownProtectionRelease");
+    waiting();
     let word = rundown_word(reference);
     word.fetch_or(RUNDOWN_ACTIVE, Ordering::SeqCst);
     while word.load(Ordering::SeqCst) != RUNDOWN_ACTIVE {

@@ -1,6 +1,7 @@
 //! A spin lock around the data it protects, held at DISPATCH_LEVEL.
 
 use core::cell::UnsafeCell;
+use core::marker::PhantomData;
 use core::ops::{Deref, DerefMut};
 
 use super::nt::{KIRQL, KSPIN_LOCK, KeAcquireSpinLockRaiseToDpc, KeReleaseSpinLock};
@@ -15,9 +16,13 @@ unsafe impl<T: Send> Sync for SpinLock<T> {}
 // SAFETY: moving the lock moves the value; nothing is shared then.
 unsafe impl<T: Send> Send for SpinLock<T> {}
 
+/// The lock held, at DISPATCH_LEVEL, until dropped (on the thread that took it: it restores that
+/// thread's IRQL).
+#[must_use = "the lock is released as soon as the guard is dropped"]
 pub struct SpinLockGuard<'a, T> {
     owner: &'a SpinLock<T>,
     previous_irql: KIRQL,
+    _not_send: PhantomData<*const ()>,
 }
 
 impl<T> SpinLock<T> {
@@ -35,6 +40,7 @@ impl<T> SpinLock<T> {
         SpinLockGuard {
             owner: self,
             previous_irql,
+            _not_send: PhantomData,
         }
     }
 }

@@ -37,25 +37,27 @@ macro_rules! kernel_imports {
 }
 
 mod event;
+mod handles;
+mod irp;
 mod lock;
 mod nbl;
 pub mod ndis;
 pub mod nt;
 mod pool;
 mod receive;
-mod resource;
 mod rundown;
 mod security;
 mod user;
 
 pub use event::{KernelEvent, SystemThread, Waitable, wait, wait_any, wait_any_for};
+pub use handles::close_user_handles;
+pub use irp::{DeviceObject, FileReference, Irp, SavedDispatch};
 pub use lock::{SpinLock, SpinLockGuard};
 pub use nbl::{Nbl, NblChain, NetBuffer};
 pub use ndis::*;
 pub use nt::*;
-pub use pool::{POOL_TAG, PoolBox};
+pub use pool::{POOL_TAG, PagedBuffer, PoolBox};
 pub use receive::{NblList, NblPool, PacketNbl};
-pub use resource::{Resource, ResourceGuard};
-pub use rundown::{RundownGuard, RundownSlot};
+pub use rundown::{Rundown, RundownGuard, RundownProtection, RundownSlot};
 pub use security::caller_is_system_or_administrator;
 pub use user::{EventReference, LockedPages, LockedUserBuffer};

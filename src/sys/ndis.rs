@@ -206,8 +206,40 @@ pub struct NDIS_MINIPORT_ADAPTER_GENERAL_ATTRIBUTES {
     pub SupportedOidList: *const NDIS_OID,
     pub SupportedOidListLength: ULONG,
     pub AutoNegotiationFlags: ULONG,
-    pub PowerManagementCapabilitiesEx: PVOID,
+    pub PowerManagementCapabilitiesEx: *mut NDIS_PM_CAPABILITIES,
 }
+
+/// `NDIS_PM_CAPABILITIES`, revision 2 (NDIS 6.30): what a miniport of NDIS 6.20 or later reports
+/// of its power management in its general attributes.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct NDIS_PM_CAPABILITIES {
+    pub Header: NDIS_OBJECT_HEADER,
+    pub Flags: ULONG,
+    pub SupportedWoLPacketPatterns: ULONG,
+    pub NumTotalWoLPatterns: ULONG,
+    pub MaxWoLPatternSize: ULONG,
+    pub MaxWoLPatternOffset: ULONG,
+    pub MaxWoLPacketSaveBuffer: ULONG,
+    pub SupportedProtocolOffloads: ULONG,
+    pub NumArpOffloadIPv4Addresses: ULONG,
+    pub NumNSOffloadIPv6Addresses: ULONG,
+    pub MinMagicPacketWakeUp: NDIS_DEVICE_POWER_STATE,
+    pub MinPatternWakeUp: NDIS_DEVICE_POWER_STATE,
+    pub MinLinkChangeWakeUp: NDIS_DEVICE_POWER_STATE,
+    pub SupportedWakeUpEvents: ULONG,
+    pub MediaSpecificWakeUpEvents: ULONG,
+}
+pub const NDIS_PM_CAPABILITIES_REVISION_2: u8 = 2;
+pub const NDIS_SIZEOF_NDIS_PM_CAPABILITIES_REVISION_2: u16 = 0x3C;
+/// `NDIS_DEVICE_POWER_STATE::NdisDeviceStateUnspecified`: no such wake-up.
+pub const NdisDeviceStateUnspecified: NDIS_DEVICE_POWER_STATE = 0;
+
+const _: () = {
+    assert!(offset_of!(NDIS_PM_CAPABILITIES, MinMagicPacketWakeUp) == 0x28);
+    assert!(offset_of!(NDIS_PM_CAPABILITIES, SupportedWakeUpEvents) == 0x34);
+    assert!(size_of::<NDIS_PM_CAPABILITIES>() == 0x3C);
+};
 
 #[cfg(target_pointer_width = "64")]
 const _: () = {
@@ -529,8 +561,9 @@ const _: () = {
 #[repr(C, align(16))]
 pub struct Aligned16<T>(pub T);
 
-/// `NET_BUFFER_LIST`, up to the fields the driver uses. NDIS allocates NBLs and the length of
-/// the trailing `NetBufferListInfo` array varies by Windows version, so its size means nothing.
+/// `NET_BUFFER_LIST`, with `NetBufferListInfo` as long as an NDIS 6.30 driver for a 64-bit
+/// Windows compiles it. NDIS allocates NBLs, with at least that many entries (later versions
+/// have more), so the size of this struct means nothing.
 #[repr(C, align(16))]
 pub struct NET_BUFFER_LIST {
     pub Next: *mut NET_BUFFER_LIST,
@@ -547,12 +580,14 @@ pub struct NET_BUFFER_LIST {
     pub ChildRefCount: i32,
     pub Flags: ULONG,
     pub Status: NDIS_STATUS,
-    /// The first entries of `NetBufferListInfo`, up to `NetBufferListFrameType`.
-    pub NetBufferListInfo: [PVOID; 8],
+    pub NetBufferListInfo: [PVOID; MaxNetBufferListInfo],
 }
 
 /// `NDIS_NET_BUFFER_LIST_INFO::NetBufferListFrameType`: the EtherType, in network byte order.
 pub const NetBufferListFrameType: usize = 7;
+/// `NDIS_NET_BUFFER_LIST_INFO::MaxNetBufferListInfo` for NDIS 6.30 on x64 and ARM64 (nblinfo.h:
+/// the entries up to `RscTcpTimestampDelta`; NDIS 6.50 and later add more).
+pub const MaxNetBufferListInfo: usize = 24;
 pub const NDIS_NBL_FLAGS_IS_IPV4: ULONG = 0x200;
 pub const NDIS_NBL_FLAGS_IS_IPV6: ULONG = 0x400;
 pub const NDIS_ETH_TYPE_IPV4: u16 = 0x0800;

@@ -24,6 +24,7 @@ pub type KSPIN_LOCK = usize;
 
 pub type POOL_FLAGS = u64;
 pub const POOL_FLAG_NON_PAGED: POOL_FLAGS = 0x40;
+pub const POOL_FLAG_PAGED: POOL_FLAGS = 0x100;
 
 /// `IRP_MJ_*`: indices into `DRIVER_OBJECT::MajorFunction`.
 pub const IRP_MJ_CREATE: usize = 0x00;
@@ -39,6 +40,7 @@ pub const STATUS_ACCESS_DENIED: NTSTATUS = 0xC000_0022_u32 as i32;
 pub const STATUS_INSUFFICIENT_RESOURCES: NTSTATUS = 0xC000_009A_u32 as i32;
 pub const STATUS_ALREADY_INITIALIZED: NTSTATUS = 0xC000_0510_u32 as i32;
 pub const STATUS_INVALID_USER_BUFFER: NTSTATUS = 0xC000_00E8_u32 as i32;
+pub const STATUS_INFO_LENGTH_MISMATCH: NTSTATUS = 0xC000_0004_u32 as i32;
 
 pub type HANDLE = PVOID;
 pub type ACCESS_MASK = ULONG;
@@ -172,6 +174,49 @@ pub struct KEVENT {
 pub type PKEVENT = *mut KEVENT;
 
 pub type POBJECT_TYPE = PVOID;
+
+/// `KAPC_STATE`: what KeStackAttachProcess saves (contents private to the kernel).
+#[repr(C, align(8))]
+pub struct KAPC_STATE {
+    _opaque: [u8; 0x30],
+}
+
+/// `SystemExtendedHandleInformation`: the class of ZwQuerySystemInformation that lists every
+/// handle in the system. Not in the WDK's headers; its number and the layouts below are the ones
+/// Wintun's driver uses (driver/undocumented.h), unchanged since Windows XP.
+pub const SystemExtendedHandleInformation: ULONG = 64;
+
+/// `SYSTEM_HANDLE_TABLE_ENTRY_INFO_EX`: one handle of the system's.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct SYSTEM_HANDLE_TABLE_ENTRY_INFO_EX {
+    pub Object: PVOID,
+    pub UniqueProcessId: ULONG_PTR,
+    pub HandleValue: ULONG_PTR,
+    pub GrantedAccess: ULONG,
+    pub CreatorBackTraceIndex: u16,
+    pub ObjectTypeIndex: u16,
+    pub HandleAttributes: ULONG,
+    pub Reserved: ULONG,
+}
+
+/// `SYSTEM_HANDLE_INFORMATION_EX`, up to its first entry.
+#[repr(C)]
+pub struct SYSTEM_HANDLE_INFORMATION_EX {
+    pub NumberOfHandles: ULONG_PTR,
+    pub Reserved: ULONG_PTR,
+    pub Handles: [SYSTEM_HANDLE_TABLE_ENTRY_INFO_EX; 1],
+}
+
+#[cfg(target_pointer_width = "64")]
+const _: () = {
+    use core::mem::{offset_of, size_of};
+    assert!(size_of::<KAPC_STATE>() == 0x30);
+    assert!(size_of::<SYSTEM_HANDLE_TABLE_ENTRY_INFO_EX>() == 0x28);
+    assert!(offset_of!(SYSTEM_HANDLE_TABLE_ENTRY_INFO_EX, HandleValue) == 0x10);
+    assert!(offset_of!(SYSTEM_HANDLE_TABLE_ENTRY_INFO_EX, GrantedAccess) == 0x18);
+    assert!(offset_of!(SYSTEM_HANDLE_INFORMATION_EX, Handles) == 0x10);
+};
 pub type PEPROCESS = PVOID;
 
 /// `MEMORY_CACHING_TYPE::MmCached`.
@@ -362,6 +407,16 @@ kernel_imports!("ntoskrnl.exe" {
     pub fn ExAcquireRundownProtection(RunRef: *mut EX_RUNDOWN_REF) -> u8;
     pub fn ExReleaseRundownProtection(RunRef: *mut EX_RUNDOWN_REF);
     pub fn ExWaitForRundownProtectionRelease(RunRef: *mut EX_RUNDOWN_REF);
+    pub fn ZwQuerySystemInformation(
+        SystemInformationClass: ULONG,
+        SystemInformation: PVOID,
+        SystemInformationLength: ULONG,
+        ReturnLength: *mut ULONG,
+    ) -> NTSTATUS;
+    pub fn PsLookupProcessByProcessId(ProcessId: HANDLE, Process: *mut PEPROCESS) -> NTSTATUS;
+    pub fn KeStackAttachProcess(Process: PEPROCESS, ApcState: *mut KAPC_STATE);
+    pub fn KeUnstackDetachProcess(ApcState: *mut KAPC_STATE);
+    pub fn ObCloseHandle(Handle: HANDLE, PreviousMode: KPROCESSOR_MODE) -> NTSTATUS;
     pub fn KeAcquireSpinLockRaiseToDpc(SpinLock: *mut KSPIN_LOCK) -> KIRQL;
     pub fn KeReleaseSpinLock(SpinLock: *mut KSPIN_LOCK, NewIrql: KIRQL);
 

@@ -4,7 +4,7 @@ use core::mem::size_of;
 use core::ops::{Deref, DerefMut};
 use core::ptr::NonNull;
 
-use super::nt::{ExAllocatePool2, ExFreePoolWithTag, POOL_FLAG_NON_PAGED, ULONG};
+use super::nt::{ExAllocatePool2, ExFreePoolWithTag, POOL_FLAG_NON_PAGED, POOL_FLAG_PAGED, ULONG};
 
 /// Every allocation of the driver carries this tag ('OxTn' as the pool tools show it).
 pub const POOL_TAG: ULONG = u32::from_le_bytes(*b"OxTn");
@@ -75,5 +75,48 @@ impl<T> Drop for PoolBox<T> {
             self.ptr.as_ptr().drop_in_place();
             ExFreePoolWithTag(self.ptr.as_ptr().cast(), POOL_TAG);
         }
+    }
+}
+
+/// Bytes in paged pool, for what only PASSIVE_LEVEL code reads (a snapshot of the system's
+/// handles); zeroed, freed on drop.
+pub struct PagedBuffer {
+    ptr: NonNull<u8>,
+    len: usize,
+}
+
+impl PagedBuffer {
+    pub fn new(len: usize) -> Option<Self> {
+        // SAFETY: a plain allocation (ExAllocatePool2 zeroes it); checked for null below.
+        let raw = unsafe { ExAllocatePool2(POOL_FLAG_PAGED, len.max(1), POOL_TAG) };
+        NonNull::new(raw.cast()).map(|ptr| PagedBuffer { ptr, len })
+    }
+
+    pub fn as_mut_ptr(&mut self) -> *mut u8 {
+        self.ptr.as_ptr()
+    }
+
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+}
+
+impl Deref for PagedBuffer {
+    type Target = [u8];
+
+    fn deref(&self) -> &[u8] {
+        // SAFETY: `len` initialized (zeroed) bytes owned by this buffer.
+        unsafe { core::slice::from_raw_parts(self.ptr.as_ptr(), self.len) }
+    }
+}
+
+impl Drop for PagedBuffer {
+    fn drop(&mut self) {
+        // SAFETY: the allocation `new` made, freed once.
+        unsafe { ExFreePoolWithTag(self.ptr.as_ptr().cast(), POOL_TAG) };
     }
 }

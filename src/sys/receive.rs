@@ -49,7 +49,7 @@ impl NblPool {
         let nbl =
             unsafe { NdisAllocateNetBufferAndNetBufferList(self.0, 0, 0, mdl.as_ptr(), 0, 0) };
         match NonNull::new(nbl) {
-            Some(nbl) => Some(PacketNbl { nbl }),
+            Some(nbl) => Some(PacketNbl::new(nbl, mdl)),
             None => {
                 // SAFETY: the MDL allocated above, unused.
                 unsafe { IoFreeMdl(mdl.as_ptr()) };
@@ -67,7 +67,8 @@ impl Drop for NblPool {
 }
 
 /// An NBL of the receive path: owned by the driver, or lent to NDIS between indication and
-/// return.
+/// return. `MiniportReserved` is the driver's: [0] holds the ticket of the packet it describes,
+/// [1] the MDL allocated with it (whatever the stack left in the NET_BUFFER's MDL fields).
 pub struct PacketNbl {
     nbl: NonNull<NET_BUFFER_LIST>,
 }
@@ -75,25 +76,39 @@ pub struct PacketNbl {
 // SAFETY: an NBL the driver owns may be handled on any thread.
 unsafe impl Send for PacketNbl {}
 
+const TICKET_SLOT: usize = 0;
+const MDL_SLOT: usize = 1;
+
 impl PacketNbl {
+    /// A fresh NBL with one NET_BUFFER, and `mdl`, which is the NBL's from now on.
+    fn new(nbl: NonNull<NET_BUFFER_LIST>, mdl: NonNull<MDL>) -> Self {
+        // SAFETY: a fresh NBL of ours; MiniportReserved is the miniport's to use.
+        unsafe { (*nbl.as_ptr()).MiniportReserved.0[MDL_SLOT] = mdl.as_ptr().cast() };
+        PacketNbl { nbl }
+    }
+
     fn net_buffer(&self) -> *mut NET_BUFFER {
         // SAFETY: a live NBL of ours with one NET_BUFFER.
         unsafe { (*self.nbl.as_ptr()).FirstNetBuffer }
     }
 
     fn mdl(&self) -> PMDL {
-        // SAFETY: as above; MdlChain is the MDL allocated with the NBL.
-        unsafe { (*self.net_buffer()).MdlChain }
+        // SAFETY: a live NBL of ours; the slot holds the MDL `new` put there.
+        unsafe { (*self.nbl.as_ptr()).MiniportReserved.0[MDL_SLOT].cast() }
     }
 
-    /// Points the NBL at the `len`-byte IP packet at `offset` in `pages`, and marks it IPv4 or
-    /// IPv6. `ticket` is kept for [`PacketNbl::ticket`].
+    /// Points the NBL at the `len`-byte IP packet at `offset` in `pages`, from `miniport`, marked
+    /// IPv4 or IPv6. Everything else the stack may have left in the NBL from its last
+    /// indication (its info entries, its flags, its NET_BUFFER's MDL pointers) starts afresh.
+    /// `ticket` is kept for [`PacketNbl::ticket`].
     ///
     /// # Safety
     /// `pages` belongs to a live [`LockedUserBuffer`](super::LockedUserBuffer) holding
-    /// `offset + len` bytes, which stays alive until the NBL is freed or described again.
+    /// `offset + len` bytes, which stays alive until the NBL is freed or described again;
+    /// `miniport` is the adapter's NDIS handle.
     pub unsafe fn describe(
         &mut self,
+        miniport: NDIS_HANDLE,
         pages: LockedPages,
         offset: usize,
         len: u32,
@@ -118,17 +133,20 @@ impl PacketNbl {
             );
             let nb = self.net_buffer();
             (*nb).Next = null_mut();
+            (*nb).MdlChain = mdl;
             (*nb).CurrentMdl = mdl;
             (*nb).CurrentMdlOffset = 0;
             (*nb).DataOffset = 0;
             (*nb).DataLength = len;
             let nbl = self.nbl.as_ptr();
             (*nbl).Next = null_mut();
+            (*nbl).SourceHandle = miniport;
             (*nbl).Status = NDIS_STATUS_SUCCESS;
             (*nbl).NblFlags = flag;
+            (*nbl).NetBufferListInfo = [null_mut(); MaxNetBufferListInfo];
             (*nbl).NetBufferListInfo[NetBufferListFrameType] =
                 usize::from(ether_type.to_be()) as PVOID;
-            (*nbl).MiniportReserved.0[0] = ticket as usize as PVOID;
+            (*nbl).MiniportReserved.0[TICKET_SLOT] = ticket as usize as PVOID;
         }
     }
 
@@ -142,7 +160,7 @@ impl PacketNbl {
     /// The ticket [`PacketNbl::describe`] stored.
     pub fn ticket(&self) -> u32 {
         // SAFETY: a live NBL of ours.
-        unsafe { (*self.nbl.as_ptr()).MiniportReserved.0[0] as usize as u32 }
+        unsafe { (*self.nbl.as_ptr()).MiniportReserved.0[TICKET_SLOT] as usize as u32 }
     }
 
     /// Frees the NBL and its MDL (which [`PacketNbl::forget_pages`] left unmapped).

@@ -89,9 +89,13 @@ impl ClientRings {
             .load(Ordering::SeqCst)
     }
 
-    /// Whether the driver ended the registration: Tail = 0xFFFFFFFF and the event set.
+    /// Whether the driver ended the registration: the send ring's Tail and the receive ring's
+    /// Head are 0xFFFFFFFF (deployed wintun.dll clients read either as the end), and the send
+    /// event is set.
     pub fn ended(&self) -> bool {
-        self.send_tail() == RING_ENDED && self.send_event.set_count() >= 1
+        self.send_tail() == RING_ENDED
+            && self.receive_head() == RING_ENDED
+            && self.send_event.set_count() >= 1
     }
 }
 
