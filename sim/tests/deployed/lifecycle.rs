@@ -1,7 +1,7 @@
 //! A registration's life as a deployed client sees it: exclusive while its handle is open,
 //! refused with a status for bad requests, ended by a close, a halt or the client's death.
 
-use std::os::fd::{AsRawFd, RawFd};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -144,15 +144,23 @@ fn a_client_killed_mid_traffic_ends_its_registration() {
         // SAFETY: leaving the child at once, whatever happened.
         unsafe { libc::_exit(if outcome.is_ok() { 0 } else { 3 }) };
     }
+    // SAFETY: the pipe's ends are ours; the parent keeps the read end only, so that it reads
+    // the end of the pipe if the child dies.
+    let busy_read = unsafe {
+        libc::close(busy[1]);
+        OwnedFd::from_raw_fd(busy[0])
+    };
     let mut byte = [0u8];
-    // SAFETY: reading one byte from our pipe: the child says it is in full flow.
-    let read = unsafe { libc::read(busy[0], byte.as_mut_ptr().cast(), 1) };
-    assert_eq!(read, 1, "the child client failed before it was busy");
-    // SAFETY: killing and reaping our own child.
+    let in_full_flow = session::readable_before(&busy_read, Instant::now() + WATCHDOG) && {
+        // SAFETY: one byte into a local from our pipe, which is readable.
+        unsafe { libc::read(busy_read.as_raw_fd(), byte.as_mut_ptr().cast(), 1) == 1 }
+    };
+    // SAFETY: killing and reaping our own child, in full flow or not.
     unsafe {
         libc::kill(child, libc::SIGKILL);
         libc::waitpid(child, std::ptr::null_mut(), 0);
     }
+    assert!(in_full_flow, "the child client never had 1000 packets back");
     let killed = Instant::now();
     while rings.send.tail().load(Ordering::SeqCst) != ENDED {
         assert!(
