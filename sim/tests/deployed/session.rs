@@ -25,7 +25,13 @@
 //!   TailMoved event. Every release before 2026-02-24 has no full fence between that store and
 //!   that load (session.c as of commit 544fdaa: WriteULongRelease, then ReadAcquire), so the load
 //!   may be satisfied before the store is visible: the driver, announcing its sleep at that
-//!   moment, reads the old Tail and sleeps while the client skips the event (issue 11).
+//!   moment, reads the old Tail and sleeps while the client skips the event (issue 11; the
+//!   session.c in the public index, up to commit 544fdaa, has no fence there).
+//! - Wintun's driver sets the send ring's TailMoved event after every move of its Tail
+//!   (driver/wintun.c, TunSendNetBufferLists), which is what the wait above relies on.
+//!
+//! Applications may spin on WintunReceivePacket for a while before they wait (wireguard-go
+//! does); this client waits at once, the harder case for the driver.
 //!
 //! Unlike the DLL this module keeps its bookkeeping in local queues instead of flag bits in the
 //! rings' Size fields: the driver sees the same stores either way.
@@ -100,6 +106,15 @@ impl Ring {
             unsafe { libc::ftruncate(memory.as_raw_fd(), len as libc::off_t) },
             "ftruncate",
         )?;
+        // Non-blocking, so that of several threads woken by one set only one consumes it and
+        // the others find it unset instead of blocking in read.
+        // SAFETY: a new eventfd.
+        let event = check(
+            unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) },
+            "eventfd",
+        )?;
+        // SAFETY: a descriptor we just created and own.
+        let event = unsafe { OwnedFd::from_raw_fd(event) };
         // SAFETY: a new shared mapping of the whole memfd, owned by the Ring.
         let base = unsafe {
             libc::mmap(
@@ -114,17 +129,9 @@ impl Ring {
         if base == libc::MAP_FAILED {
             return Err(io::Error::last_os_error());
         }
-        // Non-blocking, so that of several threads woken by one set only one consumes it and
-        // the others find it unset instead of blocking in read.
-        // SAFETY: a new eventfd.
-        let event = check(
-            unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) },
-            "eventfd",
-        )?;
         Ok(Ring {
             memory,
-            // SAFETY: a descriptor we just created and own.
-            event: unsafe { OwnedFd::from_raw_fd(event) },
+            event,
             base: base.cast(),
             capacity,
         })

@@ -28,7 +28,7 @@ struct Stress {
     events_set: u64,
 }
 
-/// The median and the largest, of times sorted.
+/// As `median_and_worst`, but zero when there are no times.
 fn median_and_worst_of(times: &mut [Duration]) -> (Duration, Duration) {
     if times.is_empty() {
         return Default::default();
