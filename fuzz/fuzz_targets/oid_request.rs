@@ -48,7 +48,11 @@ fuzz_target!(|requests: Vec<Request>| {
         }
         let vendor = sim.adapter.query(OID_GEN_VENDOR_ID, 4);
         assert_eq!(vendor.status, NDIS_STATUS_SUCCESS);
-        assert_eq!(vendor.data, 0xFFFF_FF00u32.to_ne_bytes());
+        assert_eq!(
+            vendor.data,
+            [0xFF, 0xFF, 0xFF, 0x00],
+            "the OUI and NIC bytes, in order"
+        );
         assert_eq!(
             oxtun_sim::outstanding(),
             sim.idle,
