@@ -4,6 +4,7 @@
 use std::io::{BufRead, BufReader, Read};
 use std::path::PathBuf;
 use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
 
 use oxtun_client::Adapter;
 
@@ -25,7 +26,14 @@ impl Drop for TempDir {
 impl Emulator {
     /// Starts `wintun-emu` with `args` (besides `--socket`) and waits until it is ready.
     pub fn start(args: &[&str]) -> Emulator {
-        let directory = std::env::temp_dir().join(format!("oxtun-emu-test-{}", std::process::id()));
+        // One directory per emulator, so that tests sharing a process (plain `cargo test`) do
+        // not share a socket.
+        static STARTED: AtomicU32 = AtomicU32::new(0);
+        let directory = std::env::temp_dir().join(format!(
+            "oxtun-emu-test-{}-{}",
+            std::process::id(),
+            STARTED.fetch_add(1, Ordering::Relaxed)
+        ));
         std::fs::create_dir_all(&directory).unwrap();
         let socket = directory.join("device.sock");
         let mut child = Command::new(env!("CARGO_BIN_EXE_wintun-emu"))
@@ -52,6 +60,7 @@ impl Emulator {
         }
     }
 
+    #[allow(dead_code, reason = "the deployed-client suite brings its own client")]
     pub fn adapter(&self) -> Adapter {
         Adapter::emulator(&self.socket)
     }
