@@ -251,8 +251,9 @@ impl Adapter {
         ndis::send_prepared(self.handle, prepared, irql)
     }
 
-    /// Whether indicated packets are read and kept for [`Adapter::take_received`], or only
-    /// counted ([`Adapter::packets_received`]); for benchmarks.
+    /// Whether indicated packets are read and kept for [`Adapter::take_received`] (and the NBLs
+    /// per indication for [`Adapter::indications`]), or only counted
+    /// ([`Adapter::packets_received`]); for benchmarks and the emulator.
     pub fn set_recording(&self, recording: bool) {
         ndis::adapter_block(self.handle)
             .receive

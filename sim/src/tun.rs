@@ -52,3 +52,25 @@ pub fn ip(args: &[&str]) -> io::Result<()> {
         )))
     }
 }
+
+/// Waits (two seconds at most) until the kernel has added the local route of the IPv6 address
+/// `address` (a CIDR's address part). It adds it from a work queue some milliseconds after the
+/// address, even without duplicate-address detection, and drops packets to the address until
+/// then.
+pub fn wait_for_local_route(address: &str) -> io::Result<()> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+    loop {
+        let output = std::process::Command::new("ip")
+            .args(["-6", "route", "show", "table", "local", address])
+            .output()?;
+        if output.status.success() && !output.stdout.is_empty() {
+            return Ok(());
+        }
+        if std::time::Instant::now() > deadline {
+            return Err(io::Error::other(format!(
+                "the local route of {address} never came"
+            )));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+}

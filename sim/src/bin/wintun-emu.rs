@@ -149,7 +149,13 @@ fn configure_interface(name: &str, mtu: u32, addresses: &[String]) -> io::Result
             ip(&["address", "add", address, "dev", name])?;
         }
     }
-    ip(&["link", "set", "dev", name, "up"])
+    ip(&["link", "set", "dev", name, "up"])?;
+    // Ready means packets to the addresses arrive: IPv6 ones only once their local route is in.
+    for address in addresses.iter().filter(|address| address.contains(':')) {
+        let address = address.split('/').next().unwrap_or(address);
+        tun::wait_for_local_route(address)?;
+    }
+    Ok(())
 }
 
 /// Packets from the TUN interface go to the driver's send path, as the Windows stack sends.
