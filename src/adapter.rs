@@ -2,7 +2,7 @@
 //! the one registration of rings it may have.
 
 use core::ptr::null_mut;
-use core::sync::atomic::{AtomicBool, AtomicPtr, Ordering};
+use core::sync::atomic::AtomicPtr;
 
 use crate::device;
 use crate::oid::{self, MTU, SUPPORTED_OIDS, Settings, Traffic};
@@ -20,8 +20,11 @@ pub struct Adapter {
     pub miniport: NDIS_HANDLE,
     /// The adapter's functional device object, where the ring IOCTL arrives.
     pub device: DeviceObject,
-    /// Between MiniportRestartEx and MiniportPause, for the send path.
-    running: AtomicBool,
+    /// Held by each send call; run down (refusing sends) from MiniportPause to
+    /// MiniportRestartEx, so pause returns only once every send call under way has completed
+    /// its NBLs, as NDIS requires of a pausing miniport ("Pausing an Adapter", NDIS
+    /// documentation).
+    sending: Rundown,
     settings: Settings,
     sent: Counters,
     receiver: Receiver,
@@ -61,7 +64,7 @@ impl Adapter {
         let adapter = PoolBox::new(Adapter {
             miniport,
             device,
-            running: AtomicBool::new(false),
+            sending: Rundown::new(),
             settings: Settings::new(),
             sent: Counters::default(),
             receiver,
@@ -70,6 +73,8 @@ impl Adapter {
             next: AtomicPtr::new(null_mut()),
         })
         .ok_or(NDIS_STATUS_RESOURCES)?;
+        // Paused until NDIS restarts it.
+        adapter.sending.wait_for_release();
         adapter.receiver.initialize();
         adapter.registration.initialize();
         adapter.set_registration_attributes()?;
@@ -139,24 +144,27 @@ impl Adapter {
         }
     }
 
-    /// MiniportPause: no more sends to the ring or indications; done once NDIS has returned
-    /// every NBL.
+    /// MiniportPause: no more sends to the ring or indications; returns once the send calls
+    /// and indications under way have, and is done once NDIS has returned every NBL.
     pub fn pause(&self) -> NDIS_STATUS {
-        self.running.store(false, Ordering::Release);
+        self.sending.wait_for_release();
         self.receiver.pause()
     }
 
     /// MiniportRestartEx.
     pub fn restart(&self) -> NDIS_STATUS {
         self.receiver.restart();
-        self.running.store(true, Ordering::Release);
+        // SAFETY: the adapter is paused (NDIS restarts only a paused adapter, and never while
+        // it pauses it), so the pause's wait has returned and nothing else waits or restarts.
+        unsafe { self.sending.reinitialize() };
         NDIS_STATUS_SUCCESS
     }
 
     /// MiniportSendNetBufferLists: every NBL is completed, written to the send ring or failed
     /// with the reason.
     pub fn send(&self, chain: NblChain, at_dispatch: bool) {
-        let status = if !self.running.load(Ordering::Acquire) {
+        let running = self.sending.acquire();
+        let status = if running.is_none() {
             NDIS_STATUS_PAUSED
         } else if let Some(rings) = self.registration.acquire() {
             rings.send(&chain, &self.sent);
@@ -171,6 +179,7 @@ impl Adapter {
         }
         // SAFETY: the chain was sent to this adapter, whose NDIS handle this is.
         unsafe { chain.complete_send(self.miniport, at_dispatch) };
+        drop(running);
     }
 
     /// MiniportReturnNetBufferLists.

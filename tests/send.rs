@@ -257,6 +257,39 @@ fn the_send_event_is_set_on_every_move_of_tail_whatever_alertable_says() {
     setup.finish();
 }
 
+/// A pause that NDIS issues while a send call is under way returns only once that call has
+/// completed its NBLs: a pausing miniport completes every outstanding send ("Pausing an Adapter",
+/// NDIS documentation; the simulator checks it when the pause returns).
+#[test]
+fn a_pause_during_a_send_returns_after_it_completes() {
+    let setup = setup();
+    let process = Process::new(Token::System, Bitness::Bits64);
+    let (handle, rings) = register(&setup.adapter, &process);
+    let mut reader = rings.send_reader();
+    setup.adapter.pause_during_next_send();
+    let nbls: Vec<Vec<Vec<u8>>> = (0..3).map(|i| vec![packet(i, 80)]).collect();
+    let statuses = setup
+        .adapter
+        .send(&nbls, Fragmentation::CONTIGUOUS, DISPATCH_LEVEL);
+    assert_eq!(statuses, [NDIS_STATUS_SUCCESS; 3]);
+    let start = std::time::Instant::now();
+    while setup.adapter.state() != oxtun_sim::AdapterState::Paused {
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(20),
+            "never paused"
+        );
+        thread::yield_now();
+    }
+    let paused = setup
+        .adapter
+        .send(&nbls, Fragmentation::CONTIGUOUS, DISPATCH_LEVEL);
+    assert_eq!(paused, [NDIS_STATUS_PAUSED; 3]);
+    assert_eq!(setup.adapter.restart(), NDIS_STATUS_SUCCESS);
+    assert_eq!(drain(&mut reader).len(), 3);
+    handle.close();
+    setup.finish();
+}
+
 #[test]
 fn concurrent_senders_keep_every_packet_intact_and_in_their_order() {
     const SENDERS: u64 = 4;

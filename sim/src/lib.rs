@@ -286,6 +286,14 @@ impl Adapter {
         ndis::wait_paused(self.handle);
     }
 
+    /// NDIS pauses the adapter from another thread during the next send call's completion
+    /// (see `AdapterBlock::pause_during_send_completion`).
+    pub fn pause_during_next_send(&self) {
+        ndis::adapter_block(self.handle)
+            .pause_during_send_completion
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+
     /// How the simulated stack returns indicated NBLs from now on.
     pub fn set_return_mode(&self, mode: ReturnMode) {
         ndis::adapter_block(self.handle)
@@ -403,6 +411,9 @@ impl Adapter {
                 unsafe { (handlers.restart)(context, (&raw mut parameters).cast()) }
             })
         };
+        if status == NDIS_STATUS_SUCCESS && to == AdapterState::Paused {
+            ndis::check_no_send_outstanding(self.handle);
+        }
         if status == NDIS_STATUS_PENDING && to == AdapterState::Paused {
             ndis::set_state(self.handle, AdapterState::Pausing);
         } else if status == NDIS_STATUS_PENDING {

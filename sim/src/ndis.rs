@@ -274,6 +274,10 @@ pub struct AdapterBlock {
     pub state: Mutex<AdapterState>,
     /// Calls of NdisMIndicateReceiveNetBufferLists under way.
     pub indicating: std::sync::atomic::AtomicU32,
+    /// Pause the adapter from another thread inside the next NdisMSendNetBufferListsComplete,
+    /// before its NBLs count as completed: the order in which a pause can return while a send
+    /// call is under way.
+    pub pause_during_send_completion: std::sync::atomic::AtomicBool,
     pub state_changed: std::sync::Condvar,
     pub receive: Mutex<ReceiveSide>,
     pub received_changed: std::sync::Condvar,
@@ -314,6 +318,7 @@ pub fn new_adapter() -> NDIS_HANDLE {
     let block = Box::new(AdapterBlock {
         state: Mutex::new(AdapterState::Initializing),
         indicating: std::sync::atomic::AtomicU32::new(0),
+        pause_during_send_completion: std::sync::atomic::AtomicBool::new(false),
         state_changed: std::sync::Condvar::new(),
         receive: Mutex::new(ReceiveSide {
             mode: ReturnMode::Immediately,
@@ -883,7 +888,10 @@ pub fn send_prepared(handle: NDIS_HANDLE, prepared: &mut PreparedSend, irql: KIR
         let mut sent = SENT.lock().unwrap();
         for nbl in &mut prepared.nbls {
             nbl.nbl.nbl.Status = 0x7EAD_BEEF;
-            sent.insert(&nbl.nbl.nbl as *const NET_BUFFER_LIST as usize);
+            sent.insert(
+                &nbl.nbl.nbl as *const NET_BUFFER_LIST as usize,
+                handle as usize,
+            );
         }
     }
     let flags = if irql == DISPATCH_LEVEL {
@@ -904,7 +912,25 @@ pub fn send_prepared(handle: NDIS_HANDLE, prepared: &mut PreparedSend, irql: KIR
 }
 
 /// NBLs sent and not yet completed, by address.
-static SENT: Mutex<BTreeSet<usize>> = Mutex::new(BTreeSet::new());
+/// NBLs sent and not yet completed, by address, with the adapter each was sent to.
+static SENT: Mutex<BTreeMap<usize, usize>> = Mutex::new(BTreeMap::new());
+
+/// A pausing miniport completes every send before its pause completes ("Pausing an Adapter",
+/// Microsoft's NDIS documentation): checked when MiniportPause returns success, and at
+/// NdisMPauseComplete.
+pub fn check_no_send_outstanding(handle: NDIS_HANDLE) {
+    let outstanding = SENT
+        .lock()
+        .unwrap()
+        .values()
+        .filter(|&&adapter| adapter == handle as usize)
+        .count();
+    if outstanding != 0 {
+        violation(format!(
+            "the pause completed with {outstanding} sent NBLs not yet completed"
+        ));
+    }
+}
 
 /// Sends one NBL per entry of `nbls` (each a list of packets, one NET_BUFFER each) at `irql`,
 /// and returns the status each NBL completed with. Every NBL must come back through
@@ -935,7 +961,10 @@ pub fn send(
     {
         let mut sent = SENT.lock().unwrap();
         for nbl in &sending {
-            sent.insert(&nbl.nbl.nbl as *const NET_BUFFER_LIST as usize);
+            sent.insert(
+                &nbl.nbl.nbl as *const NET_BUFFER_LIST as usize,
+                handle as usize,
+            );
         }
     }
     let flags = if irql == DISPATCH_LEVEL {
@@ -953,7 +982,7 @@ pub fn send(
     let sent = SENT.lock().unwrap();
     for nbl in &sending {
         let address = &nbl.nbl.nbl as *const NET_BUFFER_LIST as usize;
-        if sent.contains(&address) {
+        if sent.contains_key(&address) {
             violation(format!("NBL {address:#x} was not completed"));
         }
     }
@@ -967,7 +996,6 @@ pub unsafe extern "efiapi" fn NdisMSendNetBufferListsComplete(
     flags: ULONG,
 ) {
     irql::require_at_most(DISPATCH_LEVEL, "NdisMSendNetBufferListsComplete");
-    block(handle, "NdisMSendNetBufferListsComplete");
     let at_dispatch = irql::current() == DISPATCH_LEVEL;
     if at_dispatch != (flags & NDIS_SEND_COMPLETE_FLAGS_DISPATCH_LEVEL != 0) {
         violation(format!(
@@ -975,10 +1003,17 @@ pub unsafe extern "efiapi" fn NdisMSendNetBufferListsComplete(
             irql::current()
         ));
     }
+    if let Some(block) = block(handle, "NdisMSendNetBufferListsComplete")
+        && block
+            .pause_during_send_completion
+            .swap(false, std::sync::atomic::Ordering::SeqCst)
+    {
+        pause_from_another_thread(handle);
+    }
     let mut sent = SENT.lock().unwrap();
     let mut nbl = nbls;
     while !nbl.is_null() {
-        if !sent.remove(&(nbl as usize)) {
+        if sent.remove(&(nbl as usize)).is_none() {
             violation(format!(
                 "completing NBL {nbl:p}, which is not an outstanding send"
             ));
@@ -1335,4 +1370,6 @@ pub unsafe extern "efiapi" fn NdisMPauseComplete(handle: NDIS_HANDLE) {
     }
     *state = AdapterState::Paused;
     block.state_changed.notify_all();
+    drop(state);
+    check_no_send_outstanding(handle);
 }
