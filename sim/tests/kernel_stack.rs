@@ -199,3 +199,33 @@ fn each_callback_high_water_mark_is_measured() {
     assert_about("6 KiB, then a nested one", 6144);
     assert_about("3 KiB calling a nested one", 3072 + bytes("4 KiB, nested"));
 }
+
+/// Every function the simulator exports to the driver is a `#[kernel_export]`, so none runs the
+/// simulator's code on the kernel stack.
+#[test]
+fn every_exported_function_runs_its_body_on_the_thread_stack() {
+    let mut folders = vec![std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src")];
+    while let Some(folder) = folders.pop() {
+        for entry in std::fs::read_dir(&folder).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                folders.push(path);
+            } else if path.extension().is_some_and(|extension| extension == "rs") {
+                assert_exports_are_kernel_exports(&path);
+            }
+        }
+    }
+}
+
+fn assert_exports_are_kernel_exports(path: &std::path::Path) {
+    let source = std::fs::read_to_string(path).unwrap();
+    let lines: Vec<&str> = source.lines().collect();
+    for (index, pair) in lines.windows(2).enumerate() {
+        assert!(
+            !(pair[0].trim() == "#[unsafe(no_mangle)]" && pair[1].contains("fn ")),
+            "{}:{}: an export without #[kernel_export]",
+            path.display(),
+            index + 1
+        );
+    }
+}
