@@ -1,6 +1,7 @@
 //! Figures for the data path, on the simulated kernel: packets per second through the send and
 //! the receive path for 64, 512, 1400 and 9000-byte packets, NBLs per indication, allocations
-//! per packet in steady state, and wake-up events per packet.
+//! per packet in steady state, wake-up events per packet, and the most kernel stack each driver
+//! callback used (measured outside the timed windows, since measuring costs).
 //!
 //! The simulator is a user-space stand-in for the kernel (its locks, events and bookkeeping cost
 //! more than the kernel's), so the absolute rates are a floor for what the driver's code does,
@@ -17,9 +18,9 @@ use std::time::{Duration, Instant};
 
 use oxtun_abi::{SleepDecision, TUN_IOCTL_REGISTER_RINGS};
 use oxtun_driver::sys::*;
-use oxtun_sim::faults;
 use oxtun_sim::{
-    Adapter, Bitness, DeviceHandle, Driver, Fragmentation, PreparedSend, Process, ReturnMode, Token,
+    Adapter, Bitness, DeviceHandle, Driver, Fragmentation, PreparedSend, Process, ReturnMode,
+    Token, faults, stack,
 };
 use support::*;
 
@@ -90,7 +91,7 @@ fn send(adapter: &Adapter, size: usize) -> Figures {
         measure(WARM_UP);
         faults::reset();
         let events_before = rings.send_event.set_count();
-        let (packets, elapsed) = measure(MEASURE);
+        let (packets, elapsed) = timed(|| measure(MEASURE));
         let allocations = allocation_calls();
         let events = rings.send_event.set_count() - events_before;
         stop.store(true, Ordering::Relaxed);
@@ -141,7 +142,7 @@ fn receive(adapter: &Adapter, size: usize) -> Figures {
         };
         window(WARM_UP);
         faults::reset();
-        let (packets, elapsed, indications, events) = window(MEASURE);
+        let (packets, elapsed, indications, events) = timed(|| window(MEASURE));
         let allocations = allocation_calls();
         stop.store(true, Ordering::Relaxed);
         let per_indication = packets as f64 / indications.max(1) as f64;
@@ -157,6 +158,14 @@ fn receive(adapter: &Adapter, size: usize) -> Figures {
     handle.close();
     adapter.set_recording(true);
     figures
+}
+
+/// Runs a timed window with the kernel stack unmeasured.
+fn timed<R>(window: impl FnOnce() -> R) -> R {
+    stack::measure(false);
+    let result = window();
+    stack::measure(true);
+    result
 }
 
 fn figures(
@@ -179,6 +188,7 @@ fn figures(
 }
 
 fn main() {
+    stack::measure(true);
     let driver = Driver::load().unwrap();
     let adapter = driver.add_adapter().unwrap();
     println!(
@@ -207,4 +217,5 @@ fn main() {
     adapter.halt();
     let leaks = driver.unload();
     assert!(leaks.is_empty(), "leaked {leaks}");
+    println!("\n{}", stack::high_water());
 }

@@ -9,7 +9,10 @@
 //!   back after the same forwarding, one system call per packet each way.
 //!
 //! Each sender sends for a second as fast as it can; a packet counts when it comes back. Every
-//! receiver polls and sleeps 20 us when nothing is waiting. Needs root (it makes a network
+//! receiver polls and sleeps 20 us when nothing is waiting. Last, a reflect run of its own
+//! measures the kernel stack each driver callback uses (a sent packet is indicated, and the
+//! indication sends it again, below the receive thread's frames); measuring costs, so its rates
+//! are not reported. Needs root (it makes a network
 //! namespace of its own): `cargo bench -p oxtun-sim --bench emulator`.
 
 #[path = "../tests/common/mod.rs"]
@@ -187,4 +190,17 @@ fn main() {
         let packet = udp_packet(size, [10, 81, 0, 2], [10, 81, 0, 3]);
         report("plain TUN", size, &through_plain_tun(&plain, &packet));
     }
+
+    let emulator = Emulator::start(&["--upper", "reflect", "--stack-high-water"]);
+    let session = Session::start(&emulator.adapter(), CAPACITY).unwrap();
+    for size in SIZES {
+        through_driver(&session, &udp_packet(size, [10, 79, 0, 2], [10, 79, 0, 3]));
+    }
+    drop(session);
+    let (status, log) = emulator.terminate();
+    assert!(status.success(), "wintun-emu: {status}\n{log}");
+    let table = log
+        .find("kernel stack high-water")
+        .expect("the emulator's table");
+    print!("\n{}", &log[table..]);
 }

@@ -12,6 +12,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use oxtun_driver::sys::*;
+use oxtun_sim_macros::kernel_export;
 
 use crate::faults::{Site, should_fail};
 use crate::irql;
@@ -44,7 +45,7 @@ pub fn forget_events_in(start: usize, len: usize) {
     }
 }
 
-#[unsafe(no_mangle)]
+#[kernel_export]
 pub unsafe extern "efiapi" fn KeInitializeEvent(event: PKEVENT, kind: EVENT_TYPE, state: u8) {
     irql::require_at_most(DISPATCH_LEVEL, "KeInitializeEvent");
     EVENTS.lock().unwrap().insert(
@@ -56,7 +57,7 @@ pub unsafe extern "efiapi" fn KeInitializeEvent(event: PKEVENT, kind: EVENT_TYPE
     );
 }
 
-#[unsafe(no_mangle)]
+#[kernel_export]
 pub unsafe extern "efiapi" fn KeClearEvent(event: PKEVENT) {
     irql::require_at_most(DISPATCH_LEVEL, "KeClearEvent");
     match EVENTS.lock().unwrap().get_mut(&(event as usize)) {
@@ -148,7 +149,7 @@ fn wait(objects: &[usize], timeout: *mut i64, what: &str) -> NTSTATUS {
     }
 }
 
-#[unsafe(no_mangle)]
+#[kernel_export]
 pub unsafe extern "efiapi" fn KeWaitForSingleObject(
     object: PVOID,
     _reason: u32,
@@ -162,7 +163,7 @@ pub unsafe extern "efiapi" fn KeWaitForSingleObject(
     wait(&[object as usize], timeout, "KeWaitForSingleObject")
 }
 
-#[unsafe(no_mangle)]
+#[kernel_export]
 pub unsafe extern "efiapi" fn KeWaitForMultipleObjects(
     count: ULONG,
     objects: *mut PVOID,
@@ -200,7 +201,7 @@ struct StartContext(PVOID);
 // SAFETY: the driver vouches that its context may be used by the new thread.
 unsafe impl Send for StartContext {}
 
-#[unsafe(no_mangle)]
+#[kernel_export]
 pub unsafe extern "efiapi" fn PsCreateSystemThread(
     handle: *mut HANDLE,
     _access: ULONG,
@@ -241,7 +242,7 @@ pub unsafe extern "efiapi" fn PsCreateSystemThread(
     STATUS_SUCCESS
 }
 
-#[unsafe(no_mangle)]
+#[kernel_export]
 pub unsafe extern "efiapi" fn ZwWaitForSingleObject(
     handle: HANDLE,
     alertable: u8,
@@ -269,7 +270,7 @@ pub unsafe extern "efiapi" fn ZwWaitForSingleObject(
     STATUS_SUCCESS
 }
 
-#[unsafe(no_mangle)]
+#[kernel_export]
 pub unsafe extern "efiapi" fn ZwClose(handle: HANDLE) -> NTSTATUS {
     irql::require_at_most(PASSIVE_LEVEL, "ZwClose");
     match THREADS.lock().unwrap().remove(&(handle as u64)) {

@@ -19,6 +19,7 @@ use crate::ndis;
 use crate::process::{self, Process, ProcessState};
 use crate::verifier::violation;
 use oxtun_abi::TUN_IOCTL_REGISTER_RINGS;
+use oxtun_sim_macros::kernel_export;
 
 /// `IO_TYPE_DRIVER`, `IO_TYPE_DEVICE`, `IO_TYPE_IRP`.
 const IO_TYPE_DRIVER: i16 = 4;
@@ -409,7 +410,7 @@ fn send_irp(
     returned
 }
 
-#[unsafe(no_mangle)]
+#[kernel_export]
 pub unsafe extern "efiapi" fn IofCompleteRequest(irp: PIRP, _boost: i8) {
     irql::require_at_most(DISPATCH_LEVEL, "IofCompleteRequest");
     if !PENDING_IRPS.lock().unwrap().remove(&(irp as usize)) {
@@ -417,7 +418,7 @@ pub unsafe extern "efiapi" fn IofCompleteRequest(irp: PIRP, _boost: i8) {
     }
 }
 
-#[unsafe(no_mangle)]
+#[kernel_export]
 pub unsafe extern "efiapi" fn IoIs32bitProcess(_irp: PIRP) -> u8 {
     u8::from(process::current().bitness == process::Bitness::Bits32)
 }
@@ -543,7 +544,7 @@ pub(crate) fn is_mdl(mdl: PMDL) -> bool {
 /// The priority flags of the last mapping, to check the driver maps no-execute.
 pub static LAST_MAPPING_PRIORITY: AtomicU64 = AtomicU64::new(0);
 
-#[unsafe(no_mangle)]
+#[kernel_export]
 pub unsafe extern "efiapi" fn IoAllocateMdl(
     address: PVOID,
     length: ULONG,
@@ -571,7 +572,7 @@ pub unsafe extern "efiapi" fn IoAllocateMdl(
     mdl
 }
 
-#[unsafe(no_mangle)]
+#[kernel_export]
 pub unsafe extern "efiapi" fn IoFreeMdl(mdl: PMDL) {
     irql::require_at_most(DISPATCH_LEVEL, "IoFreeMdl");
     let Some(state) = MDLS.lock().unwrap().remove(&(mdl as usize)) else {
@@ -587,7 +588,7 @@ pub unsafe extern "efiapi" fn IoFreeMdl(mdl: PMDL) {
 }
 
 /// The SEH shim's counterpart: MmProbeAndLockPages with its exception returned as a status.
-#[unsafe(no_mangle)]
+#[kernel_export]
 pub unsafe extern "efiapi" fn OxtunProbeAndLockPages(
     mdl: PMDL,
     mode: KPROCESSOR_MODE,
@@ -619,7 +620,7 @@ pub unsafe extern "efiapi" fn OxtunProbeAndLockPages(
     STATUS_SUCCESS
 }
 
-#[unsafe(no_mangle)]
+#[kernel_export]
 pub unsafe extern "efiapi" fn MmUnlockPages(mdl: PMDL) {
     irql::require_at_most(DISPATCH_LEVEL, "MmUnlockPages");
     let mut mdls = MDLS.lock().unwrap();
@@ -646,7 +647,7 @@ pub unsafe extern "efiapi" fn MmUnlockPages(mdl: PMDL) {
     process::lock_user_range(&process, address, length, -1);
 }
 
-#[unsafe(no_mangle)]
+#[kernel_export]
 pub unsafe extern "efiapi" fn MmMapLockedPagesSpecifyCache(
     mdl: PMDL,
     mode: KPROCESSOR_MODE,
@@ -689,7 +690,7 @@ pub unsafe extern "efiapi" fn MmMapLockedPagesSpecifyCache(
     address as PVOID
 }
 
-#[unsafe(no_mangle)]
+#[kernel_export]
 pub unsafe extern "efiapi" fn MmUnmapLockedPages(address: PVOID, mdl: PMDL) {
     irql::require_at_most(DISPATCH_LEVEL, "MmUnmapLockedPages");
     let mut mdls = MDLS.lock().unwrap();
@@ -708,7 +709,7 @@ pub unsafe extern "efiapi" fn MmUnmapLockedPages(address: PVOID, mdl: PMDL) {
     }
 }
 
-#[unsafe(no_mangle)]
+#[kernel_export]
 pub unsafe extern "efiapi" fn IoBuildPartialMdl(
     source: PMDL,
     target: PMDL,

@@ -7,6 +7,7 @@
 use std::cell::Cell;
 
 use oxtun_driver::sys::{DISPATCH_LEVEL, KIRQL, PASSIVE_LEVEL};
+use oxtun_sim_macros::kernel_export;
 
 use crate::verifier::violation;
 
@@ -50,13 +51,13 @@ thread_local! {
     static CALLBACK_DEPTH: Cell<u32> = const { Cell::new(0) };
 }
 
-/// Runs a driver callback entered at `irql` (raising to it first), and checks the callback
-/// returned at the IRQL it was entered at. Once the outermost callback returns, checks what a
-/// registration it ended left behind.
-pub fn call_at<R>(irql: KIRQL, what: &str, callback: impl FnOnce() -> R) -> R {
+/// Runs a driver callback entered at `irql` (raising to it first) on the kernel stack
+/// ([`crate::stack`]), and checks the callback returned at the IRQL it was entered at. Once the
+/// outermost callback returns, checks what a registration it ended left behind.
+pub fn call_at<R>(irql: KIRQL, what: &'static str, callback: impl FnOnce() -> R) -> R {
     let old = raise(irql);
     CALLBACK_DEPTH.set(CALLBACK_DEPTH.get() + 1);
-    let result = callback();
+    let result = crate::stack::on_kernel_stack(what, callback);
     CALLBACK_DEPTH.set(CALLBACK_DEPTH.get() - 1);
     let after = current();
     if after != irql {
@@ -71,11 +72,11 @@ pub fn call_at<R>(irql: KIRQL, what: &str, callback: impl FnOnce() -> R) -> R {
     result
 }
 
-pub fn at_dispatch<R>(what: &str, callback: impl FnOnce() -> R) -> R {
+pub fn at_dispatch<R>(what: &'static str, callback: impl FnOnce() -> R) -> R {
     call_at(DISPATCH_LEVEL, what, callback)
 }
 
-#[unsafe(no_mangle)]
+#[kernel_export]
 pub extern "efiapi" fn KeGetCurrentIrql() -> KIRQL {
     current()
 }

@@ -5,7 +5,8 @@
 //! host build of the driver links against it. It plays both sides: NDIS (loading the driver,
 //! adding adapters, OID requests, pause and restart, sends) and the I/O manager. Like Driver
 //! Verifier it checks the contracts of each call and stops at the first violation
-//! ([`verifier`]); any allocation-like call can be made to fail ([`faults`]).
+//! ([`verifier`]); any allocation-like call can be made to fail ([`faults`]); every driver
+//! callback runs on a kernel stack of the size a driver gets on Windows ([`stack`]).
 //!
 //! A driver has global state, so one process holds one simulated kernel at a time: run tests
 //! with cargo-nextest (a process per test).
@@ -18,6 +19,7 @@ mod ndis;
 pub mod pool;
 pub mod process;
 mod security;
+pub mod stack;
 mod sync;
 pub mod tun;
 pub mod verifier;

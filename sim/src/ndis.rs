@@ -14,6 +14,7 @@ use std::ptr::null_mut;
 use std::sync::Mutex;
 
 use oxtun_driver::sys::*;
+use oxtun_sim_macros::kernel_export;
 
 use crate::faults::{Site, should_fail};
 use crate::io;
@@ -72,7 +73,7 @@ pub fn driver_registered() -> bool {
     DRIVER.lock().unwrap().is_some()
 }
 
-#[unsafe(no_mangle)]
+#[kernel_export]
 pub unsafe extern "efiapi" fn NdisMRegisterMiniportDriver(
     driver_object: PDRIVER_OBJECT,
     _registry_path: PUNICODE_STRING,
@@ -164,7 +165,7 @@ pub unsafe extern "efiapi" fn NdisMRegisterMiniportDriver(
     NDIS_STATUS_SUCCESS
 }
 
-#[unsafe(no_mangle)]
+#[kernel_export]
 pub extern "efiapi" fn NdisMDeregisterMiniportDriver(handle: NDIS_HANDLE) {
     irql::require_at_most(PASSIVE_LEVEL, "NdisMDeregisterMiniportDriver");
     if handle != driver_handle() {
@@ -427,7 +428,7 @@ pub fn state(handle: NDIS_HANDLE) -> AdapterState {
     *adapter_block(handle).state.lock().unwrap()
 }
 
-#[unsafe(no_mangle)]
+#[kernel_export]
 pub unsafe extern "efiapi" fn NdisMSetMiniportAttributes(
     handle: NDIS_HANDLE,
     attributes: *mut NDIS_OBJECT_HEADER,
@@ -542,7 +543,7 @@ fn check_power_management(general: &NDIS_MINIPORT_ADAPTER_GENERAL_ATTRIBUTES) {
     }
 }
 
-#[unsafe(no_mangle)]
+#[kernel_export]
 pub unsafe extern "efiapi" fn NdisMIndicateStatusEx(
     handle: NDIS_HANDLE,
     indication: *mut NDIS_STATUS_INDICATION,
@@ -586,7 +587,7 @@ pub unsafe extern "efiapi" fn NdisMIndicateStatusEx(
     }
 }
 
-#[unsafe(no_mangle)]
+#[kernel_export]
 pub unsafe extern "efiapi" fn NdisMGetDeviceProperty(
     handle: NDIS_HANDLE,
     physical: *mut PDEVICE_OBJECT,
@@ -617,7 +618,7 @@ pub unsafe extern "efiapi" fn NdisMGetDeviceProperty(
     }
 }
 
-#[unsafe(no_mangle)]
+#[kernel_export]
 pub unsafe extern "efiapi" fn NdisAllocateNetBufferListPool(
     handle: NDIS_HANDLE,
     parameters: *const NET_BUFFER_LIST_POOL_PARAMETERS,
@@ -649,7 +650,7 @@ pub unsafe extern "efiapi" fn NdisAllocateNetBufferListPool(
     pool.cast()
 }
 
-#[unsafe(no_mangle)]
+#[kernel_export]
 pub extern "efiapi" fn NdisFreeNetBufferListPool(pool: NDIS_HANDLE) {
     irql::require_at_most(PASSIVE_LEVEL, "NdisFreeNetBufferListPool");
     let in_use = ALLOCATED_NBLS
@@ -989,7 +990,7 @@ pub fn send(
     sending.iter().map(|nbl| nbl.nbl.nbl.Status).collect()
 }
 
-#[unsafe(no_mangle)]
+#[kernel_export]
 pub unsafe extern "efiapi" fn NdisMSendNetBufferListsComplete(
     handle: NDIS_HANDLE,
     nbls: *mut NET_BUFFER_LIST,
@@ -1041,7 +1042,7 @@ pub fn nbls_outstanding() -> usize {
     ALLOCATED_NBLS.lock().unwrap().len()
 }
 
-#[unsafe(no_mangle)]
+#[kernel_export]
 pub unsafe extern "efiapi" fn NdisAllocateNetBufferAndNetBufferList(
     pool: NDIS_HANDLE,
     context_size: u16,
@@ -1083,7 +1084,7 @@ pub unsafe extern "efiapi" fn NdisAllocateNetBufferAndNetBufferList(
     address
 }
 
-#[unsafe(no_mangle)]
+#[kernel_export]
 pub unsafe extern "efiapi" fn NdisFreeNetBufferList(nbl: *mut NET_BUFFER_LIST) {
     irql::require_at_most(DISPATCH_LEVEL, "NdisFreeNetBufferList");
     let held = ADAPTERS.lock().unwrap().iter().any(|&handle| {
@@ -1178,7 +1179,7 @@ fn read_received(nbl: *mut NET_BUFFER_LIST) -> Received {
     }
 }
 
-#[unsafe(no_mangle)]
+#[kernel_export]
 pub unsafe extern "efiapi" fn NdisMIndicateReceiveNetBufferLists(
     handle: NDIS_HANDLE,
     nbls: *mut NET_BUFFER_LIST,
@@ -1349,7 +1350,7 @@ pub fn return_nbls(handle: NDIS_HANDLE, nbls: &[usize]) {
     });
 }
 
-#[unsafe(no_mangle)]
+#[kernel_export]
 pub unsafe extern "efiapi" fn NdisMPauseComplete(handle: NDIS_HANDLE) {
     irql::require_at_most(DISPATCH_LEVEL, "NdisMPauseComplete");
     let Some(block) = block(handle, "NdisMPauseComplete") else {

@@ -9,6 +9,7 @@ use std::collections::BTreeMap;
 use std::sync::Mutex;
 
 use oxtun_driver::sys::{DISPATCH_LEVEL, POOL_FLAG_NON_PAGED, POOL_FLAGS, PVOID, ULONG};
+use oxtun_sim_macros::kernel_export;
 
 use crate::faults::{Site, should_fail};
 use crate::irql;
@@ -34,7 +35,7 @@ fn layout(size: usize) -> Layout {
     Layout::from_size_align(size.max(1), POOL_ALIGNMENT).unwrap()
 }
 
-#[unsafe(no_mangle)]
+#[kernel_export]
 pub extern "efiapi" fn ExAllocatePool2(flags: POOL_FLAGS, size: usize, tag: ULONG) -> PVOID {
     if flags & POOL_FLAG_PAGED != 0 {
         irql::require_at_most(oxtun_driver::sys::APC_LEVEL, "ExAllocatePool2(paged)");
@@ -62,7 +63,7 @@ pub extern "efiapi" fn ExAllocatePool2(flags: POOL_FLAGS, size: usize, tag: ULON
     memory.cast()
 }
 
-#[unsafe(no_mangle)]
+#[kernel_export]
 pub extern "efiapi" fn ExFreePoolWithTag(memory: PVOID, tag: ULONG) {
     irql::require_at_most(DISPATCH_LEVEL, "ExFreePoolWithTag");
     let Some(allocation) = ALLOCATIONS.lock().unwrap().remove(&(memory as usize)) else {

@@ -11,6 +11,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 
 use oxtun_driver::sys::*;
+use oxtun_sim_macros::kernel_export;
 
 use crate::faults::{Site, should_fail};
 use crate::irql;
@@ -551,7 +552,7 @@ static EVENT_TYPE_TARGET: u8 = 0;
 #[unsafe(no_mangle)]
 pub static ExEventObjectType: ObjectType = ObjectType(&EVENT_TYPE_TARGET);
 
-#[unsafe(no_mangle)]
+#[kernel_export]
 pub unsafe extern "efiapi" fn ObReferenceObjectByHandle(
     handle: HANDLE,
     access: ACCESS_MASK,
@@ -600,7 +601,7 @@ fn event_type() -> POBJECT_TYPE {
     ExEventObjectType.0.cast_mut().cast()
 }
 
-#[unsafe(no_mangle)]
+#[kernel_export]
 pub extern "efiapi" fn ObfDereferenceObject(object: PVOID) -> isize {
     irql::require_at_most(DISPATCH_LEVEL, "ObfDereferenceObject");
     let mut references = REFERENCES.lock().unwrap();
@@ -623,7 +624,7 @@ pub extern "efiapi" fn ObfDereferenceObject(object: PVOID) -> isize {
     left as isize
 }
 
-#[unsafe(no_mangle)]
+#[kernel_export]
 pub extern "efiapi" fn ObfReferenceObject(object: PVOID) -> isize {
     irql::require_at_most(DISPATCH_LEVEL, "ObfReferenceObject");
     let address = object as usize;
@@ -644,7 +645,7 @@ pub extern "efiapi" fn ObfReferenceObject(object: PVOID) -> isize {
     *count as isize
 }
 
-#[unsafe(no_mangle)]
+#[kernel_export]
 pub extern "efiapi" fn KeSetEvent(event: PKEVENT, _increment: i32, wait: u8) -> i32 {
     irql::require_at_most(DISPATCH_LEVEL, "KeSetEvent");
     if wait != 0 {
@@ -664,7 +665,7 @@ pub extern "efiapi" fn KeSetEvent(event: PKEVENT, _increment: i32, wait: u8) -> 
     i32::from(was)
 }
 
-#[unsafe(no_mangle)]
+#[kernel_export]
 pub extern "efiapi" fn IoGetCurrentProcess() -> PEPROCESS {
     current().eprocess()
 }
@@ -676,7 +677,7 @@ pub fn notify_routines_registered() -> usize {
     NOTIFY_ROUTINES.lock().unwrap().len()
 }
 
-#[unsafe(no_mangle)]
+#[kernel_export]
 pub extern "efiapi" fn PsSetCreateProcessNotifyRoutineEx(
     routine: CREATE_PROCESS_NOTIFY_ROUTINE_EX,
     remove: u8,
@@ -708,7 +709,7 @@ const STATUS_INVALID_CID: NTSTATUS = 0xC000_000B_u32 as i32;
 const FILE_TYPE_INDEX: u16 = 37;
 const EVENT_TYPE_INDEX: u16 = 16;
 
-#[unsafe(no_mangle)]
+#[kernel_export]
 pub unsafe extern "efiapi" fn ZwQuerySystemInformation(
     class: ULONG,
     information: PVOID,
@@ -763,7 +764,7 @@ pub unsafe extern "efiapi" fn ZwQuerySystemInformation(
     STATUS_SUCCESS
 }
 
-#[unsafe(no_mangle)]
+#[kernel_export]
 pub unsafe extern "efiapi" fn PsLookupProcessByProcessId(
     id: HANDLE,
     process: *mut PEPROCESS,
@@ -790,7 +791,7 @@ thread_local! {
     static DETACH_TO: RefCell<Vec<Option<Arc<ProcessState>>>> = const { RefCell::new(Vec::new()) };
 }
 
-#[unsafe(no_mangle)]
+#[kernel_export]
 pub unsafe extern "efiapi" fn KeStackAttachProcess(process: PEPROCESS, apc_state: *mut KAPC_STATE) {
     irql::require_at_most(DISPATCH_LEVEL, "KeStackAttachProcess");
     let target = match REFERENCES.lock().unwrap().get(&(process as usize)) {
@@ -806,7 +807,7 @@ pub unsafe extern "efiapi" fn KeStackAttachProcess(process: PEPROCESS, apc_state
     DETACH_TO.with(|stack| stack.borrow_mut().push(previous));
 }
 
-#[unsafe(no_mangle)]
+#[kernel_export]
 pub unsafe extern "efiapi" fn KeUnstackDetachProcess(apc_state: *mut KAPC_STATE) {
     // SAFETY: the driver's KAPC_STATE.
     let marker = unsafe { apc_state.cast::<u64>().read() };
@@ -820,7 +821,7 @@ pub unsafe extern "efiapi" fn KeUnstackDetachProcess(apc_state: *mut KAPC_STATE)
     CURRENT.with(|current| *current.borrow_mut() = previous);
 }
 
-#[unsafe(no_mangle)]
+#[kernel_export]
 pub unsafe extern "efiapi" fn ObCloseHandle(handle: HANDLE, mode: KPROCESSOR_MODE) -> NTSTATUS {
     irql::require_at_most(PASSIVE_LEVEL, "ObCloseHandle");
     if mode != UserMode {

@@ -7,6 +7,7 @@
 #![allow(clippy::missing_safety_doc)]
 
 use oxtun_driver::sys::*;
+use oxtun_sim_macros::kernel_export;
 
 use crate::irql;
 use crate::process::{self, IntegrityLevel, Token};
@@ -80,7 +81,7 @@ fn integrity_rid(level: IntegrityLevel) -> u32 {
     }
 }
 
-#[unsafe(no_mangle)]
+#[kernel_export]
 pub unsafe extern "efiapi" fn SeCaptureSubjectContext(context: *mut SECURITY_SUBJECT_CONTEXT) {
     irql::require_at_most(PASSIVE_LEVEL, "SeCaptureSubjectContext");
     let words = context.cast::<u64>();
@@ -95,7 +96,7 @@ pub unsafe extern "efiapi" fn SeCaptureSubjectContext(context: *mut SECURITY_SUB
     }
 }
 
-#[unsafe(no_mangle)]
+#[kernel_export]
 pub unsafe extern "efiapi" fn SeReleaseSubjectContext(context: *mut SECURITY_SUBJECT_CONTEXT) {
     let words = context.cast::<u64>();
     // SAFETY: the driver's context.
@@ -116,7 +117,7 @@ static FILE_GENERIC_MAPPING: GenericMapping = GenericMapping(GENERIC_MAPPING {
 
 struct GenericMapping(GENERIC_MAPPING);
 
-#[unsafe(no_mangle)]
+#[kernel_export]
 pub extern "efiapi" fn IoGetFileObjectGenericMapping() -> *mut GENERIC_MAPPING {
     (&raw const FILE_GENERIC_MAPPING.0).cast_mut()
 }
@@ -226,7 +227,7 @@ fn denied_by_label(
     denied
 }
 
-#[unsafe(no_mangle)]
+#[kernel_export]
 pub unsafe extern "efiapi" fn SeAccessCheck(
     descriptor: PVOID,
     context: *mut SECURITY_SUBJECT_CONTEXT,

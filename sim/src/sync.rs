@@ -16,6 +16,7 @@ use oxtun_driver::sys::{
     APC_LEVEL, DISPATCH_LEVEL, ERESOURCE, EX_RUNDOWN_REF, KIRQL, KSPIN_LOCK, NTSTATUS, PVOID,
     STATUS_SUCCESS,
 };
+use oxtun_sim_macros::kernel_export;
 
 use crate::irql;
 use crate::verifier::violation;
@@ -78,7 +79,7 @@ fn release_spin_lock(lock: *mut KSPIN_LOCK) {
     word.store(0, Ordering::Release);
 }
 
-#[unsafe(no_mangle)]
+#[kernel_export]
 pub extern "efiapi" fn KeAcquireSpinLockRaiseToDpc(lock: *mut KSPIN_LOCK) -> KIRQL {
     irql::require_at_most(DISPATCH_LEVEL, "KeAcquireSpinLockRaiseToDpc");
     let old = irql::raise(DISPATCH_LEVEL);
@@ -86,7 +87,7 @@ pub extern "efiapi" fn KeAcquireSpinLockRaiseToDpc(lock: *mut KSPIN_LOCK) -> KIR
     old
 }
 
-#[unsafe(no_mangle)]
+#[kernel_export]
 pub extern "efiapi" fn KeReleaseSpinLock(lock: *mut KSPIN_LOCK, new_irql: KIRQL) {
     if irql::current() != DISPATCH_LEVEL {
         violation("KeReleaseSpinLock below DISPATCH_LEVEL");
@@ -167,7 +168,7 @@ fn resource(address: *mut ERESOURCE, what: &str) -> Option<Resource> {
     found
 }
 
-#[unsafe(no_mangle)]
+#[kernel_export]
 pub unsafe extern "efiapi" fn ExInitializeResourceLite(address: *mut ERESOURCE) -> NTSTATUS {
     irql::require_at_most(DISPATCH_LEVEL, "ExInitializeResourceLite");
     let mut resources = RESOURCES.lock().unwrap();
@@ -178,7 +179,7 @@ pub unsafe extern "efiapi" fn ExInitializeResourceLite(address: *mut ERESOURCE) 
     STATUS_SUCCESS
 }
 
-#[unsafe(no_mangle)]
+#[kernel_export]
 pub unsafe extern "efiapi" fn ExDeleteResourceLite(address: *mut ERESOURCE) -> NTSTATUS {
     irql::require_at_most(APC_LEVEL, "ExDeleteResourceLite");
     let Some(resource) = RESOURCES.lock().unwrap().remove(&(address as usize)) else {
@@ -237,21 +238,21 @@ fn acquire_resource(address: *mut ERESOURCE, exclusive: bool) -> PVOID {
     address.cast()
 }
 
-#[unsafe(no_mangle)]
+#[kernel_export]
 pub unsafe extern "efiapi" fn ExEnterCriticalRegionAndAcquireResourceShared(
     address: *mut ERESOURCE,
 ) -> PVOID {
     acquire_resource(address, false)
 }
 
-#[unsafe(no_mangle)]
+#[kernel_export]
 pub unsafe extern "efiapi" fn ExEnterCriticalRegionAndAcquireResourceExclusive(
     address: *mut ERESOURCE,
 ) -> PVOID {
     acquire_resource(address, true)
 }
 
-#[unsafe(no_mangle)]
+#[kernel_export]
 pub unsafe extern "efiapi" fn ExReleaseResourceAndLeaveCriticalRegion(address: *mut ERESOURCE) {
     irql::require_at_most(DISPATCH_LEVEL, "ExReleaseResourceAndLeaveCriticalRegion");
     let Some(resource) = resource(address, "ExReleaseResourceAndLeaveCriticalRegion") else {
@@ -299,12 +300,12 @@ fn rundown_word<'a>(reference: *mut EX_RUNDOWN_REF) -> &'a AtomicUsize {
     unsafe { AtomicUsize::from_ptr(reference.cast()) }
 }
 
-#[unsafe(no_mangle)]
+#[kernel_export]
 pub unsafe extern "efiapi" fn ExInitializeRundownProtection(reference: *mut EX_RUNDOWN_REF) {
     rundown_word(reference).store(0, Ordering::SeqCst);
 }
 
-#[unsafe(no_mangle)]
+#[kernel_export]
 pub unsafe extern "efiapi" fn ExReInitializeRundownProtection(reference: *mut EX_RUNDOWN_REF) {
     let word = rundown_word(reference);
     if word.load(Ordering::SeqCst) != RUNDOWN_ACTIVE {
@@ -313,7 +314,7 @@ pub unsafe extern "efiapi" fn ExReInitializeRundownProtection(reference: *mut EX
     word.store(0, Ordering::SeqCst);
 }
 
-#[unsafe(no_mangle)]
+#[kernel_export]
 pub unsafe extern "efiapi" fn ExAcquireRundownProtection(reference: *mut EX_RUNDOWN_REF) -> u8 {
     irql::require_at_most(DISPATCH_LEVEL, "ExAcquireRundownProtection");
     let word = rundown_word(reference);
@@ -334,7 +335,7 @@ pub unsafe extern "efiapi" fn ExAcquireRundownProtection(reference: *mut EX_RUND
     }
 }
 
-#[unsafe(no_mangle)]
+#[kernel_export]
 pub unsafe extern "efiapi" fn ExReleaseRundownProtection(reference: *mut EX_RUNDOWN_REF) {
     irql::require_at_most(DISPATCH_LEVEL, "ExReleaseRundownProtection");
     let previous = rundown_word(reference).fetch_sub(RUNDOWN_UNIT, Ordering::SeqCst);
@@ -343,7 +344,7 @@ pub unsafe extern "efiapi" fn ExReleaseRundownProtection(reference: *mut EX_RUND
     }
 }
 
-#[unsafe(no_mangle)]
+#[kernel_export]
 pub unsafe extern "efiapi" fn ExWaitForRundownProtectionRelease(reference: *mut EX_RUNDOWN_REF) {
     irql::require_at_most(APC_LEVEL, "ExWaitForRundownProtectionRelease");
     waiting();

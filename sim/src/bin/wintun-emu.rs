@@ -20,10 +20,10 @@ use oxtun_abi::{
 };
 use oxtun_driver::sys::*;
 use oxtun_sim::tun::{self, ip};
-use oxtun_sim::{Adapter, Bitness, Driver, Fragmentation, Process, Token};
+use oxtun_sim::{Adapter, Bitness, Driver, Fragmentation, Process, Token, stack};
 
 const USAGE: &str = "usage: wintun-emu --socket PATH [--address CIDR]... [--name IFNAME] \
-                     [--upper tun|reflect] [--version-file PATH]";
+                     [--upper tun|reflect] [--version-file PATH] [--stack-high-water]";
 const EVENT_ALL_ACCESS: ACCESS_MASK = 0x001F_0003;
 const STATUS_INVALID_PARAMETER: u32 = 0xC000_000D;
 const STATUS_INVALID_DEVICE_REQUEST: u32 = 0xC000_0010;
@@ -42,6 +42,8 @@ struct Options {
     /// Where to write the driver's version (OID_GEN_VENDOR_DRIVER_VERSION, in hex), for the API
     /// library's WintunGetRunningDriverVersion.
     version_file: Option<PathBuf>,
+    /// Measure the kernel stack each driver callback uses, and print it on exit.
+    stack_high_water: bool,
 }
 
 fn parse_options() -> Result<Options, String> {
@@ -50,6 +52,7 @@ fn parse_options() -> Result<Options, String> {
     let mut name = "oxtun0".to_string();
     let mut upper = Upper::Tun;
     let mut version_file = None;
+    let mut stack_high_water = false;
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         let mut value = || args.next().ok_or(format!("{arg} needs a value"));
@@ -65,6 +68,7 @@ fn parse_options() -> Result<Options, String> {
                 }
             }
             "--version-file" => version_file = Some(PathBuf::from(value()?)),
+            "--stack-high-water" => stack_high_water = true,
             "--help" | "-h" => return Err(USAGE.to_string()),
             other => return Err(format!("unknown argument {other}")),
         }
@@ -80,6 +84,7 @@ fn parse_options() -> Result<Options, String> {
         name,
         upper,
         version_file,
+        stack_high_water,
     })
 }
 
@@ -458,6 +463,7 @@ fn write_driver_version(adapter: &Adapter, path: &PathBuf) -> io::Result<()> {
 
 fn run(options: Options) -> io::Result<bool> {
     let signals = take_over_signals();
+    stack::measure(options.stack_high_water);
     let tun = match options.upper {
         Upper::Tun => {
             let tun = tun::open(&options.name, true)?;
@@ -553,6 +559,9 @@ fn run(options: Options) -> io::Result<bool> {
         eprintln!("wintun-emu: adapter halted, driver unloaded, nothing leaked");
     } else {
         eprintln!("wintun-emu: driver unloaded, but it leaked: {leaks}");
+    }
+    if options.stack_high_water {
+        eprint!("{}", stack::high_water());
     }
     Ok(leaks.is_empty())
 }
