@@ -128,7 +128,7 @@ fn receive(adapter: &Adapter, size: usize) -> Figures {
             }
         });
         let window = |duration: Duration| {
-            let indications = adapter.indications().len();
+            let indications = adapter.indication_count();
             let packets = adapter.packets_received();
             let events = client_events.load(Ordering::Relaxed);
             let start = Instant::now();
@@ -136,7 +136,7 @@ fn receive(adapter: &Adapter, size: usize) -> Figures {
             (
                 adapter.packets_received() - packets,
                 start.elapsed(),
-                adapter.indications().len() - indications,
+                adapter.indication_count() - indications,
                 client_events.load(Ordering::Relaxed) - events,
             )
         };

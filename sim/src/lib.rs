@@ -323,7 +323,16 @@ impl Adapter {
         receive.received.drain(..).collect()
     }
 
-    /// NBLs per indication so far.
+    /// Indications so far, recorded or not.
+    pub fn indication_count(&self) -> u64 {
+        ndis::adapter_block(self.handle)
+            .receive
+            .lock()
+            .unwrap()
+            .indication_count
+    }
+
+    /// NBLs per indication so far, while recording.
     pub fn indications(&self) -> Vec<u32> {
         ndis::adapter_block(self.handle)
             .receive

@@ -225,8 +225,10 @@ pub struct ReceiveSide {
     /// NBLs indicated in [`ReturnMode::Immediately`], being returned within the indication.
     pub returning: Vec<usize>,
     pub received: std::collections::VecDeque<Received>,
-    /// NBLs per indication, in order.
+    /// NBLs per indication, in order, while recording.
     pub indications: Vec<u32>,
+    /// Indications so far, recorded or not.
+    pub indication_count: u64,
     /// Whether indicated packets are read and kept (or only counted, for benchmarks).
     pub recording: bool,
     /// Packets indicated, recorded or not.
@@ -327,6 +329,7 @@ pub fn new_adapter() -> NDIS_HANDLE {
             returning: Vec::new(),
             received: std::collections::VecDeque::new(),
             indications: Vec::new(),
+            indication_count: 0,
             recording: true,
             packets: 0,
             sink: None,
@@ -1251,6 +1254,7 @@ pub unsafe extern "efiapi" fn NdisMIndicateReceiveNetBufferLists(
                 }
             }
         }
+        receive.indication_count += 1;
         // Kept for the tests that look at them; a long-lived emulator would grow by each.
         if receive.recording {
             receive.indications.push(count);
