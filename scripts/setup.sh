@@ -1,4 +1,6 @@
-# Sourced by the other scripts: installs what a fresh Linux machine lacks, and nothing it has.
+#!/usr/bin/env bash
+# Sourced by the other scripts, or run alone: installs what a fresh Linux machine lacks, and
+# nothing it has.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -58,7 +60,8 @@ command -v ping >/dev/null || missing+=(iputils-ping)
 command -v cc >/dev/null || missing+=(gcc)
 command -v x86_64-w64-mingw32-gcc >/dev/null || missing+=(gcc-mingw-w64-x86-64)
 command -v i686-w64-mingw32-gcc >/dev/null || missing+=(gcc-mingw-w64-i686)
-command -v wine64 >/dev/null || missing+=(wine64)
+# Debian installs wine64 as /usr/lib/wine/wine64, off PATH (`wine` runs it).
+dpkg -s wine64 >/dev/null 2>&1 || missing+=(wine64)
 if ! dpkg -s wine32:i386 >/dev/null 2>&1; then
     if ! dpkg --print-foreign-architectures | grep -qx i386; then
         if [ "$(id -u)" = 0 ]; then dpkg --add-architecture i386; else sudo dpkg --add-architecture i386; fi

@@ -13,14 +13,14 @@ fn u64_of(bytes: &[u8]) -> u64 {
     u64::from_ne_bytes(bytes.try_into().unwrap())
 }
 
-#[test]
+#[oxtun_sim::test]
 fn load_and_unload_leave_nothing_behind() {
     let driver = Driver::load().unwrap();
     let leaks = driver.unload();
     assert!(leaks.is_empty(), "leaked {leaks}");
 }
 
-#[test]
+#[oxtun_sim::test]
 fn adapter_comes_up_as_a_running_disconnected_ip_adapter() {
     let driver = Driver::load().unwrap();
     let adapter = driver.add_adapter().unwrap();
@@ -51,7 +51,7 @@ fn adapter_comes_up_as_a_running_disconnected_ip_adapter() {
     assert!(driver.unload().is_empty());
 }
 
-#[test]
+#[oxtun_sim::test]
 fn initialization_failing_at_each_allocation_site_leaves_nothing_behind() {
     let driver = Driver::load().unwrap();
     let loaded = outstanding();
@@ -78,7 +78,7 @@ fn initialization_failing_at_each_allocation_site_leaves_nothing_behind() {
     assert!(driver.unload().is_empty());
 }
 
-#[test]
+#[oxtun_sim::test]
 fn queries_answer_with_short_exact_and_long_buffers() {
     let driver = Driver::load().unwrap();
     let adapter = driver.add_adapter().unwrap();
@@ -161,7 +161,7 @@ fn queries_answer_with_short_exact_and_long_buffers() {
     assert!(driver.unload().is_empty());
 }
 
-#[test]
+#[oxtun_sim::test]
 fn packet_counters_answer_in_64_or_32_bits_as_the_buffer_allows() {
     let driver = Driver::load().unwrap();
     let adapter = driver.add_adapter().unwrap();
@@ -181,7 +181,7 @@ fn packet_counters_answer_in_64_or_32_bits_as_the_buffer_allows() {
     assert!(driver.unload().is_empty());
 }
 
-#[test]
+#[oxtun_sim::test]
 fn sets_read_what_they_need_and_refuse_short_buffers() {
     let driver = Driver::load().unwrap();
     let adapter = driver.add_adapter().unwrap();
@@ -247,7 +247,7 @@ fn sets_read_what_they_need_and_refuse_short_buffers() {
     assert!(driver.unload().is_empty());
 }
 
-#[test]
+#[oxtun_sim::test]
 fn sends_fail_as_paused_or_disconnected_at_either_irql() {
     let driver = Driver::load().unwrap();
     let adapter = driver.add_adapter().unwrap();
@@ -265,7 +265,7 @@ fn sends_fail_as_paused_or_disconnected_at_either_irql() {
     assert!(driver.unload().is_empty());
 }
 
-#[test]
+#[oxtun_sim::test]
 fn surprise_removal_and_several_adapters_tear_down_cleanly() {
     let driver = Driver::load().unwrap();
     let first = driver.add_adapter().unwrap();
@@ -276,7 +276,7 @@ fn surprise_removal_and_several_adapters_tear_down_cleanly() {
     assert!(driver.unload().is_empty());
 }
 
-#[test]
+#[oxtun_sim::test]
 fn shutdown_and_cancellations_leave_the_adapter_working() {
     let driver = Driver::load().unwrap();
     let adapter = driver.add_adapter().unwrap();

@@ -26,7 +26,7 @@ enum End {
 const CLIENTS: u64 = 3;
 const ROUNDS: u64 = 60;
 
-#[test]
+#[oxtun_sim::test]
 fn exits_race_registrations_teardowns_and_traffic() {
     let setup = setup();
     let adapter = &setup.adapter;

@@ -135,7 +135,7 @@ fn life(driver: &Driver, loaded: &Leaks, fault: Option<(Site, u64)>) {
     assert_eq!(outstanding(), *loaded, "the adapter's life left this");
 }
 
-#[test]
+#[oxtun_sim::test]
 fn every_allocation_in_an_adapters_life_can_fail_cleanly() {
     let driver = Driver::load().unwrap();
     let loaded = outstanding();

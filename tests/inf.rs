@@ -1,6 +1,9 @@
 //! Checks the INF of each architecture in the package (`scripts/package.sh` stamps it from
-//! wintun.inx; `scripts/test.sh` makes the package first). There is no infverif on Linux, so this
-//! parses the INF as SetupAPI does and asserts every section and directive the adapter needs.
+//! wintun.inx; the package is brought up to date first, `artifacts`). There is no infverif on
+//! Linux, so this parses the INF as SetupAPI does and asserts every section and directive the
+//! adapter needs.
+
+mod artifacts;
 
 use std::collections::HashMap;
 
@@ -186,9 +189,7 @@ fn split_comment(line: &str) -> &str {
 }
 
 fn package_dir() -> String {
-    let target = std::env::var("CARGO_TARGET_DIR")
-        .unwrap_or_else(|_| format!("{}/target", env!("CARGO_MANIFEST_DIR")));
-    format!("{target}/package")
+    artifacts::package().display().to_string()
 }
 
 /// The stamped INF of each architecture's package folder, with the folder's name.
@@ -197,9 +198,8 @@ fn packaged_infs() -> Vec<(String, String, Inf)> {
         .into_iter()
         .map(|arch| {
             let path = format!("{}/{arch}/oxtun.inf", package_dir());
-            let text = std::fs::read_to_string(&path).unwrap_or_else(|error| {
-                panic!("{path}: {error}; make the package with scripts/package.sh (scripts/test.sh does)")
-            });
+            let text =
+                std::fs::read_to_string(&path).unwrap_or_else(|error| panic!("{path}: {error}"));
             (arch.to_owned(), text.clone(), Inf::parse(&text))
         })
         .collect()

@@ -1,7 +1,9 @@
 //! Checks the cross-built kernel images, x64 and ARM64, with a PE parser: the properties Windows
 //! requires of a driver, and the ones a reviewer expects. Each check runs on the images the cross
-//! builds put in target/ and on the test-signed ones of the package (`scripts/test.sh` builds
-//! both and makes the package first).
+//! builds put in target/ and on the test-signed ones of the package, both brought up to date
+//! first (`artifacts`).
+
+mod artifacts;
 
 use std::collections::{BTreeSet, HashMap};
 
@@ -12,20 +14,8 @@ use object::read::pe::{ImageNtHeaders, ImageOptionalHeader, ImageThunkData, PeFi
 /// The DLLs a miniport may import from: the kernel, NDIS and the HAL.
 const ALLOWED_IMPORT_DLLS: [&str; 3] = ["ntoskrnl.exe", "ndis.sys", "hal.dll"];
 
-/// The Windows targets the driver builds for, with the package folder of each and the machine
-/// type its image must declare.
-const TARGETS: [(&str, &str, pe::Machine); 2] = [
-    (
-        "x86_64-pc-windows-msvc",
-        "amd64",
-        pe::IMAGE_FILE_MACHINE_AMD64,
-    ),
-    (
-        "aarch64-pc-windows-msvc",
-        "arm64",
-        pe::IMAGE_FILE_MACHINE_ARM64,
-    ),
-];
+/// The machine type each image must declare, in the order of `artifacts::KERNEL_TARGETS`.
+const MACHINES: [pe::Machine; 2] = [pe::IMAGE_FILE_MACHINE_AMD64, pe::IMAGE_FILE_MACHINE_ARM64];
 
 struct Image {
     path: String,
@@ -33,48 +23,32 @@ struct Image {
     data: Vec<u8>,
 }
 
-fn read_image(path: String, machine: pe::Machine, how: &str) -> Image {
-    let data = std::fs::read(&path).unwrap_or_else(|error| {
-        panic!("kernel image {path}: {error}; {how} (scripts/test.sh does)")
-    });
+fn read_image(path: std::path::PathBuf, machine: pe::Machine) -> Image {
+    let data = std::fs::read(&path)
+        .unwrap_or_else(|error| panic!("kernel image {}: {error}", path.display()));
     Image {
-        path,
+        path: path.display().to_string(),
         machine,
         data,
     }
 }
 
-fn target_dir() -> String {
-    std::env::var("CARGO_TARGET_DIR")
-        .unwrap_or_else(|_| format!("{}/target", env!("CARGO_MANIFEST_DIR")))
-}
-
 /// The images as the cross builds link them.
 fn built_images() -> Vec<Image> {
-    let target_dir = target_dir();
-    let how = |target| format!("build it with `cargo build --release --target {target} -p oxtun`");
-    TARGETS
-        .iter()
-        .map(|&(target, _, machine)| {
-            let path = format!("{target_dir}/{target}/release/oxtun_driver.dll");
-            read_image(path, machine, &how(target))
-        })
+    artifacts::kernel_images()
+        .into_iter()
+        .zip(MACHINES)
+        .map(|(path, machine)| read_image(path, machine))
         .collect()
 }
 
 /// The images of the package, test-signed.
 fn packaged_images() -> Vec<Image> {
-    let target_dir = target_dir();
-    let how = "make the package with scripts/package.sh";
-    TARGETS
+    let package = artifacts::package();
+    artifacts::KERNEL_TARGETS
         .iter()
-        .map(|&(_, arch, machine)| {
-            read_image(
-                format!("{target_dir}/package/{arch}/oxtun.sys"),
-                machine,
-                how,
-            )
-        })
+        .zip(MACHINES)
+        .map(|(&(_, arch), machine)| read_image(package.join(arch).join("oxtun.sys"), machine))
         .collect()
 }
 

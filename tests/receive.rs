@@ -18,7 +18,7 @@ fn data(received: &[Received]) -> Vec<Vec<u8>> {
     received.iter().map(|packet| packet.data.clone()).collect()
 }
 
-#[test]
+#[oxtun_sim::test]
 fn ip_packets_go_up_in_place_byte_exact_and_marked() {
     let setup = setup();
     let process = Process::new(Token::System, Bitness::Bits64);
@@ -68,7 +68,7 @@ fn ip_packets_go_up_in_place_byte_exact_and_marked() {
     setup.finish();
 }
 
-#[test]
+#[oxtun_sim::test]
 fn what_is_not_ip_is_skipped_and_counted_while_ip_still_arrives() {
     let setup = setup();
     let process = Process::new(Token::System, Bitness::Bits64);
@@ -93,7 +93,7 @@ fn what_is_not_ip_is_skipped_and_counted_while_ip_still_arrives() {
     setup.finish();
 }
 
-#[test]
+#[oxtun_sim::test]
 fn a_hundred_thousand_packets_of_random_sizes_arrive_in_order() {
     const COUNT: u64 = 100_000;
     let setup = setup();
@@ -157,7 +157,7 @@ fn a_hundred_thousand_packets_of_random_sizes_arrive_in_order() {
 /// Alertable as 0 while the driver goes to sleep, and so never sets the event for a packet it
 /// wrote. Here every packet is written that way, while the driver sleeps: each must still go up
 /// within the receive thread's re-check, never wait for a next packet.
-#[test]
+#[oxtun_sim::test]
 fn a_packet_whose_wake_up_was_missed_goes_up_within_the_recheck() {
     const ROUNDS: u64 = 200;
     let setup = setup();
@@ -201,7 +201,7 @@ fn a_packet_whose_wake_up_was_missed_goes_up_within_the_recheck() {
     setup.finish();
 }
 
-#[test]
+#[oxtun_sim::test]
 fn head_moves_only_as_nbls_return_and_only_in_ring_order() {
     let setup = setup();
     setup.adapter.set_return_mode(ReturnMode::Hold);
@@ -238,7 +238,7 @@ fn head_moves_only_as_nbls_return_and_only_in_ring_order() {
     setup.finish();
 }
 
-#[test]
+#[oxtun_sim::test]
 fn waiting_packets_go_up_several_per_indication() {
     let setup = setup();
     let process = Process::new(Token::System, Bitness::Bits64);
@@ -257,7 +257,7 @@ fn waiting_packets_go_up_several_per_indication() {
 /// NDIS may pause the adapter while an indication is under way and return that indication's
 /// NBLs before it returns. The pause must not complete inside the indication (the simulator
 /// flags NdisMPauseComplete there), and no indication may begin once MiniportPause returned.
-#[test]
+#[oxtun_sim::test]
 fn a_pause_during_an_indication_completes_after_it() {
     let setup = setup();
     let process = Process::new(Token::System, Bitness::Bits64);
@@ -287,7 +287,7 @@ fn a_pause_during_an_indication_completes_after_it() {
     setup.finish();
 }
 
-#[test]
+#[oxtun_sim::test]
 fn pause_completes_only_when_every_nbl_is_back() {
     let setup = setup();
     setup.adapter.set_return_mode(ReturnMode::Hold);
@@ -318,7 +318,7 @@ fn pause_completes_only_when_every_nbl_is_back() {
     setup.finish();
 }
 
-#[test]
+#[oxtun_sim::test]
 fn packets_arriving_while_paused_are_dropped_not_indicated() {
     let setup = setup();
     let process = Process::new(Token::System, Bitness::Bits64);
@@ -362,7 +362,7 @@ fn set_tail(rings: &ClientRings, tail: u32) {
         .store(tail, Ordering::SeqCst);
 }
 
-#[test]
+#[oxtun_sim::test]
 fn a_corrupt_size_or_tail_stops_reading_and_nothing_else() {
     let corruptions: [(&str, Corruption); 4] = [
         ("Size over 0xFFFF", corrupt_size),
@@ -423,7 +423,7 @@ fn a_corrupt_size_or_tail_stops_reading_and_nothing_else() {
     setup.finish();
 }
 
-#[test]
+#[oxtun_sim::test]
 fn teardown_waits_for_nbls_the_stack_holds() {
     let setup = setup();
     setup.adapter.set_return_mode(ReturnMode::Hold);
@@ -450,7 +450,7 @@ fn teardown_waits_for_nbls_the_stack_holds() {
 
 /// Every way a registration ends, while packets flow both ways, a thousand times: owner close,
 /// owner exit, close while paused, and halt (then a new adapter).
-#[test]
+#[oxtun_sim::test]
 fn teardown_during_traffic_a_thousand_times() {
     let driver = oxtun_sim::Driver::load().unwrap();
     let mut adapter = driver.add_adapter().unwrap();

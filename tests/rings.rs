@@ -11,7 +11,7 @@ use oxtun_sim::faults::{self, Site};
 use oxtun_sim::{Bitness, Driver, IntegrityLevel, Process, Token, io};
 use support::*;
 
-#[test]
+#[oxtun_sim::test]
 fn an_administrator_registers_and_closing_the_handle_ends_it() {
     let setup = setup();
     let process = Process::new(Token::Administrator, Bitness::Bits64);
@@ -43,7 +43,7 @@ fn an_administrator_registers_and_closing_the_handle_ends_it() {
     setup.finish();
 }
 
-#[test]
+#[oxtun_sim::test]
 fn only_system_and_administrators_may_register() {
     let setup = setup();
     let user = Process::new(Token::User, Bitness::Bits64);
@@ -93,7 +93,7 @@ fn only_system_and_administrators_may_register() {
     setup.finish();
 }
 
-#[test]
+#[oxtun_sim::test]
 fn a_second_registration_is_refused() {
     let setup = setup();
     let first = Process::new(Token::Administrator, Bitness::Bits64);
@@ -119,7 +119,7 @@ fn a_second_registration_is_refused() {
     setup.finish();
 }
 
-#[test]
+#[oxtun_sim::test]
 fn a_non_owner_handle_of_the_same_process_closing_changes_nothing() {
     let setup = setup();
     let process = Process::new(Token::Administrator, Bitness::Bits64);
@@ -146,7 +146,7 @@ enum Bad {
 
 /// Each registration with one field wrong gets its own status, holds nothing afterwards, and
 /// leaves the adapter accepting a good registration.
-#[test]
+#[oxtun_sim::test]
 fn bad_registrations_are_refused_one_field_at_a_time() {
     let setup = setup();
     let process = Process::new(Token::Administrator, Bitness::Bits64);
@@ -289,7 +289,7 @@ fn bad_registrations_are_refused_one_field_at_a_time() {
 
 /// A 32-bit (WOW64) process may pass the 24-byte TUN_REGISTER_RINGS_32 or the 48-byte 64-bit
 /// layout: Wintun's driver takes the 64-bit one whenever the buffer has its size.
-#[test]
+#[oxtun_sim::test]
 fn a_32_bit_caller_registers_with_either_layout() {
     let setup = setup();
     let process = Process::new(Token::Administrator, Bitness::Bits32);
@@ -310,7 +310,7 @@ fn a_32_bit_caller_registers_with_either_layout() {
     setup.finish();
 }
 
-#[test]
+#[oxtun_sim::test]
 fn the_owner_process_exiting_ends_it_even_with_its_handle_duplicated() {
     let setup = setup();
     let owner = Process::new(Token::Administrator, Bitness::Bits64);
@@ -334,7 +334,7 @@ fn the_owner_process_exiting_ends_it_even_with_its_handle_duplicated() {
     setup.finish();
 }
 
-#[test]
+#[oxtun_sim::test]
 fn halt_ends_a_registration_and_later_closes_find_no_adapter() {
     let driver = Driver::load().unwrap();
     let adapter = driver.add_adapter().unwrap();
@@ -357,7 +357,7 @@ fn halt_ends_a_registration_and_later_closes_find_no_adapter() {
 /// registration, and closes the owner's handles to the device, as Wintun does: PnP removes no
 /// device that has open handles, and the client may never close its own. Its handle stops
 /// working.
-#[test]
+#[oxtun_sim::test]
 fn removal_ends_a_registration_and_closes_the_owners_handle() {
     let setup = setup();
     let process = Process::new(Token::Administrator, Bitness::Bits64);
@@ -394,7 +394,7 @@ fn removal_ends_a_registration_and_closes_the_owners_handle() {
 
 /// A handle some other process opened, and never registered through, is not the driver's to
 /// close: PnP vetoes the removal until that process closes it.
-#[test]
+#[oxtun_sim::test]
 fn a_bystanders_open_handle_holds_removal_until_it_closes() {
     let setup = setup();
     let owner = Process::new(Token::Administrator, Bitness::Bits64);
@@ -418,7 +418,7 @@ fn a_bystanders_open_handle_holds_removal_until_it_closes() {
     assert!(driver.unload().is_empty());
 }
 
-#[test]
+#[oxtun_sim::test]
 fn other_ioctls_go_to_ndis() {
     let setup = setup();
     let process = Process::new(Token::Administrator, Bitness::Bits64);
@@ -434,7 +434,7 @@ fn other_ioctls_go_to_ndis() {
     setup.finish();
 }
 
-#[test]
+#[oxtun_sim::test]
 fn pause_and_restart_keep_a_registration() {
     let setup = setup();
     let process = Process::new(Token::Administrator, Bitness::Bits64);
@@ -449,7 +449,7 @@ fn pause_and_restart_keep_a_registration() {
 
 /// Registration failing at each allocation-like call it makes: a clean error, nothing held,
 /// and the next registration works.
-#[test]
+#[oxtun_sim::test]
 fn registration_failing_at_each_allocation_site_holds_nothing() {
     let setup = setup();
     let process = Process::new(Token::Administrator, Bitness::Bits64);

@@ -66,7 +66,7 @@ const LAYOUTS: [Fragmentation; 4] = [
     },
 ];
 
-#[test]
+#[oxtun_sim::test]
 fn packets_reach_the_send_ring_byte_exact_however_fragmented() {
     let setup = setup();
     let process = Process::new(Token::System, Bitness::Bits64);
@@ -102,7 +102,7 @@ fn packets_reach_the_send_ring_byte_exact_however_fragmented() {
     setup.finish();
 }
 
-#[test]
+#[oxtun_sim::test]
 fn a_hundred_thousand_packets_of_random_sizes_arrive_in_order() {
     let setup = setup();
     let process = Process::new(Token::System, Bitness::Bits64);
@@ -143,7 +143,7 @@ fn a_hundred_thousand_packets_of_random_sizes_arrive_in_order() {
     setup.finish();
 }
 
-#[test]
+#[oxtun_sim::test]
 fn a_full_ring_fails_the_whole_call_and_writes_nothing() {
     let setup = setup();
     let process = Process::new(Token::System, Bitness::Bits64);
@@ -184,7 +184,7 @@ fn a_full_ring_fails_the_whole_call_and_writes_nothing() {
     setup.finish();
 }
 
-#[test]
+#[oxtun_sim::test]
 fn a_packet_over_0xffff_bytes_fails_only_its_nbl() {
     let setup = setup();
     let process = Process::new(Token::System, Bitness::Bits64);
@@ -218,7 +218,7 @@ fn a_packet_over_0xffff_bytes_fails_only_its_nbl() {
 /// Deployed wintun.dll clients never write the send ring's Alertable and wait on the event after
 /// every empty read (WintunReceivePacket, then WaitForSingleObject on WintunGetReadWaitEvent), so
 /// the event must come on every move of Tail: once per send call that moved it.
-#[test]
+#[oxtun_sim::test]
 fn the_send_event_is_set_on_every_move_of_tail_whatever_alertable_says() {
     let setup = setup();
     let process = Process::new(Token::System, Bitness::Bits64);
@@ -260,7 +260,7 @@ fn the_send_event_is_set_on_every_move_of_tail_whatever_alertable_says() {
 /// A pause that NDIS issues while a send call is under way returns only once that call has
 /// completed its NBLs: a pausing miniport completes every outstanding send ("Pausing an Adapter",
 /// NDIS documentation; the simulator checks it when the pause returns).
-#[test]
+#[oxtun_sim::test]
 fn a_pause_during_a_send_returns_after_it_completes() {
     let setup = setup();
     let process = Process::new(Token::System, Bitness::Bits64);
@@ -290,7 +290,7 @@ fn a_pause_during_a_send_returns_after_it_completes() {
     setup.finish();
 }
 
-#[test]
+#[oxtun_sim::test]
 fn concurrent_senders_keep_every_packet_intact_and_in_their_order() {
     const SENDERS: u64 = 4;
     const PER_SENDER: u64 = 5_000;
@@ -337,7 +337,7 @@ fn concurrent_senders_keep_every_packet_intact_and_in_their_order() {
     setup.finish();
 }
 
-#[test]
+#[oxtun_sim::test]
 fn a_client_scribbling_on_head_stops_the_ring_and_nothing_else() {
     let setup = setup();
     let process = Process::new(Token::System, Bitness::Bits64);
@@ -366,7 +366,7 @@ fn a_client_scribbling_on_head_stops_the_ring_and_nothing_else() {
     setup.finish();
 }
 
-#[test]
+#[oxtun_sim::test]
 fn closing_during_traffic_completes_every_send_and_holds_nothing() {
     let setup = setup();
     let process = Process::new(Token::System, Bitness::Bits64);

@@ -1,9 +1,12 @@
-//! The built oxtun.dll of each Windows architecture, as scripts/test.sh cross-builds them
-//! (`cargo build -p oxtun-api --release --target x86_64-pc-windows-gnu`, and i686): read with
-//! tools that are not ours (llvm-readobj, objdump), then run under Wine as far as Wine can
-//! (scripts/wine.sh).
+//! The built oxtun.dll of each Windows architecture (`cargo build -p oxtun-api --release --target
+//! x86_64-pc-windows-gnu`, and i686, with the package embedded; both brought up to date first,
+//! `artifacts`): read with tools that are not ours (llvm-readobj, objdump), then run under Wine
+//! as far as Wine can (scripts/wine.sh).
 
 #![cfg(target_os = "linux")]
+
+#[path = "../../tests/artifacts/mod.rs"]
+mod artifacts;
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -58,16 +61,11 @@ fn workspace() -> PathBuf {
 }
 
 fn dll(target: &str) -> PathBuf {
-    let dll = workspace()
-        .join("target")
-        .join(target)
-        .join("release/oxtun.dll");
-    assert!(
-        dll.is_file(),
-        "{} is missing: cargo build -p oxtun-api --release --target {target} (scripts/test.sh does)",
-        dll.display()
-    );
-    dll
+    let index = artifacts::API_TARGETS
+        .iter()
+        .position(|&api_target| api_target == target)
+        .expect("an API target");
+    artifacts::api_dlls().swap_remove(index)
 }
 
 fn output(program: &str, args: &[&str], file: &Path) -> String {
@@ -124,7 +122,7 @@ fn each_dll_imports_only_from_windows_own_dlls() {
 /// is there (llvm-readobj names it, with the file's size) and the file's bytes are in the DLL.
 #[test]
 fn each_dll_embeds_the_driver_package() {
-    let package = workspace().join("target/package");
+    let package = artifacts::package();
     for (target, _) in TARGETS {
         let dll = dll(target);
         let dump = output("llvm-readobj", &["--coff-resources"], &dll);

@@ -1,6 +1,6 @@
 //! The adapter life cycle and the session's semantics through the Rust API, on Linux: each
 //! adapter a `wintun-emu` process, each test in a network namespace and run folder of its own
-//! (each test is its own process under nextest).
+//! (`#[oxtun_sim::test]`: a process per test under plain `cargo test` too).
 
 #![cfg(target_os = "linux")]
 
@@ -17,7 +17,7 @@ use oxtun_client::{Adapter, Error, IF_TYPE_PROP_VIRTUAL};
 use support::icmp::answer_pings;
 use support::{capture_log, isolate, link, run, udp4, workspace_version};
 
-#[test]
+#[oxtun_sim::test]
 fn create_open_close_reopen_and_the_errors_of_each() {
     isolate();
     let log = capture_log();
@@ -89,7 +89,7 @@ fn creator_that_crashes() {
     std::process::abort();
 }
 
-#[test]
+#[oxtun_sim::test]
 fn an_orphaned_adapter_is_removed_by_the_next_create() {
     isolate();
     let log = capture_log();
@@ -114,7 +114,7 @@ fn an_orphaned_adapter_is_removed_by_the_next_create() {
     drop(adapter);
 }
 
-#[test]
+#[oxtun_sim::test]
 fn answers_pings_in_both_families() {
     isolate();
     let adapter = Adapter::create("oxtun-r2", "Test", None).unwrap();
@@ -149,7 +149,7 @@ fn answers_pings_in_both_families() {
 /// holds its space and everything after it, so the next burst finds the ring full and the driver
 /// drops it; once the first is released too, the next burst arrives whole. (A release that freed
 /// every earlier packet, as a ring-order-only session does, lets the first burst through.)
-#[test]
+#[oxtun_sim::test]
 fn out_of_order_releases_give_the_space_back_once_every_earlier_one_is_released() {
     isolate();
     let adapter = Adapter::create("oxtun-r3", "Test", None).unwrap();
@@ -203,7 +203,7 @@ fn out_of_order_releases_give_the_space_back_once_every_earlier_one_is_released(
 }
 
 /// Four threads allocate and send 250 datagrams each, in place; the system receives all 1000.
-#[test]
+#[oxtun_sim::test]
 fn several_threads_allocate_and_send() {
     isolate();
     let adapter = Adapter::create("oxtun-r4", "Test", None).unwrap();
@@ -269,7 +269,7 @@ fn several_threads_allocate_and_send() {
     assert_eq!(received, 1000);
 }
 
-#[test]
+#[oxtun_sim::test]
 fn bad_arguments_are_refused_and_leave_the_session_usable() {
     isolate();
     let adapter = Adapter::create("oxtun-r5", "Test", None).unwrap();

@@ -8,13 +8,15 @@
 //! ([`verifier`]); any allocation-like call can be made to fail ([`faults`]); every driver
 //! callback runs on a kernel stack of the size a driver gets on Windows ([`stack`]).
 //!
-//! A driver has global state, so one process holds one simulated kernel at a time: run tests
-//! with cargo-nextest (a process per test).
+//! A driver has global state, so one process holds one simulated kernel at a time: a test of the
+//! driver is an `#[oxtun_sim::test]`, which runs it in a process of its own under plain
+//! `cargo test` too ([`isolation`]).
 
 mod dispatcher;
 pub mod faults;
 pub mod io;
 pub mod irql;
+pub mod isolation;
 mod ndis;
 pub mod pool;
 pub mod process;
@@ -33,6 +35,7 @@ pub use ndis::{
     AdapterState, Fragmentation, General, OidResult, PreparedSend, ReceiveSink, Received,
     ReturnMode,
 };
+pub use oxtun_sim_macros::test;
 pub use process::{Bitness, EventObject, IntegrityLevel, Process, Token};
 
 /// `IRP_MN_CANCEL_REMOVE_DEVICE`: PnP takes back a query-remove it vetoed.

@@ -17,7 +17,7 @@ fn assert_one_violation(misuse: impl FnOnce(), mentioning: &str) {
     assert!(violations[0].contains(mentioning), "{violations:?}");
 }
 
-#[test]
+#[oxtun_sim::test]
 fn pool_double_free_and_wrong_tag_are_caught() {
     // SAFETY (test): the simulator's exports, called as the driver would.
     unsafe {
@@ -29,7 +29,7 @@ fn pool_double_free_and_wrong_tag_are_caught() {
     assert!(oxtun_sim::outstanding().is_empty());
 }
 
-#[test]
+#[oxtun_sim::test]
 fn paged_pool_above_apc_level_is_caught() {
     const POOL_FLAG_PAGED: POOL_FLAGS = 0x100;
     let violations = violations_of(|| {
@@ -46,7 +46,7 @@ fn paged_pool_above_apc_level_is_caught() {
     );
 }
 
-#[test]
+#[oxtun_sim::test]
 fn spin_lock_misuse_is_caught() {
     let mut lock: KSPIN_LOCK = 0;
     // SAFETY (test): the simulator's exports on a live lock word.
@@ -70,7 +70,7 @@ fn spin_lock_misuse_is_caught() {
     }
 }
 
-#[test]
+#[oxtun_sim::test]
 fn freeing_memory_that_holds_an_acquired_lock_is_caught() {
     // SAFETY (test): the simulator's exports, on pool memory used as a lock word.
     unsafe {
@@ -83,7 +83,7 @@ fn freeing_memory_that_holds_an_acquired_lock_is_caught() {
     }
 }
 
-#[test]
+#[oxtun_sim::test]
 fn a_callback_returning_at_another_irql_is_caught() {
     assert_one_violation(
         || {
@@ -95,7 +95,7 @@ fn a_callback_returning_at_another_irql_is_caught() {
     );
 }
 
-#[test]
+#[oxtun_sim::test]
 fn an_mdl_freed_while_locked_and_an_unknown_dereference_are_caught() {
     use oxtun_sim::{Bitness, Process, Token, process};
     let user = Process::new(Token::Administrator, Bitness::Bits64);
@@ -120,7 +120,7 @@ fn an_mdl_freed_while_locked_and_an_unknown_dereference_are_caught() {
     );
 }
 
-#[test]
+#[oxtun_sim::test]
 fn an_eresource_freed_without_delete_is_caught() {
     // SAFETY (test): the simulator's exports, on pool memory used as an ERESOURCE.
     unsafe {
@@ -130,7 +130,7 @@ fn an_eresource_freed_without_delete_is_caught() {
     }
 }
 
-#[test]
+#[oxtun_sim::test]
 fn a_probe_outside_the_process_memory_fails_like_the_kernel() {
     // SAFETY (test): the simulator's exports; the address is not the process's.
     unsafe {

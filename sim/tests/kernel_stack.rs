@@ -64,7 +64,7 @@ fn assert_overflow_in(output: Output, callback: &str) {
     );
 }
 
-#[test]
+#[oxtun_sim::test]
 fn a_callback_whose_frame_overflows_the_kernel_stack_aborts_naming_it() {
     if let Some(output) = in_child(
         "a_callback_whose_frame_overflows_the_kernel_stack_aborts_naming_it",
@@ -81,7 +81,7 @@ fn a_callback_whose_frame_overflows_the_kernel_stack_aborts_naming_it() {
 }
 
 /// The fault handler needs a stack of its own to run on; a thread without one gets one.
-#[test]
+#[oxtun_sim::test]
 fn an_overflow_on_a_thread_without_a_signal_stack_is_reported() {
     if let Some(output) = in_child(
         "an_overflow_on_a_thread_without_a_signal_stack_is_reported",
@@ -104,7 +104,7 @@ fn an_overflow_on_a_thread_without_a_signal_stack_is_reported() {
     }
 }
 
-#[test]
+#[oxtun_sim::test]
 fn a_callback_within_the_kernel_stack_runs() {
     call_at(
         PASSIVE_LEVEL,
@@ -124,7 +124,7 @@ fn a_callback_within_the_kernel_stack_runs() {
 
 /// A callback made from an export's body (NDIS returning NBLs inside an indication) shares the
 /// kernel stack with the driver's frames above it.
-#[test]
+#[oxtun_sim::test]
 fn a_nested_callback_overflows_below_the_driver_frames_above_it() {
     if let Some(output) = in_child(
         "a_nested_callback_overflows_below_the_driver_frames_above_it",
@@ -140,7 +140,7 @@ fn a_nested_callback_overflows_below_the_driver_frames_above_it() {
     }
 }
 
-#[test]
+#[oxtun_sim::test]
 fn a_nested_callback_leaves_the_driver_frames_above_it_intact() {
     call_at(PASSIVE_LEVEL, "an outer callback", || {
         frame_calling::<4096>(|| {
@@ -150,14 +150,14 @@ fn a_nested_callback_leaves_the_driver_frames_above_it_intact() {
 }
 
 /// The simulator's code (an export's body) has the thread's own stack, not the kernel's.
-#[test]
+#[oxtun_sim::test]
 fn an_export_body_runs_on_the_thread_stack() {
     call_at(PASSIVE_LEVEL, "a callback", || {
         stack::on_host_stack(frame::<{ 64 * 1024 }>);
     });
 }
 
-#[test]
+#[oxtun_sim::test]
 fn each_callback_high_water_mark_is_measured() {
     stack::measure(true);
     call_at(PASSIVE_LEVEL, "an empty callback", || {});
@@ -202,7 +202,7 @@ fn each_callback_high_water_mark_is_measured() {
 
 /// Every function the simulator exports to the driver is a `#[kernel_export]`, so none runs the
 /// simulator's code on the kernel stack.
-#[test]
+#[oxtun_sim::test]
 fn every_exported_function_runs_its_body_on_the_thread_stack() {
     let mut folders = vec![std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src")];
     while let Some(folder) = folders.pop() {
