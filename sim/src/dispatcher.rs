@@ -6,8 +6,9 @@
 #![allow(clippy::missing_safety_doc)]
 
 use std::collections::BTreeMap;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Condvar, Mutex};
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -27,13 +28,41 @@ struct EventState {
 
 /// KEVENTs in the driver's memory, by address.
 static EVENTS: Mutex<BTreeMap<usize, EventState>> = Mutex::new(BTreeMap::new());
-/// Bumped and broadcast on every change a waiter may be waiting for.
-static CHANGES: (Mutex<u64>, Condvar) = (Mutex::new(0), Condvar::new());
 
-/// Wakes every waiter to look at its objects again.
+/// The threads in a wait: the objects each waits on, and the eventfd that wakes it. Setting an
+/// object wakes only the threads waiting on it, as KeSetEvent does.
+static WAITERS: Mutex<Vec<(Vec<usize>, RawFd)>> = Mutex::new(Vec::new());
+
+thread_local! {
+    /// This thread's wake-up, polled in its waits.
+    static WAKE: OwnedFd = {
+        // SAFETY: a new eventfd.
+        let fd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) };
+        assert!(fd >= 0, "eventfd: {}", std::io::Error::last_os_error());
+        // SAFETY: the descriptor just made, ours alone.
+        unsafe { OwnedFd::from_raw_fd(fd) }
+    };
+}
+
+fn signal(fd: RawFd) {
+    // SAFETY: 8 bytes from a local to an eventfd.
+    unsafe { libc::write(fd, (&1u64 as *const u64).cast(), 8) };
+}
+
+/// Wakes the threads waiting on `object` to look at their objects again.
+pub fn wake_waiters_of(object: usize) {
+    for (objects, wake) in WAITERS.lock().unwrap().iter() {
+        if objects.contains(&object) {
+            signal(*wake);
+        }
+    }
+}
+
+/// Wakes every waiting thread to look at its objects again.
 pub fn wake_waiters() {
-    *CHANGES.0.lock().unwrap() += 1;
-    CHANGES.1.notify_all();
+    for (_, wake) in WAITERS.lock().unwrap().iter() {
+        signal(*wake);
+    }
 }
 
 /// Called when pool is freed: events in it are gone (and may not be waited on).
@@ -75,7 +104,7 @@ pub fn set_kernel_event(event: PKEVENT) -> Option<bool> {
         let state = events.get_mut(&(event as usize))?;
         std::mem::replace(&mut state.signalled, true)
     };
-    wake_waiters();
+    wake_waiters_of(event as usize);
     Some(was)
 }
 
@@ -122,31 +151,82 @@ fn wait(objects: &[usize], timeout: *mut i64, what: &str) -> NTSTATUS {
     let Some(deadline) = deadline(timeout) else {
         return STATUS_TIMEOUT;
     };
-    let mut generation = CHANGES.0.lock().unwrap();
-    loop {
-        for (index, &object) in objects.iter().enumerate() {
-            match try_satisfy(object) {
-                Some(true) => return STATUS_WAIT_0 + index as NTSTATUS,
-                Some(false) => {}
-                None => {
-                    violation(format!(
-                        "{what} on {object:#x}, which is not a dispatcher object"
-                    ));
-                    return STATUS_WAIT_0;
-                }
+    // Events that stand for an eventfd of the emulator's client are signalled when it is
+    // readable: polled with this thread's wake-up.
+    let outside: Vec<Arc<process::EventObject>> = objects
+        .iter()
+        .filter_map(|&object| process::referenced_event(object))
+        .filter(|event| event.source().is_some())
+        .collect();
+    let wake = WAKE.with(|wake| wake.as_raw_fd());
+    let mut polled: Vec<libc::pollfd> = std::iter::once(wake)
+        .chain(outside.iter().filter_map(|event| event.source()))
+        .map(|fd| libc::pollfd {
+            fd,
+            events: libc::POLLIN,
+            revents: 0,
+        })
+        .collect();
+    // In the list before the objects are looked at, so a set between the look and the poll
+    // leaves the wake-up readable.
+    WAITERS.lock().unwrap().push((objects.to_vec(), wake));
+    let status = loop {
+        if let Some(index) = satisfied(objects, what) {
+            break STATUS_WAIT_0 + index as NTSTATUS;
+        }
+        let timeout = match deadline {
+            Some(deadline) => match deadline.checked_duration_since(Instant::now()) {
+                Some(remaining) => Some(libc::timespec {
+                    tv_sec: remaining.as_secs() as libc::time_t,
+                    tv_nsec: libc::c_long::from(remaining.subsec_nanos()),
+                }),
+                None => break STATUS_TIMEOUT,
+            },
+            None => None,
+        };
+        let timeout = timeout
+            .as_ref()
+            .map_or(std::ptr::null(), std::ptr::from_ref);
+        // SAFETY: polling our array of descriptors, all open (the events' Arcs are held), with
+        // a timeout of ours or none.
+        unsafe {
+            libc::ppoll(
+                polled.as_mut_ptr(),
+                polled.len() as libc::nfds_t,
+                timeout,
+                std::ptr::null(),
+            )
+        };
+        drain(wake);
+        for entry in &mut polled {
+            entry.revents = 0;
+        }
+    };
+    WAITERS.lock().unwrap().retain(|&(_, fd)| fd != wake);
+    status
+}
+
+/// The index of the first of `objects` that is signalled, taking its signal.
+fn satisfied(objects: &[usize], what: &str) -> Option<usize> {
+    for (index, &object) in objects.iter().enumerate() {
+        match try_satisfy(object) {
+            Some(true) => return Some(index),
+            Some(false) => {}
+            None => {
+                violation(format!(
+                    "{what} on {object:#x}, which is not a dispatcher object"
+                ));
+                return Some(index);
             }
         }
-        let remaining = match deadline {
-            Some(deadline) => match deadline.checked_duration_since(Instant::now()) {
-                Some(remaining) => remaining,
-                None => return STATUS_TIMEOUT,
-            },
-            // Look again now and then, in case a change slipped past between the check and the
-            // wait (the objects' own locks are not this one).
-            None => Duration::from_millis(20),
-        };
-        generation = CHANGES.1.wait_timeout(generation, remaining).unwrap().0;
     }
+    None
+}
+
+fn drain(fd: RawFd) {
+    let mut count = 0u64;
+    // SAFETY: 8 bytes into a local from a non-blocking eventfd.
+    unsafe { libc::read(fd, (&mut count as *mut u64).cast(), 8) };
 }
 
 #[kernel_export]

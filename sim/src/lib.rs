@@ -33,7 +33,7 @@ use oxtun_driver::sys::*;
 pub use io::DeviceHandle;
 pub use ndis::{
     AdapterState, Fragmentation, General, OidResult, PreparedSend, ReceiveSink, Received,
-    ReturnMode,
+    ReturnMode, Sender,
 };
 pub use oxtun_sim_macros::test;
 pub use process::{Bitness, EventObject, IntegrityLevel, Process, Token};
@@ -251,6 +251,11 @@ impl Adapter {
         self.transition(AdapterState::Running, AdapterState::Paused)
     }
 
+    /// A sender of packets where they lie, in NBLs it reuses (the emulator's upper edge).
+    pub fn sender(&self) -> Sender {
+        Sender::new(self.handle)
+    }
+
     /// Sends NBLs prepared once (for benchmarks); returns how many completed with success.
     pub fn send_prepared(&self, prepared: &mut PreparedSend, irql: KIRQL) -> usize {
         ndis::send_prepared(self.handle, prepared, irql)
@@ -267,8 +272,8 @@ impl Adapter {
             .recording = recording;
     }
 
-    /// Hands every indicated packet to `sink` instead of recording it (the emulator's upper
-    /// edge: a TUN interface, or the send path again).
+    /// Hands the packets of every indication to `sink` instead of recording them (the
+    /// emulator's upper edge: a TUN interface, or the send path again).
     pub fn set_receive_sink(&self, sink: Option<ndis::ReceiveSink>) {
         ndis::adapter_block(self.handle)
             .receive

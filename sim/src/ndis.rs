@@ -237,8 +237,9 @@ pub struct ReceiveSide {
     pub sink: Option<ReceiveSink>,
 }
 
-/// Takes each packet the driver indicates, in place of the recording.
-pub type ReceiveSink = std::sync::Arc<dyn Fn(&[u8]) + Send + Sync>;
+/// Takes the packets of each indication, in place of the recording: borrowed where the
+/// indicated NBLs describe them (the driver's receive ring), before the NBLs are returned.
+pub type ReceiveSink = std::sync::Arc<dyn Fn(&[&[u8]]) + Send + Sync>;
 
 /// What the driver told NDIS about an adapter.
 #[derive(Clone, Debug, Default)]
@@ -886,28 +887,10 @@ unsafe impl Send for PreparedSend {}
 
 /// Sends prepared NBLs again; returns how many completed with success.
 pub fn send_prepared(handle: NDIS_HANDLE, prepared: &mut PreparedSend, irql: KIRQL) -> usize {
-    let handlers = handlers().expect("a registered driver");
-    let context = adapter_context(handle);
-    {
-        let mut sent = SENT.lock().unwrap();
-        for nbl in &mut prepared.nbls {
-            nbl.nbl.nbl.Status = 0x7EAD_BEEF;
-            sent.insert(
-                &nbl.nbl.nbl as *const NET_BUFFER_LIST as usize,
-                handle as usize,
-            );
-        }
+    for nbl in &mut prepared.nbls {
+        nbl.nbl.nbl.Status = 0x7EAD_BEEF;
     }
-    let flags = if irql == DISPATCH_LEVEL {
-        NDIS_SEND_FLAGS_DISPATCH_LEVEL
-    } else {
-        0
-    };
-    let first: *mut NET_BUFFER_LIST = &mut prepared.nbls[0].nbl.nbl;
-    irql::call_at(irql, "MiniportSendNetBufferLists", || {
-        // SAFETY: the driver's handler with its context and a chain NDIS owns until completion.
-        unsafe { (handlers.send)(context, first, 0, flags) }
-    });
+    send_chain(handle, &mut prepared.nbls[0].nbl.nbl, irql);
     prepared
         .nbls
         .iter()
@@ -915,7 +898,117 @@ pub fn send_prepared(handle: NDIS_HANDLE, prepared: &mut PreparedSend, irql: KIR
         .count()
 }
 
-/// NBLs sent and not yet completed, by address.
+/// Sends the packets it is given where they lie, each as one NBL of one NET_BUFFER and one MDL,
+/// in NBL storage kept from one send to the next: how a forwarding stack hands packets it
+/// received to a miniport, without copying them (the emulator's upper edge).
+pub struct Sender {
+    handle: NDIS_HANDLE,
+    nbls: Vec<NblStorage>,
+    nbs: Vec<NbStorage>,
+    mdls: Vec<MDL>,
+}
+
+// SAFETY: the storage is touched only by the thread that sends and by the driver during a send.
+unsafe impl Send for Sender {}
+
+impl Sender {
+    pub fn new(handle: NDIS_HANDLE) -> Self {
+        Sender {
+            handle,
+            nbls: Vec::new(),
+            nbs: Vec::new(),
+            mdls: Vec::new(),
+        }
+    }
+
+    /// Sends `packets` in one call at `irql`; returns how many completed with success.
+    pub fn send(&mut self, packets: &[&[u8]], irql: KIRQL) -> usize {
+        if packets.is_empty() {
+            return 0;
+        }
+        // Grown before any pointer into the storage is taken: the driver holds none after a send.
+        if self.nbls.len() < packets.len() {
+            // SAFETY (each): plain data; all zeroes is a valid empty NBL, NET_BUFFER and MDL.
+            self.nbls
+                .resize_with(packets.len(), || unsafe { std::mem::zeroed() });
+            self.nbs
+                .resize_with(packets.len(), || unsafe { std::mem::zeroed() });
+            self.mdls
+                .resize_with(packets.len(), || unsafe { std::mem::zeroed() });
+        }
+        let mut next: *mut NET_BUFFER_LIST = null_mut();
+        for (index, packet) in packets.iter().enumerate().rev() {
+            let mdl = &mut self.mdls[index];
+            // SAFETY: plain data; all zeroes is a valid empty MDL (and NET_BUFFER, NBL below).
+            *mdl = unsafe { std::mem::zeroed() };
+            mdl.MappedSystemVa = packet.as_ptr().cast_mut().cast();
+            mdl.StartVa = mdl.MappedSystemVa;
+            mdl.ByteCount = packet.len() as u32;
+            mdl.MdlFlags = MDL_SOURCE_IS_NONPAGED_POOL;
+            let nb = &mut self.nbs[index].nb;
+            // SAFETY: as above.
+            *nb = unsafe { std::mem::zeroed() };
+            nb.MdlChain = mdl;
+            nb.CurrentMdl = mdl;
+            nb.DataLength = packet.len() as u32;
+            let storage = &mut self.nbls[index];
+            // SAFETY: as above.
+            *storage = unsafe { std::mem::zeroed() };
+            storage.nbl.FirstNetBuffer = nb;
+            storage.nbl.Status = 0x7EAD_BEEF;
+            storage.nbl.Next = next;
+            next = &mut storage.nbl;
+        }
+        send_chain(self.handle, next, irql);
+        self.nbls[..packets.len()]
+            .iter()
+            .filter(|storage| storage.nbl.Status == NDIS_STATUS_SUCCESS)
+            .count()
+    }
+}
+
+/// Sends the chain from `first` at `irql`, each NBL of which must come back through
+/// NdisMSendNetBufferListsComplete exactly once before the send handler returns (the driver
+/// never pends sends).
+fn send_chain(handle: NDIS_HANDLE, first: *mut NET_BUFFER_LIST, irql: KIRQL) {
+    let handlers = handlers().expect("a registered driver");
+    let context = adapter_context(handle);
+    let state = state(handle);
+    if state != AdapterState::Running && state != AdapterState::Paused {
+        violation(format!(
+            "the simulator sends to an adapter in state {state:?}"
+        ));
+    }
+    let mut chain = Vec::new();
+    let mut nbl = first;
+    while !nbl.is_null() {
+        chain.push(nbl as usize);
+        // SAFETY: an NBL of the caller's chain.
+        nbl = unsafe { (*nbl).Next };
+    }
+    {
+        let mut sent = SENT.lock().unwrap();
+        for &nbl in &chain {
+            sent.insert(nbl, handle as usize);
+        }
+    }
+    let flags = if irql == DISPATCH_LEVEL {
+        NDIS_SEND_FLAGS_DISPATCH_LEVEL
+    } else {
+        0
+    };
+    irql::call_at(irql, "MiniportSendNetBufferLists", || {
+        // SAFETY: the driver's handler with its context and a chain NDIS owns until completion.
+        unsafe { (handlers.send)(context, first, 0, flags) }
+    });
+    let sent = SENT.lock().unwrap();
+    for nbl in chain {
+        if sent.contains_key(&nbl) {
+            violation(format!("NBL {nbl:#x} was not completed"));
+        }
+    }
+}
+
 /// NBLs sent and not yet completed, by address, with the adapter each was sent to.
 static SENT: Mutex<BTreeMap<usize, usize>> = Mutex::new(BTreeMap::new());
 
@@ -937,23 +1030,13 @@ pub fn check_no_send_outstanding(handle: NDIS_HANDLE) {
 }
 
 /// Sends one NBL per entry of `nbls` (each a list of packets, one NET_BUFFER each) at `irql`,
-/// and returns the status each NBL completed with. Every NBL must come back through
-/// NdisMSendNetBufferListsComplete exactly once before the send handler returns (the driver
-/// never pends sends).
+/// and returns the status each NBL completed with.
 pub fn send(
     handle: NDIS_HANDLE,
     nbls: &[Vec<Vec<u8>>],
     layout: Fragmentation,
     irql: KIRQL,
 ) -> Vec<NDIS_STATUS> {
-    let handlers = handlers().expect("a registered driver");
-    let context = adapter_context(handle);
-    let state = state(handle);
-    if state != AdapterState::Running && state != AdapterState::Paused {
-        violation(format!(
-            "the simulator sends to an adapter in state {state:?}"
-        ));
-    }
     let mut sending: Vec<SendNbl> = nbls
         .iter()
         .map(|packets| build_nbl(packets, layout))
@@ -962,34 +1045,10 @@ pub fn send(
         let next: *mut NET_BUFFER_LIST = &mut sending[index + 1].nbl.nbl;
         sending[index].nbl.nbl.Next = next;
     }
-    {
-        let mut sent = SENT.lock().unwrap();
-        for nbl in &sending {
-            sent.insert(
-                &nbl.nbl.nbl as *const NET_BUFFER_LIST as usize,
-                handle as usize,
-            );
-        }
-    }
-    let flags = if irql == DISPATCH_LEVEL {
-        NDIS_SEND_FLAGS_DISPATCH_LEVEL
-    } else {
-        0
-    };
     let first: *mut NET_BUFFER_LIST = sending
         .first_mut()
         .map_or(null_mut(), |nbl| &mut nbl.nbl.nbl);
-    irql::call_at(irql, "MiniportSendNetBufferLists", || {
-        // SAFETY: the driver's handler with its context and a chain NDIS owns until completion.
-        unsafe { (handlers.send)(context, first, 0, flags) }
-    });
-    let sent = SENT.lock().unwrap();
-    for nbl in &sending {
-        let address = &nbl.nbl.nbl as *const NET_BUFFER_LIST as usize;
-        if sent.contains_key(&address) {
-            violation(format!("NBL {address:#x} was not completed"));
-        }
-    }
+    send_chain(handle, first, irql);
     sending.iter().map(|nbl| nbl.nbl.nbl.Status).collect()
 }
 
@@ -1159,6 +1218,33 @@ fn check_indicated(handle: NDIS_HANDLE, nbl: *mut NET_BUFFER_LIST) {
     }
 }
 
+/// The packet an indicated NBL carries, where it lies when its one MDL holds it (as the
+/// driver's NBLs describe the ring), else copied out of the chain. Borrowed until the NBL is
+/// returned.
+fn indicated_data<'a>(nbl: *mut NET_BUFFER_LIST) -> std::borrow::Cow<'a, [u8]> {
+    // SAFETY: an NBL the driver allocated and indicated, live until returned; its one
+    // NET_BUFFER (check_indicated looked) and MDL chain.
+    unsafe {
+        let nb = (*nbl).FirstNetBuffer;
+        let (mdl, offset, length) = (
+            (*nb).CurrentMdl,
+            (*nb).CurrentMdlOffset as usize,
+            (*nb).DataLength as usize,
+        );
+        if !mdl.is_null() && offset + length <= (*mdl).ByteCount as usize {
+            let base =
+                crate::faults::as_system(|| MmGetSystemAddressForMdlSafe(mdl, NormalPagePriority));
+            if !base.is_null() {
+                return std::borrow::Cow::Borrowed(std::slice::from_raw_parts(
+                    base.cast::<u8>().add(offset),
+                    length,
+                ));
+            }
+        }
+        std::borrow::Cow::Owned(crate::io::read_mdl_chain(mdl, offset, length).0)
+    }
+}
+
 /// What an indicated NBL carries, read as the stack would.
 fn read_received(nbl: *mut NET_BUFFER_LIST) -> Received {
     // SAFETY: an NBL the driver allocated and indicated: live until returned.
@@ -1241,7 +1327,7 @@ pub unsafe extern "efiapi" fn NdisMIndicateReceiveNetBufferLists(
                 ));
             }
             if receive.sink.is_some() {
-                sunk.push(read_received(nbl as *mut NET_BUFFER_LIST).data);
+                sunk.push(indicated_data(nbl as *mut NET_BUFFER_LIST));
             } else if receive.recording {
                 let received = read_received(nbl as *mut NET_BUFFER_LIST);
                 receive.received.push_back(received);
@@ -1267,9 +1353,8 @@ pub unsafe extern "efiapi" fn NdisMIndicateReceiveNetBufferLists(
     };
     block.received_changed.notify_all();
     if let Some(sink) = sink {
-        for packet in &sunk {
-            sink(packet);
-        }
+        let packets: Vec<&[u8]> = sunk.iter().map(|data| &**data).collect();
+        sink(&packets);
     }
     if mode == ReturnMode::PauseDuringIndication {
         pause_from_another_thread(handle);

@@ -7,6 +7,7 @@
 
 use std::cell::RefCell;
 use std::collections::BTreeMap;
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 
@@ -72,6 +73,9 @@ pub struct EventObject {
     /// Called on every set, for an event that stands for something outside the simulator (the
     /// emulator's eventfd).
     on_set: Option<Box<dyn Fn() + Send + Sync>>,
+    /// An eventfd whose count, when not zero, is this event set from outside the simulator (by
+    /// the emulator's client): waits poll it, and taking the signal reads it.
+    source: Option<OwnedFd>,
 }
 
 impl EventObject {
@@ -86,7 +90,33 @@ impl EventObject {
 
     /// Whether the event is signalled; resets it, like a wait on an auto-reset event.
     pub fn take(&self) -> bool {
-        std::mem::take(&mut *self.signalled.lock().unwrap())
+        std::mem::take(&mut *self.signalled.lock().unwrap()) || self.take_source()
+    }
+
+    /// The eventfd that sets this event from outside, if it has one.
+    pub fn source(&self) -> Option<RawFd> {
+        self.source.as_ref().map(AsRawFd::as_raw_fd)
+    }
+
+    /// Reads the source's count, if it is not zero (without blocking: the client's descriptor
+    /// may be a blocking one, and its flags are the client's to set).
+    fn take_source(&self) -> bool {
+        let Some(fd) = self.source() else {
+            return false;
+        };
+        let mut readable = libc::pollfd {
+            fd,
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: polling one descriptor we hold, without waiting.
+        if unsafe { libc::poll(&mut readable, 1, 0) } != 1 {
+            return false;
+        }
+        let mut count = 0u64;
+        // SAFETY: 8 bytes into a local from a readable eventfd; the driver's receive thread is
+        // its one reader, so it does not block.
+        unsafe { libc::read(fd, (&mut count as *mut u64).cast(), 8) == 8 }
     }
 
     /// Waits up to `timeout` for the event, as a client's WaitForSingleObject; true if it came
@@ -104,7 +134,7 @@ impl EventObject {
         self.sets.fetch_add(1, Ordering::SeqCst);
         *self.signalled.lock().unwrap() = true;
         self.changed.notify_all();
-        crate::dispatcher::wake_waiters();
+        crate::dispatcher::wake_waiters_of(self.header.as_ptr() as usize);
         if let Some(on_set) = &self.on_set {
             on_set();
         }
@@ -380,12 +410,32 @@ impl Process {
         access: ACCESS_MASK,
         on_set: Option<Box<dyn Fn() + Send + Sync>>,
     ) -> (u64, Arc<EventObject>) {
+        self.insert_event(access, on_set, None)
+    }
+
+    /// Like [`Process::create_event`], for an event set from outside the simulator: it is set
+    /// whenever `source`, an eventfd, counts more than zero.
+    pub fn create_event_from(
+        &self,
+        access: ACCESS_MASK,
+        source: OwnedFd,
+    ) -> (u64, Arc<EventObject>) {
+        self.insert_event(access, None, Some(source))
+    }
+
+    fn insert_event(
+        &self,
+        access: ACCESS_MASK,
+        on_set: Option<Box<dyn Fn() + Send + Sync>>,
+        source: Option<OwnedFd>,
+    ) -> (u64, Arc<EventObject>) {
         let event = Arc::new(EventObject {
             header: [0; 3],
             signalled: Mutex::new(false),
             changed: Condvar::new(),
             sets: AtomicU64::new(0),
             on_set,
+            source,
         });
         let handle = self.insert_handle(Object::Event(event.clone()), access);
         (handle, event)

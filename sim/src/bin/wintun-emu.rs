@@ -11,7 +11,8 @@ use std::os::unix::fs::FileTypeExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::thread;
 
 use oxtun_abi::emulator::{EmulatorRegistration, REGISTRATION_DESCRIPTORS};
@@ -20,7 +21,15 @@ use oxtun_abi::{
 };
 use oxtun_driver::sys::*;
 use oxtun_sim::tun::{self, ip};
-use oxtun_sim::{Adapter, Bitness, Driver, Fragmentation, Process, Token, stack};
+use oxtun_sim::{Adapter, Bitness, Driver, Process, Token, stack};
+
+/// A line on stderr, where a log may be gone: the process that read it (a test, killed on a
+/// timeout) may have died, and the emulator must still shut down when it is told to.
+macro_rules! log {
+    ($($argument:tt)*) => {{
+        let _ = writeln!(io::stderr(), $($argument)*);
+    }};
+}
 
 const USAGE: &str = "usage: wintun-emu --socket PATH [--address CIDR]... [--name IFNAME] \
                      [--upper tun|reflect] [--version-file PATH] [--stack-high-water]";
@@ -111,12 +120,6 @@ fn signal_eventfd(fd: BorrowedFd<'_>) {
     unsafe { libc::write(fd.as_raw_fd(), one.as_ptr().cast(), one.len()) };
 }
 
-fn drain_eventfd(fd: BorrowedFd<'_>) {
-    let mut value = [0u8; 8];
-    // SAFETY: 8 bytes into a local from an eventfd (non-blocking use: after poll said readable).
-    unsafe { libc::read(fd.as_raw_fd(), value.as_mut_ptr().cast(), value.len()) };
-}
-
 /// Waits until one of `fds` is readable; returns which.
 fn poll_readable(fds: &[BorrowedFd<'_>]) -> io::Result<usize> {
     let mut polls: Vec<libc::pollfd> = fds
@@ -163,30 +166,76 @@ fn configure_interface(name: &str, mtu: u32, addresses: &[String]) -> io::Result
     Ok(())
 }
 
-/// Packets from the TUN interface go to the driver's send path, as the Windows stack sends.
-fn forward_from_tun(tun: &OwnedFd, stop: &OwnedFd, adapter: &Adapter) {
-    let mut buffer = vec![0u8; 0x10000];
+/// The most packets read from the TUN interface before they go to the driver in one send call.
+const TUN_BATCH: usize = 64;
+
+/// What the upper edge passed on and lost, reported at shutdown: where packets are dropped
+/// when a path is loaded past what it carries.
+#[derive(Default)]
+struct EdgeCounts {
+    /// Indicated packets written to the TUN interface (or handed back to the send path).
+    up: AtomicU64,
+    /// Indicated packets the TUN interface refused (its receive queue full).
+    up_dropped: AtomicU64,
+    /// Packets the driver's send path took into the send ring.
+    down: AtomicU64,
+    /// Packets the driver's send path failed (the send ring full, or no rings).
+    down_refused: AtomicU64,
+}
+
+impl EdgeCounts {
+    fn count_down(&self, sent: usize, offered: usize) {
+        self.down.fetch_add(sent as u64, Ordering::Relaxed);
+        self.down_refused
+            .fetch_add((offered - sent) as u64, Ordering::Relaxed);
+    }
+}
+
+impl std::fmt::Display for EdgeCounts {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let load = |count: &AtomicU64| count.load(Ordering::Relaxed);
+        write!(
+            f,
+            "up {} (dropped {}), down {} (refused by the driver {})",
+            load(&self.up),
+            load(&self.up_dropped),
+            load(&self.down),
+            load(&self.down_refused)
+        )
+    }
+}
+
+/// Packets from the TUN interface go to the driver's send path, as the Windows stack sends:
+/// read into buffers kept for the emulator's life, up to [`TUN_BATCH`] per send call, each
+/// described where it lies.
+fn forward_from_tun(tun: &OwnedFd, stop: &OwnedFd, adapter: &Adapter, counts: &EdgeCounts) {
+    let mut buffers = vec![vec![0u8; 0x10000]; TUN_BATCH];
+    let mut lengths = [0usize; TUN_BATCH];
+    let mut sender = adapter.sender();
     loop {
         match poll_readable(&[tun.as_fd(), stop.as_fd()]) {
             Ok(0) => {}
             _ => return,
         }
-        let mut batch = Vec::new();
-        loop {
+        let mut count = 0;
+        while count < TUN_BATCH {
+            let buffer = &mut buffers[count];
             // SAFETY: reading into our buffer from our non-blocking TUN descriptor.
             let read =
                 unsafe { libc::read(tun.as_raw_fd(), buffer.as_mut_ptr().cast(), buffer.len()) };
             if read <= 0 {
                 break;
             }
-            batch.push(vec![buffer[..read as usize].to_vec()]);
-            if batch.len() == 64 {
-                break;
-            }
+            lengths[count] = read as usize;
+            count += 1;
         }
-        if !batch.is_empty() {
-            adapter.send(&batch, Fragmentation::CONTIGUOUS, DISPATCH_LEVEL);
-        }
+        let packets: Vec<&[u8]> = buffers
+            .iter()
+            .zip(&lengths)
+            .take(count)
+            .map(|(buffer, &length)| &buffer[..length])
+            .collect();
+        counts.count_down(sender.send(&packets, DISPATCH_LEVEL), count);
     }
 }
 
@@ -250,31 +299,6 @@ fn is_eventfd(fd: BorrowedFd<'_>) -> bool {
         .is_ok_and(|target| target.as_os_str() == "anon_inode:[eventfd]")
 }
 
-/// A thread that sets the simulated receive event whenever the client signals its eventfd.
-struct Forwarder {
-    stop: OwnedFd,
-    thread: thread::JoinHandle<()>,
-}
-
-impl Forwarder {
-    fn start(eventfd: OwnedFd, event: Arc<oxtun_sim::EventObject>) -> io::Result<Forwarder> {
-        let stop = new_eventfd()?;
-        let stop_here = stop.try_clone()?;
-        let thread = thread::spawn(move || {
-            while let Ok(0) = poll_readable(&[eventfd.as_fd(), stop_here.as_fd()]) {
-                drain_eventfd(eventfd.as_fd());
-                event.set();
-            }
-        });
-        Ok(Forwarder { stop, thread })
-    }
-
-    fn stop(self) {
-        signal_eventfd(self.stop.as_fd());
-        let _ = self.thread.join();
-    }
-}
-
 /// One registration request: checks what only the emulator can (the message, the descriptors,
 /// the memfds' sizes), then issues the IOCTL through the simulated I/O manager.
 fn register(
@@ -282,7 +306,6 @@ fn register(
     device: &oxtun_sim::DeviceHandle<'_>,
     message: &[u8],
     descriptors: Vec<OwnedFd>,
-    forwarders: &mut Vec<Forwarder>,
 ) -> u32 {
     let request = match EmulatorRegistration::decode(message) {
         Ok(request) => request,
@@ -333,12 +356,9 @@ fn register(
         Box::new(move || signal_eventfd(eventfd.as_fd())) as Box<dyn Fn() + Send + Sync>
     };
     let (send_handle, _) = process.create_event_with(EVENT_ALL_ACCESS, Some(wake_client));
-    let (receive_handle, receive_object) = process.create_event(EVENT_ALL_ACCESS);
+    // The driver's waits on the receive event poll the client's eventfd itself.
+    let (receive_handle, _) = process.create_event_from(EVENT_ALL_ACCESS, receive_event);
     provisional.handles.extend([send_handle, receive_handle]);
-    let forwarder = match Forwarder::start(receive_event, receive_object) {
-        Ok(forwarder) => forwarder,
-        Err(_) => return STATUS_INVALID_PARAMETER,
-    };
     let registration = RingRegistration {
         send: RingDescriptor {
             ring_size: request.send_ring_size,
@@ -357,10 +377,7 @@ fn register(
         .expect("48 bytes");
     let status = device.device_control(TUN_IOCTL_REGISTER_RINGS, &buffer[..len]) as u32;
     if status == 0 {
-        forwarders.push(forwarder);
         provisional.keep();
-    } else {
-        forwarder.stop();
     }
     status
 }
@@ -396,21 +413,17 @@ impl Drop for Provisional<'_> {
 fn serve(stream: UnixStream, adapter: &Adapter) {
     let process = Process::new(Token::System, Bitness::Bits64);
     let device = process.open(adapter.device(), FILE_READ_DATA | FILE_WRITE_DATA);
-    let mut forwarders = Vec::new();
     let mut writer = &stream;
     while let Ok(Some((message, descriptors))) = receive_message(&stream) {
-        let status = register(&process, &device, &message, descriptors, &mut forwarders);
+        let status = register(&process, &device, &message, descriptors);
         if status != 0 {
-            eprintln!("wintun-emu: registration refused: status {status:#010x}");
+            log!("wintun-emu: registration refused: status {status:#010x}");
         }
         if writer.write_all(&status.to_le_bytes()).is_err() {
             break;
         }
     }
     device.close();
-    for forwarder in forwarders {
-        forwarder.stop();
-    }
     process.exit();
 }
 
@@ -484,25 +497,34 @@ fn run(options: Options) -> io::Result<bool> {
         // The MTU the driver reported in its general attributes.
         configure_interface(&options.name, adapter.general().mtu, &options.addresses)?;
     }
+    let counts = Arc::new(EdgeCounts::default());
     let sink: oxtun_sim::ReceiveSink = match &tun {
         Some(tun) => {
-            let tun = tun.try_clone()?;
-            Arc::new(move |packet: &[u8]| {
-                // SAFETY: writing a packet from a borrowed slice to our TUN descriptor; a full
-                // queue drops it, as a congested link would.
-                unsafe { libc::write(tun.as_raw_fd(), packet.as_ptr().cast(), packet.len()) };
+            let (tun, counts) = (tun.try_clone()?, counts.clone());
+            Arc::new(move |packets: &[&[u8]]| {
+                for packet in packets {
+                    // SAFETY: writing a packet from a borrowed slice to our TUN descriptor; a
+                    // full queue drops it, as a congested link would.
+                    let written = unsafe {
+                        libc::write(tun.as_raw_fd(), packet.as_ptr().cast(), packet.len())
+                    };
+                    let count = if written < 0 {
+                        &counts.up_dropped
+                    } else {
+                        &counts.up
+                    };
+                    count.fetch_add(1, Ordering::Relaxed);
+                }
             })
         }
         None => {
-            let adapter = Arc::downgrade(&adapter);
-            Arc::new(move |packet: &[u8]| {
-                if let Some(adapter) = adapter.upgrade() {
-                    adapter.send(
-                        &[vec![packet.to_vec()]],
-                        Fragmentation::CONTIGUOUS,
-                        DISPATCH_LEVEL,
-                    );
-                }
+            // The indicated packets, where they lie in the receive ring, sent again before
+            // their NBLs are returned: no copy until the send path's into the send ring.
+            let (sender, counts) = (Mutex::new(adapter.sender()), counts.clone());
+            Arc::new(move |packets: &[&[u8]]| {
+                let sent = sender.lock().unwrap().send(packets, DISPATCH_LEVEL);
+                counts.up.fetch_add(packets.len() as u64, Ordering::Relaxed);
+                counts.count_down(sent, packets.len());
             })
         }
     };
@@ -516,12 +538,13 @@ fn run(options: Options) -> io::Result<bool> {
         let mut signal = 0;
         // SAFETY: waiting for the blocked signals of our set.
         unsafe { libc::sigwait(&signals, &mut signal) };
-        eprintln!("wintun-emu: signal {signal}: shutting down");
+        log!("wintun-emu: signal {signal}: shutting down");
         signal_eventfd(signal_stop.as_fd());
     });
     let tun_thread = tun.map(|tun| {
         let (adapter, stop) = (adapter.clone(), stop.try_clone().expect("dup"));
-        thread::spawn(move || forward_from_tun(&tun, &stop, &adapter))
+        let counts = counts.clone();
+        thread::spawn(move || forward_from_tun(&tun, &stop, &adapter, &counts))
     });
     // Each connection's thread, and a handle that ends its stream when we shut down.
     let mut connections: Vec<(UnixStream, thread::JoinHandle<()>)> = Vec::new();
@@ -551,17 +574,18 @@ fn run(options: Options) -> io::Result<bool> {
         let _ = thread.join();
     }
     adapter.set_receive_sink(None);
+    log!("wintun-emu: upper edge: {counts}");
     let adapter =
         Arc::try_unwrap(adapter).map_err(|_| io::Error::other("the adapter is still in use"))?;
     adapter.halt();
     let leaks = driver.unload();
     if leaks.is_empty() {
-        eprintln!("wintun-emu: adapter halted, driver unloaded, nothing leaked");
+        log!("wintun-emu: adapter halted, driver unloaded, nothing leaked");
     } else {
-        eprintln!("wintun-emu: driver unloaded, but it leaked: {leaks}");
+        log!("wintun-emu: driver unloaded, but it leaked: {leaks}");
     }
     if options.stack_high_water {
-        eprint!("{}", stack::high_water());
+        let _ = write!(io::stderr(), "{}", stack::high_water());
     }
     Ok(leaks.is_empty())
 }
@@ -570,7 +594,7 @@ fn main() -> ExitCode {
     let options = match parse_options() {
         Ok(options) => options,
         Err(message) => {
-            eprintln!("wintun-emu: {message}\n{USAGE}");
+            log!("wintun-emu: {message}\n{USAGE}");
             return ExitCode::from(2);
         }
     };
@@ -578,7 +602,7 @@ fn main() -> ExitCode {
         Ok(true) => ExitCode::SUCCESS,
         Ok(false) => ExitCode::FAILURE,
         Err(error) => {
-            eprintln!("wintun-emu: {error}");
+            log!("wintun-emu: {error}");
             ExitCode::FAILURE
         }
     }

@@ -11,6 +11,9 @@ use oxtun_client::Adapter;
 /// A running emulator, stopped with SIGTERM on drop.
 pub struct Emulator {
     child: Option<Child>,
+    /// Reads the emulator's stderr as it comes, so a long life's log never fills the pipe
+    /// (which would stop the emulator in its next write); returns the log.
+    log: Option<std::thread::JoinHandle<String>>,
     pub socket: PathBuf,
     _directory: TempDir,
 }
@@ -53,8 +56,15 @@ impl Emulator {
             format!("ready {}", socket.display()),
             "the emulator did not start"
         );
+        let mut stderr = child.stderr.take().unwrap();
+        let log = std::thread::spawn(move || {
+            let mut log = String::new();
+            let _ = stderr.read_to_string(&mut log);
+            log
+        });
         Emulator {
             child: Some(child),
+            log: Some(log),
             socket,
             _directory: TempDir(directory),
         }
@@ -77,27 +87,27 @@ impl Emulator {
 
     /// SIGTERM, then the exit status and everything it wrote on stderr.
     pub fn terminate(mut self) -> (ExitStatus, String) {
-        stop(self.child.take().unwrap())
+        self.stop()
+    }
+
+    fn stop(&mut self) -> (ExitStatus, String) {
+        let mut child = self.child.take().unwrap();
+        // SAFETY: signalling our own child.
+        unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+        let log = self.log.take().unwrap().join().unwrap();
+        (child.wait().unwrap(), log)
     }
 }
 
 impl Drop for Emulator {
     fn drop(&mut self) {
-        if let Some(child) = self.child.take() {
-            let (_, log) = stop(child);
+        if self.child.is_some() {
+            let (_, log) = self.stop();
             if std::thread::panicking() {
                 eprintln!("wintun-emu's log:\n{log}");
             }
         }
     }
-}
-
-fn stop(mut child: Child) -> (ExitStatus, String) {
-    // SAFETY: signalling our own child.
-    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
-    let mut log = String::new();
-    let _ = child.stderr.take().unwrap().read_to_string(&mut log);
-    (child.wait().unwrap(), log)
 }
 
 /// Moves this process into a network namespace of its own, with loopback up.

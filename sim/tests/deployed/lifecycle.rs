@@ -140,7 +140,9 @@ fn a_client_killed_mid_traffic_ends_its_registration() {
     // into the test harness.
     let child = unsafe { libc::fork() };
     if child == 0 {
-        let outcome = std::panic::catch_unwind(|| run_until_killed(&emulator, rings, busy[1]));
+        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            run_until_killed(&emulator, rings, busy[1])
+        }));
         // SAFETY: leaving the child at once, whatever happened.
         unsafe { libc::_exit(if outcome.is_ok() { 0 } else { 3 }) };
     }
