@@ -1,0 +1,118 @@
+//! The kernel image's code, checked for instructions the simulator cannot run: it executes the
+//! image in an ordinary user-mode process, where a privileged instruction (a CR8 read or write
+//! for the IRQL on x64, `cli`, `rdmsr`, ...) faults, and GS does not point at a processor
+//! control region (KPCR) as it does in kernel mode. The image as built today has none: it reaches
+//! the kernel only through its imports. The loader refuses an image that has any, naming the
+//! function, so a change that brings one in fails every test on the image with that name.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use iced_x86::{Decoder, DecoderOptions, FlowControl, Instruction, Mnemonic, Register};
+use object::LittleEndian as LE;
+use object::pe;
+use object::read::pe::PeFile64;
+
+/// An instruction the simulator cannot run, where it is and why.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Finding {
+    pub rva: u32,
+    /// The function it is in: its name, or `function at RVA ...`.
+    pub function: String,
+    pub instruction: String,
+    pub reason: &'static str,
+}
+
+impl fmt::Display for Finding {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "`{}` at RVA {:#x} in {} ({})",
+            self.instruction, self.rva, self.function, self.reason
+        )
+    }
+}
+
+/// Every instruction of `file`'s executable sections the simulator cannot run. The code is
+/// decoded linearly, starting again at each function the exception directory or the export
+/// table names, so padding between functions cannot put the decoder out of step; `names` are
+/// function names by RVA.
+pub fn unrunnable_instructions(
+    file: &PeFile64,
+    data: &[u8],
+    names: &BTreeMap<u32, String>,
+) -> Result<Vec<Finding>, String> {
+    let mut starts: Vec<u32> = names.keys().copied().collect();
+    let functions = crate::loader::runtime_functions(file, data)?;
+    starts.extend(functions.iter().map(|entry| entry.begin_address.get(LE)));
+    starts.sort_unstable();
+    starts.dedup();
+    let function_of = |rva: u32| {
+        let start = starts.iter().rev().find(|&&start| start <= rva);
+        match start {
+            Some(start) => names
+                .get(start)
+                .cloned()
+                .unwrap_or_else(|| format!("the function at RVA {start:#x}")),
+            None => "code before the first function".to_string(),
+        }
+    };
+    let mut findings = Vec::new();
+    for section in file.section_table().iter() {
+        if !section
+            .characteristics
+            .get(LE)
+            .contains(pe::IMAGE_SCN_MEM_EXECUTE)
+        {
+            continue;
+        }
+        let begin = section.virtual_address.get(LE);
+        let code = section
+            .pe_data(data)
+            .map_err(|error| format!("code section: {error}"))?;
+        let code = &code[..code.len().min(section.virtual_size.get(LE) as usize)];
+        let end = begin + code.len() as u32;
+        let mut cuts: Vec<u32> = starts
+            .iter()
+            .copied()
+            .filter(|&start| start > begin && start < end)
+            .collect();
+        cuts.insert(0, begin);
+        cuts.push(end);
+        for piece in cuts.windows(2) {
+            let bytes = &code[(piece[0] - begin) as usize..(piece[1] - begin) as usize];
+            let mut decoder =
+                Decoder::with_ip(64, bytes, u64::from(piece[0]), DecoderOptions::NONE);
+            for instruction in &mut decoder {
+                if let Some(reason) = unrunnable(&instruction) {
+                    let rva = instruction.ip() as u32;
+                    findings.push(Finding {
+                        rva,
+                        function: function_of(rva),
+                        instruction: instruction.to_string(),
+                        reason,
+                    });
+                }
+            }
+        }
+    }
+    Ok(findings)
+}
+
+/// Why the simulator cannot run `instruction`, if it cannot.
+fn unrunnable(instruction: &Instruction) -> Option<&'static str> {
+    if instruction.is_invalid() {
+        Some("not a valid instruction")
+    } else if instruction.is_privileged() {
+        Some("privileged: it runs only in kernel mode")
+    } else if matches!(instruction.segment_prefix(), Register::GS | Register::FS) {
+        Some("a GS or FS access: the processor control region in kernel mode, not here")
+    } else if instruction.flow_control() == FlowControl::Interrupt
+        && instruction.mnemonic() != Mnemonic::Int3
+    {
+        // int3 pads between functions. The others: `int 29h` is __fastfail.
+        Some("a software interrupt the simulator does not handle")
+    } else {
+        None
+    }
+}
