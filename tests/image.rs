@@ -22,6 +22,7 @@ use support::*;
 
 const STATUS_UNSUCCESSFUL: NTSTATUS = 0xC000_0001_u32 as i32;
 const STATUS_DRIVER_ENTRYPOINT_NOT_FOUND: NTSTATUS = 0xC000_0263_u32 as i32;
+const STATUS_INVALID_IMAGE_FORMAT: NTSTATUS = 0xC000_007B_u32 as i32;
 
 fn image_path() -> std::path::PathBuf {
     DriverBuild::release_image()
@@ -370,4 +371,95 @@ fn a_bug_check_in_the_image_stops_the_simulator_with_its_parameters() {
             && stderr.contains(", 0xc, 0x7, 0x3): the driver panicked at ntoskrnl.exe:7:3"),
         "{stderr}"
     );
+}
+
+#[test]
+fn the_shipped_image_has_no_instruction_the_simulator_cannot_run() {
+    // The loader runs this check on every load; here it is on its own, with the PDB's names.
+    let data = image();
+    let file = PeFile64::parse(&*data).unwrap();
+    let names =
+        oxtun_sim::code_check::pdb_function_names(&file, &image_path().with_extension("pdb"));
+    assert!(
+        names
+            .values()
+            .any(|name| name == "oxtun_driver::driver::DriverEntry"),
+        "the PDB beside the image names its functions"
+    );
+    let findings = oxtun_sim::code_check::unrunnable_instructions(&file, &data, &names).unwrap();
+    assert!(findings.is_empty(), "{findings:#?}");
+}
+
+/// The RVA of the routine the driver puts in its dispatch table for `major`, found by running
+/// the image, not from the PDB.
+fn dispatch_routine_rva(major: usize) -> u32 {
+    let driver = load_image();
+    let routine = driver.object().MajorFunction[major].unwrap() as usize;
+    let rva = routine - driver.image().unwrap().base();
+    assert!(driver.unload().is_empty());
+    rva as u32
+}
+
+/// A copy of the image with `code` written at `rva`, and the image's PDB beside it; the path.
+fn patched_with_pdb(rva: u32, code: &[u8], name: &str) -> std::path::PathBuf {
+    let mut data = image();
+    let at = offset_of_rva(&data, rva);
+    data[at..at + code.len()].copy_from_slice(code);
+    let path = write_copy(&data, name);
+    std::fs::copy(
+        image_path().with_extension("pdb"),
+        path.with_extension("pdb"),
+    )
+    .unwrap();
+    path
+}
+
+#[test]
+fn an_instruction_the_simulator_cannot_run_is_refused_naming_its_function() {
+    let close = dispatch_routine_rva(IRP_MJ_CLOSE);
+    let cases: [(&[u8], &str, &str); 4] = [
+        (&[0x44, 0x0F, 0x20, 0xC0], "mov rax,cr8", "privileged"),
+        (&[0x44, 0x0F, 0x22, 0xC1], "mov cr8,rcx", "privileged"),
+        (&[0xFA], "cli", "privileged"),
+        // mov rax, gs:[0x188]: KeGetCurrentThread, inlined
+        (
+            &[0x65, 0x48, 0x8B, 0x04, 0x25, 0x88, 0x01, 0x00, 0x00],
+            "mov rax,gs:[188h]",
+            "GS",
+        ),
+    ];
+    for (code, instruction, reason) in cases {
+        // In a routine only the PDB names, and in DriverEntry, which the export table names too.
+        for (rva, function) in [
+            (close, "oxtun_driver::device::dispatch_close"),
+            (entry_point(&image()), "oxtun_driver::driver::DriverEntry"),
+        ] {
+            let path = patched_with_pdb(rva, code, "unrunnable");
+            let refused = loader::load_file(&path).err();
+            let status = Driver::load_build(&DriverBuild::Image(path.clone())).err();
+            std::fs::remove_file(path.with_extension("pdb")).unwrap();
+            std::fs::remove_file(path).unwrap();
+            let Some(LoadError::Unrunnable(findings)) = refused else {
+                panic!("{instruction} in {function}: loaded");
+            };
+            // The first; the rest of the patched instruction's bytes may decode as more.
+            let finding = &findings[0];
+            assert_eq!(
+                (
+                    finding.rva,
+                    finding.function.as_str(),
+                    finding.instruction.as_str()
+                ),
+                (rva, function, instruction)
+            );
+            assert!(finding.reason.contains(reason), "{}", finding.reason);
+            assert_eq!(status, Some(STATUS_INVALID_IMAGE_FORMAT));
+        }
+    }
+    // Without the PDB, DriverEntry still has its exported name.
+    let data = with_driver_entry(&[0x44, 0x0F, 0x20, 0xC0]);
+    let Err(LoadError::Unrunnable(findings)) = loader::load(&data) else {
+        panic!("loaded");
+    };
+    assert_eq!(findings[0].function, "DriverEntry");
 }

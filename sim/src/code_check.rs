@@ -7,11 +7,14 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
+use std::path::Path;
 
 use iced_x86::{Decoder, DecoderOptions, FlowControl, Instruction, Mnemonic, Register};
 use object::LittleEndian as LE;
+use object::Object;
 use object::pe;
 use object::read::pe::PeFile64;
+use pdb::FallibleIterator;
 
 /// An instruction the simulator cannot run, where it is and why.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -115,4 +118,43 @@ fn unrunnable(instruction: &Instruction) -> Option<&'static str> {
     } else {
         None
     }
+}
+
+/// Function names by RVA from the PDB at `path`, if it is the one `file` was linked with (its
+/// GUID matches the image's CodeView record and its age is no lower); none otherwise. Names are
+/// only for messages, so a PDB that cannot be read gives none.
+pub fn pdb_function_names(file: &PeFile64, path: &Path) -> BTreeMap<u32, String> {
+    let Ok(Some(codeview)) = file.pdb_info() else {
+        return BTreeMap::new();
+    };
+    let Ok(source) = std::fs::File::open(path) else {
+        return BTreeMap::new();
+    };
+    let read = || -> pdb::Result<BTreeMap<u32, String>> {
+        let mut pdb = pdb::PDB::open(source)?;
+        let information = pdb.pdb_information()?;
+        let debug = pdb.debug_information()?;
+        let age = debug.age().unwrap_or(information.age);
+        let mut names = BTreeMap::new();
+        if information.guid.to_bytes_le() != codeview.guid() || age < codeview.age() {
+            return Ok(names);
+        }
+        let addresses = pdb.address_map()?;
+        let mut modules = debug.modules()?;
+        while let Some(module) = modules.next()? {
+            let Some(module) = pdb.module_info(&module)? else {
+                continue;
+            };
+            let mut symbols = module.symbols()?;
+            while let Some(symbol) = symbols.next()? {
+                if let Ok(pdb::SymbolData::Procedure(procedure)) = symbol.parse() {
+                    if let Some(rva) = procedure.offset.to_rva(&addresses) {
+                        names.insert(rva.0, procedure.name.to_string().into_owned());
+                    }
+                }
+            }
+        }
+        Ok(names)
+    };
+    read().unwrap_or_default()
 }

@@ -149,6 +149,11 @@ impl Driver {
         Ok(Driver { object, image })
     }
 
+    /// The kernel image, when that is the build running.
+    pub fn image(&self) -> Option<&loader::Image> {
+        self.image.as_ref()
+    }
+
     /// The driver object, as the driver left it after DriverEntry.
     pub fn object(&self) -> &DRIVER_OBJECT {
         // SAFETY: a live driver object until unload.

@@ -200,15 +200,20 @@ pub(crate) fn runtime_functions<'data>(
         .map_err(|()| "exception directory: not a whole number of entries".to_string())
 }
 
-/// Loads the image in the file at `path`.
+/// Loads the image in the file at `path`. The PDB beside it (same name, `.pdb`), if it is the
+/// image's own, names functions in the loader's messages.
 pub fn load_file(path: &Path) -> Result<Image, LoadError> {
     let data = std::fs::read(path)
         .map_err(|error| LoadError::Read(format!("{}: {error}", path.display())))?;
-    load(&data)
+    load_with_pdb(&data, Some(&path.with_extension("pdb")))
 }
 
 /// Loads the image `data`: checks, maps, relocates, binds and protects it.
 pub fn load(data: &[u8]) -> Result<Image, LoadError> {
+    load_with_pdb(data, None)
+}
+
+fn load_with_pdb(data: &[u8], pdb: Option<&Path>) -> Result<Image, LoadError> {
     let file = PeFile64::parse(data).map_err(malformed)?;
     let nt = file.nt_headers();
     let optional = nt.optional_header();
@@ -253,7 +258,10 @@ pub fn load(data: &[u8]) -> Result<Image, LoadError> {
             });
         }
     }
-    let names = export_names(&file);
+    let mut names = export_names(&file);
+    if let Some(pdb) = pdb {
+        names.extend(code_check::pdb_function_names(&file, pdb));
+    }
     let findings = code_check::unrunnable_instructions(&file, data, &names).map_err(malformed)?;
     if !findings.is_empty() {
         return Err(LoadError::Unrunnable(findings));
