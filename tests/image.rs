@@ -7,10 +7,13 @@
 //! (scripts/test.sh builds it first).
 #![cfg(target_arch = "x86_64")]
 
+#[path = "support/image_copies.rs"]
+mod image_copies;
 mod support;
 
 use std::time::Duration;
 
+use image_copies::*;
 use object::LittleEndian as LE;
 use object::pe;
 use object::read::pe::{ImageNtHeaders, ImageOptionalHeader, ImageThunkData, PeFile64};
@@ -23,48 +26,6 @@ use support::*;
 const STATUS_UNSUCCESSFUL: NTSTATUS = 0xC000_0001_u32 as i32;
 const STATUS_DRIVER_ENTRYPOINT_NOT_FOUND: NTSTATUS = 0xC000_0263_u32 as i32;
 const STATUS_INVALID_IMAGE_FORMAT: NTSTATUS = 0xC000_007B_u32 as i32;
-
-fn image_path() -> std::path::PathBuf {
-    DriverBuild::release_image()
-}
-
-fn image() -> Vec<u8> {
-    let path = image_path();
-    std::fs::read(&path).unwrap_or_else(|error| {
-        panic!(
-            "{}: {error}; build it with `cargo build -p oxtun --release --target \
-             x86_64-pc-windows-msvc` (scripts/test.sh does)",
-            path.display()
-        )
-    })
-}
-
-/// The file offset of `rva` in `data`.
-fn offset_of_rva(data: &[u8], rva: u32) -> usize {
-    let file = PeFile64::parse(data).unwrap();
-    let (offset, _) = file.section_table().pe_file_range_at(rva).unwrap();
-    offset as usize
-}
-
-fn entry_point(data: &[u8]) -> u32 {
-    let file = PeFile64::parse(data).unwrap();
-    file.nt_headers().optional_header().address_of_entry_point()
-}
-
-/// A copy of the image with `code` written over its entry point, DriverEntry.
-fn with_driver_entry(code: &[u8]) -> Vec<u8> {
-    let mut data = image();
-    let at = offset_of_rva(&data, entry_point(&data));
-    data[at..at + code.len()].copy_from_slice(code);
-    data
-}
-
-/// Writes `data` to a file of this test's own and returns its path.
-fn write_copy(data: &[u8], name: &str) -> std::path::PathBuf {
-    let path = std::env::temp_dir().join(format!("oxtun-{name}-{}.sys", std::process::id()));
-    std::fs::write(&path, data).unwrap();
-    path
-}
 
 fn load_image() -> Driver {
     Driver::load_build(&DriverBuild::Image(image_path())).unwrap()
@@ -192,31 +153,6 @@ fn the_image_is_mapped_away_from_its_preferred_base_relocated_and_protected_per_
     );
     // SAFETY (test): nothing of the image ran.
     unsafe { image.unmap() };
-}
-
-/// A copy of the image in which the name of its import `name` reads `renamed` (as long).
-fn with_import_renamed(name: &str, renamed: &str) -> Vec<u8> {
-    assert_eq!(name.len(), renamed.len());
-    let mut data = image();
-    let file = PeFile64::parse(&*data).unwrap();
-    let table = file.import_table().unwrap().unwrap();
-    let mut descriptors = table.descriptors().unwrap();
-    let mut found = None;
-    while let Some(descriptor) = descriptors.next().unwrap() {
-        let mut thunks = table
-            .thunks(descriptor.original_first_thunk.get(LE))
-            .unwrap();
-        while let Some(thunk) = thunks.next::<pe::ImageNtHeaders64>().unwrap() {
-            let (_, import) = table.hint_name(thunk.address()).unwrap();
-            if import == name.as_bytes() {
-                // The name follows the two-byte hint.
-                found = Some(offset_of_rva(&data, thunk.address() + 2));
-            }
-        }
-    }
-    let at = found.unwrap_or_else(|| panic!("the image does not import {name}"));
-    data[at..at + renamed.len()].copy_from_slice(renamed.as_bytes());
-    data
 }
 
 #[test]

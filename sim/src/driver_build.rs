@@ -9,7 +9,7 @@
 //! first (scripts/test.sh does).
 
 use std::fmt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 /// The environment variable that chooses the build.
 pub const SETTING: &str = "OXTUN_SIM_DRIVER";
@@ -26,12 +26,15 @@ impl DriverBuild {
     /// The build `OXTUN_SIM_DRIVER` chooses; the host build when it is unset. A value that
     /// names no build stops the process: running the other build instead would pass for it.
     pub fn from_setting() -> DriverBuild {
+        Self::setting().unwrap_or_else(|error| panic!("{error}"))
+    }
+
+    /// The build `OXTUN_SIM_DRIVER` chooses, or why its value names none.
+    pub fn setting() -> Result<DriverBuild, String> {
         match std::env::var(SETTING) {
-            Err(std::env::VarError::NotPresent) => DriverBuild::Host,
-            Ok(value) => {
-                DriverBuild::parse(&value).unwrap_or_else(|error| panic!("{SETTING}: {error}"))
-            }
-            Err(error) => panic!("{SETTING}: {error}"),
+            Err(std::env::VarError::NotPresent) => Ok(DriverBuild::Host),
+            Ok(value) => DriverBuild::parse(&value).map_err(|error| format!("{SETTING}: {error}")),
+            Err(error) => Err(format!("{SETTING}: {error}")),
         }
     }
 
@@ -47,9 +50,10 @@ impl DriverBuild {
 
     /// The x64 release image in the target folder (`CARGO_TARGET_DIR` if set).
     pub fn release_image() -> PathBuf {
+        let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
         let target = std::env::var_os("CARGO_TARGET_DIR")
             .map(PathBuf::from)
-            .unwrap_or_else(|| concat!(env!("CARGO_MANIFEST_DIR"), "/../target").into());
+            .unwrap_or_else(|| workspace.join("target"));
         target.join("x86_64-pc-windows-msvc/release/oxtun_driver.dll")
     }
 }
