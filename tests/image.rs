@@ -26,6 +26,7 @@ use support::*;
 const STATUS_UNSUCCESSFUL: NTSTATUS = 0xC000_0001_u32 as i32;
 const STATUS_DRIVER_ENTRYPOINT_NOT_FOUND: NTSTATUS = 0xC000_0263_u32 as i32;
 const STATUS_INVALID_IMAGE_FORMAT: NTSTATUS = 0xC000_007B_u32 as i32;
+const STATUS_ACCESS_VIOLATION: NTSTATUS = 0xC000_0005_u32 as i32;
 
 fn load_image() -> Driver {
     Driver::load_build(&DriverBuild::Image(image_path())).unwrap()
@@ -225,9 +226,47 @@ fn a_driver_entry_that_fails_fails_the_load_and_leaves_nothing() {
 }
 
 #[test]
-fn a_probe_that_fails_raises_into_the_shims_except_block() {
-    // The image's SEH shim calls MmProbeAndLockPages in __try; the simulator raises into its
-    // __except block, which returns the exception code; the driver refuses the registration.
+fn a_probe_that_fails_raises_into_the_shims_except_block_and_its_filter_reads_the_code() {
+    // The image's SEH shim, OxtunProbeAndLockPages (found through the PDB's public symbols),
+    // called directly: it calls MmProbeAndLockPages in __try, whose filter stores the exception
+    // code, and returns that code.
+    let data = image();
+    let file = PeFile64::parse(&*data).unwrap();
+    let names =
+        oxtun_sim::code_check::pdb_function_names(&file, &image_path().with_extension("pdb"));
+    let (&shim, _) = names
+        .iter()
+        .find(|(_, name)| *name == "OxtunProbeAndLockPages")
+        .expect("the PDB names the shim");
+    let image = loader::load(&data).unwrap();
+    type Probe = unsafe extern "efiapi" fn(PMDL, KPROCESSOR_MODE, LOCK_OPERATION) -> NTSTATUS;
+    // SAFETY (test): the shim's code in the mapped image, with its C signature (src/sys/seh.c).
+    let probe = unsafe { std::mem::transmute::<usize, Probe>(image.base() + shim as usize) };
+    let process = Process::new(Token::Administrator, Bitness::Bits64);
+    let memory = process.allocate(4096);
+    oxtun_sim::process::in_context_of(&process, || {
+        for (address, expected) in [(memory, STATUS_SUCCESS), (0x1000, STATUS_ACCESS_VIOLATION)] {
+            // SAFETY (test): the simulator's MDL calls, and the shim with a live MDL.
+            unsafe {
+                let mdl = IoAllocateMdl(address as PVOID, 4096, 0, 0, std::ptr::null_mut());
+                assert_eq!(
+                    probe(mdl, UserMode, IoWriteAccess),
+                    expected,
+                    "{address:#x}"
+                );
+                if expected == STATUS_SUCCESS {
+                    MmUnlockPages(mdl);
+                }
+                IoFreeMdl(mdl);
+            }
+        }
+    });
+    // SAFETY (test): nothing runs in the image any more.
+    unsafe { image.unmap() };
+}
+
+#[test]
+fn a_registration_whose_probe_fails_is_refused_and_the_driver_goes_on() {
     let driver = load_image();
     let adapter = driver.add_adapter().unwrap();
     let process = Process::new(Token::Administrator, Bitness::Bits64);
@@ -235,8 +274,7 @@ fn a_probe_that_fails_raises_into_the_shims_except_block() {
     let mut rings = ClientRings::new(&process);
     rings.request.send.ring = 0x1000;
     let status = handle.device_control(oxtun_abi::TUN_IOCTL_REGISTER_RINGS, &rings.bytes());
-    assert_eq!(status, STATUS_ACCESS_VIOLATION);
-    // The driver went on from there: a good registration works on the same handle.
+    assert_eq!(status, STATUS_INVALID_USER_BUFFER);
     let rings = ClientRings::new(&process);
     let status = handle.device_control(oxtun_abi::TUN_IOCTL_REGISTER_RINGS, &rings.bytes());
     assert_eq!(status, STATUS_SUCCESS);

@@ -121,8 +121,10 @@ fn unrunnable(instruction: &Instruction) -> Option<&'static str> {
 }
 
 /// Function names by RVA from the PDB at `path`, if it is the one `file` was linked with (its
-/// GUID matches the image's CodeView record and its age is no lower); none otherwise. Names are
-/// only for messages, so a PDB that cannot be read gives none.
+/// GUID matches the image's CodeView record and its age is no lower); none otherwise. A
+/// function's procedure record names it by its path (`oxtun_driver::driver::DriverEntry`); one
+/// without debug information (the C shim) has only its public symbol. Names are only for
+/// messages, so a PDB that cannot be read gives none.
 pub fn pdb_function_names(file: &PeFile64, path: &Path) -> BTreeMap<u32, String> {
     let Ok(Some(codeview)) = file.pdb_info() else {
         return BTreeMap::new();
@@ -140,6 +142,15 @@ pub fn pdb_function_names(file: &PeFile64, path: &Path) -> BTreeMap<u32, String>
             return Ok(names);
         }
         let addresses = pdb.address_map()?;
+        let publics = pdb.global_symbols()?;
+        let mut publics = publics.iter();
+        while let Some(symbol) = publics.next()? {
+            if let Ok(pdb::SymbolData::Public(public)) = symbol.parse() {
+                if let (true, Some(rva)) = (public.function, public.offset.to_rva(&addresses)) {
+                    names.insert(rva.0, public.name.to_string().into_owned());
+                }
+            }
+        }
         let mut modules = debug.modules()?;
         while let Some(module) = modules.next()? {
             let Some(module) = pdb.module_info(&module)? else {
