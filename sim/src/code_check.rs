@@ -20,7 +20,7 @@ use pdb::FallibleIterator;
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Finding {
     pub rva: u32,
-    /// The function it is in: its name, or `function at RVA ...`.
+    /// The function it is in: its name, or `the function at RVA ...`.
     pub function: String,
     pub instruction: String,
     pub reason: &'static str,
@@ -73,7 +73,7 @@ pub fn unrunnable_instructions(
         let code = section
             .pe_data(data)
             .map_err(|error| format!("code section: {error}"))?;
-        let code = &code[..code.len().min(section.virtual_size.get(LE) as usize)];
+        let code = &code[..code.len().min(crate::loader::virtual_size(section))];
         let end = begin + code.len() as u32;
         let mut cuts: Vec<u32> = starts
             .iter()

@@ -128,6 +128,12 @@ impl Driver {
                 Ok(image) => (image.entry(), Some(image)),
                 Err(error) => {
                     eprintln!("simulated kernel: {} not loaded: {error}", path.display());
+                    if !path.exists() {
+                        eprintln!(
+                            "simulated kernel: build the image with `cargo build -p oxtun \
+                             --release --target x86_64-pc-windows-msvc`"
+                        );
+                    }
                     return Err(error.status());
                 }
             },

@@ -24,7 +24,7 @@ use object::LittleEndian as LE;
 use object::pe;
 use object::read::pe::{ImageNtHeaders, ImageOptionalHeader, ImageThunkData, PeFile64};
 
-use oxtun_driver::sys::NTSTATUS;
+use oxtun_driver::sys::{NTSTATUS, STATUS_INSUFFICIENT_RESOURCES};
 
 use crate::DriverEntryRoutine;
 use crate::code_check;
@@ -37,12 +37,16 @@ const PAGE: usize = 4096;
 const STATUS_DRIVER_ENTRYPOINT_NOT_FOUND: NTSTATUS = 0xC000_0263_u32 as i32;
 /// `STATUS_INVALID_IMAGE_FORMAT`.
 const STATUS_INVALID_IMAGE_FORMAT: NTSTATUS = 0xC000_007B_u32 as i32;
+/// `STATUS_OBJECT_NAME_NOT_FOUND`: a driver whose file is not there.
+const STATUS_OBJECT_NAME_NOT_FOUND: NTSTATUS = 0xC000_0034_u32 as i32;
 
 /// Why an image was not loaded.
 #[derive(Debug, PartialEq, Eq)]
 pub enum LoadError {
     /// The file could not be read.
     Read(String),
+    /// No memory could be mapped or protected for it.
+    Mapping(String),
     /// Not a PE32+ x64 image the loader can map, or an inconsistent one.
     Malformed(String),
     /// An import the simulated kernel does not export.
@@ -62,6 +66,8 @@ impl LoadError {
             LoadError::UnknownImport { .. } | LoadError::ImportByOrdinal { .. } => {
                 STATUS_DRIVER_ENTRYPOINT_NOT_FOUND
             }
+            LoadError::Read(_) => STATUS_OBJECT_NAME_NOT_FOUND,
+            LoadError::Mapping(_) => STATUS_INSUFFICIENT_RESOURCES,
             _ => STATUS_INVALID_IMAGE_FORMAT,
         }
     }
@@ -71,6 +77,7 @@ impl fmt::Display for LoadError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             LoadError::Read(error) => write!(f, "{error}"),
+            LoadError::Mapping(error) => write!(f, "mapping it: {error}"),
             LoadError::Malformed(what) => write!(f, "not an image the loader can map: {what}"),
             LoadError::UnknownImport { dll, name } => write!(
                 f,
@@ -274,7 +281,7 @@ fn load_with_pdb(data: &[u8], pdb: Option<&Path>) -> Result<Image, LoadError> {
     )?;
     for section in sections.iter() {
         let raw = section.pe_data(data).map_err(malformed)?;
-        let length = raw.len().min(section.virtual_size.get(LE) as usize);
+        let length = raw.len().min(virtual_size(section));
         mapping.copy(section.virtual_address.get(LE) as usize, &raw[..length])?;
     }
     relocate(&file, data, &mapping, optional.image_base())?;
@@ -306,6 +313,14 @@ fn load_with_pdb(data: &[u8], pdb: Option<&Path>) -> Result<Image, LoadError> {
         guarded,
     });
     Ok(Image { base, size, entry })
+}
+
+/// A section's size in memory; a VirtualSize of 0 means its raw size, as Windows reads it.
+pub(crate) fn virtual_size(section: &pe::ImageSectionHeader) -> usize {
+    match section.virtual_size.get(LE) {
+        0 => section.size_of_raw_data.get(LE) as usize,
+        size => size as usize,
+    }
 }
 
 fn section_name(section: &pe::ImageSectionHeader) -> String {
@@ -423,8 +438,8 @@ impl Mapping {
                 )
             };
             if address == libc::MAP_FAILED {
-                Err(LoadError::Read(format!(
-                    "mapping {size} bytes: {}",
+                Err(LoadError::Mapping(format!(
+                    "{size} bytes: {}",
                     std::io::Error::last_os_error()
                 )))
             } else {
@@ -471,7 +486,7 @@ impl Mapping {
         for section in file.section_table().iter() {
             let flags = section.characteristics.get(LE);
             let begin = section.virtual_address.get(LE) as usize;
-            let end = begin + (section.virtual_size.get(LE) as usize).next_multiple_of(PAGE);
+            let end = begin + virtual_size(section).next_multiple_of(PAGE);
             let protection = if flags.contains(pe::IMAGE_SCN_MEM_DISCARDABLE) {
                 // Windows frees a driver's discardable sections (.reloc here) once it is loaded.
                 libc::PROT_NONE
@@ -518,8 +533,8 @@ impl Mapping {
             )
         };
         if result != 0 {
-            return Err(LoadError::Read(format!(
-                "protecting the image: {}",
+            return Err(LoadError::Mapping(format!(
+                "protecting it: {}",
                 std::io::Error::last_os_error()
             )));
         }
