@@ -28,6 +28,11 @@ const STATUS_DRIVER_ENTRYPOINT_NOT_FOUND: NTSTATUS = 0xC000_0263_u32 as i32;
 const STATUS_INVALID_IMAGE_FORMAT: NTSTATUS = 0xC000_007B_u32 as i32;
 const STATUS_ACCESS_VIOLATION: NTSTATUS = 0xC000_0005_u32 as i32;
 
+/// Function names by RVA from the PDB beside the release image.
+fn pdb_names(file: &PeFile64) -> std::collections::BTreeMap<u32, String> {
+    oxtun_sim::code_check::pdb_function_names(file, &image_path().with_extension("pdb"))
+}
+
 fn load_image() -> Driver {
     Driver::load_build(&DriverBuild::Image(image_path())).unwrap()
 }
@@ -232,8 +237,7 @@ fn a_probe_that_fails_raises_into_the_shims_except_block_and_its_filter_reads_th
     // code, and returns that code.
     let data = image();
     let file = PeFile64::parse(&*data).unwrap();
-    let names =
-        oxtun_sim::code_check::pdb_function_names(&file, &image_path().with_extension("pdb"));
+    let names = pdb_names(&file);
     let (&shim, _) = names
         .iter()
         .find(|(_, name)| *name == "OxtunProbeAndLockPages")
@@ -360,8 +364,7 @@ fn the_shipped_image_has_no_instruction_the_simulator_cannot_run() {
     // The loader runs this check on every load; here it is on its own, with the PDB's names.
     let data = image();
     let file = PeFile64::parse(&*data).unwrap();
-    let names =
-        oxtun_sim::code_check::pdb_function_names(&file, &image_path().with_extension("pdb"));
+    let names = pdb_names(&file);
     assert!(
         names
             .values()
