@@ -38,14 +38,15 @@ loom=(env CARGO_TARGET_DIR=target/loom RUSTFLAGS="--cfg loom" CARGO_PROFILE_RELE
 cargo +nightly miri test -p oxtun-abi --locked
 cargo nextest run --workspace --locked --no-fail-fast
 # The driver's suite again on the shipped x64 kernel image, built above, which the simulator
-# loads in place of the host build: tests/*.rs with the fault sweep, the emulator's tests (the
-# emulator inherits the setting). Left out: the checks of files (images, INFs, layouts) and of
-# the simulator itself, which run no driver, and the image's own tests, which always run it.
+# loads in place of the host build: tests/*.rs with the fault sweep, the emulator's tests and the
+# C application on the API library (the emulators they start inherit the setting). Left out: the
+# checks of files (images, INFs, layouts, DLLs under Wine) and of the simulator itself, which run
+# no driver, and the image's own tests, which always run it.
 sha256sum target/x86_64-pc-windows-msvc/release/oxtun_driver.dll
-OXTUN_SIM_DRIVER=image cargo nextest run --locked --no-fail-fast -p oxtun -p oxtun-sim -E \
-    'not (binary_id(oxtun::kernel_image) | binary_id(oxtun::inf) | binary_id(oxtun::layout)
-        | binary_id(oxtun::image) | binary_id(oxtun-sim::checks)
-        | binary_id(oxtun-sim::emulator_image))'
+OXTUN_SIM_DRIVER=image cargo nextest run --locked --no-fail-fast -p oxtun -p oxtun-sim -p oxtun-api \
+    -E 'not (binary_id(oxtun::kernel_image) | binary_id(oxtun::inf) | binary_id(oxtun::layout)
+        | binary_id(oxtun-api::windows_dll) | binary_id(oxtun::image)
+        | binary_id(oxtun-sim::checks) | binary_id(oxtun-sim::emulator_image))'
 # Each fuzz target for 20 seconds, from its committed seeds (the long runs: scripts/fuzz.sh). The
 # fuzz targets run the host build: libFuzzer's coverage and AddressSanitizer instrument only
 # code compiled with them, which the kernel image is not.
