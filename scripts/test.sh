@@ -38,8 +38,9 @@ loom=(env CARGO_TARGET_DIR=target/loom RUSTFLAGS="--cfg loom" CARGO_PROFILE_RELE
 cargo +nightly miri test -p oxtun-abi --locked
 cargo nextest run --workspace --locked --no-fail-fast
 # The driver's suite again on the shipped x64 kernel image, built above, which the simulator
-# loads in place of the host build: tests/*.rs with the fault sweep, the emulator's tests and the
-# C application on the API library (the emulators they start inherit the setting). Left out: the
+# loads in place of the host build: tests/*.rs with the fault sweep, the emulator's tests, the
+# deployed-client conformance suite and the C application on the API library (the emulators they
+# start inherit the setting). Left out: the
 # checks of files (images, INFs, layouts, DLLs under Wine) and of the simulator itself, which run
 # no driver, and the image's own tests, which always run it.
 sha256sum target/x86_64-pc-windows-msvc/release/oxtun_driver.dll
