@@ -158,8 +158,10 @@ pub fn find(dll: &str, name: &str) -> Option<usize> {
 }
 
 /// `KeBugCheckEx`: the system stops. The driver's panic handler calls it with its own code and
-/// the panic's place (`oxtun_driver::PANIC_BUGCHECK_CODE`), which the report spells out.
-#[unsafe(no_mangle)]
+/// the panic's place (`oxtun_driver::PANIC_BUGCHECK_CODE`), which the report spells out. Only
+/// the image imports it (the host build panics into the test), so it is no `#[kernel_export]`:
+/// it needs no symbol, and a function that never returns cannot hand its body to one.
+#[allow(non_snake_case)]
 pub extern "efiapi" fn KeBugCheckEx(
     code: ULONG,
     parameter1: ULONG_PTR,
@@ -167,19 +169,25 @@ pub extern "efiapi" fn KeBugCheckEx(
     parameter3: ULONG_PTR,
     parameter4: ULONG_PTR,
 ) -> ! {
-    let mut report = format!(
-        "KeBugCheckEx({code:#010x}, {parameter1:#x}, {parameter2:#x}, {parameter3:#x}, \
-         {parameter4:#x})"
-    );
-    let file = loader::image_bytes(parameter1, parameter2);
-    if let (oxtun_driver::PANIC_BUGCHECK_CODE, Some(file)) = (code, file) {
-        let file = String::from_utf8_lossy(&file);
-        report += &format!(": the driver panicked at {file}:{parameter3}:{parameter4}");
-    }
-    violation(report);
+    // Like every export's, this is the simulator's work: on the thread's own stack.
+    crate::stack::on_host_stack(|| {
+        let mut report = format!(
+            "KeBugCheckEx({code:#010x}, {parameter1:#x}, {parameter2:#x}, {parameter3:#x}, \
+             {parameter4:#x})"
+        );
+        let file = loader::image_bytes(parameter1, parameter2);
+        if let (oxtun_driver::PANIC_BUGCHECK_CODE, Some(file)) = (code, file) {
+            let file = String::from_utf8_lossy(&file);
+            report += &format!(": the driver panicked at {file}:{parameter3}:{parameter4}");
+        }
+        violation(report)
+    });
     // A bug check never returns, even while the simulator's own tests record violations.
     std::process::abort()
 }
+
+// The C memory functions do no more than the kernel's own would, so unlike the other exports
+// they run on the kernel stack they are called on.
 
 /// `memcpy`, called by compiler-generated code in the image.
 unsafe extern "efiapi" fn memcpy(destination: PVOID, source: PVOID, length: usize) -> PVOID {

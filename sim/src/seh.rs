@@ -267,25 +267,28 @@ unsafe extern "efiapi" fn probe_and_lock_or_raise(
     caller_rbp: usize,
     resume: *mut usize,
 ) -> NTSTATUS {
-    // SAFETY: the image's own arguments, checked by the simulator's probe.
-    let status = unsafe { io::OxtunProbeAndLockPages(mdl, mode, operation) };
-    if NT_SUCCESS(status) {
-        return 0;
-    }
-    match except_block(status, caller_frame, caller_rbp) {
-        Ok(target) => {
-            // SAFETY: the entry's slot on its own stack frame.
-            unsafe { resume.write(target) };
-            status
+    // Like every export's, this is the simulator's work: on the thread's own stack.
+    crate::stack::on_host_stack(|| {
+        // SAFETY: the image's own arguments, checked by the simulator's probe.
+        let status = unsafe { io::OxtunProbeAndLockPages(mdl, mode, operation) };
+        if NT_SUCCESS(status) {
+            return 0;
         }
-        Err(why) => {
-            violation(format!(
-                "MmProbeAndLockPages raised {status:#010x} and {why}; on Windows: bug check \
-                 0x1E (KMODE_EXCEPTION_NOT_HANDLED)"
-            ));
-            std::process::abort()
+        match except_block(status, caller_frame, caller_rbp) {
+            Ok(target) => {
+                // SAFETY: the entry's slot on its own stack frame.
+                unsafe { resume.write(target) };
+                status
+            }
+            Err(why) => {
+                violation(format!(
+                    "MmProbeAndLockPages raised {status:#010x} and {why}; on Windows: bug check \
+                     0x1E (KMODE_EXCEPTION_NOT_HANDLED)"
+                ));
+                std::process::abort()
+            }
         }
-    }
+    })
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -342,6 +345,8 @@ std::arch::global_asm!(
 /// The raise above reads the scope table itself, as this handler would, so nothing calls it.
 #[allow(non_snake_case)]
 pub extern "efiapi" fn __C_specific_handler() {
-    violation("__C_specific_handler called: the simulator dispatches exceptions itself");
+    crate::stack::on_host_stack(|| {
+        violation("__C_specific_handler called: the simulator dispatches exceptions itself")
+    });
     std::process::abort()
 }
