@@ -3,8 +3,7 @@
 //! the code running is the image's, and that the loader refuses what Windows (or the simulator)
 //! cannot run. The rest of the driver's tests run on the image when `OXTUN_SIM_DRIVER=image`.
 //!
-//! Needs the x64 release image: `cargo build -p oxtun --release --target x86_64-pc-windows-msvc`
-//! (scripts/test.sh builds it first).
+//! The x64 release image is built first when the sources are newer (`tests/artifacts`).
 #![cfg(target_arch = "x86_64")]
 
 #[path = "support/image_copies.rs"]
@@ -37,7 +36,7 @@ fn load_image() -> Driver {
     Driver::load_build(&DriverBuild::Image(image_path())).unwrap()
 }
 
-#[test]
+#[oxtun_sim::test]
 fn the_image_carries_an_adapter_through_its_whole_life_and_leaves_nothing() {
     let driver = load_image();
     let adapter = driver.add_adapter().unwrap();
@@ -106,7 +105,7 @@ fn mappings_within(base: usize, size: usize) -> Vec<(usize, usize, String)> {
         .collect()
 }
 
-#[test]
+#[oxtun_sim::test]
 fn the_image_is_mapped_away_from_its_preferred_base_relocated_and_protected_per_section() {
     let data = image();
     let file = PeFile64::parse(&*data).unwrap();
@@ -169,7 +168,7 @@ fn the_image_is_mapped_away_from_its_preferred_base_relocated_and_protected_per_
     unsafe { image.unmap() };
 }
 
-#[test]
+#[oxtun_sim::test]
 fn an_import_the_simulator_does_not_export_is_refused_by_name() {
     let data = with_import_renamed("KeSetEvent", "KeSetEvenX");
     let refused = loader::load(&data).err().expect("the copy loads");
@@ -189,7 +188,7 @@ fn an_import_the_simulator_does_not_export_is_refused_by_name() {
     assert!(outstanding().is_empty());
 }
 
-#[test]
+#[oxtun_sim::test]
 fn a_section_both_writable_and_executable_is_refused() {
     let mut data = image();
     let file = PeFile64::parse(&*data).unwrap();
@@ -217,7 +216,7 @@ fn a_section_both_writable_and_executable_is_refused() {
     );
 }
 
-#[test]
+#[oxtun_sim::test]
 fn a_driver_entry_that_fails_fails_the_load_and_leaves_nothing() {
     // mov eax, STATUS_UNSUCCESSFUL; ret
     let data = with_driver_entry(&[0xB8, 0x01, 0x00, 0x00, 0xC0, 0xC3]);
@@ -230,7 +229,7 @@ fn a_driver_entry_that_fails_fails_the_load_and_leaves_nothing() {
     load_image().unload();
 }
 
-#[test]
+#[oxtun_sim::test]
 fn a_probe_that_fails_raises_into_the_shims_except_block_and_its_filter_reads_the_code() {
     // The image's SEH shim, OxtunProbeAndLockPages (found through the PDB's public symbols),
     // called directly: it calls MmProbeAndLockPages in __try, whose filter stores the exception
@@ -269,7 +268,7 @@ fn a_probe_that_fails_raises_into_the_shims_except_block_and_its_filter_reads_th
     unsafe { image.unmap() };
 }
 
-#[test]
+#[oxtun_sim::test]
 fn a_registration_whose_probe_fails_is_refused_and_the_driver_goes_on() {
     let driver = load_image();
     let adapter = driver.add_adapter().unwrap();
@@ -333,6 +332,7 @@ fn with_bug_checking_driver_entry() -> Vec<u8> {
     with_driver_entry(&code)
 }
 
+// A plain test: it starts its own child for the bug check, which ends the process.
 #[test]
 fn a_bug_check_in_the_image_stops_the_simulator_with_its_parameters() {
     if let Some(path) = std::env::var_os(CHILD) {
@@ -359,7 +359,7 @@ fn a_bug_check_in_the_image_stops_the_simulator_with_its_parameters() {
     );
 }
 
-#[test]
+#[oxtun_sim::test]
 fn the_shipped_image_has_no_instruction_the_simulator_cannot_run() {
     // The loader runs this check on every load; here it is on its own, with the PDB's names.
     let data = image();
@@ -399,7 +399,7 @@ fn patched_with_pdb(rva: u32, code: &[u8], name: &str) -> std::path::PathBuf {
     path
 }
 
-#[test]
+#[oxtun_sim::test]
 fn an_instruction_the_simulator_cannot_run_is_refused_naming_its_function() {
     let close = dispatch_routine_rva(IRP_MJ_CLOSE);
     let cases: [(&[u8], &str, &str); 4] = [
@@ -449,17 +449,11 @@ fn an_instruction_the_simulator_cannot_run_is_refused_naming_its_function() {
     assert_eq!(findings[0].function, "DriverEntry");
 }
 
-#[test]
+#[oxtun_sim::test]
 fn the_packaged_test_signed_image_runs_too() {
     // What the package ships: the same image plus an Authenticode signature, which the loader
     // leaves alone (the certificate table is file data, not part of the mapped image).
-    let target = image_path().ancestors().nth(3).unwrap().to_path_buf();
-    let packaged = target.join("package/amd64/oxtun.sys");
-    assert!(
-        packaged.exists(),
-        "{}: make the package with scripts/package.sh (scripts/test.sh does)",
-        packaged.display()
-    );
+    let packaged = artifacts::package().join("amd64/oxtun.sys");
     let driver = Driver::load_build(&DriverBuild::Image(packaged)).unwrap();
     driver.add_adapter().unwrap().halt();
     assert!(driver.unload().is_empty());

@@ -2,8 +2,7 @@
 //! says which by its SHA-256, carries packets through it, and refuses to start when the image
 //! does not load or its DriverEntry fails, as Windows would not start the adapter.
 //!
-//! Needs the x64 release image: `cargo build -p oxtun --release --target x86_64-pc-windows-msvc`
-//! (scripts/test.sh builds it first).
+//! The x64 release image is built first when the sources are newer (`tests/artifacts`).
 #![cfg(target_arch = "x86_64")]
 
 #[allow(

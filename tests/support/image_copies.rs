@@ -1,27 +1,30 @@
-//! Copies of the x64 release image, patched to misbehave, for the tests that show the simulator
-//! and the emulator run the image's own code (tests/image.rs, sim/tests/emulator_image.rs).
+//! The x64 release image, and copies of it patched to misbehave, for the tests that show the
+//! simulator and the emulator run the image's own code (tests/image.rs,
+//! sim/tests/emulator_image.rs).
 #![allow(dead_code)]
 
 use std::path::PathBuf;
+use std::sync::OnceLock;
 
 use object::LittleEndian as LE;
 use object::pe;
 use object::read::pe::{ImageNtHeaders, ImageOptionalHeader, ImageThunkData, PeFile64};
-use oxtun_sim::DriverBuild;
 
+#[path = "../artifacts/mod.rs"]
+pub mod artifacts;
+
+/// The x64 release image, built first when the sources are newer (`artifacts`), once per
+/// process.
 pub fn image_path() -> PathBuf {
-    DriverBuild::release_image()
+    static BUILT: OnceLock<PathBuf> = OnceLock::new();
+    BUILT
+        .get_or_init(|| artifacts::kernel_images().swap_remove(0))
+        .clone()
 }
 
 pub fn image() -> Vec<u8> {
     let path = image_path();
-    std::fs::read(&path).unwrap_or_else(|error| {
-        panic!(
-            "{}: {error}; build it with `cargo build -p oxtun --release --target \
-             x86_64-pc-windows-msvc` (scripts/test.sh does)",
-            path.display()
-        )
-    })
+    std::fs::read(&path).unwrap_or_else(|error| panic!("{}: {error}", path.display()))
 }
 
 /// The file offset of `rva` in `data`.
