@@ -3,7 +3,9 @@
 # driver on the simulated kernel in a wintun-emu process, its upper edge a TUN interface. The
 # router example (client/examples/router.rs) joins their rings, so ping and TCP from one
 # namespace to the other cross both drivers' send and receive paths. Namespaces and TUN
-# interfaces need root: without it, the network part runs under sudo.
+# interfaces need root: without it, the network part runs under sudo. The emulators run the
+# build of the driver OXTUN_SIM_DRIVER chooses (host, or image: the x64 kernel image, which must
+# be built), and each says which on its first line.
 set -euo pipefail
 if [ -z "${OXTUN_DEMO_BUILT:-}" ]; then
     source "$(dirname "$0")/setup.sh"
@@ -12,7 +14,7 @@ fi
 cd "$(dirname "$0")/.."
 if [ "$(id -u)" != 0 ]; then
     echo "demo: network namespaces need root; continuing under sudo"
-    exec sudo OXTUN_DEMO_BUILT=1 "$0"
+    exec sudo OXTUN_DEMO_BUILT=1 OXTUN_SIM_DRIVER="${OXTUN_SIM_DRIVER:-host}" "$0"
 fi
 
 work=$(mktemp -d)

@@ -2,8 +2,9 @@
 # Every check, as CI runs it: formatting, lints for the host and each Windows target, the cross
 # builds of the kernel image, the test-signed package, the API library's DLLs, the loom models,
 # Miri over the abi crate's tests, every test (the image checks of the built and the packaged
-# images, the INF check and the DLL checks among them, the C programs against oxtun.h), each fuzz
-# target for a short while, and the demo.
+# images, the INF check and the DLL checks among them, the C programs against oxtun.h), the
+# driver's tests again on the kernel image itself, each fuzz target for a short while, and the
+# demo on either build.
 source "$(dirname "$0")/setup.sh"
 set -x
 
@@ -36,6 +37,20 @@ loom=(env CARGO_TARGET_DIR=target/loom RUSTFLAGS="--cfg loom" CARGO_PROFILE_RELE
 # packets and cases under cfg(miri)).
 cargo +nightly miri test -p oxtun-abi --locked
 cargo nextest run --workspace --locked --no-fail-fast
-# Each fuzz target for 20 seconds, from its committed seeds (the long runs: scripts/fuzz.sh).
+# The driver's suite again on the shipped x64 kernel image, built above, which the simulator
+# loads in place of the host build: tests/*.rs with the fault sweep, the emulator's tests, the
+# deployed-client conformance suite and the C application on the API library (the emulators they
+# start inherit the setting). Left out: the
+# checks of files (images, INFs, layouts, DLLs under Wine) and of the simulator itself, which run
+# no driver, and the image's own tests, which always run it.
+sha256sum target/x86_64-pc-windows-msvc/release/oxtun_driver.dll
+OXTUN_SIM_DRIVER=image cargo nextest run --locked --no-fail-fast -p oxtun -p oxtun-sim -p oxtun-api \
+    -E 'not (binary_id(oxtun::kernel_image) | binary_id(oxtun::inf) | binary_id(oxtun::layout)
+        | binary_id(oxtun-api::windows_dll) | binary_id(oxtun::image)
+        | binary_id(oxtun-sim::checks) | binary_id(oxtun-sim::emulator_image))'
+# Each fuzz target for 20 seconds, from its committed seeds (the long runs: scripts/fuzz.sh). The
+# fuzz targets run the host build: libFuzzer's coverage and AddressSanitizer instrument only
+# code compiled with them, which the kernel image is not.
 scripts/fuzz.sh 20
 scripts/demo.sh
+OXTUN_SIM_DRIVER=image scripts/demo.sh

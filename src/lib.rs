@@ -26,8 +26,8 @@ pub use oid::VENDOR_DRIVER_VERSION;
 
 /// The bug check a panic raises: an invariant of the driver broke, so stop the machine with a
 /// crash dump that names the place, rather than run on in an unknown state. Parameters: the
-/// address and length of the source file's name, the line, the column.
-#[cfg(windows)]
+/// address and length of the source file's name, the line, the column. (Public on every build:
+/// the simulated kernel spells out the parameters when the kernel image it runs panics.)
 pub const PANIC_BUGCHECK_CODE: u32 = 0x204F_5854;
 
 /// Symbols the precompiled `core` refers to, which the kernel has no CRT to provide.

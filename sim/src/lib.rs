@@ -8,19 +8,27 @@
 //! ([`verifier`]); any allocation-like call can be made to fail ([`faults`]); every driver
 //! callback runs on a kernel stack of the size a driver gets on Windows ([`stack`]).
 //!
+//! It runs either build of the driver, as [`DriverBuild`] chooses: the host build linked into
+//! this process, or the shipped kernel image, which [`loader`] maps and binds to the same exports.
+//!
 //! A driver has global state, so one process holds one simulated kernel at a time: a test of the
 //! driver is an `#[oxtun_sim::test]`, which runs it in a process of its own under plain
 //! `cargo test` too ([`isolation`]).
 
+pub mod code_check;
 mod dispatcher;
+pub mod driver_build;
+mod exports;
 pub mod faults;
 pub mod io;
 pub mod irql;
 pub mod isolation;
+pub mod loader;
 mod ndis;
 pub mod pool;
 pub mod process;
 mod security;
+mod seh;
 pub mod stack;
 mod sync;
 pub mod tun;
@@ -30,6 +38,7 @@ use std::fmt;
 
 use oxtun_driver::sys::*;
 
+pub use driver_build::DriverBuild;
 pub use io::DeviceHandle;
 pub use ndis::{
     AdapterState, Fragmentation, General, OidResult, PreparedSend, ReceiveSink, Received,
@@ -44,6 +53,8 @@ const IRP_MN_CANCEL_REMOVE_DEVICE: u8 = 0x03;
 /// The driver, loaded.
 pub struct Driver {
     object: PDRIVER_OBJECT,
+    /// The kernel image, when that is the build running.
+    image: Option<loader::Image>,
 }
 
 /// What the driver still held when the driver unloaded.
@@ -99,11 +110,34 @@ pub fn outstanding() -> Leaks {
 }
 
 impl Driver {
-    /// Loads the driver: creates its driver object and calls DriverEntry at PASSIVE_LEVEL.
+    /// Loads the build of the driver that `OXTUN_SIM_DRIVER` chooses ([`DriverBuild`]).
     pub fn load() -> Result<Driver, NTSTATUS> {
+        Self::load_build(&DriverBuild::from_setting())
+    }
+
+    /// Loads `build`: maps the kernel image if that is the build, creates the driver object and
+    /// calls DriverEntry at PASSIVE_LEVEL. An image that does not load fails with the status
+    /// Windows would give, and the reason on stderr, as Windows logs it.
+    pub fn load_build(build: &DriverBuild) -> Result<Driver, NTSTATUS> {
         if ndis::driver_registered() {
             verifier::violation("loading the driver while it is loaded");
         }
+        let (entry, image) = match build {
+            DriverBuild::Host => (oxtun_driver::DriverEntry as DriverEntryRoutine, None),
+            DriverBuild::Image(path) => match loader::load_file(path) {
+                Ok(image) => (image.entry(), Some(image)),
+                Err(error) => {
+                    eprintln!("simulated kernel: {} not loaded: {error}", path.display());
+                    if !path.exists() {
+                        eprintln!(
+                            "simulated kernel: build the image with `cargo build -p oxtun \
+                             --release --target x86_64-pc-windows-msvc`"
+                        );
+                    }
+                    return Err(error.status());
+                }
+            },
+        };
         let object = io::new_driver_object();
         let mut registry_path = UNICODE_STRING {
             Length: 0,
@@ -112,13 +146,18 @@ impl Driver {
         };
         let status = irql::call_at(PASSIVE_LEVEL, "DriverEntry", || {
             // SAFETY: DriverEntry with a fresh driver object and a registry path.
-            unsafe { oxtun_driver::DriverEntry(object, &mut registry_path) }
+            unsafe { entry(object, &mut registry_path) }
         });
         if !NT_SUCCESS(status) {
             io::free_driver_object(object);
             return Err(status);
         }
-        Ok(Driver { object })
+        Ok(Driver { object, image })
+    }
+
+    /// The kernel image, when that is the build running.
+    pub fn image(&self) -> Option<&loader::Image> {
+        self.image.as_ref()
     }
 
     /// The driver object, as the driver left it after DriverEntry.
@@ -161,9 +200,23 @@ impl Driver {
             verifier::violation("the driver unloaded without deregistering its miniport");
         }
         io::free_driver_object(self.object);
-        outstanding()
+        let leaks = outstanding();
+        if let Some(image) = self.image {
+            if leaks.threads == 0 && leaks.notify_routines == 0 {
+                // SAFETY: no thread of the driver runs and no notify routine of it is
+                // registered; its miniport is deregistered and its driver object freed.
+                unsafe { image.unmap() };
+            }
+            // Otherwise the image stays mapped, so the leak is reported rather than a thread
+            // faulting in freed code.
+        }
+        leaks
     }
 }
+
+/// `DRIVER_INITIALIZE`: DriverEntry's type, in either build.
+pub(crate) type DriverEntryRoutine =
+    unsafe extern "efiapi" fn(PDRIVER_OBJECT, PUNICODE_STRING) -> NTSTATUS;
 
 /// An adapter NDIS added.
 pub struct Adapter {

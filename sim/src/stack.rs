@@ -365,6 +365,14 @@ pub fn high_water() -> HighWater {
     )
 }
 
+/// The deepest use measured so far, by callback, forgetting it: what follows is measured afresh
+/// (the data-path benchmark measures each build of the driver on its own).
+pub fn take_high_water() -> HighWater {
+    let taken = high_water();
+    HIGH_WATER.lock().unwrap().clear();
+    taken
+}
+
 /// Each callback measured, the most bytes of kernel stack it used, and how often it was measured.
 #[derive(Clone, Debug)]
 pub struct HighWater(pub Vec<(&'static str, usize, u64)>);

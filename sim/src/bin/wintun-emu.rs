@@ -21,7 +21,8 @@ use oxtun_abi::{
 };
 use oxtun_driver::sys::*;
 use oxtun_sim::tun::{self, ip};
-use oxtun_sim::{Adapter, Bitness, Driver, Process, Token, stack};
+use oxtun_sim::{Adapter, Bitness, Driver, DriverBuild, Process, Token, stack};
+use sha2::{Digest, Sha256};
 
 /// A line on stderr, where a log may be gone: the process that read it (a test, killed on a
 /// timeout) may have died, and the emulator must still shut down when it is told to.
@@ -32,7 +33,8 @@ macro_rules! log {
 }
 
 const USAGE: &str = "usage: wintun-emu --socket PATH [--address CIDR]... [--name IFNAME] \
-                     [--upper tun|reflect] [--version-file PATH] [--stack-high-water]";
+                     [--upper tun|reflect] [--version-file PATH] [--stack-high-water] \
+                     [--driver host|image[=PATH]]";
 const EVENT_ALL_ACCESS: ACCESS_MASK = 0x001F_0003;
 const STATUS_INVALID_PARAMETER: u32 = 0xC000_000D;
 const STATUS_INVALID_DEVICE_REQUEST: u32 = 0xC000_0010;
@@ -53,6 +55,7 @@ struct Options {
     version_file: Option<PathBuf>,
     /// Measure the kernel stack each driver callback uses, and print it on exit.
     stack_high_water: bool,
+    driver: DriverBuild,
 }
 
 fn parse_options() -> Result<Options, String> {
@@ -62,6 +65,7 @@ fn parse_options() -> Result<Options, String> {
     let mut upper = Upper::Tun;
     let mut version_file = None;
     let mut stack_high_water = false;
+    let mut driver = None;
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         let mut value = || args.next().ok_or(format!("{arg} needs a value"));
@@ -78,6 +82,11 @@ fn parse_options() -> Result<Options, String> {
             }
             "--version-file" => version_file = Some(PathBuf::from(value()?)),
             "--stack-high-water" => stack_high_water = true,
+            "--driver" => {
+                let build =
+                    DriverBuild::parse(&value()?).map_err(|error| format!("--driver: {error}"))?;
+                driver = Some(build);
+            }
             "--help" | "-h" => return Err(USAGE.to_string()),
             other => return Err(format!("unknown argument {other}")),
         }
@@ -94,7 +103,33 @@ fn parse_options() -> Result<Options, String> {
         upper,
         version_file,
         stack_high_water,
+        // Without --driver, the simulator's own setting (OXTUN_SIM_DRIVER), as for the tests.
+        driver: match driver {
+            Some(driver) => driver,
+            None => DriverBuild::setting()?,
+        },
     })
+}
+
+/// Says which build of the driver runs; for the kernel image, which file, by its SHA-256.
+fn log_driver(driver: &DriverBuild) -> io::Result<()> {
+    match driver {
+        DriverBuild::Host => log!("wintun-emu: driver: the host build"),
+        DriverBuild::Image(path) => {
+            let image = std::fs::read(path).map_err(|error| {
+                io::Error::new(error.kind(), format!("{}: {error}", path.display()))
+            })?;
+            let digest: String = Sha256::digest(&image)
+                .iter()
+                .map(|byte| format!("{byte:02x}"))
+                .collect();
+            log!(
+                "wintun-emu: driver: the kernel image {} (SHA-256 {digest})",
+                path.display()
+            );
+        }
+    }
+    Ok(())
 }
 
 fn check(result: libc::c_int, what: &str) -> io::Result<libc::c_int> {
@@ -486,8 +521,9 @@ fn run(options: Options) -> io::Result<bool> {
     };
     let listener = bind_socket(&options.socket)?;
     listener.set_nonblocking(true)?;
-    let driver = Driver::load()
-        .map_err(|status| io::Error::other(format!("DriverEntry failed: {status:#x}")))?;
+    log_driver(&options.driver)?;
+    let driver = Driver::load_build(&options.driver)
+        .map_err(|status| io::Error::other(format!("the driver did not load: {status:#x}")))?;
     let adapter =
         Arc::new(driver.add_adapter().map_err(|status| {
             io::Error::other(format!("MiniportInitializeEx failed: {status:#x}"))
