@@ -55,6 +55,8 @@ command -v c++ >/dev/null || missing+=(g++)
 # The emulator's tests: the TUN device and namespaces, and ping across them.
 command -v ip >/dev/null || missing+=(iproute2)
 command -v ping >/dev/null || missing+=(iputils-ping)
+# The emulator benchmark's TCP rows.
+command -v iperf3 >/dev/null || missing+=(iperf3)
 # The API library: C tests with the system compiler; mingw-w64 links the Windows DLLs; Wine runs
 # what it can of them (wine64, and wine32 from the i386 architecture for the x86 DLL).
 command -v cc >/dev/null || missing+=(gcc)

@@ -12,15 +12,16 @@ use oxtun_client::{Adapter, Error, Session};
 const CAPACITY: u32 = 4 << 20;
 
 #[derive(Default)]
-struct Forwarded {
-    packets: u64,
-    bytes: u64,
+pub struct Forwarded {
+    pub packets: u64,
+    pub bytes: u64,
     /// Packets the other adapter's ring had no room for: a congested link drops them.
-    dropped: u64,
+    pub dropped: u64,
 }
 
-/// Moves packets from `from`'s system into `to`'s until either session ends.
-fn forward(from: &Session, to: &Session) -> Result<Forwarded, Error> {
+/// Moves packets from `from`'s system into `to`'s until either session ends. (The emulator's
+/// benchmark routes with it too.)
+pub fn forward(from: &Session, to: &Session) -> Result<Forwarded, Error> {
     let mut forwarded = Forwarded::default();
     loop {
         let received = match from.receive() {

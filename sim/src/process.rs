@@ -76,6 +76,8 @@ pub struct EventObject {
     /// An eventfd whose count, when not zero, is this event set from outside the simulator (by
     /// the emulator's client): waits poll it, and taking the signal reads it.
     source: Option<OwnedFd>,
+    /// Times a wait took the source's signal.
+    outside_sets: AtomicU64,
 }
 
 impl EventObject {
@@ -116,7 +118,16 @@ impl EventObject {
         let mut count = 0u64;
         // SAFETY: 8 bytes into a local from a readable eventfd; the driver's receive thread is
         // its one reader, so it does not block.
-        unsafe { libc::read(fd, (&mut count as *mut u64).cast(), 8) == 8 }
+        let taken = unsafe { libc::read(fd, (&mut count as *mut u64).cast(), 8) == 8 };
+        if taken {
+            self.outside_sets.fetch_add(1, Ordering::Relaxed);
+        }
+        taken
+    }
+
+    /// Times a wait took the signal of the source (the client setting the event).
+    pub fn outside_sets(&self) -> u64 {
+        self.outside_sets.load(Ordering::Relaxed)
     }
 
     /// Waits up to `timeout` for the event, as a client's WaitForSingleObject; true if it came
@@ -436,6 +447,7 @@ impl Process {
             sets: AtomicU64::new(0),
             on_set,
             source,
+            outside_sets: AtomicU64::new(0),
         });
         let handle = self.insert_handle(Object::Event(event.clone()), access);
         (handle, event)

@@ -182,8 +182,22 @@ fn poll_readable(fds: &[BorrowedFd<'_>]) -> io::Result<usize> {
 }
 
 /// Gives the interface the driver's MTU and the addresses, and brings it up.
+/// Packets the TUN interface queues for the emulator to read. Linux's default, 500, drops
+/// packets whenever the reading thread waits a few milliseconds for a core; on Windows nothing
+/// stands between the stack's sends and the driver's send ring, so the emulator's queue is
+/// long enough to ride that out.
+const TUN_QUEUE: u32 = 4096;
+
 fn configure_interface(name: &str, mtu: u32, addresses: &[String]) -> io::Result<()> {
     ip(&["link", "set", "dev", name, "mtu", &mtu.to_string()])?;
+    ip(&[
+        "link",
+        "set",
+        "dev",
+        name,
+        "txqueuelen",
+        &TUN_QUEUE.to_string(),
+    ])?;
     for address in addresses {
         if address.contains(':') {
             // No duplicate-address detection: usable at once.
@@ -216,6 +230,11 @@ struct EdgeCounts {
     down: AtomicU64,
     /// Packets the driver's send path failed (the send ring full, or no rings).
     down_refused: AtomicU64,
+    /// Times the driver set a client's send event (the client's eventfd written), over the
+    /// registrations that ended.
+    send_event_sets: AtomicU64,
+    /// Times the driver's receive thread took a client's signal of its receive event.
+    receive_event_wakes: AtomicU64,
 }
 
 impl EdgeCounts {
@@ -231,11 +250,14 @@ impl std::fmt::Display for EdgeCounts {
         let load = |count: &AtomicU64| count.load(Ordering::Relaxed);
         write!(
             f,
-            "up {} (dropped {}), down {} (refused by the driver {})",
+            "up {} (dropped {}), down {} (refused by the driver {}); events: send event set {} \
+             times, receive event taken {} times",
             load(&self.up),
             load(&self.up_dropped),
             load(&self.down),
-            load(&self.down_refused)
+            load(&self.down_refused),
+            load(&self.send_event_sets),
+            load(&self.receive_event_wakes)
         )
     }
 }
@@ -341,6 +363,7 @@ fn register(
     device: &oxtun_sim::DeviceHandle<'_>,
     message: &[u8],
     descriptors: Vec<OwnedFd>,
+    events: &mut Vec<Events>,
 ) -> u32 {
     let request = match EmulatorRegistration::decode(message) {
         Ok(request) => request,
@@ -390,9 +413,10 @@ fn register(
         let eventfd = send_eventfd.clone();
         Box::new(move || signal_eventfd(eventfd.as_fd())) as Box<dyn Fn() + Send + Sync>
     };
-    let (send_handle, _) = process.create_event_with(EVENT_ALL_ACCESS, Some(wake_client));
+    let (send_handle, send_object) = process.create_event_with(EVENT_ALL_ACCESS, Some(wake_client));
     // The driver's waits on the receive event poll the client's eventfd itself.
-    let (receive_handle, _) = process.create_event_from(EVENT_ALL_ACCESS, receive_event);
+    let (receive_handle, receive_object) =
+        process.create_event_from(EVENT_ALL_ACCESS, receive_event);
     provisional.handles.extend([send_handle, receive_handle]);
     let registration = RingRegistration {
         send: RingDescriptor {
@@ -413,6 +437,10 @@ fn register(
     let status = device.device_control(TUN_IOCTL_REGISTER_RINGS, &buffer[..len]) as u32;
     if status == 0 {
         provisional.keep();
+        events.push(Events {
+            send: send_object,
+            receive: receive_object,
+        });
     }
     status
 }
@@ -445,12 +473,13 @@ impl Drop for Provisional<'_> {
 }
 
 /// One client connection: an open device handle until the connection ends.
-fn serve(stream: UnixStream, adapter: &Adapter) {
+fn serve(stream: UnixStream, adapter: &Adapter, counts: &EdgeCounts) {
     let process = Process::new(Token::System, Bitness::Bits64);
     let device = process.open(adapter.device(), FILE_READ_DATA | FILE_WRITE_DATA);
     let mut writer = &stream;
+    let mut events = Vec::new();
     while let Ok(Some((message, descriptors))) = receive_message(&stream) {
-        let status = register(&process, &device, &message, descriptors);
+        let status = register(&process, &device, &message, descriptors, &mut events);
         if status != 0 {
             log!("wintun-emu: registration refused: status {status:#010x}");
         }
@@ -460,6 +489,20 @@ fn serve(stream: UnixStream, adapter: &Adapter) {
     }
     device.close();
     process.exit();
+    for Events { send, receive } in events {
+        counts
+            .send_event_sets
+            .fetch_add(send.set_count(), Ordering::Relaxed);
+        counts
+            .receive_event_wakes
+            .fetch_add(receive.outside_sets(), Ordering::Relaxed);
+    }
+}
+
+/// The events of a registration, for their counts.
+struct Events {
+    send: Arc<oxtun_sim::EventObject>,
+    receive: Arc<oxtun_sim::EventObject>,
 }
 
 /// Blocks SIGINT and SIGTERM in every thread (so `wait_for_signal` gets them) and ignores
@@ -596,7 +639,8 @@ fn run(options: Options) -> io::Result<bool> {
         stream.set_nonblocking(false)?;
         let shutdown_handle = stream.try_clone()?;
         let adapter = adapter.clone();
-        let thread = thread::spawn(move || serve(stream, &adapter));
+        let counts = counts.clone();
+        let thread = thread::spawn(move || serve(stream, &adapter, &counts));
         connections.retain(|(_, thread)| !thread.is_finished());
         connections.push((shutdown_handle, thread));
     }
