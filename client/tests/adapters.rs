@@ -76,6 +76,28 @@ fn create_open_close_reopen_and_the_errors_of_each() {
     drop(again);
 }
 
+/// An emulator that exits before it is ready fails the creation at once, and leaves the name
+/// free (the failure path once took the run folder's lock a second time, and hung for good).
+#[oxtun_sim::test]
+fn an_emulator_that_does_not_start_fails_the_creation_at_once() {
+    isolate();
+    // SAFETY: the test's only thread so far (isolate's promise), so nothing reads the
+    // environment while it changes.
+    unsafe { std::env::set_var("OXTUN_WINTUN_EMU", "/bin/false") };
+    let (done, finished) = std::sync::mpsc::channel();
+    thread::spawn(move || {
+        let _ = done.send(Adapter::create("oxtun-nostart", "Test", None).map(drop));
+    });
+    let result = finished
+        .recv_timeout(Duration::from_secs(10))
+        .expect("the creation hung");
+    assert!(result.is_err());
+    assert!(matches!(
+        Adapter::open("oxtun-nostart"),
+        Err(Error::NotFound)
+    ));
+}
+
 /// Run only as the child of `an_orphaned_adapter_is_removed_by_the_next_create`: creates the
 /// adapter and dies without closing it.
 #[test]

@@ -331,7 +331,9 @@ impl Adapter {
         };
         if ready.trim() != format!("ready {}", files.socket.display()) {
             log::error(&format!("the emulator for adapter {name} did not start"));
-            adapter.stop();
+            // The caller holds the run folder's lock: not `stop`, which takes it.
+            adapter.end_emulator();
+            files.remove();
             return Err(std::io::Error::other("the emulator did not start").into());
         }
         Ok(adapter)
@@ -392,11 +394,22 @@ impl Adapter {
         register(&self.socket, send, receive)
     }
 
-    /// Stops the emulator this value created: its driver ends every session (the send ring's
-    /// Tail becomes 0xFFFFFFFF), halts and unloads, and its leak check goes to the logger.
+    /// Stops the emulator this value created and removes its files.
     fn stop(&mut self) {
+        if self.end_emulator()
+            && let Some(name) = &self.name
+        {
+            let _lock = RunDirLock::take();
+            Files::of(name).remove();
+        }
+    }
+
+    /// Ends the emulator this value created, if it did: its driver ends every session (the
+    /// send ring's Tail becomes 0xFFFFFFFF), halts and unloads, and its leak check goes to the
+    /// logger.
+    fn end_emulator(&mut self) -> bool {
         let Some(mut created) = self.created.take() else {
-            return;
+            return false;
         };
         let name = self.name.clone().unwrap_or_default();
         // SAFETY: signalling our own child, not yet waited for.
@@ -410,10 +423,7 @@ impl Adapter {
             Ok(status) => log::error(&format!("adapter {name} removed: the emulator {status}")),
             Err(error) => log::error(&format!("adapter {name}: {error}")),
         }
-        let _lock = RunDirLock::take();
-        if self.name.is_some() {
-            Files::of(&name).remove();
-        }
+        true
     }
 }
 

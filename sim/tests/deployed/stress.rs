@@ -204,16 +204,17 @@ fn lost_wakeup_stress_without_the_fence() {
 
 /// A client without the fence, with the reordering the missing fence allows made to happen
 /// often (Alertable loaded 50 us before Tail is stored): wakeups are lost, and each costs at
-/// most the driver's timed re-check of the ring.
+/// most the driver's timed re-check of the ring. Alone it loses 80 to 200 of 3,000; on a
+/// machine busy with other tests its aim is worse (2 in 30,000 once), so it goes on for 20 and
+/// needs one. (nextest runs it alone: .config/nextest.toml.)
 #[test]
 fn lost_wakeup_stress_with_the_reordering_the_missing_fence_allows() {
     let gap = Duration::from_micros(50);
     let mut stress = lost_wakeup_stress("reordered", Handshake::Reordered { gap }, 3000, 20);
     assert_driver_slept(&stress);
     assert!(
-        stress.lost.len() >= 20,
-        "{} wakeups lost: the stress missed its aim",
-        stress.lost.len()
+        !stress.lost.is_empty(),
+        "no wakeup lost: the stress missed its aim"
     );
     stress.assert_lost_wakeups_bounded();
 }
