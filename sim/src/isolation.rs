@@ -19,6 +19,7 @@ const CHILD: &str = "OXTUN_SIM_TEST_PROCESS";
 pub fn in_own_process(path: &str, body: impl FnOnce()) {
     // libtest names a test by its path below the crate.
     let name = path.split_once("::").map_or(path, |(_crate, name)| name);
+    // nextest sets it in each test's process (https://nexte.st/docs/configuration/env-vars/).
     let nextest = std::env::var("NEXTEST_EXECUTION_MODE").as_deref() == Ok("process-per-test");
     if nextest || std::env::var(CHILD).as_deref() == Ok(name) {
         body();

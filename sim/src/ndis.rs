@@ -928,11 +928,13 @@ impl Sender {
         }
         // Grown before any pointer into the storage is taken: the driver holds none after a send.
         if self.nbls.len() < packets.len() {
-            // SAFETY (each): plain data; all zeroes is a valid empty NBL, NET_BUFFER and MDL.
+            // SAFETY: plain data; all zeroes is a valid empty NBL.
             self.nbls
                 .resize_with(packets.len(), || unsafe { std::mem::zeroed() });
+            // SAFETY: plain data; all zeroes is a valid empty NET_BUFFER.
             self.nbs
                 .resize_with(packets.len(), || unsafe { std::mem::zeroed() });
+            // SAFETY: plain data; all zeroes is a valid empty MDL.
             self.mdls
                 .resize_with(packets.len(), || unsafe { std::mem::zeroed() });
         }

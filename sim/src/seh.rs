@@ -235,7 +235,8 @@ fn except_block(
             // its function, whose frame is live above us on this stack.
             let filter =
                 unsafe { std::mem::transmute::<usize, Filter>(base + scope.filter as usize) };
-            // SAFETY: as above.
+            // SAFETY: the filter is the image's, called with live exception pointers and the
+            // establisher frame of its own function, which is live above us on this stack.
             match unsafe { filter(&mut pointers, establisher) } {
                 0 => false,
                 result if result > 0 => true,

@@ -86,11 +86,12 @@ fn close_in_process(entry: &SYSTEM_HANDLE_TABLE_ENTRY_INFO_EX, file: &FileRefere
     let mut apc_state: KAPC_STATE = unsafe { core::mem::zeroed() };
     let handle = entry.HandleValue as HANDLE;
     let mut closed = false;
-    // SAFETY: 1. the process is referenced (PsLookupProcessByProcessId) until the dereference
-    // at the end; attach and detach pair up on a local state, at PASSIVE_LEVEL. 2. In the
-    // process's context the handle value is looked up again: it may have been closed, or reused
-    // for another object, since the snapshot; it is closed only if it still names our file
-    // object, which stays referenced by the caller. 3. Each reference taken is dropped once.
+    // The handle value is looked up again in the process's context: since the snapshot it may
+    // have been closed, or reused for another object.
+    // SAFETY: the process is referenced (PsLookupProcessByProcessId) until the dereference at
+    // the end; attach and detach pair up on a local state, at PASSIVE_LEVEL; the handle is
+    // closed only if it still names our file object, which the caller keeps referenced; each
+    // reference taken is dropped once.
     unsafe {
         KeStackAttachProcess(process, &mut apc_state);
         let mut object = null_mut();

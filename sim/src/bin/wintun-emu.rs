@@ -183,9 +183,10 @@ fn poll_readable(fds: &[BorrowedFd<'_>]) -> io::Result<usize> {
 
 /// Gives the interface the driver's MTU and the addresses, and brings it up.
 /// Packets the TUN interface queues for the emulator to read. Linux's default, 500, drops
-/// packets whenever the reading thread waits a few milliseconds for a core; on Windows nothing
-/// stands between the stack's sends and the driver's send ring, so the emulator's queue is
-/// long enough to ride that out.
+/// packets whenever the reading thread waits a few milliseconds for a core. On Windows NDIS
+/// hands each send straight to MiniportSendNetBufferLists ("Sending Data from a Miniport
+/// Driver", Microsoft's NDIS documentation), which the driver copies into the send ring: no
+/// queue of 500 stands in between, so the emulator's is long enough to ride such a wait out.
 const TUN_QUEUE: u32 = 4096;
 
 fn configure_interface(name: &str, mtu: u32, addresses: &[String]) -> io::Result<()> {
