@@ -6,17 +6,32 @@
 //! oxtun.sys, oxtun.inf and (made on Windows by inf2cat, see the README) oxtun.cat, or the
 //! folder `OXTUN_PACKAGE_DIR` names. What exists is embedded; a missing catalog makes
 //! installation fail with a logged error at run time, a missing package a warning here.
+//!
+//! The x86 DLL also embeds an x64 DLL as AMD64_OXTUN_WOW64_HELPER: the native helper that a
+//! 32-bit process on 64-bit Windows removes devices with (src/package.rs). This script builds it
+//! with a cargo of its own, in `<target folder>/wow64-helper`, with `OXTUN_WOW64_HELPER_BUILD`
+//! set: without debug information or a package, and with `cfg(wow64_helper)`, under which it
+//! exports the helper's entry point besides the fourteen functions. Every x86 build so carries
+//! the helper of its own sources, and the x64 oxtun.dll exports wintun.h's functions only.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 fn main() {
+    println!("cargo::rustc-check-cfg=cfg(wow64_helper)");
     let target = std::env::var("TARGET").unwrap();
     if !target.contains("windows") {
         return;
     }
     println!("cargo:rerun-if-env-changed=OXTUN_PACKAGE_DIR");
+    println!("cargo:rerun-if-env-changed=OXTUN_WOW64_HELPER_BUILD");
+    if std::env::var_os("OXTUN_WOW64_HELPER_BUILD").is_some() {
+        // The helper's rundll32 entry point is exported by this build only.
+        println!("cargo:rustc-cfg=wow64_helper");
+        return;
+    }
     let manifest = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").unwrap());
+    let out = PathBuf::from(std::env::var("OUT_DIR").unwrap());
     let package = std::env::var_os("OXTUN_PACKAGE_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| manifest.join("../target/package"));
@@ -49,10 +64,14 @@ fn main() {
             }
         }
     }
+    if target.starts_with("i686") {
+        let helper = build_wow64_helper(&manifest, &out);
+        let quoted = helper.display().to_string().replace('\\', "/");
+        script.push_str(&format!("AMD64_OXTUN_WOW64_HELPER RCDATA \"{quoted}\"\n"));
+    }
     if script.is_empty() {
         return;
     }
-    let out = PathBuf::from(std::env::var("OUT_DIR").unwrap());
     let rc = out.join("package.rc");
     std::fs::write(&rc, script).unwrap();
     match compile_resources(&target, &rc, &out) {
@@ -93,4 +112,44 @@ fn compile_resources(target: &str, rc: &Path, out: &Path) -> Option<PathBuf> {
         assert!(status.success(), "llvm-rc failed on {}", rc.display());
         Some(res)
     }
+}
+
+/// Builds the x64 DLL that the x86 one carries, in a target folder of its own beside ours (our
+/// OUT_DIR is `<target>/<triple>/<profile>/build/<package>-<hash>/out`), and returns its path.
+fn build_wow64_helper(manifest: &Path, out: &Path) -> PathBuf {
+    for input in ["src", "../client/src", "../abi/src", "../Cargo.lock"] {
+        println!("cargo:rerun-if-changed={}", manifest.join(input).display());
+    }
+    let target_dir = out
+        .ancestors()
+        .nth(5)
+        .expect("OUT_DIR inside a target folder")
+        .join("wow64-helper");
+    const HELPER_TARGET: &str = "x86_64-pc-windows-gnu";
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let status = Command::new(cargo)
+        .args([
+            "build",
+            "--release",
+            "--locked",
+            "-p",
+            "oxtun-api",
+            "--target",
+        ])
+        .arg(HELPER_TARGET)
+        .arg("--target-dir")
+        .arg(&target_dir)
+        .current_dir(manifest)
+        .env("OXTUN_WOW64_HELPER_BUILD", "1")
+        .env("CARGO_PROFILE_RELEASE_DEBUG", "false")
+        .env("CARGO_PROFILE_RELEASE_STRIP", "true")
+        // What cargo sets for this script (our target's flags, clippy as the compiler when
+        // linting) is not for the helper's build.
+        .env_remove("CARGO_ENCODED_RUSTFLAGS")
+        .env_remove("RUSTC_WORKSPACE_WRAPPER")
+        .env_remove("CARGO_BUILD_TARGET")
+        .status()
+        .expect("cargo, for the WOW64 helper");
+    assert!(status.success(), "building the WOW64 helper failed");
+    target_dir.join(HELPER_TARGET).join("release/oxtun.dll")
 }

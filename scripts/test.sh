@@ -18,15 +18,22 @@ for target in "${WINDOWS_TARGETS[@]}"; do
     cargo build -p oxtun --target "$target" --locked
 done
 scripts/package.sh
-# oxtun.dll for x64 and x86, with the package just made embedded; api/tests/windows_dll.rs reads
-# their exports, imports and resources and runs them under Wine. The client's unit tests for
-# Windows run under Wine too.
+# oxtun.dll for x64 and x86, with the package just made embedded (and in the x86 one, the x64
+# WOW64 helper its build makes in target/wow64-helper); api/tests/windows_dll.rs reads their
+# exports, imports and resources and runs them under Wine. The client's unit tests for Windows
+# run under Wine too, the x86 ones as a WOW64 process that removes devices with that helper.
 for target in "${API_TARGETS[@]}"; do
     cargo clippy -p oxtun-client -p oxtun-api --target "$target" --release --locked -- -D warnings
     cargo build -p oxtun-api --target "$target" --release --locked
 done
+# The helper's own build (cfg(wow64_helper): the rundll32 entry point) linted too, in its folder.
+OXTUN_WOW64_HELPER_BUILD=1 cargo clippy -p oxtun-api --target x86_64-pc-windows-gnu --release \
+    --locked --target-dir target/wow64-helper -- -D warnings
 CARGO_TARGET_X86_64_PC_WINDOWS_GNU_RUNNER="$PWD/scripts/wine.sh" \
     cargo test -p oxtun-client --lib --target x86_64-pc-windows-gnu --locked
+CARGO_TARGET_I686_PC_WINDOWS_GNU_RUNNER="$PWD/scripts/wine.sh" \
+    OXTUN_TEST_WOW64_HELPER="$PWD/target/wow64-helper/x86_64-pc-windows-gnu/release/oxtun.dll" \
+    cargo test -p oxtun-client --lib --target i686-pc-windows-gnu --locked
 # The loom models of the ring protocol (abi/tests/loom.rs): the abi crate with loom's atomics, in
 # a target folder of its own; release without LTO, since loom needs speed and not a small image.
 loom=(env CARGO_TARGET_DIR=target/loom RUSTFLAGS="--cfg loom" CARGO_PROFILE_RELEASE_LTO=false

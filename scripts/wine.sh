@@ -4,24 +4,25 @@
 #
 # Wine 8 lacks Windows 10's bcryptprimitives.dll, from which Rust's standard library takes its
 # random numbers (ProcessPrng): a stand-in (api/tests/c/wine_bcryptprimitives.c) is built for
-# the program's architecture and put on Wine's DLL path, for these runs only. The Wine prefix is
-# target/wine/prefix unless WINEPREFIX says otherwise.
+# each architecture and put where Windows keeps that DLL, in the Wine prefix's system32 (x64)
+# and syswow64 (x86), so that a 32-bit program and the 64-bit one it starts (the WOW64 helper)
+# each find theirs. The Wine prefix is target/wine/prefix unless WINEPREFIX says otherwise.
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-program=$1
-case $(objdump -f "$program" | sed -n 's/.*file format //p') in
-    pei-i386) arch=i686 ;;
-    *) arch=x86_64 ;;
-esac
-shim=$root/target/wine/$arch
-if [ ! -f "$shim/bcryptprimitives.dll" ] ||
-    [ "$root/api/tests/c/wine_bcryptprimitives.c" -nt "$shim/bcryptprimitives.dll" ]; then
-    mkdir -p "$shim"
-    "$arch-w64-mingw32-gcc" -shared -Wall -Werror -o "$shim/bcryptprimitives.dll" \
-        "$root/api/tests/c/wine_bcryptprimitives.c" -ladvapi32 -Wl,--kill-at
-fi
 export WINEPREFIX=${WINEPREFIX:-$root/target/wine/prefix}
-export WINEPATH="$shim${WINEPATH:+;$WINEPATH}"
 export WINEDEBUG=${WINEDEBUG:--all}
 export WINEDLLOVERRIDES=${WINEDLLOVERRIDES:-mscoree,mshtml=}
+source=$root/api/tests/c/wine_bcryptprimitives.c
+windows=$WINEPREFIX/drive_c/windows
+if [ ! -d "$windows/syswow64" ]; then
+    wineboot --init
+    wineserver --wait
+fi
+for place in x86_64:system32 i686:syswow64; do
+    shim=$windows/${place#*:}/bcryptprimitives.dll
+    if [ ! -f "$shim" ] || [ "$source" -nt "$shim" ]; then
+        "${place%%:*}-w64-mingw32-gcc" -shared -Wall -Werror -o "$shim" "$source" -ladvapi32 \
+            -Wl,--kill-at
+    fi
+done
 exec wine "$@"

@@ -63,11 +63,20 @@ fn fail<T>(code: u32, failed: T) -> T {
 /// # Safety
 /// `string` is NULL or readable up to its NUL or `MAX_ADAPTER_NAME` units, whichever is first.
 unsafe fn read_name(string: *const u16) -> Option<String> {
+    // SAFETY: the caller's promise.
+    unsafe { read_wide(string, MAX_ADAPTER_NAME) }
+}
+
+/// As [`read_name`], up to `limit` units.
+///
+/// # Safety
+/// `string` is NULL or readable up to its NUL or `limit` units, whichever is first.
+unsafe fn read_wide(string: *const u16, limit: usize) -> Option<String> {
     if string.is_null() {
         return None;
     }
     let mut units = Vec::new();
-    for index in 0..MAX_ADAPTER_NAME {
+    for index in 0..limit {
         // SAFETY: within the caller's promise: we stop at the NUL or at the limit.
         let unit = unsafe { string.add(index).read_unaligned() };
         if unit == 0 {
@@ -164,9 +173,14 @@ pub extern "system" fn WintunCloseAdapter(adapter: *mut c_void) {
 /// WintunDeleteDriver: removes the driver if no adapter of ours exists.
 #[unsafe(no_mangle)]
 pub extern "system" fn WintunDeleteDriver() -> i32 {
-    guard(0, || match oxtun_client::delete_driver() {
-        Ok(()) => 1,
-        Err(error) => fail(code(&error), 0),
+    guard(0, || {
+        // It removes orphaned adapters first, which a 32-bit process does with the helper.
+        #[cfg(windows)]
+        package::register_embedded();
+        match oxtun_client::delete_driver() {
+            Ok(()) => 1,
+            Err(error) => fail(code(&error), 0),
+        }
     })
 }
 
@@ -332,6 +346,32 @@ fn hand_back(
             log::error(&format!("{function}: {error}"));
             fail(code(&error), ())
         }
+    })
+}
+
+/// The native helper's entry point, only in the x64 build that the x86 DLL carries (build.rs):
+/// a 32-bit oxtun.dll on 64-bit Windows runs it through rundll32 (`"<helper>.dll",
+/// OxtunWow64Helper remove <instance ID>`) to remove a device, which the class installer refuses
+/// to do from a 32-bit process; rundll32 calls `<entry point>W` with the rest of its command
+/// line. The answer goes to standard output (oxtun_client's wow64 module). Not one of wintun.h's
+/// functions, and not in oxtun.h.
+///
+/// # Safety
+/// `command_line` is NULL or a NUL-terminated UTF-16 string, as rundll32 passes it.
+#[cfg(all(windows, wow64_helper))]
+#[unsafe(no_mangle)]
+pub unsafe extern "system" fn OxtunWow64HelperW(
+    _window: *mut c_void,
+    _instance: *mut c_void,
+    command_line: *const u16,
+    _show: i32,
+) {
+    /// Far more than a request and a device instance ID (at most 199 characters) take.
+    const MAX_COMMAND_LINE: usize = 1024;
+    guard((), || {
+        // SAFETY: the caller's promise, read at most up to the limit.
+        let command_line = unsafe { read_wide(command_line, MAX_COMMAND_LINE) };
+        oxtun_client::serve_wow64_helper(command_line.as_deref().unwrap_or_default());
     })
 }
 

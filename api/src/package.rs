@@ -2,7 +2,9 @@
 //! .cat of each architecture it may run on, named ARCH_OXTUN_SYS, ARCH_OXTUN_INF and
 //! ARCH_OXTUN_CAT (ARCH: AMD64, ARM64). The one for the machine's own architecture (not the
 //! process's: a 32-bit process on 64-bit Windows needs the 64-bit driver) goes to the client
-//! crate, which installs it when needed.
+//! crate, which installs it when needed. The x86 DLL also carries the x64 DLL, built without a
+//! package, as AMD64_OXTUN_WOW64_HELPER: the native helper with which a 32-bit process removes
+//! devices (oxtun_client's wow64 module).
 
 use std::ffi::c_void;
 use std::ptr::null_mut;
@@ -18,7 +20,6 @@ use windows_sys::Win32::System::LibraryLoader::{
 use windows_sys::Win32::System::SystemInformation::{
     IMAGE_FILE_MACHINE_AMD64, IMAGE_FILE_MACHINE_ARM64,
 };
-use windows_sys::Win32::System::Threading::{GetCurrentProcess, IsWow64Process2};
 
 /// RT_RCDATA.
 const RT_RCDATA: *const u16 = 10 as *const u16;
@@ -56,24 +57,26 @@ fn resource(module: HMODULE, name: &str) -> Option<&'static [u8]> {
 
 /// The machine's architecture as the package folders name it.
 fn native_architecture() -> &'static str {
-    let (mut process, mut native) = (0u16, 0u16);
-    // SAFETY: this process's pseudo-handle and two locals.
-    let known = unsafe { IsWow64Process2(GetCurrentProcess(), &mut process, &mut native) } != 0;
-    match (known, native) {
-        (true, IMAGE_FILE_MACHINE_ARM64) => "ARM64",
-        (true, IMAGE_FILE_MACHINE_AMD64) => "AMD64",
+    match oxtun_client::native_machine() {
+        IMAGE_FILE_MACHINE_ARM64 => "ARM64",
+        IMAGE_FILE_MACHINE_AMD64 => "AMD64",
         _ if cfg!(target_arch = "aarch64") => "ARM64",
         _ => "AMD64",
     }
 }
 
-/// Hands the embedded package for this machine to the client crate, once.
+/// Hands the embedded package for this machine, and in the x86 DLL the x64 one it removes
+/// devices with from WOW64 (AMD64_OXTUN_WOW64_HELPER), to the client crate, once.
 pub fn register_embedded() {
     static ONCE: Once = Once::new();
     ONCE.call_once(|| {
         let Some(module) = this_module() else {
             return;
         };
+        #[cfg(target_arch = "x86")]
+        if let Some(helper) = resource(module, "AMD64_OXTUN_WOW64_HELPER") {
+            oxtun_client::register_wow64_helper(helper);
+        }
         let architecture = native_architecture();
         let file = |kind: &str| resource(module, &format!("{architecture}_OXTUN_{kind}"));
         match (file("SYS"), file("INF")) {

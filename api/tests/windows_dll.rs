@@ -30,6 +30,10 @@ const EXPORTS: [&str; 14] = [
     "WintunStartSession",
 ];
 
+/// The rundll32 entry point of the x64 helper inside the x86 DLL, with which it removes devices
+/// from WOW64: the helper's one export besides the fourteen.
+const HELPER_EXPORT: &str = "OxtunWow64HelperW";
+
 /// DLLs that ship with Windows 10: what the DLL may import from.
 const SYSTEM_DLLS: [&str; 14] = [
     "advapi32.dll",
@@ -78,16 +82,51 @@ fn output(program: &str, args: &[&str], file: &Path) -> String {
     String::from_utf8(output.stdout).unwrap()
 }
 
+fn exports(dll: &Path) -> BTreeSet<String> {
+    output("llvm-readobj", &["--coff-exports"], dll)
+        .lines()
+        .filter_map(|line| line.trim().strip_prefix("Name: "))
+        .map(str::to_string)
+        .collect()
+}
+
 #[test]
 fn each_dll_exports_the_fourteen_functions_undecorated_and_nothing_else() {
     for (target, _) in TARGETS {
-        let dump = output("llvm-readobj", &["--coff-exports"], &dll(target));
-        let exported: BTreeSet<&str> = dump
-            .lines()
-            .filter_map(|line| line.trim().strip_prefix("Name: "))
-            .collect();
-        assert_eq!(exported, BTreeSet::from(EXPORTS), "{target}");
+        let expected: BTreeSet<String> = EXPORTS.map(String::from).into();
+        assert_eq!(exports(&dll(target)), expected, "{target}");
     }
+}
+
+/// The x86 DLL carries the x64 helper its build made (api/build.rs), byte for byte: an x64
+/// oxtun.dll without the package, exporting the fourteen functions and the entry point.
+#[test]
+fn the_x86_dll_carries_the_x64_helper() {
+    let x86 = dll("i686-pc-windows-gnu");
+    let helper =
+        artifacts::target_dir().join("wow64-helper/x86_64-pc-windows-gnu/release/oxtun.dll");
+    let bytes = std::fs::read(&helper).expect("the helper api/build.rs built");
+    let dump = output("llvm-readobj", &["--coff-resources"], &x86);
+    let entry = &dump[dump
+        .find("Name: AMD64_OXTUN_WOW64_HELPER [")
+        .expect("no AMD64_OXTUN_WOW64_HELPER resource")..];
+    let size = entry
+        .lines()
+        .find_map(|line| line.trim().strip_prefix("DataSize: "))
+        .unwrap();
+    assert_eq!(size, bytes.len().to_string());
+    let image = std::fs::read(&x86).unwrap();
+    assert!(image.windows(bytes.len()).any(|window| window == bytes));
+
+    let mut expected: BTreeSet<String> = EXPORTS.map(String::from).into();
+    expected.insert(HELPER_EXPORT.to_string());
+    assert_eq!(exports(&helper), expected);
+    assert!(output("objdump", &["-f"], &helper).contains("file format pei-x86-64"));
+    let resources = output("llvm-readobj", &["--coff-resources"], &helper);
+    assert!(
+        !resources.contains("_OXTUN_SYS"),
+        "the helper carries a driver package"
+    );
 }
 
 #[test]

@@ -24,7 +24,10 @@ pub use platform::emulator_binary;
 pub use platform::send_with_descriptors;
 pub use platform::{Adapter, RawHandle, delete_driver, driver_version};
 #[cfg(windows)]
-pub use platform::{DriverPackage, register_driver_package};
+pub use platform::{
+    DriverPackage, native_machine, register_driver_package, register_wow64_helper,
+    serve_wow64_helper,
+};
 pub use session::{Received, SendPacket, Session};
 
 /// The adapter's type in its LUID, as Wintun's: IF_TYPE_PROP_VIRTUAL.

@@ -39,13 +39,19 @@ pub fn timestamp() -> u64 {
 
 /// Reports `message` at `level` to the logger, if one is set.
 pub fn log(level: Level, message: &str) {
+    relay(level, timestamp(), message);
+}
+
+/// Reports a message made elsewhere (by the native helper of a 32-bit process) with its own
+/// timestamp.
+pub fn relay(level: Level, timestamp: u64, message: &str) {
     // Cloned out of the lock: a logger that sets the logger does not deadlock.
     let logger = LOGGER
         .read()
         .unwrap_or_else(|poisoned| poisoned.into_inner())
         .clone();
     if let Some(logger) = logger {
-        logger(level, timestamp(), message);
+        logger(level, timestamp, message);
     }
 }
 

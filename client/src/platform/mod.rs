@@ -16,5 +16,5 @@ pub use linux::{Adapter, delete_driver, driver_version, emulator_binary};
 #[cfg(windows)]
 pub use windows::{
     Adapter, DriverPackage, Event, Memory, RawHandle, Registration, delete_driver, driver_version,
-    register_driver_package,
+    native_machine, register_driver_package, register_wow64_helper, serve_wow64_helper,
 };

@@ -22,16 +22,16 @@ use windows_sys::Win32::Devices::DeviceAndDriverInstallation::{
     DI_REMOVEDEVICE_GLOBAL, DIF_REMOVE, GUID_DEVCLASS_NET, RegDisposition_OpenAlways,
     RegDisposition_OpenExisting, SP_CLASSINSTALL_HEADER, SP_DEVINFO_DATA, SP_REMOVEDEVICE_PARAMS,
     SetupDiCallClassInstaller, SetupDiEnumDeviceInfo, SetupDiGetClassDevsExW,
-    SetupDiOpenDeviceInfoW, SetupDiSetClassInstallParamsW,
+    SetupDiSetClassInstallParamsW,
 };
 use windows_sys::Win32::Devices::Enumeration::Pnp::{
     HSWDEVICE, SW_DEVICE_CREATE_INFO, SWDeviceCapabilitiesDriverRequired,
     SWDeviceCapabilitiesSilentInstall, SwDeviceClose, SwDeviceCreate,
 };
 use windows_sys::Win32::Devices::Properties::{
-    DEVPKEY_Device_ClassGuid, DEVPKEY_Device_FriendlyName, DEVPKEY_Device_HardwareIds,
-    DEVPROP_STORE_SYSTEM, DEVPROP_TYPE_BINARY, DEVPROP_TYPE_GUID, DEVPROP_TYPE_STRING,
-    DEVPROPCOMPKEY, DEVPROPERTY, DEVPROPID_FIRST_USABLE, DEVPROPKEY,
+    DEVPKEY_Device_ClassGuid, DEVPKEY_Device_FriendlyName, DEVPROP_STORE_SYSTEM,
+    DEVPROP_TYPE_BINARY, DEVPROP_TYPE_GUID, DEVPROP_TYPE_STRING, DEVPROPCOMPKEY, DEVPROPERTY,
+    DEVPROPID_FIRST_USABLE, DEVPROPKEY,
 };
 use windows_sys::Win32::Foundation::{
     ERROR_DUP_NAME, ERROR_INVALID_PARAMETER, ERROR_SUCCESS, ERROR_TIMEOUT, FILETIME, GENERIC_READ,
@@ -64,7 +64,7 @@ use super::system::{
     DeviceList, InstallationLock, OwnedHandle, Plain, RegistryKey, cr_check, cr_failed, failed,
     from_wide, guid, guid_string, last_failed, new_guid, parse_guid, wide,
 };
-use super::{Event, Memory, Registration};
+use super::{Event, Memory, Registration, wow64};
 use crate::{Error, Session, log};
 
 /// Longest name or tunnel type: MAX_ADAPTER_NAME less its NUL.
@@ -153,18 +153,30 @@ fn our_devices() -> Result<(DeviceList, Vec<SP_DEVINFO_DATA>), Error> {
         if unsafe { SetupDiEnumDeviceInfo(list.0, index, &mut device) } == 0 {
             break;
         }
-        let hardware_ids = list
-            .string_property(&device, &DEVPKEY_Device_HardwareIds)
-            .unwrap_or_default();
-        if hardware_ids.eq_ignore_ascii_case(HARDWARE_ID) {
+        if list
+            .hardware_id(&device)
+            .is_some_and(|id| id.eq_ignore_ascii_case(HARDWARE_ID))
+        {
             ours.push(device);
         }
     }
     Ok((list, ours))
 }
 
-/// Removes a device node (DIF_REMOVE).
+/// Removes a device node (DIF_REMOVE); from a 32-bit process on 64-bit Windows, through the
+/// native helper (`wow64`), since the class installer refuses to run there.
 fn remove_device(list: &DeviceList, device: &mut SP_DEVINFO_DATA) -> Result<(), Error> {
+    if wow64::in_wow64() {
+        return wow64::remove_natively(&wow64::instance_id(list, device)?);
+    }
+    remove_with_class_installer(list, device)
+}
+
+/// Removes a device node with the class installer (DIF_REMOVE), in this process.
+pub(super) fn remove_with_class_installer(
+    list: &DeviceList,
+    device: &mut SP_DEVINFO_DATA,
+) -> Result<(), Error> {
     let params = SP_REMOVEDEVICE_PARAMS {
         ClassInstallHeader: SP_CLASSINSTALL_HEADER {
             cbSize: size_of::<SP_CLASSINSTALL_HEADER>() as u32,
@@ -800,15 +812,9 @@ impl Drop for Adapter {
         let Ok(list) = our_devices().map(|(list, _)| list) else {
             return;
         };
-        let mut node = SP_DEVINFO_DATA {
-            cbSize: size_of::<SP_DEVINFO_DATA>() as u32,
-            ..Plain::zeroed()
-        };
-        // SAFETY: adds our device by instance ID to our list.
-        if unsafe {
-            SetupDiOpenDeviceInfoW(list.0, self.instance_id.as_ptr(), null_mut(), 0, &mut node)
-        } != 0
-            && remove_device(&list, &mut node).is_ok()
+        if list
+            .open(&from_wide(&self.instance_id))
+            .is_ok_and(|mut node| remove_device(&list, &mut node).is_ok())
         {
             log::info(&format!("Removed adapter {}", from_wide(&self.instance_id)));
         }

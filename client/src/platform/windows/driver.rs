@@ -12,26 +12,21 @@ use std::ptr::{null, null_mut};
 use std::sync::OnceLock;
 
 use windows_sys::Win32::Devices::DeviceAndDriverInstallation::{
-    DICD_GENERATE_ID, GUID_DEVCLASS_NET, SP_DEVINFO_DATA, SP_DRVINFO_DATA_V2_W,
-    SP_DRVINFO_DETAIL_DATA_W, SPDIT_COMPATDRIVER, SPDRP_HARDWAREID, SPOST_NONE, SetupCopyOEMInfW,
-    SetupDiBuildDriverInfoList, SetupDiCreateDeviceInfoListExW, SetupDiCreateDeviceInfoW,
-    SetupDiEnumDriverInfoW, SetupDiGetDriverInfoDetailW, SetupDiSetDeviceRegistryPropertyW,
-    SetupUninstallOEMInfW,
+    SP_DRVINFO_DATA_V2_W, SP_DRVINFO_DETAIL_DATA_W, SPDIT_COMPATDRIVER, SPOST_NONE,
+    SetupCopyOEMInfW, SetupDiBuildDriverInfoList, SetupDiEnumDriverInfoW,
+    SetupDiGetDriverInfoDetailW, SetupUninstallOEMInfW,
 };
-use windows_sys::Win32::Foundation::{
-    ERROR_FILE_NOT_FOUND, ERROR_NO_MORE_ITEMS, INVALID_HANDLE_VALUE,
-};
+use windows_sys::Win32::Foundation::{ERROR_FILE_NOT_FOUND, ERROR_NO_MORE_ITEMS};
 use windows_sys::Win32::Storage::FileSystem::{
     GetFileVersionInfoSizeW, GetFileVersionInfoW, VS_FIXEDFILEINFO, VerQueryValueW,
 };
 use windows_sys::Win32::System::ProcessStatus::{
     K32EnumDeviceDrivers, K32GetDeviceDriverBaseNameW, K32GetDeviceDriverFileNameW,
 };
-use windows_sys::Win32::System::SystemInformation::GetWindowsDirectoryW;
 
 use super::system::{
-    DeviceList, InstallationLock, Plain, failed, from_wide, guid_string, last_failed, new_guid,
-    wide,
+    DeviceList, InstallationLock, Plain, failed, from_wide, last_failed, private_folder, wide,
+    windows_folder,
 };
 use crate::{Error, Version, log};
 
@@ -125,50 +120,9 @@ struct InstalledPackage {
 
 /// The packages of our hardware ID in the driver store.
 fn installed_packages() -> Result<Vec<InstalledPackage>, Error> {
-    // SAFETY: a new, empty device information list of the Net class.
-    let list =
-        unsafe { SetupDiCreateDeviceInfoListExW(&GUID_DEVCLASS_NET, null_mut(), null(), null()) };
-    if list == INVALID_HANDLE_VALUE as _ {
-        return Err(last_failed(
-            "Failed to create an empty device information set",
-        ));
-    }
-    let list = DeviceList(list);
-    let mut device = SP_DEVINFO_DATA {
-        cbSize: size_of::<SP_DEVINFO_DATA>() as u32,
-        ..Plain::zeroed()
-    };
-    let hardware_id = wide(HARDWARE_ID);
-    // SAFETY: a device element, never registered, only to ask which drivers match our ID.
-    if unsafe {
-        SetupDiCreateDeviceInfoW(
-            list.0,
-            hardware_id.as_ptr(),
-            &GUID_DEVCLASS_NET,
-            null(),
-            null_mut(),
-            DICD_GENERATE_ID,
-            &mut device,
-        )
-    } == 0
-    {
-        return Err(last_failed("Failed to create a device information element"));
-    }
-    let mut ids = wide(HARDWARE_ID);
-    ids.push(0); // a multi-string: one more NUL
-    // SAFETY: the element's hardware IDs, from our buffer of that many bytes.
-    if unsafe {
-        SetupDiSetDeviceRegistryPropertyW(
-            list.0,
-            &mut device,
-            SPDRP_HARDWAREID,
-            ids.as_ptr().cast(),
-            (ids.len() * 2) as u32,
-        )
-    } == 0
-    {
-        return Err(last_failed("Failed to set the hardware ID"));
-    }
+    let list = DeviceList::new_net()?;
+    // An element never registered, only to ask which drivers match our ID.
+    let mut device = list.new_element(HARDWARE_ID)?;
     // SAFETY: builds the list of drivers in the store compatible with the element.
     if unsafe { SetupDiBuildDriverInfoList(list.0, &mut device, SPDIT_COMPATDRIVER) } == 0 {
         return Err(last_failed("Failed to list the drivers in the store"));
@@ -307,30 +261,6 @@ pub fn ensure_installed(_lock: &InstallationLock) -> Result<(), Error> {
     Ok(())
 }
 
-/// A new folder only SYSTEM and Administrators can write, for the extracted package:
-/// %WINDIR%\Temp\oxtun-<random>.
-fn private_folder() -> Result<std::path::PathBuf, Error> {
-    let mut windows = [0u16; 260];
-    // SAFETY: our buffer and its length.
-    let len = unsafe { GetWindowsDirectoryW(windows.as_mut_ptr(), windows.len() as u32) };
-    if len == 0 || len as usize >= windows.len() {
-        return Err(last_failed("Failed to get the Windows folder"));
-    }
-    let name = guid_string(&new_guid()?);
-    let directory = std::path::PathBuf::from(from_wide(&windows[..len as usize]))
-        .join("Temp")
-        .join(format!("oxtun-{}", name.trim_matches(['{', '}'])));
-    // %WINDIR%\Temp inherits an ACL that lets only SYSTEM and Administrators create and read
-    // there; a folder that already exists is refused rather than reused.
-    std::fs::create_dir(&directory).map_err(|error| {
-        failed(
-            "Failed to create a temporary folder",
-            error.raw_os_error().unwrap_or(0) as u32,
-        )
-    })?;
-    Ok(directory)
-}
-
 /// Removes our packages from the store; Windows refuses one that devices still use
 /// (ERROR_INF_IN_USE_BY_DEVICES), which is then the answer.
 pub fn delete_driver() -> Result<(), Error> {
@@ -387,10 +317,7 @@ pub fn driver_version() -> Result<Version, Error> {
 /// A loaded driver's NT path (\SystemRoot\..., \??\C:\...) as a Win32 path.
 fn win32_path(nt_path: &str) -> String {
     if let Some(rest) = nt_path.strip_prefix("\\SystemRoot\\") {
-        let mut windows = [0u16; 260];
-        // SAFETY: our buffer and its length.
-        let len = unsafe { GetWindowsDirectoryW(windows.as_mut_ptr(), windows.len() as u32) };
-        return format!("{}\\{rest}", from_wide(&windows[..len as usize]));
+        return format!("{}\\{rest}", windows_folder().unwrap_or_default());
     }
     nt_path
         .strip_prefix("\\??\\")

@@ -4,9 +4,11 @@
 mod adapter;
 mod driver;
 mod system;
+mod wow64;
 
 pub use adapter::Adapter;
 pub use driver::{DriverPackage, delete_driver, driver_version, register_driver_package};
+pub use wow64::{native_machine, register_wow64_helper, serve_wow64_helper};
 
 use std::io;
 use std::ptr::null_mut;

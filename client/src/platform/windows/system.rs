@@ -1,20 +1,23 @@
 //! Small owners and conversions for the Windows calls the adapter and driver code make: wide
 //! strings, GUIDs, Win32 errors that are logged where they happen, device information lists,
-//! registry keys and the installation mutex, each released on drop.
+//! registry keys, the installation mutex, each released on drop, and the private folder.
 
 use std::io;
-use std::ptr::null_mut;
+use std::ptr::{null, null_mut};
 
 use windows_sys::Win32::Devices::DeviceAndDriverInstallation::{
-    CONFIGRET, CR_SUCCESS, HDEVINFO, SP_DEVINFO_DATA, SetupDiDestroyDeviceInfoList,
-    SetupDiGetDevicePropertyW,
+    CONFIGRET, CR_SUCCESS, DICD_GENERATE_ID, GUID_DEVCLASS_NET, HDEVINFO, SP_DEVINFO_DATA,
+    SPDRP_HARDWAREID, SetupDiCreateDeviceInfoList, SetupDiCreateDeviceInfoW,
+    SetupDiDestroyDeviceInfoList, SetupDiGetDevicePropertyW, SetupDiGetDeviceRegistryPropertyW,
+    SetupDiOpenDeviceInfoW, SetupDiSetDeviceRegistryPropertyW,
 };
 use windows_sys::Win32::Devices::Properties::{DEVPROPKEY, DEVPROPTYPE};
 use windows_sys::Win32::Foundation::{
     CloseHandle, ERROR_GEN_FAILURE, ERROR_INSUFFICIENT_BUFFER, GetLastError, HANDLE,
-    WAIT_ABANDONED, WAIT_OBJECT_0,
+    INVALID_HANDLE_VALUE, WAIT_ABANDONED, WAIT_OBJECT_0,
 };
 use windows_sys::Win32::System::Registry::{HKEY, RegCloseKey};
+use windows_sys::Win32::System::SystemInformation::GetWindowsDirectoryW;
 use windows_sys::Win32::System::Threading::{
     CreateMutexW, INFINITE, ReleaseMutex, WaitForSingleObject,
 };
@@ -43,9 +46,13 @@ pub fn failed(what: &str, code: u32) -> Error {
 }
 
 /// Logs `what` failed with the thread's last error.
+///
+/// A call that failed without setting one (Wine's stubs do that) gives ERROR_GEN_FAILURE, so
+/// that no failure ever reads as success (0).
 pub fn last_failed(what: &str) -> Error {
     // SAFETY: reads this thread's last-error value.
-    failed(what, unsafe { GetLastError() })
+    let code = unsafe { GetLastError() };
+    failed(what, if code == 0 { ERROR_GEN_FAILURE } else { code })
 }
 
 /// Logs `what` failed with a CONFIGRET, as the nearest Win32 error.
@@ -136,6 +143,73 @@ impl Drop for DeviceList {
 }
 
 impl DeviceList {
+    /// A new, empty list of the Net class.
+    pub fn new_net() -> Result<DeviceList, Error> {
+        // SAFETY: creates a list; no pointers but the class GUID, a constant.
+        let list = unsafe { SetupDiCreateDeviceInfoList(&GUID_DEVCLASS_NET, null_mut()) };
+        if list == INVALID_HANDLE_VALUE as _ {
+            return Err(last_failed("Failed to create a device information list"));
+        }
+        Ok(DeviceList(list))
+    }
+
+    /// A new element of the list, not registered, with the hardware ID `hardware_id` (its
+    /// instance ID is `ROOT\<hardware ID>\<number>`).
+    pub fn new_element(&self, hardware_id: &str) -> Result<SP_DEVINFO_DATA, Error> {
+        let mut device = SP_DEVINFO_DATA {
+            cbSize: size_of::<SP_DEVINFO_DATA>() as u32,
+            ..Plain::zeroed()
+        };
+        let name = wide(hardware_id);
+        // SAFETY: our list, a NUL-terminated name and our element.
+        if unsafe {
+            SetupDiCreateDeviceInfoW(
+                self.0,
+                name.as_ptr(),
+                &GUID_DEVCLASS_NET,
+                null(),
+                null_mut(),
+                DICD_GENERATE_ID,
+                &mut device,
+            )
+        } == 0
+        {
+            return Err(last_failed("Failed to create a device information element"));
+        }
+        let mut ids = wide(hardware_id);
+        ids.push(0); // a multi-string: one more NUL
+        // SAFETY: the element's hardware IDs, from our buffer of that many bytes.
+        if unsafe {
+            SetupDiSetDeviceRegistryPropertyW(
+                self.0,
+                &mut device,
+                SPDRP_HARDWAREID,
+                ids.as_ptr().cast(),
+                size_of_val(ids.as_slice()) as u32,
+            )
+        } == 0
+        {
+            return Err(last_failed("Failed to set the hardware ID"));
+        }
+        Ok(device)
+    }
+
+    /// The device of `instance_id`, added to the list; the Win32 error if there is none, not
+    /// logged.
+    pub fn open(&self, instance_id: &str) -> Result<SP_DEVINFO_DATA, u32> {
+        let mut device = SP_DEVINFO_DATA {
+            cbSize: size_of::<SP_DEVINFO_DATA>() as u32,
+            ..Plain::zeroed()
+        };
+        let id = wide(instance_id);
+        // SAFETY: our list, a NUL-terminated instance ID and our element.
+        if unsafe { SetupDiOpenDeviceInfoW(self.0, id.as_ptr(), null_mut(), 0, &mut device) } == 0 {
+            // SAFETY: reads this thread's last-error value.
+            return Err(unsafe { GetLastError() });
+        }
+        Ok(device)
+    }
+
     /// The raw bytes of a device's property, or None if it has none (or it cannot be read).
     pub fn property(&self, device: &SP_DEVINFO_DATA, key: &DEVPROPKEY) -> Option<Vec<u8>> {
         let mut kind: DEVPROPTYPE = 0;
@@ -166,6 +240,24 @@ impl DeviceList {
             buffer.truncate(size as usize);
             buffer
         })
+    }
+
+    /// The device's first hardware ID (SPDRP_HARDWAREID, a multi-string), or None.
+    pub fn hardware_id(&self, device: &SP_DEVINFO_DATA) -> Option<String> {
+        let mut units = [0u16; 512];
+        // SAFETY: our list and element, and our buffer with its size in bytes.
+        let read = unsafe {
+            SetupDiGetDeviceRegistryPropertyW(
+                self.0,
+                device,
+                SPDRP_HARDWAREID,
+                null_mut(),
+                units.as_mut_ptr().cast(),
+                size_of_val(&units) as u32,
+                null_mut(),
+            )
+        };
+        (read != 0).then(|| from_wide(&units))
     }
 
     /// A string property.
@@ -227,6 +319,35 @@ impl Drop for InstallationLock {
         // SAFETY: we own the mutex (taken in `take`).
         unsafe { ReleaseMutex((self.0).0) };
     }
+}
+
+/// The Windows folder (%WINDIR%).
+pub fn windows_folder() -> Result<String, Error> {
+    let mut windows = [0u16; 260];
+    // SAFETY: our buffer and its length.
+    let len = unsafe { GetWindowsDirectoryW(windows.as_mut_ptr(), windows.len() as u32) };
+    if len == 0 || len as usize >= windows.len() {
+        return Err(last_failed("Failed to get the Windows folder"));
+    }
+    Ok(from_wide(&windows[..len as usize]))
+}
+
+/// A new folder only SYSTEM and Administrators can write, for the extracted package and the
+/// native helper: %WINDIR%\Temp\oxtun-<random>.
+pub fn private_folder() -> Result<std::path::PathBuf, Error> {
+    let name = guid_string(&new_guid()?);
+    let directory = std::path::PathBuf::from(windows_folder()?)
+        .join("Temp")
+        .join(format!("oxtun-{}", name.trim_matches(['{', '}'])));
+    // %WINDIR%\Temp inherits an ACL that lets only SYSTEM and Administrators create and read
+    // there; a folder that already exists is refused rather than reused.
+    std::fs::create_dir(&directory).map_err(|error| {
+        failed(
+            "Failed to create a temporary folder",
+            error.raw_os_error().unwrap_or(0) as u32,
+        )
+    })?;
+    Ok(directory)
 }
 
 #[cfg(test)]
