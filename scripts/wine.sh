@@ -14,15 +14,21 @@ export WINEDEBUG=${WINEDEBUG:--all}
 export WINEDLLOVERRIDES=${WINEDLLOVERRIDES:-mscoree,mshtml=}
 source=$root/api/tests/c/wine_bcryptprimitives.c
 windows=$WINEPREFIX/drive_c/windows
-if [ ! -d "$windows/syswow64" ]; then
-    wineboot --init
-    wineserver --wait
-fi
-for place in x86_64:system32 i686:syswow64; do
-    shim=$windows/${place#*:}/bcryptprimitives.dll
-    if [ ! -f "$shim" ] || [ "$source" -nt "$shim" ]; then
-        "${place%%:*}-w64-mingw32-gcc" -shared -Wall -Werror -o "$shim" "$source" -ladvapi32 \
-            -Wl,--kill-at
+# The prefix is made and the stand-ins put in place by one run at a time (tests run in parallel).
+mkdir -p "$(dirname "$WINEPREFIX")"
+(
+    flock 9
+    if [ ! -d "$windows/syswow64" ]; then
+        wineboot --init
+        wineserver --wait
     fi
-done
+    for place in x86_64:system32 i686:syswow64; do
+        shim=$windows/${place#*:}/bcryptprimitives.dll
+        if [ ! -f "$shim" ] || [ "$source" -nt "$shim" ]; then
+            "${place%%:*}-w64-mingw32-gcc" -shared -Wall -Werror -o "$shim.new" "$source" \
+                -ladvapi32 -Wl,--kill-at
+            mv "$shim.new" "$shim"
+        fi
+    done
+) 9>"$WINEPREFIX.lock"
 exec wine "$@"
