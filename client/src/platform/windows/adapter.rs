@@ -167,7 +167,7 @@ fn our_devices() -> Result<(DeviceList, Vec<SP_DEVINFO_DATA>), Error> {
 /// native helper (`wow64`), since the class installer refuses to run there.
 fn remove_device(list: &DeviceList, device: &mut SP_DEVINFO_DATA) -> Result<(), Error> {
     if wow64::in_wow64() {
-        return wow64::remove_natively(&wow64::instance_id(list, device)?);
+        return wow64::remove_natively(&list.instance_id(device)?);
     }
     remove_with_class_installer(list, device)
 }

@@ -8,8 +8,8 @@ use std::ptr::{null, null_mut};
 use windows_sys::Win32::Devices::DeviceAndDriverInstallation::{
     CONFIGRET, CR_SUCCESS, DICD_GENERATE_ID, GUID_DEVCLASS_NET, HDEVINFO, SP_DEVINFO_DATA,
     SPDRP_HARDWAREID, SetupDiCreateDeviceInfoList, SetupDiCreateDeviceInfoW,
-    SetupDiDestroyDeviceInfoList, SetupDiGetDevicePropertyW, SetupDiGetDeviceRegistryPropertyW,
-    SetupDiOpenDeviceInfoW, SetupDiSetDeviceRegistryPropertyW,
+    SetupDiDestroyDeviceInfoList, SetupDiGetDeviceInstanceIdW, SetupDiGetDevicePropertyW,
+    SetupDiGetDeviceRegistryPropertyW, SetupDiOpenDeviceInfoW, SetupDiSetDeviceRegistryPropertyW,
 };
 use windows_sys::Win32::Devices::Properties::{DEVPROPKEY, DEVPROPTYPE};
 use windows_sys::Win32::Foundation::{
@@ -132,6 +132,9 @@ unsafe impl Plain for windows_sys::Win32::NetworkManagement::IpHelper::MIB_IPINT
 // SAFETY: as above.
 unsafe impl Plain for windows_sys::Win32::Foundation::FILETIME {}
 
+/// The longest device instance ID, less its NUL (MAX_DEVICE_ID_LEN).
+pub const MAX_INSTANCE_ID: usize = 199;
+
 /// A device information list, destroyed on drop.
 pub struct DeviceList(pub HDEVINFO);
 
@@ -240,6 +243,25 @@ impl DeviceList {
             buffer.truncate(size as usize);
             buffer
         })
+    }
+
+    /// The instance ID of `device`.
+    pub fn instance_id(&self, device: &SP_DEVINFO_DATA) -> Result<String, Error> {
+        let mut buffer = [0u16; MAX_INSTANCE_ID + 1];
+        // SAFETY: our list and element, and our buffer with its length in characters.
+        let ok = unsafe {
+            SetupDiGetDeviceInstanceIdW(
+                self.0,
+                device,
+                buffer.as_mut_ptr(),
+                buffer.len() as u32,
+                null_mut(),
+            )
+        };
+        if ok == 0 {
+            return Err(last_failed("Failed to get the device's instance ID"));
+        }
+        Ok(from_wide(&buffer))
     }
 
     /// The device's first hardware ID (SPDRP_HARDWAREID, a multi-string), or None.

@@ -1,14 +1,16 @@
 //! Device removal from a 32-bit process on 64-bit Windows (WOW64), through a native helper.
 //!
 //! There the class installer refuses to run: SetupDiCallClassInstaller fails with
-//! ERROR_IN_WOW64, and Microsoft's advice ("Device Installations on 64-Bit Systems") is to start a
-//! 64-bit process for the call. wintun.dll does so (api/rundll32.c, 0.14): it carries a native
+//! ERROR_IN_WOW64 (learn.microsoft.com, SetupDiCallClassInstaller), and Microsoft's advice
+//! ("Device Installations on 64-Bit Systems") is to start a 64-bit process for the call. wintun.dll does so (api/rundll32.c, 0.14): it carries a native
 //! DLL and runs it with the native rundll32. So do we: the x86 oxtun.dll carries the x64 one as a
 //! resource (api/build.rs), registered here by [`register_wow64_helper`]; a removal writes it to
 //! a new folder that only SYSTEM and Administrators can write, and runs
 //! `%WINDIR%\Sysnative\rundll32.exe "<dll>",OxtunWow64Helper remove <instance ID>` (Sysnative:
-//! the File System Redirector's name for the native System32, seen only by WOW64 processes).
-//! rundll32 calls the DLL's `OxtunWow64HelperW` export, which is [`serve_wow64_helper`].
+//! the name under which a WOW64 process reaches the native System32, learn.microsoft.com "File
+//! System Redirector"). rundll32 looks for `<entry point>W` first and gives it the rest of its
+//! command line in UTF-16 (Microsoft's Rundll32 documentation, KB164787; Wine's does the same):
+//! here the DLL's `OxtunWow64HelperW` export, which is [`serve_wow64_helper`].
 //!
 //! The helper answers on its standard output in UTF-8 lines: `log <level> <timestamp> <text>`
 //! for each message its logger gets, which we hand to ours as they were, then one
@@ -16,18 +18,16 @@
 //! the helper checks the ID itself, since anyone may run it.
 //!
 //! Everything else works from WOW64 as it is: SwDeviceCreate, SetupCopyOEMInfW and
-//! SetupUninstallOEMInfW are what wintun.dll also calls directly there; the running driver's
-//! file lies in the driver store, which the File System Redirector leaves alone.
+//! SetupUninstallOEMInfW are what wintun.dll also calls directly there (its rundll32.c routes only
+//! removal, enabling, disabling and Windows 7's creation); the running driver's file lies in
+//! the driver store, which the File System Redirector leaves alone (%windir%\system32\driverstore
+//! is on that page's list of exempt folders).
 
 use std::io::Write;
 use std::os::windows::process::CommandExt;
 use std::process::{Command, Stdio};
-use std::ptr::null_mut;
 use std::sync::{Arc, OnceLock};
 
-use windows_sys::Win32::Devices::DeviceAndDriverInstallation::{
-    SP_DEVINFO_DATA, SetupDiGetDeviceInstanceIdW,
-};
 use windows_sys::Win32::Foundation::{
     ERROR_ACCESS_DENIED, ERROR_GEN_FAILURE, ERROR_INVALID_DATA, ERROR_INVALID_PARAMETER,
     ERROR_NOT_SUPPORTED,
@@ -39,12 +39,9 @@ use windows_sys::Win32::System::Threading::{CREATE_NO_WINDOW, GetCurrentProcess,
 
 use super::adapter::remove_with_class_installer;
 use super::driver::HARDWARE_ID;
-use super::system::{DeviceList, failed, from_wide, last_failed, private_folder, windows_folder};
+use super::system::{DeviceList, MAX_INSTANCE_ID, failed, private_folder, windows_folder};
 use crate::Error;
 use crate::log::{self, Level};
-
-/// The longest device instance ID, less its NUL (MAX_DEVICE_ID_LEN).
-const MAX_INSTANCE_ID: usize = 199;
 
 static HELPER: OnceLock<&'static [u8]> = OnceLock::new();
 
@@ -74,25 +71,6 @@ pub fn native_machine() -> u16 {
 /// Whether this is a 32-bit process on 64-bit Windows.
 pub fn in_wow64() -> bool {
     machines().0 != IMAGE_FILE_MACHINE_UNKNOWN
-}
-
-/// The instance ID of `device` in `list`, without its NUL.
-pub fn instance_id(list: &DeviceList, device: &SP_DEVINFO_DATA) -> Result<String, Error> {
-    let mut buffer = [0u16; MAX_INSTANCE_ID + 1];
-    // SAFETY: our list and element, and our buffer with its length in characters.
-    let ok = unsafe {
-        SetupDiGetDeviceInstanceIdW(
-            list.0,
-            device,
-            buffer.as_mut_ptr(),
-            buffer.len() as u32,
-            null_mut(),
-        )
-    };
-    if ok == 0 {
-        return Err(last_failed("Failed to get the device's instance ID"));
-    }
-    Ok(from_wide(&buffer))
 }
 
 /// Removes the device `instance_id` through the native helper, relaying its log.
@@ -178,14 +156,14 @@ fn read_answer(text: &str) -> Option<u32> {
 /// The helper itself, in the native DLL that rundll32 runs: carries out `command_line` and
 /// writes the answer to standard output. The only request is `remove <instance ID>`.
 pub fn serve_wow64_helper(command_line: &str) {
-    let out = Arc::new(std::sync::Mutex::new(std::io::stdout()));
-    let log_out = out.clone();
-    log::set_logger(Some(Arc::new(move |level, timestamp, message: &str| {
+    // Each line is written under stdout's own lock, so lines from several threads do not mix.
+    log::set_logger(Some(Arc::new(|level, timestamp, message: &str| {
         let line = message.replace(['\r', '\n'], " ");
-        let mut out = log_out
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        let _ = writeln!(out, "log {} {timestamp} {line}", level as u32);
+        let _ = writeln!(
+            std::io::stdout().lock(),
+            "log {} {timestamp} {line}",
+            level as u32
+        );
     })));
     let result = match command_line.trim().split_once(' ') {
         Some(("remove", instance_id)) => remove_ours(instance_id.trim()),
@@ -203,7 +181,7 @@ pub fn serve_wow64_helper(command_line: &str) {
         Err(_) => ERROR_GEN_FAILURE,
     };
     log::set_logger(None);
-    let mut out = out.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    let mut out = std::io::stdout().lock();
     let _ = writeln!(out, "result {code}");
     let _ = out.flush();
 }
@@ -279,10 +257,17 @@ mod tests {
         let mut device = list.new_element(hardware_id).unwrap();
         // SAFETY: our list and element, without a duplicate check.
         let registered = unsafe {
-            SetupDiRegisterDeviceInfo(list.0, &mut device, 0, None, null_mut(), null_mut())
+            SetupDiRegisterDeviceInfo(
+                list.0,
+                &mut device,
+                0,
+                None,
+                std::ptr::null_mut(),
+                std::ptr::null_mut(),
+            )
         };
         assert_ne!(registered, 0);
-        instance_id(&list, &device).unwrap()
+        list.instance_id(&device).unwrap()
     }
 
     #[cfg(target_arch = "x86")]
