@@ -8,7 +8,7 @@
 # be built), and each says which on its first line.
 set -euo pipefail
 if [ -z "${OXTUN_DEMO_BUILT:-}" ]; then
-    source "$(dirname "$0")/setup.sh"
+    source "$(dirname "$0")/setup.sh" demo
     cargo build --release --locked -p oxtun-sim --bin wintun-emu -p oxtun-client --example router
 fi
 cd "$(dirname "$0")/.."

@@ -7,7 +7,7 @@
 # Each target starts from its committed seeds (fuzz/seeds/TARGET, read only) and the corpus of
 # earlier local runs (fuzz/corpus/TARGET, not committed). A crash stops the script with the
 # input saved under fuzz/artifacts/TARGET and libFuzzer's report in fuzz/logs/TARGET.log.
-source "$(dirname "$0")/setup.sh"
+source "$(dirname "$0")/setup.sh" fuzz
 
 seconds=${1:-600}
 shift || true

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The main job: cross-build the kernel image for x64 and ARM64, and say where each is and what it
 # imports.
-source "$(dirname "$0")/setup.sh"
+source "$(dirname "$0")/setup.sh" image
 
 for target in "${WINDOWS_TARGETS[@]}"; do
     cargo build --release --target "$target" -p oxtun

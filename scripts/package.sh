@@ -10,7 +10,7 @@
 mkdir -p "$(dirname "$0")/../target"
 exec 9>"$(dirname "$0")/../target/.package.lock"
 flock 9
-source "$(dirname "$0")/setup.sh"
+source "$(dirname "$0")/setup.sh" package
 
 package=target/package
 signing=target/test-signing

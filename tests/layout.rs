@@ -597,7 +597,9 @@ fn check_file() -> String {
 
 #define NDIS_MINIPORT_DRIVER 1
 #define NDIS630_MINIPORT 1
-#include <ntddk.h>
+/* ntifs.h (which includes ntddk.h) before ndis.h: KAPC_STATE, for KeStackAttachProcess, is
+ * declared only there. */
+#include <ntifs.h>
 #include <ndis.h>
 
 #define CHECK(expression, value) _Static_assert((expression) == (value), #expression \" == \" #value)
