@@ -40,12 +40,13 @@ apt_get() {
     fi
 }
 
-# apt's own words for why a command failed: its error lines, and the lines of an unmet
-# dependency, on one line.
+# apt's own words for why a command failed, on one line: its error lines and the first two unmet
+# dependencies (which apt prints only without -qq).
 reason() {
-    grep -E '^(E|W): |Depends: |Unable to|has no installation candidate' "$1" |
-        grep -v 'Some index files failed to download' |
-        sed -E 's/^ +//' | head -n 4 | paste -sd ';' | sed 's/;/; /g'
+    {
+        grep -E '^E: ' "$1" | grep -v 'Some index files failed to download' || true
+        grep -E ' : Depends: ' "$1" | head -n 2 || true
+    } | sed -E 's/^ +//' | paste -sd ';' | sed 's/;/; /g'
 }
 
 log=$(mktemp)
@@ -59,15 +60,19 @@ for attempt in 1 2 3; do
     fi
     [ $attempt = 3 ] || sleep "${OXTUN_APT_RETRY_SECONDS:-5}"
 done
+update_failure=""
 if [ -z "$updated" ]; then
-    echo "setup: apt-get update failed three times ($(reason "$log")); installing from the indexes that did come" >&2
+    update_failure=$(reason "$log")
+    echo "setup: apt-get update failed three times ($update_failure); installing from the indexes that did come" >&2
 fi
 
 failed=()
 if ! apt_get install -y -qq "${packages[@]}" >"$log" 2>&1; then
     for package in "${packages[@]}"; do
-        if ! apt_get install -y -qq "$package" >"$log" 2>&1; then
-            failed+=("$package"$'\t'"$(reason "$log")")
+        if ! apt_get install -y "$package" >"$log" 2>&1; then
+            why=$(reason "$log")
+            [ -z "$update_failure" ] || why="$why (after a failed apt-get update: $update_failure)"
+            failed+=("$package"$'\t'"$why")
         fi
     done
 fi
