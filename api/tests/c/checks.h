@@ -110,7 +110,7 @@ static int logged(const char *needle)
 
 /* The calls that must refuse what no library handed out: bad strings, made-up handles, NULL,
  * each with its error; none changes anything. */
-static void check_arguments_that_are_not_ours(void)
+static inline void check_arguments_that_are_not_ours(void)
 {
     static const WCHAR long_name[] = W("0123456789012345678901234567890123456789012345678901234567890123")
                                      W("456789012345678901234567890123456789012345678901234567890123456789");

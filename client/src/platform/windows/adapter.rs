@@ -60,9 +60,10 @@ use windows_sys::Win32::System::Threading::{
 use windows_sys::core::{GUID, HRESULT, PCWSTR};
 
 use super::driver::{HARDWARE_ID, ensure_installed};
+use super::lock::InstallationLock;
 use super::system::{
-    DeviceList, InstallationLock, OwnedHandle, Plain, RegistryKey, cr_check, cr_failed, failed,
-    from_wide, guid, guid_string, last_failed, new_guid, parse_guid, wide,
+    DeviceList, OwnedHandle, Plain, RegistryKey, cr_check, cr_failed, failed, from_wide, guid,
+    guid_string, last_failed, new_guid, parse_guid, wide,
 };
 use super::{Event, Memory, Registration, wow64};
 use crate::{Error, Session, log};

@@ -24,9 +24,9 @@ use windows_sys::Win32::System::ProcessStatus::{
     K32EnumDeviceDrivers, K32GetDeviceDriverBaseNameW, K32GetDeviceDriverFileNameW,
 };
 
+use super::lock::InstallationLock;
 use super::system::{
-    DeviceList, InstallationLock, Plain, failed, from_wide, last_failed, private_folder, wide,
-    windows_folder,
+    DeviceList, Plain, failed, from_wide, last_failed, private_folder, wide, windows_folder,
 };
 use crate::{Error, Version, log};
 

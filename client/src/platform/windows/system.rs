@@ -1,6 +1,6 @@
 //! Small owners and conversions for the Windows calls the adapter and driver code make: wide
 //! strings, GUIDs, Win32 errors that are logged where they happen, device information lists,
-//! registry keys, the installation mutex, each released on drop, and the private folder.
+//! registry keys and security descriptors, each released on drop, and the private folder.
 
 use std::io;
 use std::ptr::{null, null_mut};
@@ -14,13 +14,14 @@ use windows_sys::Win32::Devices::DeviceAndDriverInstallation::{
 use windows_sys::Win32::Devices::Properties::{DEVPROPKEY, DEVPROPTYPE};
 use windows_sys::Win32::Foundation::{
     CloseHandle, ERROR_GEN_FAILURE, ERROR_INSUFFICIENT_BUFFER, GetLastError, HANDLE,
-    INVALID_HANDLE_VALUE, WAIT_ABANDONED, WAIT_OBJECT_0,
+    INVALID_HANDLE_VALUE, LocalFree,
 };
+use windows_sys::Win32::Security::Authorization::{
+    ConvertStringSecurityDescriptorToSecurityDescriptorW, SDDL_REVISION_1,
+};
+use windows_sys::Win32::Security::{PSECURITY_DESCRIPTOR, SECURITY_ATTRIBUTES};
 use windows_sys::Win32::System::Registry::{HKEY, RegCloseKey};
 use windows_sys::Win32::System::SystemInformation::GetWindowsDirectoryW;
-use windows_sys::Win32::System::Threading::{
-    CreateMutexW, INFINITE, ReleaseMutex, WaitForSingleObject,
-};
 use windows_sys::core::GUID;
 
 use crate::{Error, log};
@@ -313,33 +314,42 @@ impl Drop for OwnedHandle {
     }
 }
 
-/// The machine-wide mutex that serializes driver installation and adapter creation and
-/// removal between processes, held until dropped.
-pub struct InstallationLock(OwnedHandle);
+/// A security descriptor made from its SDDL string, freed on drop.
+pub struct SecurityDescriptor(PSECURITY_DESCRIPTOR);
 
-impl InstallationLock {
-    pub fn take() -> Result<InstallationLock, Error> {
-        let name = wide("Global\\oxtun-installation");
-        // SAFETY: a named mutex, opened or created, not owned yet.
-        let mutex = unsafe { CreateMutexW(null_mut(), 0, name.as_ptr()) };
-        if mutex.is_null() {
-            return Err(last_failed("Failed to create the installation mutex"));
+impl SecurityDescriptor {
+    pub fn from_sddl(sddl: &str) -> Result<SecurityDescriptor, Error> {
+        let text = wide(sddl);
+        let mut descriptor: PSECURITY_DESCRIPTOR = null_mut();
+        // SAFETY: a NUL-terminated string; the descriptor is allocated for us (LocalFree).
+        if unsafe {
+            ConvertStringSecurityDescriptorToSecurityDescriptorW(
+                text.as_ptr(),
+                SDDL_REVISION_1,
+                &mut descriptor,
+                null_mut(),
+            )
+        } == 0
+        {
+            return Err(last_failed("Failed to make a security descriptor"));
         }
-        let mutex = OwnedHandle(mutex);
-        // SAFETY: our mutex handle.
-        match unsafe { WaitForSingleObject(mutex.0, INFINITE) } {
-            // An owner that died leaves the mutex abandoned: ours now, and what it protected is
-            // only ever half-made adapters, which the orphan cleanup removes.
-            WAIT_OBJECT_0 | WAIT_ABANDONED => Ok(InstallationLock(mutex)),
-            _ => Err(last_failed("Failed to take the installation mutex")),
+        Ok(SecurityDescriptor(descriptor))
+    }
+
+    /// Security attributes with this descriptor, the handle not inherited; valid while `self`.
+    pub fn attributes(&self) -> SECURITY_ATTRIBUTES {
+        SECURITY_ATTRIBUTES {
+            nLength: size_of::<SECURITY_ATTRIBUTES>() as u32,
+            lpSecurityDescriptor: self.0,
+            bInheritHandle: 0,
         }
     }
 }
 
-impl Drop for InstallationLock {
+impl Drop for SecurityDescriptor {
     fn drop(&mut self) {
-        // SAFETY: we own the mutex (taken in `take`).
-        unsafe { ReleaseMutex((self.0).0) };
+        // SAFETY: the descriptor ConvertStringSecurityDescriptorToSecurityDescriptorW allocated.
+        unsafe { LocalFree(self.0) };
     }
 }
 
