@@ -32,7 +32,10 @@ fn create_open_close_reopen_and_the_errors_of_each() {
 
     let opened = Adapter::open("oxtun-r0").unwrap();
     assert_eq!(opened.luid(), created.luid());
-    assert!(matches!(Adapter::open("oxtun-none"), Err(Error::NotFound)));
+    assert!(matches!(
+        Adapter::open("oxtun-none"),
+        Err(Error::NoSuchAdapter)
+    ));
     assert!(matches!(
         Adapter::create("oxtun-r0", "Test", None),
         Err(Error::AlreadyExists)
@@ -59,7 +62,10 @@ fn create_open_close_reopen_and_the_errors_of_each() {
     Adapter::open("oxtun-r0").unwrap();
     drop(created);
     assert!(link("oxtun-r0").is_none());
-    assert!(matches!(Adapter::open("oxtun-r0"), Err(Error::NotFound)));
+    assert!(matches!(
+        Adapter::open("oxtun-r0"),
+        Err(Error::NoSuchAdapter)
+    ));
     assert!(
         log.lock()
             .unwrap()
@@ -94,7 +100,7 @@ fn an_emulator_that_does_not_start_fails_the_creation_at_once() {
     assert!(result.is_err());
     assert!(matches!(
         Adapter::open("oxtun-nostart"),
-        Err(Error::NotFound)
+        Err(Error::NoSuchAdapter)
     ));
 }
 

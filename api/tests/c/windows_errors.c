@@ -5,6 +5,7 @@
  * Wine cannot load a kernel driver, so adapters, sessions and packets cannot run there: they
  * need Windows. */
 
+#define OXTUN_PROTOTYPES
 #include "checks.h"
 
 int main(void)
@@ -14,7 +15,7 @@ int main(void)
     check_arguments_that_are_not_ours();
 
     /* No adapter of ours on this machine, and no driver of ours running. */
-    CHECK_FAILS(WintunOpenAdapter(L"oxtun-w0"), ERROR_FILE_NOT_FOUND);
+    CHECK_FAILS(WintunOpenAdapter(L"oxtun-w0"), ERROR_NOT_FOUND);
     CHECK_FAILS(WintunGetRunningDriverVersion(), ERROR_FILE_NOT_FOUND);
 
     /* Creating, and removing the driver, first take the installation lock, a mutex in a private
@@ -25,6 +26,6 @@ int main(void)
     CHECK(logged("Failed to create the boundary descriptor"));
     CHECK_FAILS(WintunDeleteDriver(), ERROR_GEN_FAILURE);
     /* The library is still usable. */
-    CHECK_FAILS(WintunOpenAdapter(L"oxtun-w0"), ERROR_FILE_NOT_FOUND);
+    CHECK_FAILS(WintunOpenAdapter(L"oxtun-w0"), ERROR_NOT_FOUND);
     return report();
 }

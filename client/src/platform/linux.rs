@@ -394,7 +394,7 @@ impl Adapter {
         let files = Files::of(name);
         let running = files.owner().is_some_and(|owner| owner.emulator.alive());
         let Some(index) = interface_index(name).filter(|_| running) else {
-            return Err(Error::NotFound);
+            return Err(Error::NoSuchAdapter);
         };
         Ok(Adapter {
             name: Some(name.to_string()),

@@ -29,9 +29,9 @@ use windows_sys::Win32::Devices::Enumeration::Pnp::{
     SWDeviceCapabilitiesSilentInstall, SwDeviceClose, SwDeviceCreate,
 };
 use windows_sys::Win32::Devices::Properties::{
-    DEVPKEY_Device_ClassGuid, DEVPKEY_Device_FriendlyName, DEVPROP_STORE_SYSTEM,
-    DEVPROP_TYPE_BINARY, DEVPROP_TYPE_GUID, DEVPROP_TYPE_STRING, DEVPROPCOMPKEY, DEVPROPERTY,
-    DEVPROPID_FIRST_USABLE, DEVPROPKEY,
+    DEVPKEY_Device_ClassGuid, DEVPKEY_Device_DeviceDesc, DEVPKEY_Device_FriendlyName,
+    DEVPROP_STORE_SYSTEM, DEVPROP_TYPE_BINARY, DEVPROP_TYPE_GUID, DEVPROP_TYPE_STRING,
+    DEVPROPCOMPKEY, DEVPROPERTY, DEVPROPID_FIRST_USABLE, DEVPROPKEY,
 };
 use windows_sys::Win32::Foundation::{
     ERROR_DUP_NAME, ERROR_INVALID_PARAMETER, ERROR_NO_MORE_ITEMS, ERROR_SUCCESS, ERROR_TIMEOUT,
@@ -615,7 +615,9 @@ impl Adapter {
             None => new_guid()?,
         };
         let instance_string = wide(&guid_string(&instance));
-        let description = wide(tunnel_type);
+        // wintun.dll's "%s Tunnel" (api/adapter.c): the device description, friendly name and
+        // DeviceDesc, which Get-NetAdapter shows as InterfaceDescription (the review, finding 8).
+        let description = wide(&format!("{tunnel_type} Tunnel"));
         if guid.is_some() {
             suggest_instance_id(&instance, &instance_string, &description)?;
         }
@@ -632,6 +634,7 @@ impl Adapter {
                 DEVPROP_TYPE_STRING,
                 &description,
             ),
+            property(DEVPKEY_Device_DeviceDesc, DEVPROP_TYPE_STRING, &description),
         ];
         let (device, instance_id) =
             create_software_device(&instance_string, &hardware_ids, &description, &properties)?;
@@ -712,7 +715,7 @@ impl Adapter {
             adapter.luid = unsafe { luid.Value };
             return Ok(adapter);
         }
-        Err(Error::NotFound)
+        Err(Error::NoSuchAdapter)
     }
 
     /// The adapter's NET_LUID.

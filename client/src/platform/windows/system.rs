@@ -20,10 +20,12 @@ use windows_sys::Win32::Security::Authorization::{
     ConvertStringSecurityDescriptorToSecurityDescriptorW, SDDL_REVISION_1,
 };
 use windows_sys::Win32::Security::{PSECURITY_DESCRIPTOR, SECURITY_ATTRIBUTES};
+use windows_sys::Win32::Storage::FileSystem::CreateDirectoryW;
 use windows_sys::Win32::System::Registry::{HKEY, RegCloseKey};
 use windows_sys::Win32::System::SystemInformation::GetWindowsDirectoryW;
 use windows_sys::core::GUID;
 
+use super::rules::SYSTEM_AND_ADMINISTRATORS_ONLY;
 use crate::{Error, log};
 
 /// `text` as a NUL-terminated UTF-16 string.
@@ -364,21 +366,23 @@ pub fn windows_folder() -> Result<String, Error> {
     Ok(from_wide(&windows[..len as usize]))
 }
 
-/// A new folder only SYSTEM and Administrators can write, for the extracted package and the
-/// native helper: %WINDIR%\Temp\oxtun-<random>.
+/// A new folder only SYSTEM and Administrators can enter, for the extracted package and the
+/// native helper: %WINDIR%\Temp\oxtun-<random>, made with an explicit protected descriptor, as
+/// wintun.dll makes its own (api/resource.c): %WINDIR%\Temp's inherited ACL lets Users create
+/// files in its subfolders (the review, finding 13). A folder that already exists is refused
+/// rather than reused.
 pub fn private_folder() -> Result<std::path::PathBuf, Error> {
     let name = guid_string(&new_guid()?);
     let directory = std::path::PathBuf::from(windows_folder()?)
         .join("Temp")
         .join(format!("oxtun-{}", name.trim_matches(['{', '}'])));
-    // %WINDIR%\Temp inherits an ACL that lets only SYSTEM and Administrators create and read
-    // there; a folder that already exists is refused rather than reused.
-    std::fs::create_dir(&directory).map_err(|error| {
-        failed(
-            "Failed to create a temporary folder",
-            error.raw_os_error().unwrap_or(0) as u32,
-        )
-    })?;
+    let security = SecurityDescriptor::from_sddl(SYSTEM_AND_ADMINISTRATORS_ONLY)?;
+    let attributes = security.attributes();
+    let path = wide(&directory.to_string_lossy());
+    // SAFETY: a NUL-terminated path and our attributes, alive through the call.
+    if unsafe { CreateDirectoryW(path.as_ptr(), &attributes) } == 0 {
+        return Err(last_failed("Failed to create a temporary folder"));
+    }
     Ok(directory)
 }
 
