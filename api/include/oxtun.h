@@ -12,11 +12,12 @@
  * GetLastError returns. On Linux this header declares GetLastError, SetLastError and the ERROR_*
  * codes, and the library provides them.
  *
- * Linking: call the functions directly and link with -loxtun (oxtun.lib on Windows), or load the
- * library at run time and look the functions up by name (GetProcAddress, dlsym): the
- * WINTUN_*_FUNC types are the functions' types. Such programs usually declare variables with
- * the functions' names; define OXTUN_NO_PROTOTYPES before including this header to leave the
- * direct declarations out.
+ * Linking: as with wintun.h, load the library at run time and look the functions up by name
+ * (GetProcAddress, dlsym): the WINTUN_*_FUNC types are the functions' types, and a program
+ * written against wintun.h (whose example declares `static WINTUN_CREATE_ADAPTER_FUNC
+ * *WintunCreateAdapter;` and so on) compiles with this header unchanged. To call the functions
+ * directly and link with -loxtun (oxtun.lib on Windows) instead, define OXTUN_PROTOTYPES before
+ * including this header: it then declares them.
  *
  * Linux: each adapter is a wintun-emu process (the driver on a simulated kernel) whose TUN
  * interface takes the adapter's name; see the project's README for where the library finds
@@ -89,6 +90,7 @@ typedef union _NET_LUID_LH
 #    define ERROR_BUFFER_OVERFLOW 111
 #    define ERROR_ALREADY_EXISTS 183
 #    define ERROR_NO_MORE_ITEMS 259
+#    define ERROR_NOT_FOUND 1168
 #    define ERROR_ALREADY_INITIALIZED 1247
 #    define ERROR_NO_SYSTEM_RESOURCES 1450
 #    define ERROR_INF_IN_USE_BY_DEVICES 0xE000023D
@@ -132,8 +134,9 @@ typedef WINTUN_ADAPTER_HANDLE(WINAPI WINTUN_CREATE_ADAPTER_FUNC)(LPCWSTR Name,
                                                                   LPCWSTR TunnelType,
                                                                   const GUID *RequestedGUID);
 
-/* Opens the existing adapter called Name. Returns it, or NULL (ERROR_FILE_NOT_FOUND when no
- * adapter of ours has that name). Closing this handle leaves the adapter in place. */
+/* Opens the existing adapter called Name. Returns it, or NULL (ERROR_NOT_FOUND when no adapter
+ * of ours has that name, as wintun.dll answers). Closing this handle leaves the adapter in
+ * place. */
 typedef WINTUN_ADAPTER_HANDLE(WINAPI WINTUN_OPEN_ADAPTER_FUNC)(LPCWSTR Name);
 
 /* Releases the adapter handle; if WintunCreateAdapter made it, also removes the adapter, which
@@ -217,7 +220,7 @@ typedef BYTE *(WINAPI WINTUN_ALLOCATE_SEND_PACKET_FUNC)(WINTUN_SESSION_HANDLE Se
  * packet changes nothing (ERROR_INVALID_PARAMETER). */
 typedef VOID(WINAPI WINTUN_SEND_PACKET_FUNC)(WINTUN_SESSION_HANDLE Session, const BYTE *Packet);
 
-#ifndef OXTUN_NO_PROTOTYPES
+#ifdef OXTUN_PROTOTYPES
 WINTUN_CREATE_ADAPTER_FUNC WintunCreateAdapter;
 WINTUN_OPEN_ADAPTER_FUNC WintunOpenAdapter;
 WINTUN_CLOSE_ADAPTER_FUNC WintunCloseAdapter;

@@ -57,12 +57,14 @@ fn fail<T>(code: u32, failed: T) -> T {
 }
 
 /// Copies a NUL-terminated UTF-16 string of at most `MAX_ADAPTER_NAME - 1` characters, each
-/// unit read once (the caller's memory may change while we read). None for NULL, no NUL in
-/// reach, or ill-formed UTF-16.
+/// unit read once (the caller's memory may change while we read). The error code otherwise:
+/// ERROR_BUFFER_OVERFLOW when no NUL comes within reach, as wintun.dll answers a name of 128
+/// characters or more (api/adapter.c); ERROR_INVALID_PARAMETER for NULL or ill-formed UTF-16
+/// (which wintun.dll passes on; docs/compatibility.md).
 ///
 /// # Safety
 /// `string` is NULL or readable up to its NUL or `MAX_ADAPTER_NAME` units, whichever is first.
-unsafe fn read_name(string: *const u16) -> Option<String> {
+unsafe fn read_name(string: *const u16) -> Result<String, u32> {
     // SAFETY: the caller's promise.
     unsafe { read_wide(string, MAX_ADAPTER_NAME) }
 }
@@ -71,20 +73,20 @@ unsafe fn read_name(string: *const u16) -> Option<String> {
 ///
 /// # Safety
 /// `string` is NULL or readable up to its NUL or `limit` units, whichever is first.
-unsafe fn read_wide(string: *const u16, limit: usize) -> Option<String> {
+unsafe fn read_wide(string: *const u16, limit: usize) -> Result<String, u32> {
     if string.is_null() {
-        return None;
+        return Err(ERROR_INVALID_PARAMETER);
     }
     let mut units = Vec::new();
     for index in 0..limit {
         // SAFETY: within the caller's promise: we stop at the NUL or at the limit.
         let unit = unsafe { string.add(index).read_unaligned() };
         if unit == 0 {
-            return String::from_utf16(&units).ok();
+            return String::from_utf16(&units).map_err(|_| ERROR_INVALID_PARAMETER);
         }
         units.push(unit);
     }
-    None
+    Err(ERROR_BUFFER_OVERFLOW)
 }
 
 impl Guid {
@@ -113,13 +115,19 @@ pub unsafe extern "system" fn WintunCreateAdapter(
 ) -> *mut c_void {
     guard(null_mut(), || {
         // SAFETY: the caller's promise for both strings.
-        let (Some(name), Some(tunnel_type)) = (unsafe { read_name(name) }, unsafe {
-            read_name(tunnel_type)
-        }) else {
-            log::error(
-                "WintunCreateAdapter: the name or tunnel type is not a string of 1 to 127 characters",
-            );
-            return fail(ERROR_INVALID_PARAMETER, null_mut());
+        let strings = unsafe { read_name(name) }.and_then(|name| {
+            // SAFETY: as above.
+            Ok((name, unsafe { read_name(tunnel_type) }?))
+        });
+        let (name, tunnel_type) = match strings {
+            Ok(strings) => strings,
+            Err(code) => {
+                log::error(
+                    "WintunCreateAdapter: the name or tunnel type is not a string of 1 to 127 \
+                     characters",
+                );
+                return fail(code, null_mut());
+            }
         };
         // SAFETY: the caller's promise: NULL or a GUID, read once.
         let guid = (!requested_guid.is_null())
@@ -144,8 +152,9 @@ pub unsafe extern "system" fn WintunCreateAdapter(
 pub unsafe extern "system" fn WintunOpenAdapter(name: *const u16) -> *mut c_void {
     guard(null_mut(), || {
         // SAFETY: the caller's promise.
-        let Some(name) = (unsafe { read_name(name) }) else {
-            return fail(ERROR_INVALID_PARAMETER, null_mut());
+        let name = match unsafe { read_name(name) } {
+            Ok(name) => name,
+            Err(code) => return fail(code, null_mut()),
         };
         match Adapter::open(&name) {
             Ok(adapter) => adapter_handle(adapter),
@@ -370,7 +379,7 @@ pub unsafe extern "system" fn OxtunWow64HelperW(
     const MAX_COMMAND_LINE: usize = 1024;
     guard((), || {
         // SAFETY: the caller's promise, read at most up to the limit.
-        let command_line = unsafe { read_wide(command_line, MAX_COMMAND_LINE) };
+        let command_line = unsafe { read_wide(command_line, MAX_COMMAND_LINE) }.ok();
         oxtun_client::serve_wow64_helper(command_line.as_deref().unwrap_or_default());
     })
 }

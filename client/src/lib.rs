@@ -55,8 +55,10 @@ pub enum Error {
     NotOutstanding,
     /// An adapter name or tunnel type this platform cannot take.
     BadName(String),
-    /// No adapter of ours has that name; or no driver of ours is running.
+    /// No driver of ours is running, or none can be installed.
     NotFound,
+    /// No adapter of ours has that name (wintun.dll's ERROR_NOT_FOUND, not ERROR_FILE_NOT_FOUND).
+    NoSuchAdapter,
     /// An adapter of that name exists and is in use.
     AlreadyExists,
     /// Adapters of ours still exist, so the driver stays.
@@ -81,6 +83,7 @@ impl fmt::Display for Error {
             Error::NotOutstanding => write!(f, "not an outstanding packet of this session"),
             Error::BadName(why) => write!(f, "{why}"),
             Error::NotFound => write!(f, "not found"),
+            Error::NoSuchAdapter => write!(f, "no adapter of ours has that name"),
             Error::AlreadyExists => write!(f, "an adapter of that name exists and is in use"),
             Error::InUse => write!(f, "adapters of ours still exist"),
         }

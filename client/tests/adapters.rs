@@ -32,7 +32,10 @@ fn create_open_close_reopen_and_the_errors_of_each() {
 
     let opened = Adapter::open("oxtun-r0").unwrap();
     assert_eq!(opened.luid(), created.luid());
-    assert!(matches!(Adapter::open("oxtun-none"), Err(Error::NotFound)));
+    assert!(matches!(
+        Adapter::open("oxtun-none"),
+        Err(Error::NoSuchAdapter)
+    ));
     assert!(matches!(
         Adapter::create("oxtun-r0", "Test", None),
         Err(Error::AlreadyExists)
@@ -59,7 +62,10 @@ fn create_open_close_reopen_and_the_errors_of_each() {
     Adapter::open("oxtun-r0").unwrap();
     drop(created);
     assert!(link("oxtun-r0").is_none());
-    assert!(matches!(Adapter::open("oxtun-r0"), Err(Error::NotFound)));
+    assert!(matches!(
+        Adapter::open("oxtun-r0"),
+        Err(Error::NoSuchAdapter)
+    ));
     assert!(
         log.lock()
             .unwrap()
@@ -94,7 +100,7 @@ fn an_emulator_that_does_not_start_fails_the_creation_at_once() {
     assert!(result.is_err());
     assert!(matches!(
         Adapter::open("oxtun-nostart"),
-        Err(Error::NotFound)
+        Err(Error::NoSuchAdapter)
     ));
 }
 
@@ -345,4 +351,76 @@ fn bad_arguments_are_refused_and_leave_the_session_usable() {
         assert!(std::time::Instant::now() < deadline, "the space came back");
         thread::sleep(Duration::from_millis(5));
     }
+}
+
+/// Run only as the child of `only_root_and_the_owner_open_the_device`, as another user: starts a
+/// session on the emulator whose socket `OXTUN_TEST_OTHER_USER` names; exits 2 if it could not
+/// connect, 3 if the emulator refused it with STATUS_ACCESS_DENIED, 0 if it registered.
+#[test]
+#[ignore = "a helper process of another test"]
+fn client_of_another_user() {
+    let Some(socket) = std::env::var_os("OXTUN_TEST_OTHER_USER") else {
+        return;
+    };
+    let code = match Adapter::emulator(socket).start_session(MIN_CAPACITY) {
+        Ok(_) => 0,
+        Err(Error::Io(_)) => 2,
+        Err(Error::Refused(0xC000_0022)) => 3,
+        Err(error) => panic!("{error}"),
+    };
+    std::process::exit(code);
+}
+
+/// The socket is the adapter's device, and on Windows only SYSTEM and Administrators open the
+/// device: on Linux, only root and the emulator's own user (issue 20, deliverable 4). With
+/// umask 000 the run folder is still 0700 and the socket 0600; and a user who gets past the
+/// file modes (here: they are loosened by hand) is refused by the emulator on its credentials
+/// (SO_PEERCRED), with STATUS_ACCESS_DENIED.
+#[oxtun_sim::test]
+fn only_root_and_the_owner_open_the_device() {
+    use std::os::unix::fs::{PermissionsExt, chown};
+    use std::os::unix::process::CommandExt;
+    let run_dir = isolate();
+    // SAFETY: sets this process's file creation mask; the emulator inherits it.
+    unsafe { libc::umask(0) };
+    let adapter = Adapter::create("oxtun-p0", "Test", None).unwrap();
+    let socket = run_dir.join("oxtun-p0.sock");
+    let mode =
+        |path: &std::path::Path| std::fs::metadata(path).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&run_dir), 0o700, "the run folder");
+    assert_eq!(mode(&socket), 0o600, "the socket");
+    assert_eq!(mode(&run_dir.join("oxtun-p0.owner")), 0o600);
+
+    const NOBODY: u32 = 65534;
+    let other_user = || {
+        Command::new(std::env::current_exe().unwrap())
+            .args(["--exact", "client_of_another_user", "--include-ignored"])
+            .env("OXTUN_TEST_OTHER_USER", &socket)
+            .uid(NOBODY)
+            .gid(NOBODY)
+            .status()
+            .unwrap()
+            .code()
+    };
+    assert_eq!(other_user(), Some(2), "another user reached the socket");
+    // Past the file modes: the test executable's folder chain is readable by all here.
+    let loosen = |path: &std::path::Path, mode| {
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap()
+    };
+    loosen(&run_dir, 0o755);
+    loosen(&socket, 0o666);
+    assert_eq!(
+        other_user(),
+        Some(3),
+        "the emulator let another user register"
+    );
+    // The owner (root here) still registers.
+    drop(adapter.start_session(MIN_CAPACITY).unwrap());
+    // A run folder that is not ours is refused.
+    drop(adapter);
+    chown(&run_dir, Some(NOBODY), None).unwrap();
+    assert!(matches!(
+        Adapter::create("oxtun-p1", "Test", None),
+        Err(Error::Io(error)) if error.kind() == std::io::ErrorKind::PermissionDenied
+    ));
 }

@@ -1,12 +1,15 @@
-/* An application that loads the library at run time, as wintun.dll's users do with
- * GetProcAddress: the WINTUN_*_FUNC types, variables named as the functions (so no prototypes),
- * every one of the fourteen looked up by name. Compiled as C and as C++. */
-
-#define OXTUN_NO_PROTOTYPES
-#include <dlfcn.h>
-#include <stdio.h>
+/* An application written as wintun.h's own example (WireGuard/wintun example/example.c) is: the
+ * header included as it is (no prototypes, nothing defined), variables named as the functions and
+ * of the WINTUN_*_FUNC types, each of the fourteen looked up by name, with GetProcAddress on
+ * Windows and dlsym on Linux. Compiled as C and as C++ on Linux (api/tests/c_api.rs) and by
+ * mingw-w64 for Wine (api/tests/windows_dll.rs), where it loads oxtun.dll from its own folder. */
 
 #include "oxtun.h"
+
+#include <stdio.h>
+#ifndef _WIN32
+#    include <dlfcn.h>
+#endif
 
 static WINTUN_CREATE_ADAPTER_FUNC *WintunCreateAdapter;
 static WINTUN_OPEN_ADAPTER_FUNC *WintunOpenAdapter;
@@ -22,32 +25,51 @@ static WINTUN_RECEIVE_PACKET_FUNC *WintunReceivePacket;
 static WINTUN_RELEASE_RECEIVE_PACKET_FUNC *WintunReleaseReceivePacket;
 static WINTUN_ALLOCATE_SEND_PACKET_FUNC *WintunAllocateSendPacket;
 static WINTUN_SEND_PACKET_FUNC *WintunSendPacket;
-static DWORD (*LastError)(void);
 
-#define LOOK_UP(library, name) ((*(void **)&name = dlsym(library, #name)) != NULL)
+#ifdef _WIN32
+typedef HMODULE library_t;
+/* As example.c loads wintun.dll: from the application's folder or System32 only. */
+#    define OPEN_LIBRARY(path)                                                                  \
+        LoadLibraryExW(L"oxtun.dll", NULL,                                                      \
+                       LOAD_LIBRARY_SEARCH_APPLICATION_DIR | LOAD_LIBRARY_SEARCH_SYSTEM32)
+#    define X(Name) ((*(FARPROC *)&Name = GetProcAddress(library, #Name)) == NULL)
+#    define LAST_ERROR() GetLastError()
+#    define NAME(text) L##text
+#else
+typedef void *library_t;
+#    define OPEN_LIBRARY(path) dlopen(path ? path : "liboxtun.so", RTLD_NOW)
+#    define X(Name) ((*(void **)&Name = dlsym(library, #Name)) == NULL)
+/* On Linux GetLastError is the library's own. */
+static DWORD (*LastError)(void);
+#    define LAST_ERROR() LastError()
+#    define NAME(text) u##text
+#endif
 
 int main(int argc, char **argv)
 {
-    void *library = dlopen(argc > 1 ? argv[1] : "liboxtun.so", RTLD_NOW);
+    (void)argc;
+    (void)argv;
+    library_t library = OPEN_LIBRARY(argc > 1 ? argv[1] : NULL);
     if (!library) {
-        fprintf(stderr, "dlopen: %s\n", dlerror());
+        fprintf(stderr, "the library did not load\n");
         return 1;
     }
-    if (!(LOOK_UP(library, WintunCreateAdapter) && LOOK_UP(library, WintunOpenAdapter) &&
-          LOOK_UP(library, WintunCloseAdapter) && LOOK_UP(library, WintunDeleteDriver) &&
-          LOOK_UP(library, WintunGetAdapterLUID) && LOOK_UP(library, WintunGetRunningDriverVersion) &&
-          LOOK_UP(library, WintunSetLogger) && LOOK_UP(library, WintunStartSession) &&
-          LOOK_UP(library, WintunEndSession) && LOOK_UP(library, WintunGetReadWaitEvent) &&
-          LOOK_UP(library, WintunReceivePacket) && LOOK_UP(library, WintunReleaseReceivePacket) &&
-          LOOK_UP(library, WintunAllocateSendPacket) && LOOK_UP(library, WintunSendPacket))) {
+    if (X(WintunCreateAdapter) || X(WintunOpenAdapter) || X(WintunCloseAdapter) ||
+        X(WintunDeleteDriver) || X(WintunGetAdapterLUID) || X(WintunGetRunningDriverVersion) ||
+        X(WintunSetLogger) || X(WintunStartSession) || X(WintunEndSession) ||
+        X(WintunGetReadWaitEvent) || X(WintunReceivePacket) || X(WintunReleaseReceivePacket) ||
+        X(WintunAllocateSendPacket) || X(WintunSendPacket)) {
         fprintf(stderr, "a function is missing\n");
         return 1;
     }
+#ifndef _WIN32
     *(void **)&LastError = dlsym(library, "GetLastError");
     if (!LastError)
         return 1;
-    if (WintunOpenAdapter(u"oxtun-none") != NULL || LastError() != ERROR_FILE_NOT_FOUND) {
-        fprintf(stderr, "WintunOpenAdapter of no adapter: error %u\n", (unsigned)LastError());
+#endif
+    /* No adapter of that name: ERROR_NOT_FOUND, as wintun.dll answers. */
+    if (WintunOpenAdapter(NAME("oxtun-none")) != NULL || LAST_ERROR() != ERROR_NOT_FOUND) {
+        fprintf(stderr, "WintunOpenAdapter of no adapter: error %u\n", (unsigned)LAST_ERROR());
         return 1;
     }
     WintunCloseAdapter(NULL);

@@ -5,19 +5,21 @@
 //! - the emulator binary: `$OXTUN_WINTUN_EMU`, else `wintun-emu` beside the binary or library
 //!   this code is linked into (cargo puts `liboxtun.so` and `wintun-emu` in one folder), else
 //!   `wintun-emu` on `$PATH`;
-//! - the adapters' files: `$OXTUN_RUN_DIR`, else `/run/oxtun`: for an adapter NAME, `NAME.sock`
-//!   (the emulator's socket), `NAME.owner` (the emulator's and the creating process's IDs),
-//!   `NAME.version` (the running driver's version, as the emulator read it from the driver) and
-//!   `NAME.log` (what the emulator wrote, which outlives a creator that dies).
+//! - the adapters' files: `$OXTUN_RUN_DIR`, else `/run/oxtun` (mode 0700, its owner's alone):
+//!   for an adapter NAME, `NAME.sock` (the emulator's socket, mode 0600), `NAME.owner` (the
+//!   emulator's and the creating process's IDs), `NAME.version` (the running driver's version,
+//!   as the emulator read it from the driver) and `NAME.log` (what the emulator wrote, which
+//!   outlives a creator that dies).
 //!
 //! As on Windows, an adapter outlives a process that exits without closing it; the next creation
 //! of that name removes it if its creator is gone.
 
 use std::ffi::{CString, OsString};
 use std::fs::{self, File};
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Write};
 use std::os::fd::AsRawFd;
 use std::os::unix::ffi::OsStringExt;
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::thread;
@@ -168,11 +170,12 @@ struct RunDirLock {
 impl RunDirLock {
     fn take() -> Result<RunDirLock, Error> {
         let dir = run_dir();
-        fs::create_dir_all(&dir)?;
+        prepare_run_dir(&dir)?;
         let file = File::options()
             .create(true)
             .truncate(false)
             .write(true)
+            .mode(0o600)
             .open(dir.join(".lock"))?;
         // SAFETY: flock on our own descriptor; the lock goes with it when the file closes.
         if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) } != 0 {
@@ -180,6 +183,45 @@ impl RunDirLock {
         }
         Ok(RunDirLock { _file: file })
     }
+}
+
+/// Makes the run folder, or checks the one there: it holds the adapters' sockets, which are
+/// their devices, so only its owner may enter it (mode 0700, whatever the umask), and it must be
+/// ours: a folder another user made could have its sockets swapped. (The emulator admits only
+/// root and its own user on the socket too, as the driver admits only SYSTEM and
+/// Administrators.)
+fn prepare_run_dir(dir: &Path) -> Result<(), Error> {
+    if let Some(parent) = dir.parent() {
+        fs::create_dir_all(parent)?;
+    }
+    match fs::DirBuilder::new().mode(0o700).create(dir) {
+        Err(error) if error.kind() != std::io::ErrorKind::AlreadyExists => return Err(error.into()),
+        _ => {}
+    }
+    let metadata = fs::symlink_metadata(dir)?;
+    // SAFETY: reads this process's effective user ID.
+    let us = unsafe { libc::geteuid() };
+    if !metadata.is_dir() || metadata.uid() != us {
+        log::error(&format!(
+            "the run folder {} is not a folder of user {us}",
+            dir.display()
+        ));
+        return Err(std::io::Error::from(std::io::ErrorKind::PermissionDenied).into());
+    }
+    if metadata.mode() & 0o777 != 0o700 {
+        fs::set_permissions(dir, fs::Permissions::from_mode(0o700))?;
+    }
+    Ok(())
+}
+
+/// A new file of the run folder that only its owner may read and write, whatever the umask.
+fn private_file(path: &Path) -> std::io::Result<File> {
+    File::options()
+        .create(true)
+        .truncate(true)
+        .write(true)
+        .mode(0o600)
+        .open(path)
 }
 
 /// The interface index of `name` in this network namespace, if there is such an interface.
@@ -292,7 +334,7 @@ impl Adapter {
                 .ok_or_else(|| std::io::Error::other("the emulator exited at once"))?,
             creator: ProcessId::current(),
         };
-        fs::write(&files.owner, owner.encode())?;
+        private_file(&files.owner)?.write_all(owner.encode().as_bytes())?;
         let index = interface_index(name).ok_or(Error::NotFound)?;
         adapter.luid = luid_for(IF_TYPE_PROP_VIRTUAL, index);
         log::info(&format!("created adapter {name}, interface index {index}"));
@@ -302,7 +344,7 @@ impl Adapter {
     fn start_emulator(name: &str, files: &Files) -> Result<Adapter, Error> {
         let binary = emulator_binary();
         log::info(&format!("starting {} for adapter {name}", binary.display()));
-        let log_file = File::create(&files.log)?;
+        let log_file = private_file(&files.log)?;
         let mut emulator = Command::new(&binary)
             .arg("--socket")
             .arg(&files.socket)
@@ -352,7 +394,7 @@ impl Adapter {
         let files = Files::of(name);
         let running = files.owner().is_some_and(|owner| owner.emulator.alive());
         let Some(index) = interface_index(name).filter(|_| running) else {
-            return Err(Error::NotFound);
+            return Err(Error::NoSuchAdapter);
         };
         Ok(Adapter {
             name: Some(name.to_string()),

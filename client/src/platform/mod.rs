@@ -8,6 +8,11 @@ mod linux;
 mod netlink;
 #[cfg(windows)]
 mod windows;
+/// The Windows backend's decisions, apart from its system calls: compiled everywhere, so that
+/// their tests run on Linux too.
+#[cfg(any(windows, test))]
+#[path = "windows/rules.rs"]
+mod windows_rules;
 
 #[cfg(unix)]
 pub use emulator::{Event, Memory, RawHandle, Registration, send_with_descriptors};

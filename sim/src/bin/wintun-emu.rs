@@ -3,11 +3,14 @@
 //! Its network side is a Linux TUN interface (or, with `--upper reflect`, the driver's own send
 //! path); its device side a Unix socket speaking design.md's "Emulated device protocol": a
 //! connection is an open device handle, a 16-byte message with four descriptors registers rings,
-//! the reply is the NTSTATUS. Closing the connection (or dying) closes the handle.
+//! the reply is the NTSTATUS. Closing the connection (or dying) closes the handle. Only root and
+//! the emulator's own user may open the device, as the driver admits only SYSTEM and
+//! Administrators: the socket is created 0600 whatever the umask, and a peer of another user
+//! (SO_PEERCRED) gets STATUS_ACCESS_DENIED for every registration.
 
 use std::io::{self, Write};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
-use std::os::unix::fs::FileTypeExt;
+use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -38,6 +41,7 @@ const USAGE: &str = "usage: wintun-emu --socket PATH [--address CIDR]... [--name
 const EVENT_ALL_ACCESS: ACCESS_MASK = 0x001F_0003;
 const STATUS_INVALID_PARAMETER: u32 = 0xC000_000D;
 const STATUS_INVALID_DEVICE_REQUEST: u32 = 0xC000_0010;
+const STATUS_ACCESS_DENIED: u32 = 0xC000_0022;
 
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Upper {
@@ -473,9 +477,10 @@ impl Drop for Provisional<'_> {
     }
 }
 
-/// One client connection: an open device handle until the connection ends.
-fn serve(stream: UnixStream, adapter: &Adapter, counts: &EdgeCounts) {
-    let process = Process::new(Token::System, Bitness::Bits64);
+/// One client connection, from a process with this token: an open device handle until the
+/// connection ends.
+fn serve(stream: UnixStream, token: Token, adapter: &Adapter, counts: &EdgeCounts) {
+    let process = Process::new(token, Bitness::Bits64);
     let device = process.open(adapter.device(), FILE_READ_DATA | FILE_WRITE_DATA);
     let mut writer = &stream;
     let mut events = Vec::new();
@@ -497,6 +502,54 @@ fn serve(stream: UnixStream, adapter: &Adapter, counts: &EdgeCounts) {
         counts
             .receive_event_wakes
             .fetch_add(receive.outside_sets(), Ordering::Relaxed);
+    }
+}
+
+/// Who may open the device, by the peer's user ID (SO_PEERCRED): root, as LocalSystem, and the
+/// emulator's own user, as an elevated administrator, as the driver's device admits only SYSTEM
+/// and Administrators. Anyone else gets no handle (None).
+fn token_for(peer_uid: libc::uid_t, own_uid: libc::uid_t) -> Option<Token> {
+    match peer_uid {
+        0 => Some(Token::System),
+        uid if uid == own_uid => Some(Token::Administrator),
+        _ => None,
+    }
+}
+
+/// The user ID of the process at the other end of `stream` (SO_PEERCRED: the connecting
+/// process's, as of connect).
+fn peer_uid(stream: &UnixStream) -> io::Result<libc::uid_t> {
+    // SAFETY: ucred is plain data; getsockopt fills it and its length.
+    let mut credentials: libc::ucred = unsafe { std::mem::zeroed() };
+    let mut len = size_of::<libc::ucred>() as libc::socklen_t;
+    // SAFETY: our socket, and the local with its size.
+    let result = unsafe {
+        libc::getsockopt(
+            stream.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_PEERCRED,
+            (&mut credentials as *mut libc::ucred).cast(),
+            &mut len,
+        )
+    };
+    if result != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(credentials.uid)
+}
+
+/// A connection from a user who may not open the device: every registration is answered with
+/// STATUS_ACCESS_DENIED, what opening the device would give that user on Windows, and nothing it
+/// sent is mapped or kept.
+fn refuse(stream: UnixStream) {
+    let mut writer = &stream;
+    while let Ok(Some(_)) = receive_message(&stream) {
+        if writer
+            .write_all(&STATUS_ACCESS_DENIED.to_le_bytes())
+            .is_err()
+        {
+            break;
+        }
     }
 }
 
@@ -537,8 +590,18 @@ fn bind_socket(path: &PathBuf) -> io::Result<UnixListener> {
         // A socket file left by an emulator that died: nobody listens on it.
         std::fs::remove_file(path)?;
     }
-    UnixListener::bind(path)
-        .map_err(|error| io::Error::new(error.kind(), format!("{}: {error}", path.display())))
+    // The socket is the device: only its owner may reach it, whatever the umask. The umask is
+    // the process's, and no other thread runs yet, so it is set around the bind alone; the
+    // mode is then set again explicitly.
+    // SAFETY: umask only changes this process's file creation mask.
+    let umask = unsafe { libc::umask(0o177) };
+    let bound = UnixListener::bind(path);
+    // SAFETY: as above, restoring it.
+    unsafe { libc::umask(umask) };
+    let listener = bound
+        .map_err(|error| io::Error::new(error.kind(), format!("{}: {error}", path.display())))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+    Ok(listener)
 }
 
 /// Asks the driver its version, as Windows' NDIS would, and writes it to `path`.
@@ -628,6 +691,8 @@ fn run(options: Options) -> io::Result<bool> {
     });
     // Each connection's thread, and a handle that ends its stream when we shut down.
     let mut connections: Vec<(UnixStream, thread::JoinHandle<()>)> = Vec::new();
+    // SAFETY: reads this process's effective user ID.
+    let own_uid = unsafe { libc::geteuid() };
     println!("ready {}", options.socket.display());
     io::stdout().flush()?;
     loop {
@@ -639,9 +704,17 @@ fn run(options: Options) -> io::Result<bool> {
         };
         stream.set_nonblocking(false)?;
         let shutdown_handle = stream.try_clone()?;
+        let uid = peer_uid(&stream)?;
+        let token = token_for(uid, own_uid);
+        if token.is_none() {
+            log!("wintun-emu: refused a connection from user {uid}: only root and user {own_uid}");
+        }
         let adapter = adapter.clone();
         let counts = counts.clone();
-        let thread = thread::spawn(move || serve(stream, &adapter, &counts));
+        let thread = thread::spawn(move || match token {
+            Some(token) => serve(stream, token, &adapter, &counts),
+            None => refuse(stream),
+        });
         connections.retain(|(_, thread)| !thread.is_finished());
         connections.push((shutdown_handle, thread));
     }

@@ -2,11 +2,11 @@
 //! makes them (api/adapter.c), and the registration IOCTL on their device interface.
 //!
 //! Creating one: take the installation mutex; install the driver if needed; remove the adapters
-//! of that name whose creating process is gone; a stub device first when a GUID is requested, to
+//! of ours whose creating process is gone; a stub device first when a GUID is requested, to
 //! leave `SuggestedInstanceId` in its software key, which NDIS then takes as the interface's GUID;
 //! the device itself (`SwDeviceCreate`), carrying our name and creator as properties; wait for
 //! its NetCfgInstanceId and its NDIS interface; name the interface (moving a stranger of that
-//! alias aside to "Name 2", as Windows' own renaming does). Closing it closes the software device
+//! alias aside to "Name 1", as wintun.dll does). Closing it closes the software device
 //! and removes its node. Only devices with our hardware ID are ever looked at or removed.
 
 use std::ffi::c_void;
@@ -16,26 +16,27 @@ use std::time::{Duration, Instant};
 
 use oxtun_abi::{CallerWidth, RingDescriptor, RingRegistration, TUN_IOCTL_REGISTER_RINGS};
 use windows_sys::Win32::Devices::DeviceAndDriverInstallation::{
-    CM_GET_DEVICE_INTERFACE_LIST_PRESENT, CM_Get_Device_IDW, CM_Get_Device_Interface_List_SizeW,
-    CM_Get_Device_Interface_ListW, CM_LOCATE_DEVNODE_NORMAL, CM_LOCATE_DEVNODE_PHANTOM,
-    CM_Locate_DevNodeW, CM_Open_DevNode_Key, CM_REGISTRY_SOFTWARE, CR_BUFFER_SMALL, CR_SUCCESS,
-    DI_REMOVEDEVICE_GLOBAL, DIF_REMOVE, GUID_DEVCLASS_NET, RegDisposition_OpenAlways,
-    RegDisposition_OpenExisting, SP_CLASSINSTALL_HEADER, SP_DEVINFO_DATA, SP_REMOVEDEVICE_PARAMS,
-    SetupDiCallClassInstaller, SetupDiEnumDeviceInfo, SetupDiGetClassDevsExW,
-    SetupDiSetClassInstallParamsW,
+    CM_GET_DEVICE_INTERFACE_LIST_PRESENT, CM_Get_DevNode_Status, CM_Get_Device_IDW,
+    CM_Get_Device_Interface_List_SizeW, CM_Get_Device_Interface_ListW, CM_LOCATE_DEVNODE_NORMAL,
+    CM_LOCATE_DEVNODE_PHANTOM, CM_Locate_DevNodeW, CM_Open_DevNode_Key, CM_REGISTRY_SOFTWARE,
+    CR_BUFFER_SMALL, CR_SUCCESS, DI_REMOVEDEVICE_GLOBAL, DIF_REMOVE, GUID_DEVCLASS_NET,
+    RegDisposition_OpenAlways, RegDisposition_OpenExisting, SP_CLASSINSTALL_HEADER,
+    SP_DEVINFO_DATA, SP_REMOVEDEVICE_PARAMS, SetupDiCallClassInstaller, SetupDiEnumDeviceInfo,
+    SetupDiGetClassDevsExW, SetupDiSetClassInstallParamsW, SetupDiSetDevicePropertyW,
 };
 use windows_sys::Win32::Devices::Enumeration::Pnp::{
     HSWDEVICE, SW_DEVICE_CREATE_INFO, SWDeviceCapabilitiesDriverRequired,
     SWDeviceCapabilitiesSilentInstall, SwDeviceClose, SwDeviceCreate,
 };
 use windows_sys::Win32::Devices::Properties::{
-    DEVPKEY_Device_ClassGuid, DEVPKEY_Device_FriendlyName, DEVPROP_STORE_SYSTEM,
-    DEVPROP_TYPE_BINARY, DEVPROP_TYPE_GUID, DEVPROP_TYPE_STRING, DEVPROPCOMPKEY, DEVPROPERTY,
-    DEVPROPID_FIRST_USABLE, DEVPROPKEY,
+    DEVPKEY_Device_ClassGuid, DEVPKEY_Device_DeviceDesc, DEVPKEY_Device_FriendlyName,
+    DEVPROP_STORE_SYSTEM, DEVPROP_TYPE_BINARY, DEVPROP_TYPE_GUID, DEVPROP_TYPE_STRING,
+    DEVPROPCOMPKEY, DEVPROPERTY, DEVPROPID_FIRST_USABLE, DEVPROPKEY,
 };
 use windows_sys::Win32::Foundation::{
-    ERROR_DUP_NAME, ERROR_INVALID_PARAMETER, ERROR_SUCCESS, ERROR_TIMEOUT, FILETIME, GENERIC_READ,
-    GENERIC_WRITE, INVALID_HANDLE_VALUE, NO_ERROR, WAIT_OBJECT_0,
+    ERROR_DUP_NAME, ERROR_INVALID_PARAMETER, ERROR_NO_MORE_ITEMS, ERROR_SUCCESS, ERROR_TIMEOUT,
+    FILETIME, GENERIC_READ, GENERIC_WRITE, GetLastError, INVALID_HANDLE_VALUE, NO_ERROR,
+    WAIT_OBJECT_0,
 };
 use windows_sys::Win32::NetworkManagement::IpHelper::{
     ConvertInterfaceAliasToLuid, ConvertInterfaceGuidToLuid, ConvertInterfaceLuidToGuid,
@@ -60,9 +61,14 @@ use windows_sys::Win32::System::Threading::{
 use windows_sys::core::{GUID, HRESULT, PCWSTR};
 
 use super::driver::{HARDWARE_ID, ensure_installed};
+use super::lock::InstallationLock;
+use super::rules::{
+    MACHINE_AMD64, MACHINE_ARM64, MACHINE_I386, Naming, NamingOutcome, NamingStep, OwnerProbe,
+    Presence, Removal, is_orphan, owner, presence, removal,
+};
 use super::system::{
-    DeviceList, InstallationLock, OwnedHandle, Plain, RegistryKey, cr_check, cr_failed, failed,
-    from_wide, guid, guid_string, last_failed, new_guid, parse_guid, wide,
+    DeviceList, OwnedHandle, Plain, RegistryKey, cr_check, cr_failed, failed, from_wide, guid,
+    guid_string, last_failed, new_guid, parse_guid, wide,
 };
 use super::{Event, Memory, Registration, wow64};
 use crate::{Error, Session, log};
@@ -114,22 +120,30 @@ fn current_identity() -> [u8; 12] {
     process_identity(process, pid).unwrap_or_default()
 }
 
-/// Whether the process an owner property names still runs (the same ID, created at the same
-/// time).
-fn owner_alive(identity: &[u8]) -> bool {
-    let Some(pid) = identity
-        .get(..4)
-        .map(|bytes| u32::from_le_bytes(bytes.try_into().unwrap()))
-    else {
-        return false;
+/// What looking for the process an owner property names finds (`rules::owner` judges it).
+fn owner_probe(identity: Option<&[u8]>) -> OwnerProbe {
+    let Some(identity) = identity.filter(|identity| identity.len() == 12) else {
+        return OwnerProbe::NoRecord;
     };
+    let pid = u32::from_le_bytes(identity[..4].try_into().expect("4 bytes"));
     // SAFETY: opens a process by ID for a query; the handle is owned below.
     let process = unsafe { OpenProcess(PROCESS_QUERY_LIMITED_INFORMATION, 0, pid) };
     if process.is_null() {
-        return false;
+        // SAFETY: reads this thread's last-error value.
+        return OwnerProbe::OpenFailed(unsafe { GetLastError() });
     }
     let process = OwnedHandle(process);
-    process_identity(process.0, pid).is_some_and(|now| now[..] == identity[..])
+    OwnerProbe::Running {
+        same_start: process_identity(process.0, pid).is_some_and(|now| now[..] == identity[..]),
+    }
+}
+
+/// The presence of a device node (`rules::presence`).
+fn node_presence(device: &SP_DEVINFO_DATA) -> Presence {
+    let (mut status, mut problem) = (0u32, 0u32);
+    // SAFETY: the node of our element, and two locals.
+    let result = unsafe { CM_Get_DevNode_Status(&mut status, &mut problem, device.DevInst, 0) };
+    presence((result == CR_SUCCESS).then_some((status, problem)))
 }
 
 /// Every device of our hardware ID, present or not.
@@ -151,7 +165,12 @@ fn our_devices() -> Result<(DeviceList, Vec<SP_DEVINFO_DATA>), Error> {
         };
         // SAFETY: enumerates our list into our structure.
         if unsafe { SetupDiEnumDeviceInfo(list.0, index, &mut device) } == 0 {
-            break;
+            // One element that cannot be read does not end the list (wintun.dll goes on too).
+            // SAFETY: reads this thread's last-error value.
+            if unsafe { GetLastError() } == ERROR_NO_MORE_ITEMS {
+                break;
+            }
+            continue;
         }
         if list
             .hardware_id(&device)
@@ -163,14 +182,35 @@ fn our_devices() -> Result<(DeviceList, Vec<SP_DEVINFO_DATA>), Error> {
     Ok((list, ours))
 }
 
-/// Removes a device node (DIF_REMOVE); from a 32-bit process on 64-bit Windows, through the
-/// native helper (`wow64`), since the class installer refuses to run there.
+/// Removes a device node (DIF_REMOVE) where the class installer can run (`rules::removal`): in
+/// this process, or from a 32-bit process on 64-bit Windows through the native helper (`wow64`),
+/// since the class installer refuses to run there.
 fn remove_device(list: &DeviceList, device: &mut SP_DEVINFO_DATA) -> Result<(), Error> {
-    if wow64::in_wow64() {
-        return wow64::remove_natively(&list.instance_id(device)?);
+    let (process, native) = wow64::machines();
+    match removal(BUILD_MACHINE, process, native, wow64::helper_machine()) {
+        Removal::InProcess => remove_with_class_installer(list, device),
+        Removal::NativeHelper | Removal::Unsupported => {
+            wow64::remove_natively(&list.instance_id(device)?)
+        }
+        Removal::InProcessUnverified => {
+            log::warn(
+                "An x64 process emulated on ARM64 removes its device in process, where \
+                 wintun.dll uses a native ARM64 helper, which this oxtun.dll does not carry \
+                 (docs/windows.md, first-run checklist)",
+            );
+            remove_with_class_installer(list, device)
+        }
     }
-    remove_with_class_installer(list, device)
 }
+
+/// The machine this DLL was built for (IMAGE_FILE_MACHINE_*).
+const BUILD_MACHINE: u16 = if cfg!(target_arch = "x86") {
+    MACHINE_I386
+} else if cfg!(target_arch = "aarch64") {
+    MACHINE_ARM64
+} else {
+    MACHINE_AMD64
+};
 
 /// Removes a device node with the class installer (DIF_REMOVE), in this process.
 pub(super) fn remove_with_class_installer(
@@ -202,23 +242,28 @@ pub(super) fn remove_with_class_installer(
     }
 }
 
-/// Removes our adapters whose creator is gone: those named `name`, or all with `None`.
-pub fn remove_orphans(_lock: &InstallationLock, name: Option<&str>) {
+/// Removes every adapter of ours that is an orphan (`rules::is_orphan`): after each creation,
+/// as wintun.dll cleans up after each (the review, finding 16), and before the driver goes.
+pub fn remove_orphans(_lock: &InstallationLock) {
     let Ok((list, devices)) = our_devices() else {
         return;
     };
     for mut device in devices {
-        let owner = list
-            .property(&device, &DEVPKEY_OXTUN_OWNER)
-            .unwrap_or_default();
+        let presence = node_presence(&device);
+        if presence == Presence::Working {
+            continue;
+        }
+        let owner = owner(owner_probe(
+            list.property(&device, &DEVPKEY_OXTUN_OWNER).as_deref(),
+        ));
+        if !is_orphan(presence, owner) {
+            continue;
+        }
         let device_name = list
             .string_property(&device, &DEVPKEY_OXTUN_NAME)
             .unwrap_or_default();
-        if owner_alive(&owner) || name.is_some_and(|name| !device_name.eq_ignore_ascii_case(name)) {
-            continue;
-        }
         log::info(&format!(
-            "Removing adapter {device_name}, orphaned by a process that is gone"
+            "Removing adapter {device_name} ({presence:?}), orphaned by a process that is gone"
         ));
         if remove_device(&list, &mut device).is_err() {
             log::warn(&format!("The orphaned adapter {device_name} stays"));
@@ -427,57 +472,111 @@ fn set_connection_name(interface: &GUID, name: &str) -> Result<(), u32> {
     }
 }
 
-/// Names the interface `name`; an interface that has the name already becomes "name 2" (or
-/// the first free number), as Windows' own renaming and wintun.dll do.
-fn name_interface(interface: &GUID, name: &str) -> Result<(), Error> {
-    match set_connection_name(interface, name) {
-        Ok(()) => return Ok(()),
-        Err(ERROR_DUP_NAME) => {}
-        Err(error) => {
-            return Err(failed(
-                &format!("Failed to name the interface {name}"),
-                error,
-            ));
-        }
-    }
-    let mut other_luid = NET_LUID_LH { Value: 0 };
-    let mut other = GUID::from_u128(0);
-    let alias = wide(name);
+/// The interface that has the alias `alias`, by its GUID, if IP Helper knows it.
+fn interface_of_alias(alias: &str) -> Option<GUID> {
+    let mut luid = NET_LUID_LH { Value: 0 };
+    let mut guid = GUID::from_u128(0);
+    let alias = wide(alias);
     // SAFETY: a NUL-terminated alias and two locals.
     let found = unsafe {
-        ConvertInterfaceAliasToLuid(alias.as_ptr(), &mut other_luid) == NO_ERROR
-            && ConvertInterfaceLuidToGuid(&other_luid, &mut other) == NO_ERROR
+        ConvertInterfaceAliasToLuid(alias.as_ptr(), &mut luid) == NO_ERROR
+            && ConvertInterfaceLuidToGuid(&luid, &mut guid) == NO_ERROR
     };
-    if !found {
-        return Err(failed(
-            &format!("Failed to name the interface {name}"),
-            ERROR_DUP_NAME,
-        ));
-    }
-    for suffix in 2..1000 {
-        let proposal = format!("{name} {suffix}");
-        match set_connection_name(&other, &proposal) {
-            Ok(()) => {
-                log::warn(&format!(
-                    "Interface {name} renamed {proposal} to free its name"
-                ));
-                return set_connection_name(interface, name).map_err(|error| {
-                    failed(&format!("Failed to name the interface {name}"), error)
-                });
+    found.then_some(guid)
+}
+
+/// Names our interface `name` as `rules::Naming` decides (wintun.dll's order): an interface
+/// that has the name already moves to "name 1" (or the first free number), and if that one
+/// cannot be found or moved, ours takes the number instead. A displaced adapter of ours gets
+/// its new name in its name property too, so opening by name finds the right one. The name
+/// ours got.
+fn name_interface(interface: &GUID, name: &str) -> Result<String, Error> {
+    let (mut naming, mut step) = Naming::start(name);
+    let mut holder = GUID::from_u128(0);
+    loop {
+        let outcome = match &step {
+            NamingStep::NameOurs(wanted) => naming_outcome(set_connection_name(interface, wanted)),
+            NamingStep::FindHolder(alias) => match interface_of_alias(alias) {
+                Some(found) => {
+                    holder = found;
+                    NamingOutcome::HolderFound
+                }
+                None => NamingOutcome::HolderNotFound,
+            },
+            NamingStep::MoveHolder(proposal) => {
+                let outcome = naming_outcome(set_connection_name(&holder, proposal));
+                if outcome == NamingOutcome::Named {
+                    log::warn(&format!(
+                        "Interface {} renamed {proposal} to free the name",
+                        naming.wanted()
+                    ));
+                    rename_ours(&holder, proposal);
+                }
+                outcome
             }
-            Err(ERROR_DUP_NAME) => continue,
-            Err(error) => {
+            NamingStep::Done(got) => {
+                if got != name {
+                    log::warn(&format!(
+                        "The name {name} is held by an interface that cannot be moved: the \
+                         adapter is named {got}"
+                    ));
+                }
+                return Ok(got.clone());
+            }
+            NamingStep::Fail(error) => {
                 return Err(failed(
-                    &format!("Failed to rename the interface {name}"),
-                    error,
+                    &format!("Failed to name the interface {name}"),
+                    *error,
                 ));
             }
-        }
+        };
+        step = naming.next(outcome);
     }
-    Err(failed(
-        &format!("Failed to name the interface {name}"),
-        ERROR_DUP_NAME,
-    ))
+}
+
+fn naming_outcome(result: Result<(), u32>) -> NamingOutcome {
+    match result {
+        Ok(()) => NamingOutcome::Named,
+        Err(ERROR_DUP_NAME) => NamingOutcome::Taken,
+        Err(error) => NamingOutcome::Failed(error),
+    }
+}
+
+/// If the interface `interface` is an adapter of ours, sets its name property to `name`, as
+/// wintun.dll's RenameByNetGUID does (api/adapter.c; the review, finding 9).
+fn rename_ours(interface: &GUID, name: &str) {
+    let Ok((list, devices)) = our_devices() else {
+        return;
+    };
+    for device in devices {
+        let Ok(instance_id) = list.instance_id(&device) else {
+            continue;
+        };
+        if net_cfg_instance_id(&wide(&instance_id))
+            .is_none_or(|guid| guid_string(&guid) != guid_string(interface))
+        {
+            continue;
+        }
+        let value = wide(name);
+        // SAFETY: our list and element; the value is a NUL-terminated string of that size.
+        if unsafe {
+            SetupDiSetDevicePropertyW(
+                list.0,
+                &device,
+                &DEVPKEY_OXTUN_NAME,
+                DEVPROP_TYPE_STRING,
+                value.as_ptr().cast(),
+                size_of_val(value.as_slice()) as u32,
+                0,
+            )
+        } == 0
+        {
+            last_failed(&format!(
+                "Failed to rename the displaced adapter {instance_id}"
+            ));
+        }
+        return;
+    }
 }
 
 /// An adapter of ours: its device, and its software device if this value created it.
@@ -510,13 +609,15 @@ impl Adapter {
         check_name("tunnel type", tunnel_type, true)?;
         let lock = InstallationLock::take()?;
         ensure_installed(&lock)?;
-        remove_orphans(&lock, Some(name));
+        remove_orphans(&lock);
         let instance = match guid {
             Some(guid) => GUID::from_u128(guid),
             None => new_guid()?,
         };
         let instance_string = wide(&guid_string(&instance));
-        let description = wide(tunnel_type);
+        // wintun.dll's "%s Tunnel" (api/adapter.c): the device description, friendly name and
+        // DeviceDesc, which Get-NetAdapter shows as InterfaceDescription (the review, finding 8).
+        let description = wide(&format!("{tunnel_type} Tunnel"));
         if guid.is_some() {
             suggest_instance_id(&instance, &instance_string, &description)?;
         }
@@ -533,6 +634,7 @@ impl Adapter {
                 DEVPROP_TYPE_STRING,
                 &description,
             ),
+            property(DEVPKEY_Device_DeviceDesc, DEVPROP_TYPE_STRING, &description),
         ];
         let (device, instance_id) =
             create_software_device(&instance_string, &hardware_ids, &description, &properties)?;
@@ -613,7 +715,7 @@ impl Adapter {
             adapter.luid = unsafe { luid.Value };
             return Ok(adapter);
         }
-        Err(Error::NotFound)
+        Err(Error::NoSuchAdapter)
     }
 
     /// The adapter's NET_LUID.

@@ -11,23 +11,24 @@
 use std::ptr::{null, null_mut};
 use std::sync::OnceLock;
 
+use windows_sys::Wdk::System::SystemInformation::{
+    NtQuerySystemInformation, SYSTEM_INFORMATION_CLASS,
+};
 use windows_sys::Win32::Devices::DeviceAndDriverInstallation::{
     SP_DRVINFO_DATA_V2_W, SP_DRVINFO_DETAIL_DATA_W, SPDIT_COMPATDRIVER, SPOST_NONE,
     SetupCopyOEMInfW, SetupDiBuildDriverInfoList, SetupDiEnumDriverInfoW,
     SetupDiGetDriverInfoDetailW, SetupUninstallOEMInfW,
 };
-use windows_sys::Win32::Foundation::{ERROR_FILE_NOT_FOUND, ERROR_NO_MORE_ITEMS};
+use windows_sys::Win32::Foundation::{
+    ERROR_FILE_NOT_FOUND, ERROR_NO_MORE_ITEMS, RtlNtStatusToDosError,
+};
 use windows_sys::Win32::Storage::FileSystem::{
     GetFileVersionInfoSizeW, GetFileVersionInfoW, VS_FIXEDFILEINFO, VerQueryValueW,
 };
-use windows_sys::Win32::System::ProcessStatus::{
-    K32EnumDeviceDrivers, K32GetDeviceDriverBaseNameW, K32GetDeviceDriverFileNameW,
-};
 
-use super::system::{
-    DeviceList, InstallationLock, Plain, failed, from_wide, last_failed, private_folder, wide,
-    windows_folder,
-};
+use super::lock::InstallationLock;
+use super::rules::{Embedded, Installation, globalroot_path, installation, loaded_module_path};
+use super::system::{DeviceList, Plain, failed, from_wide, last_failed, private_folder, wide};
 use crate::{Error, Version, log};
 
 /// The hardware ID in our INF (wintun.inx), which every adapter of ours carries.
@@ -179,38 +180,55 @@ fn installed_packages() -> Result<Vec<InstalledPackage>, Error> {
     Ok(packages)
 }
 
-/// Installs the registered package unless the store has ours at that version or newer.
+/// Installs the registered package unless the store has ours at that version or newer
+/// (`rules::installation`).
 pub fn ensure_installed(_lock: &InstallationLock) -> Result<(), Error> {
     let installed = installed_packages()?;
-    let newest = installed.iter().map(|package| package.version).max();
-    let Some(package) = PACKAGE.get() else {
-        if newest.is_some() {
+    let store: Vec<_> = installed.iter().map(|package| package.version).collect();
+    let package = PACKAGE.get();
+    let embedded = match package {
+        None => Embedded::Nothing,
+        Some(package) => match inf_driver_version(package.inf) {
+            None => Embedded::BadInf,
+            Some(version) => Embedded::Package {
+                version,
+                catalog: package.cat.is_some(),
+            },
+        },
+    };
+    let then_remove = match installation(&store, embedded) {
+        Installation::Installed(version) => {
+            log::info(&format!(
+                "Driver {}.{}.{}.{} already installed",
+                version.1 >> 48,
+                (version.1 >> 32) & 0xFFFF,
+                (version.1 >> 16) & 0xFFFF,
+                version.1 & 0xFFFF
+            ));
             return Ok(());
         }
-        log::error("No driver of ours is installed and no package was given to install");
-        return Err(Error::NotFound);
+        Installation::NoDriver => {
+            log::error("No driver of ours is installed and no package was given to install");
+            return Err(Error::NotFound);
+        }
+        Installation::BadInf => {
+            log::error("The embedded INF has no valid DriverVer");
+            return Err(Error::NotFound);
+        }
+        Installation::NoCatalog => {
+            log::error(
+                "This oxtun.dll carries no catalog (oxtun.cat), which Windows needs to install \
+                 the driver: it was built without one (inf2cat runs on Windows only; see the \
+                 README)",
+            );
+            return Err(failed("Failed to install the driver", ERROR_FILE_NOT_FOUND));
+        }
+        Installation::Install { then_remove } => then_remove,
     };
-    let Some(ours) = inf_driver_version(package.inf) else {
-        log::error("The embedded INF has no valid DriverVer");
-        return Err(Error::NotFound);
-    };
-    if let Some(newest) = newest.filter(|&newest| newest >= ours) {
-        log::info(&format!(
-            "Driver {}.{}.{}.{} already installed",
-            newest.1 >> 48,
-            (newest.1 >> 32) & 0xFFFF,
-            (newest.1 >> 16) & 0xFFFF,
-            newest.1 & 0xFFFF
-        ));
-        return Ok(());
-    }
-    let Some(cat) = package.cat else {
-        log::error(
-            "This oxtun.dll carries no catalog (oxtun.cat), which Windows needs to install the \
-             driver: it was built without one (inf2cat runs on Windows only; see the README)",
-        );
-        return Err(failed("Failed to install the driver", ERROR_FILE_NOT_FOUND));
-    };
+    let package = package.expect("installation() installs only the package it was given");
+    let cat = package
+        .cat
+        .expect("installation() installs only a package with a catalog");
     let directory = private_folder()?;
     let result = (|| {
         log::info("Extracting the driver package");
@@ -249,7 +267,7 @@ pub fn ensure_installed(_lock: &InstallationLock) -> Result<(), Error> {
     let _ = std::fs::remove_dir_all(&directory);
     result?;
     // Older packages of ours stay only while devices use them: removal refuses those.
-    for older in installed.iter().filter(|package| package.version < ours) {
+    for older in then_remove.into_iter().map(|index| &installed[index]) {
         // SAFETY: a NUL-terminated INF name from the store.
         if unsafe { SetupUninstallOEMInfW(older.inf_name.as_ptr(), 0, null()) } != 0 {
             log::info(&format!(
@@ -265,7 +283,7 @@ pub fn ensure_installed(_lock: &InstallationLock) -> Result<(), Error> {
 /// (ERROR_INF_IN_USE_BY_DEVICES), which is then the answer.
 pub fn delete_driver() -> Result<(), Error> {
     let lock = InstallationLock::take()?;
-    super::adapter::remove_orphans(&lock, None);
+    super::adapter::remove_orphans(&lock);
     let mut result = Ok(());
     for InstalledPackage { inf_name, .. } in installed_packages()? {
         log::info(&format!("Removing driver {}", from_wide(&inf_name)));
@@ -280,49 +298,50 @@ pub fn delete_driver() -> Result<(), Error> {
     result
 }
 
+/// SystemModuleInformation: the loaded kernel modules (RTL_PROCESS_MODULES), as wintun.dll's
+/// api/ntdll.h declares it; windows-sys does not name this class.
+const SYSTEM_MODULE_INFORMATION: SYSTEM_INFORMATION_CLASS = 11;
+/// STATUS_INFO_LENGTH_MISMATCH: the buffer is too small for the list.
+const STATUS_INFO_LENGTH_MISMATCH: i32 = 0xC000_0004_u32 as i32;
+
 /// The version in the file version resource of the loaded oxtun.sys: the driver's own, which
-/// also answers OID_GEN_VENDOR_DRIVER_VERSION. [`Error::NotFound`] when it is not loaded.
+/// also answers OID_GEN_VENDOR_DRIVER_VERSION. [`Error::NotFound`] when it is not loaded. The
+/// module is found by its name in SystemModuleInformation and read through its NT path, as
+/// wintun.dll does (api/driver.c): no image base is needed, which Windows 11 24H2 hides from
+/// callers without SeDebugPrivilege enabled (the review, finding 2).
 pub fn driver_version() -> Result<Version, Error> {
-    let mut bases = vec![null_mut(); 1024];
-    let mut needed = 0u32;
-    // SAFETY: our array and its size in bytes.
-    if unsafe {
-        K32EnumDeviceDrivers(
-            bases.as_mut_ptr(),
-            (bases.len() * size_of::<usize>()) as u32,
-            &mut needed,
-        )
-    } == 0
-    {
-        return Err(last_failed("Failed to list the loaded drivers"));
+    match loaded_module_path(&loaded_modules()?, size_of::<usize>(), DRIVER_FILE) {
+        Some(nt_path) => file_version(&globalroot_path(&nt_path)),
+        None => Err(Error::NotFound),
     }
-    bases.truncate((needed as usize / size_of::<usize>()).min(bases.len()));
-    for base in bases {
-        let mut name = [0u16; 64];
-        // SAFETY: a loaded driver's base address and our buffer.
-        let len =
-            unsafe { K32GetDeviceDriverBaseNameW(base, name.as_mut_ptr(), name.len() as u32) };
-        if !from_wide(&name[..len as usize]).eq_ignore_ascii_case(DRIVER_FILE) {
-            continue;
-        }
-        let mut path = [0u16; 520];
-        // SAFETY: as above.
-        let len =
-            unsafe { K32GetDeviceDriverFileNameW(base, path.as_mut_ptr(), path.len() as u32) };
-        return file_version(&win32_path(&from_wide(&path[..len as usize])));
-    }
-    Err(Error::NotFound)
 }
 
-/// A loaded driver's NT path (\SystemRoot\..., \??\C:\...) as a Win32 path.
-fn win32_path(nt_path: &str) -> String {
-    if let Some(rest) = nt_path.strip_prefix("\\SystemRoot\\") {
-        return format!("{}\\{rest}", windows_folder().unwrap_or_default());
+/// NtQuerySystemInformation(SystemModuleInformation)'s answer, in a buffer grown until it fits.
+fn loaded_modules() -> Result<Vec<u8>, Error> {
+    let mut modules = vec![0u8; 64 * 1024];
+    loop {
+        let mut needed = 0u32;
+        // SAFETY: our buffer and its length; the call writes at most that much.
+        let status = unsafe {
+            NtQuerySystemInformation(
+                SYSTEM_MODULE_INFORMATION,
+                modules.as_mut_ptr().cast(),
+                modules.len() as u32,
+                &mut needed,
+            )
+        };
+        match status {
+            0 => return Ok(modules),
+            STATUS_INFO_LENGTH_MISMATCH if modules.len() < 64 << 20 => {
+                modules = vec![0u8; (needed as usize).max(modules.len() * 2)];
+            }
+            _ => {
+                // SAFETY: converts a status code; no memory involved.
+                let code = unsafe { RtlNtStatusToDosError(status) };
+                return Err(failed("Failed to list the loaded drivers", code));
+            }
+        }
     }
-    nt_path
-        .strip_prefix("\\??\\")
-        .unwrap_or(nt_path)
-        .to_string()
 }
 
 fn file_version(path: &str) -> Result<Version, Error> {
@@ -389,5 +408,19 @@ mod tests {
             dwHighDateTime: (ticks >> 32) as u32,
         };
         assert_eq!(filetime_date(filetime), 20261201);
+    }
+
+    /// The module list as a real implementation gives it (Wine's, under scripts/wine.sh): the
+    /// kernel is in it, found by name with this process's layout (64- or 32-bit).
+    #[test]
+    fn the_kernel_is_found_in_the_loaded_module_list() {
+        let modules = loaded_modules().unwrap();
+        let kernel = loaded_module_path(&modules, size_of::<usize>(), "ntoskrnl.exe");
+        assert!(
+            kernel
+                .as_deref()
+                .is_some_and(|path| path.ends_with("ntoskrnl.exe")),
+            "{kernel:?}"
+        );
     }
 }

@@ -3,8 +3,11 @@
 
 mod adapter;
 mod driver;
+mod lock;
 mod system;
 mod wow64;
+
+use super::windows_rules as rules;
 
 pub use adapter::Adapter;
 pub use driver::{DriverPackage, delete_driver, driver_version, register_driver_package};

@@ -1,6 +1,6 @@
 //! Small owners and conversions for the Windows calls the adapter and driver code make: wide
 //! strings, GUIDs, Win32 errors that are logged where they happen, device information lists,
-//! registry keys, the installation mutex, each released on drop, and the private folder.
+//! registry keys and security descriptors, each released on drop, and the private folder.
 
 use std::io;
 use std::ptr::{null, null_mut};
@@ -14,15 +14,18 @@ use windows_sys::Win32::Devices::DeviceAndDriverInstallation::{
 use windows_sys::Win32::Devices::Properties::{DEVPROPKEY, DEVPROPTYPE};
 use windows_sys::Win32::Foundation::{
     CloseHandle, ERROR_GEN_FAILURE, ERROR_INSUFFICIENT_BUFFER, GetLastError, HANDLE,
-    INVALID_HANDLE_VALUE, WAIT_ABANDONED, WAIT_OBJECT_0,
+    INVALID_HANDLE_VALUE, LocalFree,
 };
+use windows_sys::Win32::Security::Authorization::{
+    ConvertStringSecurityDescriptorToSecurityDescriptorW, SDDL_REVISION_1,
+};
+use windows_sys::Win32::Security::{PSECURITY_DESCRIPTOR, SECURITY_ATTRIBUTES};
+use windows_sys::Win32::Storage::FileSystem::CreateDirectoryW;
 use windows_sys::Win32::System::Registry::{HKEY, RegCloseKey};
 use windows_sys::Win32::System::SystemInformation::GetWindowsDirectoryW;
-use windows_sys::Win32::System::Threading::{
-    CreateMutexW, INFINITE, ReleaseMutex, WaitForSingleObject,
-};
 use windows_sys::core::GUID;
 
+use super::rules::SYSTEM_AND_ADMINISTRATORS_ONLY;
 use crate::{Error, log};
 
 /// `text` as a NUL-terminated UTF-16 string.
@@ -313,33 +316,42 @@ impl Drop for OwnedHandle {
     }
 }
 
-/// The machine-wide mutex that serializes driver installation and adapter creation and
-/// removal between processes, held until dropped.
-pub struct InstallationLock(OwnedHandle);
+/// A security descriptor made from its SDDL string, freed on drop.
+pub struct SecurityDescriptor(PSECURITY_DESCRIPTOR);
 
-impl InstallationLock {
-    pub fn take() -> Result<InstallationLock, Error> {
-        let name = wide("Global\\oxtun-installation");
-        // SAFETY: a named mutex, opened or created, not owned yet.
-        let mutex = unsafe { CreateMutexW(null_mut(), 0, name.as_ptr()) };
-        if mutex.is_null() {
-            return Err(last_failed("Failed to create the installation mutex"));
+impl SecurityDescriptor {
+    pub fn from_sddl(sddl: &str) -> Result<SecurityDescriptor, Error> {
+        let text = wide(sddl);
+        let mut descriptor: PSECURITY_DESCRIPTOR = null_mut();
+        // SAFETY: a NUL-terminated string; the descriptor is allocated for us (LocalFree).
+        if unsafe {
+            ConvertStringSecurityDescriptorToSecurityDescriptorW(
+                text.as_ptr(),
+                SDDL_REVISION_1,
+                &mut descriptor,
+                null_mut(),
+            )
+        } == 0
+        {
+            return Err(last_failed("Failed to make a security descriptor"));
         }
-        let mutex = OwnedHandle(mutex);
-        // SAFETY: our mutex handle.
-        match unsafe { WaitForSingleObject(mutex.0, INFINITE) } {
-            // An owner that died leaves the mutex abandoned: ours now, and what it protected is
-            // only ever half-made adapters, which the orphan cleanup removes.
-            WAIT_OBJECT_0 | WAIT_ABANDONED => Ok(InstallationLock(mutex)),
-            _ => Err(last_failed("Failed to take the installation mutex")),
+        Ok(SecurityDescriptor(descriptor))
+    }
+
+    /// Security attributes with this descriptor, the handle not inherited; valid while `self`.
+    pub fn attributes(&self) -> SECURITY_ATTRIBUTES {
+        SECURITY_ATTRIBUTES {
+            nLength: size_of::<SECURITY_ATTRIBUTES>() as u32,
+            lpSecurityDescriptor: self.0,
+            bInheritHandle: 0,
         }
     }
 }
 
-impl Drop for InstallationLock {
+impl Drop for SecurityDescriptor {
     fn drop(&mut self) {
-        // SAFETY: we own the mutex (taken in `take`).
-        unsafe { ReleaseMutex((self.0).0) };
+        // SAFETY: the descriptor ConvertStringSecurityDescriptorToSecurityDescriptorW allocated.
+        unsafe { LocalFree(self.0) };
     }
 }
 
@@ -354,21 +366,23 @@ pub fn windows_folder() -> Result<String, Error> {
     Ok(from_wide(&windows[..len as usize]))
 }
 
-/// A new folder only SYSTEM and Administrators can write, for the extracted package and the
-/// native helper: %WINDIR%\Temp\oxtun-<random>.
+/// A new folder only SYSTEM and Administrators can enter, for the extracted package and the
+/// native helper: %WINDIR%\Temp\oxtun-<random>, made with an explicit protected descriptor, as
+/// wintun.dll makes its own (api/resource.c): %WINDIR%\Temp's inherited ACL lets Users create
+/// files in its subfolders (the review, finding 13). A folder that already exists is refused
+/// rather than reused.
 pub fn private_folder() -> Result<std::path::PathBuf, Error> {
     let name = guid_string(&new_guid()?);
     let directory = std::path::PathBuf::from(windows_folder()?)
         .join("Temp")
         .join(format!("oxtun-{}", name.trim_matches(['{', '}'])));
-    // %WINDIR%\Temp inherits an ACL that lets only SYSTEM and Administrators create and read
-    // there; a folder that already exists is refused rather than reused.
-    std::fs::create_dir(&directory).map_err(|error| {
-        failed(
-            "Failed to create a temporary folder",
-            error.raw_os_error().unwrap_or(0) as u32,
-        )
-    })?;
+    let security = SecurityDescriptor::from_sddl(SYSTEM_AND_ADMINISTRATORS_ONLY)?;
+    let attributes = security.attributes();
+    let path = wide(&directory.to_string_lossy());
+    // SAFETY: a NUL-terminated path and our attributes, alive through the call.
+    if unsafe { CreateDirectoryW(path.as_ptr(), &attributes) } == 0 {
+        return Err(last_failed("Failed to create a temporary folder"));
+    }
     Ok(directory)
 }
 

@@ -53,7 +53,7 @@ pub fn register_wow64_helper(dll: &'static [u8]) {
 
 /// The machines of this process and of Windows (IMAGE_FILE_MACHINE_*): the process's is
 /// IMAGE_FILE_MACHINE_UNKNOWN unless it runs under WOW64.
-fn machines() -> (u16, u16) {
+pub fn machines() -> (u16, u16) {
     let (mut process, mut native) = (0u16, 0u16);
     // SAFETY: this process's pseudo-handle and two locals.
     if unsafe { IsWow64Process2(GetCurrentProcess(), &mut process, &mut native) } == 0 {
@@ -69,8 +69,15 @@ pub fn native_machine() -> u16 {
 }
 
 /// Whether this is a 32-bit process on 64-bit Windows.
-pub fn in_wow64() -> bool {
+#[cfg(test)]
+fn in_wow64() -> bool {
     machines().0 != IMAGE_FILE_MACHINE_UNKNOWN
+}
+
+/// The machine of the native helper this DLL carries, if it carries one: the x64 DLL in the x86
+/// one (api/build.rs).
+pub fn helper_machine() -> Option<u16> {
+    HELPER.get().map(|_| IMAGE_FILE_MACHINE_AMD64)
 }
 
 /// Removes the device `instance_id` through the native helper, relaying its log.
