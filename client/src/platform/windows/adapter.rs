@@ -534,6 +534,34 @@ fn name_interface(interface: &GUID, name: &str) -> Result<String, Error> {
     }
 }
 
+/// How long IP Helper may take to find a new interface by the name just given to it.
+const ALIAS_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Waits until IP Helper finds the interface `luid` by its new name `alias`, so that a program
+/// looking the adapter up by name as soon as creation returns (as the `wintun` crate's
+/// helpers do, by alias or through GetAdaptersAddresses' FriendlyName) finds it. A name
+/// that has not shown by then is logged, not fatal: the adapter works.
+fn confirm_alias(alias: &str, luid: u64) {
+    let deadline = Instant::now() + ALIAS_TIMEOUT;
+    let wide_alias = wide(alias);
+    loop {
+        let mut found = NET_LUID_LH { Value: 0 };
+        // SAFETY: a NUL-terminated alias and a local.
+        let status = unsafe { ConvertInterfaceAliasToLuid(wide_alias.as_ptr(), &mut found) };
+        // SAFETY: the union's 64-bit view.
+        if status == NO_ERROR && unsafe { found.Value } == luid {
+            return;
+        }
+        if Instant::now() > deadline {
+            log::warn(&format!(
+                "The interface is named {alias}, but IP Helper does not find it by that name yet"
+            ));
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 fn naming_outcome(result: Result<(), u32>) -> NamingOutcome {
     match result {
         Ok(()) => NamingOutcome::Named,
@@ -665,7 +693,8 @@ impl Adapter {
             }
             std::thread::sleep(Duration::from_millis(50));
         };
-        name_interface(&interface, name)?;
+        let named = name_interface(&interface, name)?;
+        confirm_alias(&named, adapter.luid);
         log::info(&format!("Created adapter {name}"));
         drop(lock);
         Ok(adapter)
