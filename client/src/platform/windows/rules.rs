@@ -154,6 +154,127 @@ pub fn is_orphan(presence: Presence, owner: Owner) -> bool {
     }
 }
 
+// Waiting for an adapter's interface (the review, findings 7, 10 and 12).
+
+/// DN_NEED_RESTART (cfg.h: "System needs to be restarted for this Devnode to work properly").
+const DN_NEED_RESTART: u32 = 0x100;
+
+/// CM_PROB_* codes (cfg.h) the waits below look at.
+pub const CM_PROB_FAILED_START: u32 = 0x0A;
+pub const CM_PROB_NEED_RESTART: u32 = 0x0E;
+pub const CM_PROB_DISABLED: u32 = 0x16;
+pub const CM_PROB_FAILED_INSTALL: u32 = 0x1C;
+pub const CM_PROB_FAILED_ADD: u32 = 0x1F;
+pub const CM_PROB_DISABLED_SERVICE: u32 = 0x20;
+pub const CM_PROB_FAILED_DRIVER_ENTRY: u32 = 0x25;
+pub const CM_PROB_DRIVER_FAILED_PRIOR_UNLOAD: u32 = 0x26;
+pub const CM_PROB_DRIVER_FAILED_LOAD: u32 = 0x27;
+pub const CM_PROB_DRIVER_SERVICE_KEY_INVALID: u32 = 0x28;
+pub const CM_PROB_FAILED_POST_START: u32 = 0x2B;
+pub const CM_PROB_DRIVER_BLOCKED: u32 = 0x30;
+pub const CM_PROB_UNSIGNED_DRIVER: u32 = 0x34;
+
+/// Whether a device with this problem stays without a driver or unstarted until something
+/// outside the installation changes (a restart, an administrator, a trusted signature), so that
+/// waiting longer cannot help. Problems a device passes through while Windows installs its
+/// driver and configures the network class (CM_PROB_NOT_CONFIGURED, CM_PROB_FAILED_INSTALL,
+/// CM_PROB_NEED_CLASS_CONFIG, CM_PROB_WAITING_ON_DEPENDENCY, ...) are waited out; Microsoft's
+/// "Device Manager Error Messages" page describes each code.
+pub fn problem_is_final(problem: u32) -> bool {
+    matches!(
+        problem,
+        CM_PROB_FAILED_START
+            | CM_PROB_NEED_RESTART
+            | CM_PROB_DISABLED
+            | CM_PROB_FAILED_ADD
+            | CM_PROB_DISABLED_SERVICE
+            | CM_PROB_FAILED_DRIVER_ENTRY
+            | CM_PROB_DRIVER_FAILED_PRIOR_UNLOAD
+            | CM_PROB_DRIVER_FAILED_LOAD
+            | CM_PROB_DRIVER_SERVICE_KEY_INVALID
+            | CM_PROB_FAILED_POST_START
+            | CM_PROB_DRIVER_BLOCKED
+            | CM_PROB_UNSIGNED_DRIVER
+    )
+}
+
+/// Why an adapter's interface is not up when waiting for it stops.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NotUp {
+    /// The device has this problem code (CM_PROB_*).
+    Problem(u32),
+    /// The device waits for Windows to restart.
+    RestartNeeded,
+    /// Time ran out with no problem reported.
+    TimedOut,
+}
+
+/// While an adapter's interface is not up yet: None to wait on, or why to stop, from
+/// CM_Get_DevNode_Status's status and problem code (None if the call failed) and whether the
+/// time allowed is up. wintun.dll waits out its time whatever the device's state and then reports
+/// the device's problem status (api/adapter.c, WintunCreateAdapter); a problem that waiting cannot
+/// cure (the most likely first-run failures: Code 52, an untrusted signature; Code 38, an older
+/// image still loaded for another adapter) is reported at once instead of after the whole wait
+/// (the review, finding 10).
+pub fn while_waiting(node: Option<(u32, u32)>, timed_out: bool) -> Option<NotUp> {
+    let problem = node
+        .filter(|(status, _)| status & DN_HAS_PROBLEM != 0)
+        .map(|(_, problem)| problem);
+    match problem {
+        Some(problem) if problem_is_final(problem) || timed_out => Some(NotUp::Problem(problem)),
+        _ if node.is_some_and(|(status, _)| status & DN_NEED_RESTART != 0) => {
+            Some(NotUp::RestartNeeded)
+        }
+        _ if timed_out => Some(NotUp::TimedOut),
+        _ => None,
+    }
+}
+
+/// ERROR_DEVICE_NOT_AVAILABLE (winerror.h).
+pub const ERROR_DEVICE_NOT_AVAILABLE: u32 = 4319;
+
+/// The Win32 error a device that did not come up is reported with, given its problem status
+/// (DEVPKEY_Device_ProblemStatus) as RtlNtStatusToDosError maps it: that error, or
+/// ERROR_DEVICE_NOT_AVAILABLE when the status is success or absent, as wintun.dll's
+/// WintunCreateAdapter answers (api/adapter.c).
+pub fn not_up_error(problem_status_error: u32) -> u32 {
+    match problem_status_error {
+        0 => ERROR_DEVICE_NOT_AVAILABLE,
+        error => error,
+    }
+}
+
+/// What to tell the user about why the interface is not up.
+pub fn not_up_advice(why: NotUp) -> &'static str {
+    match why {
+        NotUp::Problem(CM_PROB_UNSIGNED_DRIVER) => {
+            "Windows does not trust the driver's signature; on a test machine, turn test \
+             signing on and trust the package's certificate (docs/windows.md)"
+        }
+        NotUp::Problem(CM_PROB_DRIVER_FAILED_PRIOR_UNLOAD | CM_PROB_NEED_RESTART)
+        | NotUp::RestartNeeded => {
+            "an older oxtun.sys is still loaded for another adapter of ours; the new one starts \
+             once every adapter of ours is closed, or after a restart"
+        }
+        NotUp::Problem(CM_PROB_FAILED_INSTALL) => "no driver could be installed on the device",
+        NotUp::Problem(CM_PROB_DISABLED) => "the device is disabled",
+        NotUp::Problem(CM_PROB_DISABLED_SERVICE) => "the service oxtun is disabled",
+        NotUp::Problem(CM_PROB_DRIVER_BLOCKED) => {
+            "Windows blocks the driver from loading (memory integrity, or a driver block list)"
+        }
+        NotUp::Problem(
+            CM_PROB_FAILED_START
+            | CM_PROB_FAILED_ADD
+            | CM_PROB_FAILED_DRIVER_ENTRY
+            | CM_PROB_DRIVER_FAILED_LOAD
+            | CM_PROB_DRIVER_SERVICE_KEY_INVALID
+            | CM_PROB_FAILED_POST_START,
+        ) => "the driver failed to load or to start the adapter; the System event log says more",
+        NotUp::Problem(_) => "see the device's problem code in Device Manager",
+        NotUp::TimedOut => "the device reports no problem, but its interface did not appear",
+    }
+}
+
 // Naming the interface (the review, findings 3 and 9).
 
 /// What naming the interface does next.
@@ -507,6 +628,65 @@ mod tests {
             Owner::Gone
         );
         assert_eq!(owner(OwnerProbe::NoRecord), Owner::Unknown);
+    }
+
+    /// The review, finding 10, and wintun.dll's WintunCreateAdapter (api/adapter.c): waiting
+    /// stops at once on a problem waiting cannot cure, and otherwise when time is up; the
+    /// answer is the problem status, or ERROR_DEVICE_NOT_AVAILABLE.
+    #[test]
+    fn waiting_for_the_interface_stops_at_a_problem_that_stays() {
+        const STARTED: u32 = 0x0180_200A; // DN_STARTED and friends, as a working adapter has
+        const PROBLEM: u32 = 0x0180_240A; // ... with DN_HAS_PROBLEM
+        // Still being installed, or not yet enumerated: wait.
+        assert_eq!(while_waiting(None, false), None);
+        assert_eq!(while_waiting(Some((STARTED, 0)), false), None);
+        for passing in [
+            1, // CM_PROB_NOT_CONFIGURED
+            CM_PROB_FAILED_INSTALL,
+            0x38, // CM_PROB_NEED_CLASS_CONFIG
+            0x33, // CM_PROB_WAITING_ON_DEPENDENCY
+        ] {
+            assert_eq!(while_waiting(Some((PROBLEM, passing)), false), None);
+            // ... until the time is up, when the problem is the answer.
+            assert_eq!(
+                while_waiting(Some((PROBLEM, passing)), true),
+                Some(NotUp::Problem(passing))
+            );
+        }
+        // Code 52 (untrusted signature), 38 (an older image still loaded: finding 12), 10:
+        // at once.
+        for stays in [
+            CM_PROB_UNSIGNED_DRIVER,
+            CM_PROB_DRIVER_FAILED_PRIOR_UNLOAD,
+            CM_PROB_NEED_RESTART,
+            CM_PROB_FAILED_START,
+            CM_PROB_DISABLED,
+        ] {
+            assert_eq!(
+                while_waiting(Some((PROBLEM, stays)), false),
+                Some(NotUp::Problem(stays))
+            );
+        }
+        // DN_HAS_PROBLEM clear: the problem field means nothing.
+        assert_eq!(
+            while_waiting(Some((STARTED, CM_PROB_UNSIGNED_DRIVER)), false),
+            None
+        );
+        // DN_NEED_RESTART without a problem.
+        assert_eq!(
+            while_waiting(Some((STARTED | 0x100, 0)), false),
+            Some(NotUp::RestartNeeded)
+        );
+        assert_eq!(while_waiting(None, true), Some(NotUp::TimedOut));
+        assert_eq!(
+            while_waiting(Some((STARTED, 0)), true),
+            Some(NotUp::TimedOut)
+        );
+        // RtlNtStatusToDosError(STATUS_INVALID_IMAGE_HASH) = ERROR_INVALID_IMAGE_HASH (577).
+        assert_eq!(not_up_error(577), 577);
+        assert_eq!(not_up_error(0), ERROR_DEVICE_NOT_AVAILABLE);
+        assert!(not_up_advice(NotUp::Problem(CM_PROB_UNSIGNED_DRIVER)).contains("signature"));
+        assert!(not_up_advice(NotUp::RestartNeeded).contains("older oxtun.sys"));
     }
 
     /// Runs a naming to its end with the outcomes `world` gives each step; the steps taken.
