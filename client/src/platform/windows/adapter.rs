@@ -15,6 +15,7 @@ use std::ptr::{null, null_mut};
 use std::time::{Duration, Instant};
 
 use oxtun_abi::{CallerWidth, RingDescriptor, RingRegistration, TUN_IOCTL_REGISTER_RINGS};
+use windows_sys::Wdk::System::SystemServices::RtlGetVersion;
 use windows_sys::Win32::Devices::DeviceAndDriverInstallation::{
     CM_GET_DEVICE_INTERFACE_LIST_PRESENT, CM_Get_DevNode_Status, CM_Get_Device_IDW,
     CM_Get_Device_Interface_List_SizeW, CM_Get_Device_Interface_ListW, CM_LOCATE_DEVNODE_NORMAL,
@@ -52,6 +53,7 @@ use windows_sys::Win32::System::IO::DeviceIoControl;
 use windows_sys::Win32::System::Registry::{
     HKEY, KEY_QUERY_VALUE, KEY_SET_VALUE, REG_BINARY, RegQueryValueExW, RegSetValueExW,
 };
+use windows_sys::Win32::System::SystemInformation::OSVERSIONINFOW;
 use windows_sys::Win32::System::Threading::{
     CreateEventW, GetCurrentProcess, GetCurrentProcessId, GetProcessTimes, OpenProcess,
     PROCESS_QUERY_LIMITED_INFORMATION, SetEvent, WaitForSingleObject,
@@ -61,9 +63,9 @@ use windows_sys::core::{GUID, HRESULT, PCWSTR};
 use super::driver::{HARDWARE_ID, ensure_installed};
 use super::lock::InstallationLock;
 use super::rules::{
-    ERROR_DEVICE_NOT_AVAILABLE, MACHINE_AMD64, MACHINE_ARM64, MACHINE_I386, Naming, NamingOutcome,
-    NamingStep, OwnerProbe, Presence, Removal, is_orphan, not_up_advice, not_up_error, owner,
-    presence, removal, while_waiting,
+    ERROR_DEVICE_NOT_AVAILABLE, ERROR_OLD_WIN_VERSION, MACHINE_AMD64, MACHINE_ARM64, MACHINE_I386,
+    MIN_WINDOWS_BUILD, Naming, NamingOutcome, NamingStep, OwnerProbe, Presence, Removal, is_orphan,
+    not_up_advice, not_up_error, owner, presence, removal, while_waiting, windows_supported,
 };
 use super::system::{
     DeviceList, OwnedHandle, Plain, RegistryKey, cr_check, cr_failed, failed, from_wide, guid,
@@ -98,6 +100,35 @@ fn check_name(what: &str, name: &str, allow_empty: bool) -> Result<(), Error> {
         )));
     }
     Ok(())
+}
+
+/// Refuses, with ERROR_OLD_WIN_VERSION, a Windows our driver does not install on
+/// (`rules::windows_supported`). RtlGetVersion, not GetVersionExW, which answers 6.2 to a
+/// program whose manifest does not list Windows 10.
+fn check_windows() -> Result<(), Error> {
+    let mut version = OSVERSIONINFOW {
+        dwOSVersionInfoSize: size_of::<OSVERSIONINFOW>() as u32,
+        ..Plain::zeroed()
+    };
+    // SAFETY: fills our structure, whose size it is told.
+    if unsafe { RtlGetVersion(&mut version) } < 0 {
+        return Ok(()); // nothing known: let the installation say what it finds
+    }
+    let (major, minor, build) = (
+        version.dwMajorVersion,
+        version.dwMinorVersion,
+        version.dwBuildNumber,
+    );
+    if windows_supported(major, minor, build) {
+        return Ok(());
+    }
+    Err(failed(
+        &format!(
+            "oxtun needs Windows 10 version 2004 (build {MIN_WINDOWS_BUILD}) or later; this is \
+             Windows {major}.{minor} build {build}"
+        ),
+        ERROR_OLD_WIN_VERSION,
+    ))
 }
 
 /// A process's identity for the owner property: its ID and creation time.
@@ -685,6 +716,7 @@ impl Adapter {
     pub fn create(name: &str, tunnel_type: &str, guid: Option<u128>) -> Result<Adapter, Error> {
         check_name("adapter name", name, false)?;
         check_name("tunnel type", tunnel_type, true)?;
+        check_windows()?;
         let lock = InstallationLock::take()?;
         ensure_installed(&lock)?;
         remove_orphans(&lock);

@@ -408,6 +408,24 @@ impl Naming {
     }
 }
 
+// The oldest Windows (the review, finding 15).
+
+/// The first Windows build our driver package installs on: Windows 10 version 2004, as the INF's
+/// models section says (`NT$ARCH$.10.0...19041` in wintun.inx).
+pub const MIN_WINDOWS_BUILD: u32 = 19041;
+
+/// Whether Windows of this version (RtlGetVersion's major, minor and build numbers) can run an
+/// adapter of ours. On an older one the store has no driver for our hardware ID that Windows
+/// would install, so creation would wait out its whole time and fail obscurely; it is refused at
+/// once instead, with ERROR_OLD_WIN_VERSION.
+pub fn windows_supported(major: u32, minor: u32, build: u32) -> bool {
+    (major, minor, build) >= (10, 0, MIN_WINDOWS_BUILD)
+}
+
+/// ERROR_OLD_WIN_VERSION (winerror.h): "The specified program requires a newer version of
+/// Windows."
+pub const ERROR_OLD_WIN_VERSION: u32 = 1150;
+
 // Removing a device (the review, finding 5).
 
 /// IMAGE_FILE_MACHINE_* values (winnt.h).
@@ -822,6 +840,33 @@ mod tests {
         assert_eq!(steps.last(), Some(&Fail(ERROR_DUP_NAME)));
         assert!(steps.contains(&NameOurs(s("wg0 1000"))));
         assert!(!steps.contains(&NameOurs(s("wg0 1001"))));
+    }
+
+    /// The review, finding 15: Windows 10 2004 and later, as the INF says.
+    #[test]
+    fn windows_before_10_2004_is_refused() {
+        for (major, minor, build, supported) in [
+            (6, 1, 7601, false),   // Windows 7 SP1
+            (6, 3, 9600, false),   // Windows 8.1
+            (10, 0, 10240, false), // Windows 10 1507
+            (10, 0, 17763, false), // Windows 10 1809, Server 2019, LTSC 2019
+            (10, 0, 18363, false), // Windows 10 1909
+            (10, 0, 19041, true),  // Windows 10 2004
+            (10, 0, 19045, true),  // Windows 10 22H2
+            (10, 0, 20348, true),  // Server 2022
+            (10, 0, 26100, true),  // Windows 11 24H2
+        ] {
+            assert_eq!(
+                windows_supported(major, minor, build),
+                supported,
+                "{major}.{minor}.{build}"
+            );
+        }
+        let inf = include_str!("../../../../wintun.inx");
+        assert!(
+            inf.contains(&format!("NT$ARCH$.10.0...{MIN_WINDOWS_BUILD}")),
+            "the INF's minimum build is MIN_WINDOWS_BUILD"
+        );
     }
 
     /// wintun.dll routes removal to a native helper whenever the native machine is not the

@@ -177,6 +177,8 @@ unsafe impl Plain
 unsafe impl Plain for windows_sys::Win32::NetworkManagement::IpHelper::MIB_IPINTERFACE_ROW {}
 // SAFETY: as above.
 unsafe impl Plain for windows_sys::Win32::Foundation::FILETIME {}
+// SAFETY: as above.
+unsafe impl Plain for windows_sys::Win32::System::SystemInformation::OSVERSIONINFOW {}
 
 /// The longest device instance ID, less its NUL (MAX_DEVICE_ID_LEN).
 pub const MAX_INSTANCE_ID: usize = 199;
