@@ -928,7 +928,7 @@ impl Adapter {
         if handle == INVALID_HANDLE_VALUE {
             return Err(Error::Io(io::Error::last_os_error()));
         }
-        let registration = Registration { handle };
+        let mut registration = Registration::new(handle);
         let descriptor = |(memory, size, event): (&Memory, u32, &Event)| RingDescriptor {
             ring_size: size,
             ring: memory.as_ptr() as u64,
@@ -951,7 +951,7 @@ impl Adapter {
         // SAFETY: our device handle, an input buffer of `len` bytes, no output, synchronous.
         let ok = unsafe {
             DeviceIoControl(
-                registration.handle,
+                registration.handle(),
                 TUN_IOCTL_REGISTER_RINGS,
                 buffer.as_ptr().cast(),
                 len as u32,
@@ -964,6 +964,7 @@ impl Adapter {
         if ok == 0 {
             return Err(Error::Io(io::Error::last_os_error()));
         }
+        registration.close_on_removal();
         Ok(registration)
     }
 }

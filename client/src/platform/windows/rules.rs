@@ -469,6 +469,31 @@ pub fn removal(build: u16, process: u16, native: u16, helper: Option<u16>) -> Re
     }
 }
 
+// Our device handle when its device goes (issue 21: oxtun.dll closes its handle itself).
+
+/// CM_NOTIFY_ACTION values (cfgmgr32.h) of a CM_NOTIFY_FILTER_TYPE_DEVICEHANDLE registration.
+pub const CM_NOTIFY_ACTION_DEVICEQUERYREMOVE: i32 = 2;
+pub const CM_NOTIFY_ACTION_DEVICEREMOVEPENDING: i32 = 4;
+pub const CM_NOTIFY_ACTION_DEVICEREMOVECOMPLETE: i32 = 5;
+
+/// Whether a session closes its device handle on this PnP event of the adapter's device.
+/// Microsoft's "Registering for Notification of Device Interface Arrival and Device Removal"
+/// (and the CM_NOTIFY_ACTION page): on a query-remove, close every handle to the device so the
+/// removal can go on; on remove-pending and remove-complete, the device is going or gone, close
+/// it too. A failed query-remove would have the handle reopened, but closing it ended the ring
+/// registration (the driver tears down on the handle's cleanup), so there is nothing to resume:
+/// the session reports its end (ERROR_HANDLE_EOF), as after wintun.dll's forced close, and the
+/// application starts a new one. Closing it ourselves means the driver's own forced close on
+/// query-remove finds nothing of ours to close.
+pub fn closes_handle_on(action: i32) -> bool {
+    matches!(
+        action,
+        CM_NOTIFY_ACTION_DEVICEQUERYREMOVE
+            | CM_NOTIFY_ACTION_DEVICEREMOVEPENDING
+            | CM_NOTIFY_ACTION_DEVICEREMOVECOMPLETE
+    )
+}
+
 // The driver package (the review's "Driver installation": consistent, kept).
 
 /// A package's DriverVer as (date YYYYMMDD, version A.B.C.D in 16-bit parts), which order as
@@ -904,6 +929,24 @@ mod tests {
             removal(MACHINE_I386, MACHINE_UNKNOWN, MACHINE_UNKNOWN, None),
             InProcess
         );
+    }
+
+    /// Issue 21: the session closes its device handle when the device is query-removed or
+    /// goes, and only then (CM_NOTIFY_ACTION, cfgmgr32.h: 0 and 1 are interface events, 6 a
+    /// custom event, 7 to 9 instance events, which a handle registration does not get).
+    #[test]
+    fn the_device_handle_closes_when_its_device_is_removed() {
+        for (action, closes) in [
+            (CM_NOTIFY_ACTION_DEVICEQUERYREMOVE, true),
+            (CM_NOTIFY_ACTION_DEVICEREMOVEPENDING, true),
+            (CM_NOTIFY_ACTION_DEVICEREMOVECOMPLETE, true),
+            (3, false), // CM_NOTIFY_ACTION_DEVICEQUERYREMOVEFAILED
+            (6, false), // CM_NOTIFY_ACTION_DEVICECUSTOMEVENT
+            (0, false),
+            (9, false),
+        ] {
+            assert_eq!(closes_handle_on(action), closes, "action {action}");
+        }
     }
 
     /// wintun.dll's api/driver.c: the store's newest package of ours wins if it is as new as
