@@ -1010,15 +1010,18 @@ fn suggest_instance_id(
 }
 
 impl Drop for Adapter {
-    /// A created adapter goes: its software device closed and its node removed.
+    /// A created adapter goes: its software device closed and its node removed. Without the
+    /// installation lock, as wintun.dll's WintunCloseAdapter (api/adapter.c): a closing VPN does
+    /// not wait behind another process's creation, up to a minute (the review, finding 17), and
+    /// nothing else removes this node meanwhile, since its creator, this process, lives
+    /// (`rules::is_orphan`).
     fn drop(&mut self) {
         let Some(device) = self.created.take() else {
             return;
         };
-        let lock = InstallationLock::take();
         // SAFETY: our software device handle, closed once.
         unsafe { SwDeviceClose(device) };
-        let Ok(list) = our_devices(0).map(|(list, _)| list) else {
+        let Ok(list) = DeviceList::new_net() else {
             return;
         };
         if list
@@ -1027,7 +1030,6 @@ impl Drop for Adapter {
         {
             log::info(&format!("Removed adapter {}", from_wide(&self.instance_id)));
         }
-        drop(lock);
     }
 }
 
