@@ -328,6 +328,7 @@ fn under_wine_windows_7_is_refused_at_once() {
         assert!(status.status.success(), "reg add: {status:?}");
         if let Some(text) = run_under_wine(target, &program) {
             assert!(text.contains("all checks passed"), "{target}: {text}");
+            assert!(text.contains("this is Windows 6.1 build 7601"), "{text}");
         }
     }
     let _ = std::fs::remove_dir_all(&programs);
