@@ -19,15 +19,13 @@ use std::ptr::null_mut;
 use std::sync::Arc;
 
 use oxtun_client::log::{self, Level};
-use oxtun_client::{Adapter, Session, Version};
+use oxtun_client::{Adapter, MAX_IP_PACKET_SIZE, Session, Version};
 
 use handles::Object;
 use status::*;
 
 /// MAX_ADAPTER_NAME: a name or tunnel type has at most 127 characters and a NUL.
 const MAX_ADAPTER_NAME: usize = 128;
-/// WINTUN_MAX_IP_PACKET_SIZE.
-const MAX_IP_PACKET_SIZE: u32 = 0xFFFF;
 
 /// The caller's GUID, as laid out in memory.
 #[repr(C)]
@@ -293,7 +291,8 @@ pub unsafe extern "system" fn WintunReceivePacket(
             Ok(Some(packet)) => {
                 // SAFETY: the caller's promise: 4 writable bytes.
                 unsafe { packet_size.write_unaligned(packet.len() as u32) };
-                packet.as_ptr()
+                // Outstanding until WintunReleaseReceivePacket hands the pointer back.
+                packet.into_raw()
             }
             Ok(None) => fail(ERROR_NO_MORE_ITEMS, null_mut()),
             Err(error) => fail(code(&error), null_mut()),

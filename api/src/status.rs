@@ -15,6 +15,7 @@ pub const ERROR_INVALID_PARAMETER: u32 = 87;
 pub const ERROR_BUFFER_OVERFLOW: u32 = 111;
 pub const ERROR_ALREADY_EXISTS: u32 = 183;
 pub const ERROR_NO_MORE_ITEMS: u32 = 259;
+pub const ERROR_OPERATION_ABORTED: u32 = 995;
 pub const ERROR_NOT_FOUND: u32 = 1168;
 pub const ERROR_ALREADY_INITIALIZED: u32 = 1247;
 pub const ERROR_NO_SYSTEM_RESOURCES: u32 = 1450;
@@ -43,6 +44,8 @@ pub fn code(error: &Error) -> u32 {
         }
         Error::Full => ERROR_BUFFER_OVERFLOW,
         Error::Ended => ERROR_HANDLE_EOF,
+        // Session::shutdown, which the C API never calls.
+        Error::ShutDown => ERROR_OPERATION_ABORTED,
         Error::Ring(_) => ERROR_INVALID_DATA,
         Error::NotFound => ERROR_FILE_NOT_FOUND,
         // wintun.dll's WintunOpenAdapter (api/adapter.c): LOG_ERROR(ERROR_NOT_FOUND, ...).

@@ -29,9 +29,9 @@ pub fn forward(from: &Session, to: &Session) -> Result<Forwarded, Error> {
             Err(Error::Ended) => return Ok(forwarded),
             Err(error) => return Err(error),
         };
-        let sent = to.send(from.data(&received));
+        let sent = to.send(received.data());
         let len = received.len() as u64;
-        from.release(received);
+        drop(received);
         match sent {
             Ok(()) => {
                 forwarded.packets += 1;

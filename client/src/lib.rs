@@ -16,6 +16,9 @@ use std::fmt;
 
 use oxtun_abi::RingError;
 
+pub use oxtun_abi::{
+    MAX_CAPACITY as MAX_RING_CAPACITY, MAX_IP_PACKET_SIZE, MIN_CAPACITY as MIN_RING_CAPACITY,
+};
 #[cfg(unix)]
 pub use platform::emulator_binary;
 /// Sends bytes with descriptors attached over a Unix socket (SCM_RIGHTS): the emulator
@@ -48,6 +51,8 @@ pub enum Error {
     Full,
     /// The driver ended the session (the adapter went away, or the handle closed).
     Ended,
+    /// [`Session::shutdown`] ended receiving.
+    ShutDown,
     /// A ring broke its rules.
     Ring(RingError),
     /// A pointer that is not a packet of this session still outstanding (received and not
@@ -79,6 +84,7 @@ impl fmt::Display for Error {
             Error::TooLarge(size) => write!(f, "a {size}-byte packet is over 0xFFFF bytes"),
             Error::Full => write!(f, "the receive ring is full"),
             Error::Ended => write!(f, "the session ended"),
+            Error::ShutDown => write!(f, "the session was shut down"),
             Error::Ring(error) => write!(f, "the ring broke its rules: {error:?}"),
             Error::NotOutstanding => write!(f, "not an outstanding packet of this session"),
             Error::BadName(why) => write!(f, "{why}"),

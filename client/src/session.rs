@@ -9,7 +9,12 @@
 //!   sets it after every move of Tail, and the client never writes the send ring's Alertable.
 //!
 //! Packets are known by the address of their data, which is what the C API hands out and gets
-//! back; a pointer that is not one of this session's outstanding packets is refused.
+//! back; a pointer that is not one of this session's outstanding packets is refused. In Rust a
+//! received packet gives its space back when it is dropped, as a packet allocated for sending is
+//! sent when dropped.
+//!
+//! [`Session::shutdown`] ends receiving for good, waking every thread asleep in
+//! [`Session::receive`]: what the `wintun` crate's users call to stop their reader threads.
 
 use std::collections::HashMap;
 use std::ptr::NonNull;
@@ -39,6 +44,8 @@ pub struct Session {
     sending: Mutex<Sending>,
     /// Set once either ring reported the end: the adapter went away or the handle closed.
     ended: AtomicBool,
+    /// Set by [`Session::shutdown`]: receiving is over.
+    shut_down: AtomicBool,
     /// Set by the driver after every move of the send ring's Tail.
     send_tail_moved: Event,
     /// Set by us when we move the receive ring's Tail while the driver sleeps.
@@ -64,15 +71,16 @@ struct Sending {
     allocated: HashMap<usize, Reservation>,
 }
 
-/// A packet received, still in the ring; [`Session::data`] reads it, [`Session::release`]
-/// gives its space back.
-#[derive(Debug, PartialEq, Eq)]
-pub struct Received {
+/// A packet received, still in the ring: [`data`](Received::data) reads it, and dropping it
+/// (or [`release`](Received::release)) gives its space back to the driver, once every packet
+/// received before it is released too. Packets may be released in any order, on any thread.
+pub struct Received<'s> {
+    session: &'s Session,
     data: usize,
     size: u32,
 }
 
-impl Received {
+impl Received<'_> {
     pub fn len(&self) -> usize {
         self.size as usize
     }
@@ -81,9 +89,39 @@ impl Received {
         self.size == 0
     }
 
-    /// Where the packet's bytes are, as [`Session::release_data`] takes them back.
-    pub fn as_ptr(&self) -> *mut u8 {
-        self.data as *mut u8
+    /// The packet's bytes. The driver does not touch them until the packet is released.
+    pub fn data(&self) -> &[u8] {
+        // SAFETY: `size` bytes inside the mapped ring, which lives as long as the session this
+        // packet borrows; the driver writes only past Tail, and this packet's space is not
+        // given back while it exists (its drop does that, after every borrow of it ends).
+        unsafe { std::slice::from_raw_parts(self.data as *const u8, self.len()) }
+    }
+
+    /// Gives the packet's space back; the same as dropping it.
+    pub fn release(self) {}
+
+    /// Keeps the packet outstanding past this value, for a caller that tracks it by the address
+    /// of its bytes (the C API): [`Session::release_data`] gives it back.
+    pub fn into_raw(self) -> *mut u8 {
+        let data = self.data as *mut u8;
+        std::mem::forget(self);
+        data
+    }
+}
+
+impl std::fmt::Debug for Received<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Received")
+            .field("data", &(self.data as *const u8))
+            .field("size", &self.size)
+            .finish()
+    }
+}
+
+impl Drop for Received<'_> {
+    fn drop(&mut self) {
+        // Refused only if it was released already, which this value's ownership rules out.
+        let _ = self.session.release_data(self.data as *const u8);
     }
 }
 
@@ -157,6 +195,7 @@ impl Session {
                 allocated: HashMap::new(),
             }),
             ended: AtomicBool::new(false),
+            shut_down: AtomicBool::new(false),
             send_tail_moved,
             receive_tail_moved,
             _registration: registration,
@@ -180,7 +219,8 @@ impl Session {
     }
 
     /// The next packet the system sent, if one is waiting. Any thread may call it.
-    pub fn try_receive(&self) -> Result<Option<Received>, Error> {
+    pub fn try_receive(&self) -> Result<Option<Received<'_>>, Error> {
+        self.check_shut_down()?;
         let mut receiving = self.receiving();
         if let Some(packet) = self.next_packet(&mut receiving)? {
             return Ok(Some(packet));
@@ -189,16 +229,38 @@ impl Session {
         // the event after this answer is woken by the next move of Tail, and one made before the
         // second look is seen by it. (A Windows event resets itself when a wait returns.)
         self.send_tail_moved.consume();
+        // The signal taken may have been a shutdown's, meant for a sleeping thread.
+        self.check_shut_down()?;
         self.next_packet(&mut receiving)
     }
 
-    fn next_packet(&self, receiving: &mut Receiving) -> Result<Option<Received>, Error> {
+    /// Ends receiving: every thread asleep in [`receive`](Self::receive) wakes, and from now on
+    /// `receive` and `try_receive` answer [`Error::ShutDown`]. Packets already received stay
+    /// valid, and sending goes on. The read-wait event stays signalled, so an event loop wakes
+    /// to the answer too.
+    pub fn shutdown(&self) {
+        self.shut_down.store(true, Ordering::SeqCst);
+        let _ = self.send_tail_moved.set();
+    }
+
+    /// [`Error::ShutDown`] once [`shutdown`](Self::shutdown) was called; the event it set is set
+    /// again, since the caller may have taken the signal that another sleeping thread needs.
+    fn check_shut_down(&self) -> Result<(), Error> {
+        if !self.shut_down.load(Ordering::SeqCst) {
+            return Ok(());
+        }
+        let _ = self.send_tail_moved.set();
+        Err(Error::ShutDown)
+    }
+
+    fn next_packet(&self, receiving: &mut Receiving) -> Result<Option<Received<'_>>, Error> {
         match receiving.reader.next_packet() {
             Ok(Some(packet)) => {
                 let data = receiving.reader.packet_data(&packet).as_ptr() as usize;
                 let ticket = receiving.order.begin(packet.end()).into_raw();
                 receiving.outstanding.insert(data, ticket);
                 Ok(Some(Received {
+                    session: self,
                     data,
                     size: packet.size(),
                 }))
@@ -216,35 +278,21 @@ impl Session {
     }
 
     /// The next packet, waiting for one: spins briefly, then sleeps on the driver's event.
-    pub fn receive(&self) -> Result<Received, Error> {
+    /// [`Error::ShutDown`] once [`shutdown`](Self::shutdown) is called, [`Error::Ended`] once the
+    /// adapter goes away.
+    pub fn receive(&self) -> Result<Received<'_>, Error> {
         loop {
             if let Some(packet) = self.try_receive()? {
                 return Ok(packet);
             }
             if (0..SPIN_POLLS).any(|_| {
                 std::hint::spin_loop();
-                self.receiving().reader.has_unread()
+                self.receiving().reader.has_unread() || self.shut_down.load(Ordering::Relaxed)
             }) {
                 continue;
             }
             self.send_tail_moved.wait()?;
         }
-    }
-
-    /// The bytes of a received packet. The driver does not touch them until the packet is
-    /// released.
-    pub fn data(&self, packet: &Received) -> &[u8] {
-        // SAFETY: `size` bytes inside the mapped ring, which lives as long as `self`; the driver
-        // writes only past Tail, and this packet's space is not released while it is borrowed
-        // (release takes the packet by value, after the borrow ends).
-        unsafe { std::slice::from_raw_parts(packet.as_ptr(), packet.len()) }
-    }
-
-    /// Gives the space of `packet` back to the driver, once every packet received before it is
-    /// released too.
-    pub fn release(&self, packet: Received) {
-        // Refused only for a packet of another session, which has nothing to release here.
-        let _ = self.release_data(packet.as_ptr());
     }
 
     /// Releases the received packet whose data starts at `data`, in any order. Refuses, changing

@@ -197,7 +197,7 @@ fn out_of_order_releases_give_the_space_back_once_every_earlier_one_is_released(
         while received.len() < count && std::time::Instant::now() < deadline {
             match session.try_receive().unwrap() {
                 Some(packet) if packet.len() == 1028 => received.push(packet),
-                Some(other) => session.release(other),
+                Some(other) => drop(other),
                 None => thread::sleep(Duration::from_millis(1)),
             }
         }
@@ -208,9 +208,9 @@ fn out_of_order_releases_give_the_space_back_once_every_earlier_one_is_released(
     let mut held = receive(120, Duration::from_secs(10));
     assert_eq!(held.len(), 120);
     let first = held.remove(0);
-    let first_data = first.as_ptr();
+    let first_data = first.data().as_ptr();
     for packet in held.into_iter().rev() {
-        session.release(packet);
+        packet.release();
     }
     burst(20);
     let while_held = receive(20, Duration::from_millis(500));
@@ -218,16 +218,102 @@ fn out_of_order_releases_give_the_space_back_once_every_earlier_one_is_released(
         while_held.len() < 20,
         "the unreleased first packet holds the ring's space"
     );
-    session.release(first);
+    first.release();
     assert!(matches!(
         session.release_data(first_data),
         Err(Error::NotOutstanding)
     ));
     for packet in while_held {
-        session.release(packet);
+        packet.release();
     }
     burst(20);
     assert_eq!(receive(20, Duration::from_secs(10)).len(), 20);
+}
+
+/// A received packet that is dropped gives its space back, as the `wintun` crate's packets do:
+/// the system fills the ring, the application drops every packet without releasing it, and the
+/// next fill arrives whole. (Before, a dropped packet kept its space for the session's life, and
+/// the second fill found the ring full.)
+#[oxtun_sim::test]
+fn a_dropped_packet_gives_its_space_back() {
+    isolate();
+    let adapter = Adapter::create("oxtun-r6", "Test", None).unwrap();
+    run(&["ip", "address", "add", "10.94.0.1/24", "dev", "oxtun-r6"]);
+    run(&["ip", "link", "set", "oxtun-r6", "up"]);
+    let session = adapter.start_session(MIN_CAPACITY).unwrap();
+    let socket = UdpSocket::bind("10.94.0.1:0").unwrap();
+    // 120 datagrams of 1032 ring bytes each fill all but about 7 KiB of a 128 KiB ring.
+    for round in 0..3 {
+        for _ in 0..120 {
+            socket.send_to(&[0x5A; 1000], "10.94.0.2:9").unwrap();
+        }
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        let mut datagrams = 0;
+        while datagrams < 120 && std::time::Instant::now() < deadline {
+            match session.try_receive().unwrap() {
+                Some(packet) => datagrams += usize::from(packet.len() == 1028),
+                None => thread::sleep(Duration::from_millis(1)),
+            }
+        }
+        assert_eq!(
+            datagrams, 120,
+            "round {round}: the dropped packets' space came back"
+        );
+    }
+}
+
+/// `Session::shutdown` wakes every thread asleep in `receive`, which then answers ShutDown, as
+/// the `wintun` crate's `Session::shutdown` stops its blocking readers; `try_receive` answers it
+/// too, and sending goes on. Then the race: a shutdown that comes while receivers are on their
+/// way to sleep, taken apart by one of them, must still wake every one.
+#[oxtun_sim::test]
+fn shutdown_wakes_every_thread_asleep_in_receive() {
+    isolate();
+    let adapter = Adapter::create("oxtun-r7", "Test", None).unwrap();
+    let receivers_end = |session: &oxtun_client::Session, threads: usize, settle: Duration| {
+        thread::scope(|scope| {
+            let (done, finished) = std::sync::mpsc::channel();
+            for _ in 0..threads {
+                let done = done.clone();
+                // Whatever the system sends (IPv6 link-local traffic) is dropped; the answer
+                // that ends the loop is the one checked.
+                scope.spawn(move || {
+                    let answer = loop {
+                        if let Err(error) = session.receive() {
+                            break error;
+                        }
+                    };
+                    done.send(answer).unwrap()
+                });
+            }
+            thread::sleep(settle);
+            session.shutdown();
+            for _ in 0..threads {
+                let answer = finished
+                    .recv_timeout(Duration::from_secs(5))
+                    .expect("a receiver still asleep after shutdown");
+                assert!(matches!(answer, Error::ShutDown), "{answer:?}");
+            }
+        });
+    };
+    let session = adapter.start_session(MIN_CAPACITY).unwrap();
+    receivers_end(&session, 3, Duration::from_millis(300));
+    assert!(matches!(session.try_receive(), Err(Error::ShutDown)));
+    assert!(matches!(session.receive(), Err(Error::ShutDown)));
+    session
+        .send(&udp4([10, 93, 0, 2], [10, 93, 0, 1], 9, &[1; 8]))
+        .unwrap();
+    drop(session);
+    for _ in 0..50 {
+        // The emulator ends the last registration a moment after its socket closes.
+        let session = loop {
+            match adapter.start_session(MIN_CAPACITY) {
+                Err(Error::Refused(0xC000_0510)) => thread::sleep(Duration::from_millis(2)),
+                other => break other.unwrap(),
+            }
+        };
+        receivers_end(&session, 2, Duration::ZERO);
+    }
 }
 
 /// Four threads allocate and send 250 datagrams each, in place; the system receives all 1000.

@@ -243,7 +243,7 @@ fn through_emulator(arguments: &[&str], interface: Option<&str>, packet: &[u8], 
         },
         || match session.try_receive() {
             Ok(Some(received)) => {
-                session.release(received);
+                drop(received);
                 true
             }
             Ok(None) => false,
@@ -648,7 +648,7 @@ fn main() {
             || session.send(&packet).is_ok(),
             || match session.try_receive() {
                 Ok(Some(received)) => {
-                    session.release(received);
+                    drop(received);
                     true
                 }
                 _ => false,

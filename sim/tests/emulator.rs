@@ -36,8 +36,8 @@ fn packet(seed: u64, len: usize) -> Vec<u8> {
 
 fn receive_data(session: &Session) -> Vec<u8> {
     let received = session.receive().unwrap();
-    let data = session.data(&received).to_vec();
-    session.release(received);
+    let data = received.data().to_vec();
+    drop(received);
     data
 }
 
@@ -203,7 +203,7 @@ fn a_client_killed_mid_traffic_leaves_the_emulator_serving() {
         for seed in 0.. {
             let _ = session.send(&packet(seed, 200));
             while let Ok(Some(received)) = session.try_receive() {
-                session.release(received);
+                drop(received);
             }
         }
         unreachable!();

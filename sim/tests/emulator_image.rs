@@ -37,8 +37,8 @@ fn the_emulator_runs_the_image_it_is_given_and_names_it_by_its_digest() {
     allocated.data_mut().copy_from_slice(&packet);
     allocated.send().unwrap();
     let reflected = session.receive().unwrap();
-    assert_eq!(session.data(&reflected), &packet[..]);
-    session.release(reflected);
+    assert_eq!(reflected.data(), &packet[..]);
+    drop(reflected);
     drop(session);
     let (status, log) = emulator.terminate();
     let named = format!(

@@ -7,8 +7,8 @@ use oxtun_client::{Error, Session};
 pub fn answer_pings(session: &Session) -> usize {
     let mut replies = 0;
     while let Ok(received) = session.receive() {
-        let reply = echo_reply(session.data(&received));
-        session.release(received);
+        let reply = echo_reply(received.data());
+        drop(received);
         if let Some(reply) = reply {
             while let Err(Error::Full) = session.send(&reply) {
                 std::thread::yield_now();

@@ -15,14 +15,16 @@ use std::ptr::{null, null_mut};
 use std::time::{Duration, Instant};
 
 use oxtun_abi::{CallerWidth, RingDescriptor, RingRegistration, TUN_IOCTL_REGISTER_RINGS};
+use windows_sys::Wdk::System::SystemServices::RtlGetVersion;
 use windows_sys::Win32::Devices::DeviceAndDriverInstallation::{
     CM_GET_DEVICE_INTERFACE_LIST_PRESENT, CM_Get_DevNode_Status, CM_Get_Device_IDW,
     CM_Get_Device_Interface_List_SizeW, CM_Get_Device_Interface_ListW, CM_LOCATE_DEVNODE_NORMAL,
     CM_LOCATE_DEVNODE_PHANTOM, CM_Locate_DevNodeW, CM_Open_DevNode_Key, CM_REGISTRY_SOFTWARE,
-    CR_BUFFER_SMALL, CR_SUCCESS, DI_REMOVEDEVICE_GLOBAL, DIF_REMOVE, GUID_DEVCLASS_NET,
-    RegDisposition_OpenAlways, RegDisposition_OpenExisting, SP_CLASSINSTALL_HEADER,
-    SP_DEVINFO_DATA, SP_REMOVEDEVICE_PARAMS, SetupDiCallClassInstaller, SetupDiEnumDeviceInfo,
-    SetupDiGetClassDevsExW, SetupDiSetClassInstallParamsW, SetupDiSetDevicePropertyW,
+    CONFIGRET, CR_BUFFER_SMALL, CR_SUCCESS, DI_REMOVEDEVICE_GLOBAL, DIF_REMOVE, DIGCF_PRESENT,
+    GUID_DEVCLASS_NET, RegDisposition_OpenAlways, RegDisposition_OpenExisting,
+    SP_CLASSINSTALL_HEADER, SP_DEVINFO_DATA, SP_REMOVEDEVICE_PARAMS, SetupDiCallClassInstaller,
+    SetupDiEnumDeviceInfo, SetupDiGetClassDevsExW, SetupDiSetClassInstallParamsW,
+    SetupDiSetDevicePropertyW,
 };
 use windows_sys::Win32::Devices::Enumeration::Pnp::{
     HSWDEVICE, SW_DEVICE_CREATE_INFO, SWDeviceCapabilitiesDriverRequired,
@@ -30,13 +32,13 @@ use windows_sys::Win32::Devices::Enumeration::Pnp::{
 };
 use windows_sys::Win32::Devices::Properties::{
     DEVPKEY_Device_ClassGuid, DEVPKEY_Device_DeviceDesc, DEVPKEY_Device_FriendlyName,
-    DEVPROP_STORE_SYSTEM, DEVPROP_TYPE_BINARY, DEVPROP_TYPE_GUID, DEVPROP_TYPE_STRING,
-    DEVPROPCOMPKEY, DEVPROPERTY, DEVPROPID_FIRST_USABLE, DEVPROPKEY,
+    DEVPKEY_Device_ProblemStatus, DEVPROP_STORE_SYSTEM, DEVPROP_TYPE_BINARY, DEVPROP_TYPE_GUID,
+    DEVPROP_TYPE_STRING, DEVPROPCOMPKEY, DEVPROPERTY, DEVPROPID_FIRST_USABLE, DEVPROPKEY,
 };
 use windows_sys::Win32::Foundation::{
-    ERROR_DUP_NAME, ERROR_INVALID_PARAMETER, ERROR_NO_MORE_ITEMS, ERROR_SUCCESS, ERROR_TIMEOUT,
-    FILETIME, GENERIC_READ, GENERIC_WRITE, GetLastError, INVALID_HANDLE_VALUE, NO_ERROR,
-    WAIT_OBJECT_0,
+    ERROR_DEVICE_ENUMERATION_ERROR, ERROR_DUP_NAME, ERROR_GEN_FAILURE, ERROR_NO_MORE_ITEMS,
+    ERROR_PNP_REGISTRY_ERROR, ERROR_SUCCESS, ERROR_TIMEOUT, FILETIME, GENERIC_READ, GENERIC_WRITE,
+    GetLastError, INVALID_HANDLE_VALUE, NO_ERROR, RtlNtStatusToDosError, WAIT_OBJECT_0,
 };
 use windows_sys::Win32::NetworkManagement::IpHelper::{
     ConvertInterfaceAliasToLuid, ConvertInterfaceGuidToLuid, ConvertInterfaceLuidToGuid,
@@ -48,12 +50,10 @@ use windows_sys::Win32::Storage::FileSystem::{
     CreateFileW, FILE_SHARE_DELETE, FILE_SHARE_READ, FILE_SHARE_WRITE, OPEN_EXISTING,
 };
 use windows_sys::Win32::System::IO::DeviceIoControl;
-use windows_sys::Win32::System::LibraryLoader::{
-    GetProcAddress, LOAD_LIBRARY_SEARCH_SYSTEM32, LoadLibraryExW,
-};
 use windows_sys::Win32::System::Registry::{
     HKEY, KEY_QUERY_VALUE, KEY_SET_VALUE, REG_BINARY, RegQueryValueExW, RegSetValueExW,
 };
+use windows_sys::Win32::System::SystemInformation::OSVERSIONINFOW;
 use windows_sys::Win32::System::Threading::{
     CreateEventW, GetCurrentProcess, GetCurrentProcessId, GetProcessTimes, OpenProcess,
     PROCESS_QUERY_LIMITED_INFORMATION, SetEvent, WaitForSingleObject,
@@ -63,12 +63,13 @@ use windows_sys::core::{GUID, HRESULT, PCWSTR};
 use super::driver::{HARDWARE_ID, ensure_installed};
 use super::lock::InstallationLock;
 use super::rules::{
-    MACHINE_AMD64, MACHINE_ARM64, MACHINE_I386, Naming, NamingOutcome, NamingStep, OwnerProbe,
-    Presence, Removal, is_orphan, owner, presence, removal,
+    ERROR_DEVICE_NOT_AVAILABLE, ERROR_OLD_WIN_VERSION, MACHINE_AMD64, MACHINE_ARM64, MACHINE_I386,
+    MIN_WINDOWS_BUILD, Naming, NamingOutcome, NamingStep, OwnerProbe, Presence, Removal, is_orphan,
+    not_up_advice, not_up_error, owner, presence, removal, while_waiting, windows_supported,
 };
 use super::system::{
     DeviceList, OwnedHandle, Plain, RegistryKey, cr_check, cr_failed, failed, from_wide, guid,
-    guid_string, last_failed, new_guid, parse_guid, wide,
+    guid_string, last_failed, map_cr, new_guid, parse_guid, system_function, wide,
 };
 use super::{Event, Memory, Registration, wow64};
 use crate::{Error, Session, log};
@@ -77,6 +78,8 @@ use crate::{Error, Session, log};
 const MAX_NAME: usize = 127;
 /// How long a new adapter may take to appear and get its interface.
 const APPEAR_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long opening an adapter waits for its interface: wintun.dll's WaitForInterface's 15 s.
+const OPEN_TIMEOUT: Duration = Duration::from_secs(15);
 
 /// Our device properties (their GUID is ours alone): the adapter's name, and the process that
 /// created it (ID and creation time), by which orphans are recognised.
@@ -97,6 +100,35 @@ fn check_name(what: &str, name: &str, allow_empty: bool) -> Result<(), Error> {
         )));
     }
     Ok(())
+}
+
+/// Refuses, with ERROR_OLD_WIN_VERSION, a Windows our driver does not install on
+/// (`rules::windows_supported`). RtlGetVersion, not GetVersionExW, which answers 6.2 to a
+/// program whose manifest does not list Windows 10.
+fn check_windows() -> Result<(), Error> {
+    let mut version = OSVERSIONINFOW {
+        dwOSVersionInfoSize: size_of::<OSVERSIONINFOW>() as u32,
+        ..Plain::zeroed()
+    };
+    // SAFETY: fills our structure, whose size it is told.
+    if unsafe { RtlGetVersion(&mut version) } < 0 {
+        return Ok(()); // nothing known: let the installation say what it finds
+    }
+    let (major, minor, build) = (
+        version.dwMajorVersion,
+        version.dwMinorVersion,
+        version.dwBuildNumber,
+    );
+    if windows_supported(major, minor, build) {
+        return Ok(());
+    }
+    Err(failed(
+        &format!(
+            "oxtun needs Windows 10 version 2004 (build {MIN_WINDOWS_BUILD}) or later; this is \
+             Windows {major}.{minor} build {build}"
+        ),
+        ERROR_OLD_WIN_VERSION,
+    ))
 }
 
 /// A process's identity for the owner property: its ID and creation time.
@@ -146,12 +178,49 @@ fn node_presence(device: &SP_DEVINFO_DATA) -> Presence {
     presence((result == CR_SUCCESS).then_some((status, problem)))
 }
 
-/// Every device of our hardware ID, present or not.
-fn our_devices() -> Result<(DeviceList, Vec<SP_DEVINFO_DATA>), Error> {
-    // SAFETY: a list of the Net class's devices on this machine, present or not (no
-    // DIGCF_PRESENT): orphans are not present.
+/// CM_Get_DevNode_Status's status and problem code for the device `instance_id`
+/// (NUL-terminated), or None if it is not present.
+fn node_status(instance_id: &[u16]) -> Option<(u32, u32)> {
+    let mut node = 0u32;
+    // SAFETY: a NUL-terminated instance ID and a local.
+    if unsafe { CM_Locate_DevNodeW(&mut node, instance_id.as_ptr(), CM_LOCATE_DEVNODE_NORMAL) }
+        != CR_SUCCESS
+    {
+        return None;
+    }
+    let (mut status, mut problem) = (0u32, 0u32);
+    // SAFETY: a node just located, and two locals.
+    let result = unsafe { CM_Get_DevNode_Status(&mut status, &mut problem, node, 0) };
+    (result == CR_SUCCESS).then_some((status, problem))
+}
+
+/// The device's problem status (DEVPKEY_Device_ProblemStatus, an NTSTATUS), or 0 (success) if
+/// it has none that can be read.
+fn problem_status(instance_id: &[u16]) -> i32 {
+    let Ok(list) = DeviceList::new_net() else {
+        return 0;
+    };
+    let Ok(device) = list.open(&from_wide(instance_id)) else {
+        return 0;
+    };
+    list.property(&device, &DEVPKEY_Device_ProblemStatus)
+        .and_then(|bytes| Some(i32::from_le_bytes(bytes.get(..4)?.try_into().ok()?)))
+        .unwrap_or(0)
+}
+
+/// Every device of our hardware ID; `flags` DIGCF_PRESENT for present ones only, 0 for all.
+fn our_devices(flags: u32) -> Result<(DeviceList, Vec<SP_DEVINFO_DATA>), Error> {
+    // SAFETY: a list of the Net class's devices on this machine.
     let list = unsafe {
-        SetupDiGetClassDevsExW(&GUID_DEVCLASS_NET, null(), null_mut(), 0, 0, null(), null())
+        SetupDiGetClassDevsExW(
+            &GUID_DEVCLASS_NET,
+            null(),
+            null_mut(),
+            flags,
+            0,
+            null(),
+            null(),
+        )
     };
     if list == INVALID_HANDLE_VALUE as _ {
         return Err(last_failed("Failed to list network devices"));
@@ -245,7 +314,7 @@ pub(super) fn remove_with_class_installer(
 /// Removes every adapter of ours that is an orphan (`rules::is_orphan`): after each creation,
 /// as wintun.dll cleans up after each (the review, finding 16), and before the driver goes.
 pub fn remove_orphans(_lock: &InstallationLock) {
-    let Ok((list, devices)) = our_devices() else {
+    let Ok((list, devices)) = our_devices(0) else {
         return;
     };
     for mut device in devices {
@@ -396,13 +465,30 @@ fn property<T>(key: DEVPROPKEY, kind: u32, value: &[T]) -> DEVPROPERTY {
     }
 }
 
-/// The software key of a device node, opened (or made) with `access`.
+/// The software key of a device node, opened (or made) with `access`; a failure is logged.
 fn software_key(instance_id: &[u16], access: u32, create: bool) -> Result<RegistryKey, Error> {
+    open_software_key(instance_id, access, create)
+        .map_err(|(what, status, default)| cr_failed(what, status, default))
+}
+
+/// The software key of a device node, or what failed: the step, its CONFIGRET and the Win32
+/// error wintun.dll reports for it where CM_MapCrToWin32Err has none (api/adapter.c).
+fn open_software_key(
+    instance_id: &[u16],
+    access: u32,
+    create: bool,
+) -> Result<RegistryKey, (&'static str, CONFIGRET, u32)> {
     let mut node = 0u32;
     // SAFETY: a NUL-terminated instance ID; the node may be not present (phantom).
-    cr_check("Failed to find the device", unsafe {
-        CM_Locate_DevNodeW(&mut node, instance_id.as_ptr(), CM_LOCATE_DEVNODE_PHANTOM)
-    })?;
+    let status =
+        unsafe { CM_Locate_DevNodeW(&mut node, instance_id.as_ptr(), CM_LOCATE_DEVNODE_PHANTOM) };
+    if status != CR_SUCCESS {
+        return Err((
+            "Failed to find the device",
+            status,
+            ERROR_DEVICE_ENUMERATION_ERROR,
+        ));
+    }
     let mut key: HKEY = null_mut();
     let disposition = if create {
         RegDisposition_OpenAlways
@@ -414,17 +500,19 @@ fn software_key(instance_id: &[u16], access: u32, create: bool) -> Result<Regist
         CM_Open_DevNode_Key(node, access, 0, disposition, &mut key, CM_REGISTRY_SOFTWARE)
     };
     if status != CR_SUCCESS {
-        return Err(cr_failed(
+        return Err((
             "Failed to open the device's software key",
             status,
+            ERROR_PNP_REGISTRY_ERROR,
         ));
     }
     Ok(RegistryKey(key))
 }
 
-/// The device's NetCfgInstanceId, which NDIS writes when it binds the adapter.
+/// The device's NetCfgInstanceId, which NDIS writes when it binds the adapter. (Asked again and
+/// again while an adapter comes up: its absence is not logged.)
 fn net_cfg_instance_id(instance_id: &[u16]) -> Option<GUID> {
-    let key = software_key(instance_id, KEY_QUERY_VALUE, false).ok()?;
+    let key = open_software_key(instance_id, KEY_QUERY_VALUE, false).ok()?;
     let mut value = [0u16; 64];
     let mut size = (value.len() * 2) as u32;
     let name = wide("NetCfgInstanceId");
@@ -449,18 +537,11 @@ type NciSetConnectionName = unsafe extern "system" fn(*const GUID, PCWSTR) -> u3
 /// nci.dll's NciSetConnectionName, which sets an interface's alias (what `netsh` and the
 /// Control Panel rename); Windows' own DLL, loaded from System32.
 fn set_connection_name(interface: &GUID, name: &str) -> Result<(), u32> {
-    let library = wide("nci.dll");
-    // SAFETY: loads a system DLL from System32 only.
-    let module =
-        unsafe { LoadLibraryExW(library.as_ptr(), null_mut(), LOAD_LIBRARY_SEARCH_SYSTEM32) };
-    if module.is_null() {
-        return Err(ERROR_INVALID_PARAMETER);
-    }
-    // SAFETY: looks up an export of the module we hold (never unloaded: the process keeps it).
-    let Some(function) =
-        (unsafe { GetProcAddress(module, c"NciSetConnectionName".as_ptr().cast()) })
-    else {
-        return Err(ERROR_INVALID_PARAMETER);
+    let Some(function) = system_function("nci.dll", c"NciSetConnectionName") else {
+        // What LoadLibraryExW or GetProcAddress said (the review, finding 18: it was reported as
+        // ERROR_INVALID_PARAMETER).
+        // SAFETY: reads this thread's last-error value.
+        return Err(unsafe { GetLastError() });
     };
     // SAFETY: NciSetConnectionName's type, as nci.dll exports it.
     let set: NciSetConnectionName = unsafe { std::mem::transmute(function) };
@@ -534,6 +615,34 @@ fn name_interface(interface: &GUID, name: &str) -> Result<String, Error> {
     }
 }
 
+/// How long IP Helper may take to find a new interface by the name just given to it.
+const ALIAS_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Waits until IP Helper finds the interface `luid` by its new name `alias`, so that a program
+/// looking the adapter up by name as soon as creation returns (as the `wintun` crate's
+/// helpers do, by alias or through GetAdaptersAddresses' FriendlyName) finds it. A name
+/// that has not shown by then is logged, not fatal: the adapter works.
+fn confirm_alias(alias: &str, luid: u64) {
+    let deadline = Instant::now() + ALIAS_TIMEOUT;
+    let wide_alias = wide(alias);
+    loop {
+        let mut found = NET_LUID_LH { Value: 0 };
+        // SAFETY: a NUL-terminated alias and a local.
+        let status = unsafe { ConvertInterfaceAliasToLuid(wide_alias.as_ptr(), &mut found) };
+        // SAFETY: the union's 64-bit view.
+        if status == NO_ERROR && unsafe { found.Value } == luid {
+            return;
+        }
+        if Instant::now() > deadline {
+            log::warn(&format!(
+                "The interface is named {alias}, but IP Helper does not find it by that name yet"
+            ));
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 fn naming_outcome(result: Result<(), u32>) -> NamingOutcome {
     match result {
         Ok(()) => NamingOutcome::Named,
@@ -545,7 +654,7 @@ fn naming_outcome(result: Result<(), u32>) -> NamingOutcome {
 /// If the interface `interface` is an adapter of ours, sets its name property to `name`, as
 /// wintun.dll's RenameByNetGUID does (api/adapter.c; the review, finding 9).
 fn rename_ours(interface: &GUID, name: &str) {
-    let Ok((list, devices)) = our_devices() else {
+    let Ok((list, devices)) = our_devices(0) else {
         return;
     };
     for device in devices {
@@ -607,6 +716,7 @@ impl Adapter {
     pub fn create(name: &str, tunnel_type: &str, guid: Option<u128>) -> Result<Adapter, Error> {
         check_name("adapter name", name, false)?;
         check_name("tunnel type", tunnel_type, true)?;
+        check_windows()?;
         let lock = InstallationLock::take()?;
         ensure_installed(&lock)?;
         remove_orphans(&lock);
@@ -644,78 +754,72 @@ impl Adapter {
             created: Some(device),
         };
         // Dropped on failure from here on: the device goes again.
-        let deadline = Instant::now() + APPEAR_TIMEOUT;
-        let interface = loop {
-            if let Some(interface) = net_cfg_instance_id(&adapter.instance_id) {
-                let mut luid = NET_LUID_LH { Value: 0 };
-                // SAFETY: a GUID and a local.
-                if unsafe { ConvertInterfaceGuidToLuid(&interface, &mut luid) } == NO_ERROR
-                    && adapter.interface_path().is_ok()
-                {
-                    // SAFETY: the union's 64-bit view.
-                    adapter.luid = unsafe { luid.Value };
-                    break interface;
-                }
-            }
-            if Instant::now() > deadline {
-                return Err(failed(
-                    &format!("Adapter {name}'s interface did not come up"),
-                    ERROR_TIMEOUT,
-                ));
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        };
-        name_interface(&interface, name)?;
+        let interface = adapter.wait_for_interface(name, APPEAR_TIMEOUT)?;
+        let named = name_interface(&interface, name)?;
+        confirm_alias(&named, adapter.luid);
         log::info(&format!("Created adapter {name}"));
         drop(lock);
         Ok(adapter)
     }
 
-    /// Opens our adapter named `name` (case-insensitive, as Windows compares aliases).
+    /// Opens our adapter named `name` (case-insensitive, as Windows compares aliases): the first
+    /// present device of ours with that name, once its interface is up. wintun.dll's
+    /// WintunOpenAdapter looks at present devices only (DIGCF_PRESENT) and waits up to 15 s for
+    /// the interface (api/adapter.c): a phantom left by a crash is not opened, and an adapter
+    /// another process is still bringing up is waited for (the review, finding 7).
     pub fn open(name: &str) -> Result<Adapter, Error> {
         check_name("adapter name", name, false)?;
-        let (list, devices) = our_devices()?;
-        for device in devices {
-            let device_name = list
-                .string_property(&device, &DEVPKEY_OXTUN_NAME)
-                .unwrap_or_default();
-            if !device_name.eq_ignore_ascii_case(name) {
-                continue;
+        let (list, devices) = our_devices(DIGCF_PRESENT)?;
+        let device = devices
+            .iter()
+            .find(|device| {
+                list.string_property(device, &DEVPKEY_OXTUN_NAME)
+                    .is_some_and(|device_name| device_name.eq_ignore_ascii_case(name))
+            })
+            .ok_or(Error::NoSuchAdapter)?;
+        let mut adapter = Adapter {
+            instance_id: wide(&list.instance_id(device)?),
+            luid: 0,
+            created: None,
+        };
+        adapter.wait_for_interface(name, OPEN_TIMEOUT)?;
+        Ok(adapter)
+    }
+
+    /// Waits until the adapter's NDIS interface is up (its NetCfgInstanceId, a LUID for it, and
+    /// its device interface), and records its LUID; its GUID. Stops at once on a problem that
+    /// waiting cannot cure, or when `timeout` is up, with the device's problem status
+    /// (`rules::while_waiting`, `rules::not_up_error`).
+    fn wait_for_interface(&mut self, name: &str, timeout: Duration) -> Result<GUID, Error> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(interface) = net_cfg_instance_id(&self.instance_id) {
+                let mut luid = NET_LUID_LH { Value: 0 };
+                // SAFETY: a GUID and a local.
+                if unsafe { ConvertInterfaceGuidToLuid(&interface, &mut luid) } == NO_ERROR
+                    && self.interface_path().is_ok()
+                {
+                    // SAFETY: the union's 64-bit view.
+                    self.luid = unsafe { luid.Value };
+                    return Ok(interface);
+                }
             }
-            let mut instance_id = [0u16; 200];
-            let mut needed = 0u32;
-            // SAFETY: our list and element; our buffer and its length.
-            if unsafe {
-                windows_sys::Win32::Devices::DeviceAndDriverInstallation::SetupDiGetDeviceInstanceIdW(
-                    list.0,
-                    &device,
-                    instance_id.as_mut_ptr(),
-                    instance_id.len() as u32,
-                    &mut needed,
-                )
-            } == 0
+            if let Some(why) =
+                while_waiting(node_status(&self.instance_id), Instant::now() > deadline)
             {
-                continue;
+                let problem_status = problem_status(&self.instance_id);
+                return Err(failed(
+                    &format!(
+                        "Adapter {name}'s interface did not come up ({why:?}, problem status \
+                         {problem_status:#010x}): {}",
+                        not_up_advice(why)
+                    ),
+                    // SAFETY: converts a status code; no memory involved.
+                    not_up_error(unsafe { RtlNtStatusToDosError(problem_status) }),
+                ));
             }
-            let end = instance_id.iter().position(|&unit| unit == 0).unwrap_or(0);
-            let mut adapter = Adapter {
-                instance_id: instance_id[..=end].to_vec(),
-                luid: 0,
-                created: None,
-            };
-            let Some(interface) = net_cfg_instance_id(&adapter.instance_id) else {
-                continue; // a node left without an interface: not an adapter to open
-            };
-            let mut luid = NET_LUID_LH { Value: 0 };
-            // SAFETY: a GUID and a local.
-            if unsafe { ConvertInterfaceGuidToLuid(&interface, &mut luid) } != NO_ERROR {
-                continue;
-            }
-            // SAFETY: the union's 64-bit view.
-            adapter.luid = unsafe { luid.Value };
-            return Ok(adapter);
+            std::thread::sleep(Duration::from_millis(50));
         }
-        Err(Error::NoSuchAdapter)
     }
 
     /// The adapter's NET_LUID.
@@ -754,8 +858,11 @@ impl Adapter {
         Ok(())
     }
 
-    /// The path of the adapter's network device interface.
-    fn interface_path(&self) -> Result<Vec<u16>, Error> {
+    /// The path of the adapter's network device interface, or the Win32 error why there is none,
+    /// as wintun.dll answers (api/adapter.c): CONFIGRETs through CM_MapCrToWin32Err, an empty
+    /// list ERROR_DEVICE_NOT_AVAILABLE (the review, finding 10). Not logged: the wait for a new
+    /// adapter asks again and again.
+    fn interface_path(&self) -> Result<Vec<u16>, u32> {
         let interface_net = GUID::from_u128(0xcac88484_7515_4c03_82e6_71a87abac361);
         loop {
             let mut len = 0u32;
@@ -769,10 +876,7 @@ impl Adapter {
                 )
             };
             if status != CR_SUCCESS {
-                return Err(Error::Io(io::Error::new(
-                    io::ErrorKind::NotFound,
-                    format!("no network interface for the adapter (CONFIGRET {status})"),
-                )));
+                return Err(map_cr(status, ERROR_GEN_FAILURE));
             }
             let mut list = vec![0u16; len as usize];
             // SAFETY: a buffer of `len` characters, as the size call asked for.
@@ -789,14 +893,14 @@ impl Adapter {
                 CR_SUCCESS => {
                     let first_end = list.iter().position(|&c| c == 0).unwrap_or(list.len());
                     if first_end == 0 {
-                        return Err(Error::Io(io::ErrorKind::NotFound.into()));
+                        return Err(ERROR_DEVICE_NOT_AVAILABLE);
                     }
                     list.truncate(first_end + 1);
                     return Ok(list);
                 }
                 // The list grew between the two calls: ask again.
                 CR_BUFFER_SMALL => continue,
-                other => return Err(cr_failed("Failed to list the adapter's interfaces", other)),
+                other => return Err(map_cr(other, ERROR_GEN_FAILURE)),
             }
         }
     }
@@ -806,7 +910,9 @@ impl Adapter {
         send: (&Memory, u32, &Event),
         receive: (&Memory, u32, &Event),
     ) -> Result<Registration, Error> {
-        let path = self.interface_path()?;
+        let path = self
+            .interface_path()
+            .map_err(|code| failed("Failed to find the adapter's device interface", code))?;
         // SAFETY: a NUL-terminated path; the handle is ours until Registration drops.
         let handle = unsafe {
             CreateFileW(
@@ -822,7 +928,7 @@ impl Adapter {
         if handle == INVALID_HANDLE_VALUE {
             return Err(Error::Io(io::Error::last_os_error()));
         }
-        let registration = Registration { handle };
+        let mut registration = Registration::new(handle);
         let descriptor = |(memory, size, event): (&Memory, u32, &Event)| RingDescriptor {
             ring_size: size,
             ring: memory.as_ptr() as u64,
@@ -845,7 +951,7 @@ impl Adapter {
         // SAFETY: our device handle, an input buffer of `len` bytes, no output, synchronous.
         let ok = unsafe {
             DeviceIoControl(
-                registration.handle,
+                registration.handle(),
                 TUN_IOCTL_REGISTER_RINGS,
                 buffer.as_ptr().cast(),
                 len as u32,
@@ -858,6 +964,7 @@ impl Adapter {
         if ok == 0 {
             return Err(Error::Io(io::Error::last_os_error()));
         }
+        registration.close_on_removal();
         Ok(registration)
     }
 }
@@ -903,15 +1010,18 @@ fn suggest_instance_id(
 }
 
 impl Drop for Adapter {
-    /// A created adapter goes: its software device closed and its node removed.
+    /// A created adapter goes: its software device closed and its node removed. Without the
+    /// installation lock, as wintun.dll's WintunCloseAdapter (api/adapter.c): a closing VPN does
+    /// not wait behind another process's creation, up to a minute (the review, finding 17), and
+    /// nothing else removes this node meanwhile, since its creator, this process, lives
+    /// (`rules::is_orphan`).
     fn drop(&mut self) {
         let Some(device) = self.created.take() else {
             return;
         };
-        let lock = InstallationLock::take();
         // SAFETY: our software device handle, closed once.
         unsafe { SwDeviceClose(device) };
-        let Ok(list) = our_devices().map(|(list, _)| list) else {
+        let Ok(list) = DeviceList::new_net() else {
             return;
         };
         if list
@@ -920,6 +1030,26 @@ impl Drop for Adapter {
         {
             log::info(&format!("Removed adapter {}", from_wide(&self.instance_id)));
         }
-        drop(lock);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Without nci.dll (Wine has none), naming reports why, ERROR_MOD_NOT_FOUND, where it once
+    /// said ERROR_INVALID_PARAMETER (the review, finding 18). On Windows, where nci.dll is
+    /// always there, there is nothing to check.
+    #[test]
+    fn a_missing_nci_dll_is_reported_as_such() {
+        const ERROR_MOD_NOT_FOUND: u32 = 126;
+        if system_function("nci.dll", c"NciSetConnectionName").is_some() {
+            eprintln!("nci.dll is present: nothing to check");
+            return;
+        }
+        assert_eq!(
+            set_connection_name(&GUID::from_u128(1), "oxtun-test"),
+            Err(ERROR_MOD_NOT_FOUND)
+        );
     }
 }

@@ -4,6 +4,7 @@
 mod adapter;
 mod driver;
 mod lock;
+mod notify;
 mod system;
 mod wow64;
 
@@ -17,6 +18,8 @@ use std::io;
 use std::ptr::null_mut;
 
 use windows_sys::Win32::Foundation::{CloseHandle, HANDLE, WAIT_OBJECT_0};
+
+use notify::{DeviceHandle, RemovalNotification};
 use windows_sys::Win32::System::Memory::{
     MEM_COMMIT, MEM_RELEASE, MEM_RESERVE, PAGE_READWRITE, VirtualAlloc, VirtualFree,
 };
@@ -110,19 +113,39 @@ impl Drop for Event {
     }
 }
 
-/// The open handle that holds the registration: closing it ends the session.
+/// The open handle that holds the registration: closing it ends the session. It closes when
+/// the session is dropped, or before, when the adapter's device is being removed (`notify`).
 pub struct Registration {
-    pub(super) handle: HANDLE,
+    /// Boxed: the removal notification's callback holds its address.
+    device: Box<DeviceHandle>,
+    removal: Option<RemovalNotification>,
 }
 
-// SAFETY: a file handle may be used from any thread.
-unsafe impl Send for Registration {}
-// SAFETY: as for Send.
-unsafe impl Sync for Registration {}
+impl Registration {
+    pub(super) fn new(handle: HANDLE) -> Registration {
+        Registration {
+            device: Box::new(DeviceHandle::new(handle)),
+            removal: None,
+        }
+    }
+
+    pub(super) fn handle(&self) -> HANDLE {
+        self.device.raw()
+    }
+
+    /// From now on, the handle closes when the adapter's device is being removed.
+    pub(super) fn close_on_removal(&mut self) {
+        // SAFETY: the handle is boxed and outlives the notification, which the drop below
+        // unregisters first.
+        self.removal = unsafe { RemovalNotification::register(&self.device) };
+    }
+}
 
 impl Drop for Registration {
     fn drop(&mut self) {
-        // SAFETY: our handle, closed once.
-        unsafe { CloseHandle(self.handle) };
+        // Unregistered first (waiting for a callback under way), then closed, if the callback
+        // has not closed it already.
+        drop(self.removal.take());
+        self.device.close();
     }
 }

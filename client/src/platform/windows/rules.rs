@@ -154,6 +154,127 @@ pub fn is_orphan(presence: Presence, owner: Owner) -> bool {
     }
 }
 
+// Waiting for an adapter's interface (the review, findings 7, 10 and 12).
+
+/// DN_NEED_RESTART (cfg.h: "System needs to be restarted for this Devnode to work properly").
+const DN_NEED_RESTART: u32 = 0x100;
+
+/// CM_PROB_* codes (cfg.h) the waits below look at.
+pub const CM_PROB_FAILED_START: u32 = 0x0A;
+pub const CM_PROB_NEED_RESTART: u32 = 0x0E;
+pub const CM_PROB_DISABLED: u32 = 0x16;
+pub const CM_PROB_FAILED_INSTALL: u32 = 0x1C;
+pub const CM_PROB_FAILED_ADD: u32 = 0x1F;
+pub const CM_PROB_DISABLED_SERVICE: u32 = 0x20;
+pub const CM_PROB_FAILED_DRIVER_ENTRY: u32 = 0x25;
+pub const CM_PROB_DRIVER_FAILED_PRIOR_UNLOAD: u32 = 0x26;
+pub const CM_PROB_DRIVER_FAILED_LOAD: u32 = 0x27;
+pub const CM_PROB_DRIVER_SERVICE_KEY_INVALID: u32 = 0x28;
+pub const CM_PROB_FAILED_POST_START: u32 = 0x2B;
+pub const CM_PROB_DRIVER_BLOCKED: u32 = 0x30;
+pub const CM_PROB_UNSIGNED_DRIVER: u32 = 0x34;
+
+/// Whether a device with this problem stays without a driver or unstarted until something
+/// outside the installation changes (a restart, an administrator, a trusted signature), so that
+/// waiting longer cannot help. Problems a device passes through while Windows installs its
+/// driver and configures the network class (CM_PROB_NOT_CONFIGURED, CM_PROB_FAILED_INSTALL,
+/// CM_PROB_NEED_CLASS_CONFIG, CM_PROB_WAITING_ON_DEPENDENCY, ...) are waited out; Microsoft's
+/// "Device Manager Error Messages" page describes each code.
+pub fn problem_is_final(problem: u32) -> bool {
+    matches!(
+        problem,
+        CM_PROB_FAILED_START
+            | CM_PROB_NEED_RESTART
+            | CM_PROB_DISABLED
+            | CM_PROB_FAILED_ADD
+            | CM_PROB_DISABLED_SERVICE
+            | CM_PROB_FAILED_DRIVER_ENTRY
+            | CM_PROB_DRIVER_FAILED_PRIOR_UNLOAD
+            | CM_PROB_DRIVER_FAILED_LOAD
+            | CM_PROB_DRIVER_SERVICE_KEY_INVALID
+            | CM_PROB_FAILED_POST_START
+            | CM_PROB_DRIVER_BLOCKED
+            | CM_PROB_UNSIGNED_DRIVER
+    )
+}
+
+/// Why an adapter's interface is not up when waiting for it stops.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NotUp {
+    /// The device has this problem code (CM_PROB_*).
+    Problem(u32),
+    /// The device waits for Windows to restart.
+    RestartNeeded,
+    /// Time ran out with no problem reported.
+    TimedOut,
+}
+
+/// While an adapter's interface is not up yet: None to wait on, or why to stop, from
+/// CM_Get_DevNode_Status's status and problem code (None if the call failed) and whether the
+/// time allowed is up. wintun.dll waits out its time whatever the device's state and then reports
+/// the device's problem status (api/adapter.c, WintunCreateAdapter); a problem that waiting cannot
+/// cure (the most likely first-run failures: Code 52, an untrusted signature; Code 38, an older
+/// image still loaded for another adapter) is reported at once instead of after the whole wait
+/// (the review, finding 10).
+pub fn while_waiting(node: Option<(u32, u32)>, timed_out: bool) -> Option<NotUp> {
+    let problem = node
+        .filter(|(status, _)| status & DN_HAS_PROBLEM != 0)
+        .map(|(_, problem)| problem);
+    match problem {
+        Some(problem) if problem_is_final(problem) || timed_out => Some(NotUp::Problem(problem)),
+        _ if node.is_some_and(|(status, _)| status & DN_NEED_RESTART != 0) => {
+            Some(NotUp::RestartNeeded)
+        }
+        _ if timed_out => Some(NotUp::TimedOut),
+        _ => None,
+    }
+}
+
+/// ERROR_DEVICE_NOT_AVAILABLE (winerror.h).
+pub const ERROR_DEVICE_NOT_AVAILABLE: u32 = 4319;
+
+/// The Win32 error a device that did not come up is reported with, given its problem status
+/// (DEVPKEY_Device_ProblemStatus) as RtlNtStatusToDosError maps it: that error, or
+/// ERROR_DEVICE_NOT_AVAILABLE when the status is success or absent, as wintun.dll's
+/// WintunCreateAdapter answers (api/adapter.c).
+pub fn not_up_error(problem_status_error: u32) -> u32 {
+    match problem_status_error {
+        0 => ERROR_DEVICE_NOT_AVAILABLE,
+        error => error,
+    }
+}
+
+/// What to tell the user about why the interface is not up.
+pub fn not_up_advice(why: NotUp) -> &'static str {
+    match why {
+        NotUp::Problem(CM_PROB_UNSIGNED_DRIVER) => {
+            "Windows does not trust the driver's signature; on a test machine, turn test \
+             signing on and trust the package's certificate (docs/windows.md)"
+        }
+        NotUp::Problem(CM_PROB_DRIVER_FAILED_PRIOR_UNLOAD | CM_PROB_NEED_RESTART)
+        | NotUp::RestartNeeded => {
+            "an older oxtun.sys is still loaded for another adapter of ours; the new one starts \
+             once every adapter of ours is closed, or after a restart"
+        }
+        NotUp::Problem(CM_PROB_FAILED_INSTALL) => "no driver could be installed on the device",
+        NotUp::Problem(CM_PROB_DISABLED) => "the device is disabled",
+        NotUp::Problem(CM_PROB_DISABLED_SERVICE) => "the service oxtun is disabled",
+        NotUp::Problem(CM_PROB_DRIVER_BLOCKED) => {
+            "Windows blocks the driver from loading (memory integrity, or a driver block list)"
+        }
+        NotUp::Problem(
+            CM_PROB_FAILED_START
+            | CM_PROB_FAILED_ADD
+            | CM_PROB_FAILED_DRIVER_ENTRY
+            | CM_PROB_DRIVER_FAILED_LOAD
+            | CM_PROB_DRIVER_SERVICE_KEY_INVALID
+            | CM_PROB_FAILED_POST_START,
+        ) => "the driver failed to load or to start the adapter; the System event log says more",
+        NotUp::Problem(_) => "see the device's problem code in Device Manager",
+        NotUp::TimedOut => "the device reports no problem, but its interface did not appear",
+    }
+}
+
 // Naming the interface (the review, findings 3 and 9).
 
 /// What naming the interface does next.
@@ -287,6 +408,24 @@ impl Naming {
     }
 }
 
+// The oldest Windows (the review, finding 15).
+
+/// The first Windows build our driver package installs on: Windows 10 version 2004, as the INF's
+/// models section says (`NT$ARCH$.10.0...19041` in wintun.inx).
+pub const MIN_WINDOWS_BUILD: u32 = 19041;
+
+/// Whether Windows of this version (RtlGetVersion's major, minor and build numbers) can run an
+/// adapter of ours. On an older one the store has no driver for our hardware ID that Windows
+/// would install, so creation would wait out its whole time and fail obscurely; it is refused at
+/// once instead, with ERROR_OLD_WIN_VERSION.
+pub fn windows_supported(major: u32, minor: u32, build: u32) -> bool {
+    (major, minor, build) >= (10, 0, MIN_WINDOWS_BUILD)
+}
+
+/// ERROR_OLD_WIN_VERSION (winerror.h): "The specified program requires a newer version of
+/// Windows."
+pub const ERROR_OLD_WIN_VERSION: u32 = 1150;
+
 // Removing a device (the review, finding 5).
 
 /// IMAGE_FILE_MACHINE_* values (winnt.h).
@@ -328,6 +467,31 @@ pub fn removal(build: u16, process: u16, native: u16, helper: Option<u16>) -> Re
     } else {
         Removal::Unsupported
     }
+}
+
+// Our device handle when its device goes (issue 21: oxtun.dll closes its handle itself).
+
+/// CM_NOTIFY_ACTION values (cfgmgr32.h) of a CM_NOTIFY_FILTER_TYPE_DEVICEHANDLE registration.
+pub const CM_NOTIFY_ACTION_DEVICEQUERYREMOVE: i32 = 2;
+pub const CM_NOTIFY_ACTION_DEVICEREMOVEPENDING: i32 = 4;
+pub const CM_NOTIFY_ACTION_DEVICEREMOVECOMPLETE: i32 = 5;
+
+/// Whether a session closes its device handle on this PnP event of the adapter's device.
+/// Microsoft's "Registering for Notification of Device Interface Arrival and Device Removal"
+/// (and the CM_NOTIFY_ACTION page): on a query-remove, close every handle to the device so the
+/// removal can go on; on remove-pending and remove-complete, the device is going or gone, close
+/// it too. A failed query-remove would have the handle reopened, but closing it ended the ring
+/// registration (the driver tears down on the handle's cleanup), so there is nothing to resume:
+/// the session reports its end (ERROR_HANDLE_EOF), as after wintun.dll's forced close, and the
+/// application starts a new one. Closing it ourselves means the driver's own forced close on
+/// query-remove finds nothing of ours to close.
+pub fn closes_handle_on(action: i32) -> bool {
+    matches!(
+        action,
+        CM_NOTIFY_ACTION_DEVICEQUERYREMOVE
+            | CM_NOTIFY_ACTION_DEVICEREMOVEPENDING
+            | CM_NOTIFY_ACTION_DEVICEREMOVECOMPLETE
+    )
 }
 
 // The driver package (the review's "Driver installation": consistent, kept).
@@ -509,6 +673,65 @@ mod tests {
         assert_eq!(owner(OwnerProbe::NoRecord), Owner::Unknown);
     }
 
+    /// The review, finding 10, and wintun.dll's WintunCreateAdapter (api/adapter.c): waiting
+    /// stops at once on a problem waiting cannot cure, and otherwise when time is up; the
+    /// answer is the problem status, or ERROR_DEVICE_NOT_AVAILABLE.
+    #[test]
+    fn waiting_for_the_interface_stops_at_a_problem_that_stays() {
+        const STARTED: u32 = 0x0180_200A; // DN_STARTED and friends, as a working adapter has
+        const PROBLEM: u32 = 0x0180_240A; // ... with DN_HAS_PROBLEM
+        // Still being installed, or not yet enumerated: wait.
+        assert_eq!(while_waiting(None, false), None);
+        assert_eq!(while_waiting(Some((STARTED, 0)), false), None);
+        for passing in [
+            1, // CM_PROB_NOT_CONFIGURED
+            CM_PROB_FAILED_INSTALL,
+            0x38, // CM_PROB_NEED_CLASS_CONFIG
+            0x33, // CM_PROB_WAITING_ON_DEPENDENCY
+        ] {
+            assert_eq!(while_waiting(Some((PROBLEM, passing)), false), None);
+            // ... until the time is up, when the problem is the answer.
+            assert_eq!(
+                while_waiting(Some((PROBLEM, passing)), true),
+                Some(NotUp::Problem(passing))
+            );
+        }
+        // Code 52 (untrusted signature), 38 (an older image still loaded: finding 12), 10:
+        // at once.
+        for stays in [
+            CM_PROB_UNSIGNED_DRIVER,
+            CM_PROB_DRIVER_FAILED_PRIOR_UNLOAD,
+            CM_PROB_NEED_RESTART,
+            CM_PROB_FAILED_START,
+            CM_PROB_DISABLED,
+        ] {
+            assert_eq!(
+                while_waiting(Some((PROBLEM, stays)), false),
+                Some(NotUp::Problem(stays))
+            );
+        }
+        // DN_HAS_PROBLEM clear: the problem field means nothing.
+        assert_eq!(
+            while_waiting(Some((STARTED, CM_PROB_UNSIGNED_DRIVER)), false),
+            None
+        );
+        // DN_NEED_RESTART without a problem.
+        assert_eq!(
+            while_waiting(Some((STARTED | 0x100, 0)), false),
+            Some(NotUp::RestartNeeded)
+        );
+        assert_eq!(while_waiting(None, true), Some(NotUp::TimedOut));
+        assert_eq!(
+            while_waiting(Some((STARTED, 0)), true),
+            Some(NotUp::TimedOut)
+        );
+        // RtlNtStatusToDosError(STATUS_INVALID_IMAGE_HASH) = ERROR_INVALID_IMAGE_HASH (577).
+        assert_eq!(not_up_error(577), 577);
+        assert_eq!(not_up_error(0), ERROR_DEVICE_NOT_AVAILABLE);
+        assert!(not_up_advice(NotUp::Problem(CM_PROB_UNSIGNED_DRIVER)).contains("signature"));
+        assert!(not_up_advice(NotUp::RestartNeeded).contains("older oxtun.sys"));
+    }
+
     /// Runs a naming to its end with the outcomes `world` gives each step; the steps taken.
     fn name(name: &str, mut world: impl FnMut(&NamingStep) -> NamingOutcome) -> Vec<NamingStep> {
         let (mut naming, mut step) = Naming::start(name);
@@ -644,6 +867,33 @@ mod tests {
         assert!(!steps.contains(&NameOurs(s("wg0 1001"))));
     }
 
+    /// The review, finding 15: Windows 10 2004 and later, as the INF says.
+    #[test]
+    fn windows_before_10_2004_is_refused() {
+        for (major, minor, build, supported) in [
+            (6, 1, 7601, false),   // Windows 7 SP1
+            (6, 3, 9600, false),   // Windows 8.1
+            (10, 0, 10240, false), // Windows 10 1507
+            (10, 0, 17763, false), // Windows 10 1809, Server 2019, LTSC 2019
+            (10, 0, 18363, false), // Windows 10 1909
+            (10, 0, 19041, true),  // Windows 10 2004
+            (10, 0, 19045, true),  // Windows 10 22H2
+            (10, 0, 20348, true),  // Server 2022
+            (10, 0, 26100, true),  // Windows 11 24H2
+        ] {
+            assert_eq!(
+                windows_supported(major, minor, build),
+                supported,
+                "{major}.{minor}.{build}"
+            );
+        }
+        let inf = include_str!("../../../../wintun.inx");
+        assert!(
+            inf.contains(&format!("NT$ARCH$.10.0...{MIN_WINDOWS_BUILD}")),
+            "the INF's minimum build is MIN_WINDOWS_BUILD"
+        );
+    }
+
     /// wintun.dll routes removal to a native helper whenever the native machine is not the
     /// build's (api/main.c, api/adapter.c); the review, finding 5.
     #[test]
@@ -679,6 +929,24 @@ mod tests {
             removal(MACHINE_I386, MACHINE_UNKNOWN, MACHINE_UNKNOWN, None),
             InProcess
         );
+    }
+
+    /// Issue 21: the session closes its device handle when the device is query-removed or
+    /// goes, and only then (CM_NOTIFY_ACTION, cfgmgr32.h: 0 and 1 are interface events, 6 a
+    /// custom event, 7 to 9 instance events, which a handle registration does not get).
+    #[test]
+    fn the_device_handle_closes_when_its_device_is_removed() {
+        for (action, closes) in [
+            (CM_NOTIFY_ACTION_DEVICEQUERYREMOVE, true),
+            (CM_NOTIFY_ACTION_DEVICEREMOVEPENDING, true),
+            (CM_NOTIFY_ACTION_DEVICEREMOVECOMPLETE, true),
+            (3, false), // CM_NOTIFY_ACTION_DEVICEQUERYREMOVEFAILED
+            (6, false), // CM_NOTIFY_ACTION_DEVICECUSTOMEVENT
+            (0, false),
+            (9, false),
+        ] {
+            assert_eq!(closes_handle_on(action), closes, "action {action}");
+        }
     }
 
     /// wintun.dll's api/driver.c: the store's newest package of ours wins if it is as new as

@@ -2,8 +2,10 @@
 //! strings, GUIDs, Win32 errors that are logged where they happen, device information lists,
 //! registry keys and security descriptors, each released on drop, and the private folder.
 
+use std::ffi::CStr;
 use std::io;
 use std::ptr::{null, null_mut};
+use std::sync::OnceLock;
 
 use windows_sys::Win32::Devices::DeviceAndDriverInstallation::{
     CONFIGRET, CR_SUCCESS, DICD_GENERATE_ID, GUID_DEVCLASS_NET, HDEVINFO, SP_DEVINFO_DATA,
@@ -21,6 +23,9 @@ use windows_sys::Win32::Security::Authorization::{
 };
 use windows_sys::Win32::Security::{PSECURITY_DESCRIPTOR, SECURITY_ATTRIBUTES};
 use windows_sys::Win32::Storage::FileSystem::CreateDirectoryW;
+use windows_sys::Win32::System::LibraryLoader::{
+    GetProcAddress, LOAD_LIBRARY_SEARCH_SYSTEM32, LoadLibraryExW,
+};
 use windows_sys::Win32::System::Registry::{HKEY, RegCloseKey};
 use windows_sys::Win32::System::SystemInformation::GetWindowsDirectoryW;
 use windows_sys::core::GUID;
@@ -58,18 +63,56 @@ pub fn last_failed(what: &str) -> Error {
     failed(what, if code == 0 { ERROR_GEN_FAILURE } else { code })
 }
 
-/// Logs `what` failed with a CONFIGRET, as the nearest Win32 error.
-pub fn cr_failed(what: &str, status: CONFIGRET) -> Error {
-    log::error(&format!("{what}: CONFIGRET {status}"));
-    Error::Io(io::Error::from_raw_os_error(ERROR_GEN_FAILURE as i32))
+/// Logs `what` failed with a CONFIGRET, and returns it as the Win32 error CM_MapCrToWin32Err
+/// gives it (`default` where it has none), as wintun.dll reports its CONFIGRETs (api/adapter.c;
+/// the review, finding 10).
+pub fn cr_failed(what: &str, status: CONFIGRET, default: u32) -> Error {
+    failed(
+        &format!("{what} (CONFIGRET {status:#x})"),
+        map_cr(status, default),
+    )
 }
 
 pub fn cr_check(what: &str, status: CONFIGRET) -> Result<(), Error> {
     if status == CR_SUCCESS {
         Ok(())
     } else {
-        Err(cr_failed(what, status))
+        Err(cr_failed(what, status, ERROR_GEN_FAILURE))
     }
+}
+
+type CmMapCrToWin32Err = unsafe extern "system" fn(CONFIGRET, u32) -> u32;
+
+/// CM_MapCrToWin32Err (cfgmgr32.dll, Windows 8 and later), looked up when first needed: Wine 8's
+/// cfgmgr32 lacks it, and a static import would keep the DLL from loading there. Without it,
+/// `default`.
+pub fn map_cr(status: CONFIGRET, default: u32) -> u32 {
+    static FUNCTION: OnceLock<Option<CmMapCrToWin32Err>> = OnceLock::new();
+    let function = FUNCTION.get_or_init(|| {
+        let function = system_function("cfgmgr32.dll", c"CM_MapCrToWin32Err")?;
+        // SAFETY: CM_MapCrToWin32Err's type, as cfgmgr32.h declares it.
+        let map: CmMapCrToWin32Err = unsafe { std::mem::transmute(function) };
+        Some(map)
+    });
+    match function {
+        // SAFETY: a pure mapping of two integers.
+        Some(map) => unsafe { map(status, default) },
+        None => default,
+    }
+}
+
+/// An export of a DLL of Windows' own, loaded from System32 only (and kept loaded), or None
+/// if the DLL or the export is missing: for what is newer than the oldest Windows this library
+/// must load on, or missing from Wine. The caller transmutes it to the function's type.
+pub fn system_function(dll: &str, name: &CStr) -> Option<unsafe extern "system" fn() -> isize> {
+    let dll = wide(dll);
+    // SAFETY: loads a system DLL from System32 only; it stays loaded for the process's life.
+    let module = unsafe { LoadLibraryExW(dll.as_ptr(), null_mut(), LOAD_LIBRARY_SEARCH_SYSTEM32) };
+    if module.is_null() {
+        return None;
+    }
+    // SAFETY: looks up a NUL-terminated name in the module we hold.
+    unsafe { GetProcAddress(module, name.as_ptr().cast()) }
 }
 
 /// A GUID from its 128-bit value, as `GUID::from_u128` lays it out.
@@ -134,6 +177,8 @@ unsafe impl Plain
 unsafe impl Plain for windows_sys::Win32::NetworkManagement::IpHelper::MIB_IPINTERFACE_ROW {}
 // SAFETY: as above.
 unsafe impl Plain for windows_sys::Win32::Foundation::FILETIME {}
+// SAFETY: as above.
+unsafe impl Plain for windows_sys::Win32::System::SystemInformation::OSVERSIONINFOW {}
 
 /// The longest device instance ID, less its NUL (MAX_DEVICE_ID_LEN).
 pub const MAX_INSTANCE_ID: usize = 199;

@@ -29,17 +29,19 @@ use std::process::{Command, Stdio};
 use std::sync::{Arc, OnceLock};
 
 use windows_sys::Win32::Foundation::{
-    ERROR_ACCESS_DENIED, ERROR_GEN_FAILURE, ERROR_INVALID_DATA, ERROR_INVALID_PARAMETER,
-    ERROR_NOT_SUPPORTED,
+    BOOL, ERROR_ACCESS_DENIED, ERROR_GEN_FAILURE, ERROR_INVALID_DATA, ERROR_INVALID_PARAMETER,
+    ERROR_NOT_SUPPORTED, HANDLE,
 };
 use windows_sys::Win32::System::SystemInformation::{
-    IMAGE_FILE_MACHINE_AMD64, IMAGE_FILE_MACHINE_UNKNOWN,
+    IMAGE_FILE_MACHINE_AMD64, IMAGE_FILE_MACHINE_I386, IMAGE_FILE_MACHINE_UNKNOWN,
 };
-use windows_sys::Win32::System::Threading::{CREATE_NO_WINDOW, GetCurrentProcess, IsWow64Process2};
+use windows_sys::Win32::System::Threading::{CREATE_NO_WINDOW, GetCurrentProcess, IsWow64Process};
 
 use super::adapter::remove_with_class_installer;
 use super::driver::HARDWARE_ID;
-use super::system::{DeviceList, MAX_INSTANCE_ID, failed, private_folder, windows_folder};
+use super::system::{
+    DeviceList, MAX_INSTANCE_ID, failed, private_folder, system_function, windows_folder,
+};
 use crate::Error;
 use crate::log::{self, Level};
 
@@ -51,15 +53,36 @@ pub fn register_wow64_helper(dll: &'static [u8]) {
     let _ = HELPER.set(dll);
 }
 
+type IsWow64Process2 = unsafe extern "system" fn(HANDLE, *mut u16, *mut u16) -> BOOL;
+
 /// The machines of this process and of Windows (IMAGE_FILE_MACHINE_*): the process's is
 /// IMAGE_FILE_MACHINE_UNKNOWN unless it runs under WOW64.
+///
+/// IsWow64Process2 is looked up, not imported: Windows 10 before 1709 lacks it (Microsoft's
+/// page for it), and a static import kept the whole DLL from loading there, where creation is
+/// to fail with a clear error instead (the review, finding 15). Without it, IsWow64Process,
+/// whose WOW64 can only be x86 on x64 there, as wintun.dll reasons (api/adapter.c, AdapterInit).
 pub fn machines() -> (u16, u16) {
     let (mut process, mut native) = (0u16, 0u16);
-    // SAFETY: this process's pseudo-handle and two locals.
-    if unsafe { IsWow64Process2(GetCurrentProcess(), &mut process, &mut native) } == 0 {
+    if let Some(function) = system_function("kernel32.dll", c"IsWow64Process2") {
+        // SAFETY: IsWow64Process2's type, as wow64apiset.h declares it.
+        let is_wow64_process2: IsWow64Process2 = unsafe { std::mem::transmute(function) };
+        // SAFETY: this process's pseudo-handle and two locals.
+        if unsafe { is_wow64_process2(GetCurrentProcess(), &mut process, &mut native) } == 0 {
+            return (IMAGE_FILE_MACHINE_UNKNOWN, IMAGE_FILE_MACHINE_UNKNOWN);
+        }
+        return (process, native);
+    }
+    let mut wow64 = 0;
+    // SAFETY: this process's pseudo-handle and a local.
+    if unsafe { IsWow64Process(GetCurrentProcess(), &mut wow64) } == 0 {
         return (IMAGE_FILE_MACHINE_UNKNOWN, IMAGE_FILE_MACHINE_UNKNOWN);
     }
-    (process, native)
+    if wow64 != 0 {
+        (IMAGE_FILE_MACHINE_I386, IMAGE_FILE_MACHINE_AMD64)
+    } else {
+        (IMAGE_FILE_MACHINE_UNKNOWN, IMAGE_FILE_MACHINE_UNKNOWN)
+    }
 }
 
 /// The machine Windows runs on (IMAGE_FILE_MACHINE_*), or IMAGE_FILE_MACHINE_UNKNOWN if
