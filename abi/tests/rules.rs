@@ -633,7 +633,11 @@ fn extended_registration_layouts_round_trip_with_size_version_and_features_first
         assert_eq!(&buffer[12..16], &[0; 4], "Reserved");
         let mut rings = [0u8; 48];
         let rings_len = sample_registration().encode(width, &mut rings).unwrap();
-        assert_eq!(&buffer[16..len], &rings[..rings_len], "then TUN_REGISTER_RINGS");
+        assert_eq!(
+            &buffer[16..len],
+            &rings[..rings_len],
+            "then TUN_REGISTER_RINGS"
+        );
         assert_eq!(
             ExtendedRegistration::decode(&buffer[..len], width),
             Ok(sample_extended())
@@ -670,7 +674,10 @@ fn extended_registration_refuses_every_field_it_does_not_know() {
     assert_eq!(decode(&with_word(4, 2)), Err(UnknownVersion(2)));
     assert_eq!(decode(&with_word(4, 0)), Err(UnknownVersion(0)));
     assert_eq!(decode(&with_word(8, 2)), Err(UnknownFeatures(2)));
-    assert_eq!(decode(&with_word(8, 1 << 31)), Err(UnknownFeatures(1 << 31)));
+    assert_eq!(
+        decode(&with_word(8, 1 << 31)),
+        Err(UnknownFeatures(1 << 31))
+    );
     assert_eq!(decode(&with_word(12, 1)), Err(ReservedNotZero(1)));
     // A Size that matches a buffer of no layout: the rings' part is refused as the plain
     // registration refuses it.
@@ -709,6 +716,8 @@ fn the_emulator_message_for_the_extension_is_refused_as_an_unknown_ioctl_for_now
     message[12..16].copy_from_slice(&EMULATOR_FLAG_VNET_HDR.to_le_bytes());
     assert_eq!(
         EmulatorRegistration::decode(&message),
-        Err(EmulatorMessageError::UnknownIoctl(TUN_IOCTL_REGISTER_RINGS_EX))
+        Err(EmulatorMessageError::UnknownIoctl(
+            TUN_IOCTL_REGISTER_RINGS_EX
+        ))
     );
 }

@@ -65,8 +65,6 @@ pub enum OffloadError {
     UdpGsoWithoutPartialChecksum,
     /// SYN, RST or URG in a TCP super-packet.
     TcpFlagsNotSegmentable(u8),
-    /// A UDP super-packet of more than [`MAX_UDP_SEGMENTS`] datagrams.
-    TooManySegments,
     /// The transport header is not where Windows said it is.
     TransportOffsetMismatch,
     /// Not IPv4 or IPv6 (the version nibble; 0 for an empty packet).

@@ -16,6 +16,8 @@
 
 use super::checksum::{Checksums, fill_checksums, seed_partial_checksum, set_ipv4_header_checksum};
 use super::packet::{IPV6_HEADER_LEN, IpVersion, Transport, parse};
+#[cfg(doc)]
+use super::validate::MAX_UDP_SEGMENTS;
 use super::validate::{TCP_CWR, validate};
 use super::{OffloadError, set_u16, u16_at};
 use crate::vnet::{
@@ -44,8 +46,10 @@ pub enum SendOffload {
 }
 
 /// Rewrites a packet Windows sent with `offload` as described in this module, and returns the
-/// header that goes before it in the ring. The result passes [`validate`]. For a client that
-/// did not ask for headers, pass the result on to [`finish_in_software`] instead.
+/// header that goes before it in the ring; the two pass [`validate`]. For a client that did not
+/// ask for headers, or a UDP super-packet of more than [`MAX_UDP_SEGMENTS`] datagrams, validate
+/// them and pass them to [`finish_in_software`](super::finish_in_software) instead. On an error
+/// the packet may be partly rewritten: Windows asked what it cannot have, and the send fails.
 pub fn header_for_client(
     packet: &mut [u8],
     offload: SendOffload,
@@ -61,7 +65,10 @@ pub fn header_for_client(
                 (false, false) => None,
                 (true, false) => Some(Transport::Tcp),
                 (false, true) => Some(Transport::Udp),
-                (true, true) => return Err(OffloadError::WrongTransport(0)),
+                (true, true) => {
+                    // One of the two is not the packet's.
+                    return Err(OffloadError::WrongTransport(parse(packet)?.protocol));
+                }
             };
             let Some(transport) = transport else {
                 fill_checksums(

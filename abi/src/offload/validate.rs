@@ -19,8 +19,11 @@ use crate::vnet::{
     VIRTIO_NET_HDR_GSO_UDP, VIRTIO_NET_HDR_GSO_UDP_L4, VirtioNetHdr,
 };
 
-/// The most datagrams one UDP super-packet may carry: Linux's `UDP_MAX_SEGMENTS`
-/// (include/linux/udp.h), which `virtio_net_hdr_to_skb` enforces on what a client writes.
+/// The most datagrams a UDP super-packet from Linux carries: `UDP_MAX_SEGMENTS`
+/// (include/linux/udp.h), which `virtio_net_hdr_to_skb` also enforces on what a client writes to
+/// a TUN device. Code a client ports from Linux may rely on it, so the driver hands a client that
+/// asked for headers no UDP super-packet of more ([`Gso::segment_count`]): it cuts such a USO
+/// send in software instead. What a client writes may carry more; it is cut in software anyway.
 pub const MAX_UDP_SEGMENTS: usize = 64;
 
 /// TCP flag bits (RFC 9293 section 3.1; CWR and ECE, RFC 3168 section 6.1).
@@ -240,9 +243,6 @@ fn check_super_packet(
                     field: udp_length,
                     packet: packet.len(),
                 });
-            }
-            if gso.segment_count() > MAX_UDP_SEGMENTS {
-                return Err(OffloadError::TooManySegments);
             }
         }
     }
