@@ -10,8 +10,8 @@
 //! ([`EMULATOR_FLAG_VNET_HDR`], the same bits as the IOCTL's). Flags stay 0 with
 //! TUN_IOCTL_REGISTER_RINGS. This decoder does not take the extension yet (the emulator does not
 //! implement it): it refuses the code as unknown, which the emulator answers with
-//! STATUS_INVALID_DEVICE_REQUEST, just as an old driver answers the IOCTL, so a client falls back
-//! the same way on either.
+//! STATUS_INVALID_DEVICE_REQUEST: a failure, as an old driver's to the IOCTL, on which a client
+//! falls back to the plain registration the same way on either.
 
 use crate::extension::OXTUN_FEATURE_VNET_HDR;
 use crate::layout::TUN_IOCTL_REGISTER_RINGS;

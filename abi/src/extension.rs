@@ -19,8 +19,9 @@
 //! `Size`; a driver accepts every version it knows and answers STATUS_REVISION_MISMATCH to a newer
 //! one, and STATUS_NOT_SUPPORTED to a feature bit it does not know. A driver that knows no
 //! extension (an older oxtun, or Wintun) hands the unknown code to NDIS, which fails it (Wintun's
-//! driver/wintun.c, `TunDispatchDeviceControl`): either way nothing was registered, and the
-//! client registers again with TUN_IOCTL_REGISTER_RINGS, without the features.
+//! driver/wintun.c, `TunDispatchDeviceControl`) with a status no page documents: either way
+//! nothing was registered, and the client registers again with TUN_IOCTL_REGISTER_RINGS, without
+//! the features, after any failure of this one.
 
 use core::mem::{offset_of, size_of};
 

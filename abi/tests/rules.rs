@@ -701,8 +701,8 @@ fn extended_registration_refuses_every_field_it_does_not_know() {
 }
 
 /// Until the emulator implements the extension, its decoder refuses the extended code as
-/// unknown, which the emulator answers with STATUS_INVALID_DEVICE_REQUEST: the answer an old
-/// driver gives the IOCTL, on which a client falls back to the plain registration.
+/// unknown, which the emulator answers with STATUS_INVALID_DEVICE_REQUEST: a failure, as an old
+/// driver's to the IOCTL, on which a client falls back to the plain registration.
 #[test]
 fn the_emulator_message_for_the_extension_is_refused_as_an_unknown_ioctl_for_now() {
     use oxtun_abi::emulator::{EMULATOR_FLAG_VNET_HDR, EmulatorMessageError, EmulatorRegistration};
