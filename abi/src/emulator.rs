@@ -4,13 +4,25 @@
 //! 16 bytes, little-endian: the IOCTL code, the send ring's size, the receive ring's size, and
 //! flags (0). Four descriptors travel with it (SCM_RIGHTS): send ring memfd, send TailMoved
 //! eventfd, receive ring memfd, receive TailMoved eventfd. The reply is the NTSTATUS, 4 bytes.
+//!
+//! The registration extension (see [`crate::extension`]) has its equivalent here: the message's
+//! IOCTL code is TUN_IOCTL_REGISTER_RINGS_EX and its flags are the features asked for
+//! ([`EMULATOR_FLAG_VNET_HDR`], the same bits as the IOCTL's). Flags stay 0 with
+//! TUN_IOCTL_REGISTER_RINGS. This decoder does not take the extension yet (the emulator does not
+//! implement it): it refuses the code as unknown, which the emulator answers with
+//! STATUS_INVALID_DEVICE_REQUEST: a failure, as an old driver's to the IOCTL, on which a client
+//! falls back to the plain registration the same way on either.
 
+use crate::extension::OXTUN_FEATURE_VNET_HDR;
 use crate::layout::TUN_IOCTL_REGISTER_RINGS;
 
 /// Bytes of a registration message.
 pub const REGISTRATION_MESSAGE_LEN: usize = 16;
 /// Descriptors that travel with it.
 pub const REGISTRATION_DESCRIPTORS: usize = 4;
+/// With TUN_IOCTL_REGISTER_RINGS_EX in the message: every ring packet is prefixed with a
+/// [`VirtioNetHdr`](crate::vnet::VirtioNetHdr), as [`OXTUN_FEATURE_VNET_HDR`] asks of the driver.
+pub const EMULATOR_FLAG_VNET_HDR: u32 = OXTUN_FEATURE_VNET_HDR;
 
 /// A registration message, decoded.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -20,18 +20,28 @@
 //!   before 2026-02 lack the fence that handshake needs, so the driver never relies on the event
 //!   alone: it looks at the ring again every few milliseconds while it sleeps.
 //!
+//! A client may ask for more at registration ([`extension`]): every packet then carries Linux's
+//! `virtio_net_hdr` ([`vnet`]), and [`offload`] holds what both sides do with it.
+//!
 //! `no_std`, no dependencies, no allocation.
 
 #![no_std]
 
 pub mod emulator;
+pub mod extension;
 pub mod layout;
+pub mod offload;
 mod order;
 mod reader;
 mod region;
 mod sync;
+pub mod vnet;
 mod writer;
 
+pub use extension::{
+    ExtendedRegistration, ExtendedRegistrationError, Features, OXTUN_FEATURE_VNET_HDR,
+    REGISTRATION_EX_VERSION, TUN_IOCTL_REGISTER_RINGS_EX,
+};
 pub use layout::*;
 pub use order::{CompletionOrder, Ticket};
 pub use reader::{Packet, RingError, RingReader, SleepDecision};
