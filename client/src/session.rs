@@ -22,8 +22,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, MutexGuard};
 
 use oxtun_abi::{
-    CompletionOrder, Reservation, ReserveError, RingError, RingReader, RingRegion, RingWriter,
-    Ticket, capacity_for_ring_size, packet_space, ring_size,
+    CompletionOrder, MAX_CAPACITY, MIN_CAPACITY, Reservation, ReserveError, RingError, RingReader,
+    RingRegion, RingWriter, Ticket, capacity_for_ring_size, packet_space, ring_size,
 };
 
 use crate::Error;
@@ -170,6 +170,10 @@ fn region(memory: &Memory, size: u32) -> RingRegion {
 impl Session {
     /// Starts a session on `adapter` with rings of `capacity` bytes each.
     pub fn start(adapter: &platform::Adapter, capacity: u32) -> Result<Session, Error> {
+        // Checked before `ring_size`, which a capacity near 4 GiB would overflow.
+        if !(MIN_CAPACITY..=MAX_CAPACITY).contains(&capacity) {
+            return Err(Error::BadCapacity(capacity));
+        }
         let size = ring_size(capacity);
         if capacity_for_ring_size(size) != Ok(capacity) {
             return Err(Error::BadCapacity(capacity));

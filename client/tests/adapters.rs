@@ -387,7 +387,7 @@ fn several_threads_allocate_and_send() {
 fn bad_arguments_are_refused_and_leave_the_session_usable() {
     isolate();
     let adapter = Adapter::create("oxtun-r5", "Test", None).unwrap();
-    for capacity in [0, MIN_CAPACITY - 1, MIN_CAPACITY + 4, 128 << 20] {
+    for capacity in [0, MIN_CAPACITY - 1, MIN_CAPACITY + 4, 128 << 20, u32::MAX] {
         assert!(matches!(
             adapter.start_session(capacity),
             Err(Error::BadCapacity(_))

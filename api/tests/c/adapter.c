@@ -304,6 +304,7 @@ int main(void)
 
     CHECK_FAILS(WintunStartSession(adapter, WINTUN_MIN_RING_CAPACITY + 4), ERROR_INVALID_PARAMETER);
     CHECK_FAILS(WintunStartSession(adapter, WINTUN_MAX_RING_CAPACITY * 2), ERROR_INVALID_PARAMETER);
+    CHECK_FAILS(WintunStartSession(adapter, 0xFFFFFFFF), ERROR_INVALID_PARAMETER);
     WINTUN_SESSION_HANDLE session = WintunStartSession(adapter, WINTUN_MIN_RING_CAPACITY);
     CHECK(session != NULL);
     if (!session)
