@@ -11,8 +11,9 @@
 //! 32-bit process on 64-bit Windows removes devices with (src/package.rs). This script builds it
 //! with a cargo of its own, in `<target folder>/wow64-helper`, with `OXTUN_WOW64_HELPER_BUILD`
 //! set: without debug information or a package, and with `cfg(wow64_helper)`, under which it
-//! exports the helper's entry point besides the fourteen functions. Every x86 build so carries
-//! the helper of its own sources, and the x64 oxtun.dll exports wintun.h's functions only.
+//! exports the helper's entry point besides the API's functions. Every x86 build so carries the
+//! helper of its own sources, and the x64 oxtun.dll exports only wintun.h's functions and
+//! oxtun.h's own.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;

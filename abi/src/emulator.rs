@@ -8,12 +8,13 @@
 //! The registration extension (see [`crate::extension`]) has its equivalent here: the message's
 //! IOCTL code is TUN_IOCTL_REGISTER_RINGS_EX and its flags are the features asked for
 //! ([`EMULATOR_FLAG_VNET_HDR`], the same bits as the IOCTL's). Flags stay 0 with
-//! TUN_IOCTL_REGISTER_RINGS. This decoder does not take the extension yet (the emulator does not
-//! implement it): it refuses the code as unknown, which the emulator answers with
-//! STATUS_INVALID_DEVICE_REQUEST: a failure, as an old driver's to the IOCTL, on which a client
-//! falls back to the plain registration the same way on either.
+//! TUN_IOCTL_REGISTER_RINGS ([`EmulatorRegistration::encode_extended`] writes the extended
+//! message, [`EmulatorRegistration::encode`] the plain one). This decoder does not take the
+//! extension yet (the emulator does not implement it): it refuses the code as unknown, which the
+//! emulator answers with STATUS_INVALID_DEVICE_REQUEST: a failure, as an old driver's to the
+//! IOCTL, on which a client falls back to the plain registration the same way on either.
 
-use crate::extension::OXTUN_FEATURE_VNET_HDR;
+use crate::extension::{Features, OXTUN_FEATURE_VNET_HDR, TUN_IOCTL_REGISTER_RINGS_EX};
 use crate::layout::TUN_IOCTL_REGISTER_RINGS;
 
 /// Bytes of a registration message.
@@ -68,10 +69,21 @@ impl EmulatorRegistration {
     }
 
     pub fn encode(&self) -> [u8; REGISTRATION_MESSAGE_LEN] {
+        self.encode_as(TUN_IOCTL_REGISTER_RINGS, 0)
+    }
+
+    /// The message that asks for `features` too: TUN_IOCTL_REGISTER_RINGS_EX, with the feature
+    /// bits as its flags.
+    pub fn encode_extended(&self, features: Features) -> [u8; REGISTRATION_MESSAGE_LEN] {
+        self.encode_as(TUN_IOCTL_REGISTER_RINGS_EX, features.bits())
+    }
+
+    fn encode_as(&self, ioctl: u32, flags: u32) -> [u8; REGISTRATION_MESSAGE_LEN] {
         let mut message = [0u8; REGISTRATION_MESSAGE_LEN];
-        message[0..4].copy_from_slice(&TUN_IOCTL_REGISTER_RINGS.to_le_bytes());
+        message[0..4].copy_from_slice(&ioctl.to_le_bytes());
         message[4..8].copy_from_slice(&self.send_ring_size.to_le_bytes());
         message[8..12].copy_from_slice(&self.receive_ring_size.to_le_bytes());
+        message[12..16].copy_from_slice(&flags.to_le_bytes());
         message
     }
 }
@@ -104,6 +116,23 @@ mod tests {
         assert_eq!(
             EmulatorRegistration::decode(&flagged),
             Err(EmulatorMessageError::UnknownFlags(1))
+        );
+    }
+
+    #[test]
+    fn the_extended_message_carries_the_extended_code_and_the_features_as_flags() {
+        let registration = EmulatorRegistration {
+            send_ring_size: 0x3_000C,
+            receive_ring_size: 0x11_000C,
+        };
+        let message = registration.encode_extended(Features::VNET_HDR);
+        assert_eq!(&message[..4], &0xCA6C_E800u32.to_le_bytes());
+        assert_eq!(&message[4..12], &registration.encode()[4..12]);
+        assert_eq!(&message[12..], &EMULATOR_FLAG_VNET_HDR.to_le_bytes());
+        assert_eq!(
+            registration.encode_extended(Features::NONE)[12..],
+            [0; 4],
+            "no features, no flags"
         );
     }
 }

@@ -6,7 +6,8 @@
  * types, calling convention and behaviour, so an application written for wintun.dll builds
  * against this header and runs on our driver unchanged. Only the driver's identity differs: its
  * file is oxtun.sys, its service oxtun and its hardware ID OxTun, so it installs beside an
- * installed Wintun without touching it.
+ * installed Wintun without touching it. Beside them, functions of our own, prefixed Oxtun, for
+ * what Wintun does not have: offloads through the ring (at the end of this header).
  *
  * Errors: a function that fails returns NULL, 0 or FALSE and sets the thread's last error, which
  * GetLastError returns. On Linux this header declares GetLastError, SetLastError and the ERROR_*
@@ -42,6 +43,7 @@
 typedef char16_t WCHAR;
 typedef const WCHAR *LPCWSTR;
 typedef uint8_t BYTE;
+typedef uint16_t WORD;
 typedef uint32_t DWORD;
 typedef uint64_t DWORD64;
 typedef int BOOL;
@@ -85,6 +87,7 @@ typedef union _NET_LUID_LH
 #    define ERROR_NOT_ENOUGH_MEMORY 8
 #    define ERROR_INVALID_DATA 13
 #    define ERROR_GEN_FAILURE 31
+#    define ERROR_NOT_SUPPORTED 50
 #    define ERROR_HANDLE_EOF 38
 #    define ERROR_INVALID_PARAMETER 87
 #    define ERROR_BUFFER_OVERFLOW 111
@@ -220,6 +223,75 @@ typedef BYTE *(WINAPI WINTUN_ALLOCATE_SEND_PACKET_FUNC)(WINTUN_SESSION_HANDLE Se
  * packet changes nothing (ERROR_INVALID_PARAMETER). */
 typedef VOID(WINAPI WINTUN_SEND_PACKET_FUNC)(WINTUN_SESSION_HANDLE Session, const BYTE *Packet);
 
+/* ---- Offloads through the ring: oxtun's own (docs/offloads.md) ----
+ *
+ * wintun.dll has none of these: a program that must run on either looks them up by name
+ * (GetProcAddress, dlsym) and, where they are missing, runs as it does on Wintun.
+ *
+ * A session that asks for OXTUN_FEATURE_VNET_HDR, and whose driver takes it, gets and gives
+ * every packet prefixed with an OXTUN_VNET_HDR: Linux's struct virtio_net_hdr, the header a
+ * Linux TUN interface opened with IFF_VNET_HDR reads and writes, so a VPN reuses its Linux
+ * segmentation and coalescing code. Then:
+ * - WintunReceivePacket's packet starts with the header, and PacketSize counts it. The header
+ *   has been checked against the packet as Linux checks what is written to a TUN device; a
+ *   packet that does not bear its header out is skipped (counted and logged once), never
+ *   returned. The packet after it may be a super-packet (GsoType not NONE): up to 64 KiB of TCP
+ *   or UDP payload to be cut into GsoSize segments, as from a Linux TUN device.
+ * - WintunAllocateSendPacket's PacketSize counts the header (at least OXTUN_VNET_HDR_LEN,
+ *   otherwise ERROR_INVALID_PARAMETER); the caller writes the header, then the IP packet. The
+ *   header may ask for what Linux's does: a partial checksum (NEEDS_CSUM), checksums verified
+ *   (DATA_VALID), a super-packet. WintunSendPacket checks it against the packet first: a packet
+ *   that does not bear its header out is not delivered (its bytes are zeroed and passed over),
+ *   the last error is ERROR_INVALID_DATA (call SetLastError(0) before, to tell), and the
+ *   library logs why.
+ * A driver that does not know the extension (an older oxtun) refuses it, and the session runs
+ * without: OxtunGetSessionFeatures says 0, and packets are plain IP packets as with
+ * WintunStartSession. */
+
+/* Every ring packet carries an OXTUN_VNET_HDR. */
+#define OXTUN_FEATURE_VNET_HDR 0x1
+
+/* Linux's struct virtio_net_hdr (include/uapi/linux/virtio_net.h), 10 bytes, its 16-bit fields
+ * little-endian (a Linux TUN device's order on every host Windows runs on). Packets start
+ * 4-byte aligned in the ring, so a packet's pointer may be cast to it. */
+typedef struct _OXTUN_VNET_HDR
+{
+    BYTE Flags;      /* OXTUN_VNET_HDR_F_* */
+    BYTE GsoType;    /* OXTUN_VNET_HDR_GSO_*, for TCP or-ed with OXTUN_VNET_HDR_GSO_ECN */
+    WORD HdrLen;     /* bytes of IP and transport headers (a hint, as on Linux) */
+    WORD GsoSize;    /* payload bytes per segment of a super-packet (the MSS) */
+    WORD CsumStart;  /* NEEDS_CSUM: where the checksummed span starts */
+    WORD CsumOffset; /* NEEDS_CSUM: where after CsumStart the checksum goes */
+} OXTUN_VNET_HDR;
+#define OXTUN_VNET_HDR_LEN 10
+/* Compiles only if the struct has the header's size. */
+typedef char OXTUN_VNET_HDR_HAS_10_BYTES[sizeof(OXTUN_VNET_HDR) == OXTUN_VNET_HDR_LEN ? 1 : -1];
+
+/* The transport checksum holds only the pseudo-header's sum; the sum from CsumStart to the end
+ * of the packet completes it. */
+#define OXTUN_VNET_HDR_F_NEEDS_CSUM 1
+/* The packet's checksums have been verified. */
+#define OXTUN_VNET_HDR_F_DATA_VALID 2
+#define OXTUN_VNET_HDR_GSO_NONE 0
+#define OXTUN_VNET_HDR_GSO_TCPV4 1
+#define OXTUN_VNET_HDR_GSO_TCPV6 4
+#define OXTUN_VNET_HDR_GSO_UDP_L4 5
+#define OXTUN_VNET_HDR_GSO_ECN 0x80
+
+/* As WintunStartSession, asking for Features (OXTUN_FEATURE_* bits). Returns the session, or
+ * NULL: ERROR_NOT_SUPPORTED for a bit this library does not know, otherwise as
+ * WintunStartSession. A driver that does not take the features still gives a session, without
+ * them: ask OxtunGetSessionFeatures. */
+typedef WINTUN_SESSION_HANDLE(WINAPI OXTUN_START_SESSION_EX_FUNC)(WINTUN_ADAPTER_HANDLE Adapter,
+                                                                  DWORD Capacity,
+                                                                  DWORD Features);
+
+/* Writes the session's features in force (OXTUN_FEATURE_* bits, 0 for Wintun's plain rings) to
+ * *Features. Returns TRUE, or FALSE: ERROR_INVALID_HANDLE, or ERROR_INVALID_PARAMETER for a
+ * NULL Features. */
+typedef BOOL(WINAPI OXTUN_GET_SESSION_FEATURES_FUNC)(WINTUN_SESSION_HANDLE Session,
+                                                     DWORD *Features);
+
 #ifdef OXTUN_PROTOTYPES
 WINTUN_CREATE_ADAPTER_FUNC WintunCreateAdapter;
 WINTUN_OPEN_ADAPTER_FUNC WintunOpenAdapter;
@@ -235,6 +307,8 @@ WINTUN_RECEIVE_PACKET_FUNC WintunReceivePacket;
 WINTUN_RELEASE_RECEIVE_PACKET_FUNC WintunReleaseReceivePacket;
 WINTUN_ALLOCATE_SEND_PACKET_FUNC WintunAllocateSendPacket;
 WINTUN_SEND_PACKET_FUNC WintunSendPacket;
+OXTUN_START_SESSION_EX_FUNC OxtunStartSessionEx;
+OXTUN_GET_SESSION_FEATURES_FUNC OxtunGetSessionFeatures;
 #endif
 
 #ifdef __cplusplus

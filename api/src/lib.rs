@@ -1,8 +1,9 @@
 //! oxtun.dll (Windows) and liboxtun.so (Linux): wintun.h's fourteen functions, with their names,
-//! types, calling convention and observable semantics (those of wintun.dll 0.14), over the
-//! client crate, which holds the one implementation of adapters and sessions. This file is the
-//! C boundary only: it checks every argument, turns handles into objects (`handles`), errors into
-//! the codes GetLastError returns (`status`), and lets no panic cross into the caller.
+//! types, calling convention and observable semantics (those of wintun.dll 0.14), and our own,
+//! prefixed `Oxtun`, for what Wintun has not (offloads through the ring, docs/offloads.md), over
+//! the client crate, which holds the one implementation of adapters and sessions. This file is
+//! the C boundary only: it checks every argument, turns handles into objects (`handles`), errors
+//! into the codes GetLastError returns (`status`), and lets no panic cross into the caller.
 //!
 //! The header is `include/oxtun.h`.
 
@@ -19,7 +20,7 @@ use std::ptr::null_mut;
 use std::sync::Arc;
 
 use oxtun_client::log::{self, Level};
-use oxtun_client::{Adapter, MAX_IP_PACKET_SIZE, Session, Version};
+use oxtun_client::{Adapter, Features, MAX_IP_PACKET_SIZE, Session, Version};
 
 use handles::Object;
 use status::*;
@@ -240,13 +241,64 @@ pub extern "system" fn WintunStartSession(adapter: *mut c_void, capacity: u32) -
         let Some(adapter) = handles::adapter(adapter as usize) else {
             return fail(ERROR_INVALID_HANDLE, null_mut());
         };
-        match adapter.start_session(capacity) {
-            Ok(session) => handles::insert(Object::Session(Arc::new(session))) as *mut c_void,
-            Err(error) => {
-                log::error(&format!("failed to start a session: {error}"));
-                fail(code(&error), null_mut())
-            }
+        start_session(&adapter, capacity, Features::NONE)
+    })
+}
+
+/// OxtunStartSessionEx: as WintunStartSession, asking for `features` (OXTUN_FEATURE_* bits). A
+/// driver that does not take them registers the rings without (OxtunGetSessionFeatures says
+/// which are in force); a bit this library does not know fails with ERROR_NOT_SUPPORTED.
+#[unsafe(no_mangle)]
+pub extern "system" fn OxtunStartSessionEx(
+    adapter: *mut c_void,
+    capacity: u32,
+    features: u32,
+) -> *mut c_void {
+    guard(null_mut(), || {
+        let Some(adapter) = handles::adapter(adapter as usize) else {
+            return fail(ERROR_INVALID_HANDLE, null_mut());
+        };
+        let Some(features) = Features::from_bits(features) else {
+            log::error(&format!(
+                "OxtunStartSessionEx: unknown feature bits {features:#x}"
+            ));
+            return fail(ERROR_NOT_SUPPORTED, null_mut());
+        };
+        start_session(&adapter, capacity, features)
+    })
+}
+
+fn start_session(adapter: &Adapter, capacity: u32, features: Features) -> *mut c_void {
+    match adapter.start_session_with(capacity, features) {
+        Ok(session) => handles::insert(Object::Session(Arc::new(session))) as *mut c_void,
+        Err(error) => {
+            log::error(&format!("failed to start a session: {error}"));
+            fail(code(&error), null_mut())
         }
+    }
+}
+
+/// OxtunGetSessionFeatures: writes the features in force (OXTUN_FEATURE_* bits; 0 for
+/// Wintun's plain ABI) to `*features`; TRUE, or FALSE with ERROR_INVALID_HANDLE or
+/// ERROR_INVALID_PARAMETER (NULL `features`).
+///
+/// # Safety
+/// `features` is NULL (refused) or points to 4 writable bytes.
+#[unsafe(no_mangle)]
+pub unsafe extern "system" fn OxtunGetSessionFeatures(
+    session: *mut c_void,
+    features: *mut u32,
+) -> i32 {
+    guard(0, || {
+        let Some(session) = handles::session(session as usize) else {
+            return fail(ERROR_INVALID_HANDLE, 0);
+        };
+        if features.is_null() {
+            return fail(ERROR_INVALID_PARAMETER, 0);
+        }
+        // SAFETY: the caller's promise: 4 writable bytes.
+        unsafe { features.write_unaligned(session.features().bits()) };
+        1
     })
 }
 
@@ -272,6 +324,8 @@ pub extern "system" fn WintunGetReadWaitEvent(session: *mut c_void) -> *mut c_vo
 
 /// WintunReceivePacket: the next packet and its size, or NULL with ERROR_NO_MORE_ITEMS (none
 /// waiting), ERROR_HANDLE_EOF (the adapter is going away) or ERROR_INVALID_DATA (a corrupt ring).
+/// With headers in force, the packet starts with its header (validated; the session skips a
+/// packet that does not bear its header out) and the size counts it.
 ///
 /// # Safety
 /// `packet_size` is NULL (refused) or points to 4 writable bytes.
@@ -290,7 +344,7 @@ pub unsafe extern "system" fn WintunReceivePacket(
         match session.try_receive() {
             Ok(Some(packet)) => {
                 // SAFETY: the caller's promise: 4 writable bytes.
-                unsafe { packet_size.write_unaligned(packet.len() as u32) };
+                unsafe { packet_size.write_unaligned(packet.ring_len() as u32) };
                 // Outstanding until WintunReleaseReceivePacket hands the pointer back.
                 packet.into_raw()
             }
@@ -313,8 +367,9 @@ pub extern "system" fn WintunReleaseReceivePacket(session: *mut c_void, packet: 
 }
 
 /// WintunAllocateSendPacket: room for a packet of `packet_size` bytes (at most
-/// WINTUN_MAX_IP_PACKET_SIZE), or NULL with ERROR_BUFFER_OVERFLOW (the ring is full) or
-/// ERROR_HANDLE_EOF (the adapter is going away).
+/// WINTUN_MAX_IP_PACKET_SIZE; with headers in force counting the header, so at least
+/// OXTUN_VNET_HDR_LEN), or NULL with ERROR_BUFFER_OVERFLOW (the ring is full),
+/// ERROR_HANDLE_EOF (the adapter is going away) or ERROR_INVALID_PARAMETER (a bad size).
 #[unsafe(no_mangle)]
 pub extern "system" fn WintunAllocateSendPacket(session: *mut c_void, packet_size: u32) -> *mut u8 {
     guard(null_mut(), || {
@@ -333,7 +388,8 @@ pub extern "system" fn WintunAllocateSendPacket(session: *mut c_void, packet_siz
 
 /// WintunSendPacket: sends an allocated packet; the system receives packets in the order they
 /// were allocated. A pointer that is not an unsent packet of this session is refused
-/// (ERROR_INVALID_PARAMETER).
+/// (ERROR_INVALID_PARAMETER). With headers in force, a packet that does not bear its header out
+/// is not delivered (zeroed, it is passed over) and the last error is ERROR_INVALID_DATA.
 #[unsafe(no_mangle)]
 pub extern "system" fn WintunSendPacket(session: *mut c_void, packet: *const u8) {
     hand_back("WintunSendPacket", session, packet, Session::send_data);

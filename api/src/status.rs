@@ -10,6 +10,7 @@ pub const ERROR_INVALID_HANDLE: u32 = 6;
 pub const ERROR_NOT_ENOUGH_MEMORY: u32 = 8;
 pub const ERROR_INVALID_DATA: u32 = 13;
 pub const ERROR_GEN_FAILURE: u32 = 31;
+pub const ERROR_NOT_SUPPORTED: u32 = 50;
 pub const ERROR_HANDLE_EOF: u32 = 38;
 pub const ERROR_INVALID_PARAMETER: u32 = 87;
 pub const ERROR_BUFFER_OVERFLOW: u32 = 111;
@@ -39,9 +40,15 @@ pub fn code(error: &Error) -> u32 {
             STATUS_ALREADY_INITIALIZED => ERROR_ALREADY_INITIALIZED,
             _ => ERROR_GEN_FAILURE,
         },
-        Error::BadCapacity(_) | Error::TooLarge(_) | Error::NotOutstanding | Error::BadName(_) => {
-            ERROR_INVALID_PARAMETER
-        }
+        Error::BadCapacity(_)
+        | Error::TooLarge(_)
+        | Error::TooSmall(_)
+        | Error::NotOutstanding
+        | Error::BadName(_) => ERROR_INVALID_PARAMETER,
+        // A packet whose offload header it does not bear out: refused, as a corrupt ring is.
+        Error::Offload(_) => ERROR_INVALID_DATA,
+        // Session::allocate_with_header, which the C API never calls.
+        Error::NoHeaders => ERROR_NOT_SUPPORTED,
         Error::Full => ERROR_BUFFER_OVERFLOW,
         Error::Ended => ERROR_HANDLE_EOF,
         // Session::shutdown, which the C API never calls.

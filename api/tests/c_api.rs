@@ -1,7 +1,8 @@
 //! C programs written against `include/oxtun.h`, compiled with the system's C compiler, linked
 //! with `liboxtun.so` and run on Linux in a network namespace and run folder of their own: one
 //! calls the functions directly (life cycle, every error path, pings, threads, out-of-order
-//! release, removal under a waiting thread), one loads the library at run time (also as C++).
+//! release, removal under a waiting thread, our own functions), one loads the library at run
+//! time (also as C++) and finds the fourteen and ours.
 
 #![cfg(target_os = "linux")]
 
@@ -85,7 +86,7 @@ fn a_c_application_runs_against_the_header_and_the_library() {
 }
 
 #[test]
-fn an_application_that_loads_the_library_finds_the_fourteen_functions() {
+fn an_application_that_loads_the_library_finds_the_fourteen_functions_and_ours() {
     let library = library();
     for (compiler, language) in [("cc", "c"), ("c++", "c++")] {
         let program = compile(compiler, language, "dynamic.c", &["-ldl"]);

@@ -12,8 +12,8 @@ use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-/// wintun.dll's exports: the only names oxtun.dll may export.
-const EXPORTS: [&str; 14] = [
+/// wintun.dll's exports, unchanged.
+const WINTUN_EXPORTS: [&str; 14] = [
     "WintunAllocateSendPacket",
     "WintunCloseAdapter",
     "WintunCreateAdapter",
@@ -30,8 +30,20 @@ const EXPORTS: [&str; 14] = [
     "WintunStartSession",
 ];
 
+/// Our own functions (include/oxtun.h), beside wintun.dll's.
+const OXTUN_EXPORTS: [&str; 2] = ["OxtunGetSessionFeatures", "OxtunStartSessionEx"];
+
+/// The only names oxtun.dll may export: wintun.dll's and ours.
+fn exports_expected() -> BTreeSet<String> {
+    WINTUN_EXPORTS
+        .iter()
+        .chain(&OXTUN_EXPORTS)
+        .map(|name| name.to_string())
+        .collect()
+}
+
 /// The rundll32 entry point of the x64 helper inside the x86 DLL, with which it removes devices
-/// from WOW64: the helper's one export besides the fourteen.
+/// from WOW64: the helper's one export besides the others.
 const HELPER_EXPORT: &str = "OxtunWow64HelperW";
 
 /// DLLs that ship with Windows 10: what the DLL may import from.
@@ -91,15 +103,14 @@ fn exports(dll: &Path) -> BTreeSet<String> {
 }
 
 #[test]
-fn each_dll_exports_the_fourteen_functions_undecorated_and_nothing_else() {
+fn each_dll_exports_the_fourteen_functions_and_ours_undecorated_and_nothing_else() {
     for (target, _) in TARGETS {
-        let expected: BTreeSet<String> = EXPORTS.map(String::from).into();
-        assert_eq!(exports(&dll(target)), expected, "{target}");
+        assert_eq!(exports(&dll(target)), exports_expected(), "{target}");
     }
 }
 
 /// The x86 DLL carries the x64 helper its build made (api/build.rs), byte for byte: an x64
-/// oxtun.dll without the package, exporting the fourteen functions and the entry point.
+/// oxtun.dll without the package, exporting the functions and the entry point.
 #[test]
 fn the_x86_dll_carries_the_x64_helper() {
     let x86 = dll("i686-pc-windows-gnu");
@@ -118,7 +129,7 @@ fn the_x86_dll_carries_the_x64_helper() {
     let image = std::fs::read(&x86).unwrap();
     assert!(image.windows(bytes.len()).any(|window| window == bytes));
 
-    let mut expected: BTreeSet<String> = EXPORTS.map(String::from).into();
+    let mut expected = exports_expected();
     expected.insert(HELPER_EXPORT.to_string());
     assert_eq!(exports(&helper), expected);
     assert!(output("objdump", &["-f"], &helper).contains("file format pei-x86-64"));
@@ -361,16 +372,16 @@ fn each_dll_imports_nothing_newer_than_windows_10_1507() {
 /// function-pointer variables named as the functions, GetProcAddress), compiled unchanged
 /// against oxtun.h and run under Wine: it loads oxtun.dll from its folder and finds the fourteen
 /// (the review, finding 14: oxtun.h declared the prototypes by default, and such a program did
-/// not compile).
+/// not compile), then ours.
 #[test]
-fn under_wine_a_program_in_wintun_h_style_finds_the_fourteen_functions() {
+fn under_wine_a_program_in_wintun_h_style_finds_the_fourteen_functions_and_ours() {
     let programs = std::env::temp_dir().join(format!("oxtun-wine-dyn-{}", std::process::id()));
     for (target, prefix) in TARGETS {
         let directory = programs.join(target);
         let program = compile_for_wine_with(target, prefix, &directory, "dynamic.c", false);
         if let Some(text) = run_under_wine(target, &program) {
             assert!(
-                text.contains("fourteen functions found"),
+                text.contains("fourteen functions found, and oxtun's own"),
                 "{target}: {text}"
             );
         }

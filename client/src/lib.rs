@@ -7,6 +7,11 @@
 //! platform: on Windows the adapter's software device, the driver's installation and
 //! `DeviceIoControl`; on Linux an emulator process (`wintun-emu`) per adapter, reached through
 //! its socket, with memfd rings and eventfd events.
+//!
+//! A session may ask for the offload header ([`Adapter::start_session_with`] and
+//! [`Features::VNET_HDR`], docs/offloads.md): every packet then carries Linux's
+//! `virtio_net_hdr`, so large TCP and UDP sends arrive whole and the VPN may write coalesced
+//! ones; a driver without the extension gives a session without it.
 
 pub mod log;
 mod platform;
@@ -15,7 +20,11 @@ mod session;
 use std::fmt;
 
 use oxtun_abi::RingError;
+use oxtun_abi::offload::OffloadError;
 
+/// The offload header and what it asks, and doing it in software: abi's, the one implementation
+/// the driver uses too (docs/offloads.md).
+pub use oxtun_abi::{Features, offload, vnet};
 pub use oxtun_abi::{
     MAX_CAPACITY as MAX_RING_CAPACITY, MAX_IP_PACKET_SIZE, MIN_CAPACITY as MIN_RING_CAPACITY,
 };
@@ -45,8 +54,15 @@ pub enum Error {
     Refused(u32),
     /// The capacity is not a power of two from 128 KiB to 64 MiB.
     BadCapacity(u32),
-    /// A packet over 0xFFFF bytes.
+    /// A packet that does not fit a ring packet: over 0xFFFF bytes, its header included.
     TooLarge(usize),
+    /// With headers in force, a ring packet too short to hold one (C API allocations).
+    TooSmall(usize),
+    /// A packet's offload header that the packet does not bear out (see
+    /// [`offload::validate`]), or what it asks cannot be done.
+    Offload(OffloadError),
+    /// An offload header for a session that runs without them.
+    NoHeaders,
     /// The receive ring has no room now; try again after the driver reads.
     Full,
     /// The driver ended the session (the adapter went away, or the handle closed).
@@ -81,7 +97,16 @@ impl fmt::Display for Error {
                 f,
                 "ring capacity {capacity} is not a power of two from 128 KiB to 64 MiB"
             ),
-            Error::TooLarge(size) => write!(f, "a {size}-byte packet is over 0xFFFF bytes"),
+            Error::TooLarge(size) => write!(
+                f,
+                "a {size}-byte packet does not fit a ring packet of 0xFFFF bytes"
+            ),
+            Error::TooSmall(size) => write!(
+                f,
+                "a {size}-byte ring packet cannot hold the 10-byte offload header"
+            ),
+            Error::Offload(error) => write!(f, "the offload header was refused: {error:?}"),
+            Error::NoHeaders => write!(f, "the session runs without offload headers"),
             Error::Full => write!(f, "the receive ring is full"),
             Error::Ended => write!(f, "the session ended"),
             Error::ShutDown => write!(f, "the session was shut down"),
@@ -101,6 +126,12 @@ impl std::error::Error for Error {}
 impl From<std::io::Error> for Error {
     fn from(error: std::io::Error) -> Self {
         Error::Io(error)
+    }
+}
+
+impl From<OffloadError> for Error {
+    fn from(error: OffloadError) -> Self {
+        Error::Offload(error)
     }
 }
 

@@ -387,7 +387,7 @@ fn several_threads_allocate_and_send() {
 fn bad_arguments_are_refused_and_leave_the_session_usable() {
     isolate();
     let adapter = Adapter::create("oxtun-r5", "Test", None).unwrap();
-    for capacity in [0, MIN_CAPACITY - 1, MIN_CAPACITY + 4, 128 << 20] {
+    for capacity in [0, MIN_CAPACITY - 1, MIN_CAPACITY + 4, 128 << 20, u32::MAX] {
         assert!(matches!(
             adapter.start_session(capacity),
             Err(Error::BadCapacity(_))
@@ -509,4 +509,98 @@ fn only_root_and_the_owner_open_the_device() {
         Adapter::create("oxtun-p1", "Test", None),
         Err(Error::Io(error)) if error.kind() == std::io::ErrorKind::PermissionDenied
     ));
+}
+
+/// docs/offloads.md, "Falling back": the emulator does not take the extended registration yet
+/// (it answers STATUS_INVALID_DEVICE_REQUEST, as a driver that knows no extension fails the
+/// unknown IOCTL), so a session that asks for headers registers again, plainly, on the same
+/// connection, says that it runs without headers, and carries traffic: pings answered, and what
+/// a header asks of a packet done in software before it goes in (a UDP super-packet cut into
+/// datagrams, a partial UDP checksum completed), which Linux's stack takes only if every length
+/// and checksum is right.
+#[oxtun_sim::test]
+fn a_session_that_asks_for_headers_falls_back_to_plain_and_carries_traffic() {
+    use oxtun_client::Features;
+    use oxtun_client::offload::pseudo_header_sum;
+    use oxtun_client::vnet::{
+        VIRTIO_NET_HDR_F_NEEDS_CSUM, VIRTIO_NET_HDR_GSO_UDP_L4, VirtioNetHdr,
+    };
+
+    isolate();
+    let log = capture_log();
+    let adapter = Adapter::create("oxtun-o0", "Test", None).unwrap();
+    run(&["ip", "address", "add", "10.92.0.1/24", "dev", "oxtun-o0"]);
+    run(&["ip", "link", "set", "oxtun-o0", "up"]);
+    let session = adapter
+        .start_session_with(MIN_CAPACITY, Features::VNET_HDR)
+        .unwrap();
+    assert_eq!(session.features(), Features::NONE);
+    assert!(!session.has_headers());
+    assert!(
+        log.lock()
+            .unwrap()
+            .iter()
+            .any(|(level, message)| *level == Level::Info
+                && message.contains("did not take the extended registration")
+                && message.contains("0xc0000010")),
+        "{:?}",
+        log.lock().unwrap()
+    );
+
+    let socket = UdpSocket::bind("10.92.0.1:4000").unwrap();
+    socket
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    // Three datagrams' worth of payload in one UDP super-packet, its checksum field holding
+    // the pseudo-header's sum as Linux leaves it (any value would do: each datagram's is
+    // computed anew).
+    let payload: Vec<u8> = (0..300u32).map(|i| (i * 7) as u8).collect();
+    let mut super_packet = udp4([10, 92, 0, 2], [10, 92, 0, 1], 4000, &payload);
+    let partial = pseudo_header_sum(&super_packet[12..20], 17, 308);
+    super_packet[26..28].copy_from_slice(&partial.to_be_bytes());
+    let gso = VirtioNetHdr {
+        flags: VIRTIO_NET_HDR_F_NEEDS_CSUM,
+        gso_type: VIRTIO_NET_HDR_GSO_UDP_L4,
+        hdr_len: 28,
+        gso_size: 100,
+        csum_start: 20,
+        csum_offset: 6,
+    };
+    assert_eq!(session.send_with_header(&gso, &super_packet).unwrap(), 3);
+    let mut buffer = [0u8; 512];
+    for expected in payload.chunks(100) {
+        let len = socket
+            .recv(&mut buffer)
+            .expect("a datagram of the super-packet");
+        assert_eq!(&buffer[..len], expected);
+    }
+
+    // One datagram whose checksum is left partial.
+    let mut datagram = udp4([10, 92, 0, 2], [10, 92, 0, 1], 4000, b"partial checksum");
+    let partial = pseudo_header_sum(&datagram[12..20], 17, datagram.len() as u32 - 20);
+    datagram[26..28].copy_from_slice(&partial.to_be_bytes());
+    let needs_checksum = VirtioNetHdr {
+        flags: VIRTIO_NET_HDR_F_NEEDS_CSUM,
+        csum_start: 20,
+        csum_offset: 6,
+        ..VirtioNetHdr::NONE
+    };
+    assert_eq!(
+        session
+            .send_with_header(&needs_checksum, &datagram)
+            .unwrap(),
+        1
+    );
+    let len = socket
+        .recv(&mut buffer)
+        .expect("the datagram, its checksum completed");
+    assert_eq!(&buffer[..len], b"partial checksum");
+
+    thread::scope(|scope| {
+        let session = &session;
+        let responder = scope.spawn(move || answer_pings(session));
+        run(&["ping", "-c", "3", "-i", "0.2", "-W", "2", "10.92.0.2"]);
+        drop(adapter);
+        assert!(responder.join().unwrap() >= 3);
+    });
 }

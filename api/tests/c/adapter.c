@@ -11,6 +11,7 @@
 #include <net/if.h>
 #include <netinet/in.h>
 #include <poll.h>
+#include <stddef.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -281,6 +282,85 @@ static void test_errors_of_a_session(WINTUN_ADAPTER_HANDLE adapter, WINTUN_SESSI
     CHECK_SETS(WintunSendPacket(session, held[0]), ERROR_INVALID_PARAMETER); /* sent twice */
 }
 
+/* Our own functions (docs/offloads.md): the layout of the header, every bad argument, and a
+ * session that asks for the header. The emulator does not take the extended registration yet,
+ * so that session comes up without headers, says so, and carries plain IP packets both ways. */
+static void test_session_features(WINTUN_ADAPTER_HANDLE adapter)
+{
+    CHECK(sizeof(OXTUN_VNET_HDR) == OXTUN_VNET_HDR_LEN);
+    CHECK(offsetof(OXTUN_VNET_HDR, GsoType) == 1 && offsetof(OXTUN_VNET_HDR, HdrLen) == 2);
+    CHECK(offsetof(OXTUN_VNET_HDR, GsoSize) == 4 && offsetof(OXTUN_VNET_HDR, CsumStart) == 6);
+    CHECK(offsetof(OXTUN_VNET_HDR, CsumOffset) == 8);
+
+    CHECK_FAILS(OxtunStartSessionEx(adapter, WINTUN_MIN_RING_CAPACITY, 0x2), ERROR_NOT_SUPPORTED);
+    CHECK_FAILS(OxtunStartSessionEx(adapter, WINTUN_MIN_RING_CAPACITY, OXTUN_FEATURE_VNET_HDR | 0x80000000),
+                ERROR_NOT_SUPPORTED);
+    CHECK_FAILS(OxtunStartSessionEx(adapter, WINTUN_MIN_RING_CAPACITY + 4, OXTUN_FEATURE_VNET_HDR),
+                ERROR_INVALID_PARAMETER);
+    CHECK_FAILS(OxtunStartSessionEx(adapter, 0, OXTUN_FEATURE_VNET_HDR), ERROR_INVALID_PARAMETER);
+    CHECK_FAILS(OxtunStartSessionEx(adapter, 0xFFFFFFFF, OXTUN_FEATURE_VNET_HDR), ERROR_INVALID_PARAMETER);
+
+    WINTUN_SESSION_HANDLE session = OxtunStartSessionEx(adapter, WINTUN_MIN_RING_CAPACITY, OXTUN_FEATURE_VNET_HDR);
+    CHECK(session != NULL);
+    if (!session)
+        return;
+    CHECK(logged("did not take the extended registration"));
+    DWORD features = 0xDEADBEEF;
+    CHECK(OxtunGetSessionFeatures(session, &features));
+    CHECK(features == 0);
+    CHECK_FAILS(OxtunGetSessionFeatures(session, NULL), ERROR_INVALID_PARAMETER);
+    CHECK_FAILS(OxtunGetSessionFeatures((WINTUN_SESSION_HANDLE)adapter, &features), ERROR_INVALID_HANDLE);
+    CHECK_FAILS(OxtunStartSessionEx((WINTUN_ADAPTER_HANDLE)session, WINTUN_MIN_RING_CAPACITY, 0),
+                ERROR_INVALID_HANDLE);
+    /* One session per adapter, whatever it asks for. */
+    CHECK_FAILS(OxtunStartSessionEx(adapter, WINTUN_MIN_RING_CAPACITY, OXTUN_FEATURE_VNET_HDR),
+                ERROR_ALREADY_INITIALIZED);
+    CHECK_FAILS(OxtunStartSessionEx(adapter, WINTUN_MIN_RING_CAPACITY, 0), ERROR_ALREADY_INITIALIZED);
+
+    /* The system's datagram arrives as a plain IP packet, from its first byte. */
+    int sock = socket(AF_INET, SOCK_DGRAM, 0);
+    burst(sock, 1);
+    close(sock);
+    struct batch batch = { .session = session, .wanted = 1, .timeout_ms = 10000 };
+    CHECK(receive_in_thread(&batch) == 1);
+    if (batch.count == 1) {
+        CHECK(batch.packets[0][0] == 0x45);
+        WintunReleaseReceivePacket(session, batch.packets[0]);
+    }
+    /* And one the other way. */
+    int listener = socket(AF_INET, SOCK_DGRAM, 0);
+    struct sockaddr_in local = { .sin_family = AF_INET, .sin_port = htons(4001) };
+    inet_pton(AF_INET, "10.93.0.1", &local.sin_addr);
+    CHECK(bind(listener, (struct sockaddr *)&local, sizeof(local)) == 0);
+    struct timeval timeout = { .tv_sec = 10 };
+    setsockopt(listener, SOL_SOCKET, SO_RCVTIMEO, &timeout, sizeof(timeout));
+    uint8_t datagram[64];
+    size_t len = udp_datagram(datagram, 4001, (const uint8_t *)"plain", 5);
+    BYTE *packet = WintunAllocateSendPacket(session, (DWORD)len);
+    CHECK(packet != NULL);
+    if (packet) {
+        memcpy(packet, datagram, len);
+        WintunSendPacket(session, packet);
+        char received[16];
+        CHECK(recv(listener, received, sizeof(received), 0) == 5 && memcmp(received, "plain", 5) == 0);
+    }
+    close(listener);
+    WintunEndSession(session);
+}
+
+/* WintunStartSession, waiting out the emulator's end of the previous session: it ends a
+ * registration a moment after the connection closes. */
+static WINTUN_SESSION_HANDLE start_session_after_another(WINTUN_ADAPTER_HANDLE adapter)
+{
+    for (int tries = 0; tries < 500; ++tries) {
+        WINTUN_SESSION_HANDLE session = WintunStartSession(adapter, WINTUN_MIN_RING_CAPACITY);
+        if (session || GetLastError() != ERROR_ALREADY_INITIALIZED)
+            return session;
+        usleep(2000);
+    }
+    return NULL;
+}
+
 int main(void)
 {
     const char *expected_version = getenv("OXTUN_EXPECTED_VERSION");
@@ -304,7 +384,9 @@ int main(void)
 
     CHECK_FAILS(WintunStartSession(adapter, WINTUN_MIN_RING_CAPACITY + 4), ERROR_INVALID_PARAMETER);
     CHECK_FAILS(WintunStartSession(adapter, WINTUN_MAX_RING_CAPACITY * 2), ERROR_INVALID_PARAMETER);
-    WINTUN_SESSION_HANDLE session = WintunStartSession(adapter, WINTUN_MIN_RING_CAPACITY);
+    CHECK_FAILS(WintunStartSession(adapter, 0xFFFFFFFF), ERROR_INVALID_PARAMETER);
+    test_session_features(adapter);
+    WINTUN_SESSION_HANDLE session = start_session_after_another(adapter);
     CHECK(session != NULL);
     if (!session)
         return 1;

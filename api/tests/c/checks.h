@@ -141,6 +141,14 @@ static inline void check_arguments_that_are_not_ours(void)
     CHECK_SETS(WintunEndSession(bogus_session), ERROR_INVALID_HANDLE);
     CHECK_SETS(WintunCloseAdapter(bogus_adapter), ERROR_INVALID_HANDLE);
     CHECK_SETS(WintunCloseAdapter(NULL), 0xDEADBEEF); /* allowed, and nothing to say */
+
+    /* Ours: handles checked before anything else. */
+    DWORD features = 7;
+    CHECK_FAILS(OxtunStartSessionEx(bogus_adapter, WINTUN_MIN_RING_CAPACITY, OXTUN_FEATURE_VNET_HDR), ERROR_INVALID_HANDLE);
+    CHECK_FAILS(OxtunStartSessionEx(NULL, WINTUN_MIN_RING_CAPACITY, 0xFFFFFFFF), ERROR_INVALID_HANDLE);
+    CHECK_FAILS(OxtunGetSessionFeatures(bogus_session, &features), ERROR_INVALID_HANDLE);
+    CHECK_FAILS(OxtunGetSessionFeatures(NULL, NULL), ERROR_INVALID_HANDLE);
+    CHECK(features == 7);
 }
 
 /* Stops logging, prints the outcome and the log; the exit status. */

@@ -1,8 +1,9 @@
 /* An application written as wintun.h's own example (WireGuard/wintun example/example.c) is: the
  * header included as it is (no prototypes, nothing defined), variables named as the functions and
  * of the WINTUN_*_FUNC types, each of the fourteen looked up by name, with GetProcAddress on
- * Windows and dlsym on Linux. Compiled as C and as C++ on Linux (api/tests/c_api.rs) and by
- * mingw-w64 for Wine (api/tests/windows_dll.rs), where it loads oxtun.dll from its own folder. */
+ * Windows and dlsym on Linux; then oxtun's own functions, the same way. Compiled as C and as
+ * C++ on Linux (api/tests/c_api.rs) and by mingw-w64 for Wine (api/tests/windows_dll.rs), where
+ * it loads oxtun.dll from its own folder. */
 
 #include "oxtun.h"
 
@@ -25,6 +26,9 @@ static WINTUN_RECEIVE_PACKET_FUNC *WintunReceivePacket;
 static WINTUN_RELEASE_RECEIVE_PACKET_FUNC *WintunReleaseReceivePacket;
 static WINTUN_ALLOCATE_SEND_PACKET_FUNC *WintunAllocateSendPacket;
 static WINTUN_SEND_PACKET_FUNC *WintunSendPacket;
+/* Ours, which a program that also runs on wintun.dll looks up the same way. */
+static OXTUN_START_SESSION_EX_FUNC *OxtunStartSessionEx;
+static OXTUN_GET_SESSION_FEATURES_FUNC *OxtunGetSessionFeatures;
 
 #ifdef _WIN32
 typedef HMODULE library_t;
@@ -73,6 +77,15 @@ int main(int argc, char **argv)
         return 1;
     }
     WintunCloseAdapter(NULL);
-    printf("fourteen functions found\n");
+    if (X(OxtunStartSessionEx) || X(OxtunGetSessionFeatures)) {
+        fprintf(stderr, "an Oxtun function is missing\n");
+        return 1;
+    }
+    DWORD features = 7;
+    if (OxtunGetSessionFeatures(NULL, &features) || LAST_ERROR() != ERROR_INVALID_HANDLE || features != 7) {
+        fprintf(stderr, "OxtunGetSessionFeatures of no session: error %u\n", (unsigned)LAST_ERROR());
+        return 1;
+    }
+    printf("fourteen functions found, and oxtun's own\n");
     return 0;
 }

@@ -7,6 +7,7 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixStream;
 use std::path::Path;
 
+use oxtun_abi::Features;
 use oxtun_abi::emulator::EmulatorRegistration;
 
 use crate::Error;
@@ -134,31 +135,58 @@ impl Event {
     }
 }
 
-/// Registers the rings with the emulator listening on `socket`: the registration message and
-/// the four descriptors, then its answer.
-pub fn register(
-    socket: &Path,
-    send: (&Memory, u32, &Event),
-    receive: (&Memory, u32, &Event),
-) -> Result<Registration, Error> {
-    let mut stream = UnixStream::connect(socket)?;
-    let message = EmulatorRegistration {
-        send_ring_size: send.1,
-        receive_ring_size: receive.1,
+/// The connection to the emulator: the open device. A registration sent over it holds until it
+/// closes (closing it ends the session); after a refused one it stays open and may register
+/// again.
+pub struct Device {
+    stream: UnixStream,
+}
+
+impl Device {
+    /// Opens the device of the emulator listening on `socket`.
+    pub fn connect(socket: &Path) -> Result<Device, Error> {
+        Ok(Device {
+            stream: UnixStream::connect(socket)?,
+        })
     }
-    .encode();
-    let descriptors = [
-        send.0.fd.as_raw_fd(),
-        send.2.raw(),
-        receive.0.fd.as_raw_fd(),
-        receive.2.raw(),
-    ];
-    send_with_descriptors(&stream, &message, &descriptors)?;
-    let mut reply = [0u8; 4];
-    stream.read_exact(&mut reply)?;
-    match u32::from_le_bytes(reply) {
-        0 => Ok(Registration { _stream: stream }),
-        status => Err(Error::Refused(status)),
+
+    /// Registers the rings, asking for `features` (the extended message) unless there are none
+    /// (the plain one): the message and the four descriptors, then the emulator's answer.
+    pub fn register(
+        &mut self,
+        send: (&Memory, u32, &Event),
+        receive: (&Memory, u32, &Event),
+        features: Features,
+    ) -> Result<(), Error> {
+        let registration = EmulatorRegistration {
+            send_ring_size: send.1,
+            receive_ring_size: receive.1,
+        };
+        let message = if features == Features::NONE {
+            registration.encode()
+        } else {
+            registration.encode_extended(features)
+        };
+        let descriptors = [
+            send.0.fd.as_raw_fd(),
+            send.2.raw(),
+            receive.0.fd.as_raw_fd(),
+            receive.2.raw(),
+        ];
+        send_with_descriptors(&self.stream, &message, &descriptors)?;
+        let mut reply = [0u8; 4];
+        self.stream.read_exact(&mut reply)?;
+        match u32::from_le_bytes(reply) {
+            0 => Ok(()),
+            status => Err(Error::Refused(status)),
+        }
+    }
+
+    /// A device that reaches no emulator, for the session's tests, which play the driver.
+    #[cfg(test)]
+    pub fn detached() -> Device {
+        let (stream, _) = UnixStream::pair().expect("a socket pair");
+        Device { stream }
     }
 }
 
@@ -202,9 +230,4 @@ pub fn send_with_descriptors(
     } else {
         Err(io::Error::last_os_error())
     }
-}
-
-/// The connection that holds the registration: closing it ends the session.
-pub struct Registration {
-    _stream: UnixStream,
 }

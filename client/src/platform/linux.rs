@@ -25,8 +25,8 @@ use std::process::{Child, Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use crate::platform::emulator::{Event, Memory, Registration, register};
-use crate::{Error, IF_TYPE_PROP_VIRTUAL, Session, Version, log, luid_for};
+use crate::platform::emulator::Device;
+use crate::{Error, Features, IF_TYPE_PROP_VIRTUAL, Session, Version, log, luid_for};
 
 /// Longest Linux interface name (IFNAMSIZ less its NUL).
 const MAX_INTERFACE_NAME: usize = libc::IFNAMSIZ - 1;
@@ -420,6 +420,12 @@ impl Adapter {
         Session::start(self, capacity)
     }
 
+    /// Starts a session that asks for `features`; [`Session::features`] says which it got
+    /// (docs/offloads.md, "The client").
+    pub fn start_session_with(&self, capacity: u32, features: Features) -> Result<Session, Error> {
+        Session::start_with(self, capacity, features)
+    }
+
     /// Sets the interface's MTU, through netlink.
     pub fn set_mtu(&self, mtu: u32) -> Result<(), Error> {
         let name = self.name.as_deref().ok_or(Error::NotFound)?;
@@ -428,12 +434,9 @@ impl Adapter {
         Ok(())
     }
 
-    pub(crate) fn register(
-        &self,
-        send: (&Memory, u32, &Event),
-        receive: (&Memory, u32, &Event),
-    ) -> Result<Registration, Error> {
-        register(&self.socket, send, receive)
+    /// Opens the adapter's device, to register rings with.
+    pub(crate) fn open_device(&self) -> Result<Device, Error> {
+        Device::connect(&self.socket)
     }
 
     /// Stops the emulator this value created and removes its files.

@@ -15,11 +15,11 @@ mod windows;
 mod windows_rules;
 
 #[cfg(unix)]
-pub use emulator::{Event, Memory, RawHandle, Registration, send_with_descriptors};
+pub use emulator::{Device, Event, Memory, RawHandle, send_with_descriptors};
 #[cfg(unix)]
 pub use linux::{Adapter, delete_driver, driver_version, emulator_binary};
 #[cfg(windows)]
 pub use windows::{
-    Adapter, DriverPackage, Event, Memory, RawHandle, Registration, delete_driver, driver_version,
+    Adapter, Device, DriverPackage, Event, Memory, RawHandle, delete_driver, driver_version,
     native_machine, register_driver_package, register_wow64_helper, serve_wow64_helper,
 };

@@ -1,5 +1,5 @@
 //! Adapters on Windows: software devices of our hardware ID under the root, as wintun.dll 0.14
-//! makes them (api/adapter.c), and the registration IOCTL on their device interface.
+//! makes them (api/adapter.c), and opening their device interface.
 //!
 //! Creating one: take the installation mutex; install the driver if needed; remove the adapters
 //! of ours whose creating process is gone; a stub device first when a GUID is requested, to
@@ -14,7 +14,6 @@ use std::io;
 use std::ptr::{null, null_mut};
 use std::time::{Duration, Instant};
 
-use oxtun_abi::{CallerWidth, RingDescriptor, RingRegistration, TUN_IOCTL_REGISTER_RINGS};
 use windows_sys::Wdk::System::SystemServices::RtlGetVersion;
 use windows_sys::Win32::Devices::DeviceAndDriverInstallation::{
     CM_GET_DEVICE_INTERFACE_LIST_PRESENT, CM_Get_DevNode_Status, CM_Get_Device_IDW,
@@ -49,7 +48,6 @@ use windows_sys::Win32::Networking::WinSock::{AF_INET, AF_INET6};
 use windows_sys::Win32::Storage::FileSystem::{
     CreateFileW, FILE_SHARE_DELETE, FILE_SHARE_READ, FILE_SHARE_WRITE, OPEN_EXISTING,
 };
-use windows_sys::Win32::System::IO::DeviceIoControl;
 use windows_sys::Win32::System::Registry::{
     HKEY, KEY_QUERY_VALUE, KEY_SET_VALUE, REG_BINARY, RegQueryValueExW, RegSetValueExW,
 };
@@ -71,8 +69,8 @@ use super::system::{
     DeviceList, OwnedHandle, Plain, RegistryKey, cr_check, cr_failed, failed, from_wide, guid,
     guid_string, last_failed, map_cr, new_guid, parse_guid, system_function, wide,
 };
-use super::{Event, Memory, Registration, wow64};
-use crate::{Error, Session, log};
+use super::{Device, wow64};
+use crate::{Error, Features, Session, log};
 
 /// Longest name or tunnel type: MAX_ADAPTER_NAME less its NUL.
 const MAX_NAME: usize = 127;
@@ -832,6 +830,12 @@ impl Adapter {
         Session::start(self, capacity)
     }
 
+    /// Starts a session that asks for `features`; [`Session::features`] says which it got
+    /// (docs/offloads.md, "The client").
+    pub fn start_session_with(&self, capacity: u32, features: Features) -> Result<Session, Error> {
+        Session::start_with(self, capacity, features)
+    }
+
     /// Sets the interface's MTU for IPv4 and IPv6, through IP Helper (as `netsh interface ipv4
     /// set subinterface mtu=` does); the setting persists.
     pub fn set_mtu(&self, mtu: u32) -> Result<(), Error> {
@@ -905,15 +909,12 @@ impl Adapter {
         }
     }
 
-    pub(crate) fn register(
-        &self,
-        send: (&Memory, u32, &Event),
-        receive: (&Memory, u32, &Event),
-    ) -> Result<Registration, Error> {
+    /// Opens the adapter's device, to register rings with.
+    pub(crate) fn open_device(&self) -> Result<Device, Error> {
         let path = self
             .interface_path()
             .map_err(|code| failed("Failed to find the adapter's device interface", code))?;
-        // SAFETY: a NUL-terminated path; the handle is ours until Registration drops.
+        // SAFETY: a NUL-terminated path; the handle is ours until the Device drops.
         let handle = unsafe {
             CreateFileW(
                 path.as_ptr(),
@@ -928,44 +929,7 @@ impl Adapter {
         if handle == INVALID_HANDLE_VALUE {
             return Err(Error::Io(io::Error::last_os_error()));
         }
-        let mut registration = Registration::new(handle);
-        let descriptor = |(memory, size, event): (&Memory, u32, &Event)| RingDescriptor {
-            ring_size: size,
-            ring: memory.as_ptr() as u64,
-            tail_moved: event.raw() as u64,
-        };
-        let request = RingRegistration {
-            send: descriptor(send),
-            receive: descriptor(receive),
-        };
-        let width = if cfg!(target_pointer_width = "64") {
-            CallerWidth::Bits64
-        } else {
-            CallerWidth::Bits32
-        };
-        let mut buffer = [0u8; 48];
-        let len = request
-            .encode(width, &mut buffer)
-            .expect("this process's pointers fit its own layout");
-        let mut returned = 0u32;
-        // SAFETY: our device handle, an input buffer of `len` bytes, no output, synchronous.
-        let ok = unsafe {
-            DeviceIoControl(
-                registration.handle(),
-                TUN_IOCTL_REGISTER_RINGS,
-                buffer.as_ptr().cast(),
-                len as u32,
-                null_mut(),
-                0,
-                &mut returned,
-                null_mut(),
-            )
-        };
-        if ok == 0 {
-            return Err(Error::Io(io::Error::last_os_error()));
-        }
-        registration.close_on_removal();
-        Ok(registration)
+        Ok(Device::new(handle))
     }
 }
 

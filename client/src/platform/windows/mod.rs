@@ -1,5 +1,5 @@
 //! Windows: ring memory from VirtualAlloc, auto-reset events, the registration IOCTL on the
-//! adapter's device (`adapter`), and installing the driver (`driver`).
+//! adapter's device, adapters (`adapter`), and installing the driver (`driver`).
 
 mod adapter;
 mod driver;
@@ -17,9 +17,13 @@ pub use wow64::{native_machine, register_wow64_helper, serve_wow64_helper};
 use std::io;
 use std::ptr::null_mut;
 
+use oxtun_abi::{CallerWidth, Features, RingDescriptor, RingRegistration};
 use windows_sys::Win32::Foundation::{CloseHandle, HANDLE, WAIT_OBJECT_0};
+use windows_sys::Win32::System::IO::DeviceIoControl;
 
 use notify::{DeviceHandle, RemovalNotification};
+
+use crate::Error;
 use windows_sys::Win32::System::Memory::{
     MEM_COMMIT, MEM_RELEASE, MEM_RESERVE, PAGE_READWRITE, VirtualAlloc, VirtualFree,
 };
@@ -113,39 +117,86 @@ impl Drop for Event {
     }
 }
 
-/// The open handle that holds the registration: closing it ends the session. It closes when
-/// the session is dropped, or before, when the adapter's device is being removed (`notify`).
-pub struct Registration {
+/// The adapter's device, opened: the handle that holds the registration, so that closing it ends
+/// the session. It closes when the session is dropped, or before, when the adapter's device is
+/// being removed (`notify`).
+pub struct Device {
     /// Boxed: the removal notification's callback holds its address.
-    device: Box<DeviceHandle>,
+    handle: Box<DeviceHandle>,
     removal: Option<RemovalNotification>,
 }
 
-impl Registration {
-    pub(super) fn new(handle: HANDLE) -> Registration {
-        Registration {
-            device: Box::new(DeviceHandle::new(handle)),
+impl Device {
+    pub(super) fn new(handle: HANDLE) -> Device {
+        Device {
+            handle: Box::new(DeviceHandle::new(handle)),
             removal: None,
         }
     }
 
-    pub(super) fn handle(&self) -> HANDLE {
-        self.device.raw()
-    }
-
-    /// From now on, the handle closes when the adapter's device is being removed.
-    pub(super) fn close_on_removal(&mut self) {
+    /// Registers the rings, asking for `features` unless there are none: the IOCTL
+    /// `rules::registration_ioctl` builds, in this process's own layout. Once registered, the
+    /// handle closes when the adapter's device is being removed.
+    pub fn register(
+        &mut self,
+        send: (&Memory, u32, &Event),
+        receive: (&Memory, u32, &Event),
+        features: Features,
+    ) -> Result<(), Error> {
+        let descriptor = |(memory, size, event): (&Memory, u32, &Event)| RingDescriptor {
+            ring_size: size,
+            ring: memory.as_ptr() as u64,
+            tail_moved: event.raw() as u64,
+        };
+        let rings = RingRegistration {
+            send: descriptor(send),
+            receive: descriptor(receive),
+        };
+        let width = if cfg!(target_pointer_width = "64") {
+            CallerWidth::Bits64
+        } else {
+            CallerWidth::Bits32
+        };
+        let ioctl = rules::registration_ioctl(&rings, features, width)
+            .expect("this process's pointers fit its own layout");
+        let input = ioctl.input();
+        let mut returned = 0u32;
+        // SAFETY: our device handle, an input buffer of `input.len()` bytes, no output,
+        // synchronous.
+        let ok = unsafe {
+            DeviceIoControl(
+                self.handle.raw(),
+                ioctl.code,
+                input.as_ptr().cast(),
+                input.len() as u32,
+                null_mut(),
+                0,
+                &mut returned,
+                null_mut(),
+            )
+        };
+        if ok == 0 {
+            return Err(Error::Io(io::Error::last_os_error()));
+        }
         // SAFETY: the handle is boxed and outlives the notification, which the drop below
         // unregisters first.
-        self.removal = unsafe { RemovalNotification::register(&self.device) };
+        self.removal = unsafe { RemovalNotification::register(&self.handle) };
+        Ok(())
+    }
+
+    /// A device that reaches no driver (no handle), for the session's tests, which play the
+    /// driver.
+    #[cfg(test)]
+    pub fn detached() -> Device {
+        Device::new(null_mut())
     }
 }
 
-impl Drop for Registration {
+impl Drop for Device {
     fn drop(&mut self) {
         // Unregistered first (waiting for a callback under way), then closed, if the callback
         // has not closed it already.
         drop(self.removal.take());
-        self.device.close();
+        self.handle.close();
     }
 }

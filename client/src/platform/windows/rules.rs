@@ -13,6 +13,11 @@
     )
 )]
 
+use oxtun_abi::{
+    CallerWidth, ExtendedRegistration, Features, RingRegistration, TUN_IOCTL_REGISTER_RINGS,
+    TUN_IOCTL_REGISTER_RINGS_EX,
+};
+
 /// The private namespace that holds our machine-wide objects, and its boundary: only a process
 /// whose token holds BUILTIN\Administrators enabled (an elevated administrator, or LocalSystem,
 /// whose token holds it too) may create it ("The caller must be within the specified boundary
@@ -588,6 +593,50 @@ pub fn globalroot_path(nt_path: &str) -> String {
     format!("\\\\?\\GLOBALROOT{nt_path}")
 }
 
+/// The IOCTL that registers rings, as `DeviceIoControl` takes it: its code and input buffer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RegistrationIoctl {
+    pub code: u32,
+    buffer: [u8; ExtendedRegistration::encoded_len(CallerWidth::Bits64)],
+    len: usize,
+}
+
+impl RegistrationIoctl {
+    /// The input buffer.
+    pub fn input(&self) -> &[u8] {
+        &self.buffer[..self.len]
+    }
+}
+
+/// The IOCTL that registers `rings` asking for `features`: with none, Wintun's
+/// TUN_IOCTL_REGISTER_RINGS and its TUN_REGISTER_RINGS, byte for byte what wintun.dll sends
+/// (api/session.c); otherwise ours, TUN_IOCTL_REGISTER_RINGS_EX, whose buffer carries Size,
+/// Version and Features before the same rings (docs/offloads.md, "The registration extension").
+/// Each in the layout of a caller of `width`: a 32-bit process's rings are TUN_REGISTER_RINGS_32,
+/// as wintun.dll's x86 build sends them (its own struct, with 32-bit pointers and handles). `None` if a pointer or handle does not fit that layout.
+pub fn registration_ioctl(
+    rings: &RingRegistration,
+    features: Features,
+    width: CallerWidth,
+) -> Option<RegistrationIoctl> {
+    let mut ioctl = RegistrationIoctl {
+        code: TUN_IOCTL_REGISTER_RINGS,
+        buffer: [0; ExtendedRegistration::encoded_len(CallerWidth::Bits64)],
+        len: 0,
+    };
+    ioctl.len = if features == Features::NONE {
+        rings.encode(width, &mut ioctl.buffer)?
+    } else {
+        ioctl.code = TUN_IOCTL_REGISTER_RINGS_EX;
+        ExtendedRegistration {
+            rings: *rings,
+            features,
+        }
+        .encode(width, &mut ioctl.buffer)?
+    };
+    Some(ioctl)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1051,6 +1100,111 @@ mod tests {
         assert_eq!(
             globalroot_path("\\SystemRoot\\x.sys"),
             "\\\\?\\GLOBALROOT\\SystemRoot\\x.sys"
+        );
+    }
+
+    /// The registration's bytes, from a 64- and a 32-bit process, with and without features: the
+    /// plain IOCTL's are exactly abi's TUN_REGISTER_RINGS layouts, the extended one's exactly
+    /// abi's TUN_REGISTER_RINGS_EX layouts (the structs' own bytes, on these little-endian
+    /// hosts), and the driver's decoder reads back what was asked.
+    #[test]
+    fn the_registration_ioctl_is_abis_layout_for_either_width() {
+        use oxtun_abi::extension::{
+            TunRegisterRingsEx32, TunRegisterRingsEx64, TunRegisterRingsExHeader,
+        };
+        use oxtun_abi::{
+            RingDescriptor, TunRegisterRings32, TunRegisterRings64, TunRingDescriptor32,
+            TunRingDescriptor64,
+        };
+
+        /// The bytes of a `repr(C)` value without padding.
+        fn bytes_of<T: Copy>(value: &T) -> Vec<u8> {
+            // SAFETY: reads the value's own size_of::<T>() bytes, all initialized (abi's layout
+            // structs have no implicit padding: their size asserts sum every field).
+            unsafe { std::slice::from_raw_parts((value as *const T).cast::<u8>(), size_of::<T>()) }
+                .to_vec()
+        }
+        let rings = RingRegistration {
+            send: RingDescriptor {
+                ring_size: 0x3_000C,
+                ring: 0x1234_5000,
+                tail_moved: 0x2C4,
+            },
+            receive: RingDescriptor {
+                ring_size: 0x3_000C,
+                ring: 0x1237_6000,
+                tail_moved: 0x2C8,
+            },
+        };
+        let half64 = |ring: &RingDescriptor| TunRingDescriptor64 {
+            ring_size: ring.ring_size,
+            padding: 0,
+            ring: ring.ring,
+            tail_moved: ring.tail_moved,
+        };
+        let half32 = |ring: &RingDescriptor| TunRingDescriptor32 {
+            ring_size: ring.ring_size,
+            ring: ring.ring as u32,
+            tail_moved: ring.tail_moved as u32,
+        };
+        let rings64 = TunRegisterRings64 {
+            send: half64(&rings.send),
+            receive: half64(&rings.receive),
+        };
+        let rings32 = TunRegisterRings32 {
+            send: half32(&rings.send),
+            receive: half32(&rings.receive),
+        };
+        let header = |size: u32| TunRegisterRingsExHeader {
+            size,
+            version: 1,
+            features: 1,
+            reserved: 0,
+        };
+
+        let plain64 = registration_ioctl(&rings, Features::NONE, CallerWidth::Bits64).unwrap();
+        assert_eq!(plain64.code, 0xCA6C_E5C0);
+        assert_eq!(plain64.input(), bytes_of(&rings64));
+        let plain32 = registration_ioctl(&rings, Features::NONE, CallerWidth::Bits32).unwrap();
+        assert_eq!(plain32.code, 0xCA6C_E5C0);
+        assert_eq!(plain32.input(), bytes_of(&rings32));
+
+        let extended64 =
+            registration_ioctl(&rings, Features::VNET_HDR, CallerWidth::Bits64).unwrap();
+        assert_eq!(extended64.code, 0xCA6C_E800);
+        let expected64 = TunRegisterRingsEx64 {
+            header: header(64),
+            rings: rings64,
+        };
+        assert_eq!(extended64.input(), bytes_of(&expected64));
+        let extended32 =
+            registration_ioctl(&rings, Features::VNET_HDR, CallerWidth::Bits32).unwrap();
+        assert_eq!(extended32.code, 0xCA6C_E800);
+        let expected32 = TunRegisterRingsEx32 {
+            header: header(40),
+            rings: rings32,
+        };
+        assert_eq!(extended32.input(), bytes_of(&expected32));
+
+        for (ioctl, width) in [
+            (extended64, CallerWidth::Bits64),
+            (extended32, CallerWidth::Bits32),
+        ] {
+            let decoded = ExtendedRegistration::decode(ioctl.input(), width).unwrap();
+            assert_eq!(decoded.rings, rings);
+            assert_eq!(decoded.features, Features::VNET_HDR);
+        }
+        assert_eq!(
+            RingRegistration::decode(plain32.input(), CallerWidth::Bits32),
+            Ok(rings)
+        );
+
+        // A 64-bit pointer has no 32-bit layout.
+        let mut high = rings;
+        high.send.ring = 0x1_0000_0000;
+        assert_eq!(
+            registration_ioctl(&high, Features::VNET_HDR, CallerWidth::Bits32),
+            None
         );
     }
 }
