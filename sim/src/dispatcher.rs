@@ -7,9 +7,8 @@
 
 use std::collections::BTreeMap;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use oxtun_driver::sys::*;
@@ -18,7 +17,9 @@ use oxtun_sim_macros::kernel_export;
 use crate::faults::{Site, should_fail};
 use crate::irql;
 use crate::process;
-use crate::verifier::violation;
+use crate::verifier::{unsupported, violation};
+
+const STATUS_INVALID_HANDLE: NTSTATUS = 0xC000_0008_u32 as i32;
 
 #[derive(Clone, Copy, Debug)]
 struct EventState {
@@ -58,13 +59,6 @@ pub fn wake_waiters_of(object: usize) {
     }
 }
 
-/// Wakes every waiting thread to look at its objects again.
-pub fn wake_waiters() {
-    for (_, wake) in WAITERS.lock().unwrap().iter() {
-        signal(*wake);
-    }
-}
-
 /// Called when pool is freed: events in it are gone (and may not be waited on).
 pub fn forget_events_in(start: usize, len: usize) {
     let mut events = EVENTS.lock().unwrap();
@@ -76,7 +70,7 @@ pub fn forget_events_in(start: usize, len: usize) {
 
 #[kernel_export]
 pub unsafe extern "efiapi" fn KeInitializeEvent(event: PKEVENT, kind: EVENT_TYPE, state: u8) {
-    irql::require_at_most(DISPATCH_LEVEL, "KeInitializeEvent");
+    // KeInitializeEvent (wdm.h): "IRQL: Any level".
     EVENTS.lock().unwrap().insert(
         event as usize,
         EventState {
@@ -86,14 +80,45 @@ pub unsafe extern "efiapi" fn KeInitializeEvent(event: PKEVENT, kind: EVENT_TYPE
     );
 }
 
+// A user's event object is a KEVENT to the kernel: what ObReferenceObjectByHandle returns for an
+// event handle is the object's body, which begins with the KEVENT, so every Ke*Event routine
+// applies to it (ExEventObjectType; "Event Objects", Microsoft's kernel documentation).
+
 #[kernel_export]
 pub unsafe extern "efiapi" fn KeClearEvent(event: PKEVENT) {
+    // KeClearEvent (wdm.h): "IRQL <= DISPATCH_LEVEL".
     irql::require_at_most(DISPATCH_LEVEL, "KeClearEvent");
-    match EVENTS.lock().unwrap().get_mut(&(event as usize)) {
-        Some(state) => state.signalled = false,
+    if let Some(state) = EVENTS.lock().unwrap().get_mut(&(event as usize)) {
+        state.signalled = false;
+        return;
+    }
+    match process::referenced_event(event as usize) {
+        Some(object) => object.clear(),
+        // KeClearEvent takes an initialized event object (KeClearEvent: Event).
         None => violation(format!(
-            "clearing {event:p}, which is not an initialized KEVENT"
+            "clearing {event:p}, which is not an initialized KEVENT nor an event object the \
+             driver references"
         )),
+    }
+}
+
+#[kernel_export]
+pub unsafe extern "efiapi" fn KeReadStateEvent(event: PKEVENT) -> i32 {
+    // KeReadStateEvent (wdm.h): "IRQL <= DISPATCH_LEVEL".
+    irql::require_at_most(DISPATCH_LEVEL, "KeReadStateEvent");
+    if let Some(state) = EVENTS.lock().unwrap().get(&(event as usize)) {
+        return i32::from(state.signalled);
+    }
+    match process::referenced_event(event as usize) {
+        Some(object) => i32::from(object.read_state()),
+        None => {
+            // KeReadStateEvent takes an initialized event object (KeReadStateEvent: Event).
+            violation(format!(
+                "reading {event:p}, which is not an initialized KEVENT nor an event object the \
+                 driver references"
+            ));
+            0
+        }
     }
 }
 
@@ -117,7 +142,10 @@ fn try_satisfy(object: usize) -> Option<bool> {
         }
         return Some(signalled);
     }
-    process::referenced_event(object).map(|event| event.take())
+    if let Some(event) = process::referenced_event(object) {
+        return Some(event.take());
+    }
+    thread_object_at(object).map(|thread| thread.has_ended())
 }
 
 fn deadline(timeout: *mut i64) -> Option<Option<Instant>> {
@@ -127,7 +155,7 @@ fn deadline(timeout: *mut i64) -> Option<Option<Instant>> {
     // SAFETY: the driver's LARGE_INTEGER.
     let value = unsafe { *timeout };
     if value > 0 {
-        violation("the simulator supports only relative timeouts");
+        unsupported("absolute timeouts");
         return None;
     }
     Some(Some(
@@ -140,6 +168,9 @@ fn wait(objects: &[usize], timeout: *mut i64, what: &str) -> NTSTATUS {
         // SAFETY: the driver's LARGE_INTEGER.
         unsafe { *timeout == 0 }
     };
+    // KeWaitForSingleObject, KeWaitForMultipleObjects (wdm.h): "Callers ... can be running at
+    // IRQL <= DISPATCH_LEVEL. However, if Timeout = NULL or *Timeout != 0, the caller must be
+    // running at IRQL <= APC_LEVEL".
     if !zero_timeout {
         irql::require_at_most(APC_LEVEL, what);
     } else {
@@ -213,6 +244,8 @@ fn satisfied(objects: &[usize], what: &str) -> Option<usize> {
             Some(true) => return Some(index),
             Some(false) => {}
             None => {
+                // KeWaitForSingleObject and KeWaitForMultipleObjects wait on "an initialized dispatcher object"
+                // (event, mutex, semaphore, thread or timer; their pages).
                 violation(format!(
                     "{what} on {object:#x}, which is not a dispatcher object"
                 ));
@@ -238,7 +271,7 @@ pub unsafe extern "efiapi" fn KeWaitForSingleObject(
     timeout: *mut i64,
 ) -> NTSTATUS {
     if alertable != 0 {
-        violation("the simulator supports no alertable waits");
+        unsupported("alertable waits");
     }
     wait(&[object as usize], timeout, "KeWaitForSingleObject")
 }
@@ -255,8 +288,10 @@ pub unsafe extern "efiapi" fn KeWaitForMultipleObjects(
     wait_blocks: PVOID,
 ) -> NTSTATUS {
     if alertable != 0 || wait_type != WaitAny {
-        violation("the simulator supports only non-alertable WaitAny waits");
+        unsupported("alertable waits and WaitAll");
     }
+    // "If Count > THREAD_WAIT_OBJECTS, the caller must provide WaitBlockArray"
+    // (KeWaitForMultipleObjects; wdm.h: `#define THREAD_WAIT_OBJECTS 3`).
     if count as usize > THREAD_WAIT_OBJECTS && wait_blocks.is_null() {
         violation("KeWaitForMultipleObjects on more than 3 objects needs a wait block array");
     }
@@ -268,13 +303,125 @@ pub unsafe extern "efiapi" fn KeWaitForMultipleObjects(
     wait(&objects, timeout, "KeWaitForMultipleObjects")
 }
 
-/// System threads by kernel handle: running (with their join handle) or done.
-static THREADS: Mutex<BTreeMap<u64, Option<JoinHandle<()>>>> = Mutex::new(BTreeMap::new());
-static NEXT_KERNEL_HANDLE: AtomicU64 = AtomicU64::new(0xFFFF_8000_0000_0004);
+/// A thread, as the kernel sees it: what KeGetCurrentThread returns (the KTHREAD at the start
+/// of the ETHREAD), what a thread handle names, and a dispatcher object that is signalled once
+/// the thread has ended ("Thread Objects": a thread object is signalled when the thread
+/// terminates; KeWaitForSingleObject's page lists thread objects among what it waits on).
+pub struct ThreadObject {
+    /// What the driver sees as the PKTHREAD/PETHREAD: the first bytes of this object.
+    identity: Box<[u64; 16]>,
+    ended: AtomicBool,
+}
 
-/// System threads whose handle is still open.
+impl ThreadObject {
+    fn new() -> Arc<ThreadObject> {
+        let thread = Arc::new(ThreadObject {
+            identity: Box::new([0; 16]),
+            ended: AtomicBool::new(false),
+        });
+        let mut all = ALL_THREADS.lock().unwrap();
+        all.retain(|thread| thread.strong_count() > 0);
+        all.push(Arc::downgrade(&thread));
+        thread
+    }
+
+    pub fn address(&self) -> usize {
+        self.identity.as_ptr() as usize
+    }
+
+    pub fn has_ended(&self) -> bool {
+        self.ended.load(Ordering::SeqCst)
+    }
+
+    fn end(&self) {
+        self.ended.store(true, Ordering::SeqCst);
+        wake_waiters_of(self.address());
+    }
+}
+
+/// Every thread object, for waits on them by address.
+static ALL_THREADS: Mutex<Vec<std::sync::Weak<ThreadObject>>> = Mutex::new(Vec::new());
+
+fn thread_object_at(address: usize) -> Option<Arc<ThreadObject>> {
+    ALL_THREADS
+        .lock()
+        .unwrap()
+        .iter()
+        .filter_map(std::sync::Weak::upgrade)
+        .find(|thread| thread.address() == address)
+}
+
+thread_local! {
+    /// The thread object of the thread running here: a system thread's own, or one made for
+    /// whichever thread first runs driver code (a process's thread making a system call, a
+    /// thread of NDIS's).
+    static CURRENT_THREAD: std::cell::OnceCell<Arc<ThreadObject>> =
+        const { std::cell::OnceCell::new() };
+}
+
+/// The current thread's object.
+pub fn current_thread() -> Arc<ThreadObject> {
+    CURRENT_THREAD.with(|current| current.get_or_init(ThreadObject::new).clone())
+}
+
+/// Where the current thread's object is in the processor control region (KPCR) that GS points
+/// at in kernel mode: `KPCR.Prcb.CurrentThread`, which the WDK's inline KeGetCurrentThread reads
+/// (wdm.h, x64: `return (struct _KTHREAD *)__readgsqword(0x188);`).
+pub const KPCR_CURRENT_THREAD: usize = 0x188;
+
+thread_local! {
+    /// This thread's stand-in for the KPCR: zeroes but for the current thread.
+    static KPCR: std::cell::OnceCell<Box<[u64; 0x40]>> = const { std::cell::OnceCell::new() };
+}
+
+/// Points GS at a processor control region of this thread's own, once, before the first driver
+/// code runs on it: GS is free in a Linux process (its thread-local storage is FS), so the
+/// image's `mov r64, gs:[188h]` runs as in kernel mode. The code check refuses every other GS
+/// access: the rest of the region is not modelled.
+pub fn enter_kernel_mode() {
+    KPCR.with(|kpcr| {
+        kpcr.get_or_init(|| {
+            let mut region = Box::new([0u64; 0x40]);
+            region[KPCR_CURRENT_THREAD / 8] = current_thread().address() as u64;
+            set_gs_base(region.as_ptr() as usize);
+            region
+        });
+    });
+}
+
+#[cfg(target_arch = "x86_64")]
+fn set_gs_base(base: usize) {
+    /// `ARCH_SET_GS` (asm/prctl.h).
+    const ARCH_SET_GS: libc::c_int = 0x1001;
+    // SAFETY: sets this thread's GS base to a region it keeps for its lifetime; nothing in this
+    // process uses GS otherwise.
+    let result = unsafe { libc::syscall(libc::SYS_arch_prctl, ARCH_SET_GS, base) };
+    assert_eq!(
+        result,
+        0,
+        "arch_prctl(ARCH_SET_GS): {}",
+        std::io::Error::last_os_error()
+    );
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+fn set_gs_base(_base: usize) {}
+
+/// System threads' handles, by value: the kernel handles PsCreateSystemThread gave.
+static THREADS: Mutex<BTreeMap<u64, Arc<ThreadObject>>> = Mutex::new(BTreeMap::new());
+/// Kernel handles have the top bit set (wdm.h's ObIsKernelHandle: a negative handle value).
+static NEXT_KERNEL_HANDLE: AtomicU64 = AtomicU64::new(0xFFFF_FFFF_8000_0004);
+/// System threads started and not yet returned from their start routine.
+static RUNNING: AtomicU64 = AtomicU64::new(0);
+
+/// The thread object a kernel handle names, if it names one.
+pub fn thread_of_handle(handle: u64) -> Option<Arc<ThreadObject>> {
+    THREADS.lock().unwrap().get(&handle).cloned()
+}
+
+/// System threads still running, and thread handles still open.
 pub fn threads_outstanding() -> usize {
-    THREADS.lock().unwrap().len()
+    RUNNING.load(Ordering::SeqCst) as usize + THREADS.lock().unwrap().len()
 }
 
 struct StartContext(PVOID);
@@ -291,32 +438,50 @@ pub unsafe extern "efiapi" fn PsCreateSystemThread(
     routine: KSTART_ROUTINE,
     context: PVOID,
 ) -> NTSTATUS {
+    // PsCreateSystemThread (wdm.h): "IRQL PASSIVE_LEVEL".
     irql::require_at_most(PASSIVE_LEVEL, "PsCreateSystemThread");
     // SAFETY: the driver's optional attributes.
     let kernel_handle = unsafe { attributes.as_ref() }
         .is_some_and(|attributes| attributes.Attributes & OBJ_KERNEL_HANDLE != 0);
-    if !kernel_handle {
+    // "Drivers that create device-dedicated threads call this routine ... If the caller is not
+    // running in the system process context, it must set the OBJ_KERNEL_HANDLE attribute"
+    // (PsCreateSystemThread's page).
+    if !kernel_handle && !Arc::ptr_eq(&process::current(), &process::system()) {
         violation(
-            "PsCreateSystemThread without OBJ_KERNEL_HANDLE: the caller's process owns the handle",
+            "PsCreateSystemThread without OBJ_KERNEL_HANDLE outside the System process: the \
+             caller's process owns the handle",
         );
     }
     if !process_handle.is_null() || !client_id.is_null() {
-        violation("the simulator creates threads only in the system process");
+        unsupported("system threads in a process other than System, or their client ID");
     }
     if should_fail(Site::PsCreateSystemThread) {
         return STATUS_INSUFFICIENT_RESOURCES;
     }
+    let thread = ThreadObject::new();
     let context = StartContext(context);
-    let thread = std::thread::spawn(move || {
+    RUNNING.fetch_add(1, Ordering::SeqCst);
+    let object = thread.clone();
+    std::thread::spawn(move || {
         let context = context;
-        irql::call_at(PASSIVE_LEVEL, "a system thread's start routine", || {
-            // SAFETY: the driver's routine with its context.
-            unsafe { routine(context.0) }
-        });
-        wake_waiters();
+        CURRENT_THREAD
+            .with(|current| current.set(object.clone()))
+            .ok();
+        let returned = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            irql::call_at(PASSIVE_LEVEL, "a system thread's start routine", || {
+                // SAFETY: the driver's routine with its context.
+                unsafe { routine(context.0) }
+            })
+        }));
+        if returned.is_err() {
+            // A check on the host build: a panic in driver code is a bug check in the image.
+            violation("a system thread panicked");
+        }
+        RUNNING.fetch_sub(1, Ordering::SeqCst);
+        object.end();
     });
     let value = NEXT_KERNEL_HANDLE.fetch_add(4, Ordering::SeqCst);
-    THREADS.lock().unwrap().insert(value, Some(thread));
+    THREADS.lock().unwrap().insert(value, thread);
     // SAFETY: the driver's out parameter.
     unsafe { *handle = value as HANDLE };
     STATUS_SUCCESS
@@ -328,40 +493,37 @@ pub unsafe extern "efiapi" fn ZwWaitForSingleObject(
     alertable: u8,
     timeout: *mut i64,
 ) -> NTSTATUS {
+    // ZwWaitForSingleObject (ntifs.h): "IRQL PASSIVE_LEVEL".
     irql::require_at_most(PASSIVE_LEVEL, "ZwWaitForSingleObject");
-    crate::sync::waiting();
-    if alertable != 0 || !timeout.is_null() {
-        violation("the simulator waits for threads without timeout or alerts");
+    if alertable != 0 {
+        unsupported("alertable waits");
     }
-    let thread = match THREADS.lock().unwrap().get_mut(&(handle as u64)) {
-        Some(thread) => thread.take(),
-        None => {
-            violation(format!(
-                "waiting on {handle:p}, which is not a thread handle"
-            ));
-            return STATUS_INVALID_PARAMETER;
-        }
+    let Some(thread) = thread_of_handle(handle as u64) else {
+        unsupported(format!(
+            "ZwWaitForSingleObject on {handle:p}: the simulator waits on system threads' \
+             handles only"
+        ));
+        return STATUS_INVALID_HANDLE;
     };
-    if let Some(thread) = thread
-        && thread.join().is_err()
-    {
-        violation("a system thread panicked");
-    }
-    STATUS_SUCCESS
+    wait(&[thread.address()], timeout, "ZwWaitForSingleObject")
 }
 
 #[kernel_export]
 pub unsafe extern "efiapi" fn ZwClose(handle: HANDLE) -> NTSTATUS {
+    // ZwClose (wdm.h): "IRQL PASSIVE_LEVEL".
     irql::require_at_most(PASSIVE_LEVEL, "ZwClose");
+    // Closing a thread's handle while it runs is allowed: the thread goes on, and its object
+    // lives as long as someone references it.
     match THREADS.lock().unwrap().remove(&(handle as u64)) {
-        Some(None) => STATUS_SUCCESS,
-        Some(Some(_running)) => {
-            violation("closing the handle of a system thread nobody waited for");
-            STATUS_SUCCESS
-        }
+        Some(_) => STATUS_SUCCESS,
         None => {
-            violation(format!("closing {handle:p}, which is not a kernel handle"));
-            STATUS_INVALID_PARAMETER
+            // "If the handle is not valid ... bug check 0x93" for a kernel handle (Bug Check
+            // 0x93: INVALID_KERNEL_HANDLE).
+            violation(format!(
+                "closing {handle:p}, which is not a kernel handle: bug check 0x93 \
+                 (INVALID_KERNEL_HANDLE)"
+            ));
+            STATUS_INVALID_HANDLE
         }
     }
 }

@@ -17,7 +17,7 @@ use crate::faults::{Site, should_fail};
 use crate::irql;
 use crate::ndis;
 use crate::process::{self, Process, ProcessState};
-use crate::verifier::violation;
+use crate::verifier::{house_rule, unsupported, violation};
 use oxtun_abi::TUN_IOCTL_REGISTER_RINGS;
 use oxtun_sim_macros::kernel_export;
 
@@ -70,6 +70,8 @@ pub(crate) fn free_device_object(device: PDEVICE_OBJECT) {
     // SAFETY: created by new_device_object; its adapter is gone.
     let device = unsafe { Box::from_raw(device) };
     if !device.Reserved.is_null() {
+        // DEVICE_OBJECT.Reserved is the system's (DEVICE_OBJECT, wdm.h: "Reserved for system use"),
+        // and a context left there names an adapter that is gone.
         violation("the driver left its context in DEVICE_OBJECT.Reserved after halt");
     }
 }
@@ -126,6 +128,7 @@ unsafe extern "efiapi" fn ndis_dispatch(_device: PDEVICE_OBJECT, irp: PIRP) -> N
 
 /// NDIS's unload routine: calls the miniport's, which deregisters.
 unsafe extern "efiapi" fn ndis_unload(object: PDRIVER_OBJECT) {
+    // DriverUnload (wdm.h, DRIVER_UNLOAD): "IRQL PASSIVE_LEVEL".
     irql::require_at_most(PASSIVE_LEVEL, "DriverUnload");
     if let Some(unload) = ndis::handlers().and_then(|handlers| handlers.unload) {
         // SAFETY: the driver's unload handler with its driver object.
@@ -378,6 +381,9 @@ fn send_irp(
         unsafe { (*driver).MajorFunction[major] }
     };
     let Some(dispatch) = dispatch else {
+        // The I/O manager fills every slot of the dispatch table before DriverEntry (with
+        // IopInvalidDeviceRequest): an empty slot is one the driver cleared, and the I/O manager
+        // would call through a null pointer.
         violation(format!("no dispatch routine for major function {major:#x}"));
         return STATUS_INVALID_DEVICE_REQUEST;
     };
@@ -396,12 +402,16 @@ fn send_irp(
         finish_registration(returned);
     }
     if PENDING_IRPS.lock().unwrap().remove(&(irp as usize)) {
+        // A dispatch routine either completes the IRP or marks it pending and returns STATUS_PENDING
+        // ("Completing IRPs", "DispatchXxx routines"); this driver never pends.
         violation(format!(
             "IRP for major function {major:#x} returned without completion"
         ));
     }
     let completed = packet.irp.IoStatus.Status;
     if returned != completed {
+        // A dispatch routine that completes an IRP returns the status it set in IoStatus.Status
+        // ("Completing IRPs").
         violation(format!(
             "dispatch returned {returned:#x} but completed the IRP with {completed:#x}"
         ));
@@ -412,8 +422,10 @@ fn send_irp(
 
 #[kernel_export]
 pub unsafe extern "efiapi" fn IofCompleteRequest(irp: PIRP, _boost: i8) {
+    // IofCompleteRequest (wdm.h): "IRQL <= DISPATCH_LEVEL".
     irql::require_at_most(DISPATCH_LEVEL, "IofCompleteRequest");
     if !PENDING_IRPS.lock().unwrap().remove(&(irp as usize)) {
+        // Completing an IRP twice is Bug Check 0x44 (MULTIPLE_IRP_COMPLETE_REQUESTS).
         violation(format!("completing IRP {irp:p}, which is not outstanding"));
     }
 }
@@ -506,6 +518,8 @@ fn check_pool_returned(record: &RegistrationRecord, what: &str) {
         .filter_map(|address| outstanding.get(address))
         .collect();
     if !kept.is_empty() {
+        // A leak per registration, which the unload check (Driver Verifier's "Pool Tracking")
+        // cannot see when halt frees it in the end.
         violation(format!(
             "{what} kept {} pool allocations it made: {kept:?}",
             kept.len()
@@ -536,11 +550,6 @@ pub fn mdls_outstanding() -> usize {
     MDLS.lock().unwrap().len()
 }
 
-/// Whether `mdl` is an MDL the driver allocated and has not freed.
-pub(crate) fn is_mdl(mdl: PMDL) -> bool {
-    MDLS.lock().unwrap().contains_key(&(mdl as usize))
-}
-
 /// The priority flags of the last mapping, to check the driver maps no-execute.
 pub static LAST_MAPPING_PRIORITY: AtomicU64 = AtomicU64::new(0);
 
@@ -552,9 +561,10 @@ pub unsafe extern "efiapi" fn IoAllocateMdl(
     charge_quota: u8,
     irp: PIRP,
 ) -> PMDL {
+    // IoAllocateMdl (wdm.h): "IRQL <= DISPATCH_LEVEL".
     irql::require_at_most(DISPATCH_LEVEL, "IoAllocateMdl");
     if secondary != 0 || charge_quota != 0 || !irp.is_null() {
-        violation("IoAllocateMdl: the simulator supports only stand-alone MDLs");
+        unsupported("IoAllocateMdl for an IRP, as a secondary buffer or charging quota");
     }
     if should_fail(Site::IoAllocateMdl) {
         return null_mut();
@@ -574,13 +584,19 @@ pub unsafe extern "efiapi" fn IoAllocateMdl(
 
 #[kernel_export]
 pub unsafe extern "efiapi" fn IoFreeMdl(mdl: PMDL) {
+    // IoFreeMdl (wdm.h): "IRQL <= DISPATCH_LEVEL".
     irql::require_at_most(DISPATCH_LEVEL, "IoFreeMdl");
     let Some(state) = MDLS.lock().unwrap().remove(&(mdl as usize)) else {
+        // IoFreeMdl releases "an MDL that was allocated by IoAllocateMdl" (IoFreeMdl).
         violation(format!("freeing unknown MDL {mdl:p}"));
         return;
     };
-    if state.locked_by.is_some() || state.mapped.is_some() {
-        violation("freeing an MDL whose pages are still locked or mapped");
+    // Pages locked through the MDL are unlocked first ("Using MDLs": MmUnlockPages, then
+    // IoFreeMdl); else they stay locked until Bug Check 0x76 (PROCESS_HAS_LOCKED_PAGES). A mapping
+    // goes with the unlock, and "if such a mapping exists, IoFreeMdl releases the
+    // system-address-space mapping for a partial MDL" (IoBuildPartialMdl).
+    if state.locked_by.is_some() {
+        violation("freeing an MDL whose pages are still locked");
     }
     note_freed_mdl(mdl as usize);
     // SAFETY: allocated by IoAllocateMdl, removed from the table once.
@@ -594,17 +610,23 @@ pub unsafe extern "efiapi" fn OxtunProbeAndLockPages(
     mode: KPROCESSOR_MODE,
     operation: LOCK_OPERATION,
 ) -> NTSTATUS {
+    // MmProbeAndLockPages (wdm.h): "IRQL <= APC_LEVEL".
     irql::require_at_most(APC_LEVEL, "MmProbeAndLockPages");
     let mut mdls = MDLS.lock().unwrap();
     let Some(state) = mdls.get_mut(&(mdl as usize)) else {
+        // MmProbeAndLockPages fills an MDL the caller allocated (IoAllocateMdl).
         violation(format!("probing unknown MDL {mdl:p}"));
         return STATUS_INVALID_PARAMETER;
     };
     if state.locked_by.is_some() {
+        // An MDL describes one locked range: probing it again overwrites the page array of pages
+        // still locked, which are then never unlocked ("Using MDLs").
         violation("probing an MDL that is already locked");
     }
+    // Windows probes for whatever access is asked (MmProbeAndLockPages); the driver writes both
+    // rings' headers, and pages probed only for reading would let a read-only mapping through.
     if operation != IoWriteAccess {
-        violation("the driver writes the rings: it must probe for write access");
+        house_rule("the driver writes the rings: it must probe them for IoWriteAccess");
     }
     if should_fail(Site::ProbeAndLockPages) {
         return STATUS_ACCESS_VIOLATION;
@@ -622,24 +644,38 @@ pub unsafe extern "efiapi" fn OxtunProbeAndLockPages(
 
 #[kernel_export]
 pub unsafe extern "efiapi" fn MmUnlockPages(mdl: PMDL) {
+    // MmUnlockPages (wdm.h): "IRQL <= DISPATCH_LEVEL".
     irql::require_at_most(DISPATCH_LEVEL, "MmUnlockPages");
     let mut mdls = MDLS.lock().unwrap();
     let Some(state) = mdls.get_mut(&(mdl as usize)) else {
+        // MmUnlockPages takes the MDL MmProbeAndLockPages filled (MmUnlockPages).
         violation(format!("unlocking unknown MDL {mdl:p}"));
         return;
     };
     let Some(process) = state.locked_by.take() else {
+        // MmUnlockPages unlocks the pages a preceding MmProbeAndLockPages locked through this MDL
+        // (MmUnlockPages).
         violation("unlocking an MDL that is not locked");
         return;
     };
-    if state.mapped.is_some() {
-        violation("unlocking an MDL whose system mapping is still in place");
+    // "If the MDL was built by a call to MmProbeAndLockPages, you do not need to explicitly release
+    // the system-address-space mapping. A call to MmUnlockPages releases the mapping, if one was
+    // allocated." (MmGetSystemAddressForMdlSafe, Microsoft's wdm.h documentation.)
+    if state.mapped.take().is_some() {
+        // SAFETY: a live MDL, whose mapping goes with the lock.
+        unsafe {
+            (*mdl).MdlFlags &= !MDL_MAPPED_TO_SYSTEM_VA;
+            (*mdl).MappedSystemVa = null_mut();
+        }
     }
     let source = mdl as usize;
     let in_use = mdls
         .values()
         .any(|other| other.partial_of == Some(source) && other.mapped.is_some());
     if in_use {
+        // A partial MDL with a mapping of its own maps the source's pages; unlocking them under it
+        // leaves a system mapping of pages the memory manager may reuse (IoBuildPartialMdl: the
+        // mapping lasts until MmPrepareMdlForReuse or IoFreeMdl releases it).
         violation("unlocking pages a mapped partial MDL still describes");
     }
     // SAFETY: a live MDL.
@@ -656,16 +692,27 @@ pub unsafe extern "efiapi" fn MmMapLockedPagesSpecifyCache(
     bug_check_on_failure: ULONG,
     priority: u32,
 ) -> PVOID {
+    // MmMapLockedPagesSpecifyCache (wdm.h): "IRQL <= DISPATCH_LEVEL".
     irql::require_at_most(DISPATCH_LEVEL, "MmMapLockedPagesSpecifyCache");
-    if mode != KernelMode || !requested.is_null() || bug_check_on_failure != 0 {
-        violation("mapping for the kernel must be KernelMode, anywhere, without bug check");
+    if mode != KernelMode || !requested.is_null() {
+        unsupported("MmMapLockedPagesSpecifyCache into user space or at a requested address");
+    }
+    // Windows allows BugCheckOnFailure for KernelMode mappings (MmMapLockedPagesSpecifyCache);
+    // a driver that can fail the request instead must not stop the system over it.
+    if bug_check_on_failure != 0 {
+        house_rule("MmMapLockedPagesSpecifyCache with BugCheckOnFailure: fail the request instead");
     }
     let mut mdls = MDLS.lock().unwrap();
     let Some(state) = mdls.get_mut(&(mdl as usize)) else {
+        // MmMapLockedPagesSpecifyCache maps an MDL the caller allocated (IoAllocateMdl).
         violation(format!("mapping unknown MDL {mdl:p}"));
         return null_mut();
     };
     if (state.locked_by.is_none() && state.partial_of.is_none()) || state.mapped.is_some() {
+        // MmMapLockedPagesSpecifyCache maps locked pages (its MemoryDescriptorList "describes the
+        // physical pages to be mapped", locked by MmProbeAndLockPages or built on non-paged memory);
+        // a second mapping of a mapped MDL leaks the first (MmGetSystemAddressForMdlSafe maps only
+        // an MDL without MDL_MAPPED_TO_SYSTEM_VA).
         violation("mapping an MDL that is not locked, or already mapped");
     }
     if should_fail(Site::MmMapLockedPagesSpecifyCache) {
@@ -692,6 +739,7 @@ pub unsafe extern "efiapi" fn MmMapLockedPagesSpecifyCache(
 
 #[kernel_export]
 pub unsafe extern "efiapi" fn MmUnmapLockedPages(address: PVOID, mdl: PMDL) {
+    // MmUnmapLockedPages (wdm.h): "IRQL <= DISPATCH_LEVEL".
     irql::require_at_most(DISPATCH_LEVEL, "MmUnmapLockedPages");
     let mut mdls = MDLS.lock().unwrap();
     match mdls.get_mut(&(mdl as usize)) {
@@ -703,6 +751,8 @@ pub unsafe extern "efiapi" fn MmUnmapLockedPages(address: PVOID, mdl: PMDL) {
                 (*mdl).MappedSystemVa = null_mut();
             }
         }
+        // MmUnmapLockedPages "releases a mapping that was set up by a preceding call to the
+        // MmMapLockedPages or MmMapLockedPagesSpecifyCache routine" (MmUnmapLockedPages).
         _ => violation(format!(
             "unmapping {address:p}, which this MDL does not map"
         )),
@@ -716,13 +766,17 @@ pub unsafe extern "efiapi" fn IoBuildPartialMdl(
     address: PVOID,
     length: ULONG,
 ) {
+    // IoBuildPartialMdl (wdm.h): "IRQL <= DISPATCH_LEVEL".
     irql::require_at_most(DISPATCH_LEVEL, "IoBuildPartialMdl");
     let mut mdls = MDLS.lock().unwrap();
     let Some(source_state) = mdls.get(&(source as usize)) else {
+        // SourceMdl is "an MDL that describes the original buffer" (IoBuildPartialMdl).
         violation("IoBuildPartialMdl from an unknown MDL");
         return;
     };
     if source_state.locked_by.is_none() {
+        // "Before the driver calls IoBuildPartialMdl, the physical pages that are described by the
+        // source MDL must be locked" (IoBuildPartialMdl).
         violation("IoBuildPartialMdl from an MDL that is not locked");
         return;
     }
@@ -736,17 +790,24 @@ pub unsafe extern "efiapi" fn IoBuildPartialMdl(
     };
     let (address, length) = (address as usize, length as usize);
     if address < start || address + length > start + count {
+        // Length and VirtualAddress "must specify a buffer that is a proper subrange of the buffer
+        // that is described by SourceMdl" (IoBuildPartialMdl).
         violation("IoBuildPartialMdl outside the source MDL's buffer");
         return;
     }
     let Some(state) = mdls.get_mut(&(target as usize)) else {
+        // TargetMdl is "a pointer to a caller-allocated MDL" (IoBuildPartialMdl).
         violation(format!("IoBuildPartialMdl into unknown MDL {target:p}"));
         return;
     };
     if state.mapped.is_some() {
+        // "To prevent this new mapping from leaking, the driver must call MmPrepareMdlForReuse before
+        // it reuses the partial MDL" (IoBuildPartialMdl).
         violation("IoBuildPartialMdl into an MDL that is still mapped: MmPrepareMdlForReuse first");
     }
     if pages_spanned(address, length) > state.pages {
+        // TargetMdl "must be large enough to describe the pages in the subrange that are specified
+        // by VirtualAddress and Length" (IoBuildPartialMdl).
         violation("IoBuildPartialMdl into an MDL too small for the range");
         return;
     }
@@ -778,6 +839,8 @@ pub(crate) fn read_mdl_chain(
     let mut first = 0;
     while length > 0 {
         if mdl.is_null() {
+            // A NET_BUFFER's MDL chain maps its data (NET_BUFFER: MdlChain, the list of MDLs that
+            // map the data buffer), so it holds at least DataLength bytes past the offset.
             violation("an NBL's MDL chain is shorter than its data");
             break;
         }

@@ -23,6 +23,8 @@ pub fn current() -> KIRQL {
 pub fn raise(irql: KIRQL) -> KIRQL {
     let old = current();
     if irql < old {
+        // Raising to a level below the current one is a bug check (KeRaiseIrql; Bug Check 0x9,
+        // IRQL_NOT_GREATER_OR_EQUAL).
         violation(format!("raising IRQL from {old} to lower {irql}"));
     }
     IRQL.with(|cell| cell.set(irql));
@@ -33,6 +35,8 @@ pub fn raise(irql: KIRQL) -> KIRQL {
 pub fn lower(irql: KIRQL) {
     let old = current();
     if irql > old {
+        // Lowering to a level above the current one is a fatal error (KeLowerIrql: NewIrql is at
+        // most the current IRQL).
         violation(format!("lowering IRQL from {old} to higher {irql}"));
     }
     IRQL.with(|cell| cell.set(irql));
@@ -42,6 +46,8 @@ pub fn lower(irql: KIRQL) {
 pub fn require_at_most(max: KIRQL, what: &str) {
     let irql = current();
     if irql > max {
+        // Each caller cites its routine's IRQL requirement (the "IRQL" row of its reference page, as the
+        // WDK's _IRQL_requires_max_ annotation says it).
         violation(format!("{what} called at IRQL {irql}, above {max}"));
     }
 }
@@ -55,12 +61,16 @@ thread_local! {
 /// ([`crate::stack`]), and checks the callback returned at the IRQL it was entered at. Once the
 /// outermost callback returns, checks what a registration it ended left behind.
 pub fn call_at<R>(irql: KIRQL, what: &'static str, callback: impl FnOnce() -> R) -> R {
+    crate::dispatcher::enter_kernel_mode();
     let old = raise(irql);
     CALLBACK_DEPTH.set(CALLBACK_DEPTH.get() + 1);
     let result = crate::stack::on_kernel_stack(what, callback);
     CALLBACK_DEPTH.set(CALLBACK_DEPTH.get() - 1);
     let after = current();
     if after != irql {
+        // A driver callback returns at the IRQL it was called at ("Managing Hardware Priorities": a
+        // routine that raises the IRQL restores it before it returns; Driver Verifier's IRQL
+        // checking reports the rest).
         violation(format!(
             "{what} returned at IRQL {after}, entered at {irql}"
         ));

@@ -16,7 +16,7 @@
 //! `cargo test` too ([`isolation`]).
 
 pub mod code_check;
-mod dispatcher;
+pub mod dispatcher;
 pub mod driver_build;
 mod exports;
 pub mod faults;
@@ -119,9 +119,6 @@ impl Driver {
     /// calls DriverEntry at PASSIVE_LEVEL. An image that does not load fails with the status
     /// Windows would give, and the reason on stderr, as Windows logs it.
     pub fn load_build(build: &DriverBuild) -> Result<Driver, NTSTATUS> {
-        if ndis::driver_registered() {
-            verifier::violation("loading the driver while it is loaded");
-        }
         let (entry, image) = match build {
             DriverBuild::Host => (oxtun_driver::DriverEntry as DriverEntryRoutine, None),
             DriverBuild::Image(path) => match loader::load_file(path) {
@@ -138,6 +135,20 @@ impl Driver {
                 }
             },
         };
+        Self::start(entry, image)
+    }
+
+    /// Loads a driver whose DriverEntry is `entry`, linked into this process: a miniport written
+    /// for a test of the simulator itself.
+    pub fn load_routine(entry: DriverEntryRoutine) -> Result<Driver, NTSTATUS> {
+        Self::start(entry, None)
+    }
+
+    fn start(entry: DriverEntryRoutine, image: Option<loader::Image>) -> Result<Driver, NTSTATUS> {
+        if ndis::driver_registered() {
+            // A check on the test: one driver per simulated kernel.
+            verifier::violation("loading the driver while it is loaded");
+        }
         let object = io::new_driver_object();
         let mut registry_path = UNICODE_STRING {
             Length: 0,
@@ -178,6 +189,8 @@ impl Driver {
         let adapter = Adapter { handle };
         let restarted = adapter.restart();
         if restarted != NDIS_STATUS_SUCCESS {
+            // MiniportRestartEx returns NDIS_STATUS_SUCCESS, NDIS_STATUS_PENDING or a failure
+            // (MINIPORT_RESTART); after initialize, this driver has no reason to fail it.
             verifier::violation(format!(
                 "MiniportRestartEx after initialize failed: {restarted:#x}"
             ));
@@ -194,9 +207,13 @@ impl Driver {
                 // SAFETY: the unload routine installed in the driver object, called once.
                 unsafe { unload(self.object) }
             }),
+            // NDIS installs its unload routine in the driver object at registration, and the
+            // miniport gives it one to call ("Unloading a Miniport Driver": MiniportDriverUnload).
             None => verifier::violation("the driver object has no unload routine"),
         }
         if ndis::driver_registered() {
+            // MiniportDriverUnload calls NdisMDeregisterMiniportDriver ("Unloading a Miniport
+            // Driver"; MINIPORT_DRIVER_UNLOAD).
             verifier::violation("the driver unloaded without deregistering its miniport");
         }
         io::free_driver_object(self.object);
@@ -215,7 +232,7 @@ impl Driver {
 }
 
 /// `DRIVER_INITIALIZE`: DriverEntry's type, in either build.
-pub(crate) type DriverEntryRoutine =
+pub type DriverEntryRoutine =
     unsafe extern "efiapi" fn(PDRIVER_OBJECT, PUNICODE_STRING) -> NTSTATUS;
 
 /// An adapter NDIS added.
@@ -448,6 +465,7 @@ impl Adapter {
     fn transition(&self, from: AdapterState, to: AdapterState) -> NDIS_STATUS {
         let state = self.state();
         if state != from {
+            // A check on the test: NDIS's state machine ("Miniport Adapter States and Operations").
             verifier::violation(format!(
                 "the simulator moves an adapter {state:?} -> {to:?}"
             ));
@@ -489,7 +507,7 @@ impl Adapter {
         if status == NDIS_STATUS_PENDING && to == AdapterState::Paused {
             ndis::set_state(self.handle, AdapterState::Pausing);
         } else if status == NDIS_STATUS_PENDING {
-            verifier::violation("restart pended, but the driver imports no completion");
+            verifier::unsupported("a pending restart (NdisMRestartComplete)");
         } else if status == NDIS_STATUS_SUCCESS {
             ndis::set_state(self.handle, to);
         }
@@ -550,6 +568,7 @@ impl Adapter {
     pub fn surprise_remove(self) -> usize {
         let status = self.pnp(IRP_MN_SURPRISE_REMOVAL);
         if status != STATUS_SUCCESS {
+            // A driver may not fail IRP_MN_SURPRISE_REMOVAL (IRP_MN_SURPRISE_REMOVAL).
             verifier::violation(format!("IRP_MN_SURPRISE_REMOVAL failed: {status:#x}"));
         }
         let open_handles = process::handles_to_device(self.device());
@@ -585,11 +604,13 @@ impl Adapter {
                 NDIS_STATUS_SUCCESS => {}
                 NDIS_STATUS_PENDING => self.wait_paused(),
                 other => {
+                    // MiniportPause returns NDIS_STATUS_SUCCESS or NDIS_STATUS_PENDING (MINIPORT_PAUSE).
                     verifier::violation(format!("MiniportPause failed before halt: {other:#x}"))
                 }
             }
         }
         if self.held() != 0 {
+            // A check on the test: NDIS returns every NBL before it halts the adapter.
             verifier::violation("halting an adapter whose NBLs the stack still holds");
         }
         irql::call_at(PASSIVE_LEVEL, "MiniportHaltEx", || {

@@ -139,6 +139,7 @@ impl Image {
             .lock()
             .unwrap()
             .retain(|mapped| mapped.base != self.base);
+        crate::stack::forget_image(self.base);
         // SAFETY: our own mapping of `size` bytes, which the caller says nothing uses.
         unsafe { libc::munmap(self.base as *mut libc::c_void, self.size) };
     }
@@ -302,6 +303,7 @@ fn load_with_pdb(data: &[u8], pdb: Option<&Path>) -> Result<Image, LoadError> {
         return Err(malformed("the entry point is not in an executable section"));
     }
     let (base, size) = mapping.keep();
+    crate::stack::note_image(base, base + size);
     // SAFETY: the entry point lies in the image's code, mapped executable, relocated and bound;
     // the image declares it as DriverEntry (build.rs: /ENTRY:DriverEntry), in the Windows
     // convention, which is what "efiapi" is on x86_64.
@@ -378,42 +380,74 @@ fn relocate(
     Ok(())
 }
 
-/// Binds every import to the simulator's export of its DLL and name; returns the RVA of the
-/// slot bound to `ntoskrnl.exe!__C_specific_handler`, if imported.
-fn bind_imports(file: &PeFile64, mapping: &Mapping) -> Result<Option<u32>, LoadError> {
-    let mut c_specific_handler_slot = None;
-    let Some(table) = file.import_table().map_err(malformed)? else {
-        return Ok(None);
+/// One import of the image: its DLL, its name (or ordinal), and the RVA of its slot in the
+/// import address table.
+struct Import {
+    dll: String,
+    name: Result<String, u16>,
+    slot: u32,
+}
+
+/// Every import of the image, in the order of its import directory.
+fn imports(file: &PeFile64) -> object::read::Result<Vec<Import>> {
+    let mut imports = Vec::new();
+    let Some(table) = file.import_table()? else {
+        return Ok(imports);
     };
-    let mut descriptors = table.descriptors().map_err(malformed)?;
-    while let Some(descriptor) = descriptors.next().map_err(malformed)? {
-        let dll = table.name(descriptor.name.get(LE)).map_err(malformed)?;
-        let dll = String::from_utf8_lossy(dll).into_owned();
+    let mut descriptors = table.descriptors()?;
+    while let Some(descriptor) = descriptors.next()? {
+        let dll = String::from_utf8_lossy(table.name(descriptor.name.get(LE))?).into_owned();
         let first_thunk = descriptor.first_thunk.get(LE);
         let lookup = match descriptor.original_first_thunk.get(LE) {
             0 => first_thunk,
             lookup => lookup,
         };
-        let mut thunks = table.thunks(lookup).map_err(malformed)?;
+        let mut thunks = table.thunks(lookup)?;
         let mut slot = first_thunk;
-        while let Some(thunk) = thunks.next::<pe::ImageNtHeaders64>().map_err(malformed)? {
-            if thunk.is_ordinal() {
-                return Err(LoadError::ImportByOrdinal {
-                    dll,
-                    ordinal: thunk.ordinal(),
-                });
-            }
-            let (_hint, name) = table.hint_name(thunk.address()).map_err(malformed)?;
-            let name = String::from_utf8_lossy(name).into_owned();
-            let Some(address) = exports::find(&dll, &name) else {
-                return Err(LoadError::UnknownImport { dll, name });
+        while let Some(thunk) = thunks.next::<pe::ImageNtHeaders64>()? {
+            let name = if thunk.is_ordinal() {
+                Err(thunk.ordinal())
+            } else {
+                let (_hint, name) = table.hint_name(thunk.address())?;
+                Ok(String::from_utf8_lossy(name).into_owned())
             };
-            if dll.eq_ignore_ascii_case("ntoskrnl.exe") && name == "__C_specific_handler" {
-                c_specific_handler_slot = Some(slot);
-            }
-            mapping.copy(slot as usize, &(address as u64).to_le_bytes())?;
+            imports.push(Import {
+                dll: dll.clone(),
+                name,
+                slot,
+            });
             slot += 8;
         }
+    }
+    Ok(imports)
+}
+
+/// The RVA of the import address table's slot for `dll!name`, if the image imports it. DLL names
+/// compare without case, as Windows compares module names.
+pub(crate) fn import_slot(file: &PeFile64, dll: &str, name: &str) -> Result<Option<u32>, String> {
+    let imports = imports(file).map_err(|error| format!("import directory: {error}"))?;
+    Ok(imports
+        .iter()
+        .find(|import| import.dll.eq_ignore_ascii_case(dll) && import.name.as_deref() == Ok(name))
+        .map(|import| import.slot))
+}
+
+/// Binds every import to the simulator's export of its DLL and name; returns the RVA of the
+/// slot bound to `ntoskrnl.exe!__C_specific_handler`, if imported.
+fn bind_imports(file: &PeFile64, mapping: &Mapping) -> Result<Option<u32>, LoadError> {
+    let mut c_specific_handler_slot = None;
+    for Import { dll, name, slot } in imports(file).map_err(malformed)? {
+        let name = match name {
+            Ok(name) => name,
+            Err(ordinal) => return Err(LoadError::ImportByOrdinal { dll, ordinal }),
+        };
+        let Some(address) = exports::find(&dll, &name) else {
+            return Err(LoadError::UnknownImport { dll, name });
+        };
+        if dll.eq_ignore_ascii_case("ntoskrnl.exe") && name == "__C_specific_handler" {
+            c_specific_handler_slot = Some(slot);
+        }
+        mapping.copy(slot as usize, &(address as u64).to_le_bytes())?;
     }
     Ok(c_specific_handler_slot)
 }

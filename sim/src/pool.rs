@@ -38,15 +38,21 @@ fn layout(size: usize) -> Layout {
 #[kernel_export]
 pub extern "efiapi" fn ExAllocatePool2(flags: POOL_FLAGS, size: usize, tag: ULONG) -> PVOID {
     if flags & POOL_FLAG_PAGED != 0 {
+        // ExAllocatePool2 (wdm.h): "IRQL <= APC_LEVEL" for paged pool.
         irql::require_at_most(oxtun_driver::sys::APC_LEVEL, "ExAllocatePool2(paged)");
     } else if flags & POOL_FLAG_NON_PAGED != 0 {
+        // ExAllocatePool2 (wdm.h): "IRQL <= DISPATCH_LEVEL" for non-paged pool.
         irql::require_at_most(DISPATCH_LEVEL, "ExAllocatePool2(non-paged)");
     } else {
+        // ExAllocatePool2: Flags must name one pool type, POOL_FLAG_NON_PAGED or POOL_FLAG_PAGED among
+        // them (POOL_FLAGS, ExAllocatePool2).
         violation(format!(
             "ExAllocatePool2 without a pool type: flags {flags:#x}"
         ));
     }
     if tag == 0 {
+        // ExAllocatePool2: the tag is a non-zero pool tag (its Tag parameter); Driver Verifier refuses
+        // tag 0.
         violation("ExAllocatePool2 with a zero tag");
     }
     if should_fail(Site::ExAllocatePool2) {
@@ -65,12 +71,17 @@ pub extern "efiapi" fn ExAllocatePool2(flags: POOL_FLAGS, size: usize, tag: ULON
 
 #[kernel_export]
 pub extern "efiapi" fn ExFreePoolWithTag(memory: PVOID, tag: ULONG) {
+    // ExFreePoolWithTag (wdm.h): "IRQL <= DISPATCH_LEVEL".
     irql::require_at_most(DISPATCH_LEVEL, "ExFreePoolWithTag");
     let Some(allocation) = ALLOCATIONS.lock().unwrap().remove(&(memory as usize)) else {
+        // ExFreePoolWithTag frees a block ExAllocatePool2 allocated; anything else is Bug Check 0xC2
+        // (BAD_POOL_CALLER).
         violation(format!("freeing {memory:p}, which is not allocated pool"));
         return;
     };
     if allocation.tag != tag {
+        // ExFreePoolWithTag: the tag is the one the block was allocated with (its Tag parameter); a
+        // mismatch is Bug Check 0xC2 (BAD_POOL_CALLER).
         violation(format!(
             "freeing pool tagged {:#x} with tag {tag:#x}",
             allocation.tag

@@ -16,7 +16,7 @@ use oxtun_sim_macros::kernel_export;
 
 use crate::faults::{Site, should_fail};
 use crate::irql;
-use crate::verifier::violation;
+use crate::verifier::{house_rule, unsupported, violation};
 
 const STATUS_INVALID_HANDLE: NTSTATUS = 0xC000_0008_u32 as i32;
 const STATUS_OBJECT_TYPE_MISMATCH: NTSTATUS = 0xC000_0024_u32 as i32;
@@ -70,6 +70,9 @@ pub struct EventObject {
     signalled: Mutex<bool>,
     changed: Condvar,
     sets: AtomicU64,
+    /// A notification (manual-reset) event stays signalled until cleared; a synchronization
+    /// (auto-reset) one is reset by the wait it satisfies.
+    manual_reset: bool,
     /// Called on every set, for an event that stands for something outside the simulator (the
     /// emulator's eventfd).
     on_set: Option<Box<dyn Fn() + Send + Sync>>,
@@ -90,9 +93,30 @@ impl EventObject {
         self.sets.load(Ordering::SeqCst)
     }
 
-    /// Whether the event is signalled; resets it, like a wait on an auto-reset event.
+    /// Whether the event is signalled, as a wait sees it: a wait takes the signal of an
+    /// auto-reset (synchronization) event and leaves a manual-reset (notification) one set.
     pub fn take(&self) -> bool {
-        std::mem::take(&mut *self.signalled.lock().unwrap()) || self.take_source()
+        let mut signalled = self.signalled.lock().unwrap();
+        self.absorb_source(&mut signalled);
+        let was = *signalled;
+        if !self.manual_reset {
+            *signalled = false;
+        }
+        was
+    }
+
+    /// The state KeReadStateEvent reads, leaving it.
+    pub fn read_state(&self) -> bool {
+        let mut signalled = self.signalled.lock().unwrap();
+        self.absorb_source(&mut signalled);
+        *signalled
+    }
+
+    /// KeClearEvent: not signalled, whatever kind of event.
+    pub fn clear(&self) {
+        let mut signalled = self.signalled.lock().unwrap();
+        self.absorb_source(&mut signalled);
+        *signalled = false;
     }
 
     /// The eventfd that sets this event from outside, if it has one.
@@ -100,11 +124,12 @@ impl EventObject {
         self.source.as_ref().map(AsRawFd::as_raw_fd)
     }
 
-    /// Reads the source's count, if it is not zero (without blocking: the client's descriptor
-    /// may be a blocking one, and its flags are the client's to set).
-    fn take_source(&self) -> bool {
+    /// Takes a count the source holds into the event's state: the client set the event (the
+    /// count is read without blocking: the client's descriptor may be a blocking one, and its
+    /// flags are the client's to set).
+    fn absorb_source(&self, signalled: &mut bool) {
         let Some(fd) = self.source() else {
-            return false;
+            return;
         };
         let mut readable = libc::pollfd {
             fd,
@@ -113,16 +138,15 @@ impl EventObject {
         };
         // SAFETY: polling one descriptor we hold, without waiting.
         if unsafe { libc::poll(&mut readable, 1, 0) } != 1 {
-            return false;
+            return;
         }
         let mut count = 0u64;
         // SAFETY: 8 bytes into a local from a readable eventfd; the driver's receive thread is
         // its one reader, so it does not block.
-        let taken = unsafe { libc::read(fd, (&mut count as *mut u64).cast(), 8) == 8 };
-        if taken {
+        if unsafe { libc::read(fd, (&mut count as *mut u64).cast(), 8) == 8 } {
             self.outside_sets.fetch_add(1, Ordering::Relaxed);
+            *signalled = true;
         }
-        taken
     }
 
     /// Times a wait took the signal of the source (the client setting the event).
@@ -138,7 +162,11 @@ impl EventObject {
             .changed
             .wait_timeout_while(signalled, timeout, |signalled| !*signalled)
             .unwrap();
-        std::mem::take(&mut *signalled)
+        let was = *signalled;
+        if !self.manual_reset {
+            *signalled = false;
+        }
+        was
     }
 
     pub fn set(&self) {
@@ -156,6 +184,7 @@ impl EventObject {
 enum Object {
     Event(Arc<EventObject>),
     File(Arc<crate::io::FileObject>),
+    Thread(Arc<crate::dispatcher::ThreadObject>),
 }
 
 #[derive(Clone)]
@@ -415,13 +444,18 @@ impl Process {
         self.create_event_with(access, None)
     }
 
+    /// Creates a manual-reset event (CreateEvent with bManualReset TRUE): a wait leaves it set.
+    pub fn create_manual_reset_event(&self, access: ACCESS_MASK) -> (u64, Arc<EventObject>) {
+        self.insert_event(access, None, None, true)
+    }
+
     /// Like [`Process::create_event`], calling `on_set` whenever the event is set.
     pub fn create_event_with(
         &self,
         access: ACCESS_MASK,
         on_set: Option<Box<dyn Fn() + Send + Sync>>,
     ) -> (u64, Arc<EventObject>) {
-        self.insert_event(access, on_set, None)
+        self.insert_event(access, on_set, None, false)
     }
 
     /// Like [`Process::create_event`], for an event set from outside the simulator: it is set
@@ -431,7 +465,7 @@ impl Process {
         access: ACCESS_MASK,
         source: OwnedFd,
     ) -> (u64, Arc<EventObject>) {
-        self.insert_event(access, None, Some(source))
+        self.insert_event(access, None, Some(source), false)
     }
 
     fn insert_event(
@@ -439,12 +473,14 @@ impl Process {
         access: ACCESS_MASK,
         on_set: Option<Box<dyn Fn() + Send + Sync>>,
         source: Option<OwnedFd>,
+        manual_reset: bool,
     ) -> (u64, Arc<EventObject>) {
         let event = Arc::new(EventObject {
             header: [0; 3],
             signalled: Mutex::new(false),
             changed: Condvar::new(),
             sets: AtomicU64::new(0),
+            manual_reset,
             on_set,
             source,
             outside_sets: AtomicU64::new(0),
@@ -529,6 +565,8 @@ impl Process {
             .map(|a| a.locked)
             .sum();
         if locked != 0 {
+            // Bug Check 0x76 PROCESS_HAS_LOCKED_PAGES: a driver did not release pages it locked,
+            // found when the process's address space goes.
             violation(format!(
                 "process {} exited with {locked} pages still locked: PROCESS_HAS_LOCKED_PAGES",
                 self.state.id
@@ -567,6 +605,9 @@ enum Referenced {
     Event(Arc<EventObject>),
     File(Arc<crate::io::FileObject>),
     Process(Arc<ProcessState>),
+    // Held for the reference's sake: the object lives while the driver references it.
+    #[allow(dead_code)]
+    Thread(Arc<crate::dispatcher::ThreadObject>),
 }
 
 /// Objects the driver holds references to, by address, with the count.
@@ -610,9 +651,27 @@ pub struct ObjectType(*const u8);
 // SAFETY: an address that is never dereferenced.
 unsafe impl Sync for ObjectType {}
 static EVENT_TYPE_TARGET: u8 = 0;
+static FILE_TYPE_TARGET: u8 = 0;
+static THREAD_TYPE_TARGET: u8 = 0;
 
 #[unsafe(no_mangle)]
 pub static ExEventObjectType: ObjectType = ObjectType(&EVENT_TYPE_TARGET);
+#[unsafe(no_mangle)]
+pub static IoFileObjectType: ObjectType = ObjectType(&FILE_TYPE_TARGET);
+#[unsafe(no_mangle)]
+pub static PsThreadType: ObjectType = ObjectType(&THREAD_TYPE_TARGET);
+
+/// `OBJECT_HANDLE_INFORMATION` (wdm.h): what ObReferenceObjectByHandle tells of the handle.
+#[repr(C)]
+struct ObjectHandleInformation {
+    handle_attributes: ULONG,
+    granted_access: ACCESS_MASK,
+}
+
+/// Kernel handles have the top bit set (wdm.h: ObIsKernelHandle tests for a negative value).
+fn is_kernel_handle(handle: u64) -> bool {
+    (handle as i64) < 0
+}
 
 #[kernel_export]
 pub unsafe extern "efiapi" fn ObReferenceObjectByHandle(
@@ -623,51 +682,85 @@ pub unsafe extern "efiapi" fn ObReferenceObjectByHandle(
     object: *mut PVOID,
     handle_information: PVOID,
 ) -> NTSTATUS {
+    // ObReferenceObjectByHandle (wdm.h): "IRQL PASSIVE_LEVEL".
     irql::require_at_most(PASSIVE_LEVEL, "ObReferenceObjectByHandle");
-    if !handle_information.is_null() {
-        violation("the simulator does not fill OBJECT_HANDLE_INFORMATION");
-    }
     if should_fail(Site::ObReferenceObjectByHandle) {
         return STATUS_INSUFFICIENT_RESOURCES;
     }
-    let process = current();
-    let Some(entry) = process
-        .handles
-        .lock()
-        .unwrap()
-        .get(&(handle as u64))
-        .cloned()
-    else {
-        return STATUS_INVALID_HANDLE;
+    let value = handle as u64;
+    // A kernel handle is looked up in the kernel's table, and only for a KernelMode caller; a
+    // UserMode caller's kernel handle is invalid (ObReferenceObjectByHandle's page: "Drivers
+    // should always specify UserMode for handles they receive from user address space").
+    let entry = if is_kernel_handle(value) {
+        if mode != KernelMode {
+            return STATUS_INVALID_HANDLE;
+        }
+        match crate::dispatcher::thread_of_handle(value) {
+            Some(thread) => HandleEntry {
+                object: Object::Thread(thread),
+                access: THREAD_ALL_ACCESS,
+            },
+            None => return STATUS_INVALID_HANDLE,
+        }
+    } else {
+        let process = current();
+        let found = process.handles.lock().unwrap().get(&value).cloned();
+        match found {
+            Some(entry) => entry,
+            None => return STATUS_INVALID_HANDLE,
+        }
     };
     if mode == UserMode && entry.access & access != access {
         return STATUS_ACCESS_DENIED;
     }
     let (address, referenced) = match entry.object {
         // A null type asks for whatever object the handle names.
-        Object::Event(event) if object_type.is_null() || object_type == event_type() => {
+        Object::Event(event)
+            if object_type.is_null() || object_type == object_type_of(&ExEventObjectType) =>
+        {
             (event.address(), Referenced::Event(event))
         }
-        Object::File(file) if object_type.is_null() => {
+        Object::File(file)
+            if object_type.is_null() || object_type == object_type_of(&IoFileObjectType) =>
+        {
             (file.pointer() as usize, Referenced::File(file))
+        }
+        Object::Thread(thread)
+            if object_type.is_null() || object_type == object_type_of(&PsThreadType) =>
+        {
+            (thread.address(), Referenced::Thread(thread))
         }
         _ => return STATUS_OBJECT_TYPE_MISMATCH,
     };
     add_reference(address, || referenced);
-    // SAFETY: the driver's out parameter.
-    unsafe { *object = address as PVOID };
+    // SAFETY: the driver's out parameters, the second optional.
+    unsafe {
+        *object = address as PVOID;
+        if let Some(information) = handle_information
+            .cast::<ObjectHandleInformation>()
+            .as_mut()
+        {
+            *information = ObjectHandleInformation {
+                handle_attributes: 0,
+                granted_access: entry.access,
+            };
+        }
+    }
     STATUS_SUCCESS
 }
 
-fn event_type() -> POBJECT_TYPE {
-    ExEventObjectType.0.cast_mut().cast()
+fn object_type_of(variable: &ObjectType) -> POBJECT_TYPE {
+    variable.0.cast_mut().cast()
 }
 
 #[kernel_export]
 pub extern "efiapi" fn ObfDereferenceObject(object: PVOID) -> isize {
+    // ObfDereferenceObject (wdm.h): "IRQL <= DISPATCH_LEVEL".
     irql::require_at_most(DISPATCH_LEVEL, "ObfDereferenceObject");
     let mut references = REFERENCES.lock().unwrap();
     let Some((referenced, count)) = references.get_mut(&(object as usize)) else {
+        // ObfDereferenceObject drops a reference the caller holds; one it never took frees the object
+        // under its other holders (ObDereferenceObject; Bug Check 0x18, REFERENCE_BY_POINTER).
         violation(format!(
             "dereferencing {object:p}, which the driver holds no reference to"
         ));
@@ -688,6 +781,7 @@ pub extern "efiapi" fn ObfDereferenceObject(object: PVOID) -> isize {
 
 #[kernel_export]
 pub extern "efiapi" fn ObfReferenceObject(object: PVOID) -> isize {
+    // ObfReferenceObject (wdm.h): "IRQL <= DISPATCH_LEVEL".
     irql::require_at_most(DISPATCH_LEVEL, "ObfReferenceObject");
     let address = object as usize;
     if !is_referenced(address) {
@@ -695,6 +789,8 @@ pub extern "efiapi" fn ObfReferenceObject(object: PVOID) -> isize {
         // it without a handle.
         match crate::io::live_file(address) {
             Some(file) => add_reference(address, || Referenced::File(file)),
+            // ObfReferenceObject needs a live object: one the caller holds a reference to, or one the
+            // system lends it for the call (the file object of an IRP being handled).
             None => violation(format!(
                 "referencing {object:p}, which the driver holds no reference to"
             )),
@@ -709,14 +805,19 @@ pub extern "efiapi" fn ObfReferenceObject(object: PVOID) -> isize {
 
 #[kernel_export]
 pub extern "efiapi" fn KeSetEvent(event: PKEVENT, _increment: i32, wait: u8) -> i32 {
+    // KeSetEvent (wdm.h): "IRQL <= DISPATCH_LEVEL".
     irql::require_at_most(DISPATCH_LEVEL, "KeSetEvent");
+    // Windows allows Wait = TRUE when a wait routine follows at once (KeSetEvent's page); this
+    // driver never needs the pairing, and a stray TRUE leaves the thread at DISPATCH_LEVEL.
     if wait != 0 {
-        violation("KeSetEvent with Wait = TRUE");
+        house_rule("KeSetEvent with Wait = TRUE");
     }
     if let Some(was) = crate::dispatcher::set_kernel_event(event) {
         return i32::from(was);
     }
     let Some(object) = referenced_event(event as usize) else {
+        // KeSetEvent takes "a pointer to an initialized event object" (KeSetEvent): a KEVENT the
+        // driver initialized, or an event object it holds a reference to.
         violation(format!(
             "setting {event:p}, which is not an event the driver references"
         ));
@@ -744,6 +845,7 @@ pub extern "efiapi" fn PsSetCreateProcessNotifyRoutineEx(
     routine: CREATE_PROCESS_NOTIFY_ROUTINE_EX,
     remove: u8,
 ) -> NTSTATUS {
+    // PsSetCreateProcessNotifyRoutineEx (ntddk.h): "IRQL PASSIVE_LEVEL".
     irql::require_at_most(PASSIVE_LEVEL, "PsSetCreateProcessNotifyRoutineEx");
     let mut routines = NOTIFY_ROUTINES.lock().unwrap();
     let position = routines
@@ -770,6 +872,7 @@ const STATUS_INVALID_CID: NTSTATUS = 0xC000_000B_u32 as i32;
 /// on them).
 const FILE_TYPE_INDEX: u16 = 37;
 const EVENT_TYPE_INDEX: u16 = 16;
+const THREAD_TYPE_INDEX: u16 = 8;
 
 #[kernel_export]
 pub unsafe extern "efiapi" fn ZwQuerySystemInformation(
@@ -778,6 +881,7 @@ pub unsafe extern "efiapi" fn ZwQuerySystemInformation(
     length: ULONG,
     return_length: *mut ULONG,
 ) -> NTSTATUS {
+    // ZwQuerySystemInformation (the documented NtQuerySystemInformation): "IRQL PASSIVE_LEVEL".
     irql::require_at_most(PASSIVE_LEVEL, "ZwQuerySystemInformation");
     if class != SystemExtendedHandleInformation {
         return STATUS_INVALID_INFO_CLASS;
@@ -788,6 +892,7 @@ pub unsafe extern "efiapi" fn ZwQuerySystemInformation(
             let (object, type_index) = match &entry.object {
                 Object::Event(event) => (event.address() as PVOID, EVENT_TYPE_INDEX),
                 Object::File(file) => (file.pointer().cast(), FILE_TYPE_INDEX),
+                Object::Thread(thread) => (thread.address() as PVOID, THREAD_TYPE_INDEX),
             };
             entries.push(SYSTEM_HANDLE_TABLE_ENTRY_INFO_EX {
                 Object: object,
@@ -831,6 +936,7 @@ pub unsafe extern "efiapi" fn PsLookupProcessByProcessId(
     id: HANDLE,
     process: *mut PEPROCESS,
 ) -> NTSTATUS {
+    // PsLookupProcessByProcessId (ntifs.h): "IRQL <= DISPATCH_LEVEL".
     irql::require_at_most(DISPATCH_LEVEL, "PsLookupProcessByProcessId");
     let Some(found) = live_processes()
         .into_iter()
@@ -855,10 +961,13 @@ thread_local! {
 
 #[kernel_export]
 pub unsafe extern "efiapi" fn KeStackAttachProcess(process: PEPROCESS, apc_state: *mut KAPC_STATE) {
+    // KeStackAttachProcess (ntifs.h): "IRQL <= DISPATCH_LEVEL".
     irql::require_at_most(DISPATCH_LEVEL, "KeStackAttachProcess");
     let target = match REFERENCES.lock().unwrap().get(&(process as usize)) {
         Some((Referenced::Process(target), _)) => target.clone(),
         _ => {
+            // The process object stays referenced while the caller uses it (PsLookupProcessByProcessId:
+            // the caller releases the reference with ObDereferenceObject when it is done with it).
             violation("attaching to a process the driver holds no reference to");
             return;
         }
@@ -874,10 +983,13 @@ pub unsafe extern "efiapi" fn KeUnstackDetachProcess(apc_state: *mut KAPC_STATE)
     // SAFETY: the driver's KAPC_STATE.
     let marker = unsafe { apc_state.cast::<u64>().read() };
     let Some(previous) = DETACH_TO.with(|stack| stack.borrow_mut().pop()) else {
+        // KeUnstackDetachProcess restores the attach state a KeStackAttachProcess saved
+        // (KeUnstackDetachProcess).
         violation("KeUnstackDetachProcess without KeStackAttachProcess");
         return;
     };
     if marker != ATTACHED {
+        // ApcState is the KAPC_STATE that was passed to KeStackAttachProcess (KeUnstackDetachProcess).
         violation("KeUnstackDetachProcess with a state KeStackAttachProcess did not fill");
     }
     CURRENT.with(|current| *current.borrow_mut() = previous);
@@ -885,9 +997,10 @@ pub unsafe extern "efiapi" fn KeUnstackDetachProcess(apc_state: *mut KAPC_STATE)
 
 #[kernel_export]
 pub unsafe extern "efiapi" fn ObCloseHandle(handle: HANDLE, mode: KPROCESSOR_MODE) -> NTSTATUS {
+    // ObCloseHandle (wdm.h): "IRQL PASSIVE_LEVEL".
     irql::require_at_most(PASSIVE_LEVEL, "ObCloseHandle");
     if mode != UserMode {
-        violation("ObCloseHandle of a kernel handle: the simulator closes only user handles");
+        unsupported("ObCloseHandle of a kernel handle (the simulator closes user handles)");
     }
     if current().close_handle(handle as u64) {
         STATUS_SUCCESS

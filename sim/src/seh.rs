@@ -282,6 +282,8 @@ unsafe extern "efiapi" fn probe_and_lock_or_raise(
                 status
             }
             Err(why) => {
+                // An exception no handler takes in kernel mode is Bug Check 0x1E
+                // (KMODE_EXCEPTION_NOT_HANDLED), or needs SEH the simulator does not run.
                 violation(format!(
                     "MmProbeAndLockPages raised {status:#010x} and {why}; on Windows: bug check \
                      0x1E (KMODE_EXCEPTION_NOT_HANDLED)"
@@ -347,6 +349,7 @@ std::arch::global_asm!(
 #[allow(non_snake_case)]
 pub extern "efiapi" fn __C_specific_handler() {
     crate::stack::on_host_stack(|| {
+        // A check on the simulator: its raise reads the scope table itself.
         violation("__C_specific_handler called: the simulator dispatches exceptions itself")
     });
     std::process::abort()

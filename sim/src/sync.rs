@@ -8,7 +8,7 @@
 
 use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::{self, ThreadId};
 
@@ -19,7 +19,7 @@ use oxtun_driver::sys::{
 use oxtun_sim_macros::kernel_export;
 
 use crate::irql;
-use crate::verifier::violation;
+use crate::verifier::{house_rule, violation};
 
 /// Locks currently held, by address, across all threads.
 static HELD: Mutex<BTreeSet<usize>> = Mutex::new(BTreeSet::new());
@@ -32,12 +32,16 @@ thread_local! {
 pub fn forget_objects_in(start: usize, len: usize) {
     let held = HELD.lock().unwrap();
     if let Some(lock) = held.range(start..start + len).next() {
+        // Freeing pool that holds an active kernel object is what Driver Verifier's "Miscellaneous
+        // Checks" report; a held spin lock in freed pool leaves its waiters spinning on freed memory.
         violation(format!(
             "freeing memory that holds the acquired spin lock {lock:#x}"
         ));
     }
     let resources = RESOURCES.lock().unwrap();
     if let Some((resource, _)) = resources.range(start..start + len).next() {
+        // "Active resources in freed memory. The driver calls ExFreePool to free a pool block that
+        // contains active ERESOURCE structures" (Driver Verifier, "Miscellaneous Checks").
         violation(format!(
             "freeing memory that holds ERESOURCE {resource:#x}, never deleted"
         ));
@@ -47,6 +51,8 @@ pub fn forget_objects_in(start: usize, len: usize) {
 fn acquire_spin_lock(lock: *mut KSPIN_LOCK) {
     let address = lock as usize;
     if HELD_HERE.with(|held| held.borrow().contains(&address)) {
+        // Bug Check 0xF SPIN_LOCK_ALREADY_OWNED: "a request for a spin lock has been initiated when the
+        // spin lock was already owned".
         violation(format!(
             "spin lock {address:#x} acquired twice by one thread: deadlock"
         ));
@@ -68,6 +74,7 @@ fn acquire_spin_lock(lock: *mut KSPIN_LOCK) {
 fn release_spin_lock(lock: *mut KSPIN_LOCK) {
     let address = lock as usize;
     if !HELD_HERE.with(|held| held.borrow_mut().remove(&address)) {
+        // KeReleaseSpinLock releases a spin lock the caller acquired (KeReleaseSpinLock).
         violation(format!(
             "releasing spin lock {address:#x}, which this thread does not hold"
         ));
@@ -81,6 +88,7 @@ fn release_spin_lock(lock: *mut KSPIN_LOCK) {
 
 #[kernel_export]
 pub extern "efiapi" fn KeAcquireSpinLockRaiseToDpc(lock: *mut KSPIN_LOCK) -> KIRQL {
+    // KeAcquireSpinLockRaiseToDpc (wdm.h): "IRQL <= DISPATCH_LEVEL".
     irql::require_at_most(DISPATCH_LEVEL, "KeAcquireSpinLockRaiseToDpc");
     let old = irql::raise(DISPATCH_LEVEL);
     acquire_spin_lock(lock);
@@ -90,6 +98,8 @@ pub extern "efiapi" fn KeAcquireSpinLockRaiseToDpc(lock: *mut KSPIN_LOCK) -> KIR
 #[kernel_export]
 pub extern "efiapi" fn KeReleaseSpinLock(lock: *mut KSPIN_LOCK, new_irql: KIRQL) {
     if irql::current() != DISPATCH_LEVEL {
+        // KeReleaseSpinLock is called at DISPATCH_LEVEL, where the acquisition left the caller
+        // (KeReleaseSpinLock: IRQL DISPATCH_LEVEL).
         violation("KeReleaseSpinLock below DISPATCH_LEVEL");
     }
     release_spin_lock(lock);
@@ -126,7 +136,8 @@ thread_local! {
 /// what it waits for waits on an exiting process). Checked whichever comes first.
 fn check_notify_routine_lock(state: &ResourceState, address: usize) {
     if state.held_across_wait && state.taken_by_notify_routine {
-        violation(format!(
+        // A house rule: Windows does not forbid it; see the function's comment.
+        house_rule(format!(
             "a process notify routine acquires ERESOURCE {address:#x}, which is held across \
              waits: every process exit in the system can stall behind them"
         ));
@@ -161,6 +172,8 @@ pub fn resources_outstanding() -> usize {
 fn resource(address: *mut ERESOURCE, what: &str) -> Option<Resource> {
     let found = RESOURCES.lock().unwrap().get(&(address as usize)).cloned();
     if found.is_none() {
+        // An ERESOURCE is used between ExInitializeResourceLite and ExDeleteResourceLite ("ERESOURCE
+        // routines").
         violation(format!(
             "{what} on {address:p}, which is not an initialized ERESOURCE"
         ));
@@ -170,9 +183,12 @@ fn resource(address: *mut ERESOURCE, what: &str) -> Option<Resource> {
 
 #[kernel_export]
 pub unsafe extern "efiapi" fn ExInitializeResourceLite(address: *mut ERESOURCE) -> NTSTATUS {
+    // ExInitializeResourceLite (wdm.h): "IRQL <= DISPATCH_LEVEL".
     irql::require_at_most(DISPATCH_LEVEL, "ExInitializeResourceLite");
     let mut resources = RESOURCES.lock().unwrap();
     if resources.contains_key(&(address as usize)) {
+        // Reinitializing a live resource is ExReinitializeResourceLite's job, not
+        // ExInitializeResourceLite's (ExReinitializeResourceLite).
         violation("ExInitializeResourceLite on a resource that is initialized");
     }
     resources.insert(address as usize, Resource::default());
@@ -181,8 +197,11 @@ pub unsafe extern "efiapi" fn ExInitializeResourceLite(address: *mut ERESOURCE) 
 
 #[kernel_export]
 pub unsafe extern "efiapi" fn ExDeleteResourceLite(address: *mut ERESOURCE) -> NTSTATUS {
+    // ExDeleteResourceLite (wdm.h): "IRQL <= APC_LEVEL".
     irql::require_at_most(APC_LEVEL, "ExDeleteResourceLite");
     let Some(resource) = RESOURCES.lock().unwrap().remove(&(address as usize)) else {
+        // "A call to ExDeleteResourceLite must be preceded by a call to ExInitializeResourceLite"
+        // (ExDeleteResourceLite).
         violation(format!(
             "deleting {address:p}, which is not an initialized ERESOURCE"
         ));
@@ -190,21 +209,35 @@ pub unsafe extern "efiapi" fn ExDeleteResourceLite(address: *mut ERESOURCE) -> N
     };
     let state = resource.0.lock().unwrap();
     if state.owner.is_some() || !state.shared.is_empty() {
+        // Deleting a held resource leaves its owners releasing a deleted one.
         violation("deleting an ERESOURCE that is held");
     }
     STATUS_SUCCESS
 }
 
-fn acquire_resource(address: *mut ERESOURCE, exclusive: bool) -> PVOID {
-    let what = if exclusive {
-        "ExEnterCriticalRegionAndAcquireResourceExclusive"
-    } else {
-        "ExEnterCriticalRegionAndAcquireResourceShared"
-    };
+/// Whether normal kernel APCs are disabled on this thread: inside a critical region, or at
+/// APC_LEVEL or above.
+fn normal_kernel_apcs_disabled() -> bool {
+    CRITICAL_REGION.get() > 0 || irql::current() >= APC_LEVEL
+}
+
+/// Acquires an ERESOURCE, waiting if `wait`; false if it would have to wait and may not. The
+/// caller has normal kernel APCs disabled ("Normal kernel APC delivery must be disabled before
+/// calling this routine. Disable normal kernel APC delivery by calling KeEnterCriticalRegion":
+/// ExAcquireResourceExclusiveLite, ExAcquireResourceSharedLite; otherwise a thread suspended by
+/// an APC while it holds the resource blocks everyone who waits for it).
+fn acquire_resource(address: *mut ERESOURCE, exclusive: bool, wait: bool, what: &str) -> bool {
+    // ExAcquireResourceExclusiveLite, ExAcquireResourceSharedLite (wdm.h): "IRQL <= APC_LEVEL".
     irql::require_at_most(APC_LEVEL, what);
-    CRITICAL_REGION.with(|depth| depth.set(depth.get() + 1));
+    if !normal_kernel_apcs_disabled() {
+        // ExAcquireResourceExclusiveLite, ExAcquireResourceSharedLite: see the function's comment.
+        violation(format!(
+            "{what} outside a critical region: normal kernel APCs must be disabled \
+             (KeEnterCriticalRegion) while an executive resource is held"
+        ));
+    }
     let Some(resource) = resource(address, what) else {
-        return std::ptr::null_mut();
+        return false;
     };
     let me = thread::current().id();
     let (lock, changed) = &*resource;
@@ -213,13 +246,16 @@ fn acquire_resource(address: *mut ERESOURCE, exclusive: bool) -> PVOID {
         state.taken_by_notify_routine = true;
         check_notify_routine_lock(&state, address as usize);
     }
-    RESOURCES_HELD_HERE.with(|held| held.borrow_mut().push(address as usize));
     loop {
         if state.owner == Some(me) {
             state.exclusive_depth += 1;
             break;
         }
+        // "If the caller has shared access to the resource, the caller must release the lock
+        // before it attempts to reacquire it exclusively" (ExAcquireResourceExclusiveLite).
         if exclusive && state.shared.contains_key(&me) {
+            // "If the caller has shared access to the resource, the caller must release the lock before it
+            // attempts to reacquire it exclusively" (ExAcquireResourceExclusiveLite).
             violation("acquiring an ERESOURCE exclusively while holding it shared: deadlock");
             break;
         }
@@ -233,29 +269,19 @@ fn acquire_resource(address: *mut ERESOURCE, exclusive: bool) -> PVOID {
             }
             break;
         }
+        if !wait {
+            return false;
+        }
         state = changed.wait(state).unwrap();
     }
-    address.cast()
+    RESOURCES_HELD_HERE.with(|held| held.borrow_mut().push(address as usize));
+    true
 }
 
-#[kernel_export]
-pub unsafe extern "efiapi" fn ExEnterCriticalRegionAndAcquireResourceShared(
-    address: *mut ERESOURCE,
-) -> PVOID {
-    acquire_resource(address, false)
-}
-
-#[kernel_export]
-pub unsafe extern "efiapi" fn ExEnterCriticalRegionAndAcquireResourceExclusive(
-    address: *mut ERESOURCE,
-) -> PVOID {
-    acquire_resource(address, true)
-}
-
-#[kernel_export]
-pub unsafe extern "efiapi" fn ExReleaseResourceAndLeaveCriticalRegion(address: *mut ERESOURCE) {
-    irql::require_at_most(DISPATCH_LEVEL, "ExReleaseResourceAndLeaveCriticalRegion");
-    let Some(resource) = resource(address, "ExReleaseResourceAndLeaveCriticalRegion") else {
+fn release_resource(address: *mut ERESOURCE, what: &str) {
+    // ExReleaseResourceLite (wdm.h): "IRQL <= DISPATCH_LEVEL".
+    irql::require_at_most(DISPATCH_LEVEL, what);
+    let Some(resource) = resource(address, what) else {
         return;
     };
     let me = thread::current().id();
@@ -272,6 +298,7 @@ pub unsafe extern "efiapi" fn ExReleaseResourceAndLeaveCriticalRegion(address: *
             state.shared.remove(&me);
         }
     } else {
+        // ExReleaseResourceLite "releases a specified executive resource owned by the current thread".
         violation("releasing an ERESOURCE this thread does not hold");
         return;
     }
@@ -282,10 +309,239 @@ pub unsafe extern "efiapi" fn ExReleaseResourceAndLeaveCriticalRegion(address: *
         }
     });
     changed.notify_all();
-    drop(state);
-    let depth = CRITICAL_REGION.with(|depth| depth.replace(depth.get().saturating_sub(1)));
+}
+
+#[kernel_export]
+pub extern "efiapi" fn KeEnterCriticalRegion() {
+    // KeEnterCriticalRegion (wdm.h): "IRQL <= APC_LEVEL".
+    irql::require_at_most(APC_LEVEL, "KeEnterCriticalRegion");
+    CRITICAL_REGION.set(CRITICAL_REGION.get() + 1);
+}
+
+#[kernel_export]
+pub extern "efiapi" fn KeLeaveCriticalRegion() {
+    // KeLeaveCriticalRegion (wdm.h): "IRQL <= APC_LEVEL"; "each call to KeEnterCriticalRegion
+    // must have a matching call to KeLeaveCriticalRegion" (KeEnterCriticalRegion).
+    irql::require_at_most(APC_LEVEL, "KeLeaveCriticalRegion");
+    let depth = CRITICAL_REGION.get();
     if depth == 0 {
-        violation("leaving a critical region that was not entered");
+        // "Each call to KeEnterCriticalRegion must have a matching call to KeLeaveCriticalRegion"
+        // (KeEnterCriticalRegion).
+        violation("KeLeaveCriticalRegion without KeEnterCriticalRegion");
+        return;
+    }
+    CRITICAL_REGION.set(depth - 1);
+}
+
+#[kernel_export]
+pub unsafe extern "efiapi" fn ExAcquireResourceSharedLite(address: *mut ERESOURCE, wait: u8) -> u8 {
+    u8::from(acquire_resource(
+        address,
+        false,
+        wait != 0,
+        "ExAcquireResourceSharedLite",
+    ))
+}
+
+#[kernel_export]
+pub unsafe extern "efiapi" fn ExAcquireResourceExclusiveLite(
+    address: *mut ERESOURCE,
+    wait: u8,
+) -> u8 {
+    u8::from(acquire_resource(
+        address,
+        true,
+        wait != 0,
+        "ExAcquireResourceExclusiveLite",
+    ))
+}
+
+#[kernel_export]
+pub unsafe extern "efiapi" fn ExReleaseResourceLite(address: *mut ERESOURCE) {
+    // "Normal kernel APC delivery must be disabled before calling this routine"
+    // (ExReleaseResourceLite).
+    if !normal_kernel_apcs_disabled() {
+        // "Normal kernel APC delivery must be disabled before calling this routine"
+        // (ExReleaseResourceLite).
+        violation("ExReleaseResourceLite outside a critical region");
+    }
+    release_resource(address, "ExReleaseResourceLite");
+}
+
+#[kernel_export]
+pub unsafe extern "efiapi" fn ExEnterCriticalRegionAndAcquireResourceShared(
+    address: *mut ERESOURCE,
+) -> PVOID {
+    KeEnterCriticalRegion();
+    acquire_resource(
+        address,
+        false,
+        true,
+        "ExEnterCriticalRegionAndAcquireResourceShared",
+    );
+    address.cast()
+}
+
+#[kernel_export]
+pub unsafe extern "efiapi" fn ExEnterCriticalRegionAndAcquireResourceExclusive(
+    address: *mut ERESOURCE,
+) -> PVOID {
+    KeEnterCriticalRegion();
+    acquire_resource(
+        address,
+        true,
+        true,
+        "ExEnterCriticalRegionAndAcquireResourceExclusive",
+    );
+    address.cast()
+}
+
+#[kernel_export]
+pub unsafe extern "efiapi" fn ExReleaseResourceAndLeaveCriticalRegion(address: *mut ERESOURCE) {
+    release_resource(address, "ExReleaseResourceAndLeaveCriticalRegion");
+    KeLeaveCriticalRegion();
+}
+
+/// `EX_SPIN_LOCK`, a reader/writer spin lock: a LONG in the driver's memory, as in the kernel;
+/// here the top bit says it is held exclusively and the rest counts shared holders.
+const EX_SPIN_LOCK_EXCLUSIVE: u32 = 0x8000_0000;
+
+thread_local! {
+    /// The EX_SPIN_LOCKs this thread holds, shared or exclusive.
+    static EX_SPIN_LOCKS_HERE: RefCell<BTreeSet<usize>> = const { RefCell::new(BTreeSet::new()) };
+}
+
+fn ex_spin_lock_word<'a>(lock: *mut i32) -> &'a AtomicU32 {
+    // SAFETY: the driver's EX_SPIN_LOCK, an aligned LONG in non-paged memory, which it touches
+    // only through these functions while they run.
+    unsafe { AtomicU32::from_ptr(lock.cast()) }
+}
+
+/// Acquires an EX_SPIN_LOCK at DISPATCH_LEVEL. "The caller must not already own this spin lock
+/// ... Recursive acquisition of a spin lock causes deadlock and is not allowed"
+/// (ExAcquireSpinLockShared, ExAcquireSpinLockExclusive): a shared re-acquisition deadlocks as
+/// soon as a writer waits between the two, since a waiting writer holds off new readers
+/// ("Reader/Writer Spin Locks").
+fn acquire_ex_spin_lock(lock: *mut i32, exclusive: bool, what: &str) {
+    let address = lock as usize;
+    if EX_SPIN_LOCKS_HERE.with(|held| held.borrow().contains(&address)) {
+        // ExAcquireSpinLockShared, ExAcquireSpinLockExclusive: see the function's comment.
+        violation(format!(
+            "{what}: EX_SPIN_LOCK {address:#x} is already held by this thread (recursive \
+             acquisition deadlocks once a writer waits)"
+        ));
+        return;
+    }
+    let word = ex_spin_lock_word(lock);
+    loop {
+        let value = word.load(Ordering::Acquire);
+        let next = if exclusive {
+            (value == 0).then_some(EX_SPIN_LOCK_EXCLUSIVE)
+        } else {
+            (value & EX_SPIN_LOCK_EXCLUSIVE == 0).then_some(value + 1)
+        };
+        if let Some(next) = next
+            && word
+                .compare_exchange_weak(value, next, Ordering::Acquire, Ordering::Relaxed)
+                .is_ok()
+        {
+            break;
+        }
+        std::thread::yield_now();
+    }
+    EX_SPIN_LOCKS_HERE.with(|held| held.borrow_mut().insert(address));
+    HELD.lock().unwrap().insert(address);
+}
+
+fn release_ex_spin_lock(lock: *mut i32, exclusive: bool, what: &str) {
+    let address = lock as usize;
+    if !EX_SPIN_LOCKS_HERE.with(|held| held.borrow_mut().remove(&address)) {
+        // Releasing an EX_SPIN_LOCK this thread does not hold corrupts it for its holders.
+        violation(format!(
+            "{what}: EX_SPIN_LOCK {address:#x} is not held by this thread"
+        ));
+        return;
+    }
+    let word = ex_spin_lock_word(lock);
+    if exclusive {
+        if word.swap(0, Ordering::Release) != EX_SPIN_LOCK_EXCLUSIVE {
+            // ExReleaseSpinLockExclusive releases an exclusive acquisition (its page).
+            violation(format!("{what} of an EX_SPIN_LOCK held shared"));
+        }
+    } else if word.fetch_sub(1, Ordering::Release) & EX_SPIN_LOCK_EXCLUSIVE != 0 {
+        // ExReleaseSpinLockShared releases a shared acquisition (its page).
+        violation(format!("{what} of an EX_SPIN_LOCK held exclusively"));
+    }
+    if !(exclusive || word.load(Ordering::Relaxed) == 0) {
+        return;
+    }
+    HELD.lock().unwrap().remove(&address);
+}
+
+// ExAcquireSpinLockShared and the rest (wdm.h): the plain ones are called at IRQL <=
+// DISPATCH_LEVEL and raise to it; the AtDpcLevel and FromDpcLevel ones at DISPATCH_LEVEL.
+
+#[kernel_export]
+pub unsafe extern "efiapi" fn ExAcquireSpinLockShared(lock: *mut i32) -> KIRQL {
+    // ExAcquireSpinLockShared (wdm.h): "IRQL <= DISPATCH_LEVEL".
+    irql::require_at_most(DISPATCH_LEVEL, "ExAcquireSpinLockShared");
+    let old = irql::raise(DISPATCH_LEVEL);
+    acquire_ex_spin_lock(lock, false, "ExAcquireSpinLockShared");
+    old
+}
+
+#[kernel_export]
+pub unsafe extern "efiapi" fn ExAcquireSpinLockExclusive(lock: *mut i32) -> KIRQL {
+    // ExAcquireSpinLockExclusive (wdm.h): "IRQL <= DISPATCH_LEVEL".
+    irql::require_at_most(DISPATCH_LEVEL, "ExAcquireSpinLockExclusive");
+    let old = irql::raise(DISPATCH_LEVEL);
+    acquire_ex_spin_lock(lock, true, "ExAcquireSpinLockExclusive");
+    old
+}
+
+#[kernel_export]
+pub unsafe extern "efiapi" fn ExReleaseSpinLockShared(lock: *mut i32, old: KIRQL) {
+    require_dispatch("ExReleaseSpinLockShared");
+    release_ex_spin_lock(lock, false, "ExReleaseSpinLockShared");
+    irql::lower(old);
+}
+
+#[kernel_export]
+pub unsafe extern "efiapi" fn ExReleaseSpinLockExclusive(lock: *mut i32, old: KIRQL) {
+    require_dispatch("ExReleaseSpinLockExclusive");
+    release_ex_spin_lock(lock, true, "ExReleaseSpinLockExclusive");
+    irql::lower(old);
+}
+
+#[kernel_export]
+pub unsafe extern "efiapi" fn ExAcquireSpinLockSharedAtDpcLevel(lock: *mut i32) {
+    require_dispatch("ExAcquireSpinLockSharedAtDpcLevel");
+    acquire_ex_spin_lock(lock, false, "ExAcquireSpinLockSharedAtDpcLevel");
+}
+
+#[kernel_export]
+pub unsafe extern "efiapi" fn ExAcquireSpinLockExclusiveAtDpcLevel(lock: *mut i32) {
+    require_dispatch("ExAcquireSpinLockExclusiveAtDpcLevel");
+    acquire_ex_spin_lock(lock, true, "ExAcquireSpinLockExclusiveAtDpcLevel");
+}
+
+#[kernel_export]
+pub unsafe extern "efiapi" fn ExReleaseSpinLockSharedFromDpcLevel(lock: *mut i32) {
+    require_dispatch("ExReleaseSpinLockSharedFromDpcLevel");
+    release_ex_spin_lock(lock, false, "ExReleaseSpinLockSharedFromDpcLevel");
+}
+
+#[kernel_export]
+pub unsafe extern "efiapi" fn ExReleaseSpinLockExclusiveFromDpcLevel(lock: *mut i32) {
+    require_dispatch("ExReleaseSpinLockExclusiveFromDpcLevel");
+    release_ex_spin_lock(lock, true, "ExReleaseSpinLockExclusiveFromDpcLevel");
+}
+
+fn require_dispatch(what: &str) {
+    let irql = irql::current();
+    if irql != DISPATCH_LEVEL {
+        // The AtDpcLevel and FromDpcLevel forms are for callers already at DISPATCH_LEVEL (their pages).
+        violation(format!("{what} at IRQL {irql}, not DISPATCH_LEVEL"));
     }
 }
 
@@ -309,6 +565,8 @@ pub unsafe extern "efiapi" fn ExInitializeRundownProtection(reference: *mut EX_R
 pub unsafe extern "efiapi" fn ExReInitializeRundownProtection(reference: *mut EX_RUNDOWN_REF) {
     let word = rundown_word(reference);
     if word.load(Ordering::SeqCst) != RUNDOWN_ACTIVE {
+        // ExReInitializeRundownProtection reinitializes a reference after it has been run down
+        // (ExReInitializeRundownProtection).
         violation("ExReInitializeRundownProtection on a reference that is not run down");
     }
     word.store(0, Ordering::SeqCst);
@@ -316,6 +574,7 @@ pub unsafe extern "efiapi" fn ExReInitializeRundownProtection(reference: *mut EX
 
 #[kernel_export]
 pub unsafe extern "efiapi" fn ExAcquireRundownProtection(reference: *mut EX_RUNDOWN_REF) -> u8 {
+    // ExAcquireRundownProtection (wdm.h): "IRQL <= DISPATCH_LEVEL".
     irql::require_at_most(DISPATCH_LEVEL, "ExAcquireRundownProtection");
     let word = rundown_word(reference);
     let mut value = word.load(Ordering::SeqCst);
@@ -337,15 +596,19 @@ pub unsafe extern "efiapi" fn ExAcquireRundownProtection(reference: *mut EX_RUND
 
 #[kernel_export]
 pub unsafe extern "efiapi" fn ExReleaseRundownProtection(reference: *mut EX_RUNDOWN_REF) {
+    // ExReleaseRundownProtection (wdm.h): "IRQL <= DISPATCH_LEVEL".
     irql::require_at_most(DISPATCH_LEVEL, "ExReleaseRundownProtection");
     let previous = rundown_word(reference).fetch_sub(RUNDOWN_UNIT, Ordering::SeqCst);
     if previous < RUNDOWN_UNIT {
+        // ExReleaseRundownProtection releases protection that ExAcquireRundownProtection acquired (its
+        // page).
         violation("ExReleaseRundownProtection without an acquisition");
     }
 }
 
 #[kernel_export]
 pub unsafe extern "efiapi" fn ExWaitForRundownProtectionRelease(reference: *mut EX_RUNDOWN_REF) {
+    // ExWaitForRundownProtectionRelease (wdm.h): "IRQL <= APC_LEVEL".
     irql::require_at_most(APC_LEVEL, "ExWaitForRundownProtectionRelease");
     waiting();
     let word = rundown_word(reference);

@@ -78,3 +78,40 @@ pub fn with_import_renamed(name: &str, renamed: &str) -> Vec<u8> {
     data[at..at + renamed.len()].copy_from_slice(renamed.as_bytes());
     data
 }
+
+/// A copy of the image whose entry point is code of the test's own, placed in the file padding
+/// after the `.text` section's code (its VirtualSize grown to cover it). `stub` gets the RVA the
+/// code will have and DriverEntry's RVA, and returns the code; the code ends by jumping to
+/// DriverEntry with its arguments untouched, or by whatever the test wants.
+pub fn with_entry_stub(stub: impl FnOnce(u32, u32) -> Vec<u8>) -> Vec<u8> {
+    let mut data = image();
+    let entry = entry_point(&data);
+    let le32 = |data: &[u8], at: usize| u32::from_le_bytes(data[at..at + 4].try_into().unwrap());
+    let nt = le32(&data, 0x3C) as usize;
+    let optional = nt + 4 + 20;
+    let optional_size = u16::from_le_bytes(data[nt + 20..nt + 22].try_into().unwrap()) as usize;
+    let text = optional + optional_size;
+    assert_eq!(&data[text..text + 5], b".text");
+    let (virtual_size, address) = (le32(&data, text + 8), le32(&data, text + 12));
+    let (raw_size, raw_offset) = (le32(&data, text + 16), le32(&data, text + 20));
+    let at = (address + virtual_size).next_multiple_of(16);
+    let code = stub(at, entry);
+    let end = at + code.len() as u32;
+    assert!(
+        end - address <= raw_size,
+        "no room for the stub in .text's padding"
+    );
+    let file_at = (raw_offset + (at - address)) as usize;
+    data[file_at..file_at + code.len()].copy_from_slice(&code);
+    data[text + 8..text + 12].copy_from_slice(&(end - address).to_le_bytes());
+    // AddressOfEntryPoint, 16 bytes into the optional header.
+    data[optional + 16..optional + 20].copy_from_slice(&at.to_le_bytes());
+    data
+}
+
+/// `jmp rel32` from the instruction at `from` (an RVA) to `to`.
+pub fn jump(from: u32, to: u32) -> Vec<u8> {
+    let mut code = vec![0xE9];
+    code.extend(to.wrapping_sub(from + 5).to_le_bytes());
+    code
+}
