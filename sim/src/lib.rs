@@ -15,24 +15,25 @@
 //! driver is an `#[oxtun_sim::test]`, which runs it in a process of its own under plain
 //! `cargo test` too ([`isolation`]).
 
-pub mod code_check;
-pub mod dispatcher;
+pub mod bookkeeping;
 pub mod driver_build;
-mod exports;
-pub mod faults;
+pub mod image;
 pub mod io;
-pub mod irql;
 pub mod isolation;
-pub mod loader;
+pub mod ke;
+pub mod mm;
 mod ndis;
-pub mod pool;
-pub mod process;
-mod security;
-mod seh;
-pub mod stack;
-mod sync;
+pub mod ob;
 pub mod tun;
-pub mod verifier;
+
+// The paths the tests, the benchmarks and the emulator use.
+pub use bookkeeping::{faults, verifier};
+pub use image::{code_check, loader};
+pub use ke::{dispatcher, irql, stack};
+pub use mm::pool;
+pub use ob::process;
+
+use ke::sync;
 
 use std::fmt;
 

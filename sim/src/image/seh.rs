@@ -31,9 +31,9 @@ use object::read::pe::PeFile64;
 
 use oxtun_driver::sys::{KPROCESSOR_MODE, LOCK_OPERATION, NT_SUCCESS, NTSTATUS, PMDL};
 
+use crate::bookkeeping::verifier::violation;
+use crate::image::loader;
 use crate::io;
-use crate::loader;
-use crate::verifier::violation;
 
 const UNW_FLAG_EHANDLER: u8 = 0x1;
 const UNW_FLAG_UHANDLER: u8 = 0x2;
@@ -269,7 +269,7 @@ unsafe extern "efiapi" fn probe_and_lock_or_raise(
     resume: *mut usize,
 ) -> NTSTATUS {
     // Like every export's, this is the simulator's work: on the thread's own stack.
-    crate::stack::on_host_stack(|| {
+    crate::ke::stack::on_host_stack(|| {
         // SAFETY: the image's own arguments, checked by the simulator's probe.
         let status = unsafe { io::OxtunProbeAndLockPages(mdl, mode, operation) };
         if NT_SUCCESS(status) {
@@ -348,7 +348,7 @@ std::arch::global_asm!(
 /// The raise above reads the scope table itself, as this handler would, so nothing calls it.
 #[allow(non_snake_case)]
 pub extern "efiapi" fn __C_specific_handler() {
-    crate::stack::on_host_stack(|| {
+    crate::ke::stack::on_host_stack(|| {
         // A check on the simulator: its raise reads the scope table itself.
         violation("__C_specific_handler called: the simulator dispatches exceptions itself")
     });

@@ -9,7 +9,7 @@ use std::cell::Cell;
 use oxtun_driver::sys::{DISPATCH_LEVEL, KIRQL, PASSIVE_LEVEL};
 use oxtun_sim_macros::kernel_export;
 
-use crate::verifier::violation;
+use crate::bookkeeping::verifier::violation;
 
 thread_local! {
     static IRQL: Cell<KIRQL> = const { Cell::new(PASSIVE_LEVEL) };
@@ -58,13 +58,13 @@ thread_local! {
 }
 
 /// Runs a driver callback entered at `irql` (raising to it first) on the kernel stack
-/// ([`crate::stack`]), and checks the callback returned at the IRQL it was entered at. Once the
+/// ([`crate::ke::stack`]), and checks the callback returned at the IRQL it was entered at. Once the
 /// outermost callback returns, checks what a registration it ended left behind.
 pub fn call_at<R>(irql: KIRQL, what: &'static str, callback: impl FnOnce() -> R) -> R {
-    crate::dispatcher::enter_kernel_mode();
+    crate::ke::dispatcher::enter_kernel_mode();
     let old = raise(irql);
     CALLBACK_DEPTH.set(CALLBACK_DEPTH.get() + 1);
-    let result = crate::stack::on_kernel_stack(what, callback);
+    let result = crate::ke::stack::on_kernel_stack(what, callback);
     CALLBACK_DEPTH.set(CALLBACK_DEPTH.get() - 1);
     let after = current();
     if after != irql {

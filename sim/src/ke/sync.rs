@@ -18,8 +18,8 @@ use oxtun_driver::sys::{
 };
 use oxtun_sim_macros::kernel_export;
 
-use crate::irql;
-use crate::verifier::{house_rule, violation};
+use crate::bookkeeping::verifier::{house_rule, violation};
+use crate::ke::irql;
 
 /// Locks currently held, by address, across all threads.
 static HELD: Mutex<BTreeSet<usize>> = Mutex::new(BTreeSet::new());

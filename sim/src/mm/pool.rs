@@ -11,9 +11,9 @@ use std::sync::Mutex;
 use oxtun_driver::sys::{DISPATCH_LEVEL, POOL_FLAG_NON_PAGED, POOL_FLAGS, PVOID, ULONG};
 use oxtun_sim_macros::kernel_export;
 
-use crate::faults::{Site, should_fail};
-use crate::irql;
-use crate::verifier::violation;
+use crate::bookkeeping::faults::{Site, should_fail};
+use crate::bookkeeping::verifier::violation;
+use crate::ke::irql;
 
 const POOL_ALIGNMENT: usize = 16;
 const POOL_FLAG_PAGED: POOL_FLAGS = 0x100;
@@ -87,8 +87,8 @@ pub extern "efiapi" fn ExFreePoolWithTag(memory: PVOID, tag: ULONG) {
             allocation.tag
         ));
     }
-    crate::sync::forget_objects_in(memory as usize, allocation.size);
-    crate::dispatcher::forget_events_in(memory as usize, allocation.size);
+    crate::ke::sync::forget_objects_in(memory as usize, allocation.size);
+    crate::ke::dispatcher::forget_events_in(memory as usize, allocation.size);
     // SAFETY: allocated above with the same layout, and removed from the table exactly once.
     unsafe { dealloc(memory.cast(), layout(allocation.size)) };
 }

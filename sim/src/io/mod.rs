@@ -13,11 +13,11 @@ use std::sync::{Arc, Mutex};
 
 use oxtun_driver::sys::*;
 
-use crate::faults::{Site, should_fail};
-use crate::irql;
+use crate::bookkeeping::faults::{Site, should_fail};
+use crate::bookkeeping::verifier::{house_rule, unsupported, violation};
+use crate::ke::irql;
 use crate::ndis;
-use crate::process::{self, Process, ProcessState};
-use crate::verifier::{house_rule, unsupported, violation};
+use crate::ob::process::{self, Process, ProcessState};
 use oxtun_abi::TUN_IOCTL_REGISTER_RINGS;
 use oxtun_sim_macros::kernel_export;
 
@@ -511,7 +511,7 @@ pub(crate) fn check_ended_registrations() {
 }
 
 fn check_pool_returned(record: &RegistrationRecord, what: &str) {
-    let outstanding = crate::pool::outstanding();
+    let outstanding = crate::mm::pool::outstanding();
     let kept: Vec<_> = record
         .pool
         .iter()
@@ -845,7 +845,7 @@ pub(crate) fn read_mdl_chain(
             break;
         }
         // The stack's mapping, not one of the driver's calls to fail.
-        let base = crate::faults::as_system(|| {
+        let base = crate::bookkeeping::faults::as_system(|| {
             // SAFETY: a live MDL of the driver's chain; the simulator's own export maps it as a
             // consumer would.
             unsafe { MmGetSystemAddressForMdlSafe(mdl, NormalPagePriority) }

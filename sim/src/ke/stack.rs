@@ -7,7 +7,7 @@
 //! fatal system error, "Using the Kernel Stack"). The driver shares it with the I/O manager and
 //! NDIS above it and with whatever runs below it (an indication runs the protocol stack there),
 //! so we give it half: each simulator thread has a kernel stack of [`DRIVER_STACK_SIZE`] with a
-//! guard page (no access) below it, made once, and [`crate::irql::call_at`] runs every driver
+//! guard page (no access) below it, made once, and [`crate::ke::irql::call_at`] runs every driver
 //! callback on it. A fault in the guard page aborts with "kernel stack overflow in" and the
 //! callback's name.
 //!

@@ -14,10 +14,10 @@ use std::time::{Duration, Instant};
 use oxtun_driver::sys::*;
 use oxtun_sim_macros::kernel_export;
 
-use crate::faults::{Site, should_fail};
-use crate::irql;
-use crate::process;
-use crate::verifier::{unsupported, violation};
+use crate::bookkeeping::faults::{Site, should_fail};
+use crate::bookkeeping::verifier::{unsupported, violation};
+use crate::ke::irql;
+use crate::ob::process;
 
 const STATUS_INVALID_HANDLE: NTSTATUS = 0xC000_0008_u32 as i32;
 
@@ -177,7 +177,7 @@ fn wait(objects: &[usize], timeout: *mut i64, what: &str) -> NTSTATUS {
         irql::require_at_most(DISPATCH_LEVEL, what);
     }
     if !zero_timeout {
-        crate::sync::waiting();
+        crate::ke::sync::waiting();
     }
     let Some(deadline) = deadline(timeout) else {
         return STATUS_TIMEOUT;

@@ -16,10 +16,10 @@ use std::sync::Mutex;
 use oxtun_driver::sys::*;
 use oxtun_sim_macros::kernel_export;
 
-use crate::faults::{Site, should_fail};
+use crate::bookkeeping::faults::{Site, should_fail};
+use crate::bookkeeping::verifier::{house_rule, unsupported, violation};
 use crate::io;
-use crate::irql;
-use crate::verifier::{house_rule, unsupported, violation};
+use crate::ke::irql;
 
 /// Status values NDIS returns that the driver itself never uses.
 const NDIS_STATUS_BAD_VERSION: NDIS_STATUS = 0xC001_0004_u32 as i32;
@@ -1364,8 +1364,9 @@ fn indicated_data<'a>(nbl: *mut NET_BUFFER_LIST) -> std::borrow::Cow<'a, [u8]> {
             (*nb).DataLength as usize,
         );
         if !mdl.is_null() && offset + length <= (*mdl).ByteCount as usize {
-            let base =
-                crate::faults::as_system(|| MmGetSystemAddressForMdlSafe(mdl, NormalPagePriority));
+            let base = crate::bookkeeping::faults::as_system(|| {
+                MmGetSystemAddressForMdlSafe(mdl, NormalPagePriority)
+            });
             if !base.is_null() {
                 return std::borrow::Cow::Borrowed(std::slice::from_raw_parts(
                     base.cast::<u8>().add(offset),

@@ -14,9 +14,9 @@ use std::sync::{Arc, Condvar, Mutex};
 use oxtun_driver::sys::*;
 use oxtun_sim_macros::kernel_export;
 
-use crate::faults::{Site, should_fail};
-use crate::irql;
-use crate::verifier::{house_rule, unsupported, violation};
+use crate::bookkeeping::faults::{Site, should_fail};
+use crate::bookkeeping::verifier::{house_rule, unsupported, violation};
+use crate::ke::irql;
 
 const STATUS_INVALID_HANDLE: NTSTATUS = 0xC000_0008_u32 as i32;
 const STATUS_OBJECT_TYPE_MISMATCH: NTSTATUS = 0xC000_0024_u32 as i32;
@@ -173,7 +173,7 @@ impl EventObject {
         self.sets.fetch_add(1, Ordering::SeqCst);
         *self.signalled.lock().unwrap() = true;
         self.changed.notify_all();
-        crate::dispatcher::wake_waiters_of(self.header.as_ptr() as usize);
+        crate::ke::dispatcher::wake_waiters_of(self.header.as_ptr() as usize);
         if let Some(on_set) = &self.on_set {
             on_set();
         }
@@ -184,7 +184,7 @@ impl EventObject {
 enum Object {
     Event(Arc<EventObject>),
     File(Arc<crate::io::FileObject>),
-    Thread(Arc<crate::dispatcher::ThreadObject>),
+    Thread(Arc<crate::ke::dispatcher::ThreadObject>),
 }
 
 #[derive(Clone)]
@@ -539,7 +539,7 @@ impl Process {
         in_context(&self.state, || {
             for routine in routines {
                 irql::call_at(PASSIVE_LEVEL, "process notify routine", || {
-                    crate::sync::as_notify_routine(|| {
+                    crate::ke::sync::as_notify_routine(|| {
                         // SAFETY: a routine the driver registered, with an exiting process.
                         unsafe {
                             routine(
@@ -607,7 +607,7 @@ enum Referenced {
     Process(Arc<ProcessState>),
     // Held for the reference's sake: the object lives while the driver references it.
     #[allow(dead_code)]
-    Thread(Arc<crate::dispatcher::ThreadObject>),
+    Thread(Arc<crate::ke::dispatcher::ThreadObject>),
 }
 
 /// Objects the driver holds references to, by address, with the count.
@@ -695,7 +695,7 @@ pub unsafe extern "efiapi" fn ObReferenceObjectByHandle(
         if mode != KernelMode {
             return STATUS_INVALID_HANDLE;
         }
-        match crate::dispatcher::thread_of_handle(value) {
+        match crate::ke::dispatcher::thread_of_handle(value) {
             Some(thread) => HandleEntry {
                 object: Object::Thread(thread),
                 access: THREAD_ALL_ACCESS,
@@ -812,7 +812,7 @@ pub extern "efiapi" fn KeSetEvent(event: PKEVENT, _increment: i32, wait: u8) -> 
     if wait != 0 {
         house_rule("KeSetEvent with Wait = TRUE");
     }
-    if let Some(was) = crate::dispatcher::set_kernel_event(event) {
+    if let Some(was) = crate::ke::dispatcher::set_kernel_event(event) {
         return i32::from(was);
     }
     let Some(object) = referenced_event(event as usize) else {

@@ -9,9 +9,9 @@
 use oxtun_driver::sys::*;
 use oxtun_sim_macros::kernel_export;
 
-use crate::irql;
-use crate::process::{self, IntegrityLevel, Token};
-use crate::verifier::{unsupported, violation};
+use crate::bookkeeping::verifier::{unsupported, violation};
+use crate::ke::irql;
+use crate::ob::process::{self, IntegrityLevel, Token};
 
 const SE_DACL_PRESENT: u16 = 0x0004;
 const SE_SACL_PRESENT: u16 = 0x0010;

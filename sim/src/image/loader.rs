@@ -27,9 +27,9 @@ use object::read::pe::{ImageNtHeaders, ImageOptionalHeader, ImageThunkData, PeFi
 use oxtun_driver::sys::{NTSTATUS, STATUS_INSUFFICIENT_RESOURCES};
 
 use crate::DriverEntryRoutine;
-use crate::code_check;
-use crate::exports;
-use crate::seh::{self, GuardedFunction};
+use crate::image::code_check;
+use crate::image::exports;
+use crate::image::seh::{self, GuardedFunction};
 
 const PAGE: usize = 4096;
 /// `STATUS_DRIVER_ENTRYPOINT_NOT_FOUND`: "The %hs device driver could not locate the entry point
@@ -139,7 +139,7 @@ impl Image {
             .lock()
             .unwrap()
             .retain(|mapped| mapped.base != self.base);
-        crate::stack::forget_image(self.base);
+        crate::ke::stack::forget_image(self.base);
         // SAFETY: our own mapping of `size` bytes, which the caller says nothing uses.
         unsafe { libc::munmap(self.base as *mut libc::c_void, self.size) };
     }
@@ -303,7 +303,7 @@ fn load_with_pdb(data: &[u8], pdb: Option<&Path>) -> Result<Image, LoadError> {
         return Err(malformed("the entry point is not in an executable section"));
     }
     let (base, size) = mapping.keep();
-    crate::stack::note_image(base, base + size);
+    crate::ke::stack::note_image(base, base + size);
     // SAFETY: the entry point lies in the image's code, mapped executable, relocated and bound;
     // the image declares it as DriverEntry (build.rs: /ENTRY:DriverEntry), in the Windows
     // convention, which is what "efiapi" is on x86_64.

@@ -12,7 +12,7 @@
 //!
 //! The few exports only the image needs live here too: the C memory functions the compiler
 //! calls, the panic handler's KeBugCheckEx, and the SEH shim's MmProbeAndLockPages
-//! ([`crate::seh`]).
+//! ([`crate::image::seh`]).
 
 // The exports below are the kernel's own functions: their safety contracts are the ones
 // Microsoft documents.
@@ -20,8 +20,11 @@
 
 use oxtun_driver::sys::{PVOID, ULONG, ULONG_PTR};
 
-use crate::verifier::violation;
-use crate::{dispatcher, io, loader, ndis, pool, process, security, seh, sync};
+use crate::bookkeeping::verifier::violation;
+use crate::{
+    image::loader, image::seh, io, ke::dispatcher, ke::sync, mm::pool, ndis, ob::process,
+    ob::security,
+};
 
 /// One export: the address the image's import of `dll!name` is bound to.
 pub struct Export {
@@ -170,7 +173,7 @@ pub extern "efiapi" fn KeBugCheckEx(
     parameter4: ULONG_PTR,
 ) -> ! {
     // Like every export's, this is the simulator's work: on the thread's own stack.
-    crate::stack::on_host_stack(|| {
+    crate::ke::stack::on_host_stack(|| {
         let mut report = format!(
             "KeBugCheckEx({code:#010x}, {parameter1:#x}, {parameter2:#x}, {parameter3:#x}, \
              {parameter4:#x})"

@@ -1,0 +1,4 @@
+pub mod code_check;
+pub(crate) mod exports;
+pub mod loader;
+pub(crate) mod seh;

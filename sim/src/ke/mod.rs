@@ -1,0 +1,4 @@
+pub mod dispatcher;
+pub mod irql;
+pub mod stack;
+pub(crate) mod sync;

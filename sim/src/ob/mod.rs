@@ -1,0 +1,2 @@
+pub mod process;
+pub(crate) mod security;
