@@ -558,7 +558,7 @@ fn a_fast_fail_that_is_reached_is_bug_check_0x139_with_its_code() {
 #[oxtun_sim::test]
 fn the_wdks_inline_ke_get_current_thread_reads_the_current_thread() {
     // DriverEntry runs on this thread: what gs:[188h] reads there is this thread's object.
-    let thread = oxtun_sim::dispatcher::current_thread().address() as u64;
+    let thread = oxtun_sim::ke::thread::current_thread().address() as u64;
     let data = with_entry_stub(|at, driver_entry| {
         let mut code = vec![0x65, 0x48, 0x8B, 0x04, 0x25, 0x88, 0x01, 0, 0]; // mov rax, gs:[188h]
         code.extend([0x49, 0xBA]); // mov r10, the thread object's address

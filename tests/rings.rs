@@ -8,7 +8,7 @@ use std::sync::atomic::Ordering;
 use oxtun_abi::{CallerWidth, MIN_CAPACITY, RingRegistration, TUN_IOCTL_REGISTER_RINGS, ring_size};
 use oxtun_driver::sys::*;
 use oxtun_sim::faults::{self, Site};
-use oxtun_sim::{Bitness, Driver, IntegrityLevel, Process, Token, io};
+use oxtun_sim::{Bitness, Driver, IntegrityLevel, Process, Token};
 use support::*;
 
 #[oxtun_sim::test]
@@ -26,7 +26,7 @@ fn an_administrator_registers_and_closing_the_handle_ends_it() {
         STATUS_SUCCESS
     );
     assert_eq!(setup.adapter.link_state(), Some(MediaConnectStateConnected));
-    let priority = io::LAST_MAPPING_PRIORITY.load(Ordering::SeqCst) as u32;
+    let priority = oxtun_sim::mm::mdl::LAST_MAPPING_PRIORITY.load(Ordering::SeqCst) as u32;
     assert_ne!(
         priority & MdlMappingNoExecute,
         0,
@@ -363,13 +363,13 @@ fn removal_ends_a_registration_and_closes_the_owners_handle() {
     let process = Process::new(Token::Administrator, Bitness::Bits64);
     let (handle, rings) = register(&setup.adapter, &process);
     let duplicate = process.duplicate_handle(handle.handle(), &process);
-    let passed_on = io::ndis_dispatched(IRP_MJ_PNP);
+    let passed_on = oxtun_sim::ndis_dispatched(IRP_MJ_PNP);
     let Setup {
         driver, adapter, ..
     } = setup;
     assert!(adapter.disable().is_ok(), "removal was vetoed");
     assert!(
-        io::ndis_dispatched(IRP_MJ_PNP) > passed_on,
+        oxtun_sim::ndis_dispatched(IRP_MJ_PNP) > passed_on,
         "NDIS still sees PnP"
     );
     assert!(rings.ended());
@@ -423,13 +423,16 @@ fn other_ioctls_go_to_ndis() {
     let setup = setup();
     let process = Process::new(Token::Administrator, Bitness::Bits64);
     let handle = process.open(setup.adapter.device(), READ_WRITE);
-    let before = io::ndis_dispatched(IRP_MJ_DEVICE_CONTROL);
+    let before = oxtun_sim::ndis_dispatched(IRP_MJ_DEVICE_CONTROL);
     let other = oxtun_abi::ctl_code(0x12, 0x800, 0, 0);
     assert_eq!(
         handle.device_control(other, &[0; 8]),
         STATUS_INVALID_DEVICE_REQUEST
     );
-    assert_eq!(io::ndis_dispatched(IRP_MJ_DEVICE_CONTROL), before + 1);
+    assert_eq!(
+        oxtun_sim::ndis_dispatched(IRP_MJ_DEVICE_CONTROL),
+        before + 1
+    );
     handle.close();
     setup.finish();
 }

@@ -40,10 +40,11 @@ use std::fmt;
 use oxtun_driver::sys::*;
 
 pub use driver_build::DriverBuild;
+pub use image::loader::DriverEntryRoutine;
 pub use io::DeviceHandle;
 pub use ndis::{
     AdapterState, Fragmentation, General, OidResult, PreparedSend, ReceiveSink, Received,
-    ReturnMode, Sender,
+    ReturnMode, Sender, ndis_dispatched,
 };
 pub use oxtun_sim_macros::test;
 pub use process::{Bitness, EventObject, IntegrityLevel, Process, Token};
@@ -101,12 +102,12 @@ pub fn outstanding() -> Leaks {
     Leaks {
         pool: pool::outstanding().into_values().collect(),
         nbl_pools: ndis::nbl_pools_outstanding(),
-        mdls: io::mdls_outstanding(),
+        mdls: mm::mdl::mdls_outstanding(),
         object_references: process::references_outstanding(),
         resources: sync::resources_outstanding(),
         notify_routines: process::notify_routines_registered(),
         nbls: ndis::nbls_outstanding(),
-        threads: dispatcher::threads_outstanding(),
+        threads: ob::threads::threads_outstanding(),
     }
 }
 
@@ -232,10 +233,6 @@ impl Driver {
     }
 }
 
-/// `DRIVER_INITIALIZE`: DriverEntry's type, in either build.
-pub type DriverEntryRoutine =
-    unsafe extern "efiapi" fn(PDRIVER_OBJECT, PUNICODE_STRING) -> NTSTATUS;
-
 /// An adapter NDIS added.
 pub struct Adapter {
     handle: NDIS_HANDLE,
@@ -248,11 +245,6 @@ unsafe impl Send for Adapter {}
 unsafe impl Sync for Adapter {}
 
 impl Adapter {
-    /// The adapter NDIS's `handle` names (for NDIS's own threads).
-    pub(crate) fn from_handle(handle: NDIS_HANDLE) -> Adapter {
-        Adapter { handle }
-    }
-
     pub fn state(&self) -> AdapterState {
         ndis::state(self.handle)
     }
@@ -464,55 +456,7 @@ impl Adapter {
     }
 
     fn transition(&self, from: AdapterState, to: AdapterState) -> NDIS_STATUS {
-        let state = self.state();
-        if state != from {
-            // A check on the test: NDIS's state machine ("Miniport Adapter States and Operations").
-            verifier::violation(format!(
-                "the simulator moves an adapter {state:?} -> {to:?}"
-            ));
-        }
-        let handlers = ndis::handlers().expect("a registered driver");
-        let context = ndis::adapter_context(self.handle);
-        let status = if to == AdapterState::Paused {
-            let mut parameters = PauseParameters {
-                header: NDIS_OBJECT_HEADER {
-                    Type: NDIS_OBJECT_TYPE_DEFAULT,
-                    Revision: 1,
-                    Size: 0xC,
-                },
-                flags: 0,
-                pause_reason: 0,
-            };
-            irql::call_at(PASSIVE_LEVEL, "MiniportPause", || {
-                // SAFETY: the driver's handler with its context and live parameters.
-                unsafe { (handlers.pause)(context, (&raw mut parameters).cast()) }
-            })
-        } else {
-            let mut parameters = RestartParameters {
-                header: NDIS_OBJECT_HEADER {
-                    Type: NDIS_OBJECT_TYPE_DEFAULT,
-                    Revision: 1,
-                    Size: 0x14,
-                },
-                restart_attributes: 0,
-                flags: 0,
-            };
-            irql::call_at(PASSIVE_LEVEL, "MiniportRestartEx", || {
-                // SAFETY: the driver's handler with its context and live parameters.
-                unsafe { (handlers.restart)(context, (&raw mut parameters).cast()) }
-            })
-        };
-        if status == NDIS_STATUS_SUCCESS && to == AdapterState::Paused {
-            ndis::check_no_send_outstanding(self.handle);
-        }
-        if status == NDIS_STATUS_PENDING && to == AdapterState::Paused {
-            ndis::set_state(self.handle, AdapterState::Pausing);
-        } else if status == NDIS_STATUS_PENDING {
-            verifier::unsupported("a pending restart (NdisMRestartComplete)");
-        } else if status == NDIS_STATUS_SUCCESS {
-            ndis::set_state(self.handle, to);
-        }
-        status
+        ndis::transition(self.handle, from, to)
     }
 
     /// MiniportShutdownEx, as when the system powers off.
@@ -631,18 +575,4 @@ pub struct Vetoed {
     pub status: NTSTATUS,
     /// The handles to the device that were still open (PNP_VetoOutstandingOpen).
     pub open_handles: usize,
-}
-
-#[repr(C)]
-struct PauseParameters {
-    header: NDIS_OBJECT_HEADER,
-    flags: u32,
-    pause_reason: u32,
-}
-
-#[repr(C)]
-struct RestartParameters {
-    header: NDIS_OBJECT_HEADER,
-    restart_attributes: usize,
-    flags: u32,
 }

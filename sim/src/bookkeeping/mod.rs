@@ -1,2 +1,3 @@
 pub mod faults;
+pub(crate) mod leaks;
 pub mod verifier;

@@ -17,7 +17,7 @@
 //! - `int 29h` (`__fastfail`, which the WDK's checked list macros such as RemoveEntryList reach
 //!   only on a corrupt list) runs, and reports bug check 0x139 if it is ever reached;
 //! - `mov r64, gs:[188h]` (the WDK's inline KeGetCurrentThread) reads the current thread
-//!   (`crate::ke::dispatcher::enter_kernel_mode`).
+//!   (`crate::ke::thread::enter_kernel_mode`).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
@@ -95,11 +95,11 @@ pub fn unrunnable_instructions(
         let bytes = section
             .pe_data(data)
             .map_err(|error| format!("code section: {error}"))?;
-        let bytes = &bytes[..bytes.len().min(crate::image::loader::virtual_size(section))];
+        let bytes = &bytes[..bytes.len().min(crate::image::pe::virtual_size(section))];
         sections.push((section.virtual_address.get(LE), bytes));
     }
     let code = CodeSections { sections };
-    let functions: Vec<(u32, u32)> = crate::image::loader::runtime_functions(file, data)?
+    let functions: Vec<(u32, u32)> = crate::image::pe::runtime_functions(file, data)?
         .iter()
         .map(|entry| (entry.begin_address.get(LE), entry.end_address.get(LE)))
         .collect();
@@ -319,16 +319,16 @@ fn reads_current_thread(instruction: &Instruction) -> bool {
         && instruction.memory_base() == Register::None
         && instruction.memory_index() == Register::None
         && instruction.memory_size() == MemorySize::UInt64
-        && instruction.memory_displacement64() == crate::ke::dispatcher::KPCR_CURRENT_THREAD as u64
+        && instruction.memory_displacement64() == crate::ke::thread::KPCR_CURRENT_THREAD as u64
 }
 
 /// The `__except` blocks and filters of the image's functions: code that only an exception
 /// reaches.
 fn exception_handler_code(file: &PeFile64, data: &[u8]) -> Result<Vec<u32>, String> {
-    let slot = crate::image::loader::import_slot(file, "ntoskrnl.exe", "__C_specific_handler")?;
+    let slot = crate::image::pe::import_slot(file, "ntoskrnl.exe", "__C_specific_handler")?;
     let mut code = Vec::new();
-    for function in crate::image::seh::guarded_functions(file, data, slot)? {
-        if let crate::image::seh::Handler::CSpecific(scopes) = function.handler {
+    for function in crate::image::unwind::guarded_functions(file, data, slot)? {
+        if let crate::image::unwind::Handler::CSpecific(scopes) = function.handler {
             for scope in scopes {
                 // A filter of 1 is the constant EXCEPTION_EXECUTE_HANDLER, not code.
                 code.extend(

@@ -21,10 +21,12 @@
 use oxtun_driver::sys::{PVOID, ULONG, ULONG_PTR};
 
 use crate::bookkeeping::verifier::violation;
-use crate::{
-    image::loader, image::seh, io, ke::dispatcher, ke::sync, mm::pool, ndis, ob::process,
-    ob::security,
-};
+use crate::image::{images, seh};
+use crate::io;
+use crate::ke::{dispatcher, sync};
+use crate::mm::{mdl, pool};
+use crate::ndis;
+use crate::ob::{process, security, threads};
 
 /// One export: the address the image's import of `dll!name` is bound to.
 pub struct Export {
@@ -96,9 +98,9 @@ pub fn table() -> Vec<Export> {
         ),
         declared!("ntoskrnl.exe", sync::ExReleaseRundownProtection),
         declared!("ntoskrnl.exe", sync::ExWaitForRundownProtectionRelease),
-        declared!("ntoskrnl.exe", io::IoAllocateMdl),
-        declared!("ntoskrnl.exe", io::IoBuildPartialMdl),
-        declared!("ntoskrnl.exe", io::IoFreeMdl),
+        declared!("ntoskrnl.exe", mdl::IoAllocateMdl),
+        declared!("ntoskrnl.exe", mdl::IoBuildPartialMdl),
+        declared!("ntoskrnl.exe", mdl::IoFreeMdl),
         declared!("ntoskrnl.exe", process::IoGetCurrentProcess),
         declared!("ntoskrnl.exe", security::IoGetFileObjectGenericMapping),
         declared!("ntoskrnl.exe", io::IoIs32bitProcess),
@@ -113,22 +115,22 @@ pub fn table() -> Vec<Export> {
         declared!("ntoskrnl.exe", process::KeUnstackDetachProcess),
         declared!("ntoskrnl.exe", dispatcher::KeWaitForMultipleObjects),
         declared!("ntoskrnl.exe", dispatcher::KeWaitForSingleObject),
-        declared!("ntoskrnl.exe", io::MmMapLockedPagesSpecifyCache),
-        declared!("ntoskrnl.exe", io::MmUnlockPages),
-        declared!("ntoskrnl.exe", io::MmUnmapLockedPages),
+        declared!("ntoskrnl.exe", mdl::MmMapLockedPagesSpecifyCache),
+        declared!("ntoskrnl.exe", mdl::MmUnlockPages),
+        declared!("ntoskrnl.exe", mdl::MmUnmapLockedPages),
         declared!("ntoskrnl.exe", process::ObCloseHandle),
         declared!("ntoskrnl.exe", process::ObReferenceObjectByHandle),
         declared!("ntoskrnl.exe", process::ObfDereferenceObject),
         declared!("ntoskrnl.exe", process::ObfReferenceObject),
-        declared!("ntoskrnl.exe", dispatcher::PsCreateSystemThread),
+        declared!("ntoskrnl.exe", threads::PsCreateSystemThread),
         declared!("ntoskrnl.exe", process::PsLookupProcessByProcessId),
         declared!("ntoskrnl.exe", process::PsSetCreateProcessNotifyRoutineEx),
         declared!("ntoskrnl.exe", security::SeAccessCheck),
         declared!("ntoskrnl.exe", security::SeCaptureSubjectContext),
         declared!("ntoskrnl.exe", security::SeReleaseSubjectContext),
-        declared!("ntoskrnl.exe", dispatcher::ZwClose),
+        declared!("ntoskrnl.exe", threads::ZwClose),
         declared!("ntoskrnl.exe", process::ZwQuerySystemInformation),
-        declared!("ntoskrnl.exe", dispatcher::ZwWaitForSingleObject),
+        declared!("ntoskrnl.exe", threads::ZwWaitForSingleObject),
         // Data: the import address table holds the variable's address.
         Export {
             dll: "ntoskrnl.exe",
@@ -178,7 +180,7 @@ pub extern "efiapi" fn KeBugCheckEx(
             "KeBugCheckEx({code:#010x}, {parameter1:#x}, {parameter2:#x}, {parameter3:#x}, \
              {parameter4:#x})"
         );
-        let file = loader::image_bytes(parameter1, parameter2);
+        let file = images::image_bytes(parameter1, parameter2);
         if let (oxtun_driver::PANIC_BUGCHECK_CODE, Some(file)) = (code, file) {
             let file = String::from_utf8_lossy(&file);
             report += &format!(": the driver panicked at {file}:{parameter3}:{parameter4}");

@@ -18,18 +18,17 @@
 use std::collections::BTreeMap;
 use std::fmt;
 use std::path::Path;
-use std::sync::Mutex;
 
 use object::LittleEndian as LE;
 use object::pe;
-use object::read::pe::{ImageNtHeaders, ImageOptionalHeader, ImageThunkData, PeFile64};
+use object::read::pe::{ImageNtHeaders, ImageOptionalHeader, PeFile64};
 
-use oxtun_driver::sys::{NTSTATUS, STATUS_INSUFFICIENT_RESOURCES};
+use oxtun_driver::sys::{NTSTATUS, PDRIVER_OBJECT, PUNICODE_STRING, STATUS_INSUFFICIENT_RESOURCES};
 
-use crate::DriverEntryRoutine;
 use crate::image::code_check;
 use crate::image::exports;
-use crate::image::seh::{self, GuardedFunction};
+use crate::image::pe::{Import, imports, virtual_size};
+use crate::image::{images, unwind};
 
 const PAGE: usize = 4096;
 /// `STATUS_DRIVER_ENTRYPOINT_NOT_FOUND`: "The %hs device driver could not locate the entry point
@@ -39,6 +38,10 @@ const STATUS_DRIVER_ENTRYPOINT_NOT_FOUND: NTSTATUS = 0xC000_0263_u32 as i32;
 const STATUS_INVALID_IMAGE_FORMAT: NTSTATUS = 0xC000_007B_u32 as i32;
 /// `STATUS_OBJECT_NAME_NOT_FOUND`: a driver whose file is not there.
 const STATUS_OBJECT_NAME_NOT_FOUND: NTSTATUS = 0xC000_0034_u32 as i32;
+
+/// `DRIVER_INITIALIZE`: DriverEntry's type, in either build.
+pub type DriverEntryRoutine =
+    unsafe extern "efiapi" fn(PDRIVER_OBJECT, PUNICODE_STRING) -> NTSTATUS;
 
 /// Why an image was not loaded.
 #[derive(Debug, PartialEq, Eq)]
@@ -135,77 +138,10 @@ impl Image {
     /// Nothing calls into the image, or reads its memory, any more: no thread of the driver
     /// runs, and no routine of it is registered anywhere.
     pub unsafe fn unmap(self) {
-        MAPPED
-            .lock()
-            .unwrap()
-            .retain(|mapped| mapped.base != self.base);
-        crate::ke::stack::forget_image(self.base);
+        images::remove(self.base);
         // SAFETY: our own mapping of `size` bytes, which the caller says nothing uses.
         unsafe { libc::munmap(self.base as *mut libc::c_void, self.size) };
     }
-}
-
-/// What the simulator keeps of each mapped image: its range, what it may read of it, and its
-/// functions with exception handlers.
-struct Mapped {
-    base: usize,
-    size: usize,
-    /// RVA ranges mapped readable.
-    readable: Vec<(usize, usize)>,
-    guarded: Vec<GuardedFunction>,
-}
-
-static MAPPED: Mutex<Vec<Mapped>> = Mutex::new(Vec::new());
-
-/// A copy of `length` bytes at `address`, if they lie in a readable section of a mapped image.
-pub(crate) fn image_bytes(address: usize, length: usize) -> Option<Vec<u8>> {
-    let mapped = MAPPED.lock().unwrap();
-    let image = mapped
-        .iter()
-        .find(|image| address >= image.base && address - image.base < image.size)?;
-    let (start, end) = (
-        address - image.base,
-        (address - image.base).checked_add(length)?,
-    );
-    image
-        .readable
-        .iter()
-        .any(|&(begin, finish)| begin <= start && end <= finish)
-        .then(|| {
-            // SAFETY: the range lies in a section mapped readable, which stays mapped while the
-            // image is listed (we hold the list's lock).
-            unsafe { std::slice::from_raw_parts(address as *const u8, length) }.to_vec()
-        })
-}
-
-/// The function of a mapped image containing `address` that has an exception handler, with
-/// the image's base.
-pub(crate) fn guarded_function_at(address: usize) -> Option<(usize, GuardedFunction)> {
-    let mapped = MAPPED.lock().unwrap();
-    let image = mapped
-        .iter()
-        .find(|image| address >= image.base && address - image.base < image.size)?;
-    let rva = (address - image.base) as u32;
-    image
-        .guarded
-        .iter()
-        .find(|function| (function.begin..function.end).contains(&rva))
-        .map(|function| (image.base, function.clone()))
-}
-
-/// The image's exception directory: a RUNTIME_FUNCTION for each function that is not a leaf.
-pub(crate) fn runtime_functions<'data>(
-    file: &PeFile64<'data>,
-    data: &'data [u8],
-) -> Result<&'data [pe::ImageRuntimeFunctionEntry], String> {
-    let Some(directory) = file.data_directory(pe::IMAGE_DIRECTORY_ENTRY_EXCEPTION) else {
-        return Ok(&[]);
-    };
-    let entries = directory
-        .data(data, &file.section_table())
-        .map_err(|error| format!("exception directory: {error}"))?;
-    object::pod::slice_from_all_bytes::<pe::ImageRuntimeFunctionEntry>(entries)
-        .map_err(|()| "exception directory: not a whole number of entries".to_string())
 }
 
 /// Loads the image in the file at `path`. The PDB beside it (same name, `.pdb`), if it is the
@@ -288,7 +224,7 @@ fn load_with_pdb(data: &[u8], pdb: Option<&Path>) -> Result<Image, LoadError> {
     relocate(&file, data, &mapping, optional.image_base())?;
     let c_specific_handler_slot = bind_imports(&file, &mapping)?;
     let guarded =
-        seh::guarded_functions(&file, data, c_specific_handler_slot).map_err(malformed)?;
+        unwind::guarded_functions(&file, data, c_specific_handler_slot).map_err(malformed)?;
     let readable = mapping.protect(&file, optional.size_of_headers() as usize)?;
 
     let entry = optional.address_of_entry_point() as usize;
@@ -303,26 +239,12 @@ fn load_with_pdb(data: &[u8], pdb: Option<&Path>) -> Result<Image, LoadError> {
         return Err(malformed("the entry point is not in an executable section"));
     }
     let (base, size) = mapping.keep();
-    crate::ke::stack::note_image(base, base + size);
     // SAFETY: the entry point lies in the image's code, mapped executable, relocated and bound;
     // the image declares it as DriverEntry (build.rs: /ENTRY:DriverEntry), in the Windows
     // convention, which is what "efiapi" is on x86_64.
     let entry = unsafe { std::mem::transmute::<usize, DriverEntryRoutine>(base + entry) };
-    MAPPED.lock().unwrap().push(Mapped {
-        base,
-        size,
-        readable,
-        guarded,
-    });
+    images::add(base, size, readable, guarded);
     Ok(Image { base, size, entry })
-}
-
-/// A section's size in memory; a VirtualSize of 0 means its raw size, as Windows reads it.
-pub(crate) fn virtual_size(section: &pe::ImageSectionHeader) -> usize {
-    match section.virtual_size.get(LE) {
-        0 => section.size_of_raw_data.get(LE) as usize,
-        size => size as usize,
-    }
 }
 
 fn section_name(section: &pe::ImageSectionHeader) -> String {
@@ -378,58 +300,6 @@ fn relocate(
         }
     }
     Ok(())
-}
-
-/// One import of the image: its DLL, its name (or ordinal), and the RVA of its slot in the
-/// import address table.
-struct Import {
-    dll: String,
-    name: Result<String, u16>,
-    slot: u32,
-}
-
-/// Every import of the image, in the order of its import directory.
-fn imports(file: &PeFile64) -> object::read::Result<Vec<Import>> {
-    let mut imports = Vec::new();
-    let Some(table) = file.import_table()? else {
-        return Ok(imports);
-    };
-    let mut descriptors = table.descriptors()?;
-    while let Some(descriptor) = descriptors.next()? {
-        let dll = String::from_utf8_lossy(table.name(descriptor.name.get(LE))?).into_owned();
-        let first_thunk = descriptor.first_thunk.get(LE);
-        let lookup = match descriptor.original_first_thunk.get(LE) {
-            0 => first_thunk,
-            lookup => lookup,
-        };
-        let mut thunks = table.thunks(lookup)?;
-        let mut slot = first_thunk;
-        while let Some(thunk) = thunks.next::<pe::ImageNtHeaders64>()? {
-            let name = if thunk.is_ordinal() {
-                Err(thunk.ordinal())
-            } else {
-                let (_hint, name) = table.hint_name(thunk.address())?;
-                Ok(String::from_utf8_lossy(name).into_owned())
-            };
-            imports.push(Import {
-                dll: dll.clone(),
-                name,
-                slot,
-            });
-            slot += 8;
-        }
-    }
-    Ok(imports)
-}
-
-/// The RVA of the import address table's slot for `dll!name`, if the image imports it. DLL names
-/// compare without case, as Windows compares module names.
-pub(crate) fn import_slot(file: &PeFile64, dll: &str, name: &str) -> Result<Option<u32>, String> {
-    let imports = imports(file).map_err(|error| format!("import directory: {error}"))?;
-    Ok(imports
-        .iter()
-        .find(|import| import.dll.eq_ignore_ascii_case(dll) && import.name.as_deref() == Ok(name))
-        .map(|import| import.slot))
 }
 
 /// Binds every import to the simulator's export of its DLL and name; returns the RVA of the

@@ -61,7 +61,7 @@ thread_local! {
 /// ([`crate::ke::stack`]), and checks the callback returned at the IRQL it was entered at. Once the
 /// outermost callback returns, checks what a registration it ended left behind.
 pub fn call_at<R>(irql: KIRQL, what: &'static str, callback: impl FnOnce() -> R) -> R {
-    crate::ke::dispatcher::enter_kernel_mode();
+    crate::ke::thread::enter_kernel_mode();
     let old = raise(irql);
     CALLBACK_DEPTH.set(CALLBACK_DEPTH.get() + 1);
     let result = crate::ke::stack::on_kernel_stack(what, callback);
@@ -77,7 +77,7 @@ pub fn call_at<R>(irql: KIRQL, what: &'static str, callback: impl FnOnce() -> R)
     }
     lower(old);
     if CALLBACK_DEPTH.get() == 0 {
-        crate::io::check_ended_registrations();
+        crate::bookkeeping::leaks::check_ended_registrations();
     }
     result
 }

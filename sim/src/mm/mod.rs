@@ -1,1 +1,2 @@
+pub mod mdl;
 pub mod pool;

@@ -65,7 +65,7 @@ pub extern "efiapi" fn ExAllocatePool2(flags: POOL_FLAGS, size: usize, tag: ULON
         .lock()
         .unwrap()
         .insert(memory as usize, Allocation { size, tag });
-    crate::io::note_pool_allocation(memory as usize);
+    crate::bookkeeping::leaks::note_pool_allocation(memory as usize);
     memory.cast()
 }
 

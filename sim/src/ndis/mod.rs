@@ -35,6 +35,56 @@ const NDIS_RECEIVE_FLAGS_PERFECT_FILTERED: ULONG = 0x400;
 /// `NDIS_DEFAULT_PORT_NUMBER` (ndis.h): the port every miniport has.
 const NDIS_DEFAULT_PORT_NUMBER: NDIS_PORT_NUMBER = 0;
 
+/// What NDIS installs in a miniport's driver object: its dispatch routines and unload routine.
+pub(crate) fn install_ndis_dispatch(object: PDRIVER_OBJECT) {
+    // SAFETY: a live driver object of ours, not otherwise in use during registration.
+    let object = unsafe { &mut *object };
+    for slot in object.MajorFunction.iter_mut() {
+        *slot = Some(ndis_dispatch);
+    }
+    object.DriverUnload = Some(ndis_unload);
+}
+
+/// IRPs that reached NDIS's own dispatch routine, by major function.
+static NDIS_DISPATCHED: Mutex<BTreeMap<u8, u64>> = Mutex::new(BTreeMap::new());
+
+pub fn ndis_dispatched(major: usize) -> u64 {
+    NDIS_DISPATCHED
+        .lock()
+        .unwrap()
+        .get(&(major as u8))
+        .copied()
+        .unwrap_or(0)
+}
+
+/// NDIS's own dispatch routine: opens, cleanups, closes and PnP succeed; it knows no IOCTL.
+unsafe extern "efiapi" fn ndis_dispatch(_device: PDEVICE_OBJECT, irp: PIRP) -> NTSTATUS {
+    // SAFETY: the I/O manager (this module) passes a live IRP with its stack location.
+    let major = unsafe { (*(*irp).CurrentStackLocation).MajorFunction };
+    *NDIS_DISPATCHED.lock().unwrap().entry(major).or_default() += 1;
+    let status = if major as usize == IRP_MJ_DEVICE_CONTROL {
+        STATUS_INVALID_DEVICE_REQUEST
+    } else {
+        STATUS_SUCCESS
+    };
+    // SAFETY: the live IRP, completed once.
+    unsafe {
+        (*irp).IoStatus.Status = status;
+        IofCompleteRequest(irp, 0);
+    }
+    status
+}
+
+/// NDIS's unload routine: calls the miniport's, which deregisters.
+unsafe extern "efiapi" fn ndis_unload(object: PDRIVER_OBJECT) {
+    // DriverUnload (wdm.h, DRIVER_UNLOAD): "IRQL PASSIVE_LEVEL".
+    irql::require_at_most(PASSIVE_LEVEL, "DriverUnload");
+    if let Some(unload) = handlers().and_then(|handlers| handlers.unload) {
+        // SAFETY: the driver's unload handler with its driver object.
+        unsafe { unload(object) };
+    }
+}
+
 /// The handlers a miniport registered, copied as NDIS copies them.
 #[derive(Clone, Copy)]
 pub struct Handlers {
@@ -201,7 +251,7 @@ pub unsafe extern "efiapi" fn NdisMRegisterMiniportDriver(
     });
     drop(driver);
     // Like NDIS, take over the driver object's dispatch table and unload routine.
-    io::install_ndis_dispatch(driver_object);
+    install_ndis_dispatch(driver_object);
     // SAFETY: the driver's out parameter.
     unsafe { *handle = driver_handle() };
     NDIS_STATUS_SUCCESS
@@ -1374,7 +1424,7 @@ fn indicated_data<'a>(nbl: *mut NET_BUFFER_LIST) -> std::borrow::Cow<'a, [u8]> {
                 ));
             }
         }
-        std::borrow::Cow::Owned(crate::io::read_mdl_chain(mdl, offset, length).0)
+        std::borrow::Cow::Owned(crate::mm::mdl::read_mdl_chain(mdl, offset, length).0)
     }
 }
 
@@ -1388,7 +1438,7 @@ fn read_received(nbl: *mut NET_BUFFER_LIST) -> Received {
             // Miniport Driver").
             violation("a receive NBL must carry exactly one NET_BUFFER");
         }
-        let (data, address) = crate::io::read_mdl_chain(
+        let (data, address) = crate::mm::mdl::read_mdl_chain(
             (*nb).CurrentMdl,
             (*nb).CurrentMdlOffset as usize,
             (*nb).DataLength as usize,
@@ -1550,14 +1600,87 @@ fn check_single_ether_type(chain: &[usize]) {
     }
 }
 
+/// MiniportPause (to Paused) or MiniportRestartEx (to Running), with NDIS's bookkeeping of the
+/// adapter's state.
+pub(crate) fn transition(handle: NDIS_HANDLE, from: AdapterState, to: AdapterState) -> NDIS_STATUS {
+    let state = state(handle);
+    if state != from {
+        // A check on the test: NDIS's state machine ("Miniport Adapter States and Operations").
+        violation(format!(
+            "the simulator moves an adapter {state:?} -> {to:?}"
+        ));
+    }
+    let handlers = handlers().expect("a registered driver");
+    let context = adapter_context(handle);
+    let status = if to == AdapterState::Paused {
+        let mut parameters = PauseParameters {
+            header: NDIS_OBJECT_HEADER {
+                Type: NDIS_OBJECT_TYPE_DEFAULT,
+                Revision: 1,
+                Size: 0xC,
+            },
+            flags: 0,
+            pause_reason: 0,
+        };
+        irql::call_at(PASSIVE_LEVEL, "MiniportPause", || {
+            // SAFETY: the driver's handler with its context and live parameters.
+            unsafe { (handlers.pause)(context, (&raw mut parameters).cast()) }
+        })
+    } else {
+        let mut parameters = RestartParameters {
+            header: NDIS_OBJECT_HEADER {
+                Type: NDIS_OBJECT_TYPE_DEFAULT,
+                Revision: 1,
+                Size: 0x14,
+            },
+            restart_attributes: 0,
+            flags: 0,
+        };
+        irql::call_at(PASSIVE_LEVEL, "MiniportRestartEx", || {
+            // SAFETY: the driver's handler with its context and live parameters.
+            unsafe { (handlers.restart)(context, (&raw mut parameters).cast()) }
+        })
+    };
+    if status == NDIS_STATUS_SUCCESS && to == AdapterState::Paused {
+        check_no_send_outstanding(handle);
+    }
+    if status == NDIS_STATUS_PENDING && to == AdapterState::Paused {
+        set_state(handle, AdapterState::Pausing);
+    } else if status == NDIS_STATUS_PENDING {
+        unsupported("a pending restart (NdisMRestartComplete)");
+    } else if status == NDIS_STATUS_SUCCESS {
+        set_state(handle, to);
+    }
+    status
+}
+
+#[repr(C)]
+struct PauseParameters {
+    header: NDIS_OBJECT_HEADER,
+    flags: u32,
+    pause_reason: u32,
+}
+
+#[repr(C)]
+struct RestartParameters {
+    header: NDIS_OBJECT_HEADER,
+    restart_attributes: usize,
+    flags: u32,
+}
+
 /// NDIS pausing the adapter from another thread while this one indicates: returns once that
 /// pause has returned, or after 100 ms if it waits for this indication (as it may).
 fn pause_from_another_thread(handle: NDIS_HANDLE) {
-    let adapter = crate::Adapter::from_handle(handle);
     let (returned, changed) = &*PAUSE_RETURNED;
     *returned.lock().unwrap() = false;
+    // The handle names NDIS's adapter block, which NDIS uses from any thread.
+    let adapter = handle as usize;
     std::thread::spawn(move || {
-        let status = adapter.pause();
+        let status = transition(
+            adapter as NDIS_HANDLE,
+            AdapterState::Running,
+            AdapterState::Paused,
+        );
         if status != NDIS_STATUS_SUCCESS && status != NDIS_STATUS_PENDING {
             // MiniportPause returns NDIS_STATUS_SUCCESS or NDIS_STATUS_PENDING (MINIPORT_PAUSE).
             violation(format!("MiniportPause failed: {status:#x}"));

@@ -1,2 +1,3 @@
 pub mod process;
 pub(crate) mod security;
+pub(crate) mod threads;

@@ -184,7 +184,7 @@ impl EventObject {
 enum Object {
     Event(Arc<EventObject>),
     File(Arc<crate::io::FileObject>),
-    Thread(Arc<crate::ke::dispatcher::ThreadObject>),
+    Thread(Arc<crate::ke::thread::ThreadObject>),
 }
 
 #[derive(Clone)]
@@ -607,7 +607,7 @@ enum Referenced {
     Process(Arc<ProcessState>),
     // Held for the reference's sake: the object lives while the driver references it.
     #[allow(dead_code)]
-    Thread(Arc<crate::ke::dispatcher::ThreadObject>),
+    Thread(Arc<crate::ke::thread::ThreadObject>),
 }
 
 /// Objects the driver holds references to, by address, with the count.
@@ -695,7 +695,7 @@ pub unsafe extern "efiapi" fn ObReferenceObjectByHandle(
         if mode != KernelMode {
             return STATUS_INVALID_HANDLE;
         }
-        match crate::ke::dispatcher::thread_of_handle(value) {
+        match crate::ob::threads::thread_of_handle(value) {
             Some(thread) => HandleEntry {
                 object: Object::Thread(thread),
                 access: THREAD_ALL_ACCESS,
