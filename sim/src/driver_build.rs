@@ -1,3 +1,5 @@
+//! Support, outside the layers: it calls nothing of the simulator.
+//!
 //! Which build of the driver the simulated kernel runs, chosen in one place for the tests, the
 //! benchmarks and the emulator: the host build, the driver's Rust source compiled for this
 //! machine and linked into this process, or the kernel image itself, the x64 `oxtun.sys` the

@@ -11,6 +11,13 @@
 //! It runs either build of the driver, as [`DriverBuild`] chooses: the host build linked into
 //! this process, or the shipped kernel image, which [`loader`] maps and binds to the same exports.
 //!
+//! Its modules follow the kernel it imitates, each layer calling only the ones beneath it
+//! (`sim/tests/layers.rs` checks): [`bookkeeping`] (violations, faults, what the driver holds)
+//! beneath all, then [`ke`] (kernel stack, threads, IRQL, locks, dispatcher objects and waits),
+//! [`ob`] (objects, handles, processes, system threads, access checks), [`mm`] (pool, MDLs),
+//! [`io`] (the I/O manager), `ndis`, and [`image`] (the kernel image's loader and the export
+//! table, which names every layer's exports); this file, on top, drives them for tests.
+//!
 //! A driver has global state, so one process holds one simulated kernel at a time: a test of the
 //! driver is an `#[oxtun_sim::test]`, which runs it in a process of its own under plain
 //! `cargo test` too ([`isolation`]).
@@ -42,12 +49,13 @@ use oxtun_driver::sys::*;
 pub use driver_build::DriverBuild;
 pub use image::loader::DriverEntryRoutine;
 pub use io::DeviceHandle;
+pub use ke::dispatcher::EventObject;
 pub use ndis::{
     AdapterState, Fragmentation, General, OidResult, PreparedSend, ReceiveSink, Received,
     ReturnMode, Sender, ndis_dispatched,
 };
 pub use oxtun_sim_macros::test;
-pub use process::{Bitness, EventObject, IntegrityLevel, Process, Token};
+pub use process::{Bitness, IntegrityLevel, Process, Token};
 
 /// `IRP_MN_CANCEL_REMOVE_DEVICE`: PnP takes back a query-remove it vetoed.
 const IRP_MN_CANCEL_REMOVE_DEVICE: u8 = 0x03;
@@ -494,7 +502,7 @@ impl Adapter {
     /// IRP_MN_CANCEL_REMOVE_DEVICE), the halt that removal brings.
     pub fn disable(self) -> Result<(), Vetoed> {
         let status = self.pnp(IRP_MN_QUERY_REMOVE_DEVICE);
-        let open_handles = process::handles_to_device(self.device());
+        let open_handles = io::handles_to_device(self.device());
         if status != STATUS_SUCCESS || open_handles != 0 {
             self.pnp(IRP_MN_CANCEL_REMOVE_DEVICE);
             return Err(Vetoed {
@@ -516,7 +524,7 @@ impl Adapter {
             // A driver may not fail IRP_MN_SURPRISE_REMOVAL (IRP_MN_SURPRISE_REMOVAL).
             verifier::violation(format!("IRP_MN_SURPRISE_REMOVAL failed: {status:#x}"));
         }
-        let open_handles = process::handles_to_device(self.device());
+        let open_handles = io::handles_to_device(self.device());
         self.halt_with(NdisHaltDeviceSurpriseRemoved, true);
         open_handles
     }

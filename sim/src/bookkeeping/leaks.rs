@@ -1,11 +1,45 @@
-//! Bookkeeping of what one ring registration allocated, for the leak check when it ends.
+//! Layer: bookkeeping, beneath all. It calls the verifier only.
+//!
+//! What the driver holds: its pool allocations, and what one ring registration allocated, for
+//! the leak check when it ends.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Mutex;
 
-use oxtun_driver::sys::{NT_SUCCESS, NTSTATUS};
+use oxtun_driver::sys::{NT_SUCCESS, NTSTATUS, ULONG};
 
 use crate::bookkeeping::verifier::violation;
+
+/// A pool allocation the driver has not freed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Allocation {
+    pub size: usize,
+    pub tag: ULONG,
+}
+
+/// The driver's pool allocations not yet freed, by address.
+static POOL: Mutex<BTreeMap<usize, Allocation>> = Mutex::new(BTreeMap::new());
+
+/// Allocations not yet freed, by address.
+pub fn pool_outstanding() -> BTreeMap<usize, Allocation> {
+    POOL.lock().unwrap().clone()
+}
+
+/// The driver allocated pool at `address`: attributed also to the registration this thread
+/// dispatches, if any.
+pub(crate) fn pool_allocated(address: usize, allocation: Allocation) {
+    POOL.lock().unwrap().insert(address, allocation);
+    REGISTERING.with(|record| {
+        if let Some(record) = record.borrow_mut().as_mut() {
+            record.pool.insert(address);
+        }
+    });
+}
+
+/// The driver freed the pool at `address`: what it had allocated there, if it had.
+pub(crate) fn pool_freed(address: usize) -> Option<Allocation> {
+    POOL.lock().unwrap().remove(&address)
+}
 
 /// What one ring registration made: the pool it allocated during its IOCTL and the MDLs whose
 /// pages it locked. When those MDLs are all freed the registration has ended, and the pool must
@@ -45,15 +79,6 @@ pub(crate) fn finish_registration(status: NTSTATUS) {
     }
 }
 
-/// Pool the driver allocates: attributed to the registration this thread dispatches, if any.
-pub(crate) fn note_pool_allocation(address: usize) {
-    REGISTERING.with(|record| {
-        if let Some(record) = record.borrow_mut().as_mut() {
-            record.pool.insert(address);
-        }
-    });
-}
-
 pub(crate) fn note_locked_mdl(mdl: usize) {
     REGISTERING.with(|record| {
         if let Some(record) = record.borrow_mut().as_mut() {
@@ -83,7 +108,7 @@ pub(crate) fn check_ended_registrations() {
 }
 
 fn check_pool_returned(record: &RegistrationRecord, what: &str) {
-    let outstanding = crate::mm::pool::outstanding();
+    let outstanding = pool_outstanding();
     let kept: Vec<_> = record
         .pool
         .iter()

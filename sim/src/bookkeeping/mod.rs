@@ -1,3 +1,6 @@
+//! Bookkeeping beneath every layer: contract violations, fault injection, and what the driver
+//! holds (pool, registrations), which every layer reports to and none asks anything of.
+
 pub mod faults;
-pub(crate) mod leaks;
+pub mod leaks;
 pub mod verifier;

@@ -1,3 +1,5 @@
+//! Layer: bookkeeping, beneath all. It calls nothing of the simulator.
+//!
 //! Contract violations: like Driver Verifier, the simulated kernel stops at the first one, loudly.
 //!
 //! A violation prints what broke and a backtrace, then aborts the process (the driver's code is

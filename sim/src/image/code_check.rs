@@ -1,3 +1,6 @@
+//! Layer: image, above every kernel layer. It calls the PE helpers, the unwind tables and ke's
+//! thread (what GS holds).
+//!
 //! The kernel image's code, checked for instructions the simulator cannot run: it executes the
 //! image in an ordinary user-mode process, where a privileged instruction (a CR8 read or write
 //! for the IRQL on x64, `cli`, `rdmsr`, ...) faults, and GS points only at the little of the

@@ -1,3 +1,6 @@
+//! Layer: image, above every kernel layer. It names every layer's exports, and calls SEH and the
+//! mapped images.
+//!
 //! The simulated kernel's export table: what the kernel image's imports bind to, by DLL and
 //! name, as the Windows loader binds a driver's imports to ntoskrnl.exe's and ndis.sys's
 //! exports. The host build of the driver needs none of this: the linker binds its imports to the
@@ -110,7 +113,7 @@ pub fn table() -> Vec<Export> {
         declared!("ntoskrnl.exe", dispatcher::KeClearEvent),
         declared!("ntoskrnl.exe", dispatcher::KeInitializeEvent),
         declared!("ntoskrnl.exe", sync::KeReleaseSpinLock),
-        declared!("ntoskrnl.exe", process::KeSetEvent),
+        declared!("ntoskrnl.exe", dispatcher::KeSetEvent),
         declared!("ntoskrnl.exe", process::KeStackAttachProcess),
         declared!("ntoskrnl.exe", process::KeUnstackDetachProcess),
         declared!("ntoskrnl.exe", dispatcher::KeWaitForMultipleObjects),

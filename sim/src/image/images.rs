@@ -1,3 +1,6 @@
+//! Layer: image, above every kernel layer. It calls the unwind tables and ke's kernel stack (its
+//! fault handler).
+//!
 //! The kernel images mapped now: what of them may be read, and their functions with exception
 //! handlers, for the exports that look at the image's memory (KeBugCheckEx) and for SEH.
 

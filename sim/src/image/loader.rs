@@ -1,3 +1,6 @@
+//! Layer: image, above every kernel layer. It calls the PE helpers, the unwind tables, the code
+//! check, the mapped images and the export table.
+//!
 //! A loader for the driver's kernel image (`oxtun.sys`, the x64 PE32+ file the cross build
 //! links), so the simulated kernel runs the binary Windows would load, in this process.
 //!

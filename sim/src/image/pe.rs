@@ -1,3 +1,6 @@
+//! Layer: image, the loader and the export table, above every kernel layer. It calls nothing of
+//! the simulator.
+//!
 //! What the loader, the code check and SEH read of a PE32+ image beyond what the `object` crate
 //! gives: the exception directory, a section's size in memory, and the imports with their slots.
 

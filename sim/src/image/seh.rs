@@ -1,3 +1,6 @@
+//! Layer: image, above every kernel layer. It calls the mapped images, the unwind tables, mm's
+//! probe, ke's kernel stack and bookkeeping.
+//!
 //! Structured exception handling for the kernel image, as much of it as the image uses.
 //!
 //! The image's SEH shim (`src/sys/seh.c`) calls MmProbeAndLockPages inside `__try`/`__except`,

@@ -1,3 +1,5 @@
+//! Layer: image, above every kernel layer. It calls the PE helpers.
+//!
 //! The unwind information of an image's functions that have an exception handler: for
 //! `__C_specific_handler`, the scope table of their `__try` blocks.
 

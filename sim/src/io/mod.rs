@@ -1,11 +1,13 @@
+//! Layer: io, the I/O manager, above mm. It calls ob, ke and bookkeeping.
+//!
 //! The I/O manager: the driver object the driver is loaded with, device objects, file objects
-//! and the IRPs sent through the driver object's dispatch table, and MDLs.
+//! and the IRPs sent through the driver object's dispatch table.
 
 // The exports below are the kernel's own functions: their safety contracts are the ones
 // Microsoft documents, and checking them is this module's job.
 #![allow(clippy::missing_safety_doc)]
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::mem::size_of;
 use std::ptr::null_mut;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -16,7 +18,7 @@ use oxtun_driver::sys::*;
 use crate::bookkeeping::leaks::{begin_registration, finish_registration};
 use crate::bookkeeping::verifier::violation;
 use crate::ke::irql;
-use crate::ob::process::{self, Process, ProcessState};
+use crate::ob::process::{self, ObjectBody, Process, ProcessState};
 use oxtun_abi::TUN_IOCTL_REGISTER_RINGS;
 use oxtun_sim_macros::kernel_export;
 
@@ -113,73 +115,75 @@ impl FileObject {
             device,
             handles: AtomicU64::new(1),
         });
-        LIVE_FILES
-            .lock()
-            .unwrap()
-            .insert(file.pointer() as usize, Arc::downgrade(&file));
+        let object: Arc<dyn ObjectBody> = file.clone();
+        process::lend(&object);
         file
     }
 
     pub(crate) fn pointer(&self) -> PFILE_OBJECT {
         self.identity.as_ptr().cast_mut().cast()
     }
+}
 
-    pub(crate) fn device(&self) -> PDEVICE_OBJECT {
-        self.device
+// A file object's type: cleanup when its last handle closes, close when, after that, its last
+// reference goes.
+impl ObjectBody for FileObject {
+    fn address(&self) -> usize {
+        self.pointer() as usize
     }
-}
 
-/// File objects not yet closed, by the address the driver sees.
-static LIVE_FILES: Mutex<BTreeMap<usize, std::sync::Weak<FileObject>>> =
-    Mutex::new(BTreeMap::new());
+    fn is_of_type(&self, object_type: POBJECT_TYPE) -> bool {
+        object_type == process::type_object(&process::IoFileObjectType)
+    }
 
-/// The file object at `address`, if it is not yet closed.
-pub(crate) fn live_file(address: usize) -> Option<Arc<FileObject>> {
-    LIVE_FILES.lock().unwrap().get(&address)?.upgrade()
-}
+    fn type_index(&self) -> u16 {
+        process::FILE_TYPE_INDEX
+    }
 
-pub(crate) fn add_file_handle(file: &FileObject) {
-    file.handles.fetch_add(1, Ordering::SeqCst);
-}
+    fn handle_added(&self) {
+        self.handles.fetch_add(1, Ordering::SeqCst);
+    }
 
-/// A handle to a file object closed: the last one sends cleanup, then, unless the driver still
-/// references the file object, close.
-pub(crate) fn release_file_handle(process: &Arc<ProcessState>, file: Arc<FileObject>) {
-    if file.handles.fetch_sub(1, Ordering::SeqCst) == 1 {
-        let status = send_irp(
-            process,
-            file.device,
-            Some(&file),
-            IRP_MJ_CLEANUP,
-            0,
-            Request::None,
-        );
-        assert_eq!(status, STATUS_SUCCESS, "cleanup failed");
-        if !process::is_referenced(file.pointer() as usize) {
-            close(&file);
+    /// The last handle sends cleanup, then, unless the driver still references the file object,
+    /// close.
+    fn handle_closed(self: Arc<Self>, process: &Arc<ProcessState>) {
+        if self.handles.fetch_sub(1, Ordering::SeqCst) == 1 {
+            let status = send_irp(
+                process,
+                self.device,
+                Some(&self),
+                IRP_MJ_CLEANUP,
+                0,
+                Request::None,
+            );
+            assert_eq!(status, STATUS_SUCCESS, "cleanup failed");
+            if !process::is_referenced(self.address()) {
+                close(&self);
+            }
         }
     }
-}
 
-/// The driver dropped its last reference to `file`: with no handle left, it is closed now, in
-/// this thread's context, or in a worker thread's if this thread is above PASSIVE_LEVEL (as the
-/// object manager defers deletion there).
-pub(crate) fn file_dereferenced(file: Arc<FileObject>) {
-    if file.handles.load(Ordering::SeqCst) != 0 {
-        return;
+    /// With no handle left, it is closed now, in this thread's context, or in a worker
+    /// thread's if this thread is above PASSIVE_LEVEL (as the object manager defers deletion
+    /// there).
+    fn last_reference_dropped(self: Arc<Self>) {
+        if self.handles.load(Ordering::SeqCst) != 0 {
+            return;
+        }
+        if irql::current() == PASSIVE_LEVEL {
+            close(&self);
+        } else {
+            std::thread::spawn(move || close(&self));
+        }
     }
-    if irql::current() == PASSIVE_LEVEL {
-        close(&file);
-    } else {
-        std::thread::spawn(move || close(&file));
+
+    fn as_any(&self) -> &dyn std::any::Any {
+        self
     }
 }
 
 fn close(file: &FileObject) {
-    LIVE_FILES
-        .lock()
-        .unwrap()
-        .remove(&(file.pointer() as usize));
+    process::stop_lending(file.address());
     let status = send_irp(
         &process::current(),
         file.device,
@@ -189,6 +193,17 @@ fn close(file: &FileObject) {
         Request::None,
     );
     assert_eq!(status, STATUS_SUCCESS, "close failed");
+}
+
+/// Handles, in any process, to file objects of `device`: what keeps PnP from removing it.
+pub(crate) fn handles_to_device(device: PDEVICE_OBJECT) -> usize {
+    process::handle_objects(|object| {
+        object
+            .as_any()
+            .downcast_ref::<FileObject>()
+            .is_some_and(|file| file.device == device)
+    })
+    .len()
 }
 
 /// A process's handle to an adapter's device.
@@ -211,7 +226,7 @@ impl Process {
             Request::None,
         );
         assert_eq!(status, STATUS_SUCCESS, "open failed");
-        let handle = self.insert_file(file.clone(), access);
+        let handle = self.insert_object(file.clone(), access);
         DeviceHandle {
             process: self,
             handle,

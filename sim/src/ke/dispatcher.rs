@@ -1,5 +1,8 @@
-//! Dispatcher objects and waits: events in the driver's memory, the user events it references,
-//! and system threads (waited for through their kernel handles).
+//! Layer: ke, the kernel's dispatcher and IRQL, above bookkeeping. It calls bookkeeping, IRQL,
+//! the locks and thread objects.
+//!
+//! Dispatcher objects and waits: events in the driver's memory, users' event objects the driver
+//! references, and thread objects, which are signalled when their thread ends.
 
 // The exports below are the kernel's own functions: their safety contracts are the ones
 // Microsoft documents, and checking them is this module's job.
@@ -7,20 +10,179 @@
 
 use std::collections::BTreeMap;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use oxtun_driver::sys::*;
 use oxtun_sim_macros::kernel_export;
 
-use crate::bookkeeping::verifier::{unsupported, violation};
+use crate::bookkeeping::verifier::{house_rule, unsupported, violation};
 use crate::ke::irql;
-use crate::ob::process;
 
 #[derive(Clone, Copy, Debug)]
 struct EventState {
     synchronization: bool,
     signalled: bool,
+}
+
+/// A kernel event, as a user handle names it.
+pub struct EventObject {
+    /// What the driver is given as the PKEVENT: the first bytes of this object.
+    header: [u64; 3],
+    signalled: Mutex<bool>,
+    changed: Condvar,
+    sets: AtomicU64,
+    /// A notification (manual-reset) event stays signalled until cleared; a synchronization
+    /// (auto-reset) one is reset by the wait it satisfies.
+    manual_reset: bool,
+    /// Called on every set, for an event that stands for something outside the simulator (the
+    /// emulator's eventfd).
+    on_set: Option<Box<dyn Fn() + Send + Sync>>,
+    /// An eventfd whose count, when not zero, is this event set from outside the simulator (by
+    /// the emulator's client): waits poll it, and taking the signal reads it.
+    source: Option<OwnedFd>,
+    /// Times a wait took the source's signal.
+    outside_sets: AtomicU64,
+}
+
+impl EventObject {
+    /// A new event object, not signalled.
+    pub(crate) fn new(
+        manual_reset: bool,
+        on_set: Option<Box<dyn Fn() + Send + Sync>>,
+        source: Option<OwnedFd>,
+    ) -> Arc<EventObject> {
+        Arc::new(EventObject {
+            header: [0; 3],
+            signalled: Mutex::new(false),
+            changed: Condvar::new(),
+            sets: AtomicU64::new(0),
+            manual_reset,
+            on_set,
+            source,
+            outside_sets: AtomicU64::new(0),
+        })
+    }
+
+    /// The KEVENT's address: what ObReferenceObjectByHandle gives the driver.
+    pub fn address(&self) -> usize {
+        self.header.as_ptr() as usize
+    }
+
+    /// Times the event was set (by the driver) since it was created.
+    pub fn set_count(&self) -> u64 {
+        self.sets.load(Ordering::SeqCst)
+    }
+
+    /// Whether the event is signalled, as a wait sees it: a wait takes the signal of an
+    /// auto-reset (synchronization) event and leaves a manual-reset (notification) one set.
+    pub fn take(&self) -> bool {
+        let mut signalled = self.signalled.lock().unwrap();
+        self.absorb_source(&mut signalled);
+        let was = *signalled;
+        if !self.manual_reset {
+            *signalled = false;
+        }
+        was
+    }
+
+    /// The state KeReadStateEvent reads, leaving it.
+    pub fn read_state(&self) -> bool {
+        let mut signalled = self.signalled.lock().unwrap();
+        self.absorb_source(&mut signalled);
+        *signalled
+    }
+
+    /// KeClearEvent: not signalled, whatever kind of event.
+    pub fn clear(&self) {
+        let mut signalled = self.signalled.lock().unwrap();
+        self.absorb_source(&mut signalled);
+        *signalled = false;
+    }
+
+    /// The eventfd that sets this event from outside, if it has one.
+    pub fn source(&self) -> Option<RawFd> {
+        self.source.as_ref().map(AsRawFd::as_raw_fd)
+    }
+
+    /// Takes a count the source holds into the event's state: the client set the event (the
+    /// count is read without blocking: the client's descriptor may be a blocking one, and its
+    /// flags are the client's to set).
+    fn absorb_source(&self, signalled: &mut bool) {
+        let Some(fd) = self.source() else {
+            return;
+        };
+        let mut readable = libc::pollfd {
+            fd,
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: polling one descriptor we hold, without waiting.
+        if unsafe { libc::poll(&mut readable, 1, 0) } != 1 {
+            return;
+        }
+        let mut count = 0u64;
+        // SAFETY: 8 bytes into a local from a readable eventfd; the driver's receive thread is
+        // its one reader, so it does not block.
+        if unsafe { libc::read(fd, (&mut count as *mut u64).cast(), 8) == 8 } {
+            self.outside_sets.fetch_add(1, Ordering::Relaxed);
+            *signalled = true;
+        }
+    }
+
+    /// Times a wait took the signal of the source (the client setting the event).
+    pub fn outside_sets(&self) -> u64 {
+        self.outside_sets.load(Ordering::Relaxed)
+    }
+
+    /// Waits up to `timeout` for the event, as a client's WaitForSingleObject; true if it came
+    /// (and is reset again).
+    pub fn wait(&self, timeout: std::time::Duration) -> bool {
+        let signalled = self.signalled.lock().unwrap();
+        let (mut signalled, _) = self
+            .changed
+            .wait_timeout_while(signalled, timeout, |signalled| !*signalled)
+            .unwrap();
+        let was = *signalled;
+        if !self.manual_reset {
+            *signalled = false;
+        }
+        was
+    }
+
+    pub fn set(&self) {
+        self.sets.fetch_add(1, Ordering::SeqCst);
+        *self.signalled.lock().unwrap() = true;
+        self.changed.notify_all();
+        wake_waiters_of(self.address());
+        if let Some(on_set) = &self.on_set {
+            on_set();
+        }
+    }
+}
+
+/// Users' event objects a driver holds references to, by address: the ones the Ke*Event
+/// routines and waits take (the object manager says when a driver references one and when it
+/// stops).
+static REFERENCED_EVENTS: Mutex<BTreeMap<usize, Arc<EventObject>>> = Mutex::new(BTreeMap::new());
+
+/// A driver took its first reference to `event`.
+pub(crate) fn event_referenced(event: &Arc<EventObject>) {
+    REFERENCED_EVENTS
+        .lock()
+        .unwrap()
+        .insert(event.address(), event.clone());
+}
+
+/// A driver dropped its last reference to `event`.
+pub(crate) fn event_dereferenced(event: &EventObject) {
+    REFERENCED_EVENTS.lock().unwrap().remove(&event.address());
+}
+
+/// The user event at `address` a driver holds a reference to, if any.
+pub(crate) fn referenced_event(address: usize) -> Option<Arc<EventObject>> {
+    REFERENCED_EVENTS.lock().unwrap().get(&address).cloned()
 }
 
 /// KEVENTs in the driver's memory, by address.
@@ -88,7 +250,7 @@ pub unsafe extern "efiapi" fn KeClearEvent(event: PKEVENT) {
         state.signalled = false;
         return;
     }
-    match process::referenced_event(event as usize) {
+    match referenced_event(event as usize) {
         Some(object) => object.clear(),
         // KeClearEvent takes an initialized event object (KeClearEvent: Event).
         None => violation(format!(
@@ -105,7 +267,7 @@ pub unsafe extern "efiapi" fn KeReadStateEvent(event: PKEVENT) -> i32 {
     if let Some(state) = EVENTS.lock().unwrap().get(&(event as usize)) {
         return i32::from(state.signalled);
     }
-    match process::referenced_event(event as usize) {
+    match referenced_event(event as usize) {
         Some(object) => i32::from(object.read_state()),
         None => {
             // KeReadStateEvent takes an initialized event object (KeReadStateEvent: Event).
@@ -138,7 +300,7 @@ fn try_satisfy(object: usize) -> Option<bool> {
         }
         return Some(signalled);
     }
-    if let Some(event) = process::referenced_event(object) {
+    if let Some(event) = referenced_event(object) {
         return Some(event.take());
     }
     crate::ke::thread::thread_object_at(object).map(|thread| thread.has_ended())
@@ -180,9 +342,9 @@ fn wait(objects: &[usize], timeout: *mut i64, what: &str) -> NTSTATUS {
     };
     // Events that stand for an eventfd of the emulator's client are signalled when it is
     // readable: polled with this thread's wake-up.
-    let outside: Vec<Arc<process::EventObject>> = objects
+    let outside: Vec<Arc<EventObject>> = objects
         .iter()
-        .filter_map(|&object| process::referenced_event(object))
+        .filter_map(|&object| referenced_event(object))
         .filter(|event| event.source().is_some())
         .collect();
     let wake = WAKE.with(|wake| wake.as_raw_fd());
@@ -308,4 +470,29 @@ pub fn end_thread(thread: &crate::ke::thread::ThreadObject) {
 /// Waits on the dispatcher objects at `objects`, as KeWaitForMultipleObjects with WaitAny.
 pub(crate) fn wait_any(objects: &[usize], timeout: *mut i64, what: &str) -> NTSTATUS {
     wait(objects, timeout, what)
+}
+
+#[kernel_export]
+pub extern "efiapi" fn KeSetEvent(event: PKEVENT, _increment: i32, wait: u8) -> i32 {
+    // KeSetEvent (wdm.h): "IRQL <= DISPATCH_LEVEL".
+    irql::require_at_most(DISPATCH_LEVEL, "KeSetEvent");
+    // Windows allows Wait = TRUE when a wait routine follows at once (KeSetEvent's page); this
+    // driver never needs the pairing, and a stray TRUE leaves the thread at DISPATCH_LEVEL.
+    if wait != 0 {
+        house_rule("KeSetEvent with Wait = TRUE");
+    }
+    if let Some(was) = set_kernel_event(event) {
+        return i32::from(was);
+    }
+    let Some(object) = referenced_event(event as usize) else {
+        // KeSetEvent takes "a pointer to an initialized event object" (KeSetEvent): a KEVENT the
+        // driver initialized, or an event object it holds a reference to.
+        violation(format!(
+            "setting {event:p}, which is not an event the driver references"
+        ));
+        return 0;
+    };
+    let was = *object.signalled.lock().unwrap();
+    object.set();
+    i32::from(was)
 }

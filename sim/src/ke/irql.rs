@@ -1,3 +1,6 @@
+//! Layer: ke, the kernel's dispatcher and IRQL, above bookkeeping. It calls bookkeeping, the
+//! kernel stack and the thread's KPCR.
+//!
 //! The IRQL of each thread, raised and lowered as the real kernel would.
 
 // The exports below are the kernel's own functions: their safety contracts are the ones

@@ -1,3 +1,6 @@
+//! Layer: ke, the kernel's dispatcher and IRQL, above bookkeeping. It calls nothing of the
+//! simulator.
+//!
 //! The kernel stack: the driver runs on a stack as small as the kernel's, so a frame that would
 //! overflow a kernel stack fails a test.
 //!

@@ -1,3 +1,5 @@
+//! Layer: ke, the kernel's dispatcher and IRQL, above bookkeeping. It calls bookkeeping and IRQL.
+//!
 //! Spin locks (the lock word lives in the driver's memory, as in the kernel) and executive
 //! resources, with the bookkeeping that catches a lock freed while held, taken twice by one
 //! thread, or an ERESOURCE freed without being deleted.

@@ -1,3 +1,6 @@
+//! Layer: ke, the kernel's dispatcher and IRQL, above bookkeeping. It calls nothing of the
+//! simulator.
+//!
 //! Threads as the kernel sees them: each thread's object, and the processor control region its
 //! GS points at while it runs driver code.
 

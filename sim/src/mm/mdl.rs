@@ -1,3 +1,5 @@
+//! Layer: mm, memory, above ob. It calls processes (their memory), ke and bookkeeping.
+//!
 //! MDLs: allocated, probed and locked, mapped, partial, freed; and reading the data an MDL
 //! chain describes.
 

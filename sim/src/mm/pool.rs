@@ -1,3 +1,5 @@
+//! Layer: mm, memory, above ob. It calls ke and bookkeeping.
+//!
 //! Pool memory, tracked by address and tag: a double free, a wrong tag or a leak is caught.
 
 // The exports below are the kernel's own functions: their safety contracts are the ones
@@ -5,31 +7,19 @@
 #![allow(clippy::missing_safety_doc)]
 
 use std::alloc::{Layout, alloc_zeroed, dealloc};
-use std::collections::BTreeMap;
-use std::sync::Mutex;
 
 use oxtun_driver::sys::{DISPATCH_LEVEL, POOL_FLAG_NON_PAGED, POOL_FLAGS, PVOID, ULONG};
 use oxtun_sim_macros::kernel_export;
 
 use crate::bookkeeping::faults::{Site, should_fail};
+use crate::bookkeeping::leaks;
 use crate::bookkeeping::verifier::violation;
 use crate::ke::irql;
 
 const POOL_ALIGNMENT: usize = 16;
 const POOL_FLAG_PAGED: POOL_FLAGS = 0x100;
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Allocation {
-    pub size: usize,
-    pub tag: ULONG,
-}
-
-static ALLOCATIONS: Mutex<BTreeMap<usize, Allocation>> = Mutex::new(BTreeMap::new());
-
-/// Allocations not yet freed, by address.
-pub fn outstanding() -> BTreeMap<usize, Allocation> {
-    ALLOCATIONS.lock().unwrap().clone()
-}
+pub use crate::bookkeeping::leaks::{Allocation, pool_outstanding as outstanding};
 
 fn layout(size: usize) -> Layout {
     Layout::from_size_align(size.max(1), POOL_ALIGNMENT).unwrap()
@@ -61,11 +51,7 @@ pub extern "efiapi" fn ExAllocatePool2(flags: POOL_FLAGS, size: usize, tag: ULON
     // SAFETY: a non-zero-sized layout.
     let memory = unsafe { alloc_zeroed(layout(size)) };
     assert!(!memory.is_null(), "host out of memory");
-    ALLOCATIONS
-        .lock()
-        .unwrap()
-        .insert(memory as usize, Allocation { size, tag });
-    crate::bookkeeping::leaks::note_pool_allocation(memory as usize);
+    leaks::pool_allocated(memory as usize, Allocation { size, tag });
     memory.cast()
 }
 
@@ -73,7 +59,7 @@ pub extern "efiapi" fn ExAllocatePool2(flags: POOL_FLAGS, size: usize, tag: ULON
 pub extern "efiapi" fn ExFreePoolWithTag(memory: PVOID, tag: ULONG) {
     // ExFreePoolWithTag (wdm.h): "IRQL <= DISPATCH_LEVEL".
     irql::require_at_most(DISPATCH_LEVEL, "ExFreePoolWithTag");
-    let Some(allocation) = ALLOCATIONS.lock().unwrap().remove(&(memory as usize)) else {
+    let Some(allocation) = leaks::pool_freed(memory as usize) else {
         // ExFreePoolWithTag frees a block ExAllocatePool2 allocated; anything else is Bug Check 0xC2
         // (BAD_POOL_CALLER).
         violation(format!("freeing {memory:p}, which is not allocated pool"));

@@ -1,3 +1,5 @@
+//! Layer: ndis, on top of the kernel. It calls io, mm, ke and bookkeeping.
+//!
 //! NDIS: the miniport driver's registration, its adapters' life cycle (initialize, restart,
 //! pause, halt, surprise removal), OID requests, status indications, NBL pools and sends.
 //!

@@ -1,21 +1,26 @@
-//! User processes: their token, their memory (which the driver probes, locks and maps), their
-//! handles (to event objects and to the adapter's device), and their exit.
+//! Layer: ob, objects, handles and processes, above ke. It calls ke and bookkeeping.
+//!
+//! The object manager and processes: processes' handle tables (to event objects, to the
+//! adapter's device) and the kernel's handles to system threads, the references a driver holds,
+//! processes' tokens, memory (which the driver probes, locks and maps), attachment and exit.
 
 // The exports below are the kernel's own functions: their safety contracts are the ones
 // Microsoft documents, and checking them is this module's job.
 #![allow(clippy::missing_safety_doc)]
 
+use std::any::Any;
 use std::cell::RefCell;
 use std::collections::BTreeMap;
-use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::os::fd::OwnedFd;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::{Arc, Mutex};
 
 use oxtun_driver::sys::*;
 use oxtun_sim_macros::kernel_export;
 
 use crate::bookkeeping::faults::{Site, should_fail};
-use crate::bookkeeping::verifier::{house_rule, unsupported, violation};
+use crate::bookkeeping::verifier::{unsupported, violation};
+use crate::ke::dispatcher::{self, EventObject};
 use crate::ke::irql;
 
 const STATUS_INVALID_HANDLE: NTSTATUS = 0xC000_0008_u32 as i32;
@@ -63,128 +68,31 @@ pub enum Bitness {
     Bits64,
 }
 
-/// A kernel event, as a user handle names it.
-pub struct EventObject {
-    /// What the driver is given as the PKEVENT: the first bytes of this object.
-    header: [u64; 3],
-    signalled: Mutex<bool>,
-    changed: Condvar,
-    sets: AtomicU64,
-    /// A notification (manual-reset) event stays signalled until cleared; a synchronization
-    /// (auto-reset) one is reset by the wait it satisfies.
-    manual_reset: bool,
-    /// Called on every set, for an event that stands for something outside the simulator (the
-    /// emulator's eventfd).
-    on_set: Option<Box<dyn Fn() + Send + Sync>>,
-    /// An eventfd whose count, when not zero, is this event set from outside the simulator (by
-    /// the emulator's client): waits poll it, and taking the signal reads it.
-    source: Option<OwnedFd>,
-    /// Times a wait took the source's signal.
-    outside_sets: AtomicU64,
-}
-
-impl EventObject {
-    fn address(self: &Arc<Self>) -> usize {
-        self.header.as_ptr() as usize
-    }
-
-    /// Times the event was set (by the driver) since it was created.
-    pub fn set_count(&self) -> u64 {
-        self.sets.load(Ordering::SeqCst)
-    }
-
-    /// Whether the event is signalled, as a wait sees it: a wait takes the signal of an
-    /// auto-reset (synchronization) event and leaves a manual-reset (notification) one set.
-    pub fn take(&self) -> bool {
-        let mut signalled = self.signalled.lock().unwrap();
-        self.absorb_source(&mut signalled);
-        let was = *signalled;
-        if !self.manual_reset {
-            *signalled = false;
-        }
-        was
-    }
-
-    /// The state KeReadStateEvent reads, leaving it.
-    pub fn read_state(&self) -> bool {
-        let mut signalled = self.signalled.lock().unwrap();
-        self.absorb_source(&mut signalled);
-        *signalled
-    }
-
-    /// KeClearEvent: not signalled, whatever kind of event.
-    pub fn clear(&self) {
-        let mut signalled = self.signalled.lock().unwrap();
-        self.absorb_source(&mut signalled);
-        *signalled = false;
-    }
-
-    /// The eventfd that sets this event from outside, if it has one.
-    pub fn source(&self) -> Option<RawFd> {
-        self.source.as_ref().map(AsRawFd::as_raw_fd)
-    }
-
-    /// Takes a count the source holds into the event's state: the client set the event (the
-    /// count is read without blocking: the client's descriptor may be a blocking one, and its
-    /// flags are the client's to set).
-    fn absorb_source(&self, signalled: &mut bool) {
-        let Some(fd) = self.source() else {
-            return;
-        };
-        let mut readable = libc::pollfd {
-            fd,
-            events: libc::POLLIN,
-            revents: 0,
-        };
-        // SAFETY: polling one descriptor we hold, without waiting.
-        if unsafe { libc::poll(&mut readable, 1, 0) } != 1 {
-            return;
-        }
-        let mut count = 0u64;
-        // SAFETY: 8 bytes into a local from a readable eventfd; the driver's receive thread is
-        // its one reader, so it does not block.
-        if unsafe { libc::read(fd, (&mut count as *mut u64).cast(), 8) == 8 } {
-            self.outside_sets.fetch_add(1, Ordering::Relaxed);
-            *signalled = true;
-        }
-    }
-
-    /// Times a wait took the signal of the source (the client setting the event).
-    pub fn outside_sets(&self) -> u64 {
-        self.outside_sets.load(Ordering::Relaxed)
-    }
-
-    /// Waits up to `timeout` for the event, as a client's WaitForSingleObject; true if it came
-    /// (and is reset again).
-    pub fn wait(&self, timeout: std::time::Duration) -> bool {
-        let signalled = self.signalled.lock().unwrap();
-        let (mut signalled, _) = self
-            .changed
-            .wait_timeout_while(signalled, timeout, |signalled| !*signalled)
-            .unwrap();
-        let was = *signalled;
-        if !self.manual_reset {
-            *signalled = false;
-        }
-        was
-    }
-
-    pub fn set(&self) {
-        self.sets.fetch_add(1, Ordering::SeqCst);
-        *self.signalled.lock().unwrap() = true;
-        self.changed.notify_all();
-        crate::ke::dispatcher::wake_waiters_of(self.header.as_ptr() as usize);
-        if let Some(on_set) = &self.on_set {
-            on_set();
-        }
-    }
+/// An object of a type a layer above defines (the I/O manager's file objects), as the object
+/// manager sees it: its body's address, and what its type does as handles and references come
+/// and go (NT's object type procedures: close when a handle closes, delete when the last
+/// reference goes).
+pub trait ObjectBody: Any + Send + Sync {
+    /// The body's address: what the driver sees as the object pointer.
+    fn address(&self) -> usize;
+    /// Whether it is of the type `object_type` points at (ObReferenceObjectByHandle's check).
+    fn is_of_type(&self, object_type: POBJECT_TYPE) -> bool;
+    /// Its type's index in the system's handle snapshot.
+    fn type_index(&self) -> u16;
+    /// A handle to it was duplicated.
+    fn handle_added(&self);
+    /// A handle to it, in `process`, was closed.
+    fn handle_closed(self: Arc<Self>, process: &Arc<ProcessState>);
+    /// The driver dropped its last reference to it.
+    fn last_reference_dropped(self: Arc<Self>);
+    fn as_any(&self) -> &dyn Any;
 }
 
 #[derive(Clone)]
 enum Object {
     Event(Arc<EventObject>),
-    File(Arc<crate::io::FileObject>),
     Thread(Arc<crate::ke::thread::ThreadObject>),
+    Other(Arc<dyn ObjectBody>),
 }
 
 #[derive(Clone)]
@@ -287,22 +195,25 @@ fn live_processes() -> Vec<Arc<ProcessState>> {
         .collect()
 }
 
-/// Handles, in any process, to file objects of `device`: what keeps PnP from removing it.
-pub(crate) fn handles_to_device(device: PDEVICE_OBJECT) -> usize {
+/// The objects of every handle in every process that `matches`, once per handle.
+pub(crate) fn handle_objects(
+    matches: impl Fn(&dyn ObjectBody) -> bool,
+) -> Vec<Arc<dyn ObjectBody>> {
     live_processes()
         .iter()
-        .map(|process| {
+        .flat_map(|process| {
             process
                 .handles
                 .lock()
                 .unwrap()
                 .values()
-                .filter(
-                    |entry| matches!(&entry.object, Object::File(file) if file.device() == device),
-                )
-                .count()
+                .filter_map(|entry| match &entry.object {
+                    Object::Other(object) if matches(&**object) => Some(object.clone()),
+                    _ => None,
+                })
+                .collect::<Vec<_>>()
         })
-        .sum()
+        .collect()
 }
 
 impl ProcessState {
@@ -313,10 +224,10 @@ impl ProcessState {
         let entry = self.handles.lock().unwrap().remove(&handle);
         match entry {
             Some(HandleEntry {
-                object: Object::File(file),
+                object: Object::Other(object),
                 ..
             }) => {
-                crate::io::release_file_handle(self, file);
+                object.handle_closed(self);
                 true
             }
             Some(_) => true,
@@ -475,22 +386,14 @@ impl Process {
         source: Option<OwnedFd>,
         manual_reset: bool,
     ) -> (u64, Arc<EventObject>) {
-        let event = Arc::new(EventObject {
-            header: [0; 3],
-            signalled: Mutex::new(false),
-            changed: Condvar::new(),
-            sets: AtomicU64::new(0),
-            manual_reset,
-            on_set,
-            source,
-            outside_sets: AtomicU64::new(0),
-        });
+        let event = EventObject::new(manual_reset, on_set, source);
         let handle = self.insert_handle(Object::Event(event.clone()), access);
         (handle, event)
     }
 
-    pub(crate) fn insert_file(&self, file: Arc<crate::io::FileObject>, access: ACCESS_MASK) -> u64 {
-        self.insert_handle(Object::File(file), access)
+    /// A handle to `object`, with `access`, in this process.
+    pub(crate) fn insert_object(&self, object: Arc<dyn ObjectBody>, access: ACCESS_MASK) -> u64 {
+        self.insert_handle(Object::Other(object), access)
     }
 
     fn insert_handle(&self, object: Object, access: ACCESS_MASK) -> u64 {
@@ -525,8 +428,8 @@ impl Process {
     /// Duplicates one of this process's handles into `target`, keeping its access.
     pub fn duplicate_handle(&self, handle: u64, target: &Process) -> u64 {
         let entry = self.state.handles.lock().unwrap()[&handle].clone();
-        if let Object::File(file) = &entry.object {
-            crate::io::add_file_handle(file);
+        if let Object::Other(object) = &entry.object {
+            object.handle_added();
         }
         target.insert_handle(entry.object, entry.access)
     }
@@ -603,23 +506,35 @@ pub(crate) fn lock_user_range(
 #[derive(Clone)]
 enum Referenced {
     Event(Arc<EventObject>),
-    File(Arc<crate::io::FileObject>),
+    Other(Arc<dyn ObjectBody>),
     Process(Arc<ProcessState>),
     // Held for the reference's sake: the object lives while the driver references it.
     #[allow(dead_code)]
     Thread(Arc<crate::ke::thread::ThreadObject>),
 }
 
+/// Objects a driver may reference without a handle while the system lends them to it (the file
+/// object of an IRP being handled), by address.
+static LENT: Mutex<BTreeMap<usize, std::sync::Weak<dyn ObjectBody>>> = Mutex::new(BTreeMap::new());
+
+/// `object` lives, and a driver given its address may reference it.
+pub(crate) fn lend(object: &Arc<dyn ObjectBody>) {
+    LENT.lock()
+        .unwrap()
+        .insert(object.address(), Arc::downgrade(object));
+}
+
+/// The object at `address` is going: no longer to be referenced.
+pub(crate) fn stop_lending(address: usize) {
+    LENT.lock().unwrap().remove(&address);
+}
+
+fn lent_object(address: usize) -> Option<Arc<dyn ObjectBody>> {
+    LENT.lock().unwrap().get(&address)?.upgrade()
+}
+
 /// Objects the driver holds references to, by address, with the count.
 static REFERENCES: Mutex<BTreeMap<usize, (Referenced, usize)>> = Mutex::new(BTreeMap::new());
-
-/// The user event at `address` the driver holds a reference to, if any.
-pub(crate) fn referenced_event(address: usize) -> Option<Arc<EventObject>> {
-    match REFERENCES.lock().unwrap().get(&address) {
-        Some((Referenced::Event(event), _)) => Some(event.clone()),
-        _ => None,
-    }
-}
 
 /// Whether the driver holds a reference to the object at `address`.
 pub(crate) fn is_referenced(address: usize) -> bool {
@@ -627,12 +542,13 @@ pub(crate) fn is_referenced(address: usize) -> bool {
 }
 
 fn add_reference(address: usize, object: impl FnOnce() -> Referenced) {
-    REFERENCES
-        .lock()
-        .unwrap()
-        .entry(address)
-        .or_insert_with(|| (object(), 0))
-        .1 += 1;
+    let mut references = REFERENCES.lock().unwrap();
+    let (referenced, count) = references.entry(address).or_insert_with(|| (object(), 0));
+    *count += 1;
+    // The dispatcher sets, clears and waits on a user's event only while a driver references it.
+    if let (Referenced::Event(event), 1) = (&*referenced, *count) {
+        dispatcher::event_referenced(event);
+    }
 }
 
 /// References the driver has not dropped.
@@ -658,6 +574,11 @@ static THREAD_TYPE_TARGET: u8 = 0;
 pub static ExEventObjectType: ObjectType = ObjectType(&EVENT_TYPE_TARGET);
 #[unsafe(no_mangle)]
 pub static IoFileObjectType: ObjectType = ObjectType(&FILE_TYPE_TARGET);
+
+/// The type object `variable` points at, as the driver reads it from the data import.
+pub(crate) fn type_object(variable: &ObjectType) -> POBJECT_TYPE {
+    variable.0.cast_mut().cast()
+}
 #[unsafe(no_mangle)]
 pub static PsThreadType: ObjectType = ObjectType(&THREAD_TYPE_TARGET);
 
@@ -666,6 +587,33 @@ pub static PsThreadType: ObjectType = ObjectType(&THREAD_TYPE_TARGET);
 struct ObjectHandleInformation {
     handle_attributes: ULONG,
     granted_access: ACCESS_MASK,
+}
+
+/// System threads' handles, by value: the kernel handles PsCreateSystemThread gave.
+static THREADS: Mutex<BTreeMap<u64, Arc<crate::ke::thread::ThreadObject>>> =
+    Mutex::new(BTreeMap::new());
+/// Kernel handles have the top bit set (wdm.h's ObIsKernelHandle: a negative handle value).
+static NEXT_KERNEL_HANDLE: AtomicU64 = AtomicU64::new(0xFFFF_FFFF_8000_0004);
+/// A kernel handle to a system thread, made now.
+pub(crate) fn insert_thread_handle(thread: Arc<crate::ke::thread::ThreadObject>) -> u64 {
+    let value = NEXT_KERNEL_HANDLE.fetch_add(4, Ordering::SeqCst);
+    THREADS.lock().unwrap().insert(value, thread);
+    value
+}
+
+/// The thread object a kernel handle names, if it names one.
+pub(crate) fn thread_of_handle(handle: u64) -> Option<Arc<crate::ke::thread::ThreadObject>> {
+    THREADS.lock().unwrap().get(&handle).cloned()
+}
+
+/// Closes a kernel handle to a thread; its object, if it named one.
+pub(crate) fn close_thread_handle(handle: u64) -> Option<Arc<crate::ke::thread::ThreadObject>> {
+    THREADS.lock().unwrap().remove(&handle)
+}
+
+/// Kernel handles to threads still open.
+pub(crate) fn thread_handles_open() -> usize {
+    THREADS.lock().unwrap().len()
 }
 
 /// Kernel handles have the top bit set (wdm.h: ObIsKernelHandle tests for a negative value).
@@ -695,7 +643,7 @@ pub unsafe extern "efiapi" fn ObReferenceObjectByHandle(
         if mode != KernelMode {
             return STATUS_INVALID_HANDLE;
         }
-        match crate::ob::threads::thread_of_handle(value) {
+        match thread_of_handle(value) {
             Some(thread) => HandleEntry {
                 object: Object::Thread(thread),
                 access: THREAD_ALL_ACCESS,
@@ -716,17 +664,15 @@ pub unsafe extern "efiapi" fn ObReferenceObjectByHandle(
     let (address, referenced) = match entry.object {
         // A null type asks for whatever object the handle names.
         Object::Event(event)
-            if object_type.is_null() || object_type == object_type_of(&ExEventObjectType) =>
+            if object_type.is_null() || object_type == type_object(&ExEventObjectType) =>
         {
             (event.address(), Referenced::Event(event))
         }
-        Object::File(file)
-            if object_type.is_null() || object_type == object_type_of(&IoFileObjectType) =>
-        {
-            (file.pointer() as usize, Referenced::File(file))
+        Object::Other(object) if object_type.is_null() || object.is_of_type(object_type) => {
+            (object.address(), Referenced::Other(object))
         }
         Object::Thread(thread)
-            if object_type.is_null() || object_type == object_type_of(&PsThreadType) =>
+            if object_type.is_null() || object_type == type_object(&PsThreadType) =>
         {
             (thread.address(), Referenced::Thread(thread))
         }
@@ -749,10 +695,6 @@ pub unsafe extern "efiapi" fn ObReferenceObjectByHandle(
     STATUS_SUCCESS
 }
 
-fn object_type_of(variable: &ObjectType) -> POBJECT_TYPE {
-    variable.0.cast_mut().cast()
-}
-
 #[kernel_export]
 pub extern "efiapi" fn ObfDereferenceObject(object: PVOID) -> isize {
     // ObfDereferenceObject (wdm.h): "IRQL <= DISPATCH_LEVEL".
@@ -772,8 +714,11 @@ pub extern "efiapi" fn ObfDereferenceObject(object: PVOID) -> isize {
         let referenced = referenced.clone();
         references.remove(&(object as usize));
         drop(references);
-        if let Referenced::File(file) = referenced {
-            crate::io::file_dereferenced(file);
+        if let Referenced::Event(event) = &referenced {
+            dispatcher::event_dereferenced(event);
+        }
+        if let Referenced::Other(object) = referenced {
+            object.last_reference_dropped();
         }
     }
     left as isize
@@ -787,8 +732,8 @@ pub extern "efiapi" fn ObfReferenceObject(object: PVOID) -> isize {
     if !is_referenced(address) {
         // The file object of an IRP the driver is handling is live: the driver may reference
         // it without a handle.
-        match crate::io::live_file(address) {
-            Some(file) => add_reference(address, || Referenced::File(file)),
+        match lent_object(address) {
+            Some(object) => add_reference(address, || Referenced::Other(object)),
             // ObfReferenceObject needs a live object: one the caller holds a reference to, or one the
             // system lends it for the call (the file object of an IRP being handled).
             None => violation(format!(
@@ -801,31 +746,6 @@ pub extern "efiapi" fn ObfReferenceObject(object: PVOID) -> isize {
     let (_, count) = references.get_mut(&address).expect("referenced");
     *count += 1;
     *count as isize
-}
-
-#[kernel_export]
-pub extern "efiapi" fn KeSetEvent(event: PKEVENT, _increment: i32, wait: u8) -> i32 {
-    // KeSetEvent (wdm.h): "IRQL <= DISPATCH_LEVEL".
-    irql::require_at_most(DISPATCH_LEVEL, "KeSetEvent");
-    // Windows allows Wait = TRUE when a wait routine follows at once (KeSetEvent's page); this
-    // driver never needs the pairing, and a stray TRUE leaves the thread at DISPATCH_LEVEL.
-    if wait != 0 {
-        house_rule("KeSetEvent with Wait = TRUE");
-    }
-    if let Some(was) = crate::ke::dispatcher::set_kernel_event(event) {
-        return i32::from(was);
-    }
-    let Some(object) = referenced_event(event as usize) else {
-        // KeSetEvent takes "a pointer to an initialized event object" (KeSetEvent): a KEVENT the
-        // driver initialized, or an event object it holds a reference to.
-        violation(format!(
-            "setting {event:p}, which is not an event the driver references"
-        ));
-        return 0;
-    };
-    let was = *object.signalled.lock().unwrap();
-    object.set();
-    i32::from(was)
 }
 
 #[kernel_export]
@@ -870,7 +790,7 @@ const STATUS_INVALID_INFO_CLASS: NTSTATUS = 0xC000_0003_u32 as i32;
 const STATUS_INVALID_CID: NTSTATUS = 0xC000_000B_u32 as i32;
 /// Object type indices the snapshot reports (they vary by Windows version; drivers must not rely
 /// on them).
-const FILE_TYPE_INDEX: u16 = 37;
+pub(crate) const FILE_TYPE_INDEX: u16 = 37;
 const EVENT_TYPE_INDEX: u16 = 16;
 const THREAD_TYPE_INDEX: u16 = 8;
 
@@ -891,7 +811,7 @@ pub unsafe extern "efiapi" fn ZwQuerySystemInformation(
         for (&handle, entry) in process.handles.lock().unwrap().iter() {
             let (object, type_index) = match &entry.object {
                 Object::Event(event) => (event.address() as PVOID, EVENT_TYPE_INDEX),
-                Object::File(file) => (file.pointer().cast(), FILE_TYPE_INDEX),
+                Object::Other(object) => (object.address() as PVOID, object.type_index()),
                 Object::Thread(thread) => (thread.address() as PVOID, THREAD_TYPE_INDEX),
             };
             entries.push(SYSTEM_HANDLE_TABLE_ENTRY_INFO_EX {

@@ -1,3 +1,5 @@
+//! Layer: ob, objects, handles and processes, above ke. It calls processes, ke and bookkeeping.
+//!
 //! Access checks: a process's token, and SeAccessCheck evaluating a security descriptor's
 //! mandatory label against the token's integrity level, then its DACL against the token's
 //! groups.

@@ -1,3 +1,6 @@
+//! Layer: ob, objects, handles and processes, above ke. It calls the processes' handle tables,
+//! ke and bookkeeping.
+//!
 //! System threads (PsCreateSystemThread): started in the System process, waited for and closed
 //! through their kernel handles.
 
@@ -5,9 +8,8 @@
 // Microsoft documents, and checking them is this module's job.
 #![allow(clippy::missing_safety_doc)]
 
-use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
 
 use oxtun_driver::sys::*;
 use oxtun_sim_macros::kernel_export;
@@ -21,21 +23,12 @@ use crate::ob::process;
 
 const STATUS_INVALID_HANDLE: NTSTATUS = 0xC000_0008_u32 as i32;
 
-/// System threads' handles, by value: the kernel handles PsCreateSystemThread gave.
-static THREADS: Mutex<BTreeMap<u64, Arc<ThreadObject>>> = Mutex::new(BTreeMap::new());
-/// Kernel handles have the top bit set (wdm.h's ObIsKernelHandle: a negative handle value).
-static NEXT_KERNEL_HANDLE: AtomicU64 = AtomicU64::new(0xFFFF_FFFF_8000_0004);
 /// System threads started and not yet returned from their start routine.
 static RUNNING: AtomicU64 = AtomicU64::new(0);
 
-/// The thread object a kernel handle names, if it names one.
-pub fn thread_of_handle(handle: u64) -> Option<Arc<ThreadObject>> {
-    THREADS.lock().unwrap().get(&handle).cloned()
-}
-
 /// System threads still running, and thread handles still open.
 pub fn threads_outstanding() -> usize {
-    RUNNING.load(Ordering::SeqCst) as usize + THREADS.lock().unwrap().len()
+    RUNNING.load(Ordering::SeqCst) as usize + process::thread_handles_open()
 }
 
 struct StartContext(PVOID);
@@ -94,8 +87,7 @@ pub unsafe extern "efiapi" fn PsCreateSystemThread(
         RUNNING.fetch_sub(1, Ordering::SeqCst);
         dispatcher::end_thread(&object);
     });
-    let value = NEXT_KERNEL_HANDLE.fetch_add(4, Ordering::SeqCst);
-    THREADS.lock().unwrap().insert(value, thread);
+    let value = process::insert_thread_handle(thread);
     // SAFETY: the driver's out parameter.
     unsafe { *handle = value as HANDLE };
     STATUS_SUCCESS
@@ -112,7 +104,7 @@ pub unsafe extern "efiapi" fn ZwWaitForSingleObject(
     if alertable != 0 {
         unsupported("alertable waits");
     }
-    let Some(thread) = thread_of_handle(handle as u64) else {
+    let Some(thread) = process::thread_of_handle(handle as u64) else {
         unsupported(format!(
             "ZwWaitForSingleObject on {handle:p}: the simulator waits on system threads' \
              handles only"
@@ -128,7 +120,7 @@ pub unsafe extern "efiapi" fn ZwClose(handle: HANDLE) -> NTSTATUS {
     irql::require_at_most(PASSIVE_LEVEL, "ZwClose");
     // Closing a thread's handle while it runs is allowed: the thread goes on, and its object
     // lives as long as someone references it.
-    match THREADS.lock().unwrap().remove(&(handle as u64)) {
+    match process::close_thread_handle(handle as u64) {
         Some(_) => STATUS_SUCCESS,
         None => {
             // "If the handle is not valid ... bug check 0x93" for a kernel handle (Bug Check
