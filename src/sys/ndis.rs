@@ -588,8 +588,13 @@ pub const NetBufferListFrameType: usize = 7;
 /// `NDIS_NET_BUFFER_LIST_INFO::MaxNetBufferListInfo` for NDIS 6.30 on x64 and ARM64 (nblinfo.h:
 /// the entries up to `RscTcpTimestampDelta`; NDIS 6.50 and later add more).
 pub const MaxNetBufferListInfo: usize = 24;
+pub const NDIS_NBL_FLAGS_HD_SPLIT: ULONG = 0x100;
 pub const NDIS_NBL_FLAGS_IS_IPV4: ULONG = 0x200;
 pub const NDIS_NBL_FLAGS_IS_IPV6: ULONG = 0x400;
+pub const NDIS_NBL_FLAGS_IS_TCP: ULONG = 0x800;
+pub const NDIS_NBL_FLAGS_IS_UDP: ULONG = 0x1000;
+pub const NDIS_NBL_FLAGS_SPLIT_AT_UPPER_LAYER_PROTOCOL_HEADER: ULONG = 0x2000;
+pub const NDIS_NBL_FLAGS_SPLIT_AT_UPPER_LAYER_PROTOCOL_PAYLOAD: ULONG = 0x4000;
 pub const NDIS_ETH_TYPE_IPV4: u16 = 0x0800;
 pub const NDIS_ETH_TYPE_IPV6: u16 = 0x86DD;
 pub const NDIS_RECEIVE_FLAGS_DISPATCH_LEVEL: ULONG = 0x1;
