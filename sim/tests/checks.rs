@@ -385,3 +385,42 @@ fn freeing_a_partial_mdl_releases_its_own_mapping() {
     user.exit();
     assert!(oxtun_sim::outstanding().is_empty());
 }
+
+#[oxtun_sim::test]
+fn a_relative_timeout_expires_on_the_clock_tick() {
+    use oxtun_sim::ke::clock;
+    // SAFETY (test): plain data, initialized by KeInitializeEvent before use.
+    let mut event: Box<KEVENT> = Box::new(unsafe { std::mem::zeroed() });
+    // SAFETY (test): the simulator's exports on the test's event.
+    unsafe { KeInitializeEvent(&mut *event, NotificationEvent, 0) };
+    let mut waits = |count: u32| {
+        let started = std::time::Instant::now();
+        for _ in 0..count {
+            let mut two_milliseconds = -20_000i64;
+            // SAFETY (test): the simulator's export, waiting on the test's event.
+            let status = unsafe {
+                KeWaitForSingleObject(
+                    (&raw mut *event).cast(),
+                    0,
+                    KernelMode,
+                    0,
+                    &mut two_milliseconds,
+                )
+            };
+            assert_eq!(status, STATUS_TIMEOUT);
+        }
+        started.elapsed()
+    };
+    // At the default resolution each 2 ms wait but the first lasts a whole tick, 15.625 ms.
+    assert_eq!(clock::tick(), clock::DEFAULT_TICK);
+    let default = waits(10);
+    assert!(default >= 9 * clock::DEFAULT_TICK, "{default:?}");
+    // At 1 ms, each ends on the second or third tick after it began.
+    clock::set_tick(clock::FINE_TICK);
+    let fine = waits(10);
+    assert!(
+        fine >= 10 * clock::FINE_TICK && fine < 9 * clock::DEFAULT_TICK,
+        "{fine:?}"
+    );
+    println!("ten 2 ms waits: {default:?} at 15.625 ms ticks, {fine:?} at 1 ms");
+}

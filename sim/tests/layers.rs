@@ -16,6 +16,7 @@ const ORDER: &[&str] = &[
     "ke/thread.rs",
     "ke/irql.rs",
     "ke/sync.rs",
+    "ke/clock.rs",
     "ke/dispatcher.rs",
     // ob: objects, handles and processes, system threads, access checks.
     "ob/process.rs",

@@ -316,9 +316,22 @@ fn deadline(timeout: *mut i64) -> Option<Option<Instant>> {
         unsupported("absolute timeouts");
         return None;
     }
-    Some(Some(
-        Instant::now() + Duration::from_nanos(value.unsigned_abs() * 100),
-    ))
+    if value == 0 {
+        // A zero timeout only looks.
+        return Some(Some(Instant::now()));
+    }
+    // A relative timeout, in 100 ns units, expires on the clock tick after it (`clock`).
+    let interval = Duration::from_nanos(value.unsigned_abs() * 100);
+    Some(Some(crate::ke::clock::expiry(interval)))
+}
+
+/// Waits with a timeout that ended by it, since the simulator started (zero timeouts, which only
+/// look, not counted): the wake-ups a timed wait costs an idle thread.
+static TIMED_OUT: AtomicU64 = AtomicU64::new(0);
+
+/// How many waits have ended by their (non-zero) timeout so far.
+pub fn timed_out_waits() -> u64 {
+    TIMED_OUT.load(Ordering::SeqCst)
 }
 
 fn wait(objects: &[usize], timeout: *mut i64, what: &str) -> NTSTATUS {
@@ -369,7 +382,12 @@ fn wait(objects: &[usize], timeout: *mut i64, what: &str) -> NTSTATUS {
                     tv_sec: remaining.as_secs() as libc::time_t,
                     tv_nsec: libc::c_long::from(remaining.subsec_nanos()),
                 }),
-                None => break STATUS_TIMEOUT,
+                None => {
+                    if !zero_timeout {
+                        TIMED_OUT.fetch_add(1, Ordering::SeqCst);
+                    }
+                    break STATUS_TIMEOUT;
+                }
             },
             None => None,
         };
