@@ -386,6 +386,145 @@ fn freeing_a_partial_mdl_releases_its_own_mapping() {
     assert!(oxtun_sim::outstanding().is_empty());
 }
 
+unsafe extern "efiapi" {
+    fn PsLookupProcessByProcessId(id: HANDLE, process: *mut PEPROCESS) -> NTSTATUS;
+    fn KeStackAttachProcess(process: PEPROCESS, state: *mut KAPC_STATE);
+    fn KeUnstackDetachProcess(state: *mut KAPC_STATE);
+}
+
+#[oxtun_sim::test]
+fn looking_up_and_attaching_to_a_process_are_for_apc_level_at_most() {
+    // ntifs.h: `_IRQL_requires_max_(APC_LEVEL)` on all three.
+    let violations = violations_of(|| {
+        irql::at_dispatch("test", || {
+            let mut process = std::ptr::null_mut();
+            // SAFETY (test): the simulator's exports; the System process is PID 4.
+            unsafe {
+                assert_eq!(
+                    PsLookupProcessByProcessId(4 as HANDLE, &mut process),
+                    STATUS_SUCCESS
+                );
+                let mut state: KAPC_STATE = std::mem::zeroed();
+                KeStackAttachProcess(process, &mut state);
+                KeUnstackDetachProcess(&mut state);
+                ObfDereferenceObject(process.cast());
+            }
+        })
+    });
+    let at_dispatch = |routine: &str| {
+        violations
+            .iter()
+            .any(|violation| violation.starts_with(routine) && violation.contains("above 1"))
+    };
+    assert!(
+        at_dispatch("PsLookupProcessByProcessId")
+            && at_dispatch("KeStackAttachProcess")
+            && at_dispatch("KeUnstackDetachProcess"),
+        "{violations:?}"
+    );
+}
+
+#[oxtun_sim::test]
+fn the_system_processs_handles_are_the_kernel_handle_table() {
+    use oxtun_sim::{Bitness, Process, Token, process};
+    let system = Process::system();
+    let (handle, _event) = system.create_event(SYNCHRONIZE);
+    // A kernel handle: the top bit set, for KernelMode callers only.
+    assert!((handle as i64) < 0, "{handle:#x}");
+    let reference = |handle: u64, mode| {
+        let mut object = std::ptr::null_mut();
+        // SAFETY (test): the simulator's export.
+        let status = unsafe {
+            ObReferenceObjectByHandle(
+                handle as HANDLE,
+                SYNCHRONIZE,
+                std::ptr::null_mut(),
+                mode,
+                &mut object,
+                std::ptr::null_mut(),
+            )
+        };
+        if status == STATUS_SUCCESS {
+            // SAFETY (test): the reference just taken.
+            unsafe { ObfDereferenceObject(object) };
+        }
+        status
+    };
+    const STATUS_INVALID_HANDLE: NTSTATUS = 0xC000_0008_u32 as i32;
+    assert_eq!(reference(handle, KernelMode), STATUS_SUCCESS);
+    assert_eq!(reference(handle, UserMode), STATUS_INVALID_HANDLE);
+    // From a thread in (or attached to) the System process, the value without the bit is the
+    // same handle, whatever the mode: the process's table is the kernel's.
+    let index = handle & 0x7FFF_FFFF;
+    assert_eq!(reference(index, UserMode), STATUS_SUCCESS);
+    let user = Process::new(Token::Administrator, Bitness::Bits64);
+    process::in_context_of(&user, || {
+        assert_eq!(reference(index, UserMode), STATUS_INVALID_HANDLE);
+        assert_eq!(reference(handle, KernelMode), STATUS_SUCCESS);
+    });
+    // SAFETY (test): the simulator's export, closing the kernel handle once.
+    assert_eq!(unsafe { ZwClose(handle as HANDLE) }, STATUS_SUCCESS);
+    // A kernel handle closed twice: bug check 0x93.
+    let violations = violations_of(|| {
+        // SAFETY (test): the simulator's export; the handle is closed already, the point.
+        unsafe { ZwClose(handle as HANDLE) };
+    });
+    assert!(
+        violations.len() == 1 && violations[0].contains("0x93"),
+        "{violations:?}"
+    );
+    user.exit();
+}
+
+#[oxtun_sim::test]
+fn an_exited_process_still_referenced_is_found_without_its_handles() {
+    use oxtun_sim::{Bitness, Process, Token};
+    let user = Process::new(Token::Administrator, Bitness::Bits64);
+    let (handle, _event) = user.create_event(SYNCHRONIZE);
+    let id = user.id() as HANDLE;
+    let mut eprocess = std::ptr::null_mut();
+    // SAFETY (test): the simulator's exports, as a driver looks a process up.
+    unsafe {
+        assert_eq!(
+            PsLookupProcessByProcessId(id, &mut eprocess),
+            STATUS_SUCCESS
+        );
+    }
+    user.exit();
+    // Referenced, the exited process is still found, and a thread may attach to it; its handle
+    // table is gone.
+    // SAFETY (test): the simulator's exports on the process the test references.
+    unsafe {
+        let mut again = std::ptr::null_mut();
+        assert_eq!(PsLookupProcessByProcessId(id, &mut again), STATUS_SUCCESS);
+        ObfDereferenceObject(again.cast());
+        let mut state: KAPC_STATE = std::mem::zeroed();
+        KeStackAttachProcess(eprocess, &mut state);
+        let mut object = std::ptr::null_mut();
+        assert_eq!(
+            ObReferenceObjectByHandle(
+                handle as HANDLE,
+                SYNCHRONIZE,
+                std::ptr::null_mut(),
+                UserMode,
+                &mut object,
+                std::ptr::null_mut(),
+            ),
+            0xC000_0008_u32 as i32,
+            "STATUS_INVALID_HANDLE"
+        );
+        KeUnstackDetachProcess(&mut state);
+        ObfDereferenceObject(eprocess.cast());
+        // Once the last reference goes, so does its id.
+        let mut gone = std::ptr::null_mut();
+        assert_eq!(
+            PsLookupProcessByProcessId(id, &mut gone),
+            0xC000_000B_u32 as i32,
+            "STATUS_INVALID_CID"
+        );
+    }
+}
+
 #[oxtun_sim::test]
 fn a_relative_timeout_expires_on_the_clock_tick() {
     use oxtun_sim::ke::clock;
@@ -423,4 +562,40 @@ fn a_relative_timeout_expires_on_the_clock_tick() {
         "{fine:?}"
     );
     println!("ten 2 ms waits: {default:?} at 15.625 ms ticks, {fine:?} at 1 ms");
+}
+
+#[oxtun_sim::test]
+fn driver_verifiers_handle_checks_report_a_reference_to_an_invalid_handle() {
+    use oxtun_sim::{Bitness, Process, Token, process};
+    let user = Process::new(Token::Administrator, Bitness::Bits64);
+    let (handle, _event) = user.create_event(SYNCHRONIZE);
+    user.close_handle(handle);
+    let reference = || {
+        process::in_context_of(&user, || {
+            let mut object = std::ptr::null_mut();
+            // SAFETY (test): the simulator's export; the handle is closed, the point.
+            unsafe {
+                ObReferenceObjectByHandle(
+                    handle as HANDLE,
+                    SYNCHRONIZE,
+                    std::ptr::null_mut(),
+                    UserMode,
+                    &mut object,
+                    std::ptr::null_mut(),
+                )
+            }
+        })
+    };
+    // Without Verifier: the status, nothing more.
+    let violations = violations_of(|| assert_eq!(reference(), 0xC000_0008_u32 as i32));
+    assert_eq!(violations, Vec::<String>::new());
+    verifier::enable_handle_checks();
+    let violations = violations_of(|| {
+        reference();
+    });
+    assert!(
+        violations.len() == 1 && violations[0].contains("Driver Verifier"),
+        "{violations:?}"
+    );
+    user.exit();
 }

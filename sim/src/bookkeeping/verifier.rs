@@ -17,6 +17,7 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 static RECORDING: AtomicBool = AtomicBool::new(false);
+static HANDLE_CHECKS: AtomicBool = AtomicBool::new(false);
 static RECORDED: Mutex<Vec<String>> = Mutex::new(Vec::new());
 
 /// Reports a broken Windows contract.
@@ -57,4 +58,21 @@ pub fn record_violations() {
 /// The violations recorded so far, clearing them.
 pub fn take_recorded() -> Vec<String> {
     std::mem::take(&mut *RECORDED.lock().unwrap())
+}
+
+/// Turns on the checks Driver Verifier makes of the handles a driver references: a user handle
+/// referenced as KernelMode (its Miscellaneous Checks: "Driver Verifier also checks calls to
+/// ObReferenceObjectByHandle. You cannot pass a user-mode handle with kernel-mode access", bug
+/// check 0xC4 with 0xF6), and a handle that is not valid (no documented sub-code; what made
+/// Wintun stop validating handles with that call under Verifier, its commit 12e9f53). Off by
+/// default, as Verifier is; on in every process whose environment has
+/// `OXTUN_SIM_VERIFIER=handles`.
+pub fn enable_handle_checks() {
+    HANDLE_CHECKS.store(true, Ordering::SeqCst);
+}
+
+/// Whether Driver Verifier's handle checks are on.
+pub fn handle_checks() -> bool {
+    HANDLE_CHECKS.load(Ordering::SeqCst)
+        || std::env::var("OXTUN_SIM_VERIFIER").is_ok_and(|value| value.contains("handles"))
 }

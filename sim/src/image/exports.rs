@@ -131,7 +131,7 @@ pub fn table() -> Vec<Export> {
         declared!("ntoskrnl.exe", security::SeAccessCheck),
         declared!("ntoskrnl.exe", security::SeCaptureSubjectContext),
         declared!("ntoskrnl.exe", security::SeReleaseSubjectContext),
-        declared!("ntoskrnl.exe", threads::ZwClose),
+        declared!("ntoskrnl.exe", process::ZwClose),
         declared!("ntoskrnl.exe", process::ZwQuerySystemInformation),
         declared!("ntoskrnl.exe", threads::ZwWaitForSingleObject),
         // Data: the import address table holds the variable's address.

@@ -268,6 +268,17 @@ impl DeviceHandle<'_> {
 
     /// CloseHandle.
     pub fn close(self) {
+        if self.process.is_system() && !self.process.has_handle(self.handle) {
+            // A kernel component closing its handle with ZwClose after someone else closed it:
+            // "kernel code ... tried to close an invalid handle" (Bug Check 0x93,
+            // INVALID_KERNEL_HANDLE).
+            violation(format!(
+                "a kernel component's ZwClose of its handle {:#x} to the device, which is no \
+                 longer valid: bug check 0x93 (INVALID_KERNEL_HANDLE)",
+                self.handle
+            ));
+            return;
+        }
         self.process.close_handle(self.handle);
     }
 
@@ -315,7 +326,10 @@ fn send_irp(
     packet.irp.Size = size_of::<IrpWithStack>() as u16;
     packet.irp.StackCount = 1;
     packet.irp.CurrentLocation = 1;
-    packet.irp.RequestorMode = if process.token == process::Token::System && major == IRP_MJ_PNP {
+    // The System process's requests are kernel components': PnP's, or a driver's that opened
+    // the device with ZwCreateFile (RequestorMode: "Indicates the execution mode of the original
+    // requester of the operation", IRP).
+    packet.irp.RequestorMode = if process.id == process::SYSTEM_PROCESS_ID {
         KernelMode
     } else {
         UserMode

@@ -12,14 +12,14 @@ use std::any::Any;
 use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::os::fd::OwnedFd;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use oxtun_driver::sys::*;
 use oxtun_sim_macros::kernel_export;
 
 use crate::bookkeeping::faults::{Site, should_fail};
-use crate::bookkeeping::verifier::{unsupported, violation};
+use crate::bookkeeping::verifier::violation;
 use crate::ke::dispatcher::{self, EventObject};
 use crate::ke::irql;
 
@@ -115,6 +115,10 @@ pub struct ProcessState {
     pub token: Token,
     pub integrity: IntegrityLevel,
     pub bitness: Bitness,
+    /// The process has exited: its handle table and address space are gone, and it lives on only
+    /// while something references it (PsLookupProcessByProcessId still finds it, and a thread
+    /// may still attach to it).
+    exited: AtomicBool,
     memory: Mutex<Vec<UserAllocation>>,
     handles: Mutex<BTreeMap<u64, HandleEntry>>,
     next_handle: AtomicU64,
@@ -123,6 +127,26 @@ pub struct ProcessState {
 impl ProcessState {
     pub fn eprocess(&self) -> PEPROCESS {
         self.identity.as_ptr().cast_mut().cast()
+    }
+
+    /// A handle to `object` in this process's table: its value there.
+    fn insert(&self, object: Object, access: ACCESS_MASK) -> u64 {
+        assert!(
+            !self.exited.load(Ordering::SeqCst),
+            "a handle in process {}, which has exited",
+            self.id
+        );
+        let handle = self.next_handle.fetch_add(4, Ordering::SeqCst);
+        self.handles
+            .lock()
+            .unwrap()
+            .insert(handle, HandleEntry { object, access });
+        handle
+    }
+
+    /// Whether the process has exited.
+    pub fn has_exited(&self) -> bool {
+        self.exited.load(Ordering::SeqCst)
     }
 }
 
@@ -157,7 +181,10 @@ fn unmap(base: usize, len: usize) {
     unsafe { libc::munmap(base as *mut libc::c_void, len.max(1)) };
 }
 
-static NEXT_PROCESS_ID: AtomicU64 = AtomicU64::new(4);
+/// The System process's id ("System" is PID 4 on every Windows since 2000).
+pub const SYSTEM_PROCESS_ID: u64 = 4;
+/// User processes' ids: multiples of 4 above the System process's.
+static NEXT_PROCESS_ID: AtomicU64 = AtomicU64::new(SYSTEM_PROCESS_ID + 4);
 /// The System process: the context of kernel threads and of kernel-mode callers.
 static SYSTEM: Mutex<Option<Arc<ProcessState>>> = Mutex::new(None);
 
@@ -168,9 +195,15 @@ thread_local! {
 /// Every process, for whoever lists the system's handles or looks a process up by its id.
 static PROCESSES: Mutex<Vec<std::sync::Weak<ProcessState>>> = Mutex::new(Vec::new());
 
-fn new_state(token: Token, integrity: IntegrityLevel, bitness: Bitness) -> Arc<ProcessState> {
+fn new_state(
+    id: u64,
+    token: Token,
+    integrity: IntegrityLevel,
+    bitness: Bitness,
+) -> Arc<ProcessState> {
     let state = Arc::new(ProcessState {
-        id: NEXT_PROCESS_ID.fetch_add(4, Ordering::SeqCst),
+        id,
+        exited: AtomicBool::new(false),
         identity: Box::new([0; 8]),
         token,
         integrity,
@@ -187,6 +220,8 @@ fn new_state(token: Token, integrity: IntegrityLevel, bitness: Bitness) -> Arc<P
 
 /// The processes alive now.
 fn live_processes() -> Vec<Arc<ProcessState>> {
+    // The System process exists from boot.
+    system();
     PROCESSES
         .lock()
         .unwrap()
@@ -240,7 +275,14 @@ pub(crate) fn system() -> Arc<ProcessState> {
     SYSTEM
         .lock()
         .unwrap()
-        .get_or_insert_with(|| new_state(Token::System, IntegrityLevel::System, Bitness::Bits64))
+        .get_or_insert_with(|| {
+            new_state(
+                SYSTEM_PROCESS_ID,
+                Token::System,
+                IntegrityLevel::System,
+                Bitness::Bits64,
+            )
+        })
         .clone()
 }
 
@@ -278,8 +320,18 @@ impl Process {
     /// administrator's process that lowered its own, say).
     pub fn with_integrity(token: Token, integrity: IntegrityLevel, bitness: Bitness) -> Process {
         Process {
-            state: new_state(token, integrity, bitness),
+            state: new_state(
+                NEXT_PROCESS_ID.fetch_add(4, Ordering::SeqCst),
+                token,
+                integrity,
+                bitness,
+            ),
         }
+    }
+
+    /// The process id, as the system's handle snapshot and PsLookupProcessByProcessId know it.
+    pub fn id(&self) -> u64 {
+        self.state.id
     }
 
     pub fn token(&self) -> Token {
@@ -397,37 +449,55 @@ impl Process {
     }
 
     fn insert_handle(&self, object: Object, access: ACCESS_MASK) -> u64 {
-        let handle = self.state.next_handle.fetch_add(4, Ordering::SeqCst);
-        self.state
-            .handles
-            .lock()
-            .unwrap()
-            .insert(handle, HandleEntry { object, access });
-        handle
+        let handle = self.state.insert(object, access);
+        if Arc::ptr_eq(&self.state, &system()) {
+            // The System process's handles are the kernel's: given with the kernel bit, as a
+            // kernel component asks for them (OBJ_KERNEL_HANDLE).
+            handle | KERNEL_HANDLE
+        } else {
+            handle
+        }
     }
 
     /// The access a handle of this process grants, if the process has it.
     pub fn handle_access(&self, handle: u64) -> Option<ACCESS_MASK> {
         let handles = self.state.handles.lock().unwrap();
-        handles.get(&handle).map(|entry| entry.access)
+        handles
+            .get(&(handle & !KERNEL_HANDLE))
+            .map(|entry| entry.access)
     }
 
     /// Closes a handle. The last handle to a file object sends the driver its cleanup and
     /// close requests.
     pub fn close_handle(&self, handle: u64) {
-        if !self.state.close_handle(handle) {
+        if !self.state.close_handle(handle & !KERNEL_HANDLE) {
             panic!("closing handle {handle:#x}, which the process does not have");
         }
     }
 
     /// Whether the process still has `handle` (the driver may have closed it).
     pub fn has_handle(&self, handle: u64) -> bool {
-        self.state.handles.lock().unwrap().contains_key(&handle)
+        self.state
+            .handles
+            .lock()
+            .unwrap()
+            .contains_key(&(handle & !KERNEL_HANDLE))
+    }
+
+    /// The System process, for a kernel component of a test's: its handles are kernel handles
+    /// (OBJ_KERNEL_HANDLE), and what it opens it opens in kernel mode.
+    pub fn system() -> Process {
+        Process { state: system() }
+    }
+
+    /// Whether this is the System process.
+    pub fn is_system(&self) -> bool {
+        self.state.id == SYSTEM_PROCESS_ID
     }
 
     /// Duplicates one of this process's handles into `target`, keeping its access.
     pub fn duplicate_handle(&self, handle: u64, target: &Process) -> u64 {
-        let entry = self.state.handles.lock().unwrap()[&handle].clone();
+        let entry = self.state.handles.lock().unwrap()[&(handle & !KERNEL_HANDLE)].clone();
         if let Object::Other(object) = &entry.object {
             object.handle_added();
         }
@@ -459,6 +529,8 @@ impl Process {
         for handle in handles {
             self.state.close_handle(handle);
         }
+        // The handle table is gone; the process object lives on while referenced.
+        self.state.exited.store(true, Ordering::SeqCst);
         let locked: usize = self
             .state
             .memory
@@ -589,36 +661,65 @@ struct ObjectHandleInformation {
     granted_access: ACCESS_MASK,
 }
 
-/// System threads' handles, by value: the kernel handles PsCreateSystemThread gave.
-static THREADS: Mutex<BTreeMap<u64, Arc<crate::ke::thread::ThreadObject>>> =
-    Mutex::new(BTreeMap::new());
-/// Kernel handles have the top bit set (wdm.h's ObIsKernelHandle: a negative handle value).
-static NEXT_KERNEL_HANDLE: AtomicU64 = AtomicU64::new(0xFFFF_FFFF_8000_0004);
-/// A kernel handle to a system thread, made now.
-pub(crate) fn insert_thread_handle(thread: Arc<crate::ke::thread::ThreadObject>) -> u64 {
-    let value = NEXT_KERNEL_HANDLE.fetch_add(4, Ordering::SeqCst);
-    THREADS.lock().unwrap().insert(value, thread);
-    value
+/// Kernel handles have the top bit set (wdm.h: ObIsKernelHandle tests for a negative value); the
+/// rest of the value is the handle's place in the kernel handle table, which is the System
+/// process's table: that process's own handles are kernel handles without the bit.
+const KERNEL_HANDLE: u64 = 0xFFFF_FFFF_8000_0000;
+
+fn is_kernel_handle(handle: u64) -> bool {
+    (handle as i64) < 0
+}
+
+/// A kernel handle to `thread`, made now, as PsCreateSystemThread makes it with
+/// OBJ_KERNEL_HANDLE.
+pub(crate) fn insert_thread_handle(
+    thread: Arc<crate::ke::thread::ThreadObject>,
+    access: ACCESS_MASK,
+) -> u64 {
+    system().insert(Object::Thread(thread), access) | KERNEL_HANDLE
 }
 
 /// The thread object a kernel handle names, if it names one.
 pub(crate) fn thread_of_handle(handle: u64) -> Option<Arc<crate::ke::thread::ThreadObject>> {
-    THREADS.lock().unwrap().get(&handle).cloned()
-}
-
-/// Closes a kernel handle to a thread; its object, if it named one.
-pub(crate) fn close_thread_handle(handle: u64) -> Option<Arc<crate::ke::thread::ThreadObject>> {
-    THREADS.lock().unwrap().remove(&handle)
+    match lookup(handle, KernelMode).ok()?.2.object {
+        Object::Thread(thread) => Some(thread),
+        _ => None,
+    }
 }
 
 /// Kernel handles to threads still open.
 pub(crate) fn thread_handles_open() -> usize {
-    THREADS.lock().unwrap().len()
+    system()
+        .handles
+        .lock()
+        .unwrap()
+        .values()
+        .filter(|entry| matches!(entry.object, Object::Thread(_)))
+        .count()
 }
 
-/// Kernel handles have the top bit set (wdm.h: ObIsKernelHandle tests for a negative value).
-fn is_kernel_handle(handle: u64) -> bool {
-    (handle as i64) < 0
+/// The table `handle` names for a caller of `mode`, its place there, and its entry: a kernel
+/// handle is the kernel's, for KernelMode callers only; any other value is the current process's
+/// (which, for the System process or a thread attached to it, is the kernel handle table again).
+/// ObReferenceObjectByHandle's page: "Drivers should always specify UserMode for handles they
+/// receive from user address space".
+fn lookup(
+    handle: u64,
+    mode: KPROCESSOR_MODE,
+) -> Result<(Arc<ProcessState>, u64, HandleEntry), NTSTATUS> {
+    let (table, index) = if is_kernel_handle(handle) {
+        if mode != KernelMode {
+            return Err(STATUS_INVALID_HANDLE);
+        }
+        (system(), handle & !KERNEL_HANDLE)
+    } else {
+        (current(), handle)
+    };
+    let entry = table.handles.lock().unwrap().get(&index).cloned();
+    match entry {
+        Some(entry) => Ok((table, index, entry)),
+        None => Err(STATUS_INVALID_HANDLE),
+    }
 }
 
 #[kernel_export]
@@ -636,28 +737,40 @@ pub unsafe extern "efiapi" fn ObReferenceObjectByHandle(
         return STATUS_INSUFFICIENT_RESOURCES;
     }
     let value = handle as u64;
-    // A kernel handle is looked up in the kernel's table, and only for a KernelMode caller; a
-    // UserMode caller's kernel handle is invalid (ObReferenceObjectByHandle's page: "Drivers
-    // should always specify UserMode for handles they receive from user address space").
-    let entry = if is_kernel_handle(value) {
-        if mode != KernelMode {
-            return STATUS_INVALID_HANDLE;
-        }
-        match thread_of_handle(value) {
-            Some(thread) => HandleEntry {
-                object: Object::Thread(thread),
-                access: THREAD_ALL_ACCESS,
-            },
-            None => return STATUS_INVALID_HANDLE,
-        }
-    } else {
-        let process = current();
-        let found = process.handles.lock().unwrap().get(&value).cloned();
-        match found {
-            Some(entry) => entry,
-            None => return STATUS_INVALID_HANDLE,
+    let entry = match lookup(value, mode) {
+        Ok((_, _, entry)) => entry,
+        Err(status) => {
+            if crate::bookkeeping::verifier::handle_checks() {
+                // Driver Verifier stops a driver that references a handle that is not valid in
+                // the table it names (no documented sub-code: Wintun's commit 12e9f53, "we can't
+                // use the reference function to check the validity of a potentially invalid
+                // handle while the verifier is enabled"; docs/simulator.md).
+                violation(format!(
+                    "Driver Verifier (handle checks): ObReferenceObjectByHandle on {handle:p}, \
+                     which is not a valid handle for a {} caller in process {}",
+                    if mode == KernelMode {
+                        "KernelMode"
+                    } else {
+                        "UserMode"
+                    },
+                    current().id
+                ));
+            }
+            return status;
         }
     };
+    // A user handle referenced as KernelMode outside the System process: Driver Verifier's bug
+    // check 0xC4, 0xF6 ("a driver references a user-mode handle as kernel mode").
+    if crate::bookkeeping::verifier::handle_checks()
+        && mode == KernelMode
+        && !is_kernel_handle(value)
+        && current().id != SYSTEM_PROCESS_ID
+    {
+        violation(format!(
+            "Driver Verifier (handle checks): bug check 0xC4, 0xF6: user handle {handle:p} \
+             referenced as KernelMode"
+        ));
+    }
     if mode == UserMode && entry.access & access != access {
         return STATUS_ACCESS_DENIED;
     }
@@ -794,6 +907,16 @@ pub(crate) const FILE_TYPE_INDEX: u16 = 37;
 const EVENT_TYPE_INDEX: u16 = 16;
 const THREAD_TYPE_INDEX: u16 = 8;
 
+/// What the next handle snapshot does after it has read the handle tables.
+static AFTER_SNAPSHOT: Mutex<Option<Box<dyn FnOnce() + Send>>> = Mutex::new(None);
+
+/// Runs `race` right after the next snapshot of the system's handles
+/// (ZwQuerySystemInformation) reads them: for a test to change the handles the caller is about
+/// to act on, as another process may at any time.
+pub fn after_next_handle_snapshot(race: impl FnOnce() + Send + 'static) {
+    *AFTER_SNAPSHOT.lock().unwrap() = Some(Box::new(race));
+}
+
 #[kernel_export]
 pub unsafe extern "efiapi" fn ZwQuerySystemInformation(
     class: ULONG,
@@ -826,6 +949,12 @@ pub unsafe extern "efiapi" fn ZwQuerySystemInformation(
             });
         }
     }
+    // Whatever a test arranged to happen between the snapshot and what the caller does next
+    // (a process closing a handle the snapshot lists).
+    let after = AFTER_SNAPSHOT.lock().unwrap().take();
+    if let Some(after) = after {
+        after();
+    }
     let header = std::mem::offset_of!(SYSTEM_HANDLE_INFORMATION_EX, Handles);
     let needed = header + entries.len() * size_of::<SYSTEM_HANDLE_TABLE_ENTRY_INFO_EX>();
     if !return_length.is_null() {
@@ -856,8 +985,10 @@ pub unsafe extern "efiapi" fn PsLookupProcessByProcessId(
     id: HANDLE,
     process: *mut PEPROCESS,
 ) -> NTSTATUS {
-    // PsLookupProcessByProcessId (ntifs.h): "IRQL <= DISPATCH_LEVEL".
-    irql::require_at_most(DISPATCH_LEVEL, "PsLookupProcessByProcessId");
+    // PsLookupProcessByProcessId (ntifs.h: `_IRQL_requires_max_(APC_LEVEL)`).
+    irql::require_at_most(APC_LEVEL, "PsLookupProcessByProcessId");
+    // A process that has exited is found while something references it: its id is freed with
+    // the process object, not at exit (the CID table entry goes when the object is deleted).
     let Some(found) = live_processes()
         .into_iter()
         .find(|candidate| candidate.id == id as u64)
@@ -881,8 +1012,8 @@ thread_local! {
 
 #[kernel_export]
 pub unsafe extern "efiapi" fn KeStackAttachProcess(process: PEPROCESS, apc_state: *mut KAPC_STATE) {
-    // KeStackAttachProcess (ntifs.h): "IRQL <= DISPATCH_LEVEL".
-    irql::require_at_most(DISPATCH_LEVEL, "KeStackAttachProcess");
+    // KeStackAttachProcess (ntifs.h: `_IRQL_requires_max_(APC_LEVEL)`).
+    irql::require_at_most(APC_LEVEL, "KeStackAttachProcess");
     let target = match REFERENCES.lock().unwrap().get(&(process as usize)) {
         Some((Referenced::Process(target), _)) => target.clone(),
         _ => {
@@ -900,6 +1031,8 @@ pub unsafe extern "efiapi" fn KeStackAttachProcess(process: PEPROCESS, apc_state
 
 #[kernel_export]
 pub unsafe extern "efiapi" fn KeUnstackDetachProcess(apc_state: *mut KAPC_STATE) {
+    // KeUnstackDetachProcess (ntifs.h: `_IRQL_requires_max_(APC_LEVEL)`).
+    irql::require_at_most(APC_LEVEL, "KeUnstackDetachProcess");
     // SAFETY: the driver's KAPC_STATE.
     let marker = unsafe { apc_state.cast::<u64>().read() };
     let Some(previous) = DETACH_TO.with(|stack| stack.borrow_mut().pop()) else {
@@ -919,12 +1052,37 @@ pub unsafe extern "efiapi" fn KeUnstackDetachProcess(apc_state: *mut KAPC_STATE)
 pub unsafe extern "efiapi" fn ObCloseHandle(handle: HANDLE, mode: KPROCESSOR_MODE) -> NTSTATUS {
     // ObCloseHandle (wdm.h): "IRQL PASSIVE_LEVEL".
     irql::require_at_most(PASSIVE_LEVEL, "ObCloseHandle");
-    if mode != UserMode {
-        unsupported("ObCloseHandle of a kernel handle (the simulator closes user handles)");
-    }
-    if current().close_handle(handle as u64) {
-        STATUS_SUCCESS
-    } else {
-        STATUS_INVALID_HANDLE
+    close_handle(handle, mode)
+}
+
+/// ZwClose: "Calling ZwClose(hObject) to close kernel handle hObject has the same effect as
+/// calling ObCloseHandle(hObject, KernelMode)" (ObCloseHandle's page).
+#[kernel_export]
+pub unsafe extern "efiapi" fn ZwClose(handle: HANDLE) -> NTSTATUS {
+    // ZwClose (wdm.h): "IRQL PASSIVE_LEVEL".
+    irql::require_at_most(PASSIVE_LEVEL, "ZwClose");
+    close_handle(handle, KernelMode)
+}
+
+/// Closes `handle` for a caller of `mode`: a kernel handle in the kernel's table (KernelMode
+/// only), any other value in the current process's, which for a thread attached to the System
+/// process is the kernel's table too.
+fn close_handle(handle: HANDLE, mode: KPROCESSOR_MODE) -> NTSTATUS {
+    match lookup(handle as u64, mode) {
+        Ok((table, index, _)) => {
+            table.close_handle(index);
+            STATUS_SUCCESS
+        }
+        // "The INVALID_KERNEL_HANDLE bug check indicates that some kernel code ... tried to close
+        // an invalid handle or a protected handle" (Bug Check 0x93): kernel code closing, in
+        // kernel mode, a handle that is not there.
+        Err(status) if mode == KernelMode => {
+            violation(format!(
+                "closing {handle:p} in kernel mode, which is not a valid handle: bug check 0x93 \
+                 (INVALID_KERNEL_HANDLE)"
+            ));
+            status
+        }
+        Err(status) => status,
     }
 }

@@ -38,7 +38,7 @@ unsafe impl Send for StartContext {}
 #[kernel_export]
 pub unsafe extern "efiapi" fn PsCreateSystemThread(
     handle: *mut HANDLE,
-    _access: ULONG,
+    access: ULONG,
     attributes: *mut OBJECT_ATTRIBUTES,
     process_handle: HANDLE,
     client_id: PVOID,
@@ -87,7 +87,7 @@ pub unsafe extern "efiapi" fn PsCreateSystemThread(
         RUNNING.fetch_sub(1, Ordering::SeqCst);
         dispatcher::end_thread(&object);
     });
-    let value = process::insert_thread_handle(thread);
+    let value = process::insert_thread_handle(thread, access);
     // SAFETY: the driver's out parameter.
     unsafe { *handle = value as HANDLE };
     STATUS_SUCCESS
@@ -112,24 +112,4 @@ pub unsafe extern "efiapi" fn ZwWaitForSingleObject(
         return STATUS_INVALID_HANDLE;
     };
     dispatcher::wait_any(&[thread.address()], timeout, "ZwWaitForSingleObject")
-}
-
-#[kernel_export]
-pub unsafe extern "efiapi" fn ZwClose(handle: HANDLE) -> NTSTATUS {
-    // ZwClose (wdm.h): "IRQL PASSIVE_LEVEL".
-    irql::require_at_most(PASSIVE_LEVEL, "ZwClose");
-    // Closing a thread's handle while it runs is allowed: the thread goes on, and its object
-    // lives as long as someone references it.
-    match process::close_thread_handle(handle as u64) {
-        Some(_) => STATUS_SUCCESS,
-        None => {
-            // "If the handle is not valid ... bug check 0x93" for a kernel handle (Bug Check
-            // 0x93: INVALID_KERNEL_HANDLE).
-            violation(format!(
-                "closing {handle:p}, which is not a kernel handle: bug check 0x93 \
-                 (INVALID_KERNEL_HANDLE)"
-            ));
-            STATUS_INVALID_HANDLE
-        }
-    }
 }
