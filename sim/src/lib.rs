@@ -51,8 +51,8 @@ pub use image::loader::DriverEntryRoutine;
 pub use io::DeviceHandle;
 pub use ke::dispatcher::EventObject;
 pub use ndis::{
-    AdapterState, Fragmentation, General, OidResult, PreparedSend, ReceiveSink, Received,
-    ReturnMode, Sender, ndis_dispatched,
+    AdapterState, Fragmentation, General, NDIS_ALLOCATION_FLAG, OidResult, PreparedSend,
+    ReceiveSink, Received, ReturnMode, Sender, ndis_dispatched,
 };
 pub use oxtun_sim_macros::test;
 pub use process::{Bitness, IntegrityLevel, Process, Token};

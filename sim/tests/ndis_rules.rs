@@ -124,7 +124,7 @@ impl Receives {
             (*mdl).MappedSystemVa = buffer;
             let nbl = NdisAllocateNetBufferAndNetBufferList(self.pool, 0, 0, mdl, 0, packet.len());
             (*nbl).SourceHandle = miniport::adapter_handle();
-            (*nbl).NblFlags = NDIS_NBL_FLAGS_IS_IPV4;
+            (*nbl).NblFlags |= NDIS_NBL_FLAGS_IS_IPV4;
             (*nbl).NetBufferListInfo[NetBufferListFrameType] = ether_type.to_be() as usize as PVOID;
             nbl
         }
@@ -282,6 +282,56 @@ fn an_indicated_nbl_may_carry_info_of_its_own_but_not_what_the_stack_left() {
     );
     adapter.take_received();
     free_returned(nbl);
+    // SAFETY (test): the pool, empty again.
+    unsafe { NdisFreeNetBufferListPool(receives.pool) };
+    adapter.halt();
+    assert!(driver.unload().is_empty());
+}
+
+#[oxtun_sim::test]
+fn a_miniport_sets_the_flags_that_describe_its_packet_and_keeps_ndiss() {
+    const NDIS_NBL_FLAGS_IS_TCP: ULONG = 0x800;
+    const NDIS_NBL_FLAGS_IS_UDP: ULONG = 0x1000;
+    let (driver, adapter) = miniport::load(2).unwrap();
+    let receives = Receives::new();
+    miniport::on_return(|nbls, _flags| free_returned(nbls));
+    // NdisSetNblFlag on a fresh NBL: the flags NDIS set at allocation stay, and UDP is true.
+    let violations = violations_of(|| {
+        let nbl = receives.nbl(&PACKET, NDIS_ETH_TYPE_IPV4);
+        // SAFETY (test): an NBL the miniport owns.
+        unsafe { (*nbl).NblFlags |= NDIS_NBL_FLAGS_IS_UDP };
+        indicate(&[nbl], 0);
+    });
+    assert_eq!(violations, Vec::<String>::new());
+    assert_eq!(
+        adapter.take_received()[0].nbl_flags,
+        oxtun_sim::NDIS_ALLOCATION_FLAG | NDIS_NBL_FLAGS_IS_IPV4 | NDIS_NBL_FLAGS_IS_UDP
+    );
+    // Flags overwritten (NDIS's bit lost), an IPv4 packet marked IPv6 too, a UDP packet marked
+    // TCP: each reported.
+    let violations = violations_of(|| {
+        for flags in [
+            NDIS_NBL_FLAGS_IS_IPV4,
+            oxtun_sim::NDIS_ALLOCATION_FLAG | NDIS_NBL_FLAGS_IS_IPV4 | NDIS_NBL_FLAGS_IS_IPV6,
+            oxtun_sim::NDIS_ALLOCATION_FLAG | NDIS_NBL_FLAGS_IS_IPV4 | NDIS_NBL_FLAGS_IS_TCP,
+        ] {
+            let nbl = receives.nbl(&PACKET, NDIS_ETH_TYPE_IPV4);
+            // SAFETY (test): an NBL the miniport owns.
+            unsafe { (*nbl).NblFlags = flags };
+            indicate(&[nbl], 0);
+        }
+    });
+    assert_eq!(violations.len(), 3, "{violations:?}");
+    assert!(
+        violations[0].contains("reserves for NDIS"),
+        "{violations:?}"
+    );
+    assert!(
+        violations[1].contains("not marked IS_IPV4 alone"),
+        "{violations:?}"
+    );
+    assert!(violations[2].contains("IS_TCP, but"), "{violations:?}");
+    adapter.take_received();
     // SAFETY (test): the pool, empty again.
     unsafe { NdisFreeNetBufferListPool(receives.pool) };
     adapter.halt();

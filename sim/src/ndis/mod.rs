@@ -19,15 +19,26 @@ use oxtun_driver::sys::*;
 use oxtun_sim_macros::kernel_export;
 
 use crate::bookkeeping::faults::{Site, should_fail};
-use crate::bookkeeping::verifier::{house_rule, unsupported, violation};
+use crate::bookkeeping::verifier::{unsupported, violation};
 use crate::io;
 use crate::ke::irql;
 
 /// Status values NDIS returns that the driver itself never uses.
 const NDIS_STATUS_BAD_VERSION: NDIS_STATUS = 0xC001_0004_u32 as i32;
 const NDIS_STATUS_INVALID_PARAMETER: NDIS_STATUS = 0xC000_000D_u32 as i32;
-/// A flag a protocol sets on an NBL it parsed (ndis.h).
+/// The `NblFlags` that describe a packet (ndis/nbl.h, `#define NDIS_NBL_FLAGS_HD_SPLIT
+/// 0x00000100` and the next six): its IP version, transport and header-data split.
+const NDIS_NBL_FLAGS_HD_SPLIT: ULONG = 0x100;
 const NDIS_NBL_FLAGS_IS_TCP: ULONG = 0x800;
+const NDIS_NBL_FLAGS_IS_UDP: ULONG = 0x1000;
+const NDIS_NBL_FLAGS_SPLIT_AT_UPPER_LAYER_PROTOCOL_HEADER: ULONG = 0x2000;
+const NDIS_NBL_FLAGS_SPLIT_AT_UPPER_LAYER_PROTOCOL_PAYLOAD: ULONG = 0x4000;
+/// "Bits 0x04 to 0x80 are reserved for use by NDIS" (ndis/nbl.h, after
+/// `NDIS_NBL_FLAGS_RECV_READ_ONLY`).
+const NBL_FLAGS_RESERVED_FOR_NDIS: ULONG = 0xFC;
+/// The bit of those the simulated NDIS sets on every NBL it allocates, as NDIS may: a miniport
+/// that overwrites `NblFlags` instead of setting and clearing its own flags loses it.
+pub const NDIS_ALLOCATION_FLAG: ULONG = 0x20;
 /// The receive flags besides DISPATCH_LEVEL that the driver does not use, as the WDK's NDIS
 /// headers define them (`#define NDIS_RECEIVE_FLAGS_RESOURCES 0x00000002` and the next).
 const NDIS_RECEIVE_FLAGS_RESOURCES: ULONG = 0x2;
@@ -1305,6 +1316,7 @@ pub unsafe extern "efiapi" fn NdisAllocateNetBufferAndNetBufferList(
     nb.nb.DataLength = length as u32;
     nbl.nbl.FirstNetBuffer = &mut nb.nb;
     nbl.nbl.NdisPoolHandle = pool;
+    nbl.nbl.NblFlags = NDIS_ALLOCATION_FLAG;
     let address: *mut NET_BUFFER_LIST = &mut nbl.nbl;
     ALLOCATED_NBLS.lock().unwrap().insert(
         address as usize,
@@ -1386,19 +1398,73 @@ fn check_indicated(handle: NDIS_HANDLE, nbl: *mut NET_BUFFER_LIST) {
             ));
         }
     }
-    let flags = nbl.NblFlags;
-    // Stricter than Windows: NDIS reserves bits of NblFlags for itself (nbl.h), which a miniport
-    // leaves alone; to be replaced by a check of the miniport's own bits.
-    if flags != NDIS_NBL_FLAGS_IS_IPV4 && flags != NDIS_NBL_FLAGS_IS_IPV6 {
-        house_rule(format!(
-            "an indicated NBL's flags are {flags:#x}, not IS_IPV4 or IS_IPV6 alone"
-        ));
-    }
     // SAFETY: the NBL's one NET_BUFFER (read_received checks there is one).
     let nb = unsafe { &*nbl.FirstNetBuffer };
     if nb.CurrentMdl.is_null() {
         // A NET_BUFFER's data is described by its MDL chain (NET_BUFFER: MdlChain, CurrentMdl).
         violation("an indicated NBL's NET_BUFFER has no MDL");
+        return;
+    }
+    let data = indicated_data(std::ptr::from_ref(nbl).cast_mut());
+    check_nbl_flags(nbl.NblFlags, &data);
+}
+
+/// The `NblFlags` of an indicated NBL: NDIS's bits as NDIS left them, and the flags that
+/// describe the packet true of it (NET_BUFFER_LIST, Microsoft's NDIS documentation: each flag
+/// says "All of the Ethernet frames in this NET_BUFFER_LIST structure are" IPv4, IPv6, TCP or
+/// UDP frames; IS_IPV4 and IS_IPV6 exclude each other, as IS_TCP and IS_UDP do). A miniport of
+/// raw IP packets marks each NBL IPv4 or IPv6 ("MB Raw IP Packet Processing Support": "The
+/// NblFlags member ... must be set to NDIS_NBL_FLAGS_IS_IPV4" for an IPv4 packet, IS_IPV6 for
+/// an IPv6 one); and header-data split is only for a miniport that enabled it ("Header-Data
+/// Split"), which the simulator does not model, so its flags are a leftover.
+fn check_nbl_flags(flags: ULONG, packet: &[u8]) {
+    if flags & NBL_FLAGS_RESERVED_FOR_NDIS != NDIS_ALLOCATION_FLAG {
+        violation(format!(
+            "an indicated NBL's flags are {flags:#x}: the bits 0x04 to 0x80, which nbl.h reserves \
+             for NDIS, are not as NDIS allocated the NBL ({NDIS_ALLOCATION_FLAG:#x})"
+        ));
+    }
+    let version = packet.first().map(|byte| byte >> 4);
+    let (ip_flag, transport) = match version {
+        Some(4) => (NDIS_NBL_FLAGS_IS_IPV4, packet.get(9)),
+        Some(6) => (NDIS_NBL_FLAGS_IS_IPV6, packet.get(6)),
+        _ => (0, None),
+    };
+    let ip_flags = flags & (NDIS_NBL_FLAGS_IS_IPV4 | NDIS_NBL_FLAGS_IS_IPV6);
+    if ip_flag != 0 && ip_flags != ip_flag {
+        violation(format!(
+            "an indicated IPv{} packet's NBL flags are {flags:#x}, not marked IS_IPV{} alone",
+            version.unwrap_or_default(),
+            version.unwrap_or_default(),
+        ));
+    }
+    // The transport, where the first header after IP says it: TCP (6), UDP (17), ICMP (1) or
+    // ICMPv6 (58). Behind IPv6 extension headers it is not looked for.
+    let known = transport
+        .copied()
+        .filter(|protocol| [1, 6, 17, 58].contains(protocol));
+    for (flag, name, protocol) in [
+        (NDIS_NBL_FLAGS_IS_TCP, "IS_TCP", 6),
+        (NDIS_NBL_FLAGS_IS_UDP, "IS_UDP", 17),
+    ] {
+        if flags & flag != 0 && known.is_some_and(|known| known != protocol) {
+            violation(format!(
+                "an indicated NBL's flags are {flags:#x}: {name}, but its packet's protocol is {}",
+                known.unwrap_or_default()
+            ));
+        }
+    }
+    let split = NDIS_NBL_FLAGS_HD_SPLIT
+        | NDIS_NBL_FLAGS_SPLIT_AT_UPPER_LAYER_PROTOCOL_HEADER
+        | NDIS_NBL_FLAGS_SPLIT_AT_UPPER_LAYER_PROTOCOL_PAYLOAD;
+    if flags & (NDIS_NBL_FLAGS_IS_TCP | NDIS_NBL_FLAGS_IS_UDP)
+        == NDIS_NBL_FLAGS_IS_TCP | NDIS_NBL_FLAGS_IS_UDP
+        || flags & split != 0
+    {
+        violation(format!(
+            "an indicated NBL's flags are {flags:#x}: both IS_TCP and IS_UDP, or header-data \
+             split flags on a miniport without header-data split"
+        ));
     }
 }
 
