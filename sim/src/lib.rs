@@ -159,6 +159,8 @@ impl Driver {
             // A check on the test: one driver per simulated kernel.
             verifier::violation("loading the driver while it is loaded");
         }
+        // The System process exists from boot (PsInitialSystemProcess names it).
+        ob::process::system();
         let object = io::new_driver_object();
         let mut registry_path = UNICODE_STRING {
             Length: 0,

@@ -140,6 +140,11 @@ pub fn table() -> Vec<Export> {
             name: "ExEventObjectType",
             address: &raw const process::ExEventObjectType as usize,
         },
+        Export {
+            dll: "ntoskrnl.exe",
+            name: "PsInitialSystemProcess",
+            address: &raw const process::PsInitialSystemProcess as usize,
+        },
         image_only!(
             "ntoskrnl.exe",
             "MmProbeAndLockPages",

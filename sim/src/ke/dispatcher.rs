@@ -334,6 +334,15 @@ pub fn timed_out_waits() -> u64 {
     TIMED_OUT.load(Ordering::SeqCst)
 }
 
+/// Waits (other than zero-timeout looks) that ended because an object was signalled.
+static SATISFIED: AtomicU64 = AtomicU64::new(0);
+
+/// How many waits have ended signalled so far: with [`timed_out_waits`], what a waiting thread
+/// costs in wake-ups.
+pub fn satisfied_waits() -> u64 {
+    SATISFIED.load(Ordering::SeqCst)
+}
+
 fn wait(objects: &[usize], timeout: *mut i64, what: &str) -> NTSTATUS {
     let zero_timeout = !timeout.is_null() && {
         // SAFETY: the driver's LARGE_INTEGER.
@@ -374,6 +383,9 @@ fn wait(objects: &[usize], timeout: *mut i64, what: &str) -> NTSTATUS {
     WAITERS.lock().unwrap().push((objects.to_vec(), wake));
     let status = loop {
         if let Some(index) = satisfied(objects, what) {
+            if !zero_timeout {
+                SATISFIED.fetch_add(1, Ordering::SeqCst);
+            }
             break STATUS_WAIT_0 + index as NTSTATUS;
         }
         let timeout = match deadline {

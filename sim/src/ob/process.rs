@@ -276,12 +276,14 @@ pub(crate) fn system() -> Arc<ProcessState> {
         .lock()
         .unwrap()
         .get_or_insert_with(|| {
-            new_state(
+            let system = new_state(
                 SYSTEM_PROCESS_ID,
                 Token::System,
                 IntegrityLevel::System,
                 Bitness::Bits64,
-            )
+            );
+            PsInitialSystemProcess.store(system.eprocess().cast(), Ordering::SeqCst);
+            system
         })
         .clone()
 }
@@ -475,6 +477,18 @@ impl Process {
         }
     }
 
+    /// What another thread of this process does to close `handle`, at whatever moment a test
+    /// arranges (say, while the driver works on a request made through it).
+    pub fn handle_closer(&self, handle: u64) -> impl FnOnce() + Send + 'static {
+        let state = self.state.clone();
+        move || {
+            assert!(
+                state.close_handle(handle & !KERNEL_HANDLE),
+                "closing handle {handle:#x}, which the process does not have"
+            );
+        }
+    }
+
     /// Whether the process still has `handle` (the driver may have closed it).
     pub fn has_handle(&self, handle: u64) -> bool {
         self.state
@@ -647,6 +661,12 @@ pub static ExEventObjectType: ObjectType = ObjectType(&EVENT_TYPE_TARGET);
 #[unsafe(no_mangle)]
 pub static IoFileObjectType: ObjectType = ObjectType(&FILE_TYPE_TARGET);
 
+/// `PsInitialSystemProcess` (wdm.h): the System process's EPROCESS, which a driver compares
+/// with the processes it looks up. Set when the System process is made.
+#[unsafe(no_mangle)]
+pub static PsInitialSystemProcess: std::sync::atomic::AtomicPtr<std::ffi::c_void> =
+    std::sync::atomic::AtomicPtr::new(std::ptr::null_mut());
+
 /// The type object `variable` points at, as the driver reads it from the data import.
 pub(crate) fn type_object(variable: &ObjectType) -> POBJECT_TYPE {
     variable.0.cast_mut().cast()
@@ -805,6 +825,12 @@ pub unsafe extern "efiapi" fn ObReferenceObjectByHandle(
             };
         }
     }
+    let race = AFTER_REFERENCE.lock().unwrap().take();
+    if let Some(race) = race {
+        std::thread::spawn(race)
+            .join()
+            .expect("the race a test arranged");
+    }
     STATUS_SUCCESS
 }
 
@@ -907,14 +933,24 @@ pub(crate) const FILE_TYPE_INDEX: u16 = 37;
 const EVENT_TYPE_INDEX: u16 = 16;
 const THREAD_TYPE_INDEX: u16 = 8;
 
-/// What the next handle snapshot does after it has read the handle tables.
-static AFTER_SNAPSHOT: Mutex<Option<Box<dyn FnOnce() + Send>>> = Mutex::new(None);
+/// What a test arranged to happen at the next handle snapshot, or at the next reference to an
+/// object by handle.
+type Race = Mutex<Option<Box<dyn FnOnce() + Send>>>;
+static AFTER_SNAPSHOT: Race = Mutex::new(None);
+static AFTER_REFERENCE: Race = Mutex::new(None);
 
 /// Runs `race` right after the next snapshot of the system's handles
 /// (ZwQuerySystemInformation) reads them: for a test to change the handles the caller is about
 /// to act on, as another process may at any time.
 pub fn after_next_handle_snapshot(race: impl FnOnce() + Send + 'static) {
     *AFTER_SNAPSHOT.lock().unwrap() = Some(Box::new(race));
+}
+
+/// Runs `race`, on a thread of its own, right after the next ObReferenceObjectByHandle that
+/// succeeds, before it returns: for a test to do something while the driver is in the middle of
+/// a request (another thread of the client closing its handle, say).
+pub fn after_next_handle_reference(race: impl FnOnce() + Send + 'static) {
+    *AFTER_REFERENCE.lock().unwrap() = Some(Box::new(race));
 }
 
 #[kernel_export]
