@@ -123,14 +123,18 @@ impl Adapter {
     /// handle closing, the owner exiting, removal, halt). The client sees the end (the send
     /// ring's Tail becomes 0xFFFFFFFF and its event is set); then the receive thread stops, NDIS
     /// gives back every NBL pointing into the receive ring, and both rings are unmapped and
-    /// unlocked. Returns a reference to the owner's file object, for whoever must close its
-    /// handles. At PASSIVE_LEVEL.
-    pub fn end_registration(&self, owner: Owner) -> Option<FileReference> {
+    /// unlocked. Returns a reference to the owner's file object if the owner is a user-mode
+    /// process, for whoever must close its handles (a kernel component's handles are kernel
+    /// handles, which are its own to close). At PASSIVE_LEVEL.
+    pub fn end_registration(&self, owner: Owner) -> Option<Option<FileReference>> {
         let mut ending = self.registration.take(owner)?;
         self.indicate_link_state(MediaConnectStateDisconnected);
         ending.registration().close();
         self.receiver.stop();
-        let owner_file = ending.registration().owner_file().try_clone();
+        let registration = ending.registration();
+        let owner_file = registration
+            .owned_from_user_mode()
+            .then(|| registration.owner_file().try_clone());
         drop(ending);
         Some(owner_file)
     }

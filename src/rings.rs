@@ -65,6 +65,9 @@ pub struct Registration {
     /// registration lives.
     owner_file: FileReference,
     owner_process: usize,
+    /// The IOCTL's RequestorMode: a KernelMode owner is a kernel component, whose handles are
+    /// kernel handles.
+    owner_mode: KPROCESSOR_MODE,
     send: MappedRing,
     receive: MappedRing,
     /// Held only to reserve and to complete: senders copy their packets outside it.
@@ -88,6 +91,7 @@ impl Registration {
         Ok(Registration {
             owner_file: caller.file,
             owner_process: caller.process,
+            owner_mode: caller.mode,
             send,
             receive,
             send_writer: SpinLock::new(send_writer),
@@ -110,6 +114,11 @@ impl Registration {
     /// The owner's file object.
     pub fn owner_file(&self) -> &FileReference {
         &self.owner_file
+    }
+
+    /// Whether the owner is a user-mode process (the IOCTL's RequestorMode was UserMode).
+    pub fn owned_from_user_mode(&self) -> bool {
+        self.owner_mode == UserMode
     }
 
     /// The end of the registration: the send ring's Tail becomes 0xFFFFFFFF and its event is

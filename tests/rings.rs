@@ -418,6 +418,49 @@ fn a_bystanders_open_handle_holds_removal_until_it_closes() {
     assert!(driver.unload().is_empty());
 }
 
+/// A kernel component (a driver that opened the device with ZwCreateFile, in the System
+/// process) registers in kernel mode. Removal ends its registration, but its handle is a kernel
+/// handle, its own to close: removal waits for that, and its ZwClose then finds the handle
+/// there (were it closed under it, that ZwClose would be bug check 0x93).
+#[oxtun_sim::test]
+fn a_kernel_clients_registration_ends_on_removal_but_its_handle_is_its_own_to_close() {
+    let setup = setup();
+    let system = Process::system();
+    let (handle, rings) = register(&setup.adapter, &system);
+    assert!((handle.handle() as i64) < 0, "a kernel handle");
+    let Setup {
+        driver, adapter, ..
+    } = setup;
+    let vetoed = adapter
+        .disable()
+        .expect_err("the kernel client's handle holds removal until it closes it");
+    assert_eq!(vetoed.open_handles, 1);
+    assert!(rings.ended(), "its registration ended all the same");
+    assert!(handle.is_open());
+    handle.close();
+    assert!(vetoed.adapter.disable().is_ok());
+    assert!(driver.unload().is_empty());
+}
+
+/// Under Driver Verifier's handle checks, removal closes only handles a snapshot taken just
+/// before shows still there: here the owner closes its handle right after the first snapshot
+/// listed it, and the driver neither references nor closes the stale value.
+#[oxtun_sim::test]
+fn under_driver_verifier_removal_leaves_a_handle_closed_since_its_snapshot_alone() {
+    oxtun_sim::verifier::enable_handle_checks();
+    let setup = setup();
+    let process = Process::new(Token::Administrator, Bitness::Bits64);
+    let (handle, rings) = register(&setup.adapter, &process);
+    oxtun_sim::process::after_next_handle_snapshot(process.handle_closer(handle.handle()));
+    let Setup {
+        driver, adapter, ..
+    } = setup;
+    assert!(adapter.disable().is_ok(), "removal was vetoed");
+    assert!(rings.ended() && !handle.is_open());
+    std::mem::forget(handle);
+    assert!(driver.unload().is_empty());
+}
+
 #[oxtun_sim::test]
 fn other_ioctls_go_to_ndis() {
     let setup = setup();
