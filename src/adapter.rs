@@ -94,7 +94,8 @@ impl Adapter {
 
     /// The ring IOCTL: one registration at a time.
     pub fn register_rings(&self, input: &[u8], caller: Caller) -> NTSTATUS {
-        let Some(claim) = self.registration.claim() else {
+        let owner_file = caller.file.identity();
+        let Some(claim) = self.registration.claim(owner_file) else {
             return STATUS_ALREADY_INITIALIZED;
         };
         let registration = match Registration::new(input, caller) {
@@ -109,7 +110,13 @@ impl Adapter {
             // As Wintun answers a receive thread that could not start.
             return NDIS_STATUS_FAILURE;
         }
-        claim.publish(registration);
+        if claim.publish(registration) {
+            // Its owner's handle closed meanwhile, and found nothing to end: it ends now. The
+            // IOCTL succeeded, and the client sees the end in its rings, as it would had the
+            // close come a moment later.
+            drop(self.end_registration(Owner::File(owner_file)));
+            return STATUS_SUCCESS;
+        }
         self.indicate_link_state(MediaConnectStateConnected);
         STATUS_SUCCESS
     }

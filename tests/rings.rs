@@ -461,6 +461,35 @@ fn under_driver_verifier_removal_leaves_a_handle_closed_since_its_snapshot_alone
     assert!(driver.unload().is_empty());
 }
 
+/// A client that opened the device for overlapped I/O may close its handle while its
+/// registration IOCTL is still being served: the handle's cleanup then comes before the
+/// registration is published, and the registration must end as soon as it is, not live on
+/// until the process exits.
+#[oxtun_sim::test]
+fn a_handle_closed_while_its_registration_is_made_ends_the_registration() {
+    let setup = setup();
+    let process = Process::new(Token::Administrator, Bitness::Bits64);
+    let handle = process.open(setup.adapter.device(), READ_WRITE);
+    let rings = ClientRings::new(&process);
+    // The driver references the rings' events first thing: the close comes then.
+    oxtun_sim::process::after_next_handle_reference(process.handle_closer(handle.handle()));
+    assert_eq!(
+        handle.device_control(TUN_IOCTL_REGISTER_RINGS, &rings.bytes()),
+        STATUS_SUCCESS
+    );
+    assert!(!handle.is_open());
+    std::mem::forget(handle);
+    assert!(rings.ended(), "the registration outlived its handle");
+    assert_eq!(
+        setup.adapter.link_state(),
+        Some(MediaConnectStateDisconnected)
+    );
+    // The slot is free again: a new handle registers.
+    let (again, _) = register(&setup.adapter, &process);
+    again.close();
+    setup.finish();
+}
+
 #[oxtun_sim::test]
 fn other_ioctls_go_to_ndis() {
     let setup = setup();
