@@ -159,11 +159,12 @@ fn a_hundred_thousand_packets_of_random_sizes_arrive_in_order() {
 
 /// A client without the handshake's fence (wintun.dll before 2026-02) now and then reads
 /// Alertable as 0 while the driver goes to sleep, and so never sets the event for a packet it
-/// wrote. Here every packet is written that way, while the driver sleeps: each must still go up
-/// within the receive thread's re-check, never wait for a next packet.
+/// wrote. Here every packet is written that way, just after the driver went to sleep: each must
+/// still go up at the receive thread's one look after the sleep began, never wait for a next
+/// packet.
 #[oxtun_sim::test]
 fn a_packet_whose_wake_up_was_missed_goes_up_within_the_recheck() {
-    const ROUNDS: u64 = 200;
+    const ROUNDS: u64 = 100;
     let setup = setup();
     let process = Process::new(Token::System, Bitness::Bits64);
     let (handle, rings) = register(&setup.adapter, &process);
@@ -201,6 +202,36 @@ fn a_packet_whose_wake_up_was_missed_goes_up_within_the_recheck() {
         "the client never set the event"
     );
     wait_released(&rings);
+    handle.close();
+    setup.finish();
+}
+
+/// An idle registered session: after its first sleep, the receive thread wakes for nothing.
+/// Relative timeouts end on the clock tick here, as on Windows, so a thread that looked at the
+/// ring every few milliseconds would wake 64 times a second.
+#[oxtun_sim::test]
+fn an_idle_session_costs_no_wake_ups() {
+    let setup = setup();
+    let process = Process::new(Token::System, Bitness::Bits64);
+    let (handle, rings) = register(&setup.adapter, &process);
+    let mut writer = rings.receive_writer();
+    assert!(client_write(
+        &mut writer,
+        &rings.receive_event,
+        &[ipv4(1, 60)]
+    ));
+    assert_eq!(setup.adapter.wait_received(1, PATIENCE).len(), 1);
+    // Asleep, and past the one look after the sleep began.
+    thread::sleep(Duration::from_millis(100));
+    let (timed_out, woken) = (
+        oxtun_sim::dispatcher::timed_out_waits(),
+        oxtun_sim::dispatcher::satisfied_waits(),
+    );
+    thread::sleep(Duration::from_millis(500));
+    let wake_ups = oxtun_sim::dispatcher::timed_out_waits() - timed_out
+        + (oxtun_sim::dispatcher::satisfied_waits() - woken);
+    println!("wake-ups of an idle session in 500 ms: {wake_ups}");
+    assert_eq!(wake_ups, 0, "an idle session woke the receive thread");
     handle.close();
     setup.finish();
 }
