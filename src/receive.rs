@@ -451,6 +451,9 @@ impl Receiver {
                 if woken_by == Some(0) {
                     return;
                 }
+                // Awake: a manual-reset event the client set stays set until reset. Any Tail
+                // move it announced is visible to the read that follows.
+                tail_moved.clear();
             }
         }
     }

@@ -82,9 +82,15 @@ impl Registration {
     pub fn new(input: &[u8], caller: Caller) -> Result<Self, NTSTATUS> {
         let request =
             RingRegistration::decode(input, caller.width).map_err(|_| STATUS_INVALID_PARAMETER)?;
-        // The driver sets the send event and waits on the receive event.
+        // The driver sets the send event; it waits on the receive event and resets it once
+        // awake, so that a manual-reset event the client leaves set does not end every later
+        // wait at once (Wintun asks for the same rights, for the same reason).
         let send = MappedRing::map(&request.send, EVENT_MODIFY_STATE, caller.mode)?;
-        let receive = MappedRing::map(&request.receive, SYNCHRONIZE, caller.mode)?;
+        let receive = MappedRing::map(
+            &request.receive,
+            SYNCHRONIZE | EVENT_MODIFY_STATE,
+            caller.mode,
+        )?;
         let send_writer = RingWriter::attach(send.region).map_err(|_| STATUS_INVALID_PARAMETER)?;
         let receive_reader =
             RingReader::attach(receive.region).map_err(|_| STATUS_INVALID_PARAMETER)?;

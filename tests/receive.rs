@@ -236,6 +236,56 @@ fn an_idle_session_costs_no_wake_ups() {
     setup.finish();
 }
 
+/// A client that gives a manual-reset event for the receive ring and sets it, as it should when
+/// the driver sleeps, but never resets it: the driver resets it once awake, so its later sleeps
+/// are sleeps and not a spin.
+#[oxtun_sim::test]
+fn a_manual_reset_receive_event_left_set_does_not_make_the_driver_spin() {
+    let setup = setup();
+    let process = Process::new(Token::System, Bitness::Bits64);
+    let handle = process.open(setup.adapter.device(), READ_WRITE);
+    let mut rings = ClientRings::new(&process);
+    let (event_handle, event) = process.create_manual_reset_event(EVENT_ALL_ACCESS);
+    rings.request.receive.tail_moved = event_handle;
+    rings.receive_event = event;
+    assert_eq!(
+        handle.device_control(TUN_IOCTL_REGISTER_RINGS, &rings.bytes()),
+        STATUS_SUCCESS
+    );
+    let mut writer = rings.receive_writer();
+    let packets = [ipv4(1, 60), ipv4(2, 60)];
+    assert!(client_write(
+        &mut writer,
+        &rings.receive_event,
+        &packets[..1]
+    ));
+    // Set whatever the driver said, and left set.
+    rings.receive_event.set();
+    assert_eq!(setup.adapter.wait_received(1, PATIENCE).len(), 1);
+    thread::sleep(Duration::from_millis(100));
+    let woken = oxtun_sim::dispatcher::satisfied_waits();
+    thread::sleep(Duration::from_millis(200));
+    let wake_ups = oxtun_sim::dispatcher::satisfied_waits() - woken;
+    println!("wake-ups in 200 ms after a manual-reset event was left set: {wake_ups}");
+    assert!(
+        wake_ups <= 1,
+        "{wake_ups} wake-ups: the receive thread spins"
+    );
+    // And the event still wakes it.
+    assert!(client_write(
+        &mut writer,
+        &rings.receive_event,
+        &packets[1..]
+    ));
+    assert_eq!(
+        data(&setup.adapter.wait_received(1, PATIENCE)),
+        packets[1..]
+    );
+    wait_released(&rings);
+    handle.close();
+    setup.finish();
+}
+
 #[oxtun_sim::test]
 fn head_moves_only_as_nbls_return_and_only_in_ring_order() {
     let setup = setup();

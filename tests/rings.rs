@@ -240,6 +240,11 @@ fn bad_registrations_are_refused_one_field_at_a_time() {
             STATUS_ACCESS_DENIED,
         ),
         (
+            "receive event without modify access (the driver resets it)",
+            field(Box::new(move |r| r.receive.tail_moved = wait_only_event)),
+            STATUS_ACCESS_DENIED,
+        ),
+        (
             "event handle naming the device",
             field(Box::new(move |r| r.send.tail_moved = device_handle)),
             STATUS_OBJECT_TYPE_MISMATCH,
