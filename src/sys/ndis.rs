@@ -11,7 +11,8 @@ pub type PNDIS_HANDLE = *mut NDIS_HANDLE;
 pub type NDIS_PORT_NUMBER = ULONG;
 pub type BOOLEAN = u8;
 
-// The NDIS 6 status values are the NTSTATUS values of the same names (STATUS_NDIS_*).
+// NDIS 6 status values, as ndis/status.h defines them: some are the NTSTATUS of the same meaning
+// (NDIS_STATUS_FAILURE is 0xC0000001), others NDIS's own codes (0xC001xxxx, 0xC023xxxx).
 pub const NDIS_STATUS_SUCCESS: NDIS_STATUS = 0;
 pub const NDIS_STATUS_FAILURE: NDIS_STATUS = 0xC000_0001_u32 as i32;
 pub const NDIS_STATUS_NOT_SUPPORTED: NDIS_STATUS = 0xC000_00BB_u32 as i32;
