@@ -62,7 +62,8 @@ sha256sum target/x86_64-pc-windows-msvc/release/oxtun_driver.dll
 OXTUN_SIM_DRIVER=image cargo nextest run --locked --no-fail-fast -p oxtun -p oxtun-sim -p oxtun-api \
     -E 'not (binary_id(oxtun::kernel_image) | binary_id(oxtun::inf) | binary_id(oxtun::layout)
         | binary_id(oxtun-api::windows_dll) | binary_id(oxtun::image) | binary_id(oxtun::setup)
-        | binary_id(oxtun-sim::checks) | binary_id(oxtun-sim::emulator_image))'
+        | binary_id(oxtun-sim::checks) | binary_id(oxtun-sim::ndis_rules) | binary_id(oxtun-sim::layers)
+        | binary_id(oxtun-sim::emulator_image))'
 # Each fuzz target for 20 seconds, from its committed seeds (the long runs: scripts/fuzz.sh). The
 # fuzz targets run the host build: libFuzzer's coverage and AddressSanitizer instrument only
 # code compiled with them, which the kernel image is not.

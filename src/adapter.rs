@@ -94,7 +94,8 @@ impl Adapter {
 
     /// The ring IOCTL: one registration at a time.
     pub fn register_rings(&self, input: &[u8], caller: Caller) -> NTSTATUS {
-        let Some(claim) = self.registration.claim() else {
+        let owner_file = caller.file.identity();
+        let Some(claim) = self.registration.claim(owner_file) else {
             return STATUS_ALREADY_INITIALIZED;
         };
         let registration = match Registration::new(input, caller) {
@@ -109,7 +110,13 @@ impl Adapter {
             // As Wintun answers a receive thread that could not start.
             return NDIS_STATUS_FAILURE;
         }
-        claim.publish(registration);
+        if claim.publish(registration) {
+            // Its owner's handle closed meanwhile, and found nothing to end: it ends now. The
+            // IOCTL succeeded, and the client sees the end in its rings, as it would had the
+            // close come a moment later.
+            drop(self.end_registration(Owner::File(owner_file)));
+            return STATUS_SUCCESS;
+        }
         self.indicate_link_state(MediaConnectStateConnected);
         STATUS_SUCCESS
     }
@@ -123,14 +130,18 @@ impl Adapter {
     /// handle closing, the owner exiting, removal, halt). The client sees the end (the send
     /// ring's Tail becomes 0xFFFFFFFF and its event is set); then the receive thread stops, NDIS
     /// gives back every NBL pointing into the receive ring, and both rings are unmapped and
-    /// unlocked. Returns a reference to the owner's file object, for whoever must close its
-    /// handles. At PASSIVE_LEVEL.
-    pub fn end_registration(&self, owner: Owner) -> Option<FileReference> {
+    /// unlocked. Returns a reference to the owner's file object if the owner is a user-mode
+    /// process, for whoever must close its handles (a kernel component's handles are kernel
+    /// handles, which are its own to close). At PASSIVE_LEVEL.
+    pub fn end_registration(&self, owner: Owner) -> Option<Option<FileReference>> {
         let mut ending = self.registration.take(owner)?;
         self.indicate_link_state(MediaConnectStateDisconnected);
         ending.registration().close();
         self.receiver.stop();
-        let owner_file = ending.registration().owner_file().try_clone();
+        let registration = ending.registration();
+        let owner_file = registration
+            .owned_from_user_mode()
+            .then(|| registration.owner_file().try_clone());
         drop(ending);
         Some(owner_file)
     }

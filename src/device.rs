@@ -199,17 +199,19 @@ unsafe extern "efiapi" fn dispatch_close(device: PDEVICE_OBJECT, irp: PIRP) -> N
 }
 
 /// Before the device may be removed, or once it is gone, the rings end, so the client sees the
-/// end; then the owner's handles to the device are closed, as Wintun closes them, since PnP
-/// will not remove a device that has open handles: disabling or uninstalling the adapter
-/// completes even if the client never closes its handle. (Its handle stops working: calls on it
-/// fail with an invalid handle.)
+/// end; then, if the owner is a user-mode process, its handles to the device are closed, as
+/// Wintun closes them, since PnP will not remove a device that has open handles: disabling or
+/// uninstalling the adapter completes even if the client never closes its handle. (Its handle
+/// stops working: calls on it fail with an invalid handle; docs/compatibility.md.) A kernel
+/// component's handles are kernel handles, never closed under it: it closes them itself, and
+/// removal waits for that.
 unsafe extern "efiapi" fn dispatch_pnp(device: PDEVICE_OBJECT, irp: PIRP) -> NTSTATUS {
     // SAFETY: the dispatch routine's own arguments.
     let (device, irp) = unsafe { request(device, irp) };
     let minor = irp.minor_function();
     if (minor == IRP_MN_QUERY_REMOVE_DEVICE || minor == IRP_MN_SURPRISE_REMOVAL)
         && let Some(adapter) = adapter_of(device)
-        && let Some(owner_file) = adapter.end_registration(Owner::Any)
+        && let Some(Some(owner_file)) = adapter.end_registration(Owner::Any)
     {
         drop(adapter);
         close_user_handles(&owner_file);

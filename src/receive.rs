@@ -25,11 +25,13 @@ const SPIN_POLLS: u32 = 256;
 const TRACKED_PACKETS: usize = 256;
 /// Most NBLs kept for reuse once NDIS returns them.
 const CACHED_NBLS: u32 = 1024;
-/// How long the thread sleeps before it looks at the ring again without being woken (see
-/// [`Receiver::run`]). On Windows the wait ends on the next clock tick after this, about 15.6 ms
-/// apart by default; a high-resolution timer would keep the clock interrupt at its fastest for as
-/// long as an idle client is connected, which Microsoft advises against.
-pub const RECHECK_MILLISECONDS: u32 = 2;
+/// How long the thread sleeps, after it said it sleeps, before it looks at the ring once more
+/// without being woken (see [`Receiver::run`]). A relative timeout "can occur up to a period
+/// earlier than or a period later than the specified time" ("Timer Accuracy", Microsoft's kernel
+/// documentation), a period being the clock tick, 15.625 ms at most; one a little longer than
+/// that ends after the sleep began whatever the tick, so the look comes after any Tail the client
+/// stored just before it saw Alertable. (A timeout below the tick "might expire immediately".)
+pub const RECHECK_MILLISECONDS: u32 = 16;
 
 /// The reading side of the receive ring, under the receiver's ring lock.
 pub struct ReceiveRing {
@@ -401,18 +403,19 @@ impl Receiver {
     /// The receive thread's life: read, indicate, spin briefly, then sleep on the client's
     /// event (after the alertable handshake) or the stop event, until told to stop.
     ///
-    /// The sleep also ends every [`RECHECK_MILLISECONDS`]: a client may move Tail without
-    /// setting the event even though it saw Alertable set (wintun.dll before 2026-02 lacks the
-    /// fence the handshake needs, so now and then it reads Alertable as 0 just as the driver
-    /// goes to sleep). Without the re-check such a packet waits for the client's next one:
-    /// Wintun users saw stalls of seconds.
+    /// Each sleep looks at the ring once more after [`RECHECK_MILLISECONDS`] if nothing woke it,
+    /// and then sleeps on without a timeout: a client may move Tail without setting the event even
+    /// though the driver had set Alertable (wintun.dll before 2026-02 lacks the fence the
+    /// handshake needs, so now and then it reads Alertable as 0 just as the driver goes to sleep).
+    /// Without the look such a packet waits for the client's next one: Wintun users saw stalls of
+    /// seconds. One look is enough: the Tail store the client's missing fence lets slip past its
+    /// load of Alertable is already made by then, and Alertable stays set throughout the sleep, so
+    /// any later Tail move finds it set and sets the event. An idle session therefore costs no
+    /// wake-ups after its first sleep.
     fn run(&self) {
         let Some(tail_moved) = self.receive_event() else {
             return;
         };
-        // True after a sleep that ended by its timeout: look once, and sleep again without
-        // spinning.
-        let mut rechecking = false;
         loop {
             if self.stopping() {
                 return;
@@ -423,7 +426,6 @@ impl Receiver {
             let got_packets = !batch.is_empty();
             self.indicate(batch, counts);
             if got_packets {
-                rechecking = false;
                 continue;
             }
             if let RingState::Stopped = state {
@@ -432,21 +434,26 @@ impl Receiver {
                 wait(&self.stop);
                 return;
             }
-            if !rechecking
-                && (0..SPIN_POLLS).any(|_| {
-                    spin_loop();
-                    self.has_unread()
-                })
-            {
+            if (0..SPIN_POLLS).any(|_| {
+                spin_loop();
+                self.has_unread()
+            }) {
                 continue;
             }
             if self.announce_sleep() == Some(SleepDecision::Sleep) {
-                let woken_by = wait_any_for(&[&self.stop, &tail_moved], RECHECK_MILLISECONDS);
+                let events: [&dyn Waitable; 2] = [&self.stop, &tail_moved];
+                let woken_by = match wait_any_for(&events, RECHECK_MILLISECONDS) {
+                    None if self.has_unread() => None,
+                    None => Some(wait_any(&events)),
+                    woken => woken,
+                };
                 self.end_sleep();
                 if woken_by == Some(0) {
                     return;
                 }
-                rechecking = woken_by.is_none();
+                // Awake: a manual-reset event the client set stays set until reset. Any Tail
+                // move it announced is visible to the read that follows.
+                tail_moved.clear();
             }
         }
     }

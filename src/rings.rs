@@ -65,6 +65,9 @@ pub struct Registration {
     /// registration lives.
     owner_file: FileReference,
     owner_process: usize,
+    /// The IOCTL's RequestorMode: a KernelMode owner is a kernel component, whose handles are
+    /// kernel handles.
+    owner_mode: KPROCESSOR_MODE,
     send: MappedRing,
     receive: MappedRing,
     /// Held only to reserve and to complete: senders copy their packets outside it.
@@ -79,15 +82,22 @@ impl Registration {
     pub fn new(input: &[u8], caller: Caller) -> Result<Self, NTSTATUS> {
         let request =
             RingRegistration::decode(input, caller.width).map_err(|_| STATUS_INVALID_PARAMETER)?;
-        // The driver sets the send event and waits on the receive event.
+        // The driver sets the send event; it waits on the receive event and resets it once
+        // awake, so that a manual-reset event the client leaves set does not end every later
+        // wait at once (Wintun asks for the same rights, for the same reason).
         let send = MappedRing::map(&request.send, EVENT_MODIFY_STATE, caller.mode)?;
-        let receive = MappedRing::map(&request.receive, SYNCHRONIZE, caller.mode)?;
+        let receive = MappedRing::map(
+            &request.receive,
+            SYNCHRONIZE | EVENT_MODIFY_STATE,
+            caller.mode,
+        )?;
         let send_writer = RingWriter::attach(send.region).map_err(|_| STATUS_INVALID_PARAMETER)?;
         let receive_reader =
             RingReader::attach(receive.region).map_err(|_| STATUS_INVALID_PARAMETER)?;
         Ok(Registration {
             owner_file: caller.file,
             owner_process: caller.process,
+            owner_mode: caller.mode,
             send,
             receive,
             send_writer: SpinLock::new(send_writer),
@@ -110,6 +120,11 @@ impl Registration {
     /// The owner's file object.
     pub fn owner_file(&self) -> &FileReference {
         &self.owner_file
+    }
+
+    /// Whether the owner is a user-mode process (the IOCTL's RequestorMode was UserMode).
+    pub fn owned_from_user_mode(&self) -> bool {
+        self.owner_mode == UserMode
     }
 
     /// The end of the registration: the send ring's Tail becomes 0xFFFFFFFF and its event is
@@ -236,9 +251,14 @@ const NEXT_GENERATION: u32 = 4;
 /// NBLs at the end), so a process exit never blocks behind one.
 pub struct RegistrationSlot {
     state: AtomicU32,
-    /// The live registration's owner: set before it is published, read to match a trigger.
+    /// The owner's file object: set when the slot is claimed, read to match a trigger.
     owner_file: AtomicUsize,
+    /// The live registration's owner process: set before it is published.
     owner_process: AtomicUsize,
+    /// Whether the owner's handle closed while its registration was being made (true only in
+    /// the REGISTERING phase): claiming, publishing and noting a close take this lock, so a
+    /// close is either noted before the registration is published, or finds it live.
+    owner_closed: SpinLock<bool>,
     rings: RundownSlot<Registration>,
     /// Set when an end completes (and cleared when one begins), for whoever must wait for one
     /// that another thread runs.
@@ -251,6 +271,7 @@ impl RegistrationSlot {
             state: AtomicU32::new(EMPTY),
             owner_file: AtomicUsize::new(0),
             owner_process: AtomicUsize::new(0),
+            owner_closed: SpinLock::new(false),
             rings: RundownSlot::new(),
             ended: KernelEvent::new(),
         }
@@ -262,9 +283,10 @@ impl RegistrationSlot {
         self.ended.initialize(false);
     }
 
-    /// The empty slot, for a registration to be made; `None` while one lives, is being made or
-    /// is ending.
-    pub fn claim(&self) -> Option<Claim<'_>> {
+    /// The empty slot, for a registration to be made through the file object `owner_file`;
+    /// `None` while one lives, is being made or is ending.
+    pub fn claim(&self, owner_file: usize) -> Option<Claim<'_>> {
+        let mut owner_closed = self.owner_closed.lock();
         let state = self.state.load(Ordering::Acquire);
         let claimed = state & PHASE == EMPTY
             && self
@@ -276,6 +298,10 @@ impl RegistrationSlot {
                     Ordering::Acquire,
                 )
                 .is_ok();
+        if claimed {
+            self.owner_file.store(owner_file, Ordering::Release);
+            *owner_closed = false;
+        }
         // Lazily: a Claim dropped gives the slot back.
         claimed.then(|| Claim {
             slot: self,
@@ -303,10 +329,23 @@ impl RegistrationSlot {
     }
 
     /// Takes out the live registration if `owner` names it: its end is the caller's to carry out
-    /// (senders are waited for here), and every other trigger finds nothing. At PASSIVE_LEVEL.
+    /// (senders are waited for here), and every other trigger finds nothing. The owner's handle
+    /// closing while its registration is being made is noted instead, and the registration ends
+    /// as soon as it is published ([`Claim::publish`]). At PASSIVE_LEVEL.
     pub fn take(&self, owner: Owner) -> Option<Ending<'_>> {
         loop {
             let state = self.state.load(Ordering::Acquire);
+            if state & PHASE == REGISTERING
+                && let Owner::File(_) = owner
+            {
+                let mut owner_closed = self.owner_closed.lock();
+                if self.state.load(Ordering::Acquire) & PHASE == REGISTERING {
+                    *owner_closed |= self.owned_by(owner);
+                    return None;
+                }
+                // Published meanwhile: take it as any live one.
+                continue;
+            }
             if state & PHASE != LIVE || !self.owned_by(owner) {
                 return None;
             }
@@ -358,18 +397,24 @@ pub struct Claim<'a> {
 }
 
 impl Claim<'_> {
-    /// The registration lives: senders find it, its ends can take it.
-    pub fn publish(self, registration: PoolBox<Registration>) {
+    /// The registration lives: senders find it, its ends can take it. Returns whether its
+    /// owner's handle closed while it was being made (a client that opened the device for
+    /// overlapped I/O may close it while its IOCTL runs): then the registration's end is the
+    /// caller's to make, as the handle's cleanup would have made it.
+    #[must_use = "a registration whose owner closed its handle must end"]
+    pub fn publish(self, registration: PoolBox<Registration>) -> bool {
         let slot = self.slot;
-        slot.owner_file
-            .store(registration.owner_file.identity(), Ordering::Release);
         slot.owner_process
             .store(registration.owner_process, Ordering::Release);
         // SAFETY: the REGISTERING phase is ours: no one else puts or takes.
         unsafe { slot.rings.put(registration) };
+        let owner_closed = slot.owner_closed.lock();
         slot.state
             .store(self.state & !PHASE | LIVE, Ordering::Release);
+        let closed = *owner_closed;
+        drop(owner_closed);
         core::mem::forget(self);
+        closed
     }
 }
 

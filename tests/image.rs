@@ -406,10 +406,11 @@ fn an_instruction_the_simulator_cannot_run_is_refused_naming_its_function() {
         (&[0x44, 0x0F, 0x20, 0xC0], "mov rax,cr8", "privileged"),
         (&[0x44, 0x0F, 0x22, 0xC1], "mov cr8,rcx", "privileged"),
         (&[0xFA], "cli", "privileged"),
-        // mov rax, gs:[0x188]: KeGetCurrentThread, inlined
+        // mov rax, gs:[0x20]: the current processor's PRCB, which the simulator does not model
+        // (only the current thread, gs:[188h], is)
         (
-            &[0x65, 0x48, 0x8B, 0x04, 0x25, 0x88, 0x01, 0x00, 0x00],
-            "mov rax,gs:[188h]",
+            &[0x65, 0x48, 0x8B, 0x04, 0x25, 0x20, 0x00, 0x00, 0x00],
+            "mov rax,gs:[20h]",
             "GS",
         ),
     ];
@@ -457,4 +458,117 @@ fn the_packaged_test_signed_image_runs_too() {
     let driver = Driver::load_build(&DriverBuild::Image(packaged)).unwrap();
     driver.add_adapter().unwrap().halt();
     assert!(driver.unload().is_empty());
+}
+
+/// Loads `data` as the driver, carries an adapter through initialize and halt, and unloads it:
+/// the image runs, and leaves nothing.
+fn runs_and_leaves_nothing(data: &[u8], name: &str) {
+    let path = write_copy(data, name);
+    let driver = Driver::load_build(&DriverBuild::Image(path.clone()));
+    std::fs::remove_file(path).unwrap();
+    let driver = driver.expect("the image loads");
+    driver.add_adapter().unwrap().halt();
+    assert!(driver.unload().is_empty());
+}
+
+/// A `switch` as clang compiles it for x64 Windows: a bounds check, the case's entry loaded
+/// from a table of offsets relative to the table, and an indirect jump; the table lies after
+/// the function's last instruction, in `.text`, as clang and MSVC place it. Decoded as
+/// instructions, its entries are not code.
+fn with_jump_table_before_driver_entry() -> Vec<u8> {
+    with_entry_stub(|at, driver_entry| {
+        let mut code = vec![0xB8, 0x01, 0, 0, 0]; // mov eax, 1: the case taken
+        code.extend([0x83, 0xF8, 0x02]); // cmp eax, 2
+        code.extend([0x77, 0x16]); // ja done
+        code.extend([0x4C, 0x8D, 0x1D, 0, 0, 0, 0]); // lea r11, [rip + table]
+        let lea_end = code.len();
+        code.extend([0x49, 0x63, 0x04, 0x83]); // movsxd rax, dword ptr [r11 + rax*4]
+        code.extend([0x4C, 0x01, 0xD8]); // add rax, r11
+        code.extend([0xFF, 0xE0]); // jmp rax
+        let cases = code.len();
+        code.extend([0xEB, 0x04, 0xEB, 0x02, 0xEB, 0x00]); // three cases, each: jmp done
+        let done = code.len();
+        assert_eq!(done, 10 + 0x16, "ja done");
+        code.extend(jump(at + done as u32, driver_entry));
+        let table = code.len();
+        for case in 0..3 {
+            let offset = (cases + 2 * case) as i32 - table as i32;
+            code.extend(offset.to_le_bytes());
+        }
+        code[lea_end - 4..lea_end].copy_from_slice(&((table - lea_end) as u32).to_le_bytes());
+        code
+    })
+}
+
+#[oxtun_sim::test]
+fn a_switch_whose_jump_table_follows_its_function_loads_and_runs() {
+    runs_and_leaves_nothing(&with_jump_table_before_driver_entry(), "jump-table");
+}
+
+/// `__fastfail(FAST_FAIL_CORRUPT_LIST_ENTRY)` behind a check, as the WDK's RemoveEntryList
+/// compiles: `taken` makes the check fail.
+fn with_fast_fail_before_driver_entry(taken: bool) -> Vec<u8> {
+    with_entry_stub(|at, driver_entry| {
+        let mut code = vec![0x48, 0x85, 0xC9]; // test rcx, rcx: the driver object
+        code.extend([if taken { 0x74 } else { 0x75 }, 0x07]); // jz / jnz past the fast fail
+        code.extend([0xB9, 0x03, 0, 0, 0]); // mov ecx, 3
+        code.extend([0xCD, 0x29]); // int 29h
+        code.extend(jump(at + code.len() as u32, driver_entry));
+        code
+    })
+}
+
+#[oxtun_sim::test]
+fn a_fast_fail_site_that_is_not_reached_loads_and_runs() {
+    runs_and_leaves_nothing(&with_fast_fail_before_driver_entry(false), "fast-fail");
+}
+
+/// Set in the child process of the fast-fail test: the path of the image copy it loads.
+const FAST_FAIL_CHILD: &str = "OXTUN_IMAGE_FAST_FAIL_CHILD";
+
+// A plain test: it starts its own child for the bug check, which ends the process.
+#[test]
+fn a_fast_fail_that_is_reached_is_bug_check_0x139_with_its_code() {
+    if let Some(path) = std::env::var_os(FAST_FAIL_CHILD) {
+        let _ = Driver::load_build(&DriverBuild::Image(path.into()));
+        unreachable!("__fastfail returned");
+    }
+    let path = write_copy(
+        &with_fast_fail_before_driver_entry(true),
+        "fast-fail-reached",
+    );
+    let output = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "a_fast_fail_that_is_reached_is_bug_check_0x139_with_its_code",
+            "--exact",
+            "--nocapture",
+        ])
+        .env(FAST_FAIL_CHILD, &path)
+        .output()
+        .unwrap();
+    std::fs::remove_file(path).unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success());
+    assert!(
+        stderr.contains("bug check 0x139 (KERNEL_SECURITY_CHECK_FAILURE): __fastfail(0x3) at RVA"),
+        "{stderr}"
+    );
+}
+
+#[oxtun_sim::test]
+fn the_wdks_inline_ke_get_current_thread_reads_the_current_thread() {
+    // DriverEntry runs on this thread: what gs:[188h] reads there is this thread's object.
+    let thread = oxtun_sim::ke::thread::current_thread().address() as u64;
+    let data = with_entry_stub(|at, driver_entry| {
+        let mut code = vec![0x65, 0x48, 0x8B, 0x04, 0x25, 0x88, 0x01, 0, 0]; // mov rax, gs:[188h]
+        code.extend([0x49, 0xBA]); // mov r10, the thread object's address
+        code.extend(thread.to_le_bytes());
+        code.extend([0x4C, 0x39, 0xD0]); // cmp rax, r10
+        code.extend([0x74, 0x07]); // je past the fast fail
+        code.extend([0xB9, 0x77, 0, 0, 0]); // mov ecx, 0x77
+        code.extend([0xCD, 0x29]); // int 29h: bug check 0x139 if the read was wrong
+        code.extend(jump(at + code.len() as u32, driver_entry));
+        code
+    });
+    runs_and_leaves_nothing(&data, "current-thread");
 }

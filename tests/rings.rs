@@ -8,7 +8,7 @@ use std::sync::atomic::Ordering;
 use oxtun_abi::{CallerWidth, MIN_CAPACITY, RingRegistration, TUN_IOCTL_REGISTER_RINGS, ring_size};
 use oxtun_driver::sys::*;
 use oxtun_sim::faults::{self, Site};
-use oxtun_sim::{Bitness, Driver, IntegrityLevel, Process, Token, io};
+use oxtun_sim::{Bitness, Driver, IntegrityLevel, Process, Token};
 use support::*;
 
 #[oxtun_sim::test]
@@ -26,7 +26,7 @@ fn an_administrator_registers_and_closing_the_handle_ends_it() {
         STATUS_SUCCESS
     );
     assert_eq!(setup.adapter.link_state(), Some(MediaConnectStateConnected));
-    let priority = io::LAST_MAPPING_PRIORITY.load(Ordering::SeqCst) as u32;
+    let priority = oxtun_sim::mm::mdl::LAST_MAPPING_PRIORITY.load(Ordering::SeqCst) as u32;
     assert_ne!(
         priority & MdlMappingNoExecute,
         0,
@@ -240,6 +240,11 @@ fn bad_registrations_are_refused_one_field_at_a_time() {
             STATUS_ACCESS_DENIED,
         ),
         (
+            "receive event without modify access (the driver resets it)",
+            field(Box::new(move |r| r.receive.tail_moved = wait_only_event)),
+            STATUS_ACCESS_DENIED,
+        ),
+        (
             "event handle naming the device",
             field(Box::new(move |r| r.send.tail_moved = device_handle)),
             STATUS_OBJECT_TYPE_MISMATCH,
@@ -363,13 +368,13 @@ fn removal_ends_a_registration_and_closes_the_owners_handle() {
     let process = Process::new(Token::Administrator, Bitness::Bits64);
     let (handle, rings) = register(&setup.adapter, &process);
     let duplicate = process.duplicate_handle(handle.handle(), &process);
-    let passed_on = io::ndis_dispatched(IRP_MJ_PNP);
+    let passed_on = oxtun_sim::ndis_dispatched(IRP_MJ_PNP);
     let Setup {
         driver, adapter, ..
     } = setup;
     assert!(adapter.disable().is_ok(), "removal was vetoed");
     assert!(
-        io::ndis_dispatched(IRP_MJ_PNP) > passed_on,
+        oxtun_sim::ndis_dispatched(IRP_MJ_PNP) > passed_on,
         "NDIS still sees PnP"
     );
     assert!(rings.ended());
@@ -418,18 +423,93 @@ fn a_bystanders_open_handle_holds_removal_until_it_closes() {
     assert!(driver.unload().is_empty());
 }
 
+/// A kernel component (a driver that opened the device with ZwCreateFile, in the System
+/// process) registers in kernel mode. Removal ends its registration, but its handle is a kernel
+/// handle, its own to close: removal waits for that, and its ZwClose then finds the handle
+/// there (were it closed under it, that ZwClose would be bug check 0x93).
+#[oxtun_sim::test]
+fn a_kernel_clients_registration_ends_on_removal_but_its_handle_is_its_own_to_close() {
+    let setup = setup();
+    let system = Process::system();
+    let (handle, rings) = register(&setup.adapter, &system);
+    assert!((handle.handle() as i64) < 0, "a kernel handle");
+    let Setup {
+        driver, adapter, ..
+    } = setup;
+    let vetoed = adapter
+        .disable()
+        .expect_err("the kernel client's handle holds removal until it closes it");
+    assert_eq!(vetoed.open_handles, 1);
+    assert!(rings.ended(), "its registration ended all the same");
+    assert!(handle.is_open());
+    handle.close();
+    assert!(vetoed.adapter.disable().is_ok());
+    assert!(driver.unload().is_empty());
+}
+
+/// Under Driver Verifier's handle checks, removal closes only handles a snapshot taken just
+/// before shows still there: here the owner closes its handle right after the first snapshot
+/// listed it, and the driver neither references nor closes the stale value.
+#[oxtun_sim::test]
+fn under_driver_verifier_removal_leaves_a_handle_closed_since_its_snapshot_alone() {
+    oxtun_sim::verifier::enable_handle_checks();
+    let setup = setup();
+    let process = Process::new(Token::Administrator, Bitness::Bits64);
+    let (handle, rings) = register(&setup.adapter, &process);
+    oxtun_sim::process::after_next_handle_snapshot(process.handle_closer(handle.handle()));
+    let Setup {
+        driver, adapter, ..
+    } = setup;
+    assert!(adapter.disable().is_ok(), "removal was vetoed");
+    assert!(rings.ended() && !handle.is_open());
+    std::mem::forget(handle);
+    assert!(driver.unload().is_empty());
+}
+
+/// A client that opened the device for overlapped I/O may close its handle while its
+/// registration IOCTL is still being served: the handle's cleanup then comes before the
+/// registration is published, and the registration must end as soon as it is, not live on
+/// until the process exits.
+#[oxtun_sim::test]
+fn a_handle_closed_while_its_registration_is_made_ends_the_registration() {
+    let setup = setup();
+    let process = Process::new(Token::Administrator, Bitness::Bits64);
+    let handle = process.open(setup.adapter.device(), READ_WRITE);
+    let rings = ClientRings::new(&process);
+    // The driver references the rings' events first thing: the close comes then.
+    oxtun_sim::process::after_next_handle_reference(process.handle_closer(handle.handle()));
+    assert_eq!(
+        handle.device_control(TUN_IOCTL_REGISTER_RINGS, &rings.bytes()),
+        STATUS_SUCCESS
+    );
+    assert!(!handle.is_open());
+    std::mem::forget(handle);
+    assert!(rings.ended(), "the registration outlived its handle");
+    assert_eq!(
+        setup.adapter.link_state(),
+        Some(MediaConnectStateDisconnected)
+    );
+    // The slot is free again: a new handle registers.
+    let (again, _) = register(&setup.adapter, &process);
+    again.close();
+    setup.finish();
+}
+
 #[oxtun_sim::test]
 fn other_ioctls_go_to_ndis() {
     let setup = setup();
     let process = Process::new(Token::Administrator, Bitness::Bits64);
     let handle = process.open(setup.adapter.device(), READ_WRITE);
-    let before = io::ndis_dispatched(IRP_MJ_DEVICE_CONTROL);
+    let before = oxtun_sim::ndis_dispatched(IRP_MJ_DEVICE_CONTROL);
     let other = oxtun_abi::ctl_code(0x12, 0x800, 0, 0);
     assert_eq!(
         handle.device_control(other, &[0; 8]),
         STATUS_INVALID_DEVICE_REQUEST
     );
-    assert_eq!(io::ndis_dispatched(IRP_MJ_DEVICE_CONTROL), before + 1);
+    assert_eq!(
+        oxtun_sim::ndis_dispatched(IRP_MJ_DEVICE_CONTROL),
+        before + 1
+    );
     handle.close();
     setup.finish();
 }

@@ -1,7 +1,9 @@
+//! Support, outside the layers: it calls nothing of the simulator.
+//!
 //! Which build of the driver the simulated kernel runs, chosen in one place for the tests, the
 //! benchmarks and the emulator: the host build, the driver's Rust source compiled for this
 //! machine and linked into this process, or the kernel image itself, the x64 `oxtun.sys` the
-//! cross build makes, mapped by [`crate::loader`].
+//! cross build makes, mapped by [`crate::image::loader`].
 //!
 //! The setting is the environment variable `OXTUN_SIM_DRIVER`: `host` (or unset), `image` for
 //! the release image the cross build leaves in the target folder, or `image=PATH`. The kernel

@@ -1,3 +1,5 @@
+//! Support, outside the layers: it calls nothing of the simulator.
+//!
 //! A process per test under plain `cargo test`.
 //!
 //! The simulated kernel is the process's own global state, one driver at a time, and several

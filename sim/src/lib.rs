@@ -11,41 +11,51 @@
 //! It runs either build of the driver, as [`DriverBuild`] chooses: the host build linked into
 //! this process, or the shipped kernel image, which [`loader`] maps and binds to the same exports.
 //!
+//! Its modules follow the kernel it imitates, each layer calling only the ones beneath it
+//! (`sim/tests/layers.rs` checks): [`bookkeeping`] (violations, faults, what the driver holds)
+//! beneath all, then [`ke`] (kernel stack, threads, IRQL, locks, dispatcher objects and waits),
+//! [`ob`] (objects, handles, processes, system threads, access checks), [`mm`] (pool, MDLs),
+//! [`io`] (the I/O manager), `ndis`, and [`image`] (the kernel image's loader and the export
+//! table, which names every layer's exports); this file, on top, drives them for tests.
+//!
 //! A driver has global state, so one process holds one simulated kernel at a time: a test of the
 //! driver is an `#[oxtun_sim::test]`, which runs it in a process of its own under plain
 //! `cargo test` too ([`isolation`]).
 
-pub mod code_check;
-mod dispatcher;
+pub mod bookkeeping;
 pub mod driver_build;
-mod exports;
-pub mod faults;
+pub mod image;
 pub mod io;
-pub mod irql;
 pub mod isolation;
-pub mod loader;
+pub mod ke;
+pub mod mm;
 mod ndis;
-pub mod pool;
-pub mod process;
-mod security;
-mod seh;
-pub mod stack;
-mod sync;
+pub mod ob;
 pub mod tun;
-pub mod verifier;
+
+// The paths the tests, the benchmarks and the emulator use.
+pub use bookkeeping::{faults, verifier};
+pub use image::{code_check, loader};
+pub use ke::{dispatcher, irql, stack};
+pub use mm::pool;
+pub use ob::process;
+
+use ke::sync;
 
 use std::fmt;
 
 use oxtun_driver::sys::*;
 
 pub use driver_build::DriverBuild;
+pub use image::loader::DriverEntryRoutine;
 pub use io::DeviceHandle;
+pub use ke::dispatcher::EventObject;
 pub use ndis::{
-    AdapterState, Fragmentation, General, OidResult, PreparedSend, ReceiveSink, Received,
-    ReturnMode, Sender,
+    AdapterState, Fragmentation, General, NDIS_ALLOCATION_FLAG, OidResult, PreparedSend,
+    ReceiveSink, Received, ReturnMode, Sender, ndis_dispatched,
 };
 pub use oxtun_sim_macros::test;
-pub use process::{Bitness, EventObject, IntegrityLevel, Process, Token};
+pub use process::{Bitness, IntegrityLevel, Process, Token};
 
 /// `IRP_MN_CANCEL_REMOVE_DEVICE`: PnP takes back a query-remove it vetoed.
 const IRP_MN_CANCEL_REMOVE_DEVICE: u8 = 0x03;
@@ -100,12 +110,12 @@ pub fn outstanding() -> Leaks {
     Leaks {
         pool: pool::outstanding().into_values().collect(),
         nbl_pools: ndis::nbl_pools_outstanding(),
-        mdls: io::mdls_outstanding(),
+        mdls: mm::mdl::mdls_outstanding(),
         object_references: process::references_outstanding(),
         resources: sync::resources_outstanding(),
         notify_routines: process::notify_routines_registered(),
         nbls: ndis::nbls_outstanding(),
-        threads: dispatcher::threads_outstanding(),
+        threads: ob::threads::threads_outstanding(),
     }
 }
 
@@ -119,9 +129,6 @@ impl Driver {
     /// calls DriverEntry at PASSIVE_LEVEL. An image that does not load fails with the status
     /// Windows would give, and the reason on stderr, as Windows logs it.
     pub fn load_build(build: &DriverBuild) -> Result<Driver, NTSTATUS> {
-        if ndis::driver_registered() {
-            verifier::violation("loading the driver while it is loaded");
-        }
         let (entry, image) = match build {
             DriverBuild::Host => (oxtun_driver::DriverEntry as DriverEntryRoutine, None),
             DriverBuild::Image(path) => match loader::load_file(path) {
@@ -138,6 +145,22 @@ impl Driver {
                 }
             },
         };
+        Self::start(entry, image)
+    }
+
+    /// Loads a driver whose DriverEntry is `entry`, linked into this process: a miniport written
+    /// for a test of the simulator itself.
+    pub fn load_routine(entry: DriverEntryRoutine) -> Result<Driver, NTSTATUS> {
+        Self::start(entry, None)
+    }
+
+    fn start(entry: DriverEntryRoutine, image: Option<loader::Image>) -> Result<Driver, NTSTATUS> {
+        if ndis::driver_registered() {
+            // A check on the test: one driver per simulated kernel.
+            verifier::violation("loading the driver while it is loaded");
+        }
+        // The System process exists from boot (PsInitialSystemProcess names it).
+        ob::process::system();
         let object = io::new_driver_object();
         let mut registry_path = UNICODE_STRING {
             Length: 0,
@@ -178,6 +201,8 @@ impl Driver {
         let adapter = Adapter { handle };
         let restarted = adapter.restart();
         if restarted != NDIS_STATUS_SUCCESS {
+            // MiniportRestartEx returns NDIS_STATUS_SUCCESS, NDIS_STATUS_PENDING or a failure
+            // (MINIPORT_RESTART); after initialize, this driver has no reason to fail it.
             verifier::violation(format!(
                 "MiniportRestartEx after initialize failed: {restarted:#x}"
             ));
@@ -194,9 +219,13 @@ impl Driver {
                 // SAFETY: the unload routine installed in the driver object, called once.
                 unsafe { unload(self.object) }
             }),
+            // NDIS installs its unload routine in the driver object at registration, and the
+            // miniport gives it one to call ("Unloading a Miniport Driver": MiniportDriverUnload).
             None => verifier::violation("the driver object has no unload routine"),
         }
         if ndis::driver_registered() {
+            // MiniportDriverUnload calls NdisMDeregisterMiniportDriver ("Unloading a Miniport
+            // Driver"; MINIPORT_DRIVER_UNLOAD).
             verifier::violation("the driver unloaded without deregistering its miniport");
         }
         io::free_driver_object(self.object);
@@ -214,10 +243,6 @@ impl Driver {
     }
 }
 
-/// `DRIVER_INITIALIZE`: DriverEntry's type, in either build.
-pub(crate) type DriverEntryRoutine =
-    unsafe extern "efiapi" fn(PDRIVER_OBJECT, PUNICODE_STRING) -> NTSTATUS;
-
 /// An adapter NDIS added.
 pub struct Adapter {
     handle: NDIS_HANDLE,
@@ -230,11 +255,6 @@ unsafe impl Send for Adapter {}
 unsafe impl Sync for Adapter {}
 
 impl Adapter {
-    /// The adapter NDIS's `handle` names (for NDIS's own threads).
-    pub(crate) fn from_handle(handle: NDIS_HANDLE) -> Adapter {
-        Adapter { handle }
-    }
-
     pub fn state(&self) -> AdapterState {
         ndis::state(self.handle)
     }
@@ -446,54 +466,7 @@ impl Adapter {
     }
 
     fn transition(&self, from: AdapterState, to: AdapterState) -> NDIS_STATUS {
-        let state = self.state();
-        if state != from {
-            verifier::violation(format!(
-                "the simulator moves an adapter {state:?} -> {to:?}"
-            ));
-        }
-        let handlers = ndis::handlers().expect("a registered driver");
-        let context = ndis::adapter_context(self.handle);
-        let status = if to == AdapterState::Paused {
-            let mut parameters = PauseParameters {
-                header: NDIS_OBJECT_HEADER {
-                    Type: NDIS_OBJECT_TYPE_DEFAULT,
-                    Revision: 1,
-                    Size: 0xC,
-                },
-                flags: 0,
-                pause_reason: 0,
-            };
-            irql::call_at(PASSIVE_LEVEL, "MiniportPause", || {
-                // SAFETY: the driver's handler with its context and live parameters.
-                unsafe { (handlers.pause)(context, (&raw mut parameters).cast()) }
-            })
-        } else {
-            let mut parameters = RestartParameters {
-                header: NDIS_OBJECT_HEADER {
-                    Type: NDIS_OBJECT_TYPE_DEFAULT,
-                    Revision: 1,
-                    Size: 0x14,
-                },
-                restart_attributes: 0,
-                flags: 0,
-            };
-            irql::call_at(PASSIVE_LEVEL, "MiniportRestartEx", || {
-                // SAFETY: the driver's handler with its context and live parameters.
-                unsafe { (handlers.restart)(context, (&raw mut parameters).cast()) }
-            })
-        };
-        if status == NDIS_STATUS_SUCCESS && to == AdapterState::Paused {
-            ndis::check_no_send_outstanding(self.handle);
-        }
-        if status == NDIS_STATUS_PENDING && to == AdapterState::Paused {
-            ndis::set_state(self.handle, AdapterState::Pausing);
-        } else if status == NDIS_STATUS_PENDING {
-            verifier::violation("restart pended, but the driver imports no completion");
-        } else if status == NDIS_STATUS_SUCCESS {
-            ndis::set_state(self.handle, to);
-        }
-        status
+        ndis::transition(self.handle, from, to)
     }
 
     /// MiniportShutdownEx, as when the system powers off.
@@ -531,7 +504,7 @@ impl Adapter {
     /// IRP_MN_CANCEL_REMOVE_DEVICE), the halt that removal brings.
     pub fn disable(self) -> Result<(), Vetoed> {
         let status = self.pnp(IRP_MN_QUERY_REMOVE_DEVICE);
-        let open_handles = process::handles_to_device(self.device());
+        let open_handles = io::handles_to_device(self.device());
         if status != STATUS_SUCCESS || open_handles != 0 {
             self.pnp(IRP_MN_CANCEL_REMOVE_DEVICE);
             return Err(Vetoed {
@@ -550,9 +523,10 @@ impl Adapter {
     pub fn surprise_remove(self) -> usize {
         let status = self.pnp(IRP_MN_SURPRISE_REMOVAL);
         if status != STATUS_SUCCESS {
+            // A driver may not fail IRP_MN_SURPRISE_REMOVAL (IRP_MN_SURPRISE_REMOVAL).
             verifier::violation(format!("IRP_MN_SURPRISE_REMOVAL failed: {status:#x}"));
         }
-        let open_handles = process::handles_to_device(self.device());
+        let open_handles = io::handles_to_device(self.device());
         self.halt_with(NdisHaltDeviceSurpriseRemoved, true);
         open_handles
     }
@@ -585,11 +559,13 @@ impl Adapter {
                 NDIS_STATUS_SUCCESS => {}
                 NDIS_STATUS_PENDING => self.wait_paused(),
                 other => {
+                    // MiniportPause returns NDIS_STATUS_SUCCESS or NDIS_STATUS_PENDING (MINIPORT_PAUSE).
                     verifier::violation(format!("MiniportPause failed before halt: {other:#x}"))
                 }
             }
         }
         if self.held() != 0 {
+            // A check on the test: NDIS returns every NBL before it halts the adapter.
             verifier::violation("halting an adapter whose NBLs the stack still holds");
         }
         irql::call_at(PASSIVE_LEVEL, "MiniportHaltEx", || {
@@ -609,18 +585,4 @@ pub struct Vetoed {
     pub status: NTSTATUS,
     /// The handles to the device that were still open (PNP_VetoOutstandingOpen).
     pub open_handles: usize,
-}
-
-#[repr(C)]
-struct PauseParameters {
-    header: NDIS_OBJECT_HEADER,
-    flags: u32,
-    pause_reason: u32,
-}
-
-#[repr(C)]
-struct RestartParameters {
-    header: NDIS_OBJECT_HEADER,
-    restart_attributes: usize,
-    flags: u32,
 }

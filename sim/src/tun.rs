@@ -1,3 +1,5 @@
+//! Support, outside the layers: it calls nothing of the simulator.
+//!
 //! Linux TUN interfaces: the emulator's upper edge, and the benchmark's plain reference.
 
 use std::io;

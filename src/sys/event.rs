@@ -78,9 +78,9 @@ pub fn wait_any(objects: &[&dyn Waitable]) -> usize {
     wait_any_until(objects, None).expect("a wait without timeout ends signalled")
 }
 
-/// Like [`wait_any`], but gives up after `milliseconds`: `None` then. A relative timeout on a
-/// default-resolution wait expires on a system clock tick (about 15.6 ms apart by default on
-/// Windows), so it may last up to one tick longer.
+/// Like [`wait_any`], but gives up after `milliseconds`: `None` then. A relative timeout expires
+/// on a system clock tick (15.625 ms apart by default on Windows), so it may end up to one tick
+/// earlier or later ("Timer Accuracy").
 pub fn wait_any_for(objects: &[&dyn Waitable], milliseconds: u32) -> Option<usize> {
     wait_any_until(objects, Some(milliseconds))
 }

@@ -11,7 +11,8 @@ pub type PNDIS_HANDLE = *mut NDIS_HANDLE;
 pub type NDIS_PORT_NUMBER = ULONG;
 pub type BOOLEAN = u8;
 
-// The NDIS 6 status values are the NTSTATUS values of the same names (STATUS_NDIS_*).
+// NDIS 6 status values, as ndis/status.h defines them: some are the NTSTATUS of the same meaning
+// (NDIS_STATUS_FAILURE is 0xC0000001), others NDIS's own codes (0xC001xxxx, 0xC023xxxx).
 pub const NDIS_STATUS_SUCCESS: NDIS_STATUS = 0;
 pub const NDIS_STATUS_FAILURE: NDIS_STATUS = 0xC000_0001_u32 as i32;
 pub const NDIS_STATUS_NOT_SUPPORTED: NDIS_STATUS = 0xC000_00BB_u32 as i32;
@@ -588,8 +589,13 @@ pub const NetBufferListFrameType: usize = 7;
 /// `NDIS_NET_BUFFER_LIST_INFO::MaxNetBufferListInfo` for NDIS 6.30 on x64 and ARM64 (nblinfo.h:
 /// the entries up to `RscTcpTimestampDelta`; NDIS 6.50 and later add more).
 pub const MaxNetBufferListInfo: usize = 24;
+pub const NDIS_NBL_FLAGS_HD_SPLIT: ULONG = 0x100;
 pub const NDIS_NBL_FLAGS_IS_IPV4: ULONG = 0x200;
 pub const NDIS_NBL_FLAGS_IS_IPV6: ULONG = 0x400;
+pub const NDIS_NBL_FLAGS_IS_TCP: ULONG = 0x800;
+pub const NDIS_NBL_FLAGS_IS_UDP: ULONG = 0x1000;
+pub const NDIS_NBL_FLAGS_SPLIT_AT_UPPER_LAYER_PROTOCOL_HEADER: ULONG = 0x2000;
+pub const NDIS_NBL_FLAGS_SPLIT_AT_UPPER_LAYER_PROTOCOL_PAYLOAD: ULONG = 0x4000;
 pub const NDIS_ETH_TYPE_IPV4: u16 = 0x0800;
 pub const NDIS_ETH_TYPE_IPV6: u16 = 0x86DD;
 pub const NDIS_RECEIVE_FLAGS_DISPATCH_LEVEL: ULONG = 0x1;

@@ -520,6 +520,9 @@ kernel_imports!("ntoskrnl.exe" {
     /// The object type of events, for ObReferenceObjectByHandle (the kernel's variable, read
     /// through the import table).
     pub static ExEventObjectType: POBJECT_TYPE;
+    /// The System process (wdm.h: `extern PEPROCESS PsInitialSystemProcess`), whose handle table
+    /// is the kernel handle table.
+    pub static PsInitialSystemProcess: PEPROCESS;
 });
 
 // Imports only the SEH shim (seh.c) uses: declared here so the raw-dylib import library holds

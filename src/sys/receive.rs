@@ -8,6 +8,20 @@ use super::nt::*;
 use super::pool::POOL_TAG;
 use super::user::LockedPages;
 
+/// The `NblFlags` that describe a received packet (its IP version, transport and header-data
+/// split), which a miniport sets and clears one by one (NdisSetNblFlag, NdisClearNblFlag): on a
+/// reused NBL, those the stack or an earlier packet left are cleared. The rest are not the
+/// miniport's: "Bits 0x04 to 0x80 are reserved for use by NDIS" (ndis/nbl.h), and the read-only
+/// bits are for intermediate and filter drivers (NET_BUFFER_LIST, Microsoft's NDIS
+/// documentation); they stay as NDIS allocated the NBL.
+const PACKET_DESCRIPTION_FLAGS: ULONG = NDIS_NBL_FLAGS_HD_SPLIT
+    | NDIS_NBL_FLAGS_IS_IPV4
+    | NDIS_NBL_FLAGS_IS_IPV6
+    | NDIS_NBL_FLAGS_IS_TCP
+    | NDIS_NBL_FLAGS_IS_UDP
+    | NDIS_NBL_FLAGS_SPLIT_AT_UPPER_LAYER_PROTOCOL_HEADER
+    | NDIS_NBL_FLAGS_SPLIT_AT_UPPER_LAYER_PROTOCOL_PAYLOAD;
+
 /// Most pages a packet of up to 0xFFFF bytes can touch, wherever it starts.
 const PACKET_PAGES_SPAN: u32 = 0x10000 + 0x1000;
 
@@ -99,7 +113,8 @@ impl PacketNbl {
 
     /// Points the NBL at the `len`-byte IP packet at `offset` in `pages`, from `miniport`, marked
     /// IPv4 or IPv6. Everything else the stack may have left in the NBL from its last
-    /// indication (its info entries, its flags, its NET_BUFFER's MDL pointers) starts afresh.
+    /// indication (its info entries, the flags that describe a packet, its NET_BUFFER's MDL
+    /// pointers) starts afresh; NDIS's own flags are kept.
     /// `ticket` is kept for [`PacketNbl::ticket`].
     ///
     /// # Safety
@@ -142,7 +157,7 @@ impl PacketNbl {
             (*nbl).Next = null_mut();
             (*nbl).SourceHandle = miniport;
             (*nbl).Status = NDIS_STATUS_SUCCESS;
-            (*nbl).NblFlags = flag;
+            (*nbl).NblFlags = ((*nbl).NblFlags & !PACKET_DESCRIPTION_FLAGS) | flag;
             (*nbl).NetBufferListInfo = [null_mut(); MaxNetBufferListInfo];
             (*nbl).NetBufferListInfo[NetBufferListFrameType] =
                 usize::from(ether_type.to_be()) as PVOID;

@@ -156,6 +156,13 @@ impl EventReference {
         // SAFETY: a referenced event object; KeSetEvent may be called up to DISPATCH_LEVEL.
         unsafe { KeSetEvent(self.event.as_ptr(), IO_NO_INCREMENT.into(), 0) };
     }
+
+    /// Resets the event (a manual-reset one stays set until then; an auto-reset one is reset by
+    /// the wait it ends). The handle granted EVENT_MODIFY_STATE.
+    pub fn clear(&self) {
+        // SAFETY: a referenced event object; KeClearEvent may be called up to DISPATCH_LEVEL.
+        unsafe { KeClearEvent(self.event.as_ptr()) };
+    }
 }
 
 impl Drop for EventReference {

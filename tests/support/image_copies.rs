@@ -78,3 +78,54 @@ pub fn with_import_renamed(name: &str, renamed: &str) -> Vec<u8> {
     data[at..at + renamed.len()].copy_from_slice(renamed.as_bytes());
     data
 }
+
+/// A copy of the image whose entry point is code of the test's own, in a code section appended
+/// to the image (`.stub`, its header after the last section's). `stub` gets the RVA the code
+/// will have and DriverEntry's RVA, and returns the code; the code ends by jumping to
+/// DriverEntry with its arguments untouched, or by whatever the test wants.
+pub fn with_entry_stub(stub: impl FnOnce(u32, u32) -> Vec<u8>) -> Vec<u8> {
+    let mut data = image();
+    let entry = entry_point(&data);
+    let le16 = |data: &[u8], at: usize| u16::from_le_bytes(data[at..at + 2].try_into().unwrap());
+    let le32 = |data: &[u8], at: usize| u32::from_le_bytes(data[at..at + 4].try_into().unwrap());
+    let nt = le32(&data, 0x3C) as usize;
+    let sections = le16(&data, nt + 6) as usize;
+    let optional = nt + 4 + 20;
+    let optional_size = le16(&data, nt + 20) as usize;
+    let (section_alignment, file_alignment) =
+        (le32(&data, optional + 32), le32(&data, optional + 36));
+    let (image_size, headers_size) = (le32(&data, optional + 56), le32(&data, optional + 60));
+    let header = optional + optional_size + 40 * sections;
+    assert!(
+        header + 40 <= headers_size as usize && data[header..header + 40].iter().all(|&b| b == 0),
+        "no room for another section header"
+    );
+    let at = image_size.next_multiple_of(section_alignment);
+    let code = stub(at, entry);
+    let raw_offset = (data.len() as u32).next_multiple_of(file_alignment);
+    let raw_size = (code.len() as u32).next_multiple_of(file_alignment);
+    data.resize((raw_offset + raw_size) as usize, 0);
+    data[raw_offset as usize..raw_offset as usize + code.len()].copy_from_slice(&code);
+    let mut section = Vec::with_capacity(40);
+    section.extend(b".stub\0\0\0");
+    for field in [code.len() as u32, at, raw_size, raw_offset, 0, 0, 0] {
+        section.extend(field.to_le_bytes());
+    }
+    // IMAGE_SCN_CNT_CODE | IMAGE_SCN_MEM_EXECUTE | IMAGE_SCN_MEM_READ.
+    section.extend(0x6000_0020_u32.to_le_bytes());
+    assert_eq!(section.len(), 40);
+    data[header..header + 40].copy_from_slice(&section);
+    data[nt + 6..nt + 8].copy_from_slice(&(sections as u16 + 1).to_le_bytes());
+    let end = (at + code.len() as u32).next_multiple_of(section_alignment);
+    data[optional + 56..optional + 60].copy_from_slice(&end.to_le_bytes());
+    // AddressOfEntryPoint, 16 bytes into the optional header.
+    data[optional + 16..optional + 20].copy_from_slice(&at.to_le_bytes());
+    data
+}
+
+/// `jmp rel32` from the instruction at `from` (an RVA) to `to`.
+pub fn jump(from: u32, to: u32) -> Vec<u8> {
+    let mut code = vec![0xE9];
+    code.extend(to.wrapping_sub(from + 5).to_le_bytes());
+    code
+}

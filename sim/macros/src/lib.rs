@@ -4,7 +4,7 @@
 use proc_macro::{Delimiter, Group, Ident, TokenStream, TokenTree};
 
 /// Exports the function under its own name, as `#[unsafe(no_mangle)]` does, and runs its body on
-/// the calling thread's own stack (`crate::stack::on_host_stack`) instead of the kernel stack
+/// the calling thread's own stack (`crate::ke::stack::on_host_stack`) instead of the kernel stack
 /// the driver calls it on: the simulator's code is not the kernel's, and its stack use must not
 /// count against the driver's.
 #[proc_macro_attribute]
@@ -17,7 +17,7 @@ pub fn kernel_export(arguments: TokenStream, function: TokenStream) -> TokenStre
     };
     let mut closure: TokenStream = "||".parse().unwrap();
     closure.extend([TokenTree::Group(body)]);
-    let mut hop: TokenStream = "crate::stack::on_host_stack".parse().unwrap();
+    let mut hop: TokenStream = "crate::ke::stack::on_host_stack".parse().unwrap();
     hop.extend([TokenTree::Group(Group::new(
         Delimiter::Parenthesis,
         closure,

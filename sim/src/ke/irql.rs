@@ -1,3 +1,6 @@
+//! Layer: ke, the kernel's dispatcher and IRQL, above bookkeeping. It calls bookkeeping, the
+//! kernel stack and the thread's KPCR.
+//!
 //! The IRQL of each thread, raised and lowered as the real kernel would.
 
 // The exports below are the kernel's own functions: their safety contracts are the ones
@@ -9,7 +12,7 @@ use std::cell::Cell;
 use oxtun_driver::sys::{DISPATCH_LEVEL, KIRQL, PASSIVE_LEVEL};
 use oxtun_sim_macros::kernel_export;
 
-use crate::verifier::violation;
+use crate::bookkeeping::verifier::violation;
 
 thread_local! {
     static IRQL: Cell<KIRQL> = const { Cell::new(PASSIVE_LEVEL) };
@@ -23,6 +26,8 @@ pub fn current() -> KIRQL {
 pub fn raise(irql: KIRQL) -> KIRQL {
     let old = current();
     if irql < old {
+        // Raising to a level below the current one is a bug check (KeRaiseIrql; Bug Check 0x9,
+        // IRQL_NOT_GREATER_OR_EQUAL).
         violation(format!("raising IRQL from {old} to lower {irql}"));
     }
     IRQL.with(|cell| cell.set(irql));
@@ -33,6 +38,8 @@ pub fn raise(irql: KIRQL) -> KIRQL {
 pub fn lower(irql: KIRQL) {
     let old = current();
     if irql > old {
+        // Lowering to a level above the current one is a fatal error (KeLowerIrql: NewIrql is at
+        // most the current IRQL).
         violation(format!("lowering IRQL from {old} to higher {irql}"));
     }
     IRQL.with(|cell| cell.set(irql));
@@ -42,6 +49,8 @@ pub fn lower(irql: KIRQL) {
 pub fn require_at_most(max: KIRQL, what: &str) {
     let irql = current();
     if irql > max {
+        // Each caller cites its routine's IRQL requirement (the "IRQL" row of its reference page, as the
+        // WDK's _IRQL_requires_max_ annotation says it).
         violation(format!("{what} called at IRQL {irql}, above {max}"));
     }
 }
@@ -52,22 +61,26 @@ thread_local! {
 }
 
 /// Runs a driver callback entered at `irql` (raising to it first) on the kernel stack
-/// ([`crate::stack`]), and checks the callback returned at the IRQL it was entered at. Once the
+/// ([`crate::ke::stack`]), and checks the callback returned at the IRQL it was entered at. Once the
 /// outermost callback returns, checks what a registration it ended left behind.
 pub fn call_at<R>(irql: KIRQL, what: &'static str, callback: impl FnOnce() -> R) -> R {
+    crate::ke::thread::enter_kernel_mode();
     let old = raise(irql);
     CALLBACK_DEPTH.set(CALLBACK_DEPTH.get() + 1);
-    let result = crate::stack::on_kernel_stack(what, callback);
+    let result = crate::ke::stack::on_kernel_stack(what, callback);
     CALLBACK_DEPTH.set(CALLBACK_DEPTH.get() - 1);
     let after = current();
     if after != irql {
+        // A driver callback returns at the IRQL it was called at ("Managing Hardware Priorities": a
+        // routine that raises the IRQL restores it before it returns; Driver Verifier's IRQL
+        // checking reports the rest).
         violation(format!(
             "{what} returned at IRQL {after}, entered at {irql}"
         ));
     }
     lower(old);
     if CALLBACK_DEPTH.get() == 0 {
-        crate::io::check_ended_registrations();
+        crate::bookkeeping::leaks::check_ended_registrations();
     }
     result
 }

@@ -1,3 +1,6 @@
+//! Layer: ke, the kernel's dispatcher and IRQL, above bookkeeping. It calls nothing of the
+//! simulator.
+//!
 //! The kernel stack: the driver runs on a stack as small as the kernel's, so a frame that would
 //! overflow a kernel stack fails a test.
 //!
@@ -7,7 +10,7 @@
 //! fatal system error, "Using the Kernel Stack"). The driver shares it with the I/O manager and
 //! NDIS above it and with whatever runs below it (an indication runs the protocol stack there),
 //! so we give it half: each simulator thread has a kernel stack of [`DRIVER_STACK_SIZE`] with a
-//! guard page (no access) below it, made once, and [`crate::irql::call_at`] runs every driver
+//! guard page (no access) below it, made once, and [`crate::ke::irql::call_at`] runs every driver
 //! callback on it. A fault in the guard page aborts with "kernel stack overflow in" and the
 //! callback's name.
 //!
@@ -26,7 +29,7 @@ use std::cell::Cell;
 use std::collections::BTreeMap;
 use std::fmt;
 use std::panic::{self, AssertUnwindSafe};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Mutex, Once, OnceLock};
 
 /// The kernel stack a driver callback gets: half of x64's 24 KiB.
@@ -293,13 +296,121 @@ fn install_fault_handler() {
     });
 }
 
-/// A fault in this thread's guard page is a kernel stack overflow: report it and abort. Any
-/// other fault goes to the handler that was there before. Only async-signal-safe calls here.
+/// Where mapped kernel images lie, as (start, end) pairs, for the fault handler: atomics, which
+/// a signal handler may read.
+static IMAGES: [(AtomicUsize, AtomicUsize); 4] =
+    [const { (AtomicUsize::new(0), AtomicUsize::new(0)) }; 4];
+
+/// A kernel image is mapped at `[start, end)`: a fault in its code is the image's.
+pub(crate) fn note_image(start: usize, end: usize) {
+    if let Some((slot_start, slot_end)) = IMAGES
+        .iter()
+        .find(|(slot_start, _)| slot_start.load(Ordering::SeqCst) == 0)
+    {
+        slot_end.store(end, Ordering::SeqCst);
+        slot_start.store(start, Ordering::SeqCst);
+    }
+}
+
+/// The image at `start` is unmapped.
+pub(crate) fn forget_image(start: usize) {
+    for (slot_start, slot_end) in &IMAGES {
+        if slot_start.load(Ordering::SeqCst) == start {
+            slot_start.store(0, Ordering::SeqCst);
+            slot_end.store(0, Ordering::SeqCst);
+        }
+    }
+}
+
+/// The image `address` lies in: its start.
+fn image_of(address: usize) -> Option<usize> {
+    IMAGES.iter().find_map(|(start, end)| {
+        let start = start.load(Ordering::SeqCst);
+        (start != 0 && (start..end.load(Ordering::SeqCst)).contains(&address)).then_some(start)
+    })
+}
+
+/// `si_code` of a fault the kernel raised for a general protection exception (a privileged
+/// instruction, or `int n` through a gate user mode may not use).
+const SI_KERNEL: libc::c_int = 0x80;
+
+/// What a fault in a kernel image's code would be on Windows, reported (only async-signal-safe
+/// calls): `int 29h` is `__fastfail`, bug check 0x139 KERNEL_SECURITY_CHECK_FAILURE with the code
+/// from RCX as its first parameter ("Bug Check 0x139", Microsoft's debugger documentation; the
+/// `__fastfail` intrinsic's page); any other protection fault is an instruction that runs only in
+/// kernel mode, which the loader's code check did not see coming.
+#[cfg(target_arch = "x86_64")]
+fn report_image_fault(info: *mut libc::siginfo_t, context: *mut libc::c_void) {
+    // SAFETY: the kernel's siginfo and ucontext for this thread's SIGSEGV.
+    let (code, rip, rcx) = unsafe {
+        let registers = &(*context.cast::<libc::ucontext_t>()).uc_mcontext.gregs;
+        (
+            (*info).si_code,
+            registers[libc::REG_RIP as usize] as usize,
+            registers[libc::REG_RCX as usize] as u64,
+        )
+    };
+    let Some(image) = image_of(rip) else {
+        return;
+    };
+    if code != SI_KERNEL {
+        return;
+    }
+    // SAFETY: RIP lies in the image's code, mapped readable and executable.
+    let instruction = unsafe { [*(rip as *const u8), *((rip + 1) as *const u8)] };
+    let mut rva = [0u8; 18];
+    let mut parameter = [0u8; 18];
+    let rva = hex(&mut rva, (rip - image) as u64);
+    let parameter = hex(&mut parameter, rcx);
+    let parts: [&[u8]; 5] = if instruction == [0xCD, 0x29] {
+        [
+            b"\nsimulated kernel: bug check 0x139 (KERNEL_SECURITY_CHECK_FAILURE): __fastfail(",
+            parameter,
+            b") at RVA ",
+            rva,
+            b" of the kernel image\n",
+        ]
+    } else {
+        [
+            b"\nsimulated kernel: the kernel image ran an instruction that needs kernel mode at \
+              RVA ",
+            rva,
+            b" (not simulated; rcx ",
+            parameter,
+            b")\n",
+        ]
+    };
+    for part in parts {
+        // SAFETY: writes a live buffer to standard error.
+        unsafe { libc::write(2, part.as_ptr().cast(), part.len()) };
+    }
+    // SAFETY: abort may be called from a signal handler.
+    unsafe { libc::abort() };
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+fn report_image_fault(_info: *mut libc::siginfo_t, _context: *mut libc::c_void) {}
+
+/// `value` as `0x` and hexadecimal digits, written into `buffer`, without allocating.
+fn hex(buffer: &mut [u8; 18], value: u64) -> &[u8] {
+    buffer[..2].copy_from_slice(b"0x");
+    let digits = (64 - value.leading_zeros()).div_ceil(4).max(1) as usize;
+    for index in 0..digits {
+        let nibble = (value >> (4 * (digits - 1 - index))) & 0xF;
+        buffer[2 + index] = b"0123456789abcdef"[nibble as usize];
+    }
+    &buffer[..2 + digits]
+}
+
+/// A fault in this thread's guard page is a kernel stack overflow: report it and abort; a fault
+/// in a kernel image's code is reported as Windows would see it. Any other fault goes to the
+/// handler that was there before. Only async-signal-safe calls here.
 extern "C" fn on_fault(
     signal: libc::c_int,
     info: *mut libc::siginfo_t,
     context: *mut libc::c_void,
 ) {
+    report_image_fault(info, context);
     // SAFETY: the kernel's siginfo for a SIGSEGV.
     let address = unsafe { (*info).si_addr() } as usize;
     let (guard, guard_end) = GUARD.get();

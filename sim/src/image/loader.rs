@@ -1,3 +1,6 @@
+//! Layer: image, above every kernel layer. It calls the PE helpers, the unwind tables, the code
+//! check, the mapped images and the export table.
+//!
 //! A loader for the driver's kernel image (`oxtun.sys`, the x64 PE32+ file the cross build
 //! links), so the simulated kernel runs the binary Windows would load, in this process.
 //!
@@ -18,18 +21,17 @@
 use std::collections::BTreeMap;
 use std::fmt;
 use std::path::Path;
-use std::sync::Mutex;
 
 use object::LittleEndian as LE;
 use object::pe;
-use object::read::pe::{ImageNtHeaders, ImageOptionalHeader, ImageThunkData, PeFile64};
+use object::read::pe::{ImageNtHeaders, ImageOptionalHeader, PeFile64};
 
-use oxtun_driver::sys::{NTSTATUS, STATUS_INSUFFICIENT_RESOURCES};
+use oxtun_driver::sys::{NTSTATUS, PDRIVER_OBJECT, PUNICODE_STRING, STATUS_INSUFFICIENT_RESOURCES};
 
-use crate::DriverEntryRoutine;
-use crate::code_check;
-use crate::exports;
-use crate::seh::{self, GuardedFunction};
+use crate::image::code_check;
+use crate::image::exports;
+use crate::image::pe::{Import, imports, virtual_size};
+use crate::image::{images, unwind};
 
 const PAGE: usize = 4096;
 /// `STATUS_DRIVER_ENTRYPOINT_NOT_FOUND`: "The %hs device driver could not locate the entry point
@@ -39,6 +41,10 @@ const STATUS_DRIVER_ENTRYPOINT_NOT_FOUND: NTSTATUS = 0xC000_0263_u32 as i32;
 const STATUS_INVALID_IMAGE_FORMAT: NTSTATUS = 0xC000_007B_u32 as i32;
 /// `STATUS_OBJECT_NAME_NOT_FOUND`: a driver whose file is not there.
 const STATUS_OBJECT_NAME_NOT_FOUND: NTSTATUS = 0xC000_0034_u32 as i32;
+
+/// `DRIVER_INITIALIZE`: DriverEntry's type, in either build.
+pub type DriverEntryRoutine =
+    unsafe extern "efiapi" fn(PDRIVER_OBJECT, PUNICODE_STRING) -> NTSTATUS;
 
 /// Why an image was not loaded.
 #[derive(Debug, PartialEq, Eq)]
@@ -135,76 +141,10 @@ impl Image {
     /// Nothing calls into the image, or reads its memory, any more: no thread of the driver
     /// runs, and no routine of it is registered anywhere.
     pub unsafe fn unmap(self) {
-        MAPPED
-            .lock()
-            .unwrap()
-            .retain(|mapped| mapped.base != self.base);
+        images::remove(self.base);
         // SAFETY: our own mapping of `size` bytes, which the caller says nothing uses.
         unsafe { libc::munmap(self.base as *mut libc::c_void, self.size) };
     }
-}
-
-/// What the simulator keeps of each mapped image: its range, what it may read of it, and its
-/// functions with exception handlers.
-struct Mapped {
-    base: usize,
-    size: usize,
-    /// RVA ranges mapped readable.
-    readable: Vec<(usize, usize)>,
-    guarded: Vec<GuardedFunction>,
-}
-
-static MAPPED: Mutex<Vec<Mapped>> = Mutex::new(Vec::new());
-
-/// A copy of `length` bytes at `address`, if they lie in a readable section of a mapped image.
-pub(crate) fn image_bytes(address: usize, length: usize) -> Option<Vec<u8>> {
-    let mapped = MAPPED.lock().unwrap();
-    let image = mapped
-        .iter()
-        .find(|image| address >= image.base && address - image.base < image.size)?;
-    let (start, end) = (
-        address - image.base,
-        (address - image.base).checked_add(length)?,
-    );
-    image
-        .readable
-        .iter()
-        .any(|&(begin, finish)| begin <= start && end <= finish)
-        .then(|| {
-            // SAFETY: the range lies in a section mapped readable, which stays mapped while the
-            // image is listed (we hold the list's lock).
-            unsafe { std::slice::from_raw_parts(address as *const u8, length) }.to_vec()
-        })
-}
-
-/// The function of a mapped image containing `address` that has an exception handler, with
-/// the image's base.
-pub(crate) fn guarded_function_at(address: usize) -> Option<(usize, GuardedFunction)> {
-    let mapped = MAPPED.lock().unwrap();
-    let image = mapped
-        .iter()
-        .find(|image| address >= image.base && address - image.base < image.size)?;
-    let rva = (address - image.base) as u32;
-    image
-        .guarded
-        .iter()
-        .find(|function| (function.begin..function.end).contains(&rva))
-        .map(|function| (image.base, function.clone()))
-}
-
-/// The image's exception directory: a RUNTIME_FUNCTION for each function that is not a leaf.
-pub(crate) fn runtime_functions<'data>(
-    file: &PeFile64<'data>,
-    data: &'data [u8],
-) -> Result<&'data [pe::ImageRuntimeFunctionEntry], String> {
-    let Some(directory) = file.data_directory(pe::IMAGE_DIRECTORY_ENTRY_EXCEPTION) else {
-        return Ok(&[]);
-    };
-    let entries = directory
-        .data(data, &file.section_table())
-        .map_err(|error| format!("exception directory: {error}"))?;
-    object::pod::slice_from_all_bytes::<pe::ImageRuntimeFunctionEntry>(entries)
-        .map_err(|()| "exception directory: not a whole number of entries".to_string())
 }
 
 /// Loads the image in the file at `path`. The PDB beside it (same name, `.pdb`), if it is the
@@ -287,7 +227,7 @@ fn load_with_pdb(data: &[u8], pdb: Option<&Path>) -> Result<Image, LoadError> {
     relocate(&file, data, &mapping, optional.image_base())?;
     let c_specific_handler_slot = bind_imports(&file, &mapping)?;
     let guarded =
-        seh::guarded_functions(&file, data, c_specific_handler_slot).map_err(malformed)?;
+        unwind::guarded_functions(&file, data, c_specific_handler_slot).map_err(malformed)?;
     let readable = mapping.protect(&file, optional.size_of_headers() as usize)?;
 
     let entry = optional.address_of_entry_point() as usize;
@@ -306,21 +246,8 @@ fn load_with_pdb(data: &[u8], pdb: Option<&Path>) -> Result<Image, LoadError> {
     // the image declares it as DriverEntry (build.rs: /ENTRY:DriverEntry), in the Windows
     // convention, which is what "efiapi" is on x86_64.
     let entry = unsafe { std::mem::transmute::<usize, DriverEntryRoutine>(base + entry) };
-    MAPPED.lock().unwrap().push(Mapped {
-        base,
-        size,
-        readable,
-        guarded,
-    });
+    images::add(base, size, readable, guarded);
     Ok(Image { base, size, entry })
-}
-
-/// A section's size in memory; a VirtualSize of 0 means its raw size, as Windows reads it.
-pub(crate) fn virtual_size(section: &pe::ImageSectionHeader) -> usize {
-    match section.virtual_size.get(LE) {
-        0 => section.size_of_raw_data.get(LE) as usize,
-        size => size as usize,
-    }
 }
 
 fn section_name(section: &pe::ImageSectionHeader) -> String {
@@ -382,38 +309,18 @@ fn relocate(
 /// slot bound to `ntoskrnl.exe!__C_specific_handler`, if imported.
 fn bind_imports(file: &PeFile64, mapping: &Mapping) -> Result<Option<u32>, LoadError> {
     let mut c_specific_handler_slot = None;
-    let Some(table) = file.import_table().map_err(malformed)? else {
-        return Ok(None);
-    };
-    let mut descriptors = table.descriptors().map_err(malformed)?;
-    while let Some(descriptor) = descriptors.next().map_err(malformed)? {
-        let dll = table.name(descriptor.name.get(LE)).map_err(malformed)?;
-        let dll = String::from_utf8_lossy(dll).into_owned();
-        let first_thunk = descriptor.first_thunk.get(LE);
-        let lookup = match descriptor.original_first_thunk.get(LE) {
-            0 => first_thunk,
-            lookup => lookup,
+    for Import { dll, name, slot } in imports(file).map_err(malformed)? {
+        let name = match name {
+            Ok(name) => name,
+            Err(ordinal) => return Err(LoadError::ImportByOrdinal { dll, ordinal }),
         };
-        let mut thunks = table.thunks(lookup).map_err(malformed)?;
-        let mut slot = first_thunk;
-        while let Some(thunk) = thunks.next::<pe::ImageNtHeaders64>().map_err(malformed)? {
-            if thunk.is_ordinal() {
-                return Err(LoadError::ImportByOrdinal {
-                    dll,
-                    ordinal: thunk.ordinal(),
-                });
-            }
-            let (_hint, name) = table.hint_name(thunk.address()).map_err(malformed)?;
-            let name = String::from_utf8_lossy(name).into_owned();
-            let Some(address) = exports::find(&dll, &name) else {
-                return Err(LoadError::UnknownImport { dll, name });
-            };
-            if dll.eq_ignore_ascii_case("ntoskrnl.exe") && name == "__C_specific_handler" {
-                c_specific_handler_slot = Some(slot);
-            }
-            mapping.copy(slot as usize, &(address as u64).to_le_bytes())?;
-            slot += 8;
+        let Some(address) = exports::find(&dll, &name) else {
+            return Err(LoadError::UnknownImport { dll, name });
+        };
+        if dll.eq_ignore_ascii_case("ntoskrnl.exe") && name == "__C_specific_handler" {
+            c_specific_handler_slot = Some(slot);
         }
+        mapping.copy(slot as usize, &(address as u64).to_le_bytes())?;
     }
     Ok(c_specific_handler_slot)
 }

@@ -1,3 +1,5 @@
+//! Layer: bookkeeping, beneath all. It calls nothing of the simulator.
+//!
 //! Fault injection: any allocation-like call can be made to fail, by site and call number.
 //!
 //! Every such call asks [`should_fail`] first and counts as one call of its site. A test counts

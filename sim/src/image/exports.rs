@@ -1,3 +1,6 @@
+//! Layer: image, above every kernel layer. It names every layer's exports, and calls SEH and the
+//! mapped images.
+//!
 //! The simulated kernel's export table: what the kernel image's imports bind to, by DLL and
 //! name, as the Windows loader binds a driver's imports to ntoskrnl.exe's and ndis.sys's
 //! exports. The host build of the driver needs none of this: the linker binds its imports to the
@@ -12,7 +15,7 @@
 //!
 //! The few exports only the image needs live here too: the C memory functions the compiler
 //! calls, the panic handler's KeBugCheckEx, and the SEH shim's MmProbeAndLockPages
-//! ([`crate::seh`]).
+//! ([`crate::image::seh`]).
 
 // The exports below are the kernel's own functions: their safety contracts are the ones
 // Microsoft documents.
@@ -20,8 +23,13 @@
 
 use oxtun_driver::sys::{PVOID, ULONG, ULONG_PTR};
 
-use crate::verifier::violation;
-use crate::{dispatcher, io, loader, ndis, pool, process, security, seh, sync};
+use crate::bookkeeping::verifier::violation;
+use crate::image::{images, seh};
+use crate::io;
+use crate::ke::{dispatcher, sync};
+use crate::mm::{mdl, pool};
+use crate::ndis;
+use crate::ob::{process, security, threads};
 
 /// One export: the address the image's import of `dll!name` is bound to.
 pub struct Export {
@@ -93,9 +101,9 @@ pub fn table() -> Vec<Export> {
         ),
         declared!("ntoskrnl.exe", sync::ExReleaseRundownProtection),
         declared!("ntoskrnl.exe", sync::ExWaitForRundownProtectionRelease),
-        declared!("ntoskrnl.exe", io::IoAllocateMdl),
-        declared!("ntoskrnl.exe", io::IoBuildPartialMdl),
-        declared!("ntoskrnl.exe", io::IoFreeMdl),
+        declared!("ntoskrnl.exe", mdl::IoAllocateMdl),
+        declared!("ntoskrnl.exe", mdl::IoBuildPartialMdl),
+        declared!("ntoskrnl.exe", mdl::IoFreeMdl),
         declared!("ntoskrnl.exe", process::IoGetCurrentProcess),
         declared!("ntoskrnl.exe", security::IoGetFileObjectGenericMapping),
         declared!("ntoskrnl.exe", io::IoIs32bitProcess),
@@ -105,32 +113,37 @@ pub fn table() -> Vec<Export> {
         declared!("ntoskrnl.exe", dispatcher::KeClearEvent),
         declared!("ntoskrnl.exe", dispatcher::KeInitializeEvent),
         declared!("ntoskrnl.exe", sync::KeReleaseSpinLock),
-        declared!("ntoskrnl.exe", process::KeSetEvent),
+        declared!("ntoskrnl.exe", dispatcher::KeSetEvent),
         declared!("ntoskrnl.exe", process::KeStackAttachProcess),
         declared!("ntoskrnl.exe", process::KeUnstackDetachProcess),
         declared!("ntoskrnl.exe", dispatcher::KeWaitForMultipleObjects),
         declared!("ntoskrnl.exe", dispatcher::KeWaitForSingleObject),
-        declared!("ntoskrnl.exe", io::MmMapLockedPagesSpecifyCache),
-        declared!("ntoskrnl.exe", io::MmUnlockPages),
-        declared!("ntoskrnl.exe", io::MmUnmapLockedPages),
+        declared!("ntoskrnl.exe", mdl::MmMapLockedPagesSpecifyCache),
+        declared!("ntoskrnl.exe", mdl::MmUnlockPages),
+        declared!("ntoskrnl.exe", mdl::MmUnmapLockedPages),
         declared!("ntoskrnl.exe", process::ObCloseHandle),
         declared!("ntoskrnl.exe", process::ObReferenceObjectByHandle),
         declared!("ntoskrnl.exe", process::ObfDereferenceObject),
         declared!("ntoskrnl.exe", process::ObfReferenceObject),
-        declared!("ntoskrnl.exe", dispatcher::PsCreateSystemThread),
+        declared!("ntoskrnl.exe", threads::PsCreateSystemThread),
         declared!("ntoskrnl.exe", process::PsLookupProcessByProcessId),
         declared!("ntoskrnl.exe", process::PsSetCreateProcessNotifyRoutineEx),
         declared!("ntoskrnl.exe", security::SeAccessCheck),
         declared!("ntoskrnl.exe", security::SeCaptureSubjectContext),
         declared!("ntoskrnl.exe", security::SeReleaseSubjectContext),
-        declared!("ntoskrnl.exe", dispatcher::ZwClose),
+        declared!("ntoskrnl.exe", process::ZwClose),
         declared!("ntoskrnl.exe", process::ZwQuerySystemInformation),
-        declared!("ntoskrnl.exe", dispatcher::ZwWaitForSingleObject),
+        declared!("ntoskrnl.exe", threads::ZwWaitForSingleObject),
         // Data: the import address table holds the variable's address.
         Export {
             dll: "ntoskrnl.exe",
             name: "ExEventObjectType",
             address: &raw const process::ExEventObjectType as usize,
+        },
+        Export {
+            dll: "ntoskrnl.exe",
+            name: "PsInitialSystemProcess",
+            address: &raw const process::PsInitialSystemProcess as usize,
         },
         image_only!(
             "ntoskrnl.exe",
@@ -170,12 +183,12 @@ pub extern "efiapi" fn KeBugCheckEx(
     parameter4: ULONG_PTR,
 ) -> ! {
     // Like every export's, this is the simulator's work: on the thread's own stack.
-    crate::stack::on_host_stack(|| {
+    crate::ke::stack::on_host_stack(|| {
         let mut report = format!(
             "KeBugCheckEx({code:#010x}, {parameter1:#x}, {parameter2:#x}, {parameter3:#x}, \
              {parameter4:#x})"
         );
-        let file = loader::image_bytes(parameter1, parameter2);
+        let file = images::image_bytes(parameter1, parameter2);
         if let (oxtun_driver::PANIC_BUGCHECK_CODE, Some(file)) = (code, file) {
             let file = String::from_utf8_lossy(&file);
             report += &format!(": the driver panicked at {file}:{parameter3}:{parameter4}");

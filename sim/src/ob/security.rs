@@ -1,3 +1,5 @@
+//! Layer: ob, objects, handles and processes, above ke. It calls processes, ke and bookkeeping.
+//!
 //! Access checks: a process's token, and SeAccessCheck evaluating a security descriptor's
 //! mandatory label against the token's integrity level, then its DACL against the token's
 //! groups.
@@ -9,9 +11,9 @@
 use oxtun_driver::sys::*;
 use oxtun_sim_macros::kernel_export;
 
-use crate::irql;
-use crate::process::{self, IntegrityLevel, Token};
-use crate::verifier::violation;
+use crate::bookkeeping::verifier::{unsupported, violation};
+use crate::ke::irql;
+use crate::ob::process::{self, IntegrityLevel, Token};
 
 const SE_DACL_PRESENT: u16 = 0x0004;
 const SE_SACL_PRESENT: u16 = 0x0010;
@@ -83,6 +85,7 @@ fn integrity_rid(level: IntegrityLevel) -> u32 {
 
 #[kernel_export]
 pub unsafe extern "efiapi" fn SeCaptureSubjectContext(context: *mut SECURITY_SUBJECT_CONTEXT) {
+    // SeCaptureSubjectContext (wdm.h): "IRQL PASSIVE_LEVEL".
     irql::require_at_most(PASSIVE_LEVEL, "SeCaptureSubjectContext");
     let words = context.cast::<u64>();
     let process = process::current();
@@ -101,6 +104,8 @@ pub unsafe extern "efiapi" fn SeReleaseSubjectContext(context: *mut SECURITY_SUB
     let words = context.cast::<u64>();
     // SAFETY: the driver's context.
     unsafe {
+        // SeReleaseSubjectContext releases a context SeCaptureSubjectContext captured
+        // (SeReleaseSubjectContext).
         if words.read() != CAPTURED {
             violation("releasing a subject context that was not captured");
         }
@@ -156,7 +161,7 @@ unsafe fn read_descriptor(descriptor: *const u8) -> Descriptor {
     let read_u32 = |at: usize| u32::from(read_u16(at)) | u32::from(read_u16(at + 2)) << 16;
     let control = read_u16(2);
     if control & SE_SELF_RELATIVE == 0 {
-        violation("the simulator reads only self-relative security descriptors");
+        unsupported("absolute security descriptors (the simulator reads self-relative ones)");
         return Descriptor {
             sacl: None,
             dacl: Some(Vec::new()),
@@ -240,9 +245,10 @@ pub unsafe extern "efiapi" fn SeAccessCheck(
     granted: *mut ACCESS_MASK,
     status: *mut NTSTATUS,
 ) -> u8 {
+    // SeAccessCheck (wdm.h): "IRQL PASSIVE_LEVEL".
     irql::require_at_most(PASSIVE_LEVEL, "SeAccessCheck");
     if !privileges.is_null() {
-        violation("the simulator does not return privileges from SeAccessCheck");
+        unsupported("SeAccessCheck returning the privileges it used");
     }
     // SAFETY: the driver's mapping (from IoGetFileObjectGenericMapping).
     let mapping = unsafe { &*mapping };
@@ -283,6 +289,8 @@ pub unsafe extern "efiapi" fn SeAccessCheck(
         };
         !label_denies && dacl_allows
     } else {
+        // SubjectSecurityContext is the subject's captured security context (SeAccessCheck; from
+        // SeCaptureSubjectContext).
         violation("SeAccessCheck with a subject context that was not captured");
         false
     };

@@ -1,3 +1,5 @@
+//! Layer: mm, memory, above ob. It calls ke and bookkeeping.
+//!
 //! Pool memory, tracked by address and tag: a double free, a wrong tag or a leak is caught.
 
 // The exports below are the kernel's own functions: their safety contracts are the ones
@@ -5,31 +7,19 @@
 #![allow(clippy::missing_safety_doc)]
 
 use std::alloc::{Layout, alloc_zeroed, dealloc};
-use std::collections::BTreeMap;
-use std::sync::Mutex;
 
 use oxtun_driver::sys::{DISPATCH_LEVEL, POOL_FLAG_NON_PAGED, POOL_FLAGS, PVOID, ULONG};
 use oxtun_sim_macros::kernel_export;
 
-use crate::faults::{Site, should_fail};
-use crate::irql;
-use crate::verifier::violation;
+use crate::bookkeeping::faults::{Site, should_fail};
+use crate::bookkeeping::leaks;
+use crate::bookkeeping::verifier::violation;
+use crate::ke::irql;
 
 const POOL_ALIGNMENT: usize = 16;
 const POOL_FLAG_PAGED: POOL_FLAGS = 0x100;
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Allocation {
-    pub size: usize,
-    pub tag: ULONG,
-}
-
-static ALLOCATIONS: Mutex<BTreeMap<usize, Allocation>> = Mutex::new(BTreeMap::new());
-
-/// Allocations not yet freed, by address.
-pub fn outstanding() -> BTreeMap<usize, Allocation> {
-    ALLOCATIONS.lock().unwrap().clone()
-}
+pub use crate::bookkeeping::leaks::{Allocation, pool_outstanding as outstanding};
 
 fn layout(size: usize) -> Layout {
     Layout::from_size_align(size.max(1), POOL_ALIGNMENT).unwrap()
@@ -38,15 +28,21 @@ fn layout(size: usize) -> Layout {
 #[kernel_export]
 pub extern "efiapi" fn ExAllocatePool2(flags: POOL_FLAGS, size: usize, tag: ULONG) -> PVOID {
     if flags & POOL_FLAG_PAGED != 0 {
+        // ExAllocatePool2 (wdm.h): "IRQL <= APC_LEVEL" for paged pool.
         irql::require_at_most(oxtun_driver::sys::APC_LEVEL, "ExAllocatePool2(paged)");
     } else if flags & POOL_FLAG_NON_PAGED != 0 {
+        // ExAllocatePool2 (wdm.h): "IRQL <= DISPATCH_LEVEL" for non-paged pool.
         irql::require_at_most(DISPATCH_LEVEL, "ExAllocatePool2(non-paged)");
     } else {
+        // ExAllocatePool2: Flags must name one pool type, POOL_FLAG_NON_PAGED or POOL_FLAG_PAGED among
+        // them (POOL_FLAGS, ExAllocatePool2).
         violation(format!(
             "ExAllocatePool2 without a pool type: flags {flags:#x}"
         ));
     }
     if tag == 0 {
+        // ExAllocatePool2: the tag is a non-zero pool tag (its Tag parameter); Driver Verifier refuses
+        // tag 0.
         violation("ExAllocatePool2 with a zero tag");
     }
     if should_fail(Site::ExAllocatePool2) {
@@ -55,29 +51,30 @@ pub extern "efiapi" fn ExAllocatePool2(flags: POOL_FLAGS, size: usize, tag: ULON
     // SAFETY: a non-zero-sized layout.
     let memory = unsafe { alloc_zeroed(layout(size)) };
     assert!(!memory.is_null(), "host out of memory");
-    ALLOCATIONS
-        .lock()
-        .unwrap()
-        .insert(memory as usize, Allocation { size, tag });
-    crate::io::note_pool_allocation(memory as usize);
+    leaks::pool_allocated(memory as usize, Allocation { size, tag });
     memory.cast()
 }
 
 #[kernel_export]
 pub extern "efiapi" fn ExFreePoolWithTag(memory: PVOID, tag: ULONG) {
+    // ExFreePoolWithTag (wdm.h): "IRQL <= DISPATCH_LEVEL".
     irql::require_at_most(DISPATCH_LEVEL, "ExFreePoolWithTag");
-    let Some(allocation) = ALLOCATIONS.lock().unwrap().remove(&(memory as usize)) else {
+    let Some(allocation) = leaks::pool_freed(memory as usize) else {
+        // ExFreePoolWithTag frees a block ExAllocatePool2 allocated; anything else is Bug Check 0xC2
+        // (BAD_POOL_CALLER).
         violation(format!("freeing {memory:p}, which is not allocated pool"));
         return;
     };
     if allocation.tag != tag {
+        // ExFreePoolWithTag: the tag is the one the block was allocated with (its Tag parameter); a
+        // mismatch is Bug Check 0xC2 (BAD_POOL_CALLER).
         violation(format!(
             "freeing pool tagged {:#x} with tag {tag:#x}",
             allocation.tag
         ));
     }
-    crate::sync::forget_objects_in(memory as usize, allocation.size);
-    crate::dispatcher::forget_events_in(memory as usize, allocation.size);
+    crate::ke::sync::forget_objects_in(memory as usize, allocation.size);
+    crate::ke::dispatcher::forget_events_in(memory as usize, allocation.size);
     // SAFETY: allocated above with the same layout, and removed from the table exactly once.
     unsafe { dealloc(memory.cast(), layout(allocation.size)) };
 }

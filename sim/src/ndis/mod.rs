@@ -1,3 +1,5 @@
+//! Layer: ndis, on top of the kernel. It calls io, mm, ke and bookkeeping.
+//!
 //! NDIS: the miniport driver's registration, its adapters' life cycle (initialize, restart,
 //! pause, halt, surprise removal), OID requests, status indications, NBL pools and sends.
 //!
@@ -16,16 +18,85 @@ use std::sync::Mutex;
 use oxtun_driver::sys::*;
 use oxtun_sim_macros::kernel_export;
 
-use crate::faults::{Site, should_fail};
+use crate::bookkeeping::faults::{Site, should_fail};
+use crate::bookkeeping::verifier::{unsupported, violation};
 use crate::io;
-use crate::irql;
-use crate::verifier::violation;
+use crate::ke::irql;
 
 /// Status values NDIS returns that the driver itself never uses.
 const NDIS_STATUS_BAD_VERSION: NDIS_STATUS = 0xC001_0004_u32 as i32;
 const NDIS_STATUS_INVALID_PARAMETER: NDIS_STATUS = 0xC000_000D_u32 as i32;
-/// A flag a protocol sets on an NBL it parsed (ndis.h).
+/// The `NblFlags` that describe a packet (ndis/nbl.h, `#define NDIS_NBL_FLAGS_HD_SPLIT
+/// 0x00000100` and the next six): its IP version, transport and header-data split.
+const NDIS_NBL_FLAGS_HD_SPLIT: ULONG = 0x100;
 const NDIS_NBL_FLAGS_IS_TCP: ULONG = 0x800;
+const NDIS_NBL_FLAGS_IS_UDP: ULONG = 0x1000;
+const NDIS_NBL_FLAGS_SPLIT_AT_UPPER_LAYER_PROTOCOL_HEADER: ULONG = 0x2000;
+const NDIS_NBL_FLAGS_SPLIT_AT_UPPER_LAYER_PROTOCOL_PAYLOAD: ULONG = 0x4000;
+/// "Bits 0x04 to 0x80 are reserved for use by NDIS" (ndis/nbl.h, after
+/// `NDIS_NBL_FLAGS_RECV_READ_ONLY`).
+const NBL_FLAGS_RESERVED_FOR_NDIS: ULONG = 0xFC;
+/// The bit of those the simulated NDIS sets on every NBL it allocates, as NDIS may: a miniport
+/// that overwrites `NblFlags` instead of setting and clearing its own flags loses it.
+pub const NDIS_ALLOCATION_FLAG: ULONG = 0x20;
+/// The receive flags besides DISPATCH_LEVEL that the driver does not use, as the WDK's NDIS
+/// headers define them (`#define NDIS_RECEIVE_FLAGS_RESOURCES 0x00000002` and the next).
+const NDIS_RECEIVE_FLAGS_RESOURCES: ULONG = 0x2;
+const NDIS_RECEIVE_FLAGS_SINGLE_ETHER_TYPE: ULONG = 0x100;
+const NDIS_RECEIVE_FLAGS_SINGLE_VLAN: ULONG = 0x200;
+const NDIS_RECEIVE_FLAGS_PERFECT_FILTERED: ULONG = 0x400;
+/// `NDIS_DEFAULT_PORT_NUMBER` (ndis.h): the port every miniport has.
+const NDIS_DEFAULT_PORT_NUMBER: NDIS_PORT_NUMBER = 0;
+
+/// What NDIS installs in a miniport's driver object: its dispatch routines and unload routine.
+pub(crate) fn install_ndis_dispatch(object: PDRIVER_OBJECT) {
+    // SAFETY: a live driver object of ours, not otherwise in use during registration.
+    let object = unsafe { &mut *object };
+    for slot in object.MajorFunction.iter_mut() {
+        *slot = Some(ndis_dispatch);
+    }
+    object.DriverUnload = Some(ndis_unload);
+}
+
+/// IRPs that reached NDIS's own dispatch routine, by major function.
+static NDIS_DISPATCHED: Mutex<BTreeMap<u8, u64>> = Mutex::new(BTreeMap::new());
+
+pub fn ndis_dispatched(major: usize) -> u64 {
+    NDIS_DISPATCHED
+        .lock()
+        .unwrap()
+        .get(&(major as u8))
+        .copied()
+        .unwrap_or(0)
+}
+
+/// NDIS's own dispatch routine: opens, cleanups, closes and PnP succeed; it knows no IOCTL.
+unsafe extern "efiapi" fn ndis_dispatch(_device: PDEVICE_OBJECT, irp: PIRP) -> NTSTATUS {
+    // SAFETY: the I/O manager (this module) passes a live IRP with its stack location.
+    let major = unsafe { (*(*irp).CurrentStackLocation).MajorFunction };
+    *NDIS_DISPATCHED.lock().unwrap().entry(major).or_default() += 1;
+    let status = if major as usize == IRP_MJ_DEVICE_CONTROL {
+        STATUS_INVALID_DEVICE_REQUEST
+    } else {
+        STATUS_SUCCESS
+    };
+    // SAFETY: the live IRP, completed once.
+    unsafe {
+        (*irp).IoStatus.Status = status;
+        IofCompleteRequest(irp, 0);
+    }
+    status
+}
+
+/// NDIS's unload routine: calls the miniport's, which deregisters.
+unsafe extern "efiapi" fn ndis_unload(object: PDRIVER_OBJECT) {
+    // DriverUnload (wdm.h, DRIVER_UNLOAD): "IRQL PASSIVE_LEVEL".
+    irql::require_at_most(PASSIVE_LEVEL, "DriverUnload");
+    if let Some(unload) = handlers().and_then(|handlers| handlers.unload) {
+        // SAFETY: the driver's unload handler with its driver object.
+        unsafe { unload(object) };
+    }
+}
 
 /// The handlers a miniport registered, copied as NDIS copies them.
 #[derive(Clone, Copy)]
@@ -64,6 +135,7 @@ fn driver_handle() -> NDIS_HANDLE {
 pub fn handlers() -> Option<Handlers> {
     let driver = DRIVER.lock().unwrap();
     if driver.is_none() {
+        // A check on the simulator's own use: NDIS calls a miniport only after it registered.
         violation("no miniport driver is registered");
     }
     driver.as_ref().map(|driver| driver.handlers)
@@ -81,26 +153,57 @@ pub unsafe extern "efiapi" fn NdisMRegisterMiniportDriver(
     characteristics: *const NDIS_MINIPORT_DRIVER_CHARACTERISTICS,
     handle: PNDIS_HANDLE,
 ) -> NDIS_STATUS {
+    // NdisMRegisterMiniportDriver (ndis.h): "IRQL PASSIVE_LEVEL".
     irql::require_at_most(PASSIVE_LEVEL, "NdisMRegisterMiniportDriver");
     if !io::is_driver_object(driver_object) {
+        // DriverObject is "a pointer to an opaque driver object that the miniport driver received in its
+        // DriverEntry routine" (NdisMRegisterMiniportDriver).
         violation("NdisMRegisterMiniportDriver with a foreign driver object");
         return NDIS_STATUS_FAILURE;
     }
     // SAFETY: the driver passes its characteristics structure; NDIS reads it during the call.
     let chars = unsafe { &*characteristics };
     let header = chars.Header;
+    // The revisions and the size each must give (NDIS_MINIPORT_DRIVER_CHARACTERISTICS,
+    // Microsoft's NDIS documentation: revision 1 for NDIS 6.0, 2 adds the direct OID handlers
+    // for 6.1, 3 adds SynchronousOidRequestHandler for 6.80; ndis.h's
+    // NDIS_SIZEOF_MINIPORT_DRIVER_CHARACTERISTICS_REVISION_n, the size through the last field of
+    // each). The simulator reads only the handlers of revision 1.
+    let least_size = match header.Revision {
+        1 => offset_of!(
+            NDIS_MINIPORT_DRIVER_CHARACTERISTICS,
+            DirectOidRequestHandler
+        ),
+        NDIS_MINIPORT_DRIVER_CHARACTERISTICS_REVISION_2 => {
+            usize::from(NDIS_SIZEOF_MINIPORT_DRIVER_CHARACTERISTICS_REVISION_2)
+        }
+        3 => {
+            usize::from(NDIS_SIZEOF_MINIPORT_DRIVER_CHARACTERISTICS_REVISION_2) + size_of::<PVOID>()
+        }
+        _ => usize::MAX,
+    };
     if header.Type != NDIS_OBJECT_TYPE_MINIPORT_DRIVER_CHARACTERISTICS
-        || header.Revision != NDIS_MINIPORT_DRIVER_CHARACTERISTICS_REVISION_2
-        || header.Size < NDIS_SIZEOF_MINIPORT_DRIVER_CHARACTERISTICS_REVISION_2
+        || usize::from(header.Size) < least_size
     {
+        // NdisMRegisterMiniportDriver reads the characteristics its Header's Type, Revision and Size
+        // describe (NDIS_MINIPORT_DRIVER_CHARACTERISTICS: Type
+        // NDIS_OBJECT_TYPE_MINIPORT_DRIVER_CHARACTERISTICS, Size for the revision).
         violation(format!("bad characteristics header {header:?}"));
         return NDIS_STATUS_FAILURE;
     }
-    if chars.MajorNdisVersion != 6 || chars.MinorNdisVersion < 20 {
+    if chars.MajorNdisVersion != 6 {
+        return NDIS_STATUS_BAD_VERSION;
+    }
+    if chars.MinorNdisVersion < 20 {
+        unsupported(format!(
+            "an NDIS 6.{} miniport: the simulator models NDIS 6.20 and later",
+            chars.MinorNdisVersion
+        ));
         return NDIS_STATUS_BAD_VERSION;
     }
     let required = |name: &str, present: bool| {
         if !present {
+            // The handlers NDIS_MINIPORT_DRIVER_CHARACTERISTICS marks "Required" for a miniport.
             violation(format!("required handler {name} missing"));
         }
         present
@@ -137,6 +240,8 @@ pub unsafe extern "efiapi" fn NdisMRegisterMiniportDriver(
     }
     let mut driver = DRIVER.lock().unwrap();
     if driver.is_some() {
+        // A driver registers once, in DriverEntry, and deregisters in its unload routine
+        // (NdisMRegisterMiniportDriver, NdisMDeregisterMiniportDriver).
         violation("NdisMRegisterMiniportDriver called twice");
         return NDIS_STATUS_FAILURE;
     }
@@ -159,7 +264,7 @@ pub unsafe extern "efiapi" fn NdisMRegisterMiniportDriver(
     });
     drop(driver);
     // Like NDIS, take over the driver object's dispatch table and unload routine.
-    io::install_ndis_dispatch(driver_object);
+    install_ndis_dispatch(driver_object);
     // SAFETY: the driver's out parameter.
     unsafe { *handle = driver_handle() };
     NDIS_STATUS_SUCCESS
@@ -167,17 +272,22 @@ pub unsafe extern "efiapi" fn NdisMRegisterMiniportDriver(
 
 #[kernel_export]
 pub extern "efiapi" fn NdisMDeregisterMiniportDriver(handle: NDIS_HANDLE) {
+    // NdisMDeregisterMiniportDriver (ndis.h): "IRQL PASSIVE_LEVEL".
     irql::require_at_most(PASSIVE_LEVEL, "NdisMDeregisterMiniportDriver");
     if handle != driver_handle() {
+        // NdisMDeregisterMiniportDriver takes the handle NdisMRegisterMiniportDriver returned.
         violation(format!(
             "NdisMDeregisterMiniportDriver with unknown handle {handle:p}"
         ));
         return;
     }
     if !ADAPTERS.lock().unwrap().is_empty() {
+        // A miniport deregisters from its unload routine, which NDIS calls once every adapter has
+        // halted (MiniportDriverUnload; "Unloading a Miniport Driver").
         violation("NdisMDeregisterMiniportDriver while adapters exist");
     }
     if DRIVER.lock().unwrap().take().is_none() {
+        // Deregistering twice (NdisMDeregisterMiniportDriver undoes one registration).
         violation("NdisMDeregisterMiniportDriver of a driver not registered");
     }
 }
@@ -308,6 +418,8 @@ pub fn nbl_pools_outstanding() -> usize {
 /// The adapter block behind a handle the driver passed, or a violation.
 fn block<'a>(handle: NDIS_HANDLE, what: &str) -> Option<&'a AdapterBlock> {
     if !ADAPTERS.lock().unwrap().contains(&(handle as usize)) {
+        // NDIS handles given to a miniport name live adapters: the MiniportAdapterHandle NDIS passed
+        // to MiniportInitializeEx (each NdisM function's page); after halt the handle is gone.
         violation(format!("{what} with unknown adapter handle {handle:p}"));
         return None;
     }
@@ -382,10 +494,14 @@ pub fn initialize(handle: NDIS_HANDLE, handlers: &Handlers) -> NDIS_STATUS {
     if status == NDIS_STATUS_SUCCESS {
         let attributes = block.attributes.lock().unwrap();
         if attributes.context == 0 || attributes.general.is_none() {
+            // A miniport sets its registration and general attributes from MiniportInitializeEx
+            // (NdisMSetMiniportAttributes; "Initializing a Miniport Adapter").
             violation("MiniportInitializeEx succeeded without registration and general attributes");
         }
         *block.state.lock().unwrap() = AdapterState::Paused;
     } else if status == NDIS_STATUS_PENDING {
+        // MiniportInitializeEx returns NDIS_STATUS_SUCCESS or a failure status, not NDIS_STATUS_PENDING
+        // (MINIPORT_INITIALIZE: its return values).
         violation("MiniportInitializeEx may not pend");
     }
     status
@@ -424,6 +540,8 @@ pub fn wait_paused(handle: NDIS_HANDLE) {
         })
         .unwrap();
     if timeout.timed_out() {
+        // "Pausing an Adapter": a pausing miniport calls NdisMPauseComplete once its outstanding sends
+        // and receive indications are done.
         violation(format!("the pause never completed (state {:?})", *state));
     }
 }
@@ -437,11 +555,14 @@ pub unsafe extern "efiapi" fn NdisMSetMiniportAttributes(
     handle: NDIS_HANDLE,
     attributes: *mut NDIS_OBJECT_HEADER,
 ) -> NDIS_STATUS {
+    // NdisMSetMiniportAttributes (ndis.h): "IRQL PASSIVE_LEVEL".
     irql::require_at_most(PASSIVE_LEVEL, "NdisMSetMiniportAttributes");
     let Some(block) = block(handle, "NdisMSetMiniportAttributes") else {
         return NDIS_STATUS_FAILURE;
     };
     if *block.state.lock().unwrap() != AdapterState::Initializing {
+        // "A miniport driver must call the NdisMSetMiniportAttributes function from its
+        // MiniportInitializeEx function" (NdisMSetMiniportAttributes).
         violation("NdisMSetMiniportAttributes outside MiniportInitializeEx");
         return NDIS_STATUS_FAILURE;
     }
@@ -456,6 +577,8 @@ pub unsafe extern "efiapi" fn NdisMSetMiniportAttributes(
             if header.Revision < 1
                 || header.Size < NDIS_SIZEOF_MINIPORT_ADAPTER_REGISTRATION_ATTRIBUTES_REVISION_2
             {
+                // NDIS_MINIPORT_ADAPTER_REGISTRATION_ATTRIBUTES: Revision and Size for the revision used
+                // (ndis.h NDIS_SIZEOF_MINIPORT_ADAPTER_REGISTRATION_ATTRIBUTES_REVISION_2).
                 violation(format!("bad registration attributes header {header:?}"));
                 return NDIS_STATUS_INVALID_PARAMETER;
             }
@@ -463,6 +586,8 @@ pub unsafe extern "efiapi" fn NdisMSetMiniportAttributes(
             let registration =
                 unsafe { &*attributes.cast::<NDIS_MINIPORT_ADAPTER_REGISTRATION_ATTRIBUTES>() };
             if registration.MiniportAdapterContext.is_null() {
+                // MiniportAdapterContext identifies the context area NDIS passes back to every MiniportXxx
+                // function (NdisMSetMiniportAttributes).
                 violation("registration attributes without an adapter context");
             }
             recorded.context = registration.MiniportAdapterContext as usize;
@@ -471,12 +596,16 @@ pub unsafe extern "efiapi" fn NdisMSetMiniportAttributes(
         }
         NDIS_OBJECT_TYPE_MINIPORT_ADAPTER_GENERAL_ATTRIBUTES => {
             if recorded.context == 0 {
+                // A miniport sets its general attributes after its registration attributes
+                // (NdisMSetMiniportAttributes).
                 violation("general attributes before registration attributes");
                 return NDIS_STATUS_FAILURE;
             }
             if header.Revision != NDIS_MINIPORT_ADAPTER_GENERAL_ATTRIBUTES_REVISION_2
                 || header.Size < NDIS_SIZEOF_MINIPORT_ADAPTER_GENERAL_ATTRIBUTES_REVISION_2
             {
+                // NDIS_MINIPORT_ADAPTER_GENERAL_ATTRIBUTES: revision 2 for NDIS 6.20 and later (its page; ndis.h
+                // NDIS_SIZEOF_MINIPORT_ADAPTER_GENERAL_ATTRIBUTES_REVISION_2).
                 violation(format!("bad general attributes header {header:?}"));
                 return NDIS_STATUS_INVALID_PARAMETER;
             }
@@ -486,6 +615,8 @@ pub unsafe extern "efiapi" fn NdisMSetMiniportAttributes(
             check_power_management(general);
             let oid_count = general.SupportedOidListLength as usize / size_of::<NDIS_OID>();
             if general.SupportedOidListLength as usize % size_of::<NDIS_OID>() != 0 {
+                // SupportedOidListLength is the length in bytes of the array of NDIS_OIDs at SupportedOidList
+                // (NDIS_MINIPORT_ADAPTER_GENERAL_ATTRIBUTES).
                 violation("SupportedOidListLength is not a whole number of OIDs");
             }
             let supported_oids = if oid_count == 0 {
@@ -516,7 +647,7 @@ pub unsafe extern "efiapi" fn NdisMSetMiniportAttributes(
             });
         }
         other => {
-            violation(format!("attributes of unexpected type {other:#x}"));
+            unsupported(format!("miniport attributes of type {other:#x}"));
             return NDIS_STATUS_INVALID_PARAMETER;
         }
     }
@@ -529,10 +660,14 @@ pub unsafe extern "efiapi" fn NdisMSetMiniportAttributes(
 /// the miniport's NDIS version (2 for 6.30).
 fn check_power_management(general: &NDIS_MINIPORT_ADAPTER_GENERAL_ATTRIBUTES) {
     if !general.PowerManagementCapabilities.is_null() {
+        // "Reporting Power Management Capabilities": NDIS 6.20 and later miniports report them in
+        // PowerManagementCapabilitiesEx and set PowerManagementCapabilities to NULL.
         violation("an NDIS 6.20+ miniport set PowerManagementCapabilities (the NDIS 6.0 field)");
     }
     // SAFETY: the driver's structure, read during the call, if it gave one.
     let Some(capabilities) = (unsafe { general.PowerManagementCapabilitiesEx.as_ref() }) else {
+        // The same page: a 6.20+ miniport reports its capabilities at initialization (this driver and
+        // Wintun do); NULL here says nothing of them.
         violation("an NDIS 6.20+ miniport left PowerManagementCapabilitiesEx NULL");
         return;
     };
@@ -541,6 +676,8 @@ fn check_power_management(general: &NDIS_MINIPORT_ADAPTER_GENERAL_ATTRIBUTES) {
         || header.Revision != NDIS_PM_CAPABILITIES_REVISION_2
         || header.Size < NDIS_SIZEOF_NDIS_PM_CAPABILITIES_REVISION_2
     {
+        // NDIS_PM_CAPABILITIES: revision 2 for NDIS 6.30 (its page; ndis.h
+        // NDIS_SIZEOF_NDIS_PM_CAPABILITIES_REVISION_2).
         violation(format!(
             "an NDIS 6.30 miniport's power management capabilities header is {header:?}"
         ));
@@ -552,11 +689,14 @@ pub unsafe extern "efiapi" fn NdisMIndicateStatusEx(
     handle: NDIS_HANDLE,
     indication: *mut NDIS_STATUS_INDICATION,
 ) {
+    // NdisMIndicateStatusEx (ndis.h): "IRQL <= DISPATCH_LEVEL".
     irql::require_at_most(DISPATCH_LEVEL, "NdisMIndicateStatusEx");
     let Some(block) = block(handle, "NdisMIndicateStatusEx") else {
         return;
     };
     if block.attributes.lock().unwrap().context == 0 {
+        // NdisMSetMiniportAttributes comes "before the driver calls any other NdisXxx function that
+        // depends on the information supplied" to it (NdisMSetMiniportAttributes).
         violation("status indication before registration attributes");
     }
     // SAFETY: the driver's indication, read during the call.
@@ -564,16 +704,21 @@ pub unsafe extern "efiapi" fn NdisMIndicateStatusEx(
     if indication.Header.Type != NDIS_OBJECT_TYPE_STATUS_INDICATION
         || indication.Header.Size < NDIS_SIZEOF_STATUS_INDICATION_REVISION_1
     {
+        // NDIS_STATUS_INDICATION: Type NDIS_OBJECT_TYPE_STATUS_INDICATION, Size at least
+        // NDIS_SIZEOF_STATUS_INDICATION_REVISION_1 (its page).
         violation(format!(
             "bad status indication header {:?}",
             indication.Header
         ));
     }
     if indication.SourceHandle != handle {
+        // NDIS_STATUS_INDICATION.SourceHandle: a miniport sets it to its miniport adapter handle (its
+        // page).
         violation("status indication whose SourceHandle is not the adapter");
     }
     if indication.StatusCode == NDIS_STATUS_LINK_STATE {
         if (indication.StatusBufferSize as usize) < size_of::<NDIS_LINK_STATE>() {
+            // NDIS_STATUS_LINK_STATE: StatusBuffer holds an NDIS_LINK_STATE structure (its page).
             violation("link state indication with a short buffer");
             return;
         }
@@ -585,6 +730,7 @@ pub unsafe extern "efiapi" fn NdisMIndicateStatusEx(
                 .read_unaligned()
         };
         if link.Header.Size < NDIS_SIZEOF_LINK_STATE_REVISION_1 {
+            // NDIS_LINK_STATE: revision 1, NDIS_SIZEOF_LINK_STATE_REVISION_1 (its page).
             violation(format!("bad link state header {:?}", link.Header));
         }
         *block.link_state.lock().unwrap() = Some(link);
@@ -600,6 +746,7 @@ pub unsafe extern "efiapi" fn NdisMGetDeviceProperty(
     resources: *mut PVOID,
     translated: *mut PVOID,
 ) {
+    // NdisMGetDeviceProperty (ndis.h): "IRQL PASSIVE_LEVEL".
     irql::require_at_most(PASSIVE_LEVEL, "NdisMGetDeviceProperty");
     let Some(block) = block(handle, "NdisMGetDeviceProperty") else {
         return;
@@ -627,6 +774,7 @@ pub unsafe extern "efiapi" fn NdisAllocateNetBufferListPool(
     handle: NDIS_HANDLE,
     parameters: *const NET_BUFFER_LIST_POOL_PARAMETERS,
 ) -> NDIS_HANDLE {
+    // NdisAllocateNetBufferListPool (ndis.h): "IRQL <= DISPATCH_LEVEL".
     irql::require_at_most(DISPATCH_LEVEL, "NdisAllocateNetBufferListPool");
     if !handle.is_null() {
         block(handle, "NdisAllocateNetBufferListPool");
@@ -637,6 +785,7 @@ pub unsafe extern "efiapi" fn NdisAllocateNetBufferListPool(
         || parameters.Header.Revision != NET_BUFFER_LIST_POOL_PARAMETERS_REVISION_1
         || parameters.Header.Size < NDIS_SIZEOF_NET_BUFFER_LIST_POOL_PARAMETERS_REVISION_1
     {
+        // NET_BUFFER_LIST_POOL_PARAMETERS: Type NDIS_OBJECT_TYPE_DEFAULT, revision 1 (its page).
         violation(format!(
             "bad NBL pool parameters header {:?}",
             parameters.Header
@@ -644,6 +793,8 @@ pub unsafe extern "efiapi" fn NdisAllocateNetBufferListPool(
         return null_mut();
     }
     if parameters.PoolTag == 0 {
+        // PoolTag: the kernel pool tag NDIS uses for the pool's allocations
+        // (NET_BUFFER_LIST_POOL_PARAMETERS); Driver Verifier refuses pool tagged 0.
         violation("NBL pool without a tag");
     }
     if should_fail(Site::NdisAllocateNetBufferListPool) {
@@ -656,7 +807,8 @@ pub unsafe extern "efiapi" fn NdisAllocateNetBufferListPool(
 
 #[kernel_export]
 pub extern "efiapi" fn NdisFreeNetBufferListPool(pool: NDIS_HANDLE) {
-    irql::require_at_most(PASSIVE_LEVEL, "NdisFreeNetBufferListPool");
+    // NdisFreeNetBufferListPool (ndis.h): "IRQL <= DISPATCH_LEVEL".
+    irql::require_at_most(DISPATCH_LEVEL, "NdisFreeNetBufferListPool");
     let in_use = ALLOCATED_NBLS
         .lock()
         .unwrap()
@@ -664,9 +816,13 @@ pub extern "efiapi" fn NdisFreeNetBufferListPool(pool: NDIS_HANDLE) {
         .filter(|nbl| nbl.pool == pool as usize)
         .count();
     if in_use != 0 {
+        // "Before freeing a NET_BUFFER_LIST structure pool, you must free all the NET_BUFFER_LIST
+        // structures in the pool" (NdisFreeNetBufferListPool).
         violation(format!("freeing an NBL pool with {in_use} NBLs not freed"));
     }
     if !NBL_POOLS.lock().unwrap().remove(&(pool as usize)) {
+        // PoolHandle is "a handle that was obtained from a call to the NdisAllocateNetBufferListPool
+        // function" (NdisFreeNetBufferListPool).
         violation(format!("freeing unknown NBL pool {pool:p}"));
         return;
     }
@@ -715,11 +871,12 @@ pub fn oid_request(
         unsafe { (handlers.oid_request)(context, &mut *request) }
     });
     if status == NDIS_STATUS_PENDING {
-        violation("OID request pended, but the driver imports no NdisMOidRequestComplete");
+        unsupported("pending OID requests (NdisMOidRequestComplete)");
     }
     let done = request.DATA.BytesWrittenOrRead;
     let needed = request.DATA.BytesNeeded;
     if done as usize > buffer.len() {
+        // BytesWritten/BytesRead cannot exceed InformationBufferLength (NDIS_OID_REQUEST).
         violation(format!(
             "OID {oid:#x}: {done} bytes done of a {}-byte buffer",
             buffer.len()
@@ -728,6 +885,8 @@ pub fn oid_request(
     if (status == NDIS_STATUS_BUFFER_TOO_SHORT || status == NDIS_STATUS_INVALID_LENGTH)
         && needed as usize <= buffer.len()
     {
+        // With NDIS_STATUS_BUFFER_TOO_SHORT or NDIS_STATUS_INVALID_LENGTH the miniport sets
+        // BytesNeeded to the size it needs (NDIS_OID_REQUEST: BytesNeeded; MiniportOidRequest).
         violation(format!(
             "OID {oid:#x}: short-buffer status with BytesNeeded {needed} <= buffer {}",
             buffer.len()
@@ -741,6 +900,8 @@ pub fn oid_request(
             .as_ref()
             .is_some_and(|general| general.supported_oids.contains(&oid));
         if !listed {
+            // The OIDs a miniport answers are the ones it lists (NDIS_MINIPORT_ADAPTER_GENERAL_ATTRIBUTES:
+            // SupportedOidList; OID_GEN_SUPPORTED_LIST).
             violation(format!(
                 "OID {oid:#x} succeeded but is not in the supported list"
             ));
@@ -853,7 +1014,7 @@ fn build_nbl(packets: &[Vec<u8>], layout: Fragmentation) -> SendNbl {
         nbs[index].nb.Next = next;
     }
     nbl.nbl.FirstNetBuffer = nbs.first_mut().map_or(null_mut(), |nb| &mut nb.nb);
-    nbl.nbl.Status = 0x7EAD_BEEF;
+    nbl.nbl.Status = UNWRITTEN_STATUS;
     SendNbl {
         nbl,
         _nbs: nbs,
@@ -888,7 +1049,7 @@ unsafe impl Send for PreparedSend {}
 /// Sends prepared NBLs again; returns how many completed with success.
 pub fn send_prepared(handle: NDIS_HANDLE, prepared: &mut PreparedSend, irql: KIRQL) -> usize {
     for nbl in &mut prepared.nbls {
-        nbl.nbl.nbl.Status = 0x7EAD_BEEF;
+        nbl.nbl.nbl.Status = UNWRITTEN_STATUS;
     }
     send_chain(handle, &mut prepared.nbls[0].nbl.nbl, irql);
     prepared
@@ -957,7 +1118,7 @@ impl Sender {
             // SAFETY: as above.
             *storage = unsafe { std::mem::zeroed() };
             storage.nbl.FirstNetBuffer = nb;
-            storage.nbl.Status = 0x7EAD_BEEF;
+            storage.nbl.Status = UNWRITTEN_STATUS;
             storage.nbl.Next = next;
             next = &mut storage.nbl;
         }
@@ -977,6 +1138,7 @@ fn send_chain(handle: NDIS_HANDLE, first: *mut NET_BUFFER_LIST, irql: KIRQL) {
     let context = adapter_context(handle);
     let state = state(handle);
     if state != AdapterState::Running && state != AdapterState::Paused {
+        // A check on the simulator: NDIS sends only to a running or paused adapter.
         violation(format!(
             "the simulator sends to an adapter in state {state:?}"
         ));
@@ -1006,10 +1168,15 @@ fn send_chain(handle: NDIS_HANDLE, first: *mut NET_BUFFER_LIST, irql: KIRQL) {
     let sent = SENT.lock().unwrap();
     for nbl in chain {
         if sent.contains_key(&nbl) {
+            // This driver completes its sends within MiniportSendNetBufferLists; the simulator checks each
+            // came back (NDIS owns the NBLs again only after NdisMSendNetBufferListsComplete).
             violation(format!("NBL {nbl:#x} was not completed"));
         }
     }
 }
+
+/// What a sent NBL's Status holds until the miniport writes it: no NDIS_STATUS value.
+const UNWRITTEN_STATUS: NDIS_STATUS = 0x7EAD_BEEF;
 
 /// NBLs sent and not yet completed, by address, with the adapter each was sent to.
 static SENT: Mutex<BTreeMap<usize, usize>> = Mutex::new(BTreeMap::new());
@@ -1025,6 +1192,8 @@ pub fn check_no_send_outstanding(handle: NDIS_HANDLE) {
         .filter(|&&adapter| adapter == handle as usize)
         .count();
     if outstanding != 0 {
+        // "Pausing an Adapter": the miniport completes its outstanding send requests before the pause
+        // completes.
         violation(format!(
             "the pause completed with {outstanding} sent NBLs not yet completed"
         ));
@@ -1060,14 +1229,13 @@ pub unsafe extern "efiapi" fn NdisMSendNetBufferListsComplete(
     nbls: *mut NET_BUFFER_LIST,
     flags: ULONG,
 ) {
+    // NdisMSendNetBufferListsComplete (ndis.h): "IRQL <= DISPATCH_LEVEL".
     irql::require_at_most(DISPATCH_LEVEL, "NdisMSendNetBufferListsComplete");
-    let at_dispatch = irql::current() == DISPATCH_LEVEL;
-    if at_dispatch != (flags & NDIS_SEND_COMPLETE_FLAGS_DISPATCH_LEVEL != 0) {
-        violation(format!(
-            "send completion flags {flags:#x} do not match IRQL {}",
-            irql::current()
-        ));
-    }
+    check_dispatch_flag(
+        "NdisMSendNetBufferListsComplete",
+        flags,
+        NDIS_SEND_COMPLETE_FLAGS_DISPATCH_LEVEL,
+    );
     if let Some(block) = block(handle, "NdisMSendNetBufferListsComplete")
         && block
             .pause_during_send_completion
@@ -1079,10 +1247,19 @@ pub unsafe extern "efiapi" fn NdisMSendNetBufferListsComplete(
     let mut nbl = nbls;
     while !nbl.is_null() {
         if sent.remove(&(nbl as usize)).is_none() {
+            // NdisMSendNetBufferListsComplete returns NBLs "that the miniport driver received in previous
+            // calls to its MiniportSendNetBufferLists function", each once.
             violation(format!(
                 "completing NBL {nbl:p}, which is not an outstanding send"
             ));
             return;
+        }
+        // The completion returns "the final status of a send request"
+        // (NdisMSendNetBufferListsComplete, Microsoft's NDIS documentation), which the protocol
+        // reads from each NBL's Status: the miniport writes it first (NET_BUFFER_LIST_STATUS).
+        // SAFETY: an NBL the simulator sent, live until this completion.
+        if unsafe { (*nbl).Status } == UNWRITTEN_STATUS {
+            violation(format!("NBL {nbl:p} completed without its Status written"));
         }
         // SAFETY: the chain the driver completes is made of NBLs the simulator sent.
         nbl = unsafe { (*nbl).Next };
@@ -1115,13 +1292,16 @@ pub unsafe extern "efiapi" fn NdisAllocateNetBufferAndNetBufferList(
     offset: ULONG,
     length: usize,
 ) -> *mut NET_BUFFER_LIST {
+    // NdisAllocateNetBufferAndNetBufferList (ndis.h): "IRQL <= DISPATCH_LEVEL".
     irql::require_at_most(DISPATCH_LEVEL, "NdisAllocateNetBufferAndNetBufferList");
     if !NBL_POOLS.lock().unwrap().contains(&(pool as usize)) {
+        // PoolHandle is a pool handle NdisAllocateNetBufferListPool returned
+        // (NdisAllocateNetBufferAndNetBufferList).
         violation(format!("allocating from unknown NBL pool {pool:p}"));
         return null_mut();
     }
     if context_size != 0 || context_backfill != 0 {
-        violation("the simulator allocates NBLs without context");
+        unsupported("NBL context space (NdisAllocateNetBufferAndNetBufferList's ContextSize)");
     }
     if should_fail(Site::NdisAllocateNetBufferAndNetBufferList) {
         return null_mut();
@@ -1136,6 +1316,7 @@ pub unsafe extern "efiapi" fn NdisAllocateNetBufferAndNetBufferList(
     nb.nb.DataLength = length as u32;
     nbl.nbl.FirstNetBuffer = &mut nb.nb;
     nbl.nbl.NdisPoolHandle = pool;
+    nbl.nbl.NblFlags = NDIS_ALLOCATION_FLAG;
     let address: *mut NET_BUFFER_LIST = &mut nbl.nbl;
     ALLOCATED_NBLS.lock().unwrap().insert(
         address as usize,
@@ -1150,6 +1331,7 @@ pub unsafe extern "efiapi" fn NdisAllocateNetBufferAndNetBufferList(
 
 #[kernel_export]
 pub unsafe extern "efiapi" fn NdisFreeNetBufferList(nbl: *mut NET_BUFFER_LIST) {
+    // NdisFreeNetBufferList (ndis.h): "IRQL <= DISPATCH_LEVEL".
     irql::require_at_most(DISPATCH_LEVEL, "NdisFreeNetBufferList");
     let held = ADAPTERS.lock().unwrap().iter().any(|&handle| {
         // SAFETY: a live adapter block.
@@ -1158,6 +1340,8 @@ pub unsafe extern "efiapi" fn NdisFreeNetBufferList(nbl: *mut NET_BUFFER_LIST) {
         receive.held.contains(&(nbl as usize)) || receive.returning.contains(&(nbl as usize))
     });
     if held {
+        // A miniport owns an indicated NBL again only when MiniportReturnNetBufferLists gives it back
+        // (MINIPORT_RETURN_NET_BUFFER_LISTS).
         violation("freeing an NBL the stack still holds");
         return;
     }
@@ -1167,32 +1351,37 @@ pub unsafe extern "efiapi" fn NdisFreeNetBufferList(nbl: *mut NET_BUFFER_LIST) {
         .remove(&(nbl as usize))
         .is_none()
     {
+        // NdisFreeNetBufferList frees an NBL allocated from one of the miniport's pools
+        // (NdisFreeNetBufferList).
         violation(format!("freeing NBL {nbl:p}, which was not allocated"));
     }
 }
 
+/// What protocols leave in the info entries of an NBL they give back: not the miniport's, so a
+/// miniport that indicates the NBL again clears it.
+const STACK_LEFTOVER: PVOID = 0x5C81_BB1E as PVOID;
+
 /// The stack's bookkeeping on a receive NBL it gives back, as protocols leave it: info entries
-/// of their own, flags of their own, and the NET_BUFFER's MDL pointers changed (a protocol that
-/// retreated and advanced the data start, say). The miniport must set every one of them again
-/// before it indicates the NBL again, and must keep its own MDL where NDIS does not write.
+/// of their own and a flag of their own. The NET_BUFFER comes back as it was indicated, MDL chain
+/// and offsets included: NDIS returns "NET_BUFFER_LIST structures, associated NET_BUFFER
+/// structures, and any attached MDLs" to the miniport (MINIPORT_RETURN_NET_BUFFER_LISTS,
+/// Microsoft's NDIS documentation), and a protocol that advanced the data start while it read a
+/// packet retreats before it returns it ("Retreat and Advance Operations": "Retreat operations are
+/// required ... when a driver returns received data to an underlying driver").
 fn scribble_on_returned(nbl: *mut NET_BUFFER_LIST) {
-    /// An MDL of the stack's own, as far as the driver is concerned: zeroes it never allocated.
-    static FOREIGN_MDL: [u64; 6] = [0; 6];
     // SAFETY: an NBL the stack holds until it returns it, which it is about to.
     unsafe {
         for entry in [0, 8, 10, MaxNetBufferListInfo - 1] {
-            (*nbl).NetBufferListInfo[entry] = 0x5C81_BB1E as PVOID;
+            (*nbl).NetBufferListInfo[entry] = STACK_LEFTOVER;
         }
         (*nbl).NblFlags |= NDIS_NBL_FLAGS_IS_TCP;
-        let nb = (*nbl).FirstNetBuffer;
-        (*nb).MdlChain = (&raw const FOREIGN_MDL).cast_mut().cast();
-        (*nb).CurrentMdl = (*nb).MdlChain;
     }
 }
 
 /// What a miniport must have set on a receive NBL before it indicates it: NDIS routes the
 /// return by `SourceHandle` (NET_BUFFER_LIST, Microsoft's NDIS documentation), and nothing the
-/// stack left from an earlier indication may remain.
+/// stack left from an earlier indication may remain: a reused NBL carrying the stack's info
+/// entries or flags describes a packet it is not.
 fn check_indicated(handle: NDIS_HANDLE, nbl: *mut NET_BUFFER_LIST) {
     // SAFETY: an NBL the driver indicates, live until returned.
     let nbl = unsafe { &*nbl };
@@ -1202,21 +1391,80 @@ fn check_indicated(handle: NDIS_HANDLE, nbl: *mut NET_BUFFER_LIST) {
             nbl.SourceHandle
         ));
     }
-    for (entry, value) in nbl.NetBufferListInfo.iter().enumerate() {
-        if entry != NetBufferListFrameType && !value.is_null() {
+    for (entry, &value) in nbl.NetBufferListInfo.iter().enumerate() {
+        if value == STACK_LEFTOVER {
             violation(format!(
-                "an indicated NBL carries NetBufferListInfo[{entry}] = {value:p} from before"
+                "an indicated NBL carries NetBufferListInfo[{entry}] as the stack left it"
             ));
         }
     }
-    let flags = nbl.NblFlags;
-    if flags != NDIS_NBL_FLAGS_IS_IPV4 && flags != NDIS_NBL_FLAGS_IS_IPV6 {
-        violation(format!("an indicated NBL's flags are {flags:#x}"));
-    }
     // SAFETY: the NBL's one NET_BUFFER (read_received checks there is one).
     let nb = unsafe { &*nbl.FirstNetBuffer };
-    if nb.MdlChain != nb.CurrentMdl || !crate::io::is_mdl(nb.MdlChain) {
-        violation("an indicated NBL's NET_BUFFER does not start at an MDL of the driver's");
+    if nb.CurrentMdl.is_null() {
+        // A NET_BUFFER's data is described by its MDL chain (NET_BUFFER: MdlChain, CurrentMdl).
+        violation("an indicated NBL's NET_BUFFER has no MDL");
+        return;
+    }
+    let data = indicated_data(std::ptr::from_ref(nbl).cast_mut());
+    check_nbl_flags(nbl.NblFlags, &data);
+}
+
+/// The `NblFlags` of an indicated NBL: NDIS's bits as NDIS left them, and the flags that
+/// describe the packet true of it (NET_BUFFER_LIST, Microsoft's NDIS documentation: each flag
+/// says "All of the Ethernet frames in this NET_BUFFER_LIST structure are" IPv4, IPv6, TCP or
+/// UDP frames; IS_IPV4 and IS_IPV6 exclude each other, as IS_TCP and IS_UDP do). A miniport of
+/// raw IP packets marks each NBL IPv4 or IPv6 ("MB Raw IP Packet Processing Support": "The
+/// NblFlags member ... must be set to NDIS_NBL_FLAGS_IS_IPV4" for an IPv4 packet, IS_IPV6 for
+/// an IPv6 one); and header-data split is only for a miniport that enabled it ("Header-Data
+/// Split"), which the simulator does not model, so its flags are a leftover.
+fn check_nbl_flags(flags: ULONG, packet: &[u8]) {
+    if flags & NBL_FLAGS_RESERVED_FOR_NDIS != NDIS_ALLOCATION_FLAG {
+        violation(format!(
+            "an indicated NBL's flags are {flags:#x}: the bits 0x04 to 0x80, which nbl.h reserves \
+             for NDIS, are not as NDIS allocated the NBL ({NDIS_ALLOCATION_FLAG:#x})"
+        ));
+    }
+    let version = packet.first().map(|byte| byte >> 4);
+    let (ip_flag, transport) = match version {
+        Some(4) => (NDIS_NBL_FLAGS_IS_IPV4, packet.get(9)),
+        Some(6) => (NDIS_NBL_FLAGS_IS_IPV6, packet.get(6)),
+        _ => (0, None),
+    };
+    let ip_flags = flags & (NDIS_NBL_FLAGS_IS_IPV4 | NDIS_NBL_FLAGS_IS_IPV6);
+    if ip_flag != 0 && ip_flags != ip_flag {
+        violation(format!(
+            "an indicated IPv{} packet's NBL flags are {flags:#x}, not marked IS_IPV{} alone",
+            version.unwrap_or_default(),
+            version.unwrap_or_default(),
+        ));
+    }
+    // The transport, where the first header after IP says it: TCP (6), UDP (17), ICMP (1) or
+    // ICMPv6 (58). Behind IPv6 extension headers it is not looked for.
+    let known = transport
+        .copied()
+        .filter(|protocol| [1, 6, 17, 58].contains(protocol));
+    for (flag, name, protocol) in [
+        (NDIS_NBL_FLAGS_IS_TCP, "IS_TCP", 6),
+        (NDIS_NBL_FLAGS_IS_UDP, "IS_UDP", 17),
+    ] {
+        if flags & flag != 0 && known.is_some_and(|known| known != protocol) {
+            violation(format!(
+                "an indicated NBL's flags are {flags:#x}: {name}, but its packet's protocol is {}",
+                known.unwrap_or_default()
+            ));
+        }
+    }
+    let split = NDIS_NBL_FLAGS_HD_SPLIT
+        | NDIS_NBL_FLAGS_SPLIT_AT_UPPER_LAYER_PROTOCOL_HEADER
+        | NDIS_NBL_FLAGS_SPLIT_AT_UPPER_LAYER_PROTOCOL_PAYLOAD;
+    if flags & (NDIS_NBL_FLAGS_IS_TCP | NDIS_NBL_FLAGS_IS_UDP)
+        == NDIS_NBL_FLAGS_IS_TCP | NDIS_NBL_FLAGS_IS_UDP
+        || flags & split != 0
+    {
+        violation(format!(
+            "an indicated NBL's flags are {flags:#x}: both IS_TCP and IS_UDP, or header-data \
+             split flags on a miniport without header-data split"
+        ));
     }
 }
 
@@ -1234,8 +1482,9 @@ fn indicated_data<'a>(nbl: *mut NET_BUFFER_LIST) -> std::borrow::Cow<'a, [u8]> {
             (*nb).DataLength as usize,
         );
         if !mdl.is_null() && offset + length <= (*mdl).ByteCount as usize {
-            let base =
-                crate::faults::as_system(|| MmGetSystemAddressForMdlSafe(mdl, NormalPagePriority));
+            let base = crate::bookkeeping::faults::as_system(|| {
+                MmGetSystemAddressForMdlSafe(mdl, NormalPagePriority)
+            });
             if !base.is_null() {
                 return std::borrow::Cow::Borrowed(std::slice::from_raw_parts(
                     base.cast::<u8>().add(offset),
@@ -1243,7 +1492,7 @@ fn indicated_data<'a>(nbl: *mut NET_BUFFER_LIST) -> std::borrow::Cow<'a, [u8]> {
                 ));
             }
         }
-        std::borrow::Cow::Owned(crate::io::read_mdl_chain(mdl, offset, length).0)
+        std::borrow::Cow::Owned(crate::mm::mdl::read_mdl_chain(mdl, offset, length).0)
     }
 }
 
@@ -1253,9 +1502,11 @@ fn read_received(nbl: *mut NET_BUFFER_LIST) -> Received {
     unsafe {
         let nb = (*nbl).FirstNetBuffer;
         if nb.is_null() || !(*nb).Next.is_null() {
+            // A miniport indicates one NET_BUFFER on each NET_BUFFER_LIST ("Indicating Received Data from a
+            // Miniport Driver").
             violation("a receive NBL must carry exactly one NET_BUFFER");
         }
-        let (data, address) = crate::io::read_mdl_chain(
+        let (data, address) = crate::mm::mdl::read_mdl_chain(
             (*nb).CurrentMdl,
             (*nb).CurrentMdlOffset as usize,
             (*nb).DataLength as usize,
@@ -1278,27 +1529,41 @@ pub unsafe extern "efiapi" fn NdisMIndicateReceiveNetBufferLists(
     count: ULONG,
     flags: ULONG,
 ) {
+    // NdisMIndicateReceiveNetBufferLists (ndis.h): "IRQL <= DISPATCH_LEVEL".
     irql::require_at_most(DISPATCH_LEVEL, "NdisMIndicateReceiveNetBufferLists");
     let Some(block) = block(handle, "NdisMIndicateReceiveNetBufferLists") else {
         return;
     };
-    let at_dispatch = irql::current() == DISPATCH_LEVEL;
-    if at_dispatch != (flags & NDIS_RECEIVE_FLAGS_DISPATCH_LEVEL != 0) {
-        violation(format!(
-            "receive flags {flags:#x} do not match IRQL {}",
-            irql::current()
+    check_dispatch_flag(
+        "NdisMIndicateReceiveNetBufferLists",
+        flags,
+        NDIS_RECEIVE_FLAGS_DISPATCH_LEVEL,
+    );
+    // The flags NdisMIndicateReceiveNetBufferLists documents ("ReceiveFlags"): the ones that only
+    // describe the chain are accepted, RESOURCES changes who owns the NBLs, the rest the simulator
+    // does not model.
+    let modelled = NDIS_RECEIVE_FLAGS_DISPATCH_LEVEL
+        | NDIS_RECEIVE_FLAGS_RESOURCES
+        | NDIS_RECEIVE_FLAGS_SINGLE_ETHER_TYPE
+        | NDIS_RECEIVE_FLAGS_SINGLE_VLAN
+        | NDIS_RECEIVE_FLAGS_PERFECT_FILTERED;
+    if flags & !modelled != 0 {
+        unsupported(format!(
+            "receive flags {:#x} (of {flags:#x})",
+            flags & !modelled
         ));
     }
-    if flags & !NDIS_RECEIVE_FLAGS_DISPATCH_LEVEL != 0 {
+    // A miniport indicates on the default port unless it allocated another
+    // (NdisMAllocatePort, "NDIS Ports"), which this driver's imports cannot.
+    if port != NDIS_DEFAULT_PORT_NUMBER {
         violation(format!(
-            "the simulator supports no receive flags but DISPATCH_LEVEL: {flags:#x}"
+            "indication on port {port}, which the miniport never allocated"
         ));
-    }
-    if port != 0 {
-        violation("indication on a port other than the default");
     }
     let state = *block.state.lock().unwrap();
     if state != AdapterState::Running {
+        // A paused miniport does not indicate received data ("Pausing an Adapter"; "Miniport Adapter
+        // States and Operations").
         violation(format!("indication while the adapter is {state:?}"));
     }
     let mut chain = Vec::new();
@@ -1309,21 +1574,33 @@ pub unsafe extern "efiapi" fn NdisMIndicateReceiveNetBufferLists(
         next = unsafe { (*next).Next };
     }
     if chain.len() != count as usize {
+        // NumberOfNetBufferLists is the number of NET_BUFFER_LIST structures in the linked list
+        // (NdisMIndicateReceiveNetBufferLists).
         violation(format!("indicated {} NBLs but said {count}", chain.len()));
     }
     block
         .indicating
         .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    // NDIS_RECEIVE_FLAGS_RESOURCES: "the miniport driver reclaims ownership of the
+    // NET_BUFFER_LIST structures ... immediately after the call to
+    // NdisMIndicateReceiveNetBufferLists returns" (NdisMIndicateReceiveNetBufferLists, Microsoft's
+    // NDIS documentation): the stack reads them now and never returns them.
+    let reclaimed = flags & NDIS_RECEIVE_FLAGS_RESOURCES != 0;
+    if flags & NDIS_RECEIVE_FLAGS_SINGLE_ETHER_TYPE != 0 {
+        check_single_ether_type(&chain);
+    }
     let mut sunk = Vec::new();
     let (mode, sink) = {
         let mut receive = block.receive.lock().unwrap();
         for &nbl in &chain {
             if !ALLOCATED_NBLS.lock().unwrap().contains_key(&nbl) {
+                // An indicated NBL comes from a pool of the miniport's (NdisAllocateNetBufferAndNetBufferList).
                 violation(format!("indicating NBL {nbl:#x}, which was not allocated"));
                 continue;
             }
             check_indicated(handle, nbl as *mut NET_BUFFER_LIST);
             if receive.held.contains(&nbl) || receive.returning.contains(&nbl) {
+                // An NBL the stack holds is the stack's until MiniportReturnNetBufferLists returns it.
                 violation(format!(
                     "indicating NBL {nbl:#x}, which the stack still holds"
                 ));
@@ -1336,6 +1613,8 @@ pub unsafe extern "efiapi" fn NdisMIndicateReceiveNetBufferLists(
             }
             receive.packets += 1;
             match receive.mode {
+                // The miniport takes them back when the call returns: the stack keeps nothing.
+                _ if reclaimed => {}
                 ReturnMode::Hold => receive.held.push(nbl),
                 ReturnMode::Immediately | ReturnMode::PauseDuringIndication => {
                     receive.returning.push(nbl)
@@ -1361,7 +1640,7 @@ pub unsafe extern "efiapi" fn NdisMIndicateReceiveNetBufferLists(
     if mode == ReturnMode::PauseDuringIndication {
         pause_from_another_thread(handle);
     }
-    if mode != ReturnMode::Hold {
+    if mode != ReturnMode::Hold && !reclaimed {
         return_nbls(handle, &chain);
     }
     block
@@ -1369,15 +1648,109 @@ pub unsafe extern "efiapi" fn NdisMIndicateReceiveNetBufferLists(
         .fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
 }
 
+/// NDIS_RECEIVE_FLAGS_SINGLE_ETHER_TYPE: "all of the NET_BUFFER_LIST structures in the list ...
+/// have the same protocol type (EtherType)" (NdisMIndicateReceiveNetBufferLists, Microsoft's NDIS
+/// documentation), which the stack then does not look at for each one.
+fn check_single_ether_type(chain: &[usize]) {
+    // SAFETY: NBLs the driver indicates, live until returned.
+    let frame_type = |nbl: usize| unsafe {
+        (*(nbl as *mut NET_BUFFER_LIST)).NetBufferListInfo[NetBufferListFrameType]
+    };
+    if let Some(&first) = chain.first()
+        && chain
+            .iter()
+            .any(|&nbl| frame_type(nbl) != frame_type(first))
+    {
+        violation(
+            "NDIS_RECEIVE_FLAGS_SINGLE_ETHER_TYPE on an indication whose NBLs have different \
+             frame types",
+        );
+    }
+}
+
+/// MiniportPause (to Paused) or MiniportRestartEx (to Running), with NDIS's bookkeeping of the
+/// adapter's state.
+pub(crate) fn transition(handle: NDIS_HANDLE, from: AdapterState, to: AdapterState) -> NDIS_STATUS {
+    let state = state(handle);
+    if state != from {
+        // A check on the test: NDIS's state machine ("Miniport Adapter States and Operations").
+        violation(format!(
+            "the simulator moves an adapter {state:?} -> {to:?}"
+        ));
+    }
+    let handlers = handlers().expect("a registered driver");
+    let context = adapter_context(handle);
+    let status = if to == AdapterState::Paused {
+        let mut parameters = PauseParameters {
+            header: NDIS_OBJECT_HEADER {
+                Type: NDIS_OBJECT_TYPE_DEFAULT,
+                Revision: 1,
+                Size: 0xC,
+            },
+            flags: 0,
+            pause_reason: 0,
+        };
+        irql::call_at(PASSIVE_LEVEL, "MiniportPause", || {
+            // SAFETY: the driver's handler with its context and live parameters.
+            unsafe { (handlers.pause)(context, (&raw mut parameters).cast()) }
+        })
+    } else {
+        let mut parameters = RestartParameters {
+            header: NDIS_OBJECT_HEADER {
+                Type: NDIS_OBJECT_TYPE_DEFAULT,
+                Revision: 1,
+                Size: 0x14,
+            },
+            restart_attributes: 0,
+            flags: 0,
+        };
+        irql::call_at(PASSIVE_LEVEL, "MiniportRestartEx", || {
+            // SAFETY: the driver's handler with its context and live parameters.
+            unsafe { (handlers.restart)(context, (&raw mut parameters).cast()) }
+        })
+    };
+    if status == NDIS_STATUS_SUCCESS && to == AdapterState::Paused {
+        check_no_send_outstanding(handle);
+    }
+    if status == NDIS_STATUS_PENDING && to == AdapterState::Paused {
+        set_state(handle, AdapterState::Pausing);
+    } else if status == NDIS_STATUS_PENDING {
+        unsupported("a pending restart (NdisMRestartComplete)");
+    } else if status == NDIS_STATUS_SUCCESS {
+        set_state(handle, to);
+    }
+    status
+}
+
+#[repr(C)]
+struct PauseParameters {
+    header: NDIS_OBJECT_HEADER,
+    flags: u32,
+    pause_reason: u32,
+}
+
+#[repr(C)]
+struct RestartParameters {
+    header: NDIS_OBJECT_HEADER,
+    restart_attributes: usize,
+    flags: u32,
+}
+
 /// NDIS pausing the adapter from another thread while this one indicates: returns once that
 /// pause has returned, or after 100 ms if it waits for this indication (as it may).
 fn pause_from_another_thread(handle: NDIS_HANDLE) {
-    let adapter = crate::Adapter::from_handle(handle);
     let (returned, changed) = &*PAUSE_RETURNED;
     *returned.lock().unwrap() = false;
+    // The handle names NDIS's adapter block, which NDIS uses from any thread.
+    let adapter = handle as usize;
     std::thread::spawn(move || {
-        let status = adapter.pause();
+        let status = transition(
+            adapter as NDIS_HANDLE,
+            AdapterState::Running,
+            AdapterState::Paused,
+        );
         if status != NDIS_STATUS_SUCCESS && status != NDIS_STATUS_PENDING {
+            // MiniportPause returns NDIS_STATUS_SUCCESS or NDIS_STATUS_PENDING (MINIPORT_PAUSE).
             violation(format!("MiniportPause failed: {status:#x}"));
         }
         let (returned, changed) = &*PAUSE_RETURNED;
@@ -1396,6 +1769,19 @@ fn pause_from_another_thread(handle: NDIS_HANDLE) {
 static PAUSE_RETURNED: std::sync::LazyLock<(Mutex<bool>, std::sync::Condvar)> =
     std::sync::LazyLock::new(|| (Mutex::new(false), std::sync::Condvar::new()));
 
+/// A dispatch-level flag may be set only at DISPATCH_LEVEL; clear, it says nothing ("Dispatch
+/// IRQL Tracking", Microsoft's NDIS documentation: "If the current IRQL is unknown, or the caller
+/// is not running at DISPATCH_LEVEL, the caller should clear this flag", so clearing it is always
+/// right and setting it below DISPATCH_LEVEL is the error).
+fn check_dispatch_flag(what: &str, flags: ULONG, dispatch_flag: ULONG) {
+    let irql = irql::current();
+    if flags & dispatch_flag != 0 && irql != DISPATCH_LEVEL {
+        violation(format!(
+            "{what} with the DISPATCH_LEVEL flag ({flags:#x}) at IRQL {irql}"
+        ));
+    }
+}
+
 /// The stack gives NBLs back to the driver, in the order given, in one call.
 pub fn return_nbls(handle: NDIS_HANDLE, nbls: &[usize]) {
     if nbls.is_empty() {
@@ -1410,6 +1796,7 @@ pub fn return_nbls(handle: NDIS_HANDLE, nbls: &[usize]) {
             } else if let Some(position) = receive.returning.iter().position(|held| held == nbl) {
                 receive.returning.remove(position);
             } else {
+                // A check on the simulator's own bookkeeping.
                 violation(format!(
                     "the simulator returns NBL {nbl:#x}, which it does not hold"
                 ));
@@ -1443,11 +1830,14 @@ pub fn return_nbls(handle: NDIS_HANDLE, nbls: &[usize]) {
 
 #[kernel_export]
 pub unsafe extern "efiapi" fn NdisMPauseComplete(handle: NDIS_HANDLE) {
+    // NdisMPauseComplete (ndis.h): "IRQL <= DISPATCH_LEVEL".
     irql::require_at_most(DISPATCH_LEVEL, "NdisMPauseComplete");
     let Some(block) = block(handle, "NdisMPauseComplete") else {
         return;
     };
     if block.indicating.load(std::sync::atomic::Ordering::SeqCst) != 0 {
+        // "Pausing an Adapter": before the pause completes, the miniport waits for all calls to
+        // NdisMIndicateReceiveNetBufferLists to return.
         violation(
             "NdisMPauseComplete inside NdisMIndicateReceiveNetBufferLists: the pause completes \
              while an indication is still under way",
@@ -1455,6 +1845,7 @@ pub unsafe extern "efiapi" fn NdisMPauseComplete(handle: NDIS_HANDLE) {
     }
     let mut state = block.state.lock().unwrap();
     if *state != AdapterState::Pausing {
+        // NdisMPauseComplete completes a pause that MiniportPause pended (NdisMPauseComplete).
         violation(format!(
             "NdisMPauseComplete while the adapter is {:?}",
             *state

@@ -1,0 +1,364 @@
+//! Layer: mm, memory, above ob. It calls processes (their memory), ke and bookkeeping.
+//!
+//! MDLs: allocated, probed and locked, mapped, partial, freed; and reading the data an MDL
+//! chain describes.
+
+// The exports below are the kernel's own functions: their safety contracts are the ones
+// Microsoft documents, and checking them is this module's job.
+#![allow(clippy::missing_safety_doc)]
+
+use std::collections::BTreeMap;
+use std::ptr::null_mut;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use oxtun_driver::sys::*;
+use oxtun_sim_macros::kernel_export;
+
+use crate::bookkeeping::faults::{Site, should_fail};
+use crate::bookkeeping::leaks::{note_freed_mdl, note_locked_mdl};
+use crate::bookkeeping::verifier::{house_rule, unsupported, violation};
+use crate::ke::irql;
+use crate::ob::process::{self, ProcessState};
+
+const STATUS_ACCESS_VIOLATION: NTSTATUS = 0xC000_0005_u32 as i32;
+
+/// An MDL's state beyond what the MDL itself records.
+#[derive(Default)]
+struct MdlState {
+    locked_by: Option<Arc<ProcessState>>,
+    mapped: Option<(usize, u32)>,
+    /// Pages the MDL can describe, as IoAllocateMdl sized it.
+    pages: usize,
+    /// For a partial MDL: the MDL whose locked pages it describes.
+    partial_of: Option<usize>,
+}
+
+const PAGE_SIZE: usize = 4096;
+
+fn pages_spanned(address: usize, length: usize) -> usize {
+    (address % PAGE_SIZE + length).div_ceil(PAGE_SIZE)
+}
+
+static MDLS: Mutex<BTreeMap<usize, MdlState>> = Mutex::new(BTreeMap::new());
+
+pub fn mdls_outstanding() -> usize {
+    MDLS.lock().unwrap().len()
+}
+
+/// The priority flags of the last mapping, to check the driver maps no-execute.
+pub static LAST_MAPPING_PRIORITY: AtomicU64 = AtomicU64::new(0);
+
+#[kernel_export]
+pub unsafe extern "efiapi" fn IoAllocateMdl(
+    address: PVOID,
+    length: ULONG,
+    secondary: u8,
+    charge_quota: u8,
+    irp: PIRP,
+) -> PMDL {
+    // IoAllocateMdl (wdm.h): "IRQL <= DISPATCH_LEVEL".
+    irql::require_at_most(DISPATCH_LEVEL, "IoAllocateMdl");
+    if secondary != 0 || charge_quota != 0 || !irp.is_null() {
+        unsupported("IoAllocateMdl for an IRP, as a secondary buffer or charging quota");
+    }
+    if should_fail(Site::IoAllocateMdl) {
+        return null_mut();
+    }
+    // SAFETY: MDL is plain data.
+    let mut mdl: Box<MDL> = Box::new(unsafe { std::mem::zeroed() });
+    mdl.StartVa = address;
+    mdl.ByteCount = length;
+    let mdl = Box::into_raw(mdl);
+    let state = MdlState {
+        pages: pages_spanned(address as usize, length as usize),
+        ..MdlState::default()
+    };
+    MDLS.lock().unwrap().insert(mdl as usize, state);
+    mdl
+}
+
+#[kernel_export]
+pub unsafe extern "efiapi" fn IoFreeMdl(mdl: PMDL) {
+    // IoFreeMdl (wdm.h): "IRQL <= DISPATCH_LEVEL".
+    irql::require_at_most(DISPATCH_LEVEL, "IoFreeMdl");
+    let Some(state) = MDLS.lock().unwrap().remove(&(mdl as usize)) else {
+        // IoFreeMdl releases "an MDL that was allocated by IoAllocateMdl" (IoFreeMdl).
+        violation(format!("freeing unknown MDL {mdl:p}"));
+        return;
+    };
+    // Pages locked through the MDL are unlocked first ("Using MDLs": MmUnlockPages, then
+    // IoFreeMdl); else they stay locked until Bug Check 0x76 (PROCESS_HAS_LOCKED_PAGES). A mapping
+    // goes with the unlock, and "if such a mapping exists, IoFreeMdl releases the
+    // system-address-space mapping for a partial MDL" (IoBuildPartialMdl).
+    if state.locked_by.is_some() {
+        violation("freeing an MDL whose pages are still locked");
+    }
+    note_freed_mdl(mdl as usize);
+    // SAFETY: allocated by IoAllocateMdl, removed from the table once.
+    drop(unsafe { Box::from_raw(mdl) });
+}
+
+/// The SEH shim's counterpart: MmProbeAndLockPages with its exception returned as a status.
+#[kernel_export]
+pub unsafe extern "efiapi" fn OxtunProbeAndLockPages(
+    mdl: PMDL,
+    mode: KPROCESSOR_MODE,
+    operation: LOCK_OPERATION,
+) -> NTSTATUS {
+    // MmProbeAndLockPages (wdm.h): "IRQL <= APC_LEVEL".
+    irql::require_at_most(APC_LEVEL, "MmProbeAndLockPages");
+    let mut mdls = MDLS.lock().unwrap();
+    let Some(state) = mdls.get_mut(&(mdl as usize)) else {
+        // MmProbeAndLockPages fills an MDL the caller allocated (IoAllocateMdl).
+        violation(format!("probing unknown MDL {mdl:p}"));
+        return STATUS_INVALID_PARAMETER;
+    };
+    if state.locked_by.is_some() {
+        // An MDL describes one locked range: probing it again overwrites the page array of pages
+        // still locked, which are then never unlocked ("Using MDLs").
+        violation("probing an MDL that is already locked");
+    }
+    // Windows probes for whatever access is asked (MmProbeAndLockPages); the driver writes both
+    // rings' headers, and pages probed only for reading would let a read-only mapping through.
+    if operation != IoWriteAccess {
+        house_rule("the driver writes the rings: it must probe them for IoWriteAccess");
+    }
+    if should_fail(Site::ProbeAndLockPages) {
+        return STATUS_ACCESS_VIOLATION;
+    }
+    // SAFETY: a live MDL from IoAllocateMdl.
+    let (address, length) = unsafe { ((*mdl).StartVa as usize, (*mdl).ByteCount as usize) };
+    let process = process::current();
+    if mode == UserMode && !process::lock_user_range(&process, address, length, 1) {
+        return STATUS_ACCESS_VIOLATION;
+    }
+    state.locked_by = Some(process);
+    note_locked_mdl(mdl as usize);
+    STATUS_SUCCESS
+}
+
+#[kernel_export]
+pub unsafe extern "efiapi" fn MmUnlockPages(mdl: PMDL) {
+    // MmUnlockPages (wdm.h): "IRQL <= DISPATCH_LEVEL".
+    irql::require_at_most(DISPATCH_LEVEL, "MmUnlockPages");
+    let mut mdls = MDLS.lock().unwrap();
+    let Some(state) = mdls.get_mut(&(mdl as usize)) else {
+        // MmUnlockPages takes the MDL MmProbeAndLockPages filled (MmUnlockPages).
+        violation(format!("unlocking unknown MDL {mdl:p}"));
+        return;
+    };
+    let Some(process) = state.locked_by.take() else {
+        // MmUnlockPages unlocks the pages a preceding MmProbeAndLockPages locked through this MDL
+        // (MmUnlockPages).
+        violation("unlocking an MDL that is not locked");
+        return;
+    };
+    // "If the MDL was built by a call to MmProbeAndLockPages, you do not need to explicitly release
+    // the system-address-space mapping. A call to MmUnlockPages releases the mapping, if one was
+    // allocated." (MmGetSystemAddressForMdlSafe, Microsoft's wdm.h documentation.)
+    if state.mapped.take().is_some() {
+        // SAFETY: a live MDL, whose mapping goes with the lock.
+        unsafe {
+            (*mdl).MdlFlags &= !MDL_MAPPED_TO_SYSTEM_VA;
+            (*mdl).MappedSystemVa = null_mut();
+        }
+    }
+    let source = mdl as usize;
+    let in_use = mdls
+        .values()
+        .any(|other| other.partial_of == Some(source) && other.mapped.is_some());
+    if in_use {
+        // A partial MDL with a mapping of its own maps the source's pages; unlocking them under it
+        // leaves a system mapping of pages the memory manager may reuse (IoBuildPartialMdl: the
+        // mapping lasts until MmPrepareMdlForReuse or IoFreeMdl releases it).
+        violation("unlocking pages a mapped partial MDL still describes");
+    }
+    // SAFETY: a live MDL.
+    let (address, length) = unsafe { ((*mdl).StartVa as usize, (*mdl).ByteCount as usize) };
+    process::lock_user_range(&process, address, length, -1);
+}
+
+#[kernel_export]
+pub unsafe extern "efiapi" fn MmMapLockedPagesSpecifyCache(
+    mdl: PMDL,
+    mode: KPROCESSOR_MODE,
+    _cache: u32,
+    requested: PVOID,
+    bug_check_on_failure: ULONG,
+    priority: u32,
+) -> PVOID {
+    // MmMapLockedPagesSpecifyCache (wdm.h): "IRQL <= DISPATCH_LEVEL".
+    irql::require_at_most(DISPATCH_LEVEL, "MmMapLockedPagesSpecifyCache");
+    if mode != KernelMode || !requested.is_null() {
+        unsupported("MmMapLockedPagesSpecifyCache into user space or at a requested address");
+    }
+    // Windows allows BugCheckOnFailure for KernelMode mappings (MmMapLockedPagesSpecifyCache);
+    // a driver that can fail the request instead must not stop the system over it.
+    if bug_check_on_failure != 0 {
+        house_rule("MmMapLockedPagesSpecifyCache with BugCheckOnFailure: fail the request instead");
+    }
+    let mut mdls = MDLS.lock().unwrap();
+    let Some(state) = mdls.get_mut(&(mdl as usize)) else {
+        // MmMapLockedPagesSpecifyCache maps an MDL the caller allocated (IoAllocateMdl).
+        violation(format!("mapping unknown MDL {mdl:p}"));
+        return null_mut();
+    };
+    if (state.locked_by.is_none() && state.partial_of.is_none()) || state.mapped.is_some() {
+        // MmMapLockedPagesSpecifyCache maps locked pages (its MemoryDescriptorList "describes the
+        // physical pages to be mapped", locked by MmProbeAndLockPages or built on non-paged memory);
+        // a second mapping of a mapped MDL leaks the first (MmGetSystemAddressForMdlSafe maps only
+        // an MDL without MDL_MAPPED_TO_SYSTEM_VA).
+        violation("mapping an MDL that is not locked, or already mapped");
+    }
+    if should_fail(Site::MmMapLockedPagesSpecifyCache) {
+        return null_mut();
+    }
+    // The simulated system address is the user address: one address space.
+    // SAFETY: a live MDL.
+    let address = unsafe { (*mdl).StartVa as usize + (*mdl).ByteOffset as usize };
+    state.mapped = Some((address, priority));
+    // SAFETY: a live MDL, which the kernel marks as mapped (and a partial one as mapped by a
+    // mapping of its own).
+    unsafe {
+        (*mdl).MdlFlags |= MDL_MAPPED_TO_SYSTEM_VA;
+        (*mdl).MappedSystemVa = address as PVOID;
+        if state.partial_of.is_some() {
+            (*mdl).MdlFlags |= MDL_PARTIAL_HAS_BEEN_MAPPED;
+        }
+    }
+    if state.partial_of.is_none() {
+        LAST_MAPPING_PRIORITY.store(u64::from(priority), Ordering::SeqCst);
+    }
+    address as PVOID
+}
+
+#[kernel_export]
+pub unsafe extern "efiapi" fn MmUnmapLockedPages(address: PVOID, mdl: PMDL) {
+    // MmUnmapLockedPages (wdm.h): "IRQL <= DISPATCH_LEVEL".
+    irql::require_at_most(DISPATCH_LEVEL, "MmUnmapLockedPages");
+    let mut mdls = MDLS.lock().unwrap();
+    match mdls.get_mut(&(mdl as usize)) {
+        Some(state) if state.mapped.is_some_and(|(at, _)| at == address as usize) => {
+            state.mapped = None;
+            // SAFETY: a live MDL.
+            unsafe {
+                (*mdl).MdlFlags &= !(MDL_PARTIAL_HAS_BEEN_MAPPED | MDL_MAPPED_TO_SYSTEM_VA);
+                (*mdl).MappedSystemVa = null_mut();
+            }
+        }
+        // MmUnmapLockedPages "releases a mapping that was set up by a preceding call to the
+        // MmMapLockedPages or MmMapLockedPagesSpecifyCache routine" (MmUnmapLockedPages).
+        _ => violation(format!(
+            "unmapping {address:p}, which this MDL does not map"
+        )),
+    }
+}
+
+#[kernel_export]
+pub unsafe extern "efiapi" fn IoBuildPartialMdl(
+    source: PMDL,
+    target: PMDL,
+    address: PVOID,
+    length: ULONG,
+) {
+    // IoBuildPartialMdl (wdm.h): "IRQL <= DISPATCH_LEVEL".
+    irql::require_at_most(DISPATCH_LEVEL, "IoBuildPartialMdl");
+    let mut mdls = MDLS.lock().unwrap();
+    let Some(source_state) = mdls.get(&(source as usize)) else {
+        // SourceMdl is "an MDL that describes the original buffer" (IoBuildPartialMdl).
+        violation("IoBuildPartialMdl from an unknown MDL");
+        return;
+    };
+    if source_state.locked_by.is_none() {
+        // "Before the driver calls IoBuildPartialMdl, the physical pages that are described by the
+        // source MDL must be locked" (IoBuildPartialMdl).
+        violation("IoBuildPartialMdl from an MDL that is not locked");
+        return;
+    }
+    let source_mapping = source_state.mapped.map(|(at, _)| at);
+    // SAFETY: a live MDL.
+    let (start, count) = unsafe {
+        (
+            (*source).StartVa as usize + (*source).ByteOffset as usize,
+            (*source).ByteCount as usize,
+        )
+    };
+    let (address, length) = (address as usize, length as usize);
+    if address < start || address + length > start + count {
+        // Length and VirtualAddress "must specify a buffer that is a proper subrange of the buffer
+        // that is described by SourceMdl" (IoBuildPartialMdl).
+        violation("IoBuildPartialMdl outside the source MDL's buffer");
+        return;
+    }
+    let Some(state) = mdls.get_mut(&(target as usize)) else {
+        // TargetMdl is "a pointer to a caller-allocated MDL" (IoBuildPartialMdl).
+        violation(format!("IoBuildPartialMdl into unknown MDL {target:p}"));
+        return;
+    };
+    if state.mapped.is_some() {
+        // "To prevent this new mapping from leaking, the driver must call MmPrepareMdlForReuse before
+        // it reuses the partial MDL" (IoBuildPartialMdl).
+        violation("IoBuildPartialMdl into an MDL that is still mapped: MmPrepareMdlForReuse first");
+    }
+    if pages_spanned(address, length) > state.pages {
+        // TargetMdl "must be large enough to describe the pages in the subrange that are specified
+        // by VirtualAddress and Length" (IoBuildPartialMdl).
+        violation("IoBuildPartialMdl into an MDL too small for the range");
+        return;
+    }
+    state.partial_of = Some(source as usize);
+    // SAFETY: a live MDL of the driver's, described anew. A mapped source's mapping covers the
+    // part too, so the partial MDL inherits it (and is not to be unmapped on its own).
+    unsafe {
+        (*target).StartVa = (address & !(PAGE_SIZE - 1)) as PVOID;
+        (*target).ByteOffset = (address % PAGE_SIZE) as u32;
+        (*target).ByteCount = length as u32;
+        (*target).MdlFlags = MDL_PARTIAL;
+        (*target).MappedSystemVa = null_mut();
+        if let Some(mapped) = source_mapping {
+            (*target).MdlFlags |= MDL_MAPPED_TO_SYSTEM_VA;
+            (*target).MappedSystemVa = (mapped + (address - start)) as PVOID;
+        }
+    }
+}
+
+/// The data an MDL chain describes from `offset`, `length` bytes, mapping MDLs as a consumer
+/// of the driver's NBLs would (MmGetSystemAddressForMdlSafe); and the address of its first
+/// byte.
+pub(crate) fn read_mdl_chain(
+    mut mdl: PMDL,
+    mut offset: usize,
+    mut length: usize,
+) -> (Vec<u8>, usize) {
+    let mut data = Vec::with_capacity(length);
+    let mut first = 0;
+    while length > 0 {
+        if mdl.is_null() {
+            // A NET_BUFFER's MDL chain maps its data (NET_BUFFER: MdlChain, the list of MDLs that
+            // map the data buffer), so it holds at least DataLength bytes past the offset.
+            violation("an NBL's MDL chain is shorter than its data");
+            break;
+        }
+        // The stack's mapping, not one of the driver's calls to fail.
+        let base = crate::bookkeeping::faults::as_system(|| {
+            // SAFETY: a live MDL of the driver's chain; the simulator's own export maps it as a
+            // consumer would.
+            unsafe { MmGetSystemAddressForMdlSafe(mdl, NormalPagePriority) }
+        });
+        // SAFETY: a live MDL.
+        let count = unsafe { (*mdl).ByteCount as usize };
+        let take = count.saturating_sub(offset).min(length);
+        // SAFETY: the mapped buffer holds `count` bytes.
+        let bytes = unsafe { std::slice::from_raw_parts(base.cast::<u8>().add(offset), take) };
+        if data.is_empty() {
+            first = bytes.as_ptr() as usize;
+        }
+        data.extend_from_slice(bytes);
+        length -= take;
+        offset = 0;
+        // SAFETY: a live MDL.
+        mdl = unsafe { (*mdl).Next };
+    }
+    (data, first)
+}

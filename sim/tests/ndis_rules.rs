@@ -1,0 +1,339 @@
+//! The simulated NDIS's rules, shown with a minimal miniport of the test's own (`miniport/`):
+//! what Windows allows passes, what Windows forbids is reported.
+
+mod miniport;
+
+use oxtun_driver::sys::*;
+use oxtun_sim::{Fragmentation, verifier};
+
+/// Runs `work` with violations recorded, and returns them.
+fn violations_of(work: impl FnOnce()) -> Vec<String> {
+    verifier::record_violations();
+    verifier::take_recorded();
+    work();
+    verifier::take_recorded()
+}
+
+/// `NDIS_RECEIVE_FLAGS_SINGLE_ETHER_TYPE` (the WDK's NDIS headers).
+const NDIS_RECEIVE_FLAGS_SINGLE_ETHER_TYPE: ULONG = 0x100;
+
+const PACKET: [u8; 20] = [
+    0x45, 0, 0, 20, 0, 0, 0, 0, 64, 17, 0, 0, 10, 0, 0, 1, 10, 0, 0, 2,
+];
+
+#[oxtun_sim::test]
+fn characteristics_of_revision_3_register_a_miniport() {
+    // NDIS 6.80 and later miniports, Wintun's among them, register revision 3.
+    let (driver, adapter) = miniport::load(3).unwrap();
+    adapter.halt();
+    assert!(driver.unload().is_empty());
+}
+
+#[oxtun_sim::test]
+fn a_send_completed_without_the_dispatch_flag_at_dispatch_level_is_allowed() {
+    let (driver, adapter) = miniport::load(2).unwrap();
+    // Clearing the flag is always right: the completion does not say it runs at DISPATCH_LEVEL.
+    miniport::on_send(|nbls, _flags| miniport::complete(nbls, Some(NDIS_STATUS_SUCCESS), 0));
+    let violations = violations_of(|| {
+        let statuses = adapter.send(
+            &[vec![PACKET.to_vec()]],
+            Fragmentation::CONTIGUOUS,
+            DISPATCH_LEVEL,
+        );
+        assert_eq!(statuses, [NDIS_STATUS_SUCCESS]);
+    });
+    assert_eq!(violations, Vec::<String>::new());
+    // Setting it below DISPATCH_LEVEL is the error.
+    miniport::on_send(|nbls, _flags| {
+        miniport::complete(
+            nbls,
+            Some(NDIS_STATUS_SUCCESS),
+            NDIS_SEND_COMPLETE_FLAGS_DISPATCH_LEVEL,
+        )
+    });
+    let violations = violations_of(|| {
+        adapter.send(
+            &[vec![PACKET.to_vec()]],
+            Fragmentation::CONTIGUOUS,
+            PASSIVE_LEVEL,
+        );
+    });
+    assert_eq!(violations.len(), 1, "{violations:?}");
+    assert!(
+        violations[0].contains("DISPATCH_LEVEL flag"),
+        "{violations:?}"
+    );
+    adapter.halt();
+    assert!(driver.unload().is_empty());
+}
+
+#[oxtun_sim::test]
+fn an_nbl_completed_without_its_status_written_is_reported() {
+    let (driver, adapter) = miniport::load(2).unwrap();
+    miniport::on_send(|nbls, flags| miniport::complete(nbls, None, flags));
+    let violations = violations_of(|| {
+        adapter.send(
+            &[vec![PACKET.to_vec()]],
+            Fragmentation::CONTIGUOUS,
+            DISPATCH_LEVEL,
+        );
+    });
+    assert_eq!(violations.len(), 1, "{violations:?}");
+    assert!(violations[0].contains("Status"), "{violations:?}");
+    adapter.halt();
+    assert!(driver.unload().is_empty());
+}
+
+/// NBLs the test miniport indicates: one pool, and per NBL a pool buffer with the packet and an
+/// MDL of its own describing it, as a miniport that copies into non-paged pool builds them.
+struct Receives {
+    pool: NDIS_HANDLE,
+}
+
+impl Receives {
+    fn new() -> Receives {
+        let parameters = NET_BUFFER_LIST_POOL_PARAMETERS {
+            Header: NDIS_OBJECT_HEADER {
+                Type: NDIS_OBJECT_TYPE_DEFAULT,
+                Revision: NET_BUFFER_LIST_POOL_PARAMETERS_REVISION_1,
+                Size: NDIS_SIZEOF_NET_BUFFER_LIST_POOL_PARAMETERS_REVISION_1,
+            },
+            ProtocolId: 0,
+            fAllocateNetBuffer: 1,
+            ContextSize: 0,
+            PoolTag: POOL_TAG,
+            DataSize: 0,
+        };
+        // SAFETY (test): the simulator's export, with the adapter's handle and live parameters.
+        let pool =
+            unsafe { NdisAllocateNetBufferListPool(miniport::adapter_handle(), &parameters) };
+        assert!(!pool.is_null());
+        Receives { pool }
+    }
+
+    /// An NBL carrying `packet` as an IP packet of `ether_type`.
+    fn nbl(&self, packet: &[u8], ether_type: u16) -> *mut NET_BUFFER_LIST {
+        // SAFETY (test): the simulator's exports; the buffer lives until the MDL is freed (the
+        // return hook frees both).
+        unsafe {
+            let buffer = ExAllocatePool2(POOL_FLAG_NON_PAGED, packet.len(), POOL_TAG);
+            std::ptr::copy_nonoverlapping(packet.as_ptr(), buffer.cast(), packet.len());
+            let mdl = IoAllocateMdl(buffer, packet.len() as u32, 0, 0, std::ptr::null_mut());
+            // As MmBuildMdlForNonPagedPool describes non-paged pool.
+            (*mdl).MdlFlags |= MDL_SOURCE_IS_NONPAGED_POOL;
+            (*mdl).MappedSystemVa = buffer;
+            let nbl = NdisAllocateNetBufferAndNetBufferList(self.pool, 0, 0, mdl, 0, packet.len());
+            (*nbl).SourceHandle = miniport::adapter_handle();
+            (*nbl).NblFlags |= NDIS_NBL_FLAGS_IS_IPV4;
+            (*nbl).NetBufferListInfo[NetBufferListFrameType] = ether_type.to_be() as usize as PVOID;
+            nbl
+        }
+    }
+}
+
+/// Frees a returned NBL as a miniport that allocates per indication does: the MDL it finds on
+/// the NBL's NET_BUFFER, the buffer that MDL describes, and the NBL.
+fn free_returned(nbls: *mut NET_BUFFER_LIST) {
+    let mut nbl = nbls;
+    while !nbl.is_null() {
+        // SAFETY (test): NBLs NDIS returned to the miniport, with their MDLs.
+        unsafe {
+            let next = (*nbl).Next;
+            let mdl = (*(*nbl).FirstNetBuffer).MdlChain;
+            let buffer = (*mdl).MappedSystemVa;
+            IoFreeMdl(mdl);
+            ExFreePoolWithTag(buffer, POOL_TAG);
+            NdisFreeNetBufferList(nbl);
+            nbl = next;
+        }
+    }
+}
+
+fn chain(nbls: &[*mut NET_BUFFER_LIST]) -> *mut NET_BUFFER_LIST {
+    for pair in nbls.windows(2) {
+        // SAFETY (test): NBLs the test allocated and owns.
+        unsafe { (*pair[0]).Next = pair[1] };
+    }
+    nbls[0]
+}
+
+fn indicate(nbls: &[*mut NET_BUFFER_LIST], flags: ULONG) {
+    // SAFETY (test): the simulator's export, with NBLs the test miniport owns.
+    unsafe {
+        NdisMIndicateReceiveNetBufferLists(
+            miniport::adapter_handle(),
+            chain(nbls),
+            0,
+            nbls.len() as u32,
+            flags,
+        )
+    };
+}
+
+#[oxtun_sim::test]
+fn a_miniport_may_free_the_mdl_it_finds_on_a_returned_nbl() {
+    let (driver, adapter) = miniport::load(2).unwrap();
+    let receives = Receives::new();
+    miniport::on_return(|nbls, _flags| free_returned(nbls));
+    let nbls = [
+        receives.nbl(&PACKET, NDIS_ETH_TYPE_IPV4),
+        receives.nbl(&PACKET, NDIS_ETH_TYPE_IPV4),
+    ];
+    indicate(&nbls, 0);
+    assert_eq!(adapter.take_received().len(), 2);
+    // Every MDL, buffer and NBL the miniport made is gone again.
+    // SAFETY (test): the pool, empty again.
+    unsafe { NdisFreeNetBufferListPool(receives.pool) };
+    adapter.halt();
+    assert!(driver.unload().is_empty());
+}
+
+#[oxtun_sim::test]
+fn receive_flags_may_leave_out_dispatch_level_and_say_single_ether_type() {
+    let (driver, adapter) = miniport::load(2).unwrap();
+    let receives = Receives::new();
+    miniport::on_return(|nbls, _flags| free_returned(nbls));
+    let violations = violations_of(|| {
+        let nbls = [
+            receives.nbl(&PACKET, NDIS_ETH_TYPE_IPV4),
+            receives.nbl(&PACKET, NDIS_ETH_TYPE_IPV4),
+        ];
+        oxtun_sim::irql::at_dispatch("a miniport's DPC", || {
+            indicate(&nbls, NDIS_RECEIVE_FLAGS_SINGLE_ETHER_TYPE)
+        });
+    });
+    assert_eq!(violations, Vec::<String>::new());
+    assert_eq!(adapter.take_received().len(), 2);
+    // The flags that say what is not so are reported: DISPATCH_LEVEL below it, one EtherType
+    // for NBLs of two.
+    let violations = violations_of(|| {
+        indicate(
+            &[receives.nbl(&PACKET, NDIS_ETH_TYPE_IPV4)],
+            NDIS_RECEIVE_FLAGS_DISPATCH_LEVEL,
+        );
+        indicate(
+            &[
+                receives.nbl(&PACKET, NDIS_ETH_TYPE_IPV4),
+                receives.nbl(&PACKET, NDIS_ETH_TYPE_IPV6),
+            ],
+            NDIS_RECEIVE_FLAGS_SINGLE_ETHER_TYPE,
+        );
+    });
+    assert_eq!(violations.len(), 2, "{violations:?}");
+    assert!(
+        violations[0].contains("DISPATCH_LEVEL flag"),
+        "{violations:?}"
+    );
+    assert!(
+        violations[1].contains("SINGLE_ETHER_TYPE"),
+        "{violations:?}"
+    );
+    adapter.take_received();
+    // SAFETY (test): the pool, empty again.
+    unsafe { NdisFreeNetBufferListPool(receives.pool) };
+    adapter.halt();
+    assert!(driver.unload().is_empty());
+}
+
+#[oxtun_sim::test]
+fn nbls_indicated_with_the_resources_flag_stay_the_miniports() {
+    const NDIS_RECEIVE_FLAGS_RESOURCES: ULONG = 0x2;
+    let (driver, adapter) = miniport::load(2).unwrap();
+    let receives = Receives::new();
+    miniport::on_return(|_nbls, _flags| panic!("NDIS returned NBLs indicated with RESOURCES"));
+    let nbl = receives.nbl(&PACKET, NDIS_ETH_TYPE_IPV4);
+    indicate(&[nbl], NDIS_RECEIVE_FLAGS_RESOURCES);
+    assert_eq!(adapter.take_received().len(), 1);
+    // The miniport has them back as soon as the indication returns.
+    free_returned(nbl);
+    // SAFETY (test): the pool, empty again.
+    unsafe { NdisFreeNetBufferListPool(receives.pool) };
+    adapter.halt();
+    assert!(driver.unload().is_empty());
+}
+
+#[oxtun_sim::test]
+fn an_indicated_nbl_may_carry_info_of_its_own_but_not_what_the_stack_left() {
+    const TCP_IP_CHECKSUM_NET_BUFFER_LIST_INFO: usize = 0;
+    /// NDIS_TCP_IP_CHECKSUM_NET_BUFFER_LIST_INFO with IpChecksumSucceeded (a receive's flags).
+    const IP_CHECKSUM_SUCCEEDED: usize = 1 << 3;
+    let (driver, adapter) = miniport::load(2).unwrap();
+    let receives = Receives::new();
+    // The stack gives the NBL back; the miniport keeps it to indicate again, as is.
+    let returned = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let kept = returned.clone();
+    miniport::on_return(move |nbl, _flags| kept.lock().unwrap().push(nbl as usize));
+    let nbl = receives.nbl(&PACKET, NDIS_ETH_TYPE_IPV4);
+    // SAFETY (test): an NBL the miniport owns.
+    unsafe {
+        (*nbl).NetBufferListInfo[TCP_IP_CHECKSUM_NET_BUFFER_LIST_INFO] =
+            IP_CHECKSUM_SUCCEEDED as PVOID
+    };
+    let violations = violations_of(|| indicate(&[nbl], 0));
+    assert_eq!(violations, Vec::<String>::new());
+    assert_eq!(*returned.lock().unwrap(), [nbl as usize]);
+    // Indicated again without clearing what the stack left in it: reported.
+    let violations = violations_of(|| indicate(&[nbl], 0));
+    assert!(
+        violations
+            .iter()
+            .any(|violation| violation.contains("as the stack left it")),
+        "{violations:?}"
+    );
+    adapter.take_received();
+    free_returned(nbl);
+    // SAFETY (test): the pool, empty again.
+    unsafe { NdisFreeNetBufferListPool(receives.pool) };
+    adapter.halt();
+    assert!(driver.unload().is_empty());
+}
+
+#[oxtun_sim::test]
+fn a_miniport_sets_the_flags_that_describe_its_packet_and_keeps_ndiss() {
+    const NDIS_NBL_FLAGS_IS_TCP: ULONG = 0x800;
+    const NDIS_NBL_FLAGS_IS_UDP: ULONG = 0x1000;
+    let (driver, adapter) = miniport::load(2).unwrap();
+    let receives = Receives::new();
+    miniport::on_return(|nbls, _flags| free_returned(nbls));
+    // NdisSetNblFlag on a fresh NBL: the flags NDIS set at allocation stay, and UDP is true.
+    let violations = violations_of(|| {
+        let nbl = receives.nbl(&PACKET, NDIS_ETH_TYPE_IPV4);
+        // SAFETY (test): an NBL the miniport owns.
+        unsafe { (*nbl).NblFlags |= NDIS_NBL_FLAGS_IS_UDP };
+        indicate(&[nbl], 0);
+    });
+    assert_eq!(violations, Vec::<String>::new());
+    assert_eq!(
+        adapter.take_received()[0].nbl_flags,
+        oxtun_sim::NDIS_ALLOCATION_FLAG | NDIS_NBL_FLAGS_IS_IPV4 | NDIS_NBL_FLAGS_IS_UDP
+    );
+    // Flags overwritten (NDIS's bit lost), an IPv4 packet marked IPv6 too, a UDP packet marked
+    // TCP: each reported.
+    let violations = violations_of(|| {
+        for flags in [
+            NDIS_NBL_FLAGS_IS_IPV4,
+            oxtun_sim::NDIS_ALLOCATION_FLAG | NDIS_NBL_FLAGS_IS_IPV4 | NDIS_NBL_FLAGS_IS_IPV6,
+            oxtun_sim::NDIS_ALLOCATION_FLAG | NDIS_NBL_FLAGS_IS_IPV4 | NDIS_NBL_FLAGS_IS_TCP,
+        ] {
+            let nbl = receives.nbl(&PACKET, NDIS_ETH_TYPE_IPV4);
+            // SAFETY (test): an NBL the miniport owns.
+            unsafe { (*nbl).NblFlags = flags };
+            indicate(&[nbl], 0);
+        }
+    });
+    assert_eq!(violations.len(), 3, "{violations:?}");
+    assert!(
+        violations[0].contains("reserves for NDIS"),
+        "{violations:?}"
+    );
+    assert!(
+        violations[1].contains("not marked IS_IPV4 alone"),
+        "{violations:?}"
+    );
+    assert!(violations[2].contains("IS_TCP, but"), "{violations:?}");
+    adapter.take_received();
+    // SAFETY (test): the pool, empty again.
+    unsafe { NdisFreeNetBufferListPool(receives.pool) };
+    adapter.halt();
+    assert!(driver.unload().is_empty());
+}
