@@ -52,6 +52,11 @@ loom=(env CARGO_TARGET_DIR=target/loom RUSTFLAGS="--cfg loom" CARGO_PROFILE_RELE
 # packets and cases under cfg(miri)).
 cargo +nightly miri test -p oxtun-abi --locked
 cargo nextest run --workspace --locked --no-fail-fast
+# The driver's own tests again under the simulator's Driver Verifier handle checks
+# (docs/simulator.md), as docs/windows.md runs the driver under Verifier.
+OXTUN_SIM_VERIFIER=handles cargo nextest run --locked --no-fail-fast -p oxtun \
+    -E 'not (binary_id(oxtun::kernel_image) | binary_id(oxtun::inf) | binary_id(oxtun::layout)
+        | binary_id(oxtun::setup))'
 # The driver's suite again on the shipped x64 kernel image, built above, which the simulator
 # loads in place of the host build: tests/*.rs with the fault sweep, the emulator's tests, the
 # deployed-client conformance suite and the C application on the API library (the emulators they

@@ -565,7 +565,7 @@ fn a_relative_timeout_expires_on_the_clock_tick() {
 }
 
 #[oxtun_sim::test]
-fn driver_verifiers_handle_checks_report_a_reference_to_an_invalid_handle() {
+fn driver_verifiers_handle_checks_report_an_invalid_handle_referenced_while_attached() {
     use oxtun_sim::{Bitness, Process, Token, process};
     let user = Process::new(Token::Administrator, Bitness::Bits64);
     let (handle, _event) = user.create_event(SYNCHRONIZE);
@@ -586,12 +586,43 @@ fn driver_verifiers_handle_checks_report_a_reference_to_an_invalid_handle() {
             }
         })
     };
+    // Referenced from a system thread attached to the process, as a force-close does.
+    let attached_reference = || {
+        let mut process = std::ptr::null_mut();
+        // SAFETY (test): the simulator's exports on the test's own process.
+        unsafe {
+            assert_eq!(
+                PsLookupProcessByProcessId(user.id() as HANDLE, &mut process),
+                STATUS_SUCCESS
+            );
+            let mut state: KAPC_STATE = std::mem::zeroed();
+            KeStackAttachProcess(process, &mut state);
+            let mut object = std::ptr::null_mut();
+            let status = ObReferenceObjectByHandle(
+                handle as HANDLE,
+                SYNCHRONIZE,
+                std::ptr::null_mut(),
+                UserMode,
+                &mut object,
+                std::ptr::null_mut(),
+            );
+            KeUnstackDetachProcess(&mut state);
+            ObfDereferenceObject(process.cast());
+            status
+        }
+    };
     // Without Verifier: the status, nothing more.
-    let violations = violations_of(|| assert_eq!(reference(), 0xC000_0008_u32 as i32));
+    let violations = violations_of(|| {
+        assert_eq!(reference(), 0xC000_0008_u32 as i32);
+        assert_eq!(attached_reference(), 0xC000_0008_u32 as i32);
+    });
     assert_eq!(violations, Vec::<String>::new());
     verifier::enable_handle_checks();
+    // A caller's own handle, validated in its context: what an IOCTL does with its arguments.
+    let violations = violations_of(|| assert_eq!(reference(), 0xC000_0008_u32 as i32));
+    assert_eq!(violations, Vec::<String>::new());
     let violations = violations_of(|| {
-        reference();
+        attached_reference();
     });
     assert!(
         violations.len() == 1 && violations[0].contains("Driver Verifier"),

@@ -63,8 +63,9 @@ pub fn take_recorded() -> Vec<String> {
 /// Turns on the checks Driver Verifier makes of the handles a driver references: a user handle
 /// referenced as KernelMode (its Miscellaneous Checks: "Driver Verifier also checks calls to
 /// ObReferenceObjectByHandle. You cannot pass a user-mode handle with kernel-mode access", bug
-/// check 0xC4 with 0xF6), and a handle that is not valid (no documented sub-code; what made
-/// Wintun stop validating handles with that call under Verifier, its commit 12e9f53). Off by
+/// check 0xC4 with 0xF6), and a handle that is not valid referenced by a thread attached to
+/// another process (no documented sub-code; what made Wintun stop validating its force-close's
+/// snapshot handles with that call under Verifier, its commit 12e9f53). Off by
 /// default, as Verifier is; on in every process whose environment has
 /// `OXTUN_SIM_VERIFIER=handles`.
 pub fn enable_handle_checks() {
