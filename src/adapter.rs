@@ -7,7 +7,9 @@ use core::sync::atomic::AtomicPtr;
 use crate::device;
 use crate::oid::{self, MTU, SUPPORTED_OIDS, Settings, Traffic};
 use crate::receive::Receiver;
-use crate::rings::{Caller, Owner, Registration, RegistrationSlot};
+use crate::rings::{
+    Caller, Owner, Registration, RegistrationIoctl, RegistrationRequest, RegistrationSlot,
+};
 use crate::statistics::Counters;
 use crate::sys::*;
 
@@ -92,13 +94,22 @@ impl Adapter {
         drop(adapter);
     }
 
-    /// The ring IOCTL: one registration at a time.
-    pub fn register_rings(&self, input: &[u8], caller: Caller) -> NTSTATUS {
+    /// Either ring IOCTL: one registration at a time.
+    pub fn register_rings(
+        &self,
+        input: &[u8],
+        ioctl: RegistrationIoctl,
+        caller: Caller,
+    ) -> NTSTATUS {
         let owner_file = caller.file.identity();
         let Some(claim) = self.registration.claim(owner_file) else {
             return STATUS_ALREADY_INITIALIZED;
         };
-        let registration = match Registration::new(input, caller) {
+        let request = match RegistrationRequest::decode(input, ioctl, caller.width) {
+            Ok(request) => request,
+            Err(status) => return status,
+        };
+        let registration = match Registration::new(request, caller) {
             Ok(registration) => registration,
             Err(status) => return status,
         };

@@ -11,10 +11,10 @@
 use core::ptr::{NonNull, null_mut};
 use core::sync::atomic::{AtomicPtr, Ordering};
 
-use oxtun_abi::{CallerWidth, TUN_IOCTL_REGISTER_RINGS};
+use oxtun_abi::{CallerWidth, TUN_IOCTL_REGISTER_RINGS, TUN_IOCTL_REGISTER_RINGS_EX};
 
 use crate::adapter::Adapter;
-use crate::rings::{Caller, Owner};
+use crate::rings::{Caller, Owner, RegistrationIoctl};
 use crate::sys::*;
 
 /// The first adapter of the driver's list, linked through `Adapter::next`; both changed only
@@ -144,13 +144,15 @@ unsafe fn request(device: PDEVICE_OBJECT, irp: PIRP) -> (DeviceObject, Irp) {
 unsafe extern "efiapi" fn dispatch_device_control(device: PDEVICE_OBJECT, irp: PIRP) -> NTSTATUS {
     // SAFETY: the dispatch routine's own arguments.
     let (device, irp) = unsafe { request(device, irp) };
-    if irp.ioctl_code() != TUN_IOCTL_REGISTER_RINGS {
-        return NDIS_DEVICE_CONTROL.forward(device, irp);
-    }
+    let ioctl = match irp.ioctl_code() {
+        TUN_IOCTL_REGISTER_RINGS => RegistrationIoctl::Plain,
+        TUN_IOCTL_REGISTER_RINGS_EX => RegistrationIoctl::Extended,
+        _ => return NDIS_DEVICE_CONTROL.forward(device, irp),
+    };
     let status = if !caller_is_system_or_administrator(irp.requestor_mode()) {
         STATUS_ACCESS_DENIED
     } else if let Some(adapter) = adapter_of(device) {
-        register(&adapter, &irp)
+        register(&adapter, &irp, ioctl)
     } else {
         // The adapter halted, or is halting: as Wintun answers then.
         NDIS_STATUS_ADAPTER_NOT_READY
@@ -158,7 +160,7 @@ unsafe extern "efiapi" fn dispatch_device_control(device: PDEVICE_OBJECT, irp: P
     irp.complete(status)
 }
 
-fn register(adapter: &Adapter, irp: &Irp) -> NTSTATUS {
+fn register(adapter: &Adapter, irp: &Irp, ioctl: RegistrationIoctl) -> NTSTATUS {
     let Some(file) = irp.reference_file_object() else {
         return STATUS_INVALID_PARAMETER;
     };
@@ -172,7 +174,7 @@ fn register(adapter: &Adapter, irp: &Irp) -> NTSTATUS {
         file,
         process: irp.process(),
     };
-    adapter.register_rings(irp.buffered_input(), caller)
+    adapter.register_rings(irp.buffered_input(), ioctl, caller)
 }
 
 /// The owner's handle is closing (cleanup) or its file object going away (close, which may come

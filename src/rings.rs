@@ -5,13 +5,70 @@
 use core::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 
 use oxtun_abi::{
-    CallerWidth, Reservation, ReserveError, RingDescriptor, RingReader, RingRegion,
-    RingRegistration, RingWriter, capacity_for_ring_size, packet_space,
+    CallerWidth, ExtendedRegistration, ExtendedRegistrationError, Features, Reservation,
+    ReserveError, RingDescriptor, RingReader, RingRegion, RingRegistration, RingWriter,
+    capacity_for_ring_size, packet_space,
 };
 
 use crate::receive::ReceiveRing;
 use crate::statistics::{Counters, Counts};
 use crate::sys::*;
+
+/// The features this driver serves (docs/offloads.md): a registration that asks for any other
+/// fails with STATUS_NOT_SUPPORTED, and the client registers again without it.
+pub const SUPPORTED_FEATURES: Features = Features::NONE;
+
+/// Which of the two registration IOCTLs a request came through.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum RegistrationIoctl {
+    /// TUN_IOCTL_REGISTER_RINGS: Wintun's, asking for nothing.
+    Plain,
+    /// TUN_IOCTL_REGISTER_RINGS_EX: ours, with a version and features.
+    Extended,
+}
+
+/// A registration request decoded from the IOCTL's input buffer: the rings, and the features
+/// asked for, each one this driver serves.
+pub struct RegistrationRequest {
+    pub rings: RingRegistration,
+}
+
+impl RegistrationRequest {
+    /// Decodes and checks the buffer of `ioctl` from a caller of `width`. Each refusal has the
+    /// status docs/offloads.md gives it: a version this driver does not know
+    /// STATUS_REVISION_MISMATCH, a feature bit it does not know or does not serve
+    /// STATUS_NOT_SUPPORTED (the client may retry without it), anything else malformed
+    /// STATUS_INVALID_PARAMETER, as a bad plain registration is.
+    pub fn decode(
+        input: &[u8],
+        ioctl: RegistrationIoctl,
+        width: CallerWidth,
+    ) -> Result<Self, NTSTATUS> {
+        let (rings, features) = match ioctl {
+            RegistrationIoctl::Plain => {
+                let rings =
+                    RingRegistration::decode(input, width).map_err(|_| STATUS_INVALID_PARAMETER)?;
+                (rings, Features::NONE)
+            }
+            RegistrationIoctl::Extended => {
+                let request =
+                    ExtendedRegistration::decode(input, width).map_err(|error| match error {
+                        ExtendedRegistrationError::UnknownVersion(_) => STATUS_REVISION_MISMATCH,
+                        ExtendedRegistrationError::UnknownFeatures(_) => STATUS_NOT_SUPPORTED,
+                        ExtendedRegistrationError::TooShort(_)
+                        | ExtendedRegistrationError::SizeMismatch { .. }
+                        | ExtendedRegistrationError::ReservedNotZero(_)
+                        | ExtendedRegistrationError::Rings(_) => STATUS_INVALID_PARAMETER,
+                    })?;
+                (request.rings, request.features)
+            }
+        };
+        if !SUPPORTED_FEATURES.contains(features) {
+            return Err(STATUS_NOT_SUPPORTED);
+        }
+        Ok(RegistrationRequest { rings })
+    }
+}
 
 /// Who asked for a registration, from the IRP.
 pub struct Caller {
@@ -78,10 +135,10 @@ pub struct Registration {
 }
 
 impl Registration {
-    /// Validates a TUN_REGISTER_RINGS buffer from `caller` and maps both rings.
-    pub fn new(input: &[u8], caller: Caller) -> Result<Self, NTSTATUS> {
-        let request =
-            RingRegistration::decode(input, caller.width).map_err(|_| STATUS_INVALID_PARAMETER)?;
+    /// Maps both rings of a decoded request from `caller`, validating their sizes, addresses
+    /// and events.
+    pub fn new(request: RegistrationRequest, caller: Caller) -> Result<Self, NTSTATUS> {
+        let RegistrationRequest { rings: request } = request;
         // The driver sets the send event; it waits on the receive event and resets it once
         // awake, so that a manual-reset event the client leaves set does not end every later
         // wait at once (Wintun asks for the same rights, for the same reason).

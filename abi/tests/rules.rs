@@ -700,24 +700,30 @@ fn extended_registration_refuses_every_field_it_does_not_know() {
     assert!(Features::KNOWN.contains(Features::VNET_HDR));
 }
 
-/// Until the emulator implements the extension, its decoder refuses the extended code as
-/// unknown, which the emulator answers with STATUS_INVALID_DEVICE_REQUEST: a failure, as an old
-/// driver's to the IOCTL, on which a client falls back to the plain registration.
+/// The emulator's message for the extension stands for TUN_IOCTL_REGISTER_RINGS_EX with its
+/// flags as the Features word: the emulator hands it to the driver as that IOCTL, which the driver
+/// answers as it answers a client's.
 #[test]
-fn the_emulator_message_for_the_extension_is_refused_as_an_unknown_ioctl_for_now() {
-    use oxtun_abi::emulator::{EMULATOR_FLAG_VNET_HDR, EmulatorMessageError, EmulatorRegistration};
+fn the_emulator_message_for_the_extension_stands_for_the_extended_ioctl() {
+    use oxtun_abi::emulator::{
+        EMULATOR_FLAG_VNET_HDR, EmulatorIoctl, EmulatorRegistration, EmulatorRequest,
+    };
     assert_eq!(EMULATOR_FLAG_VNET_HDR, OXTUN_FEATURE_VNET_HDR);
-    let mut message = EmulatorRegistration {
+    let rings = EmulatorRegistration {
         send_ring_size: ring_size(CAP),
         receive_ring_size: ring_size(CAP),
-    }
-    .encode();
+    };
+    let mut message = rings.encode();
     message[0..4].copy_from_slice(&TUN_IOCTL_REGISTER_RINGS_EX.to_le_bytes());
     message[12..16].copy_from_slice(&EMULATOR_FLAG_VNET_HDR.to_le_bytes());
+    assert_eq!(message, rings.encode_extended(Features::VNET_HDR));
     assert_eq!(
-        EmulatorRegistration::decode(&message),
-        Err(EmulatorMessageError::UnknownIoctl(
-            TUN_IOCTL_REGISTER_RINGS_EX
-        ))
+        EmulatorRequest::decode(&message),
+        Ok(EmulatorRequest {
+            rings,
+            ioctl: EmulatorIoctl::RegisterEx {
+                features: OXTUN_FEATURE_VNET_HDR
+            }
+        })
     );
 }

@@ -511,9 +511,9 @@ fn only_root_and_the_owner_open_the_device() {
     ));
 }
 
-/// docs/offloads.md, "Falling back": the emulator does not take the extended registration yet
-/// (it answers STATUS_INVALID_DEVICE_REQUEST, as a driver that knows no extension fails the
-/// unknown IOCTL), so a session that asks for headers registers again, plainly, on the same
+/// docs/offloads.md, "Falling back": the driver does not serve the per-packet header yet (it
+/// answers the extended registration asking for it with STATUS_NOT_SUPPORTED, as a driver
+/// answers a feature it does not serve), so a session that asks for headers registers again, plainly, on the same
 /// connection, says that it runs without headers, and carries traffic: pings answered, and what
 /// a header asks of a packet done in software before it goes in (a UDP super-packet cut into
 /// datagrams, a partial UDP checksum completed), which Linux's stack takes only if every length
@@ -542,7 +542,7 @@ fn a_session_that_asks_for_headers_falls_back_to_plain_and_carries_traffic() {
             .iter()
             .any(|(level, message)| *level == Level::Info
                 && message.contains("did not take the extended registration")
-                && message.contains("0xc0000010")),
+                && message.contains("0xc00000bb")),
         "{:?}",
         log.lock().unwrap()
     );

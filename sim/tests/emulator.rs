@@ -11,7 +11,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use oxtun_abi::emulator::EmulatorRegistration;
-use oxtun_abi::{MIN_CAPACITY, RING_ENDED, ring_size};
+use oxtun_abi::{Features, MIN_CAPACITY, RING_ENDED, ring_size};
 use oxtun_client::{Error, Session, send_with_descriptors};
 
 mod common;
@@ -23,6 +23,7 @@ use icmp::answer_pings;
 const STATUS_INVALID_PARAMETER: u32 = 0xC000_000D;
 const STATUS_INVALID_DEVICE_REQUEST: u32 = 0xC000_0010;
 const STATUS_ALREADY_INITIALIZED: u32 = 0xC000_0510;
+const STATUS_NOT_SUPPORTED: u32 = 0xC000_00BB;
 
 /// An IPv4-looking packet of `len` bytes (version 4), the rest a pattern with `seed`.
 fn packet(seed: u64, len: usize) -> Vec<u8> {
@@ -273,6 +274,11 @@ fn malformed_registrations_are_answered_and_harm_nothing() {
         receive_ring_size: size,
     }
     .encode();
+    let bad_size_extended = EmulatorRegistration {
+        send_ring_size: size + 4,
+        receive_ring_size: size,
+    }
+    .encode_extended(Features::NONE);
     let cases: Vec<(&str, Vec<u8>, Vec<&OwnedFd>, u32)> = vec![
         (
             "short message",
@@ -340,14 +346,36 @@ fn malformed_registrations_are_answered_and_harm_nothing() {
             all.to_vec(),
             STATUS_INVALID_PARAMETER,
         ),
+        // The extended message goes to the driver as TUN_IOCTL_REGISTER_RINGS_EX, its flags as
+        // the Features word, which the driver judges as it judges the IOCTL's.
+        (
+            "a feature no one knows",
+            [
+                &good.encode_extended(Features::NONE)[..12],
+                &[0, 0, 0, 0x80],
+            ]
+            .concat(),
+            all.to_vec(),
+            STATUS_NOT_SUPPORTED,
+        ),
+        (
+            "the extended message with a bad ring size",
+            bad_size_extended.to_vec(),
+            all.to_vec(),
+            STATUS_INVALID_PARAMETER,
+        ),
     ];
     let mut stream = UnixStream::connect(&emulator.socket).unwrap();
     for (name, message, descriptors, expected) in cases {
         assert_eq!(ask(&mut stream, &message, &descriptors), expected, "{name}");
     }
     assert!(emulator.alive());
-    // The same connection, then another, still register good rings.
-    assert_eq!(ask(&mut stream, &good.encode(), &all), 0);
+    // The same connection, then another, still register good rings: with the extended message
+    // asking for nothing, which registers as the plain one does, then with the plain one.
+    assert_eq!(
+        ask(&mut stream, &good.encode_extended(Features::NONE), &all),
+        0
+    );
     drop(stream);
     let session = retry_until_registered(&emulator);
     send_retrying(&session, &packet(1, 60));

@@ -8,8 +8,8 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use oxtun_abi::{
-    CallerWidth, MIN_CAPACITY, RING_ENDED, RingDescriptor, RingReader, RingRegion,
-    RingRegistration, RingWriter, TUN_IOCTL_REGISTER_RINGS, ring_size,
+    CallerWidth, ExtendedRegistration, Features, MIN_CAPACITY, RING_ENDED, RingDescriptor,
+    RingReader, RingRegion, RingRegistration, RingWriter, TUN_IOCTL_REGISTER_RINGS, ring_size,
 };
 use oxtun_driver::sys::*;
 use oxtun_sim::{Adapter, Bitness, DeviceHandle, Driver, EventObject, Leaks, Process, outstanding};
@@ -67,6 +67,17 @@ impl ClientRings {
     pub fn bytes(&self) -> Vec<u8> {
         let mut buffer = [0u8; 48];
         let len = self.request.encode(self.width, &mut buffer).unwrap();
+        buffer[..len].to_vec()
+    }
+
+    /// The TUN_IOCTL_REGISTER_RINGS_EX buffer for these rings, asking for `features`.
+    pub fn extended_bytes(&self, features: Features) -> Vec<u8> {
+        let extended = ExtendedRegistration {
+            rings: self.request,
+            features,
+        };
+        let mut buffer = [0u8; 64];
+        let len = extended.encode(self.width, &mut buffer).unwrap();
         buffer[..len].to_vec()
     }
 

@@ -283,8 +283,8 @@ static void test_errors_of_a_session(WINTUN_ADAPTER_HANDLE adapter, WINTUN_SESSI
 }
 
 /* Our own functions (docs/offloads.md): the layout of the header, every bad argument, and a
- * session that asks for the header. The emulator does not take the extended registration yet,
- * so that session comes up without headers, says so, and carries plain IP packets both ways. */
+ * session that asks for the header. The driver does not serve the header yet, so that session
+ * comes up without headers, says so, and carries plain IP packets both ways. */
 static void test_session_features(WINTUN_ADAPTER_HANDLE adapter)
 {
     CHECK(sizeof(OXTUN_VNET_HDR) == OXTUN_VNET_HDR_LEN);

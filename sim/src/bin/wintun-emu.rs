@@ -18,9 +18,13 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread;
 
-use oxtun_abi::emulator::{EmulatorRegistration, REGISTRATION_DESCRIPTORS};
+use oxtun_abi::emulator::{
+    EmulatorIoctl, EmulatorMessageError, EmulatorRequest, REGISTRATION_DESCRIPTORS,
+};
+use oxtun_abi::extension::TunRegisterRingsExHeader;
 use oxtun_abi::{
-    CallerWidth, RingDescriptor, RingRegistration, TUN_IOCTL_REGISTER_RINGS, capacity_for_ring_size,
+    CallerWidth, ExtendedRegistration, Features, RingDescriptor, RingRegistration,
+    TUN_IOCTL_REGISTER_RINGS, TUN_IOCTL_REGISTER_RINGS_EX, capacity_for_ring_size,
 };
 use oxtun_driver::sys::*;
 use oxtun_sim::tun::{self, ip};
@@ -370,11 +374,9 @@ fn register(
     descriptors: Vec<OwnedFd>,
     events: &mut Vec<Events>,
 ) -> u32 {
-    let request = match EmulatorRegistration::decode(message) {
-        Ok(request) => request,
-        Err(oxtun_abi::emulator::EmulatorMessageError::UnknownIoctl(_)) => {
-            return STATUS_INVALID_DEVICE_REQUEST;
-        }
+    let (request, ioctl) = match EmulatorRequest::decode(message) {
+        Ok(EmulatorRequest { rings, ioctl }) => (rings, ioctl),
+        Err(EmulatorMessageError::UnknownIoctl(_)) => return STATUS_INVALID_DEVICE_REQUEST,
         Err(_) => return STATUS_INVALID_PARAMETER,
     };
     let Ok([send_memory, send_event, receive_memory, receive_event]) =
@@ -435,11 +437,25 @@ fn register(
             tail_moved: receive_handle,
         },
     };
-    let mut buffer = [0u8; 48];
-    let len = registration
-        .encode(CallerWidth::Bits64, &mut buffer)
-        .expect("48 bytes");
-    let status = device.device_control(TUN_IOCTL_REGISTER_RINGS, &buffer[..len]) as u32;
+    let mut buffer = [0u8; 64];
+    let (code, len) = match ioctl {
+        EmulatorIoctl::Register => {
+            let len = registration.encode(CallerWidth::Bits64, &mut buffer);
+            (TUN_IOCTL_REGISTER_RINGS, len.expect("48 bytes"))
+        }
+        EmulatorIoctl::RegisterEx { features } => {
+            let extended = ExtendedRegistration {
+                rings: registration,
+                features: Features::NONE,
+            };
+            let len = extended.encode(CallerWidth::Bits64, &mut buffer);
+            // The feature bits as the client sent them, known or not: the driver judges them.
+            let at = std::mem::offset_of!(TunRegisterRingsExHeader, features);
+            buffer[at..at + 4].copy_from_slice(&features.to_le_bytes());
+            (TUN_IOCTL_REGISTER_RINGS_EX, len.expect("64 bytes"))
+        }
+    };
+    let status = device.device_control(code, &buffer[..len]) as u32;
     if status == 0 {
         provisional.keep();
         events.push(Events {
