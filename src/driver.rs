@@ -24,8 +24,8 @@ pub unsafe extern "efiapi" fn DriverEntry(
     let characteristics = NDIS_MINIPORT_DRIVER_CHARACTERISTICS {
         Header: NDIS_OBJECT_HEADER {
             Type: NDIS_OBJECT_TYPE_MINIPORT_DRIVER_CHARACTERISTICS,
-            Revision: NDIS_MINIPORT_DRIVER_CHARACTERISTICS_REVISION_2,
-            Size: NDIS_SIZEOF_MINIPORT_DRIVER_CHARACTERISTICS_REVISION_2,
+            Revision: NDIS_MINIPORT_DRIVER_CHARACTERISTICS_REVISION_3,
+            Size: NDIS_SIZEOF_MINIPORT_DRIVER_CHARACTERISTICS_REVISION_3,
         },
         MajorNdisVersion: NDIS_MINIPORT_MAJOR_VERSION,
         MinorNdisVersion: NDIS_MINIPORT_MINOR_VERSION,
@@ -49,6 +49,8 @@ pub unsafe extern "efiapi" fn DriverEntry(
         CancelOidRequestHandler: Some(cancel_oid_request),
         DirectOidRequestHandler: None,
         CancelDirectOidRequestHandler: None,
+        // Optional ("Miniport Adapter OID Requests": required only with RSSv2).
+        SynchronousOidRequestHandler: None,
     };
     let status = device::start();
     if !NT_SUCCESS(status) {

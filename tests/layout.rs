@@ -341,6 +341,14 @@ fn facts() -> Vec<(&'static str, usize)> {
             offset_of!(Characteristics, CancelDirectOidRequestHandler),
         ),
         (
+            "NDIS_SIZEOF_MINIPORT_DRIVER_CHARACTERISTICS_REVISION_3",
+            NDIS_SIZEOF_MINIPORT_DRIVER_CHARACTERISTICS_REVISION_3.into(),
+        ),
+        (
+            "FIELD_OFFSET(NDIS_MINIPORT_DRIVER_CHARACTERISTICS, SynchronousOidRequestHandler)",
+            offset_of!(Characteristics, SynchronousOidRequestHandler),
+        ),
+        (
             "FIELD_OFFSET(NET_BUFFER_LIST, Next)",
             offset_of!(NET_BUFFER_LIST, Next),
         ),
@@ -415,7 +423,7 @@ fn facts() -> Vec<(&'static str, usize)> {
 }
 
 /// The `pub const`s of `src/sys` that are not compared with the WDK, and why.
-const UNCHECKED_CONSTANTS: [(&str, &str); 3] = [
+const UNCHECKED_CONSTANTS: [(&str, &str); 4] = [
     (
         "SystemExtendedHandleInformation",
         "undocumented: no WDK header declares the SYSTEM_INFORMATION_CLASS values",
@@ -426,6 +434,10 @@ const UNCHECKED_CONSTANTS: [(&str, &str); 3] = [
     ),
     (
         "NDIS_SIZEOF_MINIPORT_DRIVER_CHARACTERISTICS_REVISION_2",
+        "an offset in the Rust declaration, not a literal: a fact above checks it",
+    ),
+    (
+        "NDIS_SIZEOF_MINIPORT_DRIVER_CHARACTERISTICS_REVISION_3",
         "the size of the Rust declaration, not a literal: a fact above checks it",
     ),
 ];
@@ -596,7 +608,7 @@ fn check_file() -> String {
  */
 
 #define NDIS_MINIPORT_DRIVER 1
-#define NDIS630_MINIPORT 1
+#define NDIS683_MINIPORT 1
 /* ntifs.h (which includes ntddk.h) before ndis.h: KAPC_STATE, for KeStackAttachProcess, is
  * declared only there. */
 #include <ntifs.h>

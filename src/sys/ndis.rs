@@ -27,9 +27,10 @@ pub const NDIS_STATUS_ADAPTER_NOT_READY: NDIS_STATUS = 0xC001_0011_u32 as i32;
 pub const NDIS_STATUS_MEDIA_DISCONNECTED: NDIS_STATUS = 0xC023_001F_u32 as i32;
 pub const NDIS_STATUS_PAUSED: NDIS_STATUS = 0xC023_002A_u32 as i32;
 
-/// The miniport's NDIS version: 6.30 (Windows 8 and later).
+/// The miniport's NDIS version: 6.83 (Windows 10 version 1903 and later; the driver needs 2004),
+/// the first with UDP segmentation offload (NDIS_OFFLOAD revision 6).
 pub const NDIS_MINIPORT_MAJOR_VERSION: u8 = 6;
-pub const NDIS_MINIPORT_MINOR_VERSION: u8 = 30;
+pub const NDIS_MINIPORT_MINOR_VERSION: u8 = 83;
 
 /// `NDIS_OBJECT_HEADER`: the type, revision and size every NDIS 6 structure starts with.
 #[repr(C)]
@@ -42,6 +43,8 @@ pub struct NDIS_OBJECT_HEADER {
 
 pub const NDIS_OBJECT_TYPE_MINIPORT_DRIVER_CHARACTERISTICS: u8 = 0x8A;
 pub const NDIS_MINIPORT_DRIVER_CHARACTERISTICS_REVISION_2: u8 = 2;
+/// Revision 3 (NDIS 6.80 and later) adds SynchronousOidRequestHandler.
+pub const NDIS_MINIPORT_DRIVER_CHARACTERISTICS_REVISION_3: u8 = 3;
 
 /// Opaque structures passed to handlers; their fields are declared when the driver reads them.
 macro_rules! opaque {
@@ -512,8 +515,9 @@ pub type MINIPORT_CANCEL_OID_REQUEST_HANDLER =
     unsafe extern "efiapi" fn(MiniportAdapterContext: NDIS_HANDLE, RequestId: PVOID);
 pub type MINIPORT_DIRECT_OID_REQUEST_HANDLER = MINIPORT_OID_REQUEST_HANDLER;
 pub type MINIPORT_CANCEL_DIRECT_OID_REQUEST_HANDLER = MINIPORT_CANCEL_OID_REQUEST_HANDLER;
+pub type MINIPORT_SYNCHRONOUS_OID_REQUEST_HANDLER = MINIPORT_OID_REQUEST_HANDLER;
 
-/// `NDIS_MINIPORT_DRIVER_CHARACTERISTICS` up to revision 2 (NDIS 6.1 and later).
+/// `NDIS_MINIPORT_DRIVER_CHARACTERISTICS` up to revision 3 (NDIS 6.80 and later).
 #[repr(C)]
 pub struct NDIS_MINIPORT_DRIVER_CHARACTERISTICS {
     pub Header: NDIS_OBJECT_HEADER,
@@ -539,9 +543,16 @@ pub struct NDIS_MINIPORT_DRIVER_CHARACTERISTICS {
     pub CancelOidRequestHandler: Option<MINIPORT_CANCEL_OID_REQUEST_HANDLER>,
     pub DirectOidRequestHandler: Option<MINIPORT_DIRECT_OID_REQUEST_HANDLER>,
     pub CancelDirectOidRequestHandler: Option<MINIPORT_CANCEL_DIRECT_OID_REQUEST_HANDLER>,
+    pub SynchronousOidRequestHandler: Option<MINIPORT_SYNCHRONOUS_OID_REQUEST_HANDLER>,
 }
 
-pub const NDIS_SIZEOF_MINIPORT_DRIVER_CHARACTERISTICS_REVISION_2: u16 =
+/// Through CancelDirectOidRequestHandler.
+pub const NDIS_SIZEOF_MINIPORT_DRIVER_CHARACTERISTICS_REVISION_2: u16 = offset_of!(
+    NDIS_MINIPORT_DRIVER_CHARACTERISTICS,
+    SynchronousOidRequestHandler
+) as u16;
+/// Through SynchronousOidRequestHandler.
+pub const NDIS_SIZEOF_MINIPORT_DRIVER_CHARACTERISTICS_REVISION_3: u16 =
     size_of::<NDIS_MINIPORT_DRIVER_CHARACTERISTICS>() as u16;
 
 #[cfg(target_pointer_width = "64")]
@@ -555,14 +566,15 @@ const _: () = {
             CancelOidRequestHandler
         ) == 128
     );
-    assert!(size_of::<NDIS_MINIPORT_DRIVER_CHARACTERISTICS>() == 152);
+    assert!(NDIS_SIZEOF_MINIPORT_DRIVER_CHARACTERISTICS_REVISION_2 == 152);
+    assert!(size_of::<NDIS_MINIPORT_DRIVER_CHARACTERISTICS>() == 160);
 };
 
 /// Pointer arrays the headers declare `DECLSPEC_ALIGN(MEMORY_ALLOCATION_ALIGNMENT)`.
 #[repr(C, align(16))]
 pub struct Aligned16<T>(pub T);
 
-/// `NET_BUFFER_LIST`, with `NetBufferListInfo` as long as an NDIS 6.30 driver for a 64-bit
+/// `NET_BUFFER_LIST`, with `NetBufferListInfo` as long as an NDIS 6.83 driver for a 64-bit
 /// Windows compiles it. NDIS allocates NBLs, with at least that many entries (later versions
 /// have more), so the size of this struct means nothing.
 #[repr(C, align(16))]
@@ -586,9 +598,10 @@ pub struct NET_BUFFER_LIST {
 
 /// `NDIS_NET_BUFFER_LIST_INFO::NetBufferListFrameType`: the EtherType, in network byte order.
 pub const NetBufferListFrameType: usize = 7;
-/// `NDIS_NET_BUFFER_LIST_INFO::MaxNetBufferListInfo` for NDIS 6.30 on x64 and ARM64 (nblinfo.h:
-/// the entries up to `RscTcpTimestampDelta`; NDIS 6.50 and later add more).
-pub const MaxNetBufferListInfo: usize = 24;
+/// `NDIS_NET_BUFFER_LIST_INFO::MaxNetBufferListInfo` for NDIS 6.83 on x64 and ARM64 (nblinfo.h:
+/// the entries up to `RscTcpTimestampDelta`, then NDIS 6.50's `GftOffloadInformation` and
+/// `GftFlowEntryId` and NDIS 6.80's `NetBufferListInfoReserved3`).
+pub const MaxNetBufferListInfo: usize = 27;
 pub const NDIS_NBL_FLAGS_HD_SPLIT: ULONG = 0x100;
 pub const NDIS_NBL_FLAGS_IS_IPV4: ULONG = 0x200;
 pub const NDIS_NBL_FLAGS_IS_IPV6: ULONG = 0x400;

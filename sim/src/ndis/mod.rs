@@ -177,8 +177,8 @@ pub unsafe extern "efiapi" fn NdisMRegisterMiniportDriver(
         NDIS_MINIPORT_DRIVER_CHARACTERISTICS_REVISION_2 => {
             usize::from(NDIS_SIZEOF_MINIPORT_DRIVER_CHARACTERISTICS_REVISION_2)
         }
-        3 => {
-            usize::from(NDIS_SIZEOF_MINIPORT_DRIVER_CHARACTERISTICS_REVISION_2) + size_of::<PVOID>()
+        NDIS_MINIPORT_DRIVER_CHARACTERISTICS_REVISION_3 => {
+            usize::from(NDIS_SIZEOF_MINIPORT_DRIVER_CHARACTERISTICS_REVISION_3)
         }
         _ => usize::MAX,
     };
@@ -657,7 +657,7 @@ pub unsafe extern "efiapi" fn NdisMSetMiniportAttributes(
 /// A miniport of NDIS 6.20 or later reports its power management in
 /// `PowerManagementCapabilitiesEx`, and leaves the NDIS 6.0 field NULL ("Reporting Power
 /// Management Capabilities", Microsoft's NDIS documentation); the structure's revision follows
-/// the miniport's NDIS version (2 for 6.30).
+/// the miniport's NDIS version (2 for 6.30 and later).
 fn check_power_management(general: &NDIS_MINIPORT_ADAPTER_GENERAL_ATTRIBUTES) {
     if !general.PowerManagementCapabilities.is_null() {
         // "Reporting Power Management Capabilities": NDIS 6.20 and later miniports report them in
@@ -676,10 +676,10 @@ fn check_power_management(general: &NDIS_MINIPORT_ADAPTER_GENERAL_ATTRIBUTES) {
         || header.Revision != NDIS_PM_CAPABILITIES_REVISION_2
         || header.Size < NDIS_SIZEOF_NDIS_PM_CAPABILITIES_REVISION_2
     {
-        // NDIS_PM_CAPABILITIES: revision 2 for NDIS 6.30 (its page; ndis.h
+        // NDIS_PM_CAPABILITIES: revision 2 for NDIS 6.30 and later (its page; ndis.h
         // NDIS_SIZEOF_NDIS_PM_CAPABILITIES_REVISION_2).
         violation(format!(
-            "an NDIS 6.30 miniport's power management capabilities header is {header:?}"
+            "an NDIS 6.30+ miniport's power management capabilities header is {header:?}"
         ));
     }
 }

@@ -22,17 +22,6 @@ static REVISION: AtomicU8 = AtomicU8::new(NDIS_MINIPORT_DRIVER_CHARACTERISTICS_R
 static DRIVER_HANDLE: AtomicPtr<core::ffi::c_void> = AtomicPtr::new(null_mut());
 static ADAPTER_HANDLE: AtomicPtr<core::ffi::c_void> = AtomicPtr::new(null_mut());
 
-/// `NDIS_SIZEOF_MINIPORT_DRIVER_CHARACTERISTICS_REVISION_3`: through SynchronousOidRequestHandler,
-/// the pointer revision 3 adds after revision 2's last field.
-const SIZEOF_REVISION_3: u16 = NDIS_SIZEOF_MINIPORT_DRIVER_CHARACTERISTICS_REVISION_2 + 8;
-
-/// Revision 3 of the characteristics: revision 2 and SynchronousOidRequestHandler.
-#[repr(C)]
-struct CharacteristicsRevision3 {
-    revision_2: NDIS_MINIPORT_DRIVER_CHARACTERISTICS,
-    synchronous_oid_request: Option<MINIPORT_OID_REQUEST_HANDLER>,
-}
-
 /// Loads the miniport, registering characteristics of `revision` (2 or 3), and adds its adapter.
 pub fn load(revision: u8) -> Result<(Driver, Adapter), NTSTATUS> {
     REVISION.store(revision, Ordering::SeqCst);
@@ -65,41 +54,39 @@ unsafe extern "efiapi" fn driver_entry(
     registry_path: PUNICODE_STRING,
 ) -> NTSTATUS {
     let revision = REVISION.load(Ordering::SeqCst);
-    let mut characteristics = CharacteristicsRevision3 {
-        revision_2: NDIS_MINIPORT_DRIVER_CHARACTERISTICS {
-            Header: NDIS_OBJECT_HEADER {
-                Type: NDIS_OBJECT_TYPE_MINIPORT_DRIVER_CHARACTERISTICS,
-                Revision: revision,
-                Size: if revision == 3 {
-                    SIZEOF_REVISION_3
-                } else {
-                    NDIS_SIZEOF_MINIPORT_DRIVER_CHARACTERISTICS_REVISION_2
-                },
+    let mut characteristics = NDIS_MINIPORT_DRIVER_CHARACTERISTICS {
+        Header: NDIS_OBJECT_HEADER {
+            Type: NDIS_OBJECT_TYPE_MINIPORT_DRIVER_CHARACTERISTICS,
+            Revision: revision,
+            Size: if revision == 3 {
+                NDIS_SIZEOF_MINIPORT_DRIVER_CHARACTERISTICS_REVISION_3
+            } else {
+                NDIS_SIZEOF_MINIPORT_DRIVER_CHARACTERISTICS_REVISION_2
             },
-            MajorNdisVersion: 6,
-            MinorNdisVersion: if revision == 3 { 80 } else { 30 },
-            MajorDriverVersion: 1,
-            MinorDriverVersion: 0,
-            Flags: 0,
-            SetOptionsHandler: None,
-            InitializeHandlerEx: Some(initialize),
-            HaltHandlerEx: Some(halt),
-            UnloadHandler: Some(unload),
-            PauseHandler: Some(pause),
-            RestartHandler: Some(restart),
-            OidRequestHandler: Some(oid_request),
-            SendNetBufferListsHandler: Some(send),
-            ReturnNetBufferListsHandler: Some(return_nbls),
-            CancelSendHandler: Some(cancel),
-            CheckForHangHandlerEx: None,
-            ResetHandlerEx: None,
-            DevicePnPEventNotifyHandler: Some(pnp_event),
-            ShutdownHandlerEx: Some(shutdown),
-            CancelOidRequestHandler: Some(cancel),
-            DirectOidRequestHandler: None,
-            CancelDirectOidRequestHandler: None,
         },
-        synchronous_oid_request: None,
+        MajorNdisVersion: 6,
+        MinorNdisVersion: if revision == 3 { 80 } else { 30 },
+        MajorDriverVersion: 1,
+        MinorDriverVersion: 0,
+        Flags: 0,
+        SetOptionsHandler: None,
+        InitializeHandlerEx: Some(initialize),
+        HaltHandlerEx: Some(halt),
+        UnloadHandler: Some(unload),
+        PauseHandler: Some(pause),
+        RestartHandler: Some(restart),
+        OidRequestHandler: Some(oid_request),
+        SendNetBufferListsHandler: Some(send),
+        ReturnNetBufferListsHandler: Some(return_nbls),
+        CancelSendHandler: Some(cancel),
+        CheckForHangHandlerEx: None,
+        ResetHandlerEx: None,
+        DevicePnPEventNotifyHandler: Some(pnp_event),
+        ShutdownHandlerEx: Some(shutdown),
+        CancelOidRequestHandler: Some(cancel),
+        DirectOidRequestHandler: None,
+        CancelDirectOidRequestHandler: None,
+        SynchronousOidRequestHandler: None,
     };
     let mut handle = null_mut();
     // SAFETY: the driver object and registry path DriverEntry got; characteristics that live
@@ -109,7 +96,7 @@ unsafe extern "efiapi" fn driver_entry(
             driver_object,
             registry_path,
             null_mut(),
-            &raw mut characteristics.revision_2,
+            &raw mut characteristics,
             &mut handle,
         )
     };
