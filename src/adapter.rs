@@ -5,7 +5,8 @@ use core::ptr::null_mut;
 use core::sync::atomic::AtomicPtr;
 
 use crate::device;
-use crate::oid::{self, MTU, SUPPORTED_OIDS, Settings, Traffic};
+use crate::offload::{OffloadState, Offloads};
+use crate::oid::{self, MTU, OidAnswer, SUPPORTED_OIDS, Settings, Traffic};
 use crate::receive::Receiver;
 use crate::rings::{
     Caller, Owner, Registration, RegistrationIoctl, RegistrationRequest, RegistrationSlot,
@@ -28,6 +29,10 @@ pub struct Adapter {
     /// documentation).
     sending: Rundown,
     settings: Settings,
+    /// The task offloads: what the keywords and the stack enable, and whether a client that
+    /// takes them is registered. Changed at PASSIVE_LEVEL only, each change indicated while the
+    /// lock is held, so NDIS sees them in the order they happen.
+    offloads: PassiveLock<OffloadState>,
     sent: Counters,
     receiver: Receiver,
     registration: RegistrationSlot,
@@ -63,11 +68,14 @@ impl Adapter {
         let device = DeviceObject::from_raw(device).ok_or(NDIS_STATUS_FAILURE)?;
         // SAFETY: NDIS's handle for this adapter, in MiniportInitializeEx.
         let receiver = unsafe { Receiver::new(miniport) }?;
+        // SAFETY: as above.
+        let enabled = unsafe { read_offload_keywords(miniport) };
         let adapter = PoolBox::new(Adapter {
             miniport,
             device,
             sending: Rundown::new(),
             settings: Settings::new(),
+            offloads: PassiveLock::new(OffloadState::new(enabled)),
             sent: Counters::default(),
             receiver,
             registration: RegistrationSlot::new(),
@@ -79,8 +87,10 @@ impl Adapter {
         adapter.sending.wait_for_release();
         adapter.receiver.initialize();
         adapter.registration.initialize();
+        adapter.offloads.initialize();
         adapter.set_registration_attributes()?;
         adapter.set_general_attributes()?;
+        adapter.set_offload_attributes()?;
         adapter.indicate_link_state(MediaConnectStateDisconnected);
         device::attach(&adapter);
         Ok(adapter)
@@ -219,8 +229,84 @@ impl Adapter {
     }
 
     /// A set OID request.
-    pub fn set(&self, oid: NDIS_OID, buffer: &[u8]) -> oid::OidAnswer {
-        oid::set(&self.settings, oid, buffer)
+    pub fn set(&self, oid: NDIS_OID, buffer: &[u8]) -> OidAnswer {
+        match oid {
+            OID_TCP_OFFLOAD_PARAMETERS => {
+                let read = buffer.len().min(size_of::<NDIS_OFFLOAD_PARAMETERS>());
+                self.change_offloads(read, |state| {
+                    let enabled = state.enabled.with_parameters(buffer)?;
+                    Ok(OffloadState { enabled, ..state })
+                })
+            }
+            OID_OFFLOAD_ENCAPSULATION => self.change_offloads(
+                NDIS_SIZEOF_OFFLOAD_ENCAPSULATION_REVISION_1.into(),
+                |state| state.with_encapsulation(buffer),
+            ),
+            _ => oid::set(&self.settings, oid, buffer),
+        }
+    }
+
+    /// Applies an OID's change to the offloads and reports the current configuration, as both
+    /// offload OIDs require of a set that succeeds ("After the update, the miniport driver must
+    /// report the current task offload capabilities with the NDIS_STATUS_TASK_OFFLOAD_CURRENT_CONFIG
+    /// status indication", OID_TCP_OFFLOAD_PARAMETERS and OID_OFFLOAD_ENCAPSULATION). At
+    /// PASSIVE_LEVEL.
+    fn change_offloads(
+        &self,
+        read: usize,
+        change: impl FnOnce(OffloadState) -> Result<OffloadState, OidAnswer>,
+    ) -> OidAnswer {
+        let mut state = self.offloads.lock();
+        match change(*state) {
+            Ok(next) => {
+                *state = next;
+                self.indicate_offloads(next.current());
+                OidAnswer::done(read)
+            }
+            Err(answer) => answer,
+        }
+    }
+
+    /// NDIS_STATUS_TASK_OFFLOAD_CURRENT_CONFIG with `current`.
+    fn indicate_offloads(&self, current: Offloads) {
+        let mut offload = current.to_ndis();
+        // SAFETY: the adapter's handle, set up before any indication.
+        unsafe {
+            indicate_status(
+                self.miniport,
+                NDIS_STATUS_TASK_OFFLOAD_CURRENT_CONFIG,
+                &mut offload,
+            )
+        };
+    }
+
+    /// The offload attributes ("Reporting a miniport adapter's task offload capabilities" at
+    /// initialization, NDIS_MINIPORT_ADAPTER_OFFLOAD_ATTRIBUTES): every offload the driver has as
+    /// its hardware capabilities, whatever the keywords say ("These capabilities include
+    /// capabilities that are currently disabled by standardized keywords"), and as the current
+    /// configuration what is in force now, which is nothing: no client is registered yet.
+    fn set_offload_attributes(&self) -> Result<(), NDIS_STATUS> {
+        let mut hardware = Offloads::ALL.to_ndis();
+        let mut current = self.offloads.lock().current().to_ndis();
+        let mut attributes = NDIS_MINIPORT_ADAPTER_OFFLOAD_ATTRIBUTES {
+            Header: NDIS_OBJECT_HEADER {
+                Type: NDIS_OBJECT_TYPE_MINIPORT_ADAPTER_OFFLOAD_ATTRIBUTES,
+                Revision: NDIS_MINIPORT_ADAPTER_OFFLOAD_ATTRIBUTES_REVISION_1,
+                Size: NDIS_SIZEOF_MINIPORT_ADAPTER_OFFLOAD_ATTRIBUTES_REVISION_1,
+            },
+            DefaultOffloadConfiguration: &mut current,
+            HardwareOffloadCapabilities: &mut hardware,
+            DefaultTcpConnectionOffloadConfiguration: null_mut(),
+            TcpConnectionOffloadHardwareCapabilities: null_mut(),
+        };
+        // SAFETY: the adapter handle and attributes (and the structures they point to) that
+        // live through the call.
+        let status = unsafe { NdisMSetMiniportAttributes(self.miniport, &mut attributes.Header) };
+        if status == NDIS_STATUS_SUCCESS {
+            Ok(())
+        } else {
+            Err(status)
+        }
     }
 
     fn set_registration_attributes(&self) -> Result<(), NDIS_STATUS> {
@@ -343,24 +429,19 @@ impl Adapter {
             PauseFunctions: NdisPauseFunctionsUnsupported,
             AutoNegotiationFlags: 0,
         };
-        let mut indication = NDIS_STATUS_INDICATION {
-            Header: NDIS_OBJECT_HEADER {
-                Type: NDIS_OBJECT_TYPE_STATUS_INDICATION,
-                Revision: NDIS_STATUS_INDICATION_REVISION_1,
-                Size: NDIS_SIZEOF_STATUS_INDICATION_REVISION_1,
-            },
-            SourceHandle: self.miniport,
-            PortNumber: 0,
-            StatusCode: NDIS_STATUS_LINK_STATE,
-            Flags: 0,
-            DestinationHandle: null_mut(),
-            RequestId: null_mut(),
-            StatusBuffer: (&raw mut link).cast(),
-            StatusBufferSize: size_of::<NDIS_LINK_STATE>() as u32,
-            Guid: [0; 16],
-            NdisReserved: [null_mut(); 4],
-        };
-        // SAFETY: the adapter handle and an indication whose buffer lives through the call.
-        unsafe { NdisMIndicateStatusEx(self.miniport, &mut indication) };
+        // SAFETY: the adapter's handle, set up before any indication; at PASSIVE_LEVEL.
+        unsafe { indicate_status(self.miniport, NDIS_STATUS_LINK_STATE, &mut link) };
     }
+}
+
+/// The offloads the adapter's standardized keywords allow ("The miniport driver must read all of
+/// the granular settings from the registry at initialization", "Using Registry Values to Enable
+/// and Disable Task Offloading"); each keyword's default if the configuration cannot be opened.
+///
+/// # Safety
+/// `miniport` is NDIS's handle for the adapter, in MiniportInitializeEx.
+unsafe fn read_offload_keywords(miniport: NDIS_HANDLE) -> Offloads {
+    // SAFETY: as the function's contract says.
+    let configuration = unsafe { AdapterConfiguration::open(miniport) };
+    Offloads::from_keywords(|keyword| configuration.as_ref()?.read_integer(keyword))
 }

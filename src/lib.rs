@@ -13,6 +13,7 @@ extern crate std;
 mod adapter;
 mod device;
 mod driver;
+mod offload;
 mod oid;
 mod receive;
 mod rings;
@@ -20,6 +21,9 @@ mod statistics;
 pub mod sys;
 
 pub use driver::DriverEntry;
+/// The task offloads' standardized keywords the driver reads, each with the value it takes when
+/// the key lacks one, for the check that the INF's defaults are the same.
+pub use offload::KEYWORDS as OFFLOAD_KEYWORDS;
 /// The driver version OID_GEN_VENDOR_DRIVER_VERSION answers, for the check that the image's
 /// version resource says the same.
 pub use oid::VENDOR_DRIVER_VERSION;

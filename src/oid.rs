@@ -34,7 +34,7 @@ pub struct Traffic<'a> {
 }
 
 /// Every OID the adapter answers, as NDIS must be told in the general attributes.
-pub static SUPPORTED_OIDS: [NDIS_OID; 19] = [
+pub static SUPPORTED_OIDS: [NDIS_OID; 21] = [
     OID_GEN_SUPPORTED_LIST,
     OID_GEN_MAXIMUM_FRAME_SIZE,
     OID_GEN_MAXIMUM_TOTAL_SIZE,
@@ -54,6 +54,9 @@ pub static SUPPORTED_OIDS: [NDIS_OID; 19] = [
     OID_GEN_LINK_PARAMETERS,
     OID_PNP_QUERY_POWER,
     OID_PNP_SET_POWER,
+    // Sets only (the adapter's), which change the task offloads; NDIS answers their queries.
+    OID_TCP_OFFLOAD_PARAMETERS,
+    OID_OFFLOAD_ENCAPSULATION,
 ];
 
 /// OID_GEN_VENDOR_ID: the vendor's three-byte IEEE OUI, then a byte for the NIC, in that order
@@ -89,7 +92,7 @@ pub struct OidAnswer {
 }
 
 impl OidAnswer {
-    fn done(bytes: usize) -> Self {
+    pub fn done(bytes: usize) -> Self {
         OidAnswer {
             status: NDIS_STATUS_SUCCESS,
             bytes_done: bytes as u32,
@@ -97,7 +100,7 @@ impl OidAnswer {
         }
     }
 
-    fn status(status: NDIS_STATUS) -> Self {
+    pub fn status(status: NDIS_STATUS) -> Self {
         OidAnswer {
             status,
             bytes_done: 0,
@@ -105,7 +108,7 @@ impl OidAnswer {
         }
     }
 
-    fn short(status: NDIS_STATUS, needed: usize) -> Self {
+    pub fn short(status: NDIS_STATUS, needed: usize) -> Self {
         OidAnswer {
             status,
             bytes_done: 0,

@@ -331,12 +331,13 @@ fn install_section_makes_a_virtual_ip_adapter() {
             assert_eq!(inf.number(install, keyword), value, "{arch}: {keyword}");
         }
 
-        let add_reg = inf.value(install, "AddReg");
         let registry: Vec<&[String]> = inf
-            .section(add_reg)
+            .directive(install, "AddReg")
             .iter()
+            .flat_map(|section| inf.section(section))
             .map(|line| &line.values[..])
             .collect();
+        let add_reg = inf.directive(install, "AddReg").join(", ");
         for expected in [
             ["HKR", "Ndi", "Service", "0", "oxtun"],
             ["HKR", "Ndi\\Interfaces", "UpperRange", "0", "ndis5"],
@@ -413,5 +414,89 @@ fn copies_the_image_of_its_own_folder_from_the_driver_store() {
             std::path::Path::new(&image).is_file(),
             "{arch}: no {image} beside the INF"
         );
+    }
+}
+
+/// The task offloads' standardized keywords, each an enumeration with the values and names its
+/// Microsoft page gives ("Using Registry Values to Enable and Disable Task Offloading", "UDP
+/// Segmentation Offload (USO)", "Standardized INF Keywords for RSC"), and as its default the
+/// value the driver takes when the key lacks one (`oxtun_driver::OFFLOAD_KEYWORDS`).
+#[test]
+fn offload_keywords_are_documented_enumerations_defaulting_as_the_driver_does() {
+    let checksum = [
+        ("0", "Disabled"),
+        ("1", "Tx Enabled"),
+        ("2", "Rx Enabled"),
+        ("3", "Rx & Tx Enabled"),
+    ];
+    let switch = [("0", "Disabled"), ("1", "Enabled")];
+    type Enumeration = [(&'static str, &'static str)];
+    let documented: [(&str, &str, &Enumeration); 11] = [
+        ("*IPChecksumOffloadIPv4", "IPv4 Checksum Offload", &checksum),
+        (
+            "*TCPChecksumOffloadIPv4",
+            "TCP Checksum Offload (IPv4)",
+            &checksum,
+        ),
+        (
+            "*TCPChecksumOffloadIPv6",
+            "TCP Checksum Offload (IPv6)",
+            &checksum,
+        ),
+        (
+            "*UDPChecksumOffloadIPv4",
+            "UDP Checksum Offload (IPv4)",
+            &checksum,
+        ),
+        (
+            "*UDPChecksumOffloadIPv6",
+            "UDP Checksum Offload (IPv6)",
+            &checksum,
+        ),
+        ("*LsoV2IPv4", "Large Send Offload V2 (IPv4)", &switch),
+        ("*LsoV2IPv6", "Large Send Offload V2 (IPv6)", &switch),
+        ("*UsoIPv4", "UDP Segmentation Offload (IPv4)", &switch),
+        ("*UsoIPv6", "UDP Segmentation Offload (IPv6)", &switch),
+        ("*RscIPv4", "Recv Segment Coalescing (IPv4)", &switch),
+        ("*RscIPv6", "Recv Segment Coalescing (IPv6)", &switch),
+    ];
+    let defaults: HashMap<&str, u32> = oxtun_driver::OFFLOAD_KEYWORDS.into_iter().collect();
+    assert_eq!(defaults.len(), documented.len());
+    for (arch, _, inf) in packaged_infs() {
+        let lines: Vec<&Line> = inf
+            .directive("OxTun.Install", "AddReg")
+            .iter()
+            .flat_map(|section| inf.section(section))
+            .collect();
+        let value = |key: &str, name: &str| -> Vec<String> {
+            lines
+                .iter()
+                .filter(|line| {
+                    line.values.len() == 5
+                        && line.values[0] == "HKR"
+                        && line.values[1] == key
+                        && line.values[2] == name
+                        && line.values[3] == "0"
+                })
+                .map(|line| line.values[4].clone())
+                .collect()
+        };
+        for (keyword, description, enumeration) in documented {
+            let key = format!("Ndi\\params\\{keyword}");
+            assert_eq!(value(&key, "ParamDesc"), [description], "{arch}: {keyword}");
+            assert_eq!(value(&key, "Type"), ["enum"], "{arch}: {keyword}");
+            let default = defaults[keyword].to_string();
+            assert_eq!(value(&key, "Default"), [default], "{arch}: {keyword}");
+            let values: Vec<(String, String)> = lines
+                .iter()
+                .filter(|line| line.values.len() == 5 && line.values[1] == format!("{key}\\enum"))
+                .map(|line| (line.values[2].clone(), line.values[4].clone()))
+                .collect();
+            let expected: Vec<(String, String)> = enumeration
+                .iter()
+                .map(|(value, name)| (value.to_string(), name.to_string()))
+                .collect();
+            assert_eq!(values, expected, "{arch}: {keyword}");
+        }
     }
 }

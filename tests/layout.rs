@@ -348,6 +348,137 @@ fn facts() -> Vec<(&'static str, usize)> {
             "FIELD_OFFSET(NDIS_MINIPORT_DRIVER_CHARACTERISTICS, SynchronousOidRequestHandler)",
             offset_of!(Characteristics, SynchronousOidRequestHandler),
         ),
+        // ntddndis.h, ndis.h: the task offloads.
+        ("sizeof(NDIS_OFFLOAD)", size_of::<NDIS_OFFLOAD>()),
+        (
+            "NDIS_SIZEOF_NDIS_OFFLOAD_REVISION_3",
+            NDIS_SIZEOF_NDIS_OFFLOAD_REVISION_3.into(),
+        ),
+        (
+            "NDIS_SIZEOF_NDIS_OFFLOAD_REVISION_6",
+            NDIS_SIZEOF_NDIS_OFFLOAD_REVISION_6.into(),
+        ),
+        (
+            "FIELD_OFFSET(NDIS_OFFLOAD, Checksum)",
+            offset_of!(NDIS_OFFLOAD, Checksum),
+        ),
+        (
+            "FIELD_OFFSET(NDIS_OFFLOAD, LsoV2)",
+            offset_of!(NDIS_OFFLOAD, LsoV2),
+        ),
+        (
+            "FIELD_OFFSET(NDIS_OFFLOAD, Flags)",
+            offset_of!(NDIS_OFFLOAD, Flags),
+        ),
+        (
+            "FIELD_OFFSET(NDIS_OFFLOAD, Rsc)",
+            offset_of!(NDIS_OFFLOAD, Rsc),
+        ),
+        (
+            "FIELD_OFFSET(NDIS_OFFLOAD, UdpSegmentation)",
+            offset_of!(NDIS_OFFLOAD, UdpSegmentation),
+        ),
+        (
+            "sizeof(NDIS_TCP_IP_CHECKSUM_OFFLOAD)",
+            size_of::<NDIS_TCP_IP_CHECKSUM_OFFLOAD>(),
+        ),
+        (
+            "FIELD_OFFSET(NDIS_TCP_IP_CHECKSUM_OFFLOAD, IPv6Receive)",
+            offset_of!(NDIS_TCP_IP_CHECKSUM_OFFLOAD, IPv6Receive),
+        ),
+        (
+            "sizeof(NDIS_TCP_LARGE_SEND_OFFLOAD_V2)",
+            size_of::<NDIS_TCP_LARGE_SEND_OFFLOAD_V2>(),
+        ),
+        (
+            "FIELD_OFFSET(NDIS_TCP_LARGE_SEND_OFFLOAD_V2, IPv6)",
+            offset_of!(NDIS_TCP_LARGE_SEND_OFFLOAD_V2, IPv6),
+        ),
+        (
+            "sizeof(NDIS_UDP_SEGMENTATION_OFFLOAD)",
+            size_of::<NDIS_UDP_SEGMENTATION_OFFLOAD>(),
+        ),
+        (
+            "sizeof(NDIS_TCP_RECV_SEG_COALESCE_OFFLOAD)",
+            size_of::<NDIS_TCP_RECV_SEG_COALESCE_OFFLOAD>(),
+        ),
+        (
+            "NDIS_SIZEOF_MINIPORT_ADAPTER_OFFLOAD_ATTRIBUTES_REVISION_1",
+            NDIS_SIZEOF_MINIPORT_ADAPTER_OFFLOAD_ATTRIBUTES_REVISION_1.into(),
+        ),
+        (
+            "FIELD_OFFSET(NDIS_MINIPORT_ADAPTER_OFFLOAD_ATTRIBUTES, HardwareOffloadCapabilities)",
+            offset_of!(
+                NDIS_MINIPORT_ADAPTER_OFFLOAD_ATTRIBUTES,
+                HardwareOffloadCapabilities
+            ),
+        ),
+        (
+            "sizeof(NDIS_OFFLOAD_PARAMETERS)",
+            size_of::<NDIS_OFFLOAD_PARAMETERS>(),
+        ),
+        (
+            "FIELD_OFFSET(NDIS_OFFLOAD_PARAMETERS, Flags)",
+            offset_of!(NDIS_OFFLOAD_PARAMETERS, Flags),
+        ),
+        (
+            "FIELD_OFFSET(NDIS_OFFLOAD_PARAMETERS, RscIPv4)",
+            offset_of!(NDIS_OFFLOAD_PARAMETERS, RscIPv4),
+        ),
+        (
+            "FIELD_OFFSET(NDIS_OFFLOAD_PARAMETERS, UdpSegmentation.IPv4)",
+            offset_of!(NDIS_OFFLOAD_PARAMETERS, UdpSegmentationIPv4),
+        ),
+        (
+            "NDIS_SIZEOF_OFFLOAD_PARAMETERS_REVISION_1",
+            NDIS_SIZEOF_OFFLOAD_PARAMETERS_REVISION_1.into(),
+        ),
+        (
+            "NDIS_SIZEOF_OFFLOAD_PARAMETERS_REVISION_3",
+            NDIS_SIZEOF_OFFLOAD_PARAMETERS_REVISION_3.into(),
+        ),
+        (
+            "NDIS_SIZEOF_OFFLOAD_PARAMETERS_REVISION_5",
+            NDIS_SIZEOF_OFFLOAD_PARAMETERS_REVISION_5.into(),
+        ),
+        (
+            "sizeof(NDIS_OFFLOAD_ENCAPSULATION)",
+            size_of::<NDIS_OFFLOAD_ENCAPSULATION>(),
+        ),
+        (
+            "NDIS_SIZEOF_OFFLOAD_ENCAPSULATION_REVISION_1",
+            NDIS_SIZEOF_OFFLOAD_ENCAPSULATION_REVISION_1.into(),
+        ),
+        (
+            "FIELD_OFFSET(NDIS_OFFLOAD_ENCAPSULATION, IPv6)",
+            offset_of!(NDIS_OFFLOAD_ENCAPSULATION, IPv6),
+        ),
+        (
+            "sizeof(NDIS_TCP_IP_CHECKSUM_NET_BUFFER_LIST_INFO)",
+            size_of::<NDIS_TCP_IP_CHECKSUM_NET_BUFFER_LIST_INFO>(),
+        ),
+        (
+            "sizeof(NDIS_TCP_LARGE_SEND_OFFLOAD_NET_BUFFER_LIST_INFO)",
+            size_of::<NDIS_TCP_LARGE_SEND_OFFLOAD_NET_BUFFER_LIST_INFO>(),
+        ),
+        (
+            "sizeof(NDIS_UDP_SEGMENTATION_OFFLOAD_NET_BUFFER_LIST_INFO)",
+            size_of::<NDIS_UDP_SEGMENTATION_OFFLOAD_NET_BUFFER_LIST_INFO>(),
+        ),
+        ("sizeof(NDIS_RSC_NBL_INFO)", size_of::<NDIS_RSC_NBL_INFO>()),
+        // ndis.h: the configuration functions.
+        (
+            "NDIS_SIZEOF_CONFIGURATION_OBJECT_REVISION_1",
+            NDIS_SIZEOF_CONFIGURATION_OBJECT_REVISION_1.into(),
+        ),
+        (
+            "FIELD_OFFSET(NDIS_CONFIGURATION_OBJECT, NdisHandle)",
+            offset_of!(NDIS_CONFIGURATION_OBJECT, NdisHandle),
+        ),
+        (
+            "FIELD_OFFSET(NDIS_CONFIGURATION_PARAMETER, ParameterData)",
+            offset_of!(NDIS_CONFIGURATION_PARAMETER, ParameterData),
+        ),
         (
             "FIELD_OFFSET(NET_BUFFER_LIST, Next)",
             offset_of!(NET_BUFFER_LIST, Next),
@@ -423,7 +554,7 @@ fn facts() -> Vec<(&'static str, usize)> {
 }
 
 /// The `pub const`s of `src/sys` that are not compared with the WDK, and why.
-const UNCHECKED_CONSTANTS: [(&str, &str); 4] = [
+const UNCHECKED_CONSTANTS: [(&str, &str); 12] = [
     (
         "SystemExtendedHandleInformation",
         "undocumented: no WDK header declares the SYSTEM_INFORMATION_CLASS values",
@@ -439,6 +570,38 @@ const UNCHECKED_CONSTANTS: [(&str, &str); 4] = [
     (
         "NDIS_SIZEOF_MINIPORT_DRIVER_CHARACTERISTICS_REVISION_3",
         "the size of the Rust declaration, not a literal: a fact above checks it",
+    ),
+    (
+        "NDIS_SIZEOF_CONFIGURATION_OBJECT_REVISION_1",
+        "a size computed from the Rust declaration, not a literal: a fact above checks it",
+    ),
+    (
+        "NDIS_SIZEOF_MINIPORT_ADAPTER_OFFLOAD_ATTRIBUTES_REVISION_1",
+        "a size computed from the Rust declaration, not a literal: a fact above checks it",
+    ),
+    (
+        "NDIS_SIZEOF_NDIS_OFFLOAD_REVISION_3",
+        "a size computed from the Rust declaration, not a literal: a fact above checks it",
+    ),
+    (
+        "NDIS_SIZEOF_NDIS_OFFLOAD_REVISION_6",
+        "a size computed from the Rust declaration, not a literal: a fact above checks it",
+    ),
+    (
+        "NDIS_SIZEOF_OFFLOAD_ENCAPSULATION_REVISION_1",
+        "a size computed from the Rust declaration, not a literal: a fact above checks it",
+    ),
+    (
+        "NDIS_SIZEOF_OFFLOAD_PARAMETERS_REVISION_1",
+        "a size computed from the Rust declaration, not a literal: a fact above checks it",
+    ),
+    (
+        "NDIS_SIZEOF_OFFLOAD_PARAMETERS_REVISION_3",
+        "a size computed from the Rust declaration, not a literal: a fact above checks it",
+    ),
+    (
+        "NDIS_SIZEOF_OFFLOAD_PARAMETERS_REVISION_5",
+        "a size computed from the Rust declaration, not a literal: a fact above checks it",
     ),
 ];
 

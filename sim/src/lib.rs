@@ -51,8 +51,9 @@ pub use image::loader::DriverEntryRoutine;
 pub use io::DeviceHandle;
 pub use ke::dispatcher::EventObject;
 pub use ndis::{
-    AdapterState, Fragmentation, General, NDIS_ALLOCATION_FLAG, OidResult, PreparedSend,
-    ReceiveSink, Received, ReturnMode, Sender, ndis_dispatched,
+    AdapterState, Checksums, Fragmentation, General, NDIS_ALLOCATION_FLAG, OffloadRecord, Offloads,
+    OidResult, PreparedSend, ReceiveSink, Received, Registry, RegistryValue, ReturnMode,
+    Segmentation, Sender, ndis_dispatched,
 };
 pub use oxtun_sim_macros::test;
 pub use process::{Bitness, IntegrityLevel, Process, Token};
@@ -78,6 +79,7 @@ pub struct Leaks {
     pub notify_routines: usize,
     pub nbls: usize,
     pub threads: usize,
+    pub configurations: usize,
 }
 
 impl Leaks {
@@ -91,7 +93,8 @@ impl fmt::Display for Leaks {
         write!(
             f,
             "{} pool allocations, {} NBL pools, {} NBLs, {} MDLs, {} object references, \
-             {} ERESOURCEs, {} process notify routines, {} system threads",
+             {} ERESOURCEs, {} process notify routines, {} system threads, {} configuration \
+             handles",
             self.pool.len(),
             self.nbl_pools,
             self.nbls,
@@ -99,7 +102,8 @@ impl fmt::Display for Leaks {
             self.object_references,
             self.resources,
             self.notify_routines,
-            self.threads
+            self.threads,
+            self.configurations
         )
     }
 }
@@ -116,6 +120,38 @@ pub fn outstanding() -> Leaks {
         notify_routines: process::notify_routines_registered(),
         nbls: ndis::nbls_outstanding(),
         threads: ob::threads::threads_outstanding(),
+        configurations: ndis::configurations_outstanding(),
+    }
+}
+
+/// How NDIS adds an adapter: its registry key as its INF and the administrator leave it, and
+/// what the simulated TCP/IP asks of it when it binds.
+#[derive(Clone, Debug)]
+pub struct AdapterSetup {
+    /// The adapter's registry values (standardized keywords such as `*LsoV2IPv4`), which
+    /// NdisReadConfiguration reads.
+    pub registry: Registry,
+    /// The encapsulation TCP/IP activates the adapter's offloads for when it binds
+    /// (OID_OFFLOAD_ENCAPSULATION), if the adapter reported any; `None`: it sets none.
+    /// NDIS_ENCAPSULATION_IEEE_802_3 unless a test says otherwise: which one tcpip asks of an
+    /// NdisMediumIP miniport is for Windows to show (docs/windows.md).
+    pub bind_encapsulation: Option<u32>,
+}
+
+impl Default for AdapterSetup {
+    fn default() -> Self {
+        AdapterSetup {
+            registry: Registry::default(),
+            bind_encapsulation: Some(NDIS_ENCAPSULATION_IEEE_802_3),
+        }
+    }
+}
+
+impl AdapterSetup {
+    /// With `keyword` set to `value` in the adapter's registry key.
+    pub fn keyword(mut self, keyword: &str, value: impl Into<RegistryValue>) -> Self {
+        self.registry.set(keyword, value.into());
+        self
     }
 }
 
@@ -189,10 +225,16 @@ impl Driver {
         unsafe { &*self.object }
     }
 
-    /// Adds an adapter: MiniportInitializeEx, then MiniportRestartEx as NDIS does.
+    /// Adds an adapter: MiniportInitializeEx, then MiniportRestartEx as NDIS does, then the
+    /// simulated TCP/IP binds.
     pub fn add_adapter(&self) -> Result<Adapter, NDIS_STATUS> {
+        self.add_adapter_with(AdapterSetup::default())
+    }
+
+    /// [`Driver::add_adapter`], with the registry and the binding `setup` says.
+    pub fn add_adapter_with(&self, setup: AdapterSetup) -> Result<Adapter, NDIS_STATUS> {
         let handlers = ndis::handlers().expect("a registered driver");
-        let handle = ndis::new_adapter();
+        let handle = ndis::new_adapter(setup.registry);
         let status = ndis::initialize(handle, &handlers);
         if status != NDIS_STATUS_SUCCESS {
             ndis::free_adapter(handle);
@@ -206,6 +248,9 @@ impl Driver {
             verifier::violation(format!(
                 "MiniportRestartEx after initialize failed: {restarted:#x}"
             ));
+        }
+        if let Some(encapsulation) = setup.bind_encapsulation {
+            ndis::bind_protocol(handle, encapsulation);
         }
         Ok(adapter)
     }
@@ -264,6 +309,26 @@ impl Adapter {
         let block = ndis::adapter_block(self.handle);
         let attributes = block.attributes.lock().unwrap();
         attributes.general.clone().expect("set during initialize")
+    }
+
+    /// What NDIS knows of the adapter's task offloads: the capabilities and the current
+    /// configuration the miniport reported, and what TCP/IP activated.
+    pub fn offloads(&self) -> OffloadRecord {
+        ndis::adapter_block(self.handle)
+            .offloads
+            .lock()
+            .unwrap()
+            .clone()
+    }
+
+    /// A value of the adapter's registry key.
+    pub fn registry_value(&self, name: &str) -> Option<RegistryValue> {
+        ndis::adapter_block(self.handle)
+            .registry
+            .lock()
+            .unwrap()
+            .get(name)
+            .cloned()
     }
 
     /// The registration attribute flags the driver set.

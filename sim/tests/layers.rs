@@ -27,6 +27,8 @@ const ORDER: &[&str] = &[
     "mm/mdl.rs",
     // The I/O manager, then NDIS.
     "io/mod.rs",
+    "ndis/config.rs",
+    "ndis/offload.rs",
     "ndis/mod.rs",
     // The kernel image: above every kernel layer.
     "image/pe.rs",
@@ -55,6 +57,7 @@ fn file_of(path: &str) -> String {
         ] => {
             format!("{layer}/{file}.rs")
         }
+        ["ndis", file @ ("config" | "offload"), ..] => format!("ndis/{file}.rs"),
         [module @ ("io" | "ndis"), ..] => format!("{module}/mod.rs"),
         [file @ ("driver_build" | "isolation" | "tun"), ..] => format!("{file}.rs"),
         _ => "lib.rs".to_string(),

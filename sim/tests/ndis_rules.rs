@@ -337,3 +337,174 @@ fn a_miniport_sets_the_flags_that_describe_its_packet_and_keeps_ndiss() {
     adapter.halt();
     assert!(driver.unload().is_empty());
 }
+
+/// An NDIS_OFFLOAD of revision 6 with what `set` turns on.
+fn offload(set: impl FnOnce(&mut NDIS_OFFLOAD)) -> NDIS_OFFLOAD {
+    let mut offload = NDIS_OFFLOAD {
+        Header: NDIS_OBJECT_HEADER {
+            Type: NDIS_OBJECT_TYPE_OFFLOAD,
+            Revision: NDIS_OFFLOAD_REVISION_6,
+            Size: NDIS_SIZEOF_NDIS_OFFLOAD_REVISION_6,
+        },
+        ..NDIS_OFFLOAD::default()
+    };
+    set(&mut offload);
+    offload
+}
+
+/// LSOv2 for IPv4, Ethernet encapsulation, 60,000 bytes, at least 2 segments.
+fn lso_v4(offload: &mut NDIS_OFFLOAD) {
+    offload.LsoV2.IPv4 = NDIS_SEGMENTATION_OFFLOAD_IPV4 {
+        Encapsulation: NDIS_ENCAPSULATION_IEEE_802_3,
+        MaxOffLoadSize: 60_000,
+        MinSegmentCount: 2,
+    };
+}
+
+/// Receive checksums of TCP over IPv4.
+fn rx_tcp_v4(offload: &mut NDIS_OFFLOAD) {
+    offload.Checksum.IPv4Receive = NDIS_CHECKSUM_OFFLOAD_PATH {
+        Encapsulation: NDIS_ENCAPSULATION_IEEE_802_3,
+        Fields: NDIS_OFFLOAD_SUPPORTED << NDIS_CHECKSUM_OFFLOAD_PATH::TCP_SHIFT,
+    };
+}
+
+#[oxtun_sim::test]
+fn the_current_offload_configuration_stays_within_the_hardware_capabilities() {
+    // At initialization: LSO in force, which the capabilities lack.
+    miniport::offloads_at_initialization(offload(lso_v4), offload(rx_tcp_v4));
+    let violations = violations_of(|| {
+        let (driver, adapter) = miniport::load(2).unwrap();
+        // And later, an indication turning on RSC, which the capabilities lack too; one within
+        // them is taken.
+        miniport::indicate_offloads(offload(|offload| offload.Rsc.IPv4Enabled = 1));
+        miniport::indicate_offloads(offload(rx_tcp_v4));
+        assert_eq!(
+            adapter.offloads().current(),
+            oxtun_sim::Offloads {
+                rx_v4: oxtun_sim::Checksums {
+                    tcp: true,
+                    ..Default::default()
+                },
+                ..Default::default()
+            }
+        );
+        adapter.halt();
+        assert!(driver.unload().is_empty());
+    });
+    assert_eq!(violations.len(), 2, "{violations:?}");
+    assert!(
+        violations[0].contains("default offload configuration has LSOv2 for IPv4"),
+        "{violations:?}"
+    );
+    assert!(
+        violations[1].contains("turns on RSC for IPv4"),
+        "{violations:?}"
+    );
+}
+
+#[oxtun_sim::test]
+fn an_ndis_offload_must_have_its_type_and_the_size_of_its_revision() {
+    miniport::offloads_at_initialization(offload(|_| {}), offload(lso_v4));
+    let (driver, adapter) = miniport::load(2).unwrap();
+    let violations = violations_of(|| {
+        miniport::indicate_offloads(offload(|offload| offload.Header.Revision = 9));
+        miniport::indicate_offloads(offload(|offload| {
+            offload.Header.Size = NDIS_SIZEOF_NDIS_OFFLOAD_REVISION_3
+        }));
+        miniport::indicate_offloads(offload(|offload| {
+            offload.Header.Type = NDIS_OBJECT_TYPE_DEFAULT
+        }));
+        // A revision 3 structure of its size is fine: it has no USO, which it cannot say.
+        miniport::indicate_offloads(offload(|offload| {
+            offload.Header.Revision = NDIS_OFFLOAD_REVISION_3;
+            offload.Header.Size = NDIS_SIZEOF_NDIS_OFFLOAD_REVISION_3;
+        }));
+    });
+    assert_eq!(violations.len(), 3, "{violations:?}");
+    assert!(
+        violations
+            .iter()
+            .all(|violation| violation.contains("header")),
+        "{violations:?}"
+    );
+    adapter.halt();
+    assert!(driver.unload().is_empty());
+}
+
+/// OID_TCP_OFFLOAD_PARAMETERS and OID_OFFLOAD_ENCAPSULATION: "After the update, the miniport
+/// driver must report the current task offload capabilities with the
+/// NDIS_STATUS_TASK_OFFLOAD_CURRENT_CONFIG status indication."
+#[oxtun_sim::test]
+fn an_offload_oid_set_that_succeeds_must_be_followed_by_the_current_configuration() {
+    miniport::offloads_at_initialization(offload(|_| {}), offload(lso_v4));
+    // The binding's OID_OFFLOAD_ENCAPSULATION is answered with an indication.
+    miniport::on_oid(|request| {
+        if request.DATA.Oid == OID_OFFLOAD_ENCAPSULATION {
+            miniport::indicate_offloads(offload(lso_v4));
+        }
+        NDIS_STATUS_SUCCESS
+    });
+    let (driver, adapter) = miniport::load(2).unwrap();
+    assert!(adapter.offloads().activated(false));
+    assert_eq!(adapter.offloads().indications, 1);
+    // OID_TCP_OFFLOAD_PARAMETERS taken without one.
+    let parameters = [
+        0x80, 1, 20, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0,
+    ];
+    let violations = violations_of(|| {
+        assert_eq!(
+            adapter.set(OID_TCP_OFFLOAD_PARAMETERS, &parameters).status,
+            NDIS_STATUS_SUCCESS
+        );
+    });
+    assert_eq!(violations.len(), 1, "{violations:?}");
+    assert!(
+        violations[0].contains("without an NDIS_STATUS_TASK_OFFLOAD_CURRENT_CONFIG"),
+        "{violations:?}"
+    );
+    adapter.halt();
+    assert!(driver.unload().is_empty());
+}
+
+#[oxtun_sim::test]
+fn a_configuration_handle_is_closed_before_the_adapter_halts() {
+    let (driver, adapter) = miniport::load(2).unwrap();
+    let object = NDIS_CONFIGURATION_OBJECT {
+        Header: NDIS_OBJECT_HEADER {
+            Type: NDIS_OBJECT_TYPE_CONFIGURATION_OBJECT,
+            Revision: NDIS_CONFIGURATION_OBJECT_REVISION_1,
+            Size: NDIS_SIZEOF_CONFIGURATION_OBJECT_REVISION_1,
+        },
+        NdisHandle: miniport::adapter_handle(),
+        Flags: 0,
+    };
+    let mut handle = std::ptr::null_mut();
+    // SAFETY (test): the simulator's export, with a live object and a local for the handle.
+    let status = unsafe { NdisOpenConfigurationEx(&object, &mut handle) };
+    assert_eq!(status, NDIS_STATUS_SUCCESS);
+    let violations = violations_of(|| adapter.halt());
+    assert_eq!(violations.len(), 1, "{violations:?}");
+    assert!(
+        violations[0].contains("configuration handles open"),
+        "{violations:?}"
+    );
+    let leaks = driver.unload();
+    assert_eq!(leaks.configurations, 1);
+    // SAFETY (test): the handle opened above, closed once.
+    unsafe { NdisCloseConfiguration(handle) };
+}
+
+#[oxtun_sim::test]
+fn a_current_offload_configuration_comes_only_from_a_miniport_that_set_offload_attributes() {
+    // No offload attributes at initialization, then an indication of the current configuration.
+    let (driver, adapter) = miniport::load(2).unwrap();
+    let violations = violations_of(|| miniport::indicate_offloads(offload(lso_v4)));
+    assert_eq!(violations.len(), 1, "{violations:?}");
+    assert!(
+        violations[0].contains("set no offload attributes"),
+        "{violations:?}"
+    );
+    adapter.halt();
+    assert!(driver.unload().is_empty());
+}

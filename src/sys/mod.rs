@@ -36,6 +36,7 @@ macro_rules! kernel_imports {
     };
 }
 
+mod config;
 mod event;
 mod handles;
 mod irp;
@@ -43,19 +44,22 @@ mod lock;
 mod nbl;
 pub mod ndis;
 pub mod nt;
+pub mod offload;
 mod pool;
 mod receive;
 mod rundown;
 mod security;
 mod user;
 
+pub use config::AdapterConfiguration;
 pub use event::{KernelEvent, SystemThread, Waitable, wait, wait_any, wait_any_for};
 pub use handles::close_user_handles;
 pub use irp::{DeviceObject, FileReference, Irp, SavedDispatch};
-pub use lock::{SpinLock, SpinLockGuard};
+pub use lock::{PassiveLock, PassiveLockGuard, SpinLock, SpinLockGuard};
 pub use nbl::{Nbl, NblChain, NetBuffer};
 pub use ndis::*;
 pub use nt::*;
+pub use offload::*;
 pub use pool::{POOL_TAG, PagedBuffer, PoolBox};
 pub use receive::{NblList, NblPool, PacketNbl};
 pub use rundown::{Rundown, RundownGuard, RundownProtection, RundownSlot};

@@ -3,7 +3,9 @@
 use core::ffi::c_void;
 use core::mem::{offset_of, size_of};
 
-use super::nt::{PDEVICE_OBJECT, PDRIVER_OBJECT, PMDL, PUNICODE_STRING, PVOID, ULONG};
+use super::nt::{
+    PDEVICE_OBJECT, PDRIVER_OBJECT, PMDL, PUNICODE_STRING, PVOID, ULONG, UNICODE_STRING,
+};
 
 pub type NDIS_STATUS = i32;
 pub type NDIS_HANDLE = *mut c_void;
@@ -18,6 +20,7 @@ pub const NDIS_STATUS_FAILURE: NDIS_STATUS = 0xC000_0001_u32 as i32;
 pub const NDIS_STATUS_NOT_SUPPORTED: NDIS_STATUS = 0xC000_00BB_u32 as i32;
 pub const NDIS_STATUS_PENDING: NDIS_STATUS = 0x0000_0103;
 pub const NDIS_STATUS_RESOURCES: NDIS_STATUS = 0xC000_009A_u32 as i32;
+pub const NDIS_STATUS_INVALID_PARAMETER: NDIS_STATUS = 0xC000_000D_u32 as i32;
 pub const NDIS_STATUS_INVALID_LENGTH: NDIS_STATUS = 0xC001_0014_u32 as i32;
 pub const NDIS_STATUS_INVALID_DATA: NDIS_STATUS = 0xC001_0015_u32 as i32;
 pub const NDIS_STATUS_BUFFER_TOO_SHORT: NDIS_STATUS = 0xC001_0016_u32 as i32;
@@ -398,6 +401,34 @@ pub struct NDIS_STATUS_INDICATION {
 pub const NDIS_STATUS_INDICATION_REVISION_1: u8 = 1;
 pub const NDIS_SIZEOF_STATUS_INDICATION_REVISION_1: u16 = 0x70;
 
+/// Indicates `code` with `buffer` as its status buffer (NdisMIndicateStatusEx), from the adapter
+/// on its default port.
+///
+/// # Safety
+/// `miniport` is NDIS's handle for the adapter, between its registration attributes and the end
+/// of MiniportHaltEx; at DISPATCH_LEVEL at most.
+pub unsafe fn indicate_status<T>(miniport: NDIS_HANDLE, code: NDIS_STATUS, buffer: &mut T) {
+    let mut indication = NDIS_STATUS_INDICATION {
+        Header: NDIS_OBJECT_HEADER {
+            Type: NDIS_OBJECT_TYPE_STATUS_INDICATION,
+            Revision: NDIS_STATUS_INDICATION_REVISION_1,
+            Size: NDIS_SIZEOF_STATUS_INDICATION_REVISION_1,
+        },
+        SourceHandle: miniport,
+        PortNumber: 0,
+        StatusCode: code,
+        Flags: 0,
+        DestinationHandle: core::ptr::null_mut(),
+        RequestId: core::ptr::null_mut(),
+        StatusBuffer: (buffer as *mut T).cast(),
+        StatusBufferSize: size_of::<T>() as u32,
+        Guid: [0; 16],
+        NdisReserved: [core::ptr::null_mut(); 4],
+    };
+    // SAFETY: the caller's adapter handle; an indication whose buffer lives through the call.
+    unsafe { NdisMIndicateStatusEx(miniport, &mut indication) };
+}
+
 /// `NDIS_INTERRUPT_MODERATION_PARAMETERS`.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -420,6 +451,21 @@ pub unsafe trait PlainData: Copy {
         // SAFETY: the implementor has no padding, so all size_of::<Self>() bytes are
         // initialized.
         unsafe { core::slice::from_raw_parts((self as *const Self).cast(), size_of::<Self>()) }
+    }
+}
+
+/// Structures made only of integers (padding allowed), so any bytes of their size are one: an
+/// OID's buffer read into a local.
+///
+/// # Safety
+/// Implement only for `#[repr(C)]` types whose fields are all integers or arrays of them.
+pub unsafe trait FromBytes: Copy {
+    /// The value the first `size_of::<Self>()` bytes hold, or `None` if there are fewer.
+    fn read_from(bytes: &[u8]) -> Option<Self> {
+        let bytes = bytes.get(..size_of::<Self>())?;
+        // SAFETY: the implementor is plain integers, so any bytes of its size are a value; the
+        // slice has that size, read unaligned.
+        Some(unsafe { bytes.as_ptr().cast::<Self>().read_unaligned() })
     }
 }
 
@@ -711,7 +757,54 @@ kernel_imports!("ndis.sys" {
         NetBufferList: *mut NET_BUFFER_LIST,
         SendCompleteFlags: ULONG,
     );
+    pub fn NdisOpenConfigurationEx(
+        ConfigObject: *const NDIS_CONFIGURATION_OBJECT,
+        ConfigurationHandle: PNDIS_HANDLE,
+    ) -> NDIS_STATUS;
+    pub fn NdisReadConfiguration(
+        Status: *mut NDIS_STATUS,
+        ParameterValue: *mut *mut NDIS_CONFIGURATION_PARAMETER,
+        ConfigurationHandle: NDIS_HANDLE,
+        Keyword: PUNICODE_STRING,
+        ParameterType: NDIS_PARAMETER_TYPE,
+    );
+    pub fn NdisCloseConfiguration(ConfigurationHandle: NDIS_HANDLE);
 });
+
+pub const NDIS_OBJECT_TYPE_CONFIGURATION_OBJECT: u8 = 0xA9;
+
+/// `NDIS_CONFIGURATION_OBJECT`: which configuration NdisOpenConfigurationEx opens (with the
+/// miniport adapter handle, the adapter's).
+#[repr(C)]
+pub struct NDIS_CONFIGURATION_OBJECT {
+    pub Header: NDIS_OBJECT_HEADER,
+    pub NdisHandle: NDIS_HANDLE,
+    pub Flags: ULONG,
+}
+pub const NDIS_CONFIGURATION_OBJECT_REVISION_1: u8 = 1;
+/// Through Flags.
+pub const NDIS_SIZEOF_CONFIGURATION_OBJECT_REVISION_1: u16 =
+    (offset_of!(NDIS_CONFIGURATION_OBJECT, Flags) + 4) as u16;
+
+pub type NDIS_PARAMETER_TYPE = u32;
+pub const NdisParameterInteger: NDIS_PARAMETER_TYPE = 0;
+pub const NdisParameterHexInteger: NDIS_PARAMETER_TYPE = 1;
+pub const NdisParameterString: NDIS_PARAMETER_TYPE = 2;
+
+/// `NDIS_CONFIGURATION_PARAMETER`: the type, then the union of the value (IntegerData for the
+/// integer types; StringData, an NDIS_STRING, for a string).
+#[repr(C)]
+pub struct NDIS_CONFIGURATION_PARAMETER {
+    pub ParameterType: NDIS_PARAMETER_TYPE,
+    pub ParameterData: UNICODE_STRING,
+}
+
+#[cfg(target_pointer_width = "64")]
+const _: () = {
+    assert!(offset_of!(NDIS_CONFIGURATION_OBJECT, NdisHandle) == 8);
+    assert!(NDIS_SIZEOF_CONFIGURATION_OBJECT_REVISION_1 == 20);
+    assert!(offset_of!(NDIS_CONFIGURATION_PARAMETER, ParameterData) == 8);
+};
 
 pub const OID_GEN_SUPPORTED_LIST: NDIS_OID = 0x0001_0101;
 pub const OID_GEN_MAXIMUM_FRAME_SIZE: NDIS_OID = 0x0001_0106;

@@ -269,3 +269,38 @@ pub fn wait_released(rings: &ClientRings) {
         std::thread::yield_now();
     }
 }
+
+/// The bytes of an OID_TCP_OFFLOAD_PARAMETERS buffer of `revision`, all settings "no change"
+/// but what `set` changes.
+pub fn offload_parameters(revision: u8, set: impl FnOnce(&mut NDIS_OFFLOAD_PARAMETERS)) -> Vec<u8> {
+    // SAFETY (test): plain integers; zeroed, padding included, and changed in place only, so
+    // every byte read below is initialized.
+    let mut parameters: Box<NDIS_OFFLOAD_PARAMETERS> = Box::new(unsafe { std::mem::zeroed() });
+    parameters.Header = NDIS_OBJECT_HEADER {
+        Type: NDIS_OBJECT_TYPE_DEFAULT,
+        Revision: revision,
+        Size: match revision {
+            1 => NDIS_SIZEOF_OFFLOAD_PARAMETERS_REVISION_1,
+            3 => NDIS_SIZEOF_OFFLOAD_PARAMETERS_REVISION_3,
+            _ => NDIS_SIZEOF_OFFLOAD_PARAMETERS_REVISION_5,
+        },
+    };
+    set(&mut parameters);
+    let size = usize::from(parameters.Header.Size);
+    // SAFETY (test): the box's initialized bytes, `size` of them at most its size.
+    unsafe { std::slice::from_raw_parts((&raw const *parameters).cast::<u8>(), size) }.to_vec()
+}
+
+/// The bytes of an OID_OFFLOAD_ENCAPSULATION buffer setting both IP versions to `enabled` with
+/// `encapsulation`.
+pub fn offload_encapsulation(enabled: u32, encapsulation: u32) -> Vec<u8> {
+    let mut bytes = Vec::new();
+    bytes.extend([NDIS_OBJECT_TYPE_OFFLOAD_ENCAPSULATION, 1]);
+    bytes.extend(NDIS_SIZEOF_OFFLOAD_ENCAPSULATION_REVISION_1.to_ne_bytes());
+    for _ in 0..2 {
+        for word in [enabled, encapsulation, 0] {
+            bytes.extend(word.to_ne_bytes());
+        }
+    }
+    bytes
+}

@@ -28,7 +28,7 @@ use oxtun_abi::{
 };
 use oxtun_driver::sys::*;
 use oxtun_sim::tun::{self, ip};
-use oxtun_sim::{Adapter, Bitness, Driver, DriverBuild, Process, Token, stack};
+use oxtun_sim::{Adapter, AdapterSetup, Bitness, Driver, DriverBuild, Process, Token, stack};
 use sha2::{Digest, Sha256};
 
 /// A line on stderr, where a log may be gone: the process that read it (a test, killed on a
@@ -41,7 +41,7 @@ macro_rules! log {
 
 const USAGE: &str = "usage: wintun-emu --socket PATH [--address CIDR]... [--name IFNAME] \
                      [--upper tun|reflect] [--version-file PATH] [--stack-high-water] \
-                     [--driver host|image[=PATH]]";
+                     [--driver host|image[=PATH]] [--keyword NAME=VALUE]...";
 const EVENT_ALL_ACCESS: ACCESS_MASK = 0x001F_0003;
 const STATUS_INVALID_PARAMETER: u32 = 0xC000_000D;
 const STATUS_INVALID_DEVICE_REQUEST: u32 = 0xC000_0010;
@@ -64,6 +64,9 @@ struct Options {
     /// Measure the kernel stack each driver callback uses, and print it on exit.
     stack_high_water: bool,
     driver: DriverBuild,
+    /// The adapter's registry values (standardized keywords such as `*LsoV2IPv4=1`), as an
+    /// administrator sets them.
+    keywords: Vec<(String, String)>,
 }
 
 fn parse_options() -> Result<Options, String> {
@@ -74,6 +77,7 @@ fn parse_options() -> Result<Options, String> {
     let mut version_file = None;
     let mut stack_high_water = false;
     let mut driver = None;
+    let mut keywords = Vec::new();
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         let mut value = || args.next().ok_or(format!("{arg} needs a value"));
@@ -94,6 +98,13 @@ fn parse_options() -> Result<Options, String> {
                 let build =
                     DriverBuild::parse(&value()?).map_err(|error| format!("--driver: {error}"))?;
                 driver = Some(build);
+            }
+            "--keyword" => {
+                let setting = value()?;
+                let (name, value) = setting
+                    .split_once('=')
+                    .ok_or(format!("--keyword is NAME=VALUE, not {setting}"))?;
+                keywords.push((name.to_string(), value.to_string()));
             }
             "--help" | "-h" => return Err(USAGE.to_string()),
             other => return Err(format!("unknown argument {other}")),
@@ -116,6 +127,7 @@ fn parse_options() -> Result<Options, String> {
             Some(driver) => driver,
             None => DriverBuild::setting()?,
         },
+        keywords,
     })
 }
 
@@ -647,8 +659,14 @@ fn run(options: Options) -> io::Result<bool> {
     log_driver(&options.driver)?;
     let driver = Driver::load_build(&options.driver)
         .map_err(|status| io::Error::other(format!("the driver did not load: {status:#x}")))?;
+    let setup = options
+        .keywords
+        .iter()
+        .fold(AdapterSetup::default(), |setup, (name, value)| {
+            setup.keyword(name, value.as_str())
+        });
     let adapter =
-        Arc::new(driver.add_adapter().map_err(|status| {
+        Arc::new(driver.add_adapter_with(setup).map_err(|status| {
             io::Error::other(format!("MiniportInitializeEx failed: {status:#x}"))
         })?);
     adapter.set_recording(false);

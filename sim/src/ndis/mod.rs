@@ -18,6 +18,12 @@ use std::sync::Mutex;
 use oxtun_driver::sys::*;
 use oxtun_sim_macros::kernel_export;
 
+mod config;
+mod offload;
+
+pub use config::{Registry, RegistryValue};
+pub use offload::{Checksums, OffloadRecord, Offloads, Segmentation};
+
 use crate::bookkeeping::faults::{Site, should_fail};
 use crate::bookkeeping::verifier::{unsupported, violation};
 use crate::io;
@@ -397,6 +403,10 @@ pub struct AdapterBlock {
     pub received_changed: std::sync::Condvar,
     pub attributes: Mutex<Attributes>,
     pub link_state: Mutex<Option<NDIS_LINK_STATE>>,
+    /// The adapter's registry key, which NdisReadConfiguration reads.
+    pub registry: Mutex<Registry>,
+    /// What NDIS knows of the adapter's task offloads.
+    pub offloads: Mutex<OffloadRecord>,
     pub device: *mut DEVICE_OBJECT,
 }
 
@@ -427,9 +437,9 @@ fn block<'a>(handle: NDIS_HANDLE, what: &str) -> Option<&'a AdapterBlock> {
     Some(unsafe { &*handle.cast::<AdapterBlock>() })
 }
 
-/// Creates an adapter block and its device object; the handle stays valid until
-/// [`free_adapter`].
-pub fn new_adapter() -> NDIS_HANDLE {
+/// Creates an adapter block, with `registry` as its registry key, and its device object; the
+/// handle stays valid until [`free_adapter`].
+pub fn new_adapter(registry: Registry) -> NDIS_HANDLE {
     let device = io::new_device_object();
     let block = Box::new(AdapterBlock {
         state: Mutex::new(AdapterState::Initializing),
@@ -450,6 +460,8 @@ pub fn new_adapter() -> NDIS_HANDLE {
         received_changed: std::sync::Condvar::new(),
         attributes: Mutex::new(Attributes::default()),
         link_state: Mutex::new(None),
+        registry: Mutex::new(registry),
+        offloads: Mutex::new(OffloadRecord::default()),
         device,
     });
     let handle = Box::into_raw(block);
@@ -464,6 +476,21 @@ pub fn adapter_block<'a>(handle: NDIS_HANDLE) -> &'a AdapterBlock {
 
 pub fn free_adapter(handle: NDIS_HANDLE) {
     ADAPTERS.lock().unwrap().remove(&(handle as usize));
+    let open = CONFIGURATIONS
+        .lock()
+        .unwrap()
+        .values()
+        .filter(|open| open.adapter == handle as usize)
+        .count();
+    if open != 0 {
+        // A miniport "can use the configuration handle until NDIS halts the miniport adapter
+        // and the MiniportHaltEx function returns" (NdisOpenConfigurationEx), and "must call the
+        // NdisCloseConfiguration function to release the configuration handle and related
+        // resources" when done.
+        violation(format!(
+            "the adapter halted with {open} configuration handles open"
+        ));
+    }
     // SAFETY: created by new_adapter and no longer in the live set.
     let block = unsafe { Box::from_raw(handle.cast::<AdapterBlock>()) };
     io::free_device_object(block.device);
@@ -646,12 +673,131 @@ pub unsafe extern "efiapi" fn NdisMSetMiniportAttributes(
                 supported_oids,
             });
         }
+        NDIS_OBJECT_TYPE_MINIPORT_ADAPTER_OFFLOAD_ATTRIBUTES => {
+            drop(recorded);
+            return set_offload_attributes(block, attributes);
+        }
         other => {
             unsupported(format!("miniport attributes of type {other:#x}"));
             return NDIS_STATUS_INVALID_PARAMETER;
         }
     }
     NDIS_STATUS_SUCCESS
+}
+
+/// The offload attributes ("Reporting a Miniport Adapter's Task Offload Capabilities":
+/// NdisMSetMiniportAttributes from MiniportInitializeEx, with NDIS_MINIPORT_ADAPTER_OFFLOAD_ATTRIBUTES).
+fn set_offload_attributes(
+    block: &AdapterBlock,
+    attributes: *mut NDIS_OBJECT_HEADER,
+) -> NDIS_STATUS {
+    // SAFETY: every attributes structure starts with its header.
+    let header = unsafe { *attributes };
+    if header.Revision != NDIS_MINIPORT_ADAPTER_OFFLOAD_ATTRIBUTES_REVISION_1
+        || header.Size < NDIS_SIZEOF_MINIPORT_ADAPTER_OFFLOAD_ATTRIBUTES_REVISION_1
+    {
+        // NDIS_MINIPORT_ADAPTER_OFFLOAD_ATTRIBUTES: "Set ... the Revision member to
+        // NDIS_MINIPORT_ADAPTER_OFFLOAD_ATTRIBUTES_REVISION_1, and the Size member to
+        // NDIS_SIZEOF_MINIPORT_ADAPTER_OFFLOAD_ATTRIBUTES_REVISION_1".
+        violation(format!("bad offload attributes header {header:?}"));
+        return NDIS_STATUS_INVALID_PARAMETER;
+    }
+    // SAFETY: the header says this is the offload attributes structure.
+    let offload = unsafe { &*attributes.cast::<NDIS_MINIPORT_ADAPTER_OFFLOAD_ATTRIBUTES>() };
+    let read = |pointer: *mut NDIS_OFFLOAD, what: &str| {
+        if pointer.is_null() {
+            // NDIS_MINIPORT_ADAPTER_OFFLOAD_ATTRIBUTES: DefaultOffloadConfiguration and
+            // HardwareOffloadCapabilities each point to an NDIS_OFFLOAD.
+            return Err(format!("offload attributes without {what}"));
+        }
+        // SAFETY: the miniport's NDIS_OFFLOAD, read during the call, as long as its header says.
+        let bytes = unsafe {
+            let size = usize::from((*pointer).Header.Size).min(size_of::<NDIS_OFFLOAD>());
+            std::slice::from_raw_parts(pointer.cast::<u8>(), size.max(4))
+        };
+        offload::read_offload(bytes).map_err(|error| format!("{what}: {error}"))
+    };
+    let offloads = read(
+        offload.DefaultOffloadConfiguration,
+        "DefaultOffloadConfiguration",
+    )
+    .and_then(|default| {
+        read(
+            offload.HardwareOffloadCapabilities,
+            "HardwareOffloadCapabilities",
+        )
+        .map(|hardware| (default, hardware))
+    });
+    let (default, hardware) = match offloads {
+        Ok(offloads) => offloads,
+        Err(error) => {
+            violation(error);
+            return NDIS_STATUS_INVALID_PARAMETER;
+        }
+    };
+    if let Some(beyond) = Offloads::of(&default).beyond(&Offloads::of(&hardware)) {
+        // HardwareOffloadCapabilities "indicates all the task offload capabilities that are
+        // supported by the miniport adapter. These capabilities include capabilities that are
+        // currently disabled" (NDIS_MINIPORT_ADAPTER_OFFLOAD_ATTRIBUTES): the current
+        // configuration is a part of them.
+        violation(format!(
+            "the default offload configuration has {beyond}, which the hardware capabilities lack"
+        ));
+    }
+    let mut record = block.offloads.lock().unwrap();
+    record.hardware = Some(hardware);
+    record.current = default;
+    record.previous = default;
+    NDIS_STATUS_SUCCESS
+}
+
+/// NDIS_STATUS_TASK_OFFLOAD_CURRENT_CONFIG: the miniport's current offload configuration, which
+/// is all that changes it after initialization.
+fn current_offloads_indicated(block: &AdapterBlock, indication: &NDIS_STATUS_INDICATION) {
+    if indication.StatusBuffer.is_null() {
+        // "The StatusBuffer member of the NDIS_STATUS_INDICATION structure contains an
+        // NDIS_OFFLOAD structure" (NDIS_STATUS_TASK_OFFLOAD_CURRENT_CONFIG).
+        violation("NDIS_STATUS_TASK_OFFLOAD_CURRENT_CONFIG without its NDIS_OFFLOAD");
+        return;
+    }
+    // SAFETY: the miniport's buffer of StatusBufferSize bytes, read during the call.
+    let bytes = unsafe {
+        std::slice::from_raw_parts(
+            indication.StatusBuffer.cast::<u8>(),
+            indication.StatusBufferSize as usize,
+        )
+    };
+    let current = match offload::read_offload(bytes) {
+        Ok(current) => current,
+        Err(error) => {
+            violation(format!(
+                "NDIS_STATUS_TASK_OFFLOAD_CURRENT_CONFIG with {error}"
+            ));
+            return;
+        }
+    };
+    let mut record = block.offloads.lock().unwrap();
+    let Some(hardware) = record.hardware else {
+        // A miniport reports its offload capabilities in its offload attributes at
+        // initialization ("Reporting a NIC's ... Capabilities": "Miniport drivers must include
+        // the current ... configuration in the NDIS_MINIPORT_ADAPTER_OFFLOAD_ATTRIBUTES
+        // structure"), before it reports changes to them.
+        violation(
+            "NDIS_STATUS_TASK_OFFLOAD_CURRENT_CONFIG from a miniport that set no offload attributes",
+        );
+        return;
+    };
+    if let Some(beyond) = Offloads::of(&current).beyond(&Offloads::of(&hardware)) {
+        // The current configuration is a subset of the hardware capabilities (see
+        // set_offload_attributes); "The contents of the NDIS_OFFLOAD structure reflect only the
+        // NIC's current task offload configuration".
+        violation(format!(
+            "NDIS_STATUS_TASK_OFFLOAD_CURRENT_CONFIG turns on {beyond}, which the hardware capabilities lack"
+        ));
+    }
+    record.previous = record.current;
+    record.current = current;
+    record.indications += 1;
 }
 
 /// A miniport of NDIS 6.20 or later reports its power management in
@@ -734,6 +880,8 @@ pub unsafe extern "efiapi" fn NdisMIndicateStatusEx(
             violation(format!("bad link state header {:?}", link.Header));
         }
         *block.link_state.lock().unwrap() = Some(link);
+    } else if indication.StatusCode == NDIS_STATUS_TASK_OFFLOAD_CURRENT_CONFIG {
+        current_offloads_indicated(block, indication);
     }
 }
 
@@ -767,6 +915,120 @@ pub unsafe extern "efiapi" fn NdisMGetDeviceProperty(
             }
         }
     }
+}
+
+/// A configuration handle NdisOpenConfigurationEx gave: the adapter it is for, and the values
+/// read through it, which live until it is closed.
+struct OpenConfiguration {
+    adapter: usize,
+    values: Vec<config::ReadValue>,
+}
+
+/// Open configuration handles, by address.
+static CONFIGURATIONS: Mutex<BTreeMap<usize, OpenConfiguration>> = Mutex::new(BTreeMap::new());
+
+/// Configuration handles not closed.
+pub fn configurations_outstanding() -> usize {
+    CONFIGURATIONS.lock().unwrap().len()
+}
+
+#[kernel_export]
+pub unsafe extern "efiapi" fn NdisOpenConfigurationEx(
+    object: *const NDIS_CONFIGURATION_OBJECT,
+    handle: PNDIS_HANDLE,
+) -> NDIS_STATUS {
+    // NdisOpenConfigurationEx: "IRQL PASSIVE_LEVEL".
+    irql::require_at_most(PASSIVE_LEVEL, "NdisOpenConfigurationEx");
+    // SAFETY: the driver's configuration object, read during the call.
+    let object = unsafe { &*object };
+    if object.Header.Type != NDIS_OBJECT_TYPE_CONFIGURATION_OBJECT
+        || object.Header.Revision != NDIS_CONFIGURATION_OBJECT_REVISION_1
+        || object.Header.Size < NDIS_SIZEOF_CONFIGURATION_OBJECT_REVISION_1
+    {
+        // NDIS_CONFIGURATION_OBJECT: Type NDIS_OBJECT_TYPE_CONFIGURATION_OBJECT, Revision
+        // NDIS_CONFIGURATION_OBJECT_REVISION_1, Size NDIS_SIZEOF_CONFIGURATION_OBJECT_REVISION_1.
+        violation(format!(
+            "bad configuration object header {:?}",
+            object.Header
+        ));
+        return NDIS_STATUS_FAILURE;
+    }
+    if object.NdisHandle == driver_handle() || object.Flags != 0 {
+        unsupported("a configuration other than a miniport adapter's");
+        return NDIS_STATUS_FAILURE;
+    }
+    if block(object.NdisHandle, "NdisOpenConfigurationEx").is_none() {
+        return NDIS_STATUS_FAILURE;
+    }
+    let opened = Box::into_raw(Box::new(0u8)) as usize;
+    CONFIGURATIONS.lock().unwrap().insert(
+        opened,
+        OpenConfiguration {
+            adapter: object.NdisHandle as usize,
+            values: Vec::new(),
+        },
+    );
+    // SAFETY: the driver's out parameter.
+    unsafe { *handle = opened as NDIS_HANDLE };
+    NDIS_STATUS_SUCCESS
+}
+
+#[kernel_export]
+pub unsafe extern "efiapi" fn NdisReadConfiguration(
+    status: *mut NDIS_STATUS,
+    value: *mut *mut NDIS_CONFIGURATION_PARAMETER,
+    handle: NDIS_HANDLE,
+    keyword: PUNICODE_STRING,
+    _parameter_type: NDIS_PARAMETER_TYPE,
+) {
+    // NdisReadConfiguration: "IRQL PASSIVE_LEVEL".
+    irql::require_at_most(PASSIVE_LEVEL, "NdisReadConfiguration");
+    let mut configurations = CONFIGURATIONS.lock().unwrap();
+    let Some(open) = configurations.get_mut(&(handle as usize)) else {
+        // ConfigurationHandle is a handle NdisOpenConfigurationEx (or NdisOpenConfigurationKeyBy*)
+        // returned (NdisReadConfiguration), not yet closed.
+        violation(format!(
+            "NdisReadConfiguration with unknown configuration handle {handle:p}"
+        ));
+        return;
+    };
+    // SAFETY: the driver's NDIS_STRING, read during the call.
+    let name = unsafe { config::keyword_name(keyword) };
+    let adapter = adapter_block(open.adapter as NDIS_HANDLE);
+    let found = name.and_then(|name| adapter.registry.lock().unwrap().get(&name).cloned());
+    // SAFETY: the driver's out parameters.
+    unsafe {
+        match found {
+            Some(found) => {
+                let mut read = config::ReadValue::of(&found);
+                *value = &mut *read.parameter;
+                open.values.push(read);
+                *status = NDIS_STATUS_SUCCESS;
+            }
+            // "The requested information could not be found under the opened registry key".
+            None => *status = NDIS_STATUS_FAILURE,
+        }
+    }
+}
+
+#[kernel_export]
+pub extern "efiapi" fn NdisCloseConfiguration(handle: NDIS_HANDLE) {
+    // NdisCloseConfiguration: "IRQL PASSIVE_LEVEL".
+    irql::require_at_most(PASSIVE_LEVEL, "NdisCloseConfiguration");
+    if CONFIGURATIONS
+        .lock()
+        .unwrap()
+        .remove(&(handle as usize))
+        .is_none()
+    {
+        // NdisCloseConfiguration releases a handle a configuration function returned, once.
+        violation(format!(
+            "NdisCloseConfiguration of unknown handle {handle:p}"
+        ));
+        return;
+    }
+    // SAFETY: the box NdisOpenConfigurationEx made for this handle, freed once.
+    drop(unsafe { Box::from_raw(handle.cast::<u8>()) });
 }
 
 #[kernel_export]
@@ -866,6 +1128,13 @@ pub fn oid_request(
         buffer.as_mut_ptr().cast()
     };
     request.DATA.InformationBufferLength = buffer.len() as u32;
+    let block = adapter_block(handle);
+    let offload_set = request_type == NdisRequestSetInformation
+        && (oid == OID_TCP_OFFLOAD_PARAMETERS || oid == OID_OFFLOAD_ENCAPSULATION);
+    if request_type == NdisRequestSetInformation && oid == OID_TCP_OFFLOAD_PARAMETERS {
+        keywords_follow_parameters(block, &buffer);
+    }
+    let indications_before = block.offloads.lock().unwrap().indications;
     let status = irql::call_at(PASSIVE_LEVEL, "MiniportOidRequest", || {
         // SAFETY: the driver's handler with its adapter context and a live request.
         unsafe { (handlers.oid_request)(context, &mut *request) }
@@ -892,8 +1161,32 @@ pub fn oid_request(
             buffer.len()
         ));
     }
+    if status == NDIS_STATUS_SUCCESS && offload_set {
+        let mut record = block.offloads.lock().unwrap();
+        if record.indications == indications_before {
+            // "Miniport drivers must use the contents of the NDIS_OFFLOAD_PARAMETERS structure to
+            // update the currently reported TCP offload capabilities. After the update, the
+            // miniport driver must report the current task offload capabilities with the
+            // NDIS_STATUS_TASK_OFFLOAD_CURRENT_CONFIG status indication" (OID_TCP_OFFLOAD_PARAMETERS;
+            // OID_OFFLOAD_ENCAPSULATION says the same of NDIS_OFFLOAD_ENCAPSULATION).
+            violation(format!(
+                "OID {oid:#x} set succeeded without an NDIS_STATUS_TASK_OFFLOAD_CURRENT_CONFIG indication"
+            ));
+        }
+        if oid == OID_OFFLOAD_ENCAPSULATION
+            && let Some(set) = NDIS_OFFLOAD_ENCAPSULATION::read_from(&buffer)
+        {
+            let mut merged = record.encapsulation.unwrap_or_default();
+            merged.Header = set.Header;
+            for (kept, asked) in [(&mut merged.IPv4, set.IPv4), (&mut merged.IPv6, set.IPv6)] {
+                if asked.Enabled != NDIS_OFFLOAD_SET_NO_CHANGE {
+                    *kept = asked;
+                }
+            }
+            record.encapsulation = Some(merged);
+        }
+    }
     if status == NDIS_STATUS_SUCCESS {
-        let block = adapter_block(handle);
         let attributes = block.attributes.lock().unwrap();
         let listed = attributes
             .general
@@ -916,6 +1209,66 @@ pub fn oid_request(
         bytes_done: done,
         bytes_needed: needed,
     }
+}
+
+/// NDIS writes the keywords an OID_TCP_OFFLOAD_PARAMETERS set changes into the adapter's
+/// registry before the miniport sees it (see `config::keywords_of_parameters`).
+fn keywords_follow_parameters(block: &AdapterBlock, buffer: &[u8]) {
+    if buffer.len() < usize::from(NDIS_SIZEOF_OFFLOAD_PARAMETERS_REVISION_1) {
+        return;
+    }
+    let mut whole = [0u8; size_of::<NDIS_OFFLOAD_PARAMETERS>()];
+    let len = buffer.len().min(whole.len());
+    whole[..len].copy_from_slice(&buffer[..len]);
+    let parameters = NDIS_OFFLOAD_PARAMETERS::read_from(&whole).expect("its size");
+    if parameters.Header.Type != NDIS_OBJECT_TYPE_DEFAULT {
+        return;
+    }
+    let mut registry = block.registry.lock().unwrap();
+    for (keyword, value) in config::keywords_of_parameters(&parameters, buffer.len()) {
+        registry.set(keyword, value);
+    }
+}
+
+/// The simulated TCP/IP binds to the adapter: if the miniport reported offloads it can do, it
+/// activates them with OID_OFFLOAD_ENCAPSULATION for `encapsulation` on both IP versions
+/// ("Protocol drivers set OID_OFFLOAD_ENCAPSULATION after determining the system encapsulation
+/// requirements ... The protocol driver must set an encapsulation type that the miniport
+/// adapter supports on at least one offload service"). If the miniport fails it, the protocol
+/// uses no offloads.
+pub fn bind_protocol(handle: NDIS_HANDLE, encapsulation: u32) -> Option<NDIS_STATUS> {
+    let hardware = adapter_block(handle).offloads.lock().unwrap().hardware?;
+    if Offloads::of(&hardware) == Offloads::default() {
+        return None;
+    }
+    let version = NDIS_OFFLOAD_ENCAPSULATION_IP {
+        Enabled: NDIS_OFFLOAD_SET_ON,
+        EncapsulationType: encapsulation,
+        HeaderSize: 0,
+    };
+    let request = NDIS_OFFLOAD_ENCAPSULATION {
+        Header: NDIS_OBJECT_HEADER {
+            Type: NDIS_OBJECT_TYPE_OFFLOAD_ENCAPSULATION,
+            Revision: NDIS_OFFLOAD_ENCAPSULATION_REVISION_1,
+            Size: NDIS_SIZEOF_OFFLOAD_ENCAPSULATION_REVISION_1,
+        },
+        IPv4: version,
+        IPv6: version,
+    };
+    // SAFETY: plain integers, all initialized, no padding (28 bytes of ULONGs and a header).
+    let bytes = unsafe {
+        std::slice::from_raw_parts(
+            (&raw const request).cast::<u8>(),
+            size_of::<NDIS_OFFLOAD_ENCAPSULATION>(),
+        )
+    };
+    let result = oid_request(
+        handle,
+        NdisRequestSetInformation,
+        OID_OFFLOAD_ENCAPSULATION,
+        bytes.to_vec(),
+    );
+    Some(result.status)
 }
 
 /// The context the driver registered for the adapter.

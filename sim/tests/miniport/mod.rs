@@ -15,9 +15,15 @@ use oxtun_sim::{Adapter, Driver};
 pub type SendHook = Box<dyn Fn(*mut NET_BUFFER_LIST, ULONG) + Send>;
 /// What the miniport does with NBLs NDIS returns: the NBLs, the return flags.
 pub type ReturnHook = Box<dyn Fn(*mut NET_BUFFER_LIST, ULONG) + Send>;
+/// How the miniport answers an OID request.
+pub type OidHook = Box<dyn Fn(&mut NDIS_OID_REQUEST) -> NDIS_STATUS + Send>;
 
 static SEND: Mutex<Option<SendHook>> = Mutex::new(None);
 static RETURN: Mutex<Option<ReturnHook>> = Mutex::new(None);
+static OID: Mutex<Option<OidHook>> = Mutex::new(None);
+/// The offload attributes the miniport sets at initialization, if any: the default
+/// configuration and the hardware capabilities.
+static OFFLOADS: Mutex<Option<(NDIS_OFFLOAD, NDIS_OFFLOAD)>> = Mutex::new(None);
 static REVISION: AtomicU8 = AtomicU8::new(NDIS_MINIPORT_DRIVER_CHARACTERISTICS_REVISION_2);
 static DRIVER_HANDLE: AtomicPtr<core::ffi::c_void> = AtomicPtr::new(null_mut());
 static ADAPTER_HANDLE: AtomicPtr<core::ffi::c_void> = AtomicPtr::new(null_mut());
@@ -36,6 +42,29 @@ pub fn on_send(hook: impl Fn(*mut NET_BUFFER_LIST, ULONG) + Send + 'static) {
 
 pub fn on_return(hook: impl Fn(*mut NET_BUFFER_LIST, ULONG) + Send + 'static) {
     *RETURN.lock().unwrap() = Some(Box::new(hook));
+}
+
+/// OID requests are answered by `hook` (NDIS_STATUS_NOT_SUPPORTED without one).
+pub fn on_oid(hook: impl Fn(&mut NDIS_OID_REQUEST) -> NDIS_STATUS + Send + 'static) {
+    *OID.lock().unwrap() = Some(Box::new(hook));
+}
+
+/// The next adapter sets offload attributes: `default` as its current configuration, `hardware`
+/// as its capabilities.
+pub fn offloads_at_initialization(default: NDIS_OFFLOAD, hardware: NDIS_OFFLOAD) {
+    *OFFLOADS.lock().unwrap() = Some((default, hardware));
+}
+
+/// Indicates NDIS_STATUS_TASK_OFFLOAD_CURRENT_CONFIG with `current`.
+pub fn indicate_offloads(mut current: NDIS_OFFLOAD) {
+    // SAFETY (test): the adapter's handle; a buffer that lives through the call.
+    unsafe {
+        indicate_status(
+            adapter_handle(),
+            NDIS_STATUS_TASK_OFFLOAD_CURRENT_CONFIG,
+            &mut current,
+        )
+    };
 }
 
 /// The handle NDIS gave the adapter, for the test's calls into NDIS.
@@ -145,13 +174,36 @@ unsafe extern "efiapi" fn initialize(
     general.MtuSize = 1500;
     general.MediaConnectState = MediaConnectStateConnected;
     general.PowerManagementCapabilitiesEx = &mut power;
+    // The OIDs a test's hook may answer.
+    static SUPPORTED: [NDIS_OID; 2] = [OID_TCP_OFFLOAD_PARAMETERS, OID_OFFLOAD_ENCAPSULATION];
+    general.SupportedOidList = SUPPORTED.as_ptr();
+    general.SupportedOidListLength = size_of_val(&SUPPORTED) as u32;
+    let offloads = *OFFLOADS.lock().unwrap();
     // SAFETY: NDIS's adapter handle, in MiniportInitializeEx; attributes that live for the calls.
     unsafe {
         let status = NdisMSetMiniportAttributes(adapter, (&raw mut registration).cast());
         if status != NDIS_STATUS_SUCCESS {
             return status;
         }
-        NdisMSetMiniportAttributes(adapter, (&raw mut general).cast())
+        let status = NdisMSetMiniportAttributes(adapter, (&raw mut general).cast());
+        if status != NDIS_STATUS_SUCCESS {
+            return status;
+        }
+        if let Some((mut default, mut hardware)) = offloads {
+            let mut attributes = NDIS_MINIPORT_ADAPTER_OFFLOAD_ATTRIBUTES {
+                Header: NDIS_OBJECT_HEADER {
+                    Type: NDIS_OBJECT_TYPE_MINIPORT_ADAPTER_OFFLOAD_ATTRIBUTES,
+                    Revision: NDIS_MINIPORT_ADAPTER_OFFLOAD_ATTRIBUTES_REVISION_1,
+                    Size: NDIS_SIZEOF_MINIPORT_ADAPTER_OFFLOAD_ATTRIBUTES_REVISION_1,
+                },
+                DefaultOffloadConfiguration: &mut default,
+                HardwareOffloadCapabilities: &mut hardware,
+                DefaultTcpConnectionOffloadConfiguration: null_mut(),
+                TcpConnectionOffloadHardwareCapabilities: null_mut(),
+            };
+            return NdisMSetMiniportAttributes(adapter, (&raw mut attributes).cast());
+        }
+        NDIS_STATUS_SUCCESS
     }
 }
 
@@ -173,9 +225,14 @@ unsafe extern "efiapi" fn restart(
 
 unsafe extern "efiapi" fn oid_request(
     _context: NDIS_HANDLE,
-    _request: *mut NDIS_OID_REQUEST,
+    request: *mut NDIS_OID_REQUEST,
 ) -> NDIS_STATUS {
-    NDIS_STATUS_NOT_SUPPORTED
+    let hook = OID.lock().unwrap();
+    match hook.as_ref() {
+        // SAFETY: NDIS's request, the miniport's until it returns.
+        Some(hook) => hook(unsafe { &mut *request }),
+        None => NDIS_STATUS_NOT_SUPPORTED,
+    }
 }
 
 unsafe extern "efiapi" fn send(
