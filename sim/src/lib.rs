@@ -51,9 +51,10 @@ pub use image::loader::DriverEntryRoutine;
 pub use io::DeviceHandle;
 pub use ke::dispatcher::EventObject;
 pub use ndis::{
-    AdapterState, Checksums, Fragmentation, General, NDIS_ALLOCATION_FLAG, OffloadRecord, Offloads,
-    OidResult, PreparedSend, ReceiveSink, Received, Registry, RegistryValue, ReturnMode,
-    Segmentation, Sender, ndis_dispatched,
+    AdapterState, Checksums, Fragmentation, General, Indicated, NDIS_ALLOCATION_FLAG,
+    OffloadRecord, OffloadedCompletion, Offloads, OidResult, PreparedSend, ReceiveSink, Received,
+    ReceivedOffloads, Registry, RegistryValue, ReturnMode, Segmentation, SendOffload, SendTiming,
+    Sender, TurnedOff, ndis_dispatched,
 };
 pub use oxtun_sim_macros::test;
 pub use process::{Bitness, IntegrityLevel, Process, Token};
@@ -381,6 +382,22 @@ impl Adapter {
         irql: KIRQL,
     ) -> Vec<NDIS_STATUS> {
         ndis::send(self.handle, nbls, layout, irql)
+    }
+
+    /// Sends one NBL of one packet per entry of `sends`, each offloaded as it says, as the
+    /// simulated TCP/IP does: the packet (complete and well formed) rewritten as tcpip hands
+    /// such a send over and its NBL information written, a segmentation offload's headers in its
+    /// first MDL. With [`SendTiming::InForce`] the offload must be in force (a violation
+    /// otherwise, and the send is not made: `None`); [`SendTiming::Late`] sends what an earlier
+    /// configuration allowed.
+    pub fn send_offloaded(
+        &self,
+        sends: &[(Vec<u8>, SendOffload)],
+        layout: Fragmentation,
+        timing: SendTiming,
+        irql: KIRQL,
+    ) -> Vec<Option<OffloadedCompletion>> {
+        ndis::send_offloaded(self.handle, sends, layout, timing, irql)
     }
 
     /// MiniportPause; the adapter is paused when it returns success, or pausing when it

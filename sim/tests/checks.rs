@@ -630,3 +630,71 @@ fn driver_verifiers_handle_checks_report_an_invalid_handle_referenced_while_atta
     );
     user.exit();
 }
+
+#[oxtun_sim::test]
+fn an_mdl_for_non_paged_pool_describes_non_paged_pool_and_is_neither_locked_nor_mapped_again() {
+    // SAFETY (test): the simulator's exports, on pool this test allocates and frees.
+    unsafe {
+        let buffer = ExAllocatePool2(POOL_FLAG_NON_PAGED, 6000, 0x7473_6554);
+        let mdl = IoAllocateMdl(buffer, 6000, 0, 0, std::ptr::null_mut());
+        let violations = violations_of(|| {
+            MmBuildMdlForNonPagedPool(mdl);
+            // Its system address is where the buffer lies; a part of it, through a partial MDL,
+            // too (IoBuildPartialMdl from an MDL MmBuildMdlForNonPagedPool built).
+            assert_eq!(
+                MmGetSystemAddressForMdlSafe(mdl, NormalPagePriority),
+                buffer
+            );
+            let partial = IoAllocateMdl(std::ptr::null_mut(), 12288, 0, 0, std::ptr::null_mut());
+            IoBuildPartialMdl(mdl, partial, buffer.cast::<u8>().add(100).cast(), 5000);
+            assert_eq!(
+                MmGetSystemAddressForMdlSafe(partial, NormalPagePriority),
+                buffer.cast::<u8>().add(100).cast()
+            );
+            MmPrepareMdlForReuse(partial);
+            IoFreeMdl(partial);
+        });
+        assert_eq!(violations, Vec::<String>::new());
+        // "drivers must not try to lock them ..., or to create additional system-address-space
+        // mappings ... drivers must not try to unlock the pages" (MmBuildMdlForNonPagedPool).
+        let violations = violations_of(|| {
+            MmMapLockedPagesSpecifyCache(
+                mdl,
+                KernelMode,
+                MmCached,
+                std::ptr::null_mut(),
+                0,
+                NormalPagePriority,
+            );
+            MmUnlockPages(mdl);
+        });
+        assert_eq!(violations.len(), 2, "{violations:?}");
+        assert!(
+            violations[0].contains("into system space again"),
+            "{violations:?}"
+        );
+        assert!(violations[1].contains("unlocking an MDL"), "{violations:?}");
+        IoFreeMdl(mdl);
+        // Paged pool, or a range past the block: "the specified MDL must describe a buffer in
+        // nonpaged system memory".
+        let paged = ExAllocatePool2(POOL_FLAG_PAGED, 64, 0x7473_6554);
+        let violations = violations_of(|| {
+            let on_paged = IoAllocateMdl(paged, 64, 0, 0, std::ptr::null_mut());
+            MmBuildMdlForNonPagedPool(on_paged);
+            IoFreeMdl(on_paged);
+            let past = IoAllocateMdl(buffer, 6001, 0, 0, std::ptr::null_mut());
+            MmBuildMdlForNonPagedPool(past);
+            IoFreeMdl(past);
+        });
+        assert_eq!(violations.len(), 2, "{violations:?}");
+        assert!(
+            violations
+                .iter()
+                .all(|violation| violation.contains("not one block of non-paged pool")),
+            "{violations:?}"
+        );
+        ExFreePoolWithTag(paged, 0x7473_6554);
+        ExFreePoolWithTag(buffer, 0x7473_6554);
+    }
+    assert!(oxtun_sim::outstanding().is_empty());
+}

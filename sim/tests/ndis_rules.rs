@@ -254,9 +254,10 @@ fn nbls_indicated_with_the_resources_flag_stay_the_miniports() {
 
 #[oxtun_sim::test]
 fn an_indicated_nbl_may_carry_info_of_its_own_but_not_what_the_stack_left() {
-    const TCP_IP_CHECKSUM_NET_BUFFER_LIST_INFO: usize = 0;
-    /// NDIS_TCP_IP_CHECKSUM_NET_BUFFER_LIST_INFO with IpChecksumSucceeded (a receive's flags).
-    const IP_CHECKSUM_SUCCEEDED: usize = 1 << 3;
+    /// NetBufferListHashValue (nblinfo.h), a miniport's own to set (a receive's RSS hash); the
+    /// offload entries have rules of their own (see the offload tests below).
+    const NET_BUFFER_LIST_HASH_VALUE: usize = 8;
+    const HASH: usize = 0x1234_5678;
     let (driver, adapter) = miniport::load(2).unwrap();
     let receives = Receives::new();
     // The stack gives the NBL back; the miniport keeps it to indicate again, as is.
@@ -265,10 +266,7 @@ fn an_indicated_nbl_may_carry_info_of_its_own_but_not_what_the_stack_left() {
     miniport::on_return(move |nbl, _flags| kept.lock().unwrap().push(nbl as usize));
     let nbl = receives.nbl(&PACKET, NDIS_ETH_TYPE_IPV4);
     // SAFETY (test): an NBL the miniport owns.
-    unsafe {
-        (*nbl).NetBufferListInfo[TCP_IP_CHECKSUM_NET_BUFFER_LIST_INFO] =
-            IP_CHECKSUM_SUCCEEDED as PVOID
-    };
+    unsafe { (*nbl).NetBufferListInfo[NET_BUFFER_LIST_HASH_VALUE] = HASH as PVOID };
     let violations = violations_of(|| indicate(&[nbl], 0));
     assert_eq!(violations, Vec::<String>::new());
     assert_eq!(*returned.lock().unwrap(), [nbl as usize]);
@@ -505,6 +503,372 @@ fn a_current_offload_configuration_comes_only_from_a_miniport_that_set_offload_a
         violations[0].contains("set no offload attributes"),
         "{violations:?}"
     );
+    adapter.halt();
+    assert!(driver.unload().is_empty());
+}
+
+/// An IPv4 packet of `transport` (6 or 17) with a 20- or 8-byte header and `payload` bytes, its
+/// lengths and checksums right.
+fn ipv4(transport: u8, payload: usize) -> Vec<u8> {
+    let header = if transport == 6 { 20 } else { 8 };
+    let len = 20 + header + payload;
+    let mut packet = vec![0u8; len];
+    packet[..20].copy_from_slice(&[
+        0x45,
+        0,
+        (len >> 8) as u8,
+        len as u8,
+        0x12,
+        0x34,
+        0x40,
+        0,
+        64,
+        transport,
+        0,
+        0,
+        10,
+        0,
+        0,
+        1,
+        10,
+        0,
+        0,
+        2,
+    ]);
+    packet[20..22].copy_from_slice(&4000u16.to_be_bytes());
+    packet[22..24].copy_from_slice(&5000u16.to_be_bytes());
+    if transport == 6 {
+        packet[24..28].copy_from_slice(&1u32.to_be_bytes());
+        packet[32] = 5 << 4;
+        packet[33] = 0x10; // ACK
+        packet[34..36].copy_from_slice(&65535u16.to_be_bytes());
+    } else {
+        packet[24..26].copy_from_slice(&((8 + payload) as u16).to_be_bytes());
+    }
+    for (at, byte) in packet[20 + header..].iter_mut().enumerate() {
+        *byte = at as u8;
+    }
+    oxtun_abi::offload::fill_checksums(
+        &mut packet,
+        oxtun_abi::offload::Checksums {
+            ipv4_header: true,
+            transport: true,
+        },
+    )
+    .unwrap();
+    packet
+}
+
+/// A miniport with LSOv2 for IPv4 in force (and its capability), activated when the simulated
+/// TCP/IP binds; OID_TCP_OFFLOAD_PARAMETERS turns it off.
+fn load_with_lso() -> (oxtun_sim::Driver, oxtun_sim::Adapter) {
+    miniport::offloads_at_initialization(offload(lso_v4), offload(lso_v4));
+    miniport::on_oid(|request| {
+        let current = if request.DATA.Oid == OID_TCP_OFFLOAD_PARAMETERS {
+            offload(|_| {})
+        } else {
+            offload(lso_v4)
+        };
+        miniport::indicate_offloads(current);
+        NDIS_STATUS_SUCCESS
+    });
+    miniport::load(2).unwrap()
+}
+
+const LSO: oxtun_sim::SendOffload = oxtun_sim::SendOffload::Lso {
+    mss: 1000,
+    tcp_header_offset: 20,
+};
+
+#[oxtun_sim::test]
+fn an_lsov2_send_reaches_the_miniport_as_tcpip_sends_it_and_completes_with_its_info_written() {
+    let (driver, adapter) = load_with_lso();
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let seen_by_hook = seen.clone();
+    miniport::on_send(move |nbls, flags| {
+        // SAFETY (test): the NBL the simulator sent, the miniport's until completed.
+        unsafe {
+            let nb = (*nbls).FirstNetBuffer;
+            let mdl = (*nb).CurrentMdl;
+            let first = std::slice::from_raw_parts(
+                (*mdl).MappedSystemVa.cast::<u8>(),
+                (*mdl).ByteCount as usize,
+            );
+            seen_by_hook.lock().unwrap().push((
+                (*nbls).NetBufferListInfo[TcpLargeSendNetBufferListInfo] as usize,
+                first.to_vec(),
+            ));
+        }
+        miniport::complete(nbls, Some(NDIS_STATUS_SUCCESS), flags);
+    });
+    // Completed without LsoV2TransmitComplete written.
+    let send = || {
+        adapter.send_offloaded(
+            &[(ipv4(6, 3000), LSO)],
+            Fragmentation {
+                leading: 0,
+                chunk: 16,
+            },
+            oxtun_sim::SendTiming::InForce,
+            DISPATCH_LEVEL,
+        )
+    };
+    let violations = violations_of(|| {
+        send();
+    });
+    assert_eq!(violations.len(), 1, "{violations:?}");
+    assert!(
+        violations[0].contains("LsoV2TransmitComplete"),
+        "{violations:?}"
+    );
+    // What the miniport got: MSS 1000, the TCP header at 20, LSOv2, IPv4; the headers in the
+    // first MDL; the IPv4 Total Length 0 and the TCP checksum the pseudo-header's sum without
+    // the length.
+    let (info, first_mdl) = seen.lock().unwrap()[0].clone();
+    assert_eq!(info, 1000 | 20 << 20 | 1 << 30);
+    assert_eq!(first_mdl.len(), 40);
+    assert_eq!(&first_mdl[2..4], &[0, 0]);
+    let sum = oxtun_abi::offload::pseudo_header_sum(&first_mdl[12..20], 6, 0);
+    assert_eq!(first_mdl[36..38], sum.to_be_bytes());
+    // Written as the page asks: no violation.
+    miniport::on_send(|nbls, flags| {
+        // SAFETY (test): the NBL the simulator sent, the miniport's until completed.
+        unsafe {
+            let info = &mut (*nbls).NetBufferListInfo[TcpLargeSendNetBufferListInfo];
+            *info = NDIS_TCP_LARGE_SEND_OFFLOAD_NET_BUFFER_LIST_INFO(*info as usize)
+                .v2_completed()
+                .0 as PVOID;
+        }
+        miniport::complete(nbls, Some(NDIS_STATUS_SUCCESS), flags);
+    });
+    let violations = violations_of(|| {
+        let completed = send();
+        assert_eq!(completed[0].unwrap().status, NDIS_STATUS_SUCCESS);
+        assert_eq!(completed[0].unwrap().lso & 0x7FFF_FFFF, 1 << 30);
+    });
+    assert_eq!(violations, Vec::<String>::new());
+    adapter.halt();
+    assert!(driver.unload().is_empty());
+}
+
+/// offloading-the-segmentation-of-large-tcp-packets: after OID_TCP_OFFLOAD_PARAMETERS turns LSO
+/// off, "the miniport shall drop all NET_BUFFER_LIST which contain any non-zero LSOv1 or LSOv2
+/// OOB data".
+#[oxtun_sim::test]
+fn an_lso_send_that_arrives_after_the_oid_turned_lso_off_is_dropped() {
+    let (driver, adapter) = load_with_lso();
+    // LsoV2IPv4 = NDIS_OFFLOAD_PARAMETERS_LSOV2_DISABLED, nothing else changed.
+    let parameters = [
+        0x80, 1, 20, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0,
+    ];
+    assert_eq!(
+        adapter.set(OID_TCP_OFFLOAD_PARAMETERS, &parameters).status,
+        NDIS_STATUS_SUCCESS
+    );
+    // The simulated stack sends no LSO now...
+    let violations = violations_of(|| {
+        let completed = adapter.send_offloaded(
+            &[(ipv4(6, 3000), LSO)],
+            Fragmentation::CONTIGUOUS,
+            oxtun_sim::SendTiming::InForce,
+            DISPATCH_LEVEL,
+        );
+        assert_eq!(completed, [None]);
+    });
+    assert_eq!(violations.len(), 1, "{violations:?}");
+    assert!(
+        violations[0].contains("the simulated stack offloads a send it may not"),
+        "{violations:?}"
+    );
+    // ...but one built before may still come, and the miniport must not send it.
+    let late = |status| {
+        miniport::on_send(move |nbls, flags| {
+            // SAFETY (test): the NBL the simulator sent, the miniport's until completed.
+            unsafe {
+                (*nbls).NetBufferListInfo[TcpLargeSendNetBufferListInfo] = (1usize << 30) as PVOID
+            };
+            miniport::complete(nbls, Some(status), flags);
+        });
+        violations_of(|| {
+            adapter.send_offloaded(
+                &[(ipv4(6, 3000), LSO)],
+                Fragmentation::CONTIGUOUS,
+                oxtun_sim::SendTiming::Late,
+                DISPATCH_LEVEL,
+            );
+        })
+    };
+    let violations = late(NDIS_STATUS_SUCCESS);
+    assert_eq!(violations.len(), 1, "{violations:?}");
+    assert!(
+        violations[0].contains("turned that offload off"),
+        "{violations:?}"
+    );
+    assert_eq!(late(NDIS_STATUS_FAILURE), Vec::<String>::new());
+    adapter.halt();
+    assert!(driver.unload().is_empty());
+}
+
+/// Receive checksums and RSC for IPv4 as capabilities; `current` in force at initialization,
+/// activated when the simulated TCP/IP binds.
+fn load_with_receive_offloads(current: NDIS_OFFLOAD) -> (oxtun_sim::Driver, oxtun_sim::Adapter) {
+    let hardware = offload(|offload| {
+        rx_tcp_v4(offload);
+        offload.Checksum.IPv4Receive.Fields |= NDIS_OFFLOAD_SUPPORTED
+            << NDIS_CHECKSUM_OFFLOAD_PATH::IP_SHIFT
+            | NDIS_OFFLOAD_SUPPORTED << NDIS_CHECKSUM_OFFLOAD_PATH::UDP_SHIFT;
+        offload.Rsc.IPv4Enabled = 1;
+    });
+    miniport::offloads_at_initialization(current, hardware);
+    miniport::on_oid(move |_request| {
+        miniport::indicate_offloads(current);
+        NDIS_STATUS_SUCCESS
+    });
+    miniport::load(2).unwrap()
+}
+
+/// Indicates `packet` with the checksum flags `checksum` and the NDIS_RSC_NBL_INFO `rsc`, and
+/// returns the violations.
+fn indicate_with(packet: &[u8], checksum: usize, rsc: usize) -> Vec<String> {
+    let receives = Receives::new();
+    miniport::on_return(|nbls, _flags| free_returned(nbls));
+    let nbl = receives.nbl(packet, 0x0800);
+    // SAFETY (test): an NBL the test miniport owns until it indicates it.
+    unsafe {
+        (*nbl).NetBufferListInfo[TcpIpChecksumNetBufferListInfo] = checksum as PVOID;
+        (*nbl).NetBufferListInfo[TcpRecvSegCoalesceInfo] = rsc as PVOID;
+    }
+    let violations = violations_of(|| indicate(&[nbl], 0));
+    // SAFETY (test): the pool, empty again.
+    unsafe { NdisFreeNetBufferListPool(receives.pool) };
+    violations
+}
+
+type ChecksumInfo = NDIS_TCP_IP_CHECKSUM_NET_BUFFER_LIST_INFO;
+
+/// "Offloading Checksum Tasks": a miniport sets the receive flags for a packet "on which it
+/// performs checksum tasks"; OID_OFFLOAD_ENCAPSULATION: it "must not start checksum offload
+/// services until after it receives" that OID.
+#[oxtun_sim::test]
+fn receive_checksum_flags_only_for_checksums_in_force_and_activated() {
+    let (driver, adapter) = load_with_receive_offloads(offload(rx_tcp_v4));
+    let valid = ChecksumInfo::RX_TCP_CHECKSUM_SUCCEEDED;
+    // TCP over IPv4 is in force: fine.
+    assert_eq!(indicate_with(&ipv4(6, 100), valid, 0), Vec::<String>::new());
+    // The IPv4 header and UDP checksums are not.
+    let violations = indicate_with(&ipv4(17, 100), ChecksumInfo::RX_UDP_CHECKSUM_SUCCEEDED, 0);
+    assert_eq!(violations.len(), 1, "{violations:?}");
+    assert!(
+        violations[0].contains("UDP checksum flags"),
+        "{violations:?}"
+    );
+    let violations = indicate_with(
+        &ipv4(6, 100),
+        valid | ChecksumInfo::RX_IP_CHECKSUM_SUCCEEDED,
+        0,
+    );
+    assert_eq!(violations.len(), 1, "{violations:?}");
+    assert!(
+        violations[0].contains("IP checksum flags"),
+        "{violations:?}"
+    );
+    // A verdict on a TCP checksum of a UDP packet: a house rule.
+    let violations = indicate_with(&ipv4(17, 100), valid, 0);
+    assert_eq!(violations.len(), 1, "{violations:?}");
+    assert!(
+        violations[0].starts_with("house rule")
+            && violations[0].contains("checksum it does not have"),
+        "{violations:?}"
+    );
+    // A checksum both failed and succeeded, and a coalesced unit's timestamp delta on a packet
+    // that is none: house rules too.
+    let violations = indicate_with(
+        &ipv4(6, 100),
+        valid | ChecksumInfo::RX_TCP_CHECKSUM_FAILED,
+        0,
+    );
+    assert_eq!(violations.len(), 1, "{violations:?}");
+    assert!(
+        violations[0].contains("both failed and succeeded"),
+        "{violations:?}"
+    );
+    let receives = Receives::new();
+    miniport::on_return(|nbls, _flags| free_returned(nbls));
+    let nbl = receives.nbl(&ipv4(6, 100), 0x0800);
+    // SAFETY (test): an NBL the test miniport owns until it indicates it.
+    unsafe { (*nbl).NetBufferListInfo[RscTcpTimestampDelta] = 7 as PVOID };
+    let violations = violations_of(|| indicate(&[nbl], 0));
+    assert_eq!(violations.len(), 1, "{violations:?}");
+    assert!(
+        violations[0].contains("RscTcpTimestampDelta"),
+        "{violations:?}"
+    );
+    // SAFETY (test): the pool, empty again.
+    unsafe { NdisFreeNetBufferListPool(receives.pool) };
+    adapter.take_received();
+    adapter.halt();
+    assert!(driver.unload().is_empty());
+    // Not yet activated: the protocol's OID_OFFLOAD_ENCAPSULATION failed.
+    miniport::offloads_at_initialization(offload(rx_tcp_v4), offload(rx_tcp_v4));
+    miniport::on_oid(|_request| NDIS_STATUS_INVALID_PARAMETER);
+    let (driver, adapter) = miniport::load(2).unwrap();
+    let violations = indicate_with(&ipv4(6, 100), valid, 0);
+    assert_eq!(violations.len(), 1, "{violations:?}");
+    assert!(
+        violations[0].contains("not in force and activated"),
+        "{violations:?}"
+    );
+    adapter.take_received();
+    adapter.halt();
+    assert!(driver.unload().is_empty());
+}
+
+/// indicating-coalesced-segments: no coalesced unit "until the protocol driver enables RSC";
+/// each one with "IpChecksumSucceeded and TcpChecksumSucceeded" set.
+#[oxtun_sim::test]
+fn a_coalesced_unit_only_with_rsc_in_force_and_its_checksums_marked_valid() {
+    let rsc_v4 = |offload: &mut NDIS_OFFLOAD| offload.Rsc.IPv4Enabled = 1;
+    let valid = ChecksumInfo::RX_TCP_CHECKSUM_SUCCEEDED | ChecksumInfo::RX_IP_CHECKSUM_SUCCEEDED;
+    let unit = ipv4(6, 4000);
+    let rsc_info = NDIS_RSC_NBL_INFO::new(3, 0).0;
+    // RSC not in force.
+    let (driver, adapter) = load_with_receive_offloads(offload(|_| {}));
+    let violations = indicate_with(&unit, valid, rsc_info);
+    assert_eq!(violations.len(), 1, "{violations:?}");
+    assert!(
+        violations[0].contains("RSC for IPv4 is not in force"),
+        "{violations:?}"
+    );
+    // A packet over the adapter's MtuSize (1500) without NDIS_RSC_NBL_INFO: a house rule.
+    let violations = indicate_with(&unit, 0, 0);
+    assert_eq!(violations.len(), 1, "{violations:?}");
+    assert!(
+        violations[0].contains("over the adapter's MtuSize 1500"),
+        "{violations:?}"
+    );
+    adapter.take_received();
+    adapter.halt();
+    assert!(driver.unload().is_empty());
+    // RSC in force: the unit is taken with both flags, not without them.
+    let (driver, adapter) = load_with_receive_offloads(offload(rsc_v4));
+    assert_eq!(indicate_with(&unit, valid, rsc_info), Vec::<String>::new());
+    let received = adapter.take_received();
+    assert_eq!(received[0].offloads.coalesced_segments(), 3);
+    let violations = indicate_with(&unit, ChecksumInfo::RX_TCP_CHECKSUM_SUCCEEDED, rsc_info);
+    assert_eq!(violations.len(), 1, "{violations:?}");
+    assert!(
+        violations[0].contains("without IpChecksumSucceeded"),
+        "{violations:?}"
+    );
+    // Nor is a UDP packet a coalesced unit.
+    let violations = indicate_with(&ipv4(17, 4000), valid, rsc_info);
+    assert!(
+        violations
+            .iter()
+            .any(|violation| violation.contains("not a TCP segment")),
+        "{violations:?}"
+    );
+    adapter.take_received();
     adapter.halt();
     assert!(driver.unload().is_empty());
 }

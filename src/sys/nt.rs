@@ -404,6 +404,7 @@ kernel_imports!("ntoskrnl.exe" {
         VirtualAddress: PVOID,
         Length: ULONG,
     );
+    pub fn MmBuildMdlForNonPagedPool(MemoryDescriptorList: PMDL);
     pub fn ExInitializeRundownProtection(RunRef: *mut EX_RUNDOWN_REF);
     pub fn ExReInitializeRundownProtection(RunRef: *mut EX_RUNDOWN_REF);
     pub fn ExAcquireRundownProtection(RunRef: *mut EX_RUNDOWN_REF) -> u8;

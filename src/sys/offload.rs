@@ -322,6 +322,7 @@ impl NDIS_TCP_IP_CHECKSUM_NET_BUFFER_LIST_INFO {
     pub const TX_TCP_CHECKSUM: usize = 1 << 2;
     pub const TX_UDP_CHECKSUM: usize = 1 << 3;
     pub const TX_IP_HEADER_CHECKSUM: usize = 1 << 4;
+    pub const TX_TCP_HEADER_OFFSET_SHIFT: u32 = 16;
     pub const RX_TCP_CHECKSUM_FAILED: usize = 1 << 0;
     pub const RX_UDP_CHECKSUM_FAILED: usize = 1 << 1;
     pub const RX_IP_CHECKSUM_FAILED: usize = 1 << 2;

@@ -678,8 +678,8 @@ fn run(options: Options) -> io::Result<bool> {
     let sink: oxtun_sim::ReceiveSink = match &tun {
         Some(tun) => {
             let (tun, counts) = (tun.try_clone()?, counts.clone());
-            Arc::new(move |packets: &[&[u8]]| {
-                for packet in packets {
+            Arc::new(move |packets: &[oxtun_sim::Indicated<'_>]| {
+                for packet in packets.iter().map(|indicated| indicated.data) {
                     // SAFETY: writing a packet from a borrowed slice to our TUN descriptor; a
                     // full queue drops it, as a congested link would.
                     let written = unsafe {
@@ -698,8 +698,9 @@ fn run(options: Options) -> io::Result<bool> {
             // The indicated packets, where they lie in the receive ring, sent again before
             // their NBLs are returned: no copy until the send path's into the send ring.
             let (sender, counts) = (Mutex::new(adapter.sender()), counts.clone());
-            Arc::new(move |packets: &[&[u8]]| {
-                let sent = sender.lock().unwrap().send(packets, DISPATCH_LEVEL);
+            Arc::new(move |packets: &[oxtun_sim::Indicated<'_>]| {
+                let packets: Vec<&[u8]> = packets.iter().map(|indicated| indicated.data).collect();
+                let sent = sender.lock().unwrap().send(&packets, DISPATCH_LEVEL);
                 counts.up.fetch_add(packets.len() as u64, Ordering::Relaxed);
                 counts.count_down(sent, packets.len());
             })

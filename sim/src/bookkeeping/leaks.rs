@@ -15,6 +15,8 @@ use crate::bookkeeping::verifier::violation;
 pub struct Allocation {
     pub size: usize,
     pub tag: ULONG,
+    /// Paged pool (POOL_FLAG_PAGED), not non-paged.
+    pub paged: bool,
 }
 
 /// The driver's pool allocations not yet freed, by address.
@@ -34,6 +36,13 @@ pub(crate) fn pool_allocated(address: usize, allocation: Allocation) {
             record.pool.insert(address);
         }
     });
+}
+
+/// The live allocation holding the `length` bytes at `address`, if one holds them all.
+pub(crate) fn pool_block_holding(address: usize, length: usize) -> Option<Allocation> {
+    let pool = POOL.lock().unwrap();
+    let (&start, &allocation) = pool.range(..=address).next_back()?;
+    (address + length <= start + allocation.size).then_some(allocation)
 }
 
 /// The driver freed the pool at `address`: what it had allocated there, if it had.

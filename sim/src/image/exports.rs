@@ -121,6 +121,7 @@ pub fn table() -> Vec<Export> {
         declared!("ntoskrnl.exe", process::KeUnstackDetachProcess),
         declared!("ntoskrnl.exe", dispatcher::KeWaitForMultipleObjects),
         declared!("ntoskrnl.exe", dispatcher::KeWaitForSingleObject),
+        declared!("ntoskrnl.exe", mdl::MmBuildMdlForNonPagedPool),
         declared!("ntoskrnl.exe", mdl::MmMapLockedPagesSpecifyCache),
         declared!("ntoskrnl.exe", mdl::MmUnlockPages),
         declared!("ntoskrnl.exe", mdl::MmUnmapLockedPages),

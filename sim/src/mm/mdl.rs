@@ -32,6 +32,8 @@ struct MdlState {
     pages: usize,
     /// For a partial MDL: the MDL whose locked pages it describes.
     partial_of: Option<usize>,
+    /// Built by MmBuildMdlForNonPagedPool: non-paged memory, mapped where it lies.
+    nonpaged: bool,
 }
 
 const PAGE_SIZE: usize = 4096;
@@ -119,6 +121,11 @@ pub unsafe extern "efiapi" fn OxtunProbeAndLockPages(
         // still locked, which are then never unlocked ("Using MDLs").
         violation("probing an MDL that is already locked");
     }
+    if state.nonpaged {
+        // "Because the pages described by the MDL are already nonpageable ... drivers must not
+        // try to lock them by using the MmProbeAndLockPages routine" (MmBuildMdlForNonPagedPool).
+        violation("probing and locking an MDL MmBuildMdlForNonPagedPool built");
+    }
     // Windows probes for whatever access is asked (MmProbeAndLockPages); the driver writes both
     // rings' headers, and pages probed only for reading would let a read-only mapping through.
     if operation != IoWriteAccess {
@@ -148,6 +155,12 @@ pub unsafe extern "efiapi" fn MmUnlockPages(mdl: PMDL) {
         violation(format!("unlocking unknown MDL {mdl:p}"));
         return;
     };
+    if state.nonpaged {
+        // Drivers "must not try to unlock the pages by using the MmUnlockPages routine"
+        // (MmBuildMdlForNonPagedPool).
+        violation("unlocking an MDL MmBuildMdlForNonPagedPool built");
+        return;
+    }
     let Some(process) = state.locked_by.take() else {
         // MmUnlockPages unlocks the pages a preceding MmProbeAndLockPages locked through this MDL
         // (MmUnlockPages).
@@ -204,6 +217,13 @@ pub unsafe extern "efiapi" fn MmMapLockedPagesSpecifyCache(
         violation(format!("mapping unknown MDL {mdl:p}"));
         return null_mut();
     };
+    if state.nonpaged {
+        // The pages are "already mapped to the system address space": drivers must not "create
+        // additional system-address-space mappings by using the MmMapLockedPagesSpecifyCache
+        // routine" (MmBuildMdlForNonPagedPool).
+        violation("mapping an MDL MmBuildMdlForNonPagedPool built into system space again");
+        return null_mut();
+    }
     if (state.locked_by.is_none() && state.partial_of.is_none()) || state.mapped.is_some() {
         // MmMapLockedPagesSpecifyCache maps locked pages (its MemoryDescriptorList "describes the
         // physical pages to be mapped", locked by MmProbeAndLockPages or built on non-paged memory);
@@ -270,13 +290,19 @@ pub unsafe extern "efiapi" fn IoBuildPartialMdl(
         violation("IoBuildPartialMdl from an unknown MDL");
         return;
     };
-    if source_state.locked_by.is_none() {
-        // "Before the driver calls IoBuildPartialMdl, the physical pages that are described by the
-        // source MDL must be locked" (IoBuildPartialMdl).
+    if source_state.locked_by.is_none() && !source_state.nonpaged {
+        // "The physical pages that the source MDL describes must be locked before the driver
+        // calls IoBuildPartialMdl ... However, the driver can build the source MDL from nonpaged
+        // memory by calling the MmBuildMdlForNonPagedPool" (IoBuildPartialMdl).
         violation("IoBuildPartialMdl from an MDL that is not locked");
         return;
     }
-    let source_mapping = source_state.mapped.map(|(at, _)| at);
+    let source_nonpaged = source_state.nonpaged;
+    // SAFETY: a live MDL; one MmBuildMdlForNonPagedPool built is mapped where it lies.
+    let source_mapping = source_state
+        .mapped
+        .map(|(at, _)| at)
+        .or_else(|| source_nonpaged.then(|| unsafe { (*source).MappedSystemVa as usize }));
     // SAFETY: a live MDL.
     let (start, count) = unsafe {
         (
@@ -315,11 +341,52 @@ pub unsafe extern "efiapi" fn IoBuildPartialMdl(
         (*target).ByteOffset = (address % PAGE_SIZE) as u32;
         (*target).ByteCount = length as u32;
         (*target).MdlFlags = MDL_PARTIAL;
+        if source_nonpaged {
+            (*target).MdlFlags |= MDL_SOURCE_IS_NONPAGED_POOL;
+        }
         (*target).MappedSystemVa = null_mut();
         if let Some(mapped) = source_mapping {
             (*target).MdlFlags |= MDL_MAPPED_TO_SYSTEM_VA;
             (*target).MappedSystemVa = (mapped + (address - start)) as PVOID;
         }
+    }
+}
+
+#[kernel_export]
+pub unsafe extern "efiapi" fn MmBuildMdlForNonPagedPool(mdl: PMDL) {
+    // MmBuildMdlForNonPagedPool (wdm.h): "IRQL <= DISPATCH_LEVEL".
+    irql::require_at_most(DISPATCH_LEVEL, "MmBuildMdlForNonPagedPool");
+    let mut mdls = MDLS.lock().unwrap();
+    let Some(state) = mdls.get_mut(&(mdl as usize)) else {
+        // "The caller used the IoAllocateMdl routine to create the MDL for this buffer"
+        // (MmBuildMdlForNonPagedPool).
+        violation(format!("MmBuildMdlForNonPagedPool on unknown MDL {mdl:p}"));
+        return;
+    };
+    // SAFETY: a live MDL.
+    let (address, length) = unsafe {
+        (
+            (*mdl).StartVa as usize + (*mdl).ByteOffset as usize,
+            (*mdl).ByteCount as usize,
+        )
+    };
+    let nonpaged = crate::bookkeeping::leaks::pool_block_holding(address, length)
+        .is_some_and(|allocation| !allocation.paged);
+    if !nonpaged || state.locked_by.is_some() || state.partial_of.is_some() {
+        // "At entry, the specified MDL must describe a buffer in nonpaged system memory"
+        // (MmBuildMdlForNonPagedPool).
+        violation(format!(
+            "MmBuildMdlForNonPagedPool on an MDL of {length} bytes at {address:#x}, which is not \
+             one block of non-paged pool"
+        ));
+        return;
+    }
+    state.nonpaged = true;
+    // SAFETY: a live MDL, which now describes mapped non-paged memory ("MmGetSystemAddressForMdlSafe
+    // call simply returns the starting virtual address of the buffer").
+    unsafe {
+        (*mdl).MdlFlags |= MDL_SOURCE_IS_NONPAGED_POOL;
+        (*mdl).MappedSystemVa = address as PVOID;
     }
 }
 

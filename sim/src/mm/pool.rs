@@ -51,7 +51,14 @@ pub extern "efiapi" fn ExAllocatePool2(flags: POOL_FLAGS, size: usize, tag: ULON
     // SAFETY: a non-zero-sized layout.
     let memory = unsafe { alloc_zeroed(layout(size)) };
     assert!(!memory.is_null(), "host out of memory");
-    leaks::pool_allocated(memory as usize, Allocation { size, tag });
+    leaks::pool_allocated(
+        memory as usize,
+        Allocation {
+            size,
+            tag,
+            paged: flags & POOL_FLAG_PAGED != 0,
+        },
+    );
     memory.cast()
 }
 

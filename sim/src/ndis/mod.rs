@@ -22,10 +22,14 @@ mod config;
 mod offload;
 
 pub use config::{Registry, RegistryValue};
-pub use offload::{Checksums, OffloadRecord, Offloads, Segmentation};
+use offload::SentOffload;
+pub use offload::{
+    Checksums, OffloadRecord, Offloads, ReceivedOffloads, Segmentation, SendOffload, SendTiming,
+    TurnedOff,
+};
 
 use crate::bookkeeping::faults::{Site, should_fail};
-use crate::bookkeeping::verifier::{unsupported, violation};
+use crate::bookkeeping::verifier::{house_rule, unsupported, violation};
 use crate::io;
 use crate::ke::irql;
 
@@ -331,6 +335,18 @@ pub struct Received {
     pub nbl_flags: u32,
     /// The frame type, in host order (0x0800 or 0x86DD).
     pub ether_type: u16,
+    /// What the NBL says of the packet's checksums and coalescing.
+    pub offloads: ReceivedOffloads,
+}
+
+/// A packet the simulated stack takes from an indication, for a [`ReceiveSink`]: borrowed
+/// until the NBL that carries it is returned.
+#[derive(Clone, Copy, Debug)]
+pub struct Indicated<'a> {
+    pub data: &'a [u8],
+    /// What its NBL says of its checksums (valid, failed) and whether it is a coalesced unit
+    /// (NDIS_RSC_NBL_INFO): what an upper edge that passes packets on needs to say the same.
+    pub offloads: ReceivedOffloads,
 }
 
 /// The receive side of an adapter, as NDIS sees it.
@@ -355,7 +371,7 @@ pub struct ReceiveSide {
 
 /// Takes the packets of each indication, in place of the recording: borrowed where the
 /// indicated NBLs describe them (the driver's receive ring), before the NBLs are returned.
-pub type ReceiveSink = std::sync::Arc<dyn Fn(&[&[u8]]) + Send + Sync>;
+pub type ReceiveSink = std::sync::Arc<dyn Fn(&[Indicated<'_>]) + Send + Sync>;
 
 /// What the driver told NDIS about an adapter.
 #[derive(Clone, Debug, Default)]
@@ -1173,6 +1189,15 @@ pub fn oid_request(
                 "OID {oid:#x} set succeeded without an NDIS_STATUS_TASK_OFFLOAD_CURRENT_CONFIG indication"
             ));
         }
+        if oid == OID_TCP_OFFLOAD_PARAMETERS
+            && buffer.len() >= usize::from(NDIS_SIZEOF_OFFLOAD_PARAMETERS_REVISION_1)
+        {
+            let mut whole = [0u8; size_of::<NDIS_OFFLOAD_PARAMETERS>()];
+            let len = buffer.len().min(whole.len());
+            whole[..len].copy_from_slice(&buffer[..len]);
+            let parameters = NDIS_OFFLOAD_PARAMETERS::read_from(&whole).expect("its size");
+            record.turned_off.follow(&parameters, buffer.len());
+        }
         if oid == OID_OFFLOAD_ENCAPSULATION
             && let Some(set) = NDIS_OFFLOAD_ENCAPSULATION::read_from(&buffer)
         {
@@ -1319,6 +1344,17 @@ struct SendNbl {
 }
 
 fn build_nbl(packets: &[Vec<u8>], layout: Fragmentation) -> SendNbl {
+    build_nbl_with(packets, layout, 0, &[])
+}
+
+/// An NBL of `packets` laid out as `layout` says, but with at least `first_mdl` bytes of each
+/// packet in its first MDL, and the NetBufferListInfo entries `info`.
+fn build_nbl_with(
+    packets: &[Vec<u8>],
+    layout: Fragmentation,
+    first_mdl: usize,
+    info: &[(usize, usize)],
+) -> SendNbl {
     // SAFETY: plain data; all zeroes is a valid empty NBL.
     let mut nbl: Box<NblStorage> = Box::new(unsafe { std::mem::zeroed() });
     let mut nbs: Vec<Box<NbStorage>> = Vec::new();
@@ -1327,8 +1363,10 @@ fn build_nbl(packets: &[Vec<u8>], layout: Fragmentation) -> SendNbl {
     for packet in packets {
         let mut first: PMDL = null_mut();
         let mut last: PMDL = null_mut();
-        let mut chunks: Vec<Vec<u8>> = packet
-            .chunks(layout.chunk.max(1))
+        let first_len = first_mdl.max(layout.chunk.max(1)).min(packet.len());
+        let mut chunks: Vec<Vec<u8>> = std::iter::once(&packet[..first_len])
+            .filter(|chunk| !chunk.is_empty())
+            .chain(packet[first_len..].chunks(layout.chunk.max(1)))
             .map(<[u8]>::to_vec)
             .collect();
         if chunks.is_empty() {
@@ -1368,6 +1406,9 @@ fn build_nbl(packets: &[Vec<u8>], layout: Fragmentation) -> SendNbl {
     }
     nbl.nbl.FirstNetBuffer = nbs.first_mut().map_or(null_mut(), |nb| &mut nb.nb);
     nbl.nbl.Status = UNWRITTEN_STATUS;
+    for &(index, value) in info {
+        nbl.nbl.NetBufferListInfo[index] = value as PVOID;
+    }
     SendNbl {
         nbl,
         _nbs: nbs,
@@ -1437,6 +1478,16 @@ impl Sender {
 
     /// Sends `packets` in one call at `irql`; returns how many completed with success.
     pub fn send(&mut self, packets: &[&[u8]], irql: KIRQL) -> usize {
+        self.send_with(packets, &[], irql)
+    }
+
+    /// Sends `packets`, the NBL of each with the NetBufferListInfo entries `infos` has for it.
+    fn send_with(
+        &mut self,
+        packets: &[&[u8]],
+        infos: &[Vec<(usize, usize)>],
+        irql: KIRQL,
+    ) -> usize {
         if packets.is_empty() {
             return 0;
         }
@@ -1473,6 +1524,9 @@ impl Sender {
             storage.nbl.FirstNetBuffer = nb;
             storage.nbl.Status = UNWRITTEN_STATUS;
             storage.nbl.Next = next;
+            for &(entry, value) in infos.get(index).map_or(&[][..], |info| &info[..]) {
+                storage.nbl.NetBufferListInfo[entry] = value as PVOID;
+            }
             next = &mut storage.nbl;
         }
         send_chain(self.handle, next, irql);
@@ -1480,6 +1534,32 @@ impl Sender {
             .iter()
             .filter(|storage| storage.nbl.Status == NDIS_STATUS_SUCCESS)
             .count()
+    }
+}
+
+impl Sender {
+    /// Sends `packets` in one call at `irql`, each offloaded as it says: rewritten in place as
+    /// tcpip hands such a send over, with its NBL information (see [`stack_prepares`]); the
+    /// emulator's way of handing the driver a super-packet. Returns how many completed with
+    /// success; a packet the simulator refuses to send counts as failed.
+    pub fn send_offloaded(
+        &mut self,
+        packets: &mut [(&mut [u8], SendOffload)],
+        timing: SendTiming,
+        irql: KIRQL,
+    ) -> usize {
+        let mut infos = Vec::with_capacity(packets.len());
+        for (packet, offload) in packets.iter_mut() {
+            infos.push(stack_prepares(self.handle, packet, *offload, timing));
+        }
+        let sending: Vec<&[u8]> = packets
+            .iter()
+            .zip(&infos)
+            .filter(|(_, info)| info.is_some())
+            .map(|((packet, _), _)| &**packet)
+            .collect();
+        let infos: Vec<Vec<(usize, usize)>> = infos.into_iter().flatten().collect();
+        self.send_with(&sending, &infos, irql)
     }
 }
 
@@ -1504,9 +1584,19 @@ fn send_chain(handle: NDIS_HANDLE, first: *mut NET_BUFFER_LIST, irql: KIRQL) {
         nbl = unsafe { (*nbl).Next };
     }
     {
+        let turned_off = adapter_block(handle).offloads.lock().unwrap().turned_off;
         let mut sent = SENT.lock().unwrap();
         for &nbl in &chain {
-            sent.insert(nbl, handle as usize);
+            // SAFETY: an NBL of the caller's chain.
+            let info = unsafe { (*(nbl as *mut NET_BUFFER_LIST)).NetBufferListInfo };
+            let info = info.map(|value| value as usize);
+            sent.insert(
+                nbl,
+                Sent {
+                    adapter: handle as usize,
+                    offload: SentOffload::of(&info, turned_off),
+                },
+            );
         }
     }
     let flags = if irql == DISPATCH_LEVEL {
@@ -1531,8 +1621,15 @@ fn send_chain(handle: NDIS_HANDLE, first: *mut NET_BUFFER_LIST, irql: KIRQL) {
 /// What a sent NBL's Status holds until the miniport writes it: no NDIS_STATUS value.
 const UNWRITTEN_STATUS: NDIS_STATUS = 0x7EAD_BEEF;
 
-/// NBLs sent and not yet completed, by address, with the adapter each was sent to.
-static SENT: Mutex<BTreeMap<usize, usize>> = Mutex::new(BTreeMap::new());
+/// An NBL sent and not yet completed.
+struct Sent {
+    /// The adapter it was sent to.
+    adapter: usize,
+    offload: SentOffload,
+}
+
+/// NBLs sent and not yet completed, by address.
+static SENT: Mutex<BTreeMap<usize, Sent>> = Mutex::new(BTreeMap::new());
 
 /// A pausing miniport completes every send before its pause completes ("Pausing an Adapter",
 /// Microsoft's NDIS documentation): checked when MiniportPause returns success, and at
@@ -1542,7 +1639,7 @@ pub fn check_no_send_outstanding(handle: NDIS_HANDLE) {
         .lock()
         .unwrap()
         .values()
-        .filter(|&&adapter| adapter == handle as usize)
+        .filter(|sent| sent.adapter == handle as usize)
         .count();
     if outstanding != 0 {
         // "Pausing an Adapter": the miniport completes its outstanding send requests before the pause
@@ -1576,6 +1673,84 @@ pub fn send(
     sending.iter().map(|nbl| nbl.nbl.nbl.Status).collect()
 }
 
+/// How an offloaded send completed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct OffloadedCompletion {
+    pub status: NDIS_STATUS,
+    /// TcpLargeSendNetBufferListInfo as the miniport left it.
+    pub lso: usize,
+}
+
+/// The simulated TCP/IP's half of an offloaded send: the packet, complete and well formed,
+/// rewritten as tcpip hands it over for `offload` and its NBL information written
+/// ([`offload::tcpip_form`]); the offload checked to be in force first unless `timing` is
+/// [`SendTiming::Late`]. Returns the information to write, or `None` (and the violation) when
+/// the simulator was asked for what tcpip never sends.
+fn stack_prepares(
+    handle: NDIS_HANDLE,
+    packet: &mut [u8],
+    offload: SendOffload,
+    timing: SendTiming,
+) -> Option<Vec<(usize, usize)>> {
+    if timing == SendTiming::InForce {
+        let record = adapter_block(handle).offloads.lock().unwrap().clone();
+        if let Err(problem) = offload::stack_may_send(&record, packet, offload) {
+            // A check on the simulator: tcpip offloads only what is in force.
+            violation(format!(
+                "the simulated stack offloads a send it may not ({offload:?}): {problem}"
+            ));
+            return None;
+        }
+    }
+    match offload::tcpip_form(packet, offload) {
+        Ok(info) => Some(info),
+        Err(problem) => {
+            violation(format!(
+                "the simulated stack offloads a malformed packet ({offload:?}): {problem}"
+            ));
+            None
+        }
+    }
+}
+
+/// Sends one NBL of one packet per entry of `sends` at `irql`, each offloaded as it says (see
+/// [`stack_prepares`]), a segmentation offload's headers in its first MDL; returns how each
+/// completed (`None` for a send the simulator refused to make).
+pub fn send_offloaded(
+    handle: NDIS_HANDLE,
+    sends: &[(Vec<u8>, SendOffload)],
+    layout: Fragmentation,
+    timing: SendTiming,
+    irql: KIRQL,
+) -> Vec<Option<OffloadedCompletion>> {
+    let mut sending: Vec<SendNbl> = Vec::new();
+    let mut made = Vec::new();
+    for (packet, offload) in sends {
+        let mut packet = packet.clone();
+        let headers = offload::replicated_headers(&packet, *offload).unwrap_or(0);
+        let Some(info) = stack_prepares(handle, &mut packet, *offload, timing) else {
+            made.push(false);
+            continue;
+        };
+        made.push(true);
+        sending.push(build_nbl_with(&[packet], layout, headers, &info));
+    }
+    for index in (0..sending.len().saturating_sub(1)).rev() {
+        let next: *mut NET_BUFFER_LIST = &mut sending[index + 1].nbl.nbl;
+        sending[index].nbl.nbl.Next = next;
+    }
+    if let Some(first) = sending.first_mut() {
+        send_chain(handle, &mut first.nbl.nbl, irql);
+    }
+    let mut completed = sending.iter().map(|nbl| OffloadedCompletion {
+        status: nbl.nbl.nbl.Status,
+        lso: nbl.nbl.nbl.NetBufferListInfo[TcpLargeSendNetBufferListInfo] as usize,
+    });
+    made.into_iter()
+        .map(|made| if made { completed.next() } else { None })
+        .collect()
+}
+
 #[kernel_export]
 pub unsafe extern "efiapi" fn NdisMSendNetBufferListsComplete(
     handle: NDIS_HANDLE,
@@ -1599,13 +1774,23 @@ pub unsafe extern "efiapi" fn NdisMSendNetBufferListsComplete(
     let mut sent = SENT.lock().unwrap();
     let mut nbl = nbls;
     while !nbl.is_null() {
-        if sent.remove(&(nbl as usize)).is_none() {
+        let Some(entry) = sent.remove(&(nbl as usize)) else {
             // NdisMSendNetBufferListsComplete returns NBLs "that the miniport driver received in previous
             // calls to its MiniportSendNetBufferLists function", each once.
             violation(format!(
                 "completing NBL {nbl:p}, which is not an outstanding send"
             ));
             return;
+        };
+        // SAFETY: an NBL the simulator sent, live until this completion.
+        let (status, lso) = unsafe {
+            (
+                (*nbl).Status,
+                (*nbl).NetBufferListInfo[TcpLargeSendNetBufferListInfo] as usize,
+            )
+        };
+        if let Some(problem) = entry.offload.check_completion(status, lso) {
+            violation(problem);
         }
         // The completion returns "the final status of a send request"
         // (NdisMSendNetBufferListsComplete, Microsoft's NDIS documentation), which the protocol
@@ -1760,6 +1945,27 @@ fn check_indicated(handle: NDIS_HANDLE, nbl: *mut NET_BUFFER_LIST) {
     }
     let data = indicated_data(std::ptr::from_ref(nbl).cast_mut());
     check_nbl_flags(nbl.NblFlags, &data);
+    let block = adapter_block(handle);
+    let record = block.offloads.lock().unwrap().clone();
+    let mtu = block
+        .attributes
+        .lock()
+        .unwrap()
+        .general
+        .as_ref()
+        .map_or(u32::MAX, |general| general.mtu);
+    let findings = offload::check_received(
+        &record,
+        mtu,
+        ReceivedOffloads::of(&nbl.NetBufferListInfo),
+        &data,
+    );
+    for problem in findings.violations {
+        violation(problem);
+    }
+    for problem in findings.house_rules {
+        house_rule(problem);
+    }
 }
 
 /// The `NblFlags` of an indicated NBL: NDIS's bits as NDIS left them, and the flags that
@@ -1870,6 +2076,7 @@ fn read_received(nbl: *mut NET_BUFFER_LIST) -> Received {
             address,
             nbl_flags: (*nbl).NblFlags,
             ether_type: u16::from_be(frame_type),
+            offloads: ReceivedOffloads::of(&(*nbl).NetBufferListInfo),
         }
     }
 }
@@ -1959,7 +2166,12 @@ pub unsafe extern "efiapi" fn NdisMIndicateReceiveNetBufferLists(
                 ));
             }
             if receive.sink.is_some() {
-                sunk.push(indicated_data(nbl as *mut NET_BUFFER_LIST));
+                // SAFETY: an NBL the driver indicates, live until returned.
+                let info = unsafe { &(*(nbl as *mut NET_BUFFER_LIST)).NetBufferListInfo };
+                sunk.push((
+                    indicated_data(nbl as *mut NET_BUFFER_LIST),
+                    ReceivedOffloads::of(info),
+                ));
             } else if receive.recording {
                 let received = read_received(nbl as *mut NET_BUFFER_LIST);
                 receive.received.push_back(received);
@@ -1987,7 +2199,13 @@ pub unsafe extern "efiapi" fn NdisMIndicateReceiveNetBufferLists(
     };
     block.received_changed.notify_all();
     if let Some(sink) = sink {
-        let packets: Vec<&[u8]> = sunk.iter().map(|data| &**data).collect();
+        let packets: Vec<Indicated<'_>> = sunk
+            .iter()
+            .map(|(data, offloads)| Indicated {
+                data,
+                offloads: *offloads,
+            })
+            .collect();
         sink(&packets);
     }
     if mode == ReturnMode::PauseDuringIndication {
