@@ -2,10 +2,10 @@
 //! the one registration of rings it may have.
 
 use core::ptr::null_mut;
-use core::sync::atomic::AtomicPtr;
+use core::sync::atomic::{AtomicPtr, AtomicU32, Ordering};
 
 use crate::device;
-use crate::offload::{OffloadState, Offloads};
+use crate::offload::{OffloadState, Offloads, SendOffloads};
 use crate::oid::{self, MTU, OidAnswer, SUPPORTED_OIDS, Settings, Traffic};
 use crate::receive::Receiver;
 use crate::rings::{
@@ -33,6 +33,8 @@ pub struct Adapter {
     /// takes them is registered. Changed at PASSIVE_LEVEL only, each change indicated while the
     /// lock is held, so NDIS sees them in the order they happen.
     offloads: PassiveLock<OffloadState>,
+    /// The send path's share of the offload state ([`SendOffloads`]), changed under `offloads`.
+    send_offloads: AtomicU32,
     sent: Counters,
     receiver: Receiver,
     registration: RegistrationSlot,
@@ -76,6 +78,7 @@ impl Adapter {
             sending: Rundown::new(),
             settings: Settings::new(),
             offloads: PassiveLock::new(OffloadState::new(enabled)),
+            send_offloads: AtomicU32::new(OffloadState::new(enabled).send().bits()),
             sent: Counters::default(),
             receiver,
             registration: RegistrationSlot::new(),
@@ -127,6 +130,7 @@ impl Adapter {
             return STATUS_INSUFFICIENT_RESOURCES;
         };
         let ring = registration.receive_ring().expect("a new registration's");
+        let takes_headers = registration.takes_headers();
         if self.receiver.start(ring).is_err() {
             // As Wintun answers a receive thread that could not start.
             return NDIS_STATUS_FAILURE;
@@ -138,8 +142,22 @@ impl Adapter {
             drop(self.end_registration(Owner::File(owner_file)));
             return STATUS_SUCCESS;
         }
+        if takes_headers {
+            self.set_header_client(true);
+        }
         self.indicate_link_state(MediaConnectStateConnected);
         STATUS_SUCCESS
+    }
+
+    /// A client that takes the per-packet header came or went: the offloads the keywords and
+    /// the stack enable come into force, or go out of it. At PASSIVE_LEVEL.
+    fn set_header_client(&self, registered: bool) {
+        let mut state = self.offloads.lock();
+        let next = OffloadState {
+            header_client: registered,
+            ..*state
+        };
+        self.apply_offloads(&mut state, next);
     }
 
     /// Whether a registration of `owner` lives or is ending.
@@ -160,6 +178,10 @@ impl Adapter {
         ending.registration().close();
         self.receiver.stop();
         let registration = ending.registration();
+        if registration.takes_headers() {
+            // Before the slot is empty again: the next registration finds nothing in force.
+            self.set_header_client(false);
+        }
         let owner_file = registration
             .owned_from_user_mode()
             .then(|| registration.owner_file().try_clone());
@@ -199,7 +221,8 @@ impl Adapter {
         let status = if running.is_none() {
             NDIS_STATUS_PAUSED
         } else if let Some(rings) = self.registration.acquire() {
-            rings.send(&chain, &self.sent);
+            let allowed = SendOffloads::from_bits(self.send_offloads.load(Ordering::Acquire));
+            rings.send(&chain, &self.sent, allowed);
             NDIS_STATUS_SUCCESS
         } else {
             NDIS_STATUS_MEDIA_DISCONNECTED
@@ -259,12 +282,26 @@ impl Adapter {
         let mut state = self.offloads.lock();
         match change(*state) {
             Ok(next) => {
-                *state = next;
-                self.indicate_offloads(next.current());
+                self.apply_offloads(&mut state, next);
                 OidAnswer::done(read)
             }
             Err(answer) => answer,
         }
+    }
+
+    /// Puts `next` in force and reports it, under the offloads' lock (`state`): what the receive
+    /// path loses it stops saying before the report, what it gains it says only after
+    /// ([`Receiver::set_offloads`]); the send path's share changes before the report, so a large
+    /// send NDIS turned off is dropped once the OID that did it has completed.
+    fn apply_offloads(&self, state: &mut OffloadState, next: OffloadState) {
+        let receive = next.receive();
+        self.receiver
+            .set_offloads(self.receiver.offloads().and(receive));
+        self.send_offloads
+            .store(next.send().bits(), Ordering::Release);
+        *state = next;
+        self.indicate_offloads(next.current());
+        self.receiver.set_offloads(receive);
     }
 
     /// NDIS_STATUS_TASK_OFFLOAD_CURRENT_CONFIG with `current`.

@@ -353,6 +353,68 @@ impl Offloads {
     }
 }
 
+/// The receive path's share of the offloads in force: what it may tell the stack about a
+/// packet. Bits, so the receive thread reads them at once.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ReceiveOffloads(u32);
+
+impl ReceiveOffloads {
+    pub const IP_CHECKSUM_V4: u32 = 1 << 0;
+    pub const TCP_CHECKSUM_V4: u32 = 1 << 1;
+    pub const UDP_CHECKSUM_V4: u32 = 1 << 2;
+    pub const TCP_CHECKSUM_V6: u32 = 1 << 3;
+    pub const UDP_CHECKSUM_V6: u32 = 1 << 4;
+    pub const RSC_V4: u32 = 1 << 5;
+    pub const RSC_V6: u32 = 1 << 6;
+
+    pub const fn from_bits(bits: u32) -> Self {
+        ReceiveOffloads(bits)
+    }
+
+    pub const fn bits(self) -> u32 {
+        self.0
+    }
+
+    pub const fn has(self, bit: u32) -> bool {
+        self.0 & bit == bit
+    }
+
+    /// Only what both allow.
+    pub const fn and(self, other: ReceiveOffloads) -> ReceiveOffloads {
+        ReceiveOffloads(self.0 & other.0)
+    }
+}
+
+/// The send path's share of the offload state: which segmentation offloads NDIS allows (the
+/// keywords, OID_TCP_OFFLOAD_PARAMETERS and OID_OFFLOAD_ENCAPSULATION), whoever is registered.
+/// A large send of one it does not allow is dropped ("the miniport shall drop all
+/// NET_BUFFER_LIST which contain any non-zero LSOv1 or LSOv2 OOB data" once
+/// OID_TCP_OFFLOAD_PARAMETERS has turned LSO off, offloading-the-segmentation-of-large-tcp-packets;
+/// USO likewise, udp-segmentation-offload-uso-); one it allows is served, with the header or in
+/// software, even while it is out of force for want of a client that takes the header: the
+/// stack may have built it just before.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SendOffloads(u32);
+
+impl SendOffloads {
+    pub const LSO_V4: u32 = 1 << 0;
+    pub const LSO_V6: u32 = 1 << 1;
+    pub const USO_V4: u32 = 1 << 2;
+    pub const USO_V6: u32 = 1 << 3;
+
+    pub const fn from_bits(bits: u32) -> Self {
+        SendOffloads(bits)
+    }
+
+    pub const fn bits(self) -> u32 {
+        self.0
+    }
+
+    pub const fn has(self, bit: u32) -> bool {
+        self.0 & bit == bit
+    }
+}
+
 /// What OID_OFFLOAD_ENCAPSULATION last said of one IP version's offloads.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum Activation {
@@ -416,6 +478,67 @@ impl OffloadState {
         self.enabled.ip_version(v4, v6)
     }
 
+    /// What the receive path may do now: receive checksums only once activated, coalescing
+    /// whenever RSC is in force ("The NIC and miniport driver must not indicate coalesced
+    /// segments until the protocol driver enables RSC", through OID_TCP_OFFLOAD_PARAMETERS,
+    /// which the current configuration reflects).
+    pub fn receive(&self) -> ReceiveOffloads {
+        let current = self.current();
+        let [v4, v6] = self
+            .activation
+            .map(|activation| activation == Activation::On);
+        let mut bits = 0;
+        for (on, bit) in [
+            (
+                v4 && current.ip_checksum_v4.rx,
+                ReceiveOffloads::IP_CHECKSUM_V4,
+            ),
+            (
+                v4 && current.tcp_checksum_v4.rx,
+                ReceiveOffloads::TCP_CHECKSUM_V4,
+            ),
+            (
+                v4 && current.udp_checksum_v4.rx,
+                ReceiveOffloads::UDP_CHECKSUM_V4,
+            ),
+            (
+                v6 && current.tcp_checksum_v6.rx,
+                ReceiveOffloads::TCP_CHECKSUM_V6,
+            ),
+            (
+                v6 && current.udp_checksum_v6.rx,
+                ReceiveOffloads::UDP_CHECKSUM_V6,
+            ),
+            (current.rsc_v4, ReceiveOffloads::RSC_V4),
+            (current.rsc_v6, ReceiveOffloads::RSC_V6),
+        ] {
+            if on {
+                bits |= bit;
+            }
+        }
+        ReceiveOffloads(bits)
+    }
+
+    /// The segmentation offloads NDIS allows the send path (see [`SendOffloads`]).
+    pub fn send(&self) -> SendOffloads {
+        let [v4, v6] = self
+            .activation
+            .map(|activation| activation != Activation::Off);
+        let allowed = self.enabled.ip_version(v4, v6);
+        let mut bits = 0;
+        for (on, bit) in [
+            (allowed.lso_v4, SendOffloads::LSO_V4),
+            (allowed.lso_v6, SendOffloads::LSO_V6),
+            (allowed.uso_v4, SendOffloads::USO_V4),
+            (allowed.uso_v6, SendOffloads::USO_V6),
+        ] {
+            if on {
+                bits |= bit;
+            }
+        }
+        SendOffloads(bits)
+    }
+
     /// An OID_OFFLOAD_ENCAPSULATION set applied, from its buffer; the answer if refused.
     pub fn with_encapsulation(mut self, buffer: &[u8]) -> Result<Self, OidAnswer> {
         let size = usize::from(NDIS_SIZEOF_OFFLOAD_ENCAPSULATION_REVISION_1);
@@ -432,4 +555,81 @@ impl OffloadState {
         ];
         Ok(self)
     }
+}
+
+/// The most segments the driver cuts one super-packet from a client into, when it cannot go up
+/// whole: 512 covers 64 KiB of payload at an MSS of 128 bytes, far below any a TCP stack uses
+/// (IPv4's least is 536, "Requirements for Internet Hosts", RFC 1122, section 3.3.3; IPv6's
+/// minimum MTU is 1280). A super-packet that would make more is dropped and counted as an error:
+/// it asks for more NBLs and memory than any real sender needs.
+pub const MAX_RECEIVE_SEGMENTS: usize = 512;
+
+/// The receive checksum information (NDIS_TCP_IP_CHECKSUM_NET_BUFFER_LIST_INFO.Receive) of a
+/// packet whose first bytes are `head`, within what `offloads` puts in force:
+/// - IpChecksumSucceeded for an IPv4 header (all of it in `head`) whose checksum the driver
+///   verified here: a client's DATA_VALID speaks of the transport's checksum only (Linux's
+///   CHECKSUM_UNNECESSARY; its IP layer checks the header itself, `ip_rcv_core`).
+/// - TcpChecksumSucceeded or UdpChecksumSucceeded when `transport_valid` (the client verified
+///   it, DATA_VALID, or the driver computed it) and the packet's transport header follows its
+///   IP header directly, not in a fragment.
+///
+/// Nothing else is set: a flag the driver cannot vouch for is left for the stack to check.
+pub fn receive_checksum_info(
+    head: &[u8],
+    offloads: ReceiveOffloads,
+    transport_valid: bool,
+) -> usize {
+    type Info = NDIS_TCP_IP_CHECKSUM_NET_BUFFER_LIST_INFO;
+    let mut info = 0;
+    let (transport, tcp_bit, udp_bit) = match head.first().map(|byte| byte >> 4) {
+        Some(4) => {
+            let header_len = usize::from(head[0] & 0x0F) * 4;
+            if offloads.has(ReceiveOffloads::IP_CHECKSUM_V4)
+                && header_len >= 20
+                && head.len() >= header_len
+                && oxtun_abi::offload::ones_complement_sum(&head[..header_len]) == 0xFFFF
+            {
+                info |= Info::RX_IP_CHECKSUM_SUCCEEDED;
+            }
+            let fragment = head.len() >= 8 && u16::from_be_bytes([head[6], head[7]]) & 0x3FFF != 0;
+            let protocol = head.get(9).copied().filter(|_| !fragment);
+            (
+                protocol,
+                ReceiveOffloads::TCP_CHECKSUM_V4,
+                ReceiveOffloads::UDP_CHECKSUM_V4,
+            )
+        }
+        Some(6) => (
+            head.get(6).copied(),
+            ReceiveOffloads::TCP_CHECKSUM_V6,
+            ReceiveOffloads::UDP_CHECKSUM_V6,
+        ),
+        _ => return 0,
+    };
+    if transport_valid {
+        match transport {
+            Some(oxtun_abi::offload::PROTOCOL_TCP) if offloads.has(tcp_bit) => {
+                info |= Info::RX_TCP_CHECKSUM_SUCCEEDED;
+            }
+            Some(oxtun_abi::offload::PROTOCOL_UDP) if offloads.has(udp_bit) => {
+                info |= Info::RX_UDP_CHECKSUM_SUCCEEDED;
+            }
+            _ => {}
+        }
+    }
+    info
+}
+
+/// The checksum information of a coalesced unit the driver indicates: "The NIC and miniport
+/// driver must always set the IpChecksumSucceeded and TcpChecksumSucceeded flags"
+/// (indicating-coalesced-segments), after it has recomputed both ("should recompute the TCP and
+/// IPv4 checksums"); IPv6 has no header checksum.
+pub fn coalesced_checksum_info(ipv6: bool) -> usize {
+    type Info = NDIS_TCP_IP_CHECKSUM_NET_BUFFER_LIST_INFO;
+    Info::RX_TCP_CHECKSUM_SUCCEEDED
+        | if ipv6 {
+            0
+        } else {
+            Info::RX_IP_CHECKSUM_SUCCEEDED
+        }
 }

@@ -7,13 +7,23 @@
 //! out) only ever runs from their return, never inside an indication.
 
 use core::hint::spin_loop;
-use core::sync::atomic::{AtomicBool, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 
+use oxtun_abi::offload::{
+    Checksum, Checksums, Receive, Segments, complete_partial_checksum, fill_checksums, parse,
+    receive_as, validate,
+};
+use oxtun_abi::vnet::{
+    VIRTIO_NET_HDR_F_DATA_VALID, VIRTIO_NET_HDR_GSO_NONE, VNET_HDR_LEN, VirtioNetHdr,
+};
 use oxtun_abi::{
-    CompletionOrder, PACKET_HEADER_SIZE, RING_HEADER_SIZE, RingError, RingReader, SleepDecision,
-    Ticket,
+    CompletionOrder, PACKET_HEADER_SIZE, Packet, RING_HEADER_SIZE, RingError, RingReader,
+    SleepDecision, Ticket,
 };
 
+use crate::offload::{
+    MAX_RECEIVE_SEGMENTS, ReceiveOffloads, coalesced_checksum_info, receive_checksum_info,
+};
 use crate::statistics::{Counters, Counts};
 use crate::sys::*;
 
@@ -33,21 +43,33 @@ const CACHED_NBLS: u32 = 1024;
 /// stored just before it saw Alertable. (A timeout below the tick "might expire immediately".)
 pub const RECHECK_MILLISECONDS: u32 = 16;
 
+/// Bytes of a ring packet copied to decide what it is: the per-packet header, and an IP header
+/// with its options (IPv4's longest).
+const HEAD: usize = VNET_HDR_LEN + 60;
+
 /// The reading side of the receive ring, under the receiver's ring lock.
 pub struct ReceiveRing {
     reader: RingReader,
     order: CompletionOrder<TRACKED_PACKETS>,
     pages: LockedPages,
     tail_moved: EventReference,
+    /// The client asked for the per-packet header: every ring packet starts with one.
+    takes_headers: bool,
 }
 
 impl ReceiveRing {
-    pub fn new(reader: RingReader, pages: LockedPages, tail_moved: EventReference) -> Self {
+    pub fn new(
+        reader: RingReader,
+        pages: LockedPages,
+        tail_moved: EventReference,
+        takes_headers: bool,
+    ) -> Self {
         ReceiveRing {
             reader,
             order: CompletionOrder::new(),
             pages,
             tail_moved,
+            takes_headers,
         }
     }
 
@@ -91,6 +113,8 @@ struct Gate {
     outstanding: u32,
     /// MiniportPause returned NDIS_STATUS_PENDING: the last NBL back completes it.
     pause_pending: bool,
+    /// The receive thread reads and indicates a batch (see [`Receiver::set_offloads`]).
+    in_batch: bool,
 }
 
 /// The receive path of one adapter.
@@ -101,6 +125,11 @@ pub struct Receiver {
     no_indications: KernelEvent,
     /// Set exactly while NDIS holds no NBL (changed under the gate's lock).
     all_returned: KernelEvent,
+    /// What the receive path may tell the stack of a packet's offloads ([`ReceiveOffloads`]),
+    /// read once per batch.
+    offloads: AtomicU32,
+    /// Set exactly while no batch is being read and indicated (changed under the gate's lock).
+    batch_done: KernelEvent,
     /// The receive ring's reading side while a registration lives.
     ring: SpinLock<Option<ReceiveRing>>,
     nbl_pool: NblPool,
@@ -133,7 +162,10 @@ impl Receiver {
                 indicating: 0,
                 outstanding: 0,
                 pause_pending: false,
+                in_batch: false,
             }),
+            offloads: AtomicU32::new(0),
+            batch_done: KernelEvent::new(),
             no_indications: KernelEvent::new(),
             all_returned: KernelEvent::new(),
             ring: SpinLock::new(None),
@@ -152,7 +184,33 @@ impl Receiver {
         self.no_indications.set();
         self.all_returned.initialize(false);
         self.all_returned.set();
+        self.batch_done.initialize(false);
+        self.batch_done.set();
         self.stop.initialize(false);
+    }
+
+    /// What the receive path tells the stack of packets' offloads now.
+    pub fn offloads(&self) -> ReceiveOffloads {
+        ReceiveOffloads::from_bits(self.offloads.load(Ordering::Acquire))
+    }
+
+    /// Changes what the receive path tells the stack of packets' offloads. What `withdraw`ing
+    /// takes away is taken away first, and every batch that may have read it indicated, before
+    /// this returns: the caller then reports the change to NDIS, after which no packet says more
+    /// than the report allows. What the caller adds ([`Receiver::set_offloads`] again, after
+    /// its report) is used from the next batch on. At PASSIVE_LEVEL.
+    pub fn set_offloads(&self, offloads: ReceiveOffloads) {
+        let old = ReceiveOffloads::from_bits(self.offloads.load(Ordering::Acquire));
+        let kept = old.and(offloads);
+        self.offloads.store(kept.bits(), Ordering::Release);
+        if kept != old {
+            // A batch that began before the store may carry what was taken away: wait for it
+            // (the one receive thread reads one batch at a time, so this is at most one).
+            while self.gate.lock().in_batch {
+                wait_any_for(&[&self.batch_done], 10);
+            }
+        }
+        self.offloads.store(offloads.bits(), Ordering::Release);
     }
 
     /// Starts reading `ring` in a new receive thread.
@@ -266,8 +324,14 @@ impl Receiver {
         }
     }
 
-    /// Reads up to a batch of packets into `batch`, skipping what is not IP.
-    fn read_batch(&self, batch: &mut NblList, counts: &mut Counts) -> RingState {
+    /// Reads up to a batch of packets into `batch`, skipping what is not IP (and counting it as
+    /// an error), telling the stack of each what `offloads` allow.
+    fn read_batch(
+        &self,
+        batch: &mut NblList,
+        counts: &mut Counts,
+        offloads: ReceiveOffloads,
+    ) -> RingState {
         let mut receive = self.ring.lock();
         let Some(ring) = receive.as_mut() else {
             return RingState::Stopped;
@@ -279,9 +343,41 @@ impl Receiver {
                 Err(_stopped) => return RingState::Stopped,
             };
             let ticket = ring.order.begin(packet.end());
-            let mut first_byte = [0u8; 1];
-            ring.reader.copy_packet(&packet, &mut first_byte);
-            let ipv6 = match verdict(packet.size(), first_byte[0]) {
+            let mut head = [0u8; HEAD];
+            let copied = ring.reader.copy_packet(&packet, &mut head);
+            let offset = (RING_HEADER_SIZE + packet.offset() + PACKET_HEADER_SIZE) as usize;
+            // Where the IP packet starts in the ring packet, and what the header lets through
+            // zero-copy: a packet of its own size whose checksums are complete (no flag) or
+            // verified (DATA_VALID). Anything else the header asks is done on a copy.
+            let (skip, info) = if ring.takes_headers {
+                if packet.size() < VNET_HDR_LEN as u32 {
+                    counts.errors += 1;
+                    ring.finish(ticket);
+                    continue;
+                }
+                let mut bytes = [0u8; VNET_HDR_LEN];
+                bytes.copy_from_slice(&head[..VNET_HDR_LEN]);
+                let header = VirtioNetHdr::decode(&bytes);
+                let verified = header.flags == VIRTIO_NET_HDR_F_DATA_VALID;
+                if header.gso_type != VIRTIO_NET_HDR_GSO_NONE || !(header.flags == 0 || verified) {
+                    self.receive_copy(ring, &packet, ticket, offloads, batch, counts);
+                    continue;
+                }
+                let ip_head = &head[VNET_HDR_LEN..copied];
+                let info = ReceiveInfo {
+                    checksum: if verified {
+                        receive_checksum_info(ip_head, offloads, true)
+                    } else {
+                        0
+                    },
+                    coalesced: 0,
+                };
+                (VNET_HDR_LEN as u32, info)
+            } else {
+                (0, ReceiveInfo::default())
+            };
+            let size = packet.size() - skip;
+            let ipv6 = match verdict(size, head[skip as usize]) {
                 Verdict::Ipv4 => false,
                 Verdict::Ipv6 => true,
                 Verdict::Skip => {
@@ -295,23 +391,203 @@ impl Receiver {
                 ring.finish(ticket);
                 continue;
             };
-            let offset = (RING_HEADER_SIZE + packet.offset() + PACKET_HEADER_SIZE) as usize;
             // SAFETY: the ring's pages stay locked until every NBL describing them is back
             // (stop waits for that before it lets the ring go); the adapter's own handle.
             unsafe {
                 nbl.describe(
                     self.miniport,
                     ring.pages,
-                    offset,
-                    packet.size(),
+                    offset + skip as usize,
+                    size,
                     ipv6,
+                    info,
                     ticket.into_raw(),
                 )
             };
-            counts.octets += u64::from(packet.size());
+            counts.octets += u64::from(size);
             batch.push(nbl);
         }
         RingState::Readable
+    }
+
+    /// A ring packet whose header asks for work: copied into memory of the driver's (the ring
+    /// is the client's, and the bytes in it may change at any moment) and its space given back
+    /// at once; then checked, the work done, and what results put in `batch`. A header that
+    /// does not describe its packet ([`validate`]) makes the packet an error, as does one the
+    /// driver will not serve ([`MAX_RECEIVE_SEGMENTS`]).
+    fn receive_copy(
+        &self,
+        ring: &mut ReceiveRing,
+        packet: &Packet,
+        ticket: Ticket,
+        offloads: ReceiveOffloads,
+        batch: &mut NblList,
+        counts: &mut Counts,
+    ) {
+        let Some(mut whole) = SharedBuffer::new(packet.size()) else {
+            counts.discards += 1;
+            ring.finish(ticket);
+            return;
+        };
+        let bytes = whole.bytes_mut().expect("a fresh buffer");
+        ring.reader.copy_packet(packet, bytes);
+        ring.finish(ticket);
+        let (header, ip) = bytes.split_at_mut(VNET_HDR_LEN);
+        let mut header_bytes = [0u8; VNET_HDR_LEN];
+        header_bytes.copy_from_slice(header);
+        let header = VirtioNetHdr::decode(&header_bytes);
+        let Ok(offload) = validate(&header, ip) else {
+            counts.errors += 1;
+            return;
+        };
+        let ipv6 = match verdict(ip.len() as u32, ip.first().copied().unwrap_or(0)) {
+            Verdict::Ipv4 => false,
+            Verdict::Ipv6 => true,
+            Verdict::Skip => {
+                counts.errors += 1;
+                return;
+            }
+        };
+        let coalescing = offloads.has(if ipv6 {
+            ReceiveOffloads::RSC_V6
+        } else {
+            ReceiveOffloads::RSC_V4
+        });
+        if offload
+            .gso
+            .is_some_and(|gso| gso.segment_count() > MAX_RECEIVE_SEGMENTS)
+        {
+            counts.errors += 1;
+            return;
+        }
+        let whole_packet = match &offload.gso {
+            None => Some(ReceiveInfo::default()),
+            Some(gso) if gso.segment_count() == 1 => Some(ReceiveInfo::default()),
+            Some(gso) if coalescing => match receive_as(ip, gso) {
+                Ok(Receive::Coalesced(rsc)) => {
+                    // The unit's checksums recomputed, as a coalescing NIC "should"
+                    // (indicating-coalesced-segments), and marked.
+                    let filled = fill_checksums(
+                        ip,
+                        Checksums {
+                            ipv4_header: true,
+                            transport: true,
+                        },
+                    );
+                    if filled.is_err() {
+                        counts.errors += 1;
+                        return;
+                    }
+                    Some(ReceiveInfo {
+                        checksum: coalesced_checksum_info(ipv6),
+                        coalesced: NDIS_RSC_NBL_INFO::new(
+                            rsc.coalesced_segments,
+                            rsc.duplicate_acks,
+                        )
+                        .0,
+                    })
+                }
+                Ok(Receive::Single) => Some(ReceiveInfo::default()),
+                Ok(Receive::Segmented(_)) => None,
+                Err(_) => {
+                    counts.errors += 1;
+                    return;
+                }
+            },
+            Some(_) => None,
+        };
+        if let Some(mut info) = whole_packet {
+            // One packet: its partial checksum completed (a coalesced unit's are all computed
+            // already), and the transport's marked valid when the header said it was, or the
+            // driver just computed it at the transport's checksum field.
+            let mut transport_valid = offload.checksum == Checksum::Valid;
+            if info.coalesced == 0
+                && let Checksum::Partial { start, offset } = offload.checksum
+            {
+                if complete_partial_checksum(ip, usize::from(start), usize::from(offset)).is_err() {
+                    counts.errors += 1;
+                    return;
+                }
+                transport_valid = parse(ip).ok().is_some_and(|layout| {
+                    layout.transport().is_ok_and(|transport| {
+                        usize::from(start) == layout.ip_header_len
+                            && usize::from(offset) == transport.checksum_offset()
+                    })
+                });
+                // A checksum a client put anywhere may have landed on the IP version (Linux puts
+                // it where it is told too): the packet goes up as what it now is, or not at all.
+                let still = verdict(ip.len() as u32, ip[0]);
+                if !matches!(
+                    (still, ipv6),
+                    (Verdict::Ipv4, false) | (Verdict::Ipv6, true)
+                ) {
+                    counts.errors += 1;
+                    return;
+                }
+            }
+            if info.coalesced == 0 {
+                info.checksum = receive_checksum_info(ip, offloads, transport_valid);
+            }
+            let len = ip.len() as u32;
+            self.push_buffer_packet(&whole, VNET_HDR_LEN as u32, len, ipv6, info, batch, counts);
+            return;
+        }
+        // Cut into segments, written one after another into one buffer that their NBLs share.
+        let Some(gso) = offload.gso else { return };
+        let Ok(segments) = Segments::new(ip, &gso) else {
+            counts.errors += 1;
+            return;
+        };
+        let total: usize = segments.iter().map(|segment| segment.size()).sum();
+        let Some(mut cut) = SharedBuffer::new(total as u32) else {
+            counts.discards += 1;
+            return;
+        };
+        let out = cut.bytes_mut().expect("a fresh buffer");
+        let mut at = 0;
+        for segment in segments.iter() {
+            let Ok(len) = segment.write(&mut out[at..]) else {
+                counts.errors += 1;
+                return;
+            };
+            at += len;
+        }
+        let mut offset = 0;
+        for segment in segments.iter() {
+            let len = segment.size();
+            let info = ReceiveInfo {
+                checksum: receive_checksum_info(
+                    &cut.bytes()[offset..offset + len.min(HEAD)],
+                    offloads,
+                    true,
+                ),
+                coalesced: 0,
+            };
+            self.push_buffer_packet(&cut, offset as u32, len as u32, ipv6, info, batch, counts);
+            offset += len;
+        }
+    }
+
+    /// Puts an NBL for the `len`-byte packet at `offset` in `buffer` in `batch`.
+    #[allow(clippy::too_many_arguments)]
+    fn push_buffer_packet(
+        &self,
+        buffer: &SharedBuffer,
+        offset: u32,
+        len: u32,
+        ipv6: bool,
+        info: ReceiveInfo,
+        batch: &mut NblList,
+        counts: &mut Counts,
+    ) {
+        let Some(mut nbl) = self.take_cached_nbl() else {
+            counts.discards += 1;
+            return;
+        };
+        // SAFETY: the adapter's own handle.
+        unsafe { nbl.describe_buffer(self.miniport, buffer, offset, len, ipv6, info) };
+        counts.octets += u64::from(len);
+        batch.push(nbl);
     }
 
     /// Indicates a batch if the adapter runs; otherwise drops it (NDIS allows no indications
@@ -354,12 +630,30 @@ impl Receiver {
     fn take_back(&self, mut nbls: NblList) {
         let mut receive = self.ring.lock();
         while let Some(mut nbl) = nbls.pop() {
-            if let Some(ring) = receive.as_mut() {
-                ring.finish(Ticket::from_raw(nbl.ticket()));
-            }
             nbl.forget_pages();
+            match nbl.take_owner() {
+                PacketOwner::Ring(ticket) => {
+                    if let Some(ring) = receive.as_mut() {
+                        ring.finish(Ticket::from_raw(ticket));
+                    }
+                }
+                PacketOwner::Buffer(buffer) => drop(buffer),
+                PacketOwner::None => {}
+            }
             self.cache_nbl(nbl);
         }
+    }
+
+    fn begin_batch(&self) {
+        let mut gate = self.gate.lock();
+        gate.in_batch = true;
+        self.batch_done.clear();
+    }
+
+    fn end_batch(&self) {
+        let mut gate = self.gate.lock();
+        gate.in_batch = false;
+        self.batch_done.set();
     }
 
     fn announce_sleep(&self) -> Option<SleepDecision> {
@@ -422,9 +716,12 @@ impl Receiver {
             }
             let mut counts = Counts::default();
             let mut batch = NblList::new();
-            let state = self.read_batch(&mut batch, &mut counts);
+            self.begin_batch();
+            let offloads = ReceiveOffloads::from_bits(self.offloads.load(Ordering::Acquire));
+            let state = self.read_batch(&mut batch, &mut counts, offloads);
             let got_packets = !batch.is_empty();
             self.indicate(batch, counts);
+            self.end_batch();
             if got_packets {
                 continue;
             }

@@ -4,19 +4,24 @@
 
 use core::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 
+use oxtun_abi::offload::{
+    Checksums, MAX_UDP_SEGMENTS, Segments, SendOffload, fill_checksums, header_for_client, validate,
+};
+use oxtun_abi::vnet::{VNET_HDR_LEN, VirtioNetHdr};
 use oxtun_abi::{
-    CallerWidth, ExtendedRegistration, ExtendedRegistrationError, Features, Reservation,
-    ReserveError, RingDescriptor, RingReader, RingRegion, RingRegistration, RingWriter,
-    capacity_for_ring_size, packet_space,
+    CallerWidth, ExtendedRegistration, ExtendedRegistrationError, Features, PacketSlot,
+    Reservation, ReserveError, RingDescriptor, RingReader, RingRegion, RingRegistration,
+    RingWriter, capacity_for_ring_size, packet_space,
 };
 
+use crate::offload::SendOffloads;
 use crate::receive::ReceiveRing;
 use crate::statistics::{Counters, Counts};
 use crate::sys::*;
 
 /// The features this driver serves (docs/offloads.md): a registration that asks for any other
 /// fails with STATUS_NOT_SUPPORTED, and the client registers again without it.
-pub const SUPPORTED_FEATURES: Features = Features::NONE;
+pub const SUPPORTED_FEATURES: Features = Features::VNET_HDR;
 
 /// Which of the two registration IOCTLs a request came through.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -31,6 +36,8 @@ pub enum RegistrationIoctl {
 /// asked for, each one this driver serves.
 pub struct RegistrationRequest {
     pub rings: RingRegistration,
+    /// Every packet both ways carries the per-packet header (VNET_HDR).
+    pub takes_headers: bool,
 }
 
 impl RegistrationRequest {
@@ -66,7 +73,10 @@ impl RegistrationRequest {
         if !SUPPORTED_FEATURES.contains(features) {
             return Err(STATUS_NOT_SUPPORTED);
         }
-        Ok(RegistrationRequest { rings })
+        Ok(RegistrationRequest {
+            rings,
+            takes_headers: features.contains(Features::VNET_HDR),
+        })
     }
 }
 
@@ -132,13 +142,18 @@ pub struct Registration {
     /// Attached at registration so a corrupt ring is refused then; handed to the receive path
     /// when it starts.
     receive_reader: Option<RingReader>,
+    /// The client asked for the per-packet header.
+    takes_headers: bool,
 }
 
 impl Registration {
     /// Maps both rings of a decoded request from `caller`, validating their sizes, addresses
     /// and events.
     pub fn new(request: RegistrationRequest, caller: Caller) -> Result<Self, NTSTATUS> {
-        let RegistrationRequest { rings: request } = request;
+        let RegistrationRequest {
+            rings: request,
+            takes_headers,
+        } = request;
         // The driver sets the send event; it waits on the receive event and resets it once
         // awake, so that a manual-reset event the client leaves set does not end every later
         // wait at once (Wintun asks for the same rights, for the same reason).
@@ -159,7 +174,13 @@ impl Registration {
             receive,
             send_writer: SpinLock::new(send_writer),
             receive_reader: Some(receive_reader),
+            takes_headers,
         })
+    }
+
+    /// Whether the client asked for the per-packet header.
+    pub fn takes_headers(&self) -> bool {
+        self.takes_headers
     }
 
     /// The reading side of the receive ring, for the receive path: once per registration. (Made
@@ -171,6 +192,7 @@ impl Registration {
             reader,
             self.receive.memory.pages(),
             self.receive.tail_moved.try_clone(),
+            self.takes_headers,
         ))
     }
 
@@ -192,24 +214,26 @@ impl Registration {
         self.send.tail_moved.set();
     }
 
-    /// Writes every NET_BUFFER of the chain's NBLs to the send ring as one packet each, in one
-    /// reservation, and sets each NBL's status. An NBL with a packet over 0xFFFF bytes fails
-    /// alone; if the ring lacks room for all the rest, they all fail and nothing is written.
-    pub fn send(&self, chain: &NblChain, counters: &Counters) {
+    /// Writes the chain's NBLs to the send ring in order, in one reservation, and sets each
+    /// NBL's status. Each NET_BUFFER is one packet, prefixed with the per-packet header for a
+    /// client that asked for it; an offloaded send (docs/offloads.md, "The driver") goes to such
+    /// a client whole with the header saying what is left to do, and to any other client done in
+    /// software: its checksums filled in, a large send cut into segments. An NBL that cannot be
+    /// sent fails alone; if the ring lacks room for all the rest, they all fail and nothing is
+    /// written. `allowed` says which large sends NDIS allows (the others are dropped).
+    pub fn send(&self, chain: &NblChain, counters: &Counters, allowed: SendOffloads) {
+        let header = if self.takes_headers { VNET_HDR_LEN } else { 0 };
         let mut counts = Counts::default();
         let mut bytes: u64 = 0;
         for nbl in chain.iter() {
-            let space: Option<u64> = nbl
-                .net_buffers()
-                .map(|nb| packet_space(nb.data_length()).map(u64::from))
-                .sum();
-            match space {
-                Some(space) => {
+            nbl.set_stash(0);
+            match self.plan(&nbl, header, allowed) {
+                Ok(space) => {
                     bytes += space;
                     nbl.set_status(NDIS_STATUS_SUCCESS);
                 }
-                None => {
-                    nbl.set_status(NDIS_STATUS_INVALID_LENGTH);
+                Err(status) => {
+                    nbl.set_status(status);
                     counts.errors += 1;
                 }
             }
@@ -229,14 +253,9 @@ impl Registration {
         match reserved {
             Ok(mut reservation) => {
                 for nbl in sending() {
-                    for nb in nbl.net_buffers() {
-                        if !copy_packet(&nb, &mut reservation) {
-                            nbl.set_status(NDIS_STATUS_FAILURE);
-                            counts.errors += 1;
-                            continue;
-                        }
-                        counts.packets += 1;
-                        counts.octets += u64::from(nb.data_length());
+                    if !write_nbl(&nbl, header, &mut reservation, &mut counts) {
+                        nbl.set_status(NDIS_STATUS_FAILURE);
+                        counts.errors += 1;
                     }
                 }
                 // Whenever Tail moves, whatever the client's Alertable says: deployed wintun.dll
@@ -254,30 +273,292 @@ impl Registration {
                     }
                 };
                 for nbl in sending() {
+                    drop(take_staged(&nbl));
                     nbl.set_status(status);
                     counts.discards += nbl.net_buffers().count() as u64;
                 }
             }
         }
+        for nbl in chain.iter() {
+            complete_large_send(&nbl);
+        }
         counters.add(&counts);
+    }
+
+    /// How much ring space an NBL takes, staging a copy of it to cut into segments if it must be
+    /// (kept in its stash until written); or the status it fails with.
+    fn plan(
+        &self,
+        nbl: &Nbl<'_>,
+        header: usize,
+        allowed: SendOffloads,
+    ) -> Result<u64, NDIS_STATUS> {
+        let offload = send_offload(nbl, allowed)?;
+        let whole = |nb: NetBuffer<'_>| {
+            packet_space(nb.data_length().saturating_add(header as u32)).map(u64::from)
+        };
+        let segmented = match offload {
+            SendOffload::None | SendOffload::Checksum { .. } => false,
+            SendOffload::Lso { .. } => !self.takes_headers,
+            SendOffload::Uso {
+                mss,
+                udp_header_offset,
+            } => {
+                let nb = nbl
+                    .net_buffers()
+                    .next()
+                    .ok_or(NDIS_STATUS_INVALID_PARAMETER)?;
+                let payload = nb.data_length().saturating_sub(udp_header_offset + 8);
+                // Linux's UDP_MAX_SEGMENTS: a client ported from Linux may count on it.
+                !self.takes_headers || payload.div_ceil(mss.max(1)) as usize > MAX_UDP_SEGMENTS
+            }
+        };
+        if !segmented {
+            let space: Option<u64> = nbl.net_buffers().map(whole).sum();
+            return space.ok_or(NDIS_STATUS_INVALID_LENGTH);
+        }
+        let nb = nbl
+            .net_buffers()
+            .next()
+            .ok_or(NDIS_STATUS_INVALID_PARAMETER)?;
+        let len = nb.data_length() as usize;
+        let mut staged = PoolBuffer::new(VNET_HDR_LEN + len).ok_or(NDIS_STATUS_RESOURCES)?;
+        let mut at = VNET_HDR_LEN;
+        let copied = nb.copy_data(|chunk| {
+            staged[at..at + chunk.len()].copy_from_slice(chunk);
+            at += chunk.len();
+        });
+        if !copied {
+            return Err(NDIS_STATUS_FAILURE);
+        }
+        let (vnet, packet) = staged.split_at_mut(VNET_HDR_LEN);
+        let made = header_for_client(packet, offload).map_err(|_| NDIS_STATUS_INVALID_PARAMETER)?;
+        vnet.copy_from_slice(&made.encode());
+        let offload = validate(&made, packet).map_err(|_| NDIS_STATUS_INVALID_PARAMETER)?;
+        let gso = offload.gso.ok_or(NDIS_STATUS_INVALID_PARAMETER)?;
+        let segments = Segments::new(packet, &gso).map_err(|_| NDIS_STATUS_INVALID_PARAMETER)?;
+        let space: Option<u64> = segments
+            .iter()
+            .map(|segment| packet_space((segment.size() + header) as u32).map(u64::from))
+            .sum();
+        let space = space.ok_or(NDIS_STATUS_INVALID_LENGTH)?;
+        nbl.set_stash(staged.into_raw().as_ptr() as usize);
+        Ok(space)
     }
 }
 
-/// Copies one NET_BUFFER into the next packet of the reservation; false if its data could not
-/// be read, in which case the packet keeps its place as zeroes rather than stale bytes.
-fn copy_packet(nb: &NetBuffer<'_>, reservation: &mut Reservation) -> bool {
-    let Some(mut slot) = reservation.push_packet(nb.data_length()) else {
-        return false;
+/// What the stack asked of the miniport for an NBL (its NetBufferListInfo), or the status it
+/// fails with: LSOv1 and anything the driver never offered, an LSO and a USO at once, a large
+/// send of more than one NET_BUFFER ("Any NET_BUFFER_LIST structure that contains the LSOv1 or
+/// LSOv2 OOB data also contains a single NET_BUFFER structure"; USO's page likewise), and a
+/// large send NDIS turned off (see [`SendOffloads`]): "Drivers must fail any send request they
+/// can't perform" (udp-segmentation-offload-uso-).
+fn send_offload(nbl: &Nbl<'_>, allowed: SendOffloads) -> Result<SendOffload, NDIS_STATUS> {
+    type Checksum = NDIS_TCP_IP_CHECKSUM_NET_BUFFER_LIST_INFO;
+    type Lso = NDIS_TCP_LARGE_SEND_OFFLOAD_NET_BUFFER_LIST_INFO;
+    type Uso = NDIS_UDP_SEGMENTATION_OFFLOAD_NET_BUFFER_LIST_INFO;
+    let lso =
+        NDIS_TCP_LARGE_SEND_OFFLOAD_NET_BUFFER_LIST_INFO(nbl.info(TcpLargeSendNetBufferListInfo));
+    let uso =
+        NDIS_UDP_SEGMENTATION_OFFLOAD_NET_BUFFER_LIST_INFO(nbl.info(UdpSegmentationOffloadInfo));
+    let large = |bit_v4: u32, bit_v6: u32, ipv6: bool| {
+        if nbl.net_buffers().count() != 1 {
+            return Err(NDIS_STATUS_INVALID_PARAMETER);
+        }
+        if !allowed.has(if ipv6 { bit_v6 } else { bit_v4 }) {
+            return Err(NDIS_STATUS_FAILURE);
+        }
+        Ok(())
     };
-    let mut at = 0;
-    let copied = nb.copy_data(|chunk| {
+    match (lso.0 != 0, uso.0 != 0) {
+        (true, true) => return Err(NDIS_STATUS_INVALID_PARAMETER),
+        (true, false) => {
+            if !lso.is_v2() {
+                return Err(NDIS_STATUS_INVALID_PARAMETER);
+            }
+            large(
+                SendOffloads::LSO_V4,
+                SendOffloads::LSO_V6,
+                lso.0 & Lso::IPV6 != 0,
+            )?;
+            return Ok(SendOffload::Lso {
+                mss: lso.mss(),
+                tcp_header_offset: lso.header_offset(),
+            });
+        }
+        (false, true) => {
+            large(
+                SendOffloads::USO_V4,
+                SendOffloads::USO_V6,
+                uso.0 & Uso::IPV6 != 0,
+            )?;
+            return Ok(SendOffload::Uso {
+                mss: uso.mss(),
+                udp_header_offset: uso.header_offset(),
+            });
+        }
+        (false, false) => {}
+    }
+    let checksum = nbl.info(TcpIpChecksumNetBufferListInfo);
+    // "If both the IsIPv4 and IsIPv6 flags are not set, the NIC should not perform any checksum
+    // operations on the packet" ("Offloading Checksum Tasks").
+    let ipv4 = checksum & Checksum::TX_IS_IPV4 != 0;
+    if !ipv4 && checksum & Checksum::TX_IS_IPV6 == 0 {
+        return Ok(SendOffload::None);
+    }
+    let ipv4_header = ipv4 && checksum & Checksum::TX_IP_HEADER_CHECKSUM != 0;
+    let tcp = checksum & Checksum::TX_TCP_CHECKSUM != 0;
+    let udp = checksum & Checksum::TX_UDP_CHECKSUM != 0;
+    Ok(if ipv4_header || tcp || udp {
+        SendOffload::Checksum {
+            ipv4_header,
+            tcp,
+            udp,
+        }
+    } else {
+        SendOffload::None
+    })
+}
+
+/// The staged copy [`Registration::plan`] kept in an NBL's stash, taken back.
+fn take_staged(nbl: &Nbl<'_>) -> Option<PoolBuffer> {
+    let raw = core::ptr::NonNull::new(nbl.stash() as *mut u8)?;
+    nbl.set_stash(0);
+    let len = VNET_HDR_LEN + nbl.net_buffers().next()?.data_length() as usize;
+    // SAFETY: the buffer plan stored (VNET_HDR_LEN and the packet's bytes), taken back once (the
+    // stash is cleared).
+    Some(unsafe { PoolBuffer::from_raw(raw, len) })
+}
+
+/// After an LSOv2 send, successful or not: "the miniport driver must set the
+/// LsoV2TransmitComplete.Reserved member ... to zero and the LsoV2TransmitComplete.Type member
+/// to NDIS_TCP_LARGE_SEND_OFFLOAD_V2_TYPE" (offloading-the-segmentation-of-large-tcp-packets).
+fn complete_large_send(nbl: &Nbl<'_>) {
+    let lso =
+        NDIS_TCP_LARGE_SEND_OFFLOAD_NET_BUFFER_LIST_INFO(nbl.info(TcpLargeSendNetBufferListInfo));
+    if lso.0 != 0 && lso.is_v2() {
+        nbl.set_info(TcpLargeSendNetBufferListInfo, lso.v2_completed().0);
+    }
+}
+
+/// Writes one NBL that [`Registration::plan`] accepted into the reservation, `header` bytes of
+/// per-packet header before each packet; false if it could not be (a packet whose data could
+/// not be read, or that is not what its offload information says), its packets then zeroes.
+fn write_nbl(
+    nbl: &Nbl<'_>,
+    header: usize,
+    reservation: &mut Reservation,
+    counts: &mut Counts,
+) -> bool {
+    if let Some(mut staged) = take_staged(nbl) {
+        let (vnet, packet) = staged.split_at_mut(VNET_HDR_LEN);
+        let mut bytes = [0u8; VNET_HDR_LEN];
+        bytes.copy_from_slice(vnet);
+        let made = VirtioNetHdr::decode(&bytes);
+        let Some(gso) = validate(&made, packet).ok().and_then(|offload| offload.gso) else {
+            return false;
+        };
+        let Ok(segments) = Segments::new(packet, &gso) else {
+            return false;
+        };
+        let mut written = true;
+        for segment in segments.iter() {
+            let size = segment.size();
+            let Some(mut slot) = reservation.push_packet((header + size) as u32) else {
+                return false;
+            };
+            let out = slot.as_mut_slice();
+            out[..header].copy_from_slice(&VirtioNetHdr::NONE.encode()[..header]);
+            if segment.write(&mut out[header..]).is_err() {
+                slot.fill(0);
+                written = false;
+                continue;
+            }
+            counts.packets += 1;
+            counts.octets += size as u64;
+        }
+        return written;
+    }
+    let offload = match send_offload(nbl, SendOffloads::from_bits(u32::MAX)) {
+        Ok(offload) => offload,
+        Err(_) => return false,
+    };
+    let mut written = true;
+    for nb in nbl.net_buffers() {
+        let len = nb.data_length() as usize;
+        let Some(mut slot) = reservation.push_packet((header + len) as u32) else {
+            return false;
+        };
+        if !copy_packet(&nb, &mut slot, header)
+            || !finish_packet(&mut slot, header, offload, counts)
+        {
+            slot.fill(0);
+            written = false;
+        }
+    }
+    written
+}
+
+/// Copies one NET_BUFFER into a packet slot after `header` bytes; false if its data could not be
+/// read.
+fn copy_packet(nb: &NetBuffer<'_>, slot: &mut PacketSlot, header: usize) -> bool {
+    let mut at = header;
+    nb.copy_data(|chunk| {
         slot.write(at, chunk);
         at += chunk.len();
-    });
-    if !copied {
-        slot.fill(0);
+    })
+}
+
+/// Does what `offload` asks of a packet copied into `slot`: for a client that takes the header,
+/// writes the header that says what is left ([`header_for_client`]); for any other, fills the
+/// checksums in (a large send never comes here for one: it is cut into segments). Counts the
+/// packet, a large one as the segments it makes ("Increment transmit statistics based on the
+/// segmented packets", udp-segmentation-offload-uso-). False if the packet is not what the
+/// offload says.
+fn finish_packet(
+    slot: &mut PacketSlot,
+    header: usize,
+    offload: SendOffload,
+    counts: &mut Counts,
+) -> bool {
+    let out = slot.as_mut_slice();
+    let (vnet, packet) = out.split_at_mut(header);
+    let len = packet.len() as u64;
+    if header == 0 {
+        if let SendOffload::Checksum {
+            ipv4_header,
+            tcp,
+            udp,
+        } = offload
+        {
+            let which = Checksums {
+                ipv4_header,
+                transport: tcp || udp,
+            };
+            if fill_checksums(packet, which).is_err() {
+                return false;
+            }
+        }
+        counts.packets += 1;
+        counts.octets += len;
+        return true;
     }
-    copied
+    let Ok(made) = header_for_client(packet, offload) else {
+        return false;
+    };
+    vnet.copy_from_slice(&made.encode());
+    let (segments, headers) = if made.gso_size == 0 {
+        (1, 0)
+    } else {
+        let payload = len.saturating_sub(u64::from(made.hdr_len));
+        (
+            payload.div_ceil(u64::from(made.gso_size)).max(1),
+            u64::from(made.hdr_len),
+        )
+    };
+    counts.packets += segments;
+    counts.octets += len + (segments - 1) * headers;
+    true
 }
 
 /// Which registration a trigger of its end names.

@@ -142,10 +142,10 @@ fn each_bad_extended_registration_has_its_status_and_registers_nothing() {
             with_word(&good[..56], 0, 56),
             STATUS_INVALID_PARAMETER,
         ),
-        // Not served until the data paths carry the header.
+        // The header with a bit the driver does not know.
         (
-            "the per-packet header",
-            rings.extended_bytes(Features::VNET_HDR),
+            "the per-packet header and an unknown feature",
+            with_word(&rings.extended_bytes(Features::VNET_HDR), 8, 1 | 1 << 30),
             STATUS_NOT_SUPPORTED,
         ),
     ];

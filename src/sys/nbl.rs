@@ -79,6 +79,33 @@ impl<'a> Nbl<'a> {
         unsafe { set_NET_BUFFER_LIST_STATUS(self.nbl, status) };
     }
 
+    /// Entry `index` of its NetBufferListInfo (an offload's information, read as the value the
+    /// NET_BUFFER_LIST_INFO macro returns).
+    pub fn info(&self, index: usize) -> usize {
+        // SAFETY: the NBL is owned by the driver until the chain completes.
+        unsafe { (*self.nbl).NetBufferListInfo[index] as usize }
+    }
+
+    /// Writes entry `index` of its NetBufferListInfo (what a completion reports, such as
+    /// LsoV2TransmitComplete).
+    pub fn set_info(&self, index: usize, value: usize) {
+        // SAFETY: the NBL is owned by the driver until the chain completes.
+        unsafe { (*self.nbl).NetBufferListInfo[index] = value as PVOID };
+    }
+
+    /// A value the driver keeps with the NBL while it owns it (its MiniportReserved[0]), 0 until
+    /// set.
+    pub fn stash(&self) -> usize {
+        // SAFETY: the NBL is owned by the driver until the chain completes; MiniportReserved is
+        // the miniport's meanwhile.
+        unsafe { (*self.nbl).MiniportReserved.0[0] as usize }
+    }
+
+    pub fn set_stash(&self, value: usize) {
+        // SAFETY: as for stash.
+        unsafe { (*self.nbl).MiniportReserved.0[0] = value as PVOID };
+    }
+
     pub fn net_buffers(&self) -> impl Iterator<Item = NetBuffer<'a>> + use<'a> {
         // SAFETY: a live NBL.
         let mut next = unsafe { NET_BUFFER_LIST_FIRST_NB(self.nbl) };

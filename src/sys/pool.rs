@@ -120,3 +120,64 @@ impl Drop for PagedBuffer {
         unsafe { ExFreePoolWithTag(self.ptr.as_ptr().cast(), POOL_TAG) };
     }
 }
+
+/// Bytes in non-paged pool (zeroed, as ExAllocatePool2 leaves them), freed on drop: a packet the
+/// driver copies to work on it.
+pub struct PoolBuffer {
+    ptr: NonNull<u8>,
+    len: usize,
+}
+
+// SAFETY: PoolBuffer owns its bytes exactly like Box<[u8]> does.
+unsafe impl Send for PoolBuffer {}
+
+impl PoolBuffer {
+    /// `len` bytes (at least 1 allocated); `None` when the pool is exhausted. At up to
+    /// DISPATCH_LEVEL.
+    pub fn new(len: usize) -> Option<Self> {
+        // SAFETY: a plain allocation; checked for null below.
+        let raw = unsafe { ExAllocatePool2(POOL_FLAG_NON_PAGED, len.max(1), POOL_TAG) };
+        NonNull::new(raw.cast()).map(|ptr| PoolBuffer { ptr, len })
+    }
+
+    /// Gives up ownership, for keeping the buffer where only a pointer fits (an NBL's
+    /// MiniportReserved); 16-byte aligned, so its low bits are free.
+    pub fn into_raw(self) -> NonNull<u8> {
+        let ptr = self.ptr;
+        core::mem::forget(self);
+        ptr
+    }
+
+    /// Takes back a buffer from [`PoolBuffer::into_raw`] of `len` bytes.
+    ///
+    /// # Safety
+    /// `ptr` came from `into_raw` of a buffer of `len` bytes, and is not used after this except
+    /// through the new buffer.
+    pub unsafe fn from_raw(ptr: NonNull<u8>, len: usize) -> Self {
+        PoolBuffer { ptr, len }
+    }
+}
+
+impl Deref for PoolBuffer {
+    type Target = [u8];
+
+    fn deref(&self) -> &[u8] {
+        // SAFETY: `len` bytes owned by this buffer (ExAllocatePool2 zeroes them, so they are
+        // initialized).
+        unsafe { core::slice::from_raw_parts(self.ptr.as_ptr(), self.len) }
+    }
+}
+
+impl DerefMut for PoolBuffer {
+    fn deref_mut(&mut self) -> &mut [u8] {
+        // SAFETY: as for Deref; &mut self makes this the only access.
+        unsafe { core::slice::from_raw_parts_mut(self.ptr.as_ptr(), self.len) }
+    }
+}
+
+impl Drop for PoolBuffer {
+    fn drop(&mut self) {
+        // SAFETY: the allocation `new` made, freed once.
+        unsafe { ExFreePoolWithTag(self.ptr.as_ptr().cast(), POOL_TAG) };
+    }
+}

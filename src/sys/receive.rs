@@ -1,10 +1,13 @@
 //! The NBLs the receive path indicates: one NET_BUFFER each, whose MDL describes one packet in
 //! place in the locked receive ring. They are allocated once and reused.
 
+use core::mem::size_of;
 use core::ptr::{NonNull, null_mut};
+use core::sync::atomic::{AtomicU32, Ordering};
 
 use super::ndis::*;
 use super::nt::*;
+use super::offload::{TcpIpChecksumNetBufferListInfo, TcpRecvSegCoalesceInfo};
 use super::pool::POOL_TAG;
 use super::user::LockedPages;
 
@@ -80,9 +83,140 @@ impl Drop for NblPool {
     }
 }
 
+/// Bytes in non-paged pool that several indicated NBLs describe at once (the segments of one
+/// super-packet, or one packet the driver completed), with an MDL for them all
+/// (MmBuildMdlForNonPagedPool); freed when the last reference goes.
+pub struct SharedBuffer {
+    header: NonNull<SharedHeader>,
+}
+
+/// What precedes a shared buffer's bytes in its allocation.
+#[repr(C, align(16))]
+struct SharedHeader {
+    references: AtomicU32,
+    len: u32,
+    mdl: PMDL,
+}
+
+// SAFETY: the references are atomic; the bytes are written only through the one reference a
+// fresh buffer has (`bytes_mut`), and read only by NDIS's consumers afterwards.
+unsafe impl Send for SharedBuffer {}
+
+impl SharedBuffer {
+    /// `len` bytes (zeroed) and their MDL; `None` when pool or MDLs run out. At up to
+    /// DISPATCH_LEVEL.
+    pub fn new(len: u32) -> Option<Self> {
+        let size = size_of::<SharedHeader>() + len as usize;
+        // SAFETY: a plain allocation, checked for null below.
+        let raw = unsafe { ExAllocatePool2(POOL_FLAG_NON_PAGED, size, POOL_TAG) };
+        let header = NonNull::new(raw.cast::<SharedHeader>())?;
+        // SAFETY: the allocation holds the header and `len` bytes after it.
+        let data = unsafe { raw.cast::<u8>().add(size_of::<SharedHeader>()) };
+        // SAFETY: an MDL for the buffer's bytes, which live as long as it (freed together).
+        let mdl = unsafe { IoAllocateMdl(data.cast(), len.max(1), 0, 0, null_mut()) };
+        if mdl.is_null() {
+            // SAFETY: the allocation above, unused.
+            unsafe { ExFreePoolWithTag(raw, POOL_TAG) };
+            return None;
+        }
+        // SAFETY: the header's memory, ours alone; the MDL describes non-paged pool.
+        unsafe {
+            header.as_ptr().write(SharedHeader {
+                references: AtomicU32::new(1),
+                len,
+                mdl,
+            });
+            MmBuildMdlForNonPagedPool(mdl);
+        }
+        Some(SharedBuffer { header })
+    }
+
+    fn data(&self) -> *mut u8 {
+        // SAFETY: the bytes follow the header in the same allocation.
+        unsafe {
+            self.header
+                .as_ptr()
+                .cast::<u8>()
+                .add(size_of::<SharedHeader>())
+        }
+    }
+
+    pub fn len(&self) -> u32 {
+        // SAFETY: a live buffer.
+        unsafe { (*self.header.as_ptr()).len }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The bytes, to read (whoever references the buffer only reads them once it is shared).
+    pub fn bytes(&self) -> &[u8] {
+        // SAFETY: the buffer's `len` bytes; they change only through `bytes_mut`, which needs
+        // the one reference there is, mutably borrowed.
+        unsafe { core::slice::from_raw_parts(self.data(), self.len() as usize) }
+    }
+
+    /// The bytes, to fill while this is the only reference (before any NBL describes them).
+    pub fn bytes_mut(&mut self) -> Option<&mut [u8]> {
+        // SAFETY: a live buffer.
+        let references = unsafe { &(*self.header.as_ptr()).references };
+        (references.load(Ordering::Acquire) == 1).then(|| {
+            // SAFETY: the buffer's `len` bytes, which no one else references (one reference, and
+            // &mut self).
+            unsafe { core::slice::from_raw_parts_mut(self.data(), self.len() as usize) }
+        })
+    }
+
+    /// Another reference, for an NBL that describes part of the buffer.
+    fn share(&self) -> SharedBuffer {
+        // SAFETY: a live buffer.
+        unsafe {
+            (*self.header.as_ptr())
+                .references
+                .fetch_add(1, Ordering::Relaxed)
+        };
+        SharedBuffer {
+            header: self.header,
+        }
+    }
+
+    fn into_raw(self) -> usize {
+        let raw = self.header.as_ptr() as usize;
+        core::mem::forget(self);
+        raw
+    }
+
+    /// # Safety
+    /// `raw` came from `into_raw`, and is taken back once.
+    unsafe fn from_raw(raw: usize) -> SharedBuffer {
+        SharedBuffer {
+            // SAFETY: the caller's pointer, from a live buffer.
+            header: unsafe { NonNull::new_unchecked(raw as *mut SharedHeader) },
+        }
+    }
+}
+
+impl Drop for SharedBuffer {
+    fn drop(&mut self) {
+        let header = self.header.as_ptr();
+        // SAFETY: a live buffer; the last reference frees it, MDL first (no partial MDL of it is
+        // in use: each NBL that described part of it gave its reference back after NDIS
+        // returned it).
+        unsafe {
+            if (*header).references.fetch_sub(1, Ordering::AcqRel) == 1 {
+                IoFreeMdl((*header).mdl);
+                ExFreePoolWithTag(header.cast(), POOL_TAG);
+            }
+        }
+    }
+}
+
 /// An NBL of the receive path: owned by the driver, or lent to NDIS between indication and
-/// return. `MiniportReserved` is the driver's: [0] holds the ticket of the packet it describes,
-/// [1] the MDL allocated with it (whatever the stack left in the NET_BUFFER's MDL fields).
+/// return. `MiniportReserved` is the driver's: [0] holds what the NBL's packet lies in (the
+/// ticket of a packet in the receive ring, shifted left by one, or a reference to a
+/// [`SharedBuffer`], whose address is 16-byte aligned, with its low bit set), [1] the MDL
+/// allocated with the NBL (whatever the stack left in the NET_BUFFER's MDL fields).
 pub struct PacketNbl {
     nbl: NonNull<NET_BUFFER_LIST>,
 }
@@ -90,14 +224,40 @@ pub struct PacketNbl {
 // SAFETY: an NBL the driver owns may be handled on any thread.
 unsafe impl Send for PacketNbl {}
 
-const TICKET_SLOT: usize = 0;
+const OWNER_SLOT: usize = 0;
 const MDL_SLOT: usize = 1;
+/// The low bit of the owner slot: a shared buffer, not a ticket.
+const SHARED_BUFFER_TAG: usize = 1;
+/// The owner slot of an NBL that describes nothing (no ticket shifted left is all ones).
+const NO_OWNER: usize = usize::MAX;
+
+/// Where the packet an NBL describes lies, as [`PacketNbl::take_owner`] gives it back.
+pub enum PacketOwner {
+    /// In the receive ring: its ticket.
+    Ring(u32),
+    /// In a buffer of the driver's.
+    Buffer(SharedBuffer),
+    /// Nowhere: the NBL described nothing since it came back.
+    None,
+}
+
+/// What a received packet's NBL says of its offloads: TcpIpChecksumNetBufferListInfo
+/// (NDIS_TCP_IP_CHECKSUM_NET_BUFFER_LIST_INFO.Receive) and TcpRecvSegCoalesceInfo
+/// (NDIS_RSC_NBL_INFO), 0 for none.
+#[derive(Clone, Copy, Default)]
+pub struct ReceiveInfo {
+    pub checksum: usize,
+    pub coalesced: usize,
+}
 
 impl PacketNbl {
     /// A fresh NBL with one NET_BUFFER, and `mdl`, which is the NBL's from now on.
     fn new(nbl: NonNull<NET_BUFFER_LIST>, mdl: NonNull<MDL>) -> Self {
         // SAFETY: a fresh NBL of ours; MiniportReserved is the miniport's to use.
-        unsafe { (*nbl.as_ptr()).MiniportReserved.0[MDL_SLOT] = mdl.as_ptr().cast() };
+        unsafe {
+            (*nbl.as_ptr()).MiniportReserved.0[MDL_SLOT] = mdl.as_ptr().cast();
+            (*nbl.as_ptr()).MiniportReserved.0[OWNER_SLOT] = NO_OWNER as PVOID;
+        }
         PacketNbl { nbl }
     }
 
@@ -112,15 +272,16 @@ impl PacketNbl {
     }
 
     /// Points the NBL at the `len`-byte IP packet at `offset` in `pages`, from `miniport`, marked
-    /// IPv4 or IPv6. Everything else the stack may have left in the NBL from its last
-    /// indication (its info entries, the flags that describe a packet, its NET_BUFFER's MDL
-    /// pointers) starts afresh; NDIS's own flags are kept.
-    /// `ticket` is kept for [`PacketNbl::ticket`].
+    /// IPv4 or IPv6, with `info`. Everything else the stack may have left in the NBL from its
+    /// last indication (its info entries, the flags that describe a packet, its NET_BUFFER's MDL
+    /// pointers) starts afresh; NDIS's own flags are kept. `ticket` is kept for
+    /// [`PacketNbl::take_owner`].
     ///
     /// # Safety
     /// `pages` belongs to a live [`LockedUserBuffer`](super::LockedUserBuffer) holding
     /// `offset + len` bytes, which stays alive until the NBL is freed or described again;
     /// `miniport` is the adapter's NDIS handle.
+    #[allow(clippy::too_many_arguments)]
     pub unsafe fn describe(
         &mut self,
         miniport: NDIS_HANDLE,
@@ -128,7 +289,70 @@ impl PacketNbl {
         offset: usize,
         len: u32,
         ipv6: bool,
+        info: ReceiveInfo,
         ticket: u32,
+    ) {
+        // SAFETY: the caller vouches for the pages and the handle.
+        unsafe {
+            self.describe_part_of(
+                miniport,
+                pages.mdl.as_ptr(),
+                pages.user_address + offset,
+                len,
+                ipv6,
+                info,
+                (ticket as usize) << 1,
+            )
+        };
+    }
+
+    /// Points the NBL at the `len`-byte IP packet at `offset` in `buffer`, which it keeps a
+    /// reference to until [`PacketNbl::take_owner`]; otherwise as [`PacketNbl::describe`].
+    ///
+    /// # Safety
+    /// `miniport` is the adapter's NDIS handle.
+    pub unsafe fn describe_buffer(
+        &mut self,
+        miniport: NDIS_HANDLE,
+        buffer: &SharedBuffer,
+        offset: u32,
+        len: u32,
+        ipv6: bool,
+        info: ReceiveInfo,
+    ) {
+        let in_bounds = offset
+            .checked_add(len)
+            .is_some_and(|end| end <= buffer.len());
+        assert!(in_bounds, "a packet inside its buffer");
+        // SAFETY: the buffer's MDL describes its bytes, which the reference this NBL keeps holds
+        // alive; offset + len lies inside them.
+        unsafe {
+            let header = buffer.header.as_ptr();
+            self.describe_part_of(
+                miniport,
+                (*header).mdl,
+                buffer.data() as usize + offset as usize,
+                len,
+                ipv6,
+                info,
+                buffer.share().into_raw() | SHARED_BUFFER_TAG,
+            )
+        };
+    }
+
+    /// # Safety
+    /// `source` describes locked or non-paged memory holding the `len` bytes at `address`,
+    /// alive until the NBL is described again or freed; `miniport` is the adapter's handle.
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn describe_part_of(
+        &mut self,
+        miniport: NDIS_HANDLE,
+        source: PMDL,
+        address: usize,
+        len: u32,
+        ipv6: bool,
+        info: ReceiveInfo,
+        owner: usize,
     ) {
         let (flag, ether_type) = if ipv6 {
             (NDIS_NBL_FLAGS_IS_IPV6, NDIS_ETH_TYPE_IPV6)
@@ -136,16 +360,11 @@ impl PacketNbl {
             (NDIS_NBL_FLAGS_IS_IPV4, NDIS_ETH_TYPE_IPV4)
         };
         let mdl = self.mdl();
-        // SAFETY: the caller vouches for the pages; the MDL and NBL are ours, and nothing else
+        // SAFETY: the caller vouches for the memory; the MDL and NBL are ours, and nothing else
         // looks at them until they are indicated. (Whoever mapped the MDL before unmapped it in
         // forget_pages when the NBL came back.)
         unsafe {
-            IoBuildPartialMdl(
-                pages.mdl.as_ptr(),
-                mdl,
-                (pages.user_address + offset) as PVOID,
-                len,
-            );
+            IoBuildPartialMdl(source, mdl, address as PVOID, len);
             let nb = self.net_buffer();
             (*nb).Next = null_mut();
             (*nb).MdlChain = mdl;
@@ -161,7 +380,9 @@ impl PacketNbl {
             (*nbl).NetBufferListInfo = [null_mut(); MaxNetBufferListInfo];
             (*nbl).NetBufferListInfo[NetBufferListFrameType] =
                 usize::from(ether_type.to_be()) as PVOID;
-            (*nbl).MiniportReserved.0[TICKET_SLOT] = ticket as usize as PVOID;
+            (*nbl).NetBufferListInfo[TcpIpChecksumNetBufferListInfo] = info.checksum as PVOID;
+            (*nbl).NetBufferListInfo[TcpRecvSegCoalesceInfo] = info.coalesced as PVOID;
+            (*nbl).MiniportReserved.0[OWNER_SLOT] = owner as PVOID;
         }
     }
 
@@ -172,14 +393,29 @@ impl PacketNbl {
         unsafe { MmPrepareMdlForReuse(self.mdl()) };
     }
 
-    /// The ticket [`PacketNbl::describe`] stored.
-    pub fn ticket(&self) -> u32 {
-        // SAFETY: a live NBL of ours.
-        unsafe { (*self.nbl.as_ptr()).MiniportReserved.0[TICKET_SLOT] as usize as u32 }
+    /// What the NBL's packet lay in when it was last described, which it holds no more.
+    pub fn take_owner(&mut self) -> PacketOwner {
+        // SAFETY: a live NBL of ours, which NDIS does not hold.
+        let owner = unsafe {
+            core::mem::replace(
+                &mut (*self.nbl.as_ptr()).MiniportReserved.0[OWNER_SLOT],
+                NO_OWNER as PVOID,
+            ) as usize
+        };
+        if owner == NO_OWNER {
+            PacketOwner::None
+        } else if owner & SHARED_BUFFER_TAG != 0 {
+            // SAFETY: the reference describe_buffer stored, taken back once (the slot is
+            // cleared above).
+            PacketOwner::Buffer(unsafe { SharedBuffer::from_raw(owner & !SHARED_BUFFER_TAG) })
+        } else {
+            PacketOwner::Ring((owner >> 1) as u32)
+        }
     }
 
     /// Frees the NBL and its MDL (which [`PacketNbl::forget_pages`] left unmapped).
-    pub fn free(self) {
+    pub fn free(mut self) {
+        drop(self.take_owner());
         let mdl = self.mdl();
         // SAFETY: an NBL of ours that NDIS does not hold, and its MDL, each freed once.
         unsafe {

@@ -117,8 +117,13 @@ pub struct Setup {
 }
 
 pub fn setup() -> Setup {
+    setup_with(oxtun_sim::AdapterSetup::default())
+}
+
+/// An adapter added as `adapter_setup` says (its registry keywords).
+pub fn setup_with(adapter_setup: oxtun_sim::AdapterSetup) -> Setup {
     let driver = Driver::load().unwrap();
-    let adapter = driver.add_adapter().unwrap();
+    let adapter = driver.add_adapter_with(adapter_setup).unwrap();
     let loaded = outstanding();
     Setup {
         driver,
@@ -158,6 +163,22 @@ pub fn register<'a>(adapter: &Adapter, process: &'a Process) -> (DeviceHandle<'a
     let handle = process.open(adapter.device(), READ_WRITE);
     let rings = ClientRings::new(process);
     let status = handle.device_control(TUN_IOCTL_REGISTER_RINGS, &rings.bytes());
+    assert_eq!(status, STATUS_SUCCESS);
+    (handle, rings)
+}
+
+/// Opens the adapter's device in `process` and registers fresh rings through the extended IOCTL,
+/// asking for the per-packet header.
+pub fn register_with_headers<'a>(
+    adapter: &Adapter,
+    process: &'a Process,
+) -> (DeviceHandle<'a>, ClientRings) {
+    let handle = process.open(adapter.device(), READ_WRITE);
+    let rings = ClientRings::new(process);
+    let status = handle.device_control(
+        oxtun_abi::TUN_IOCTL_REGISTER_RINGS_EX,
+        &rings.extended_bytes(Features::VNET_HDR),
+    );
     assert_eq!(status, STATUS_SUCCESS);
     (handle, rings)
 }

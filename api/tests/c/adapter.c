@@ -177,6 +177,7 @@ struct batch {
     WINTUN_SESSION_HANDLE session;
     int wanted;
     int timeout_ms;
+    DWORD header; /* bytes before each IP packet: OXTUN_VNET_HDR_LEN with headers in force */
     BYTE *packets[200];
     int count;
 };
@@ -196,7 +197,7 @@ static void *receive_datagrams(void *argument)
         if (!packet) {
             CHECK_ERROR(ERROR_NO_MORE_ITEMS);
             wait_event(batch->session, 10);
-        } else if (size == 1028) {
+        } else if (size == 1028 + batch->header) {
             batch->packets[batch->count++] = packet;
         } else {
             WintunReleaseReceivePacket(batch->session, packet);
@@ -283,8 +284,9 @@ static void test_errors_of_a_session(WINTUN_ADAPTER_HANDLE adapter, WINTUN_SESSI
 }
 
 /* Our own functions (docs/offloads.md): the layout of the header, every bad argument, and a
- * session that asks for the header. The driver does not serve the header yet, so that session
- * comes up without headers, says so, and carries plain IP packets both ways. */
+ * session that asks for the header. The driver serves it: packets both ways carry one, and what
+ * a header asks that the system does not take (a partial checksum: the emulator's Linux stack
+ * takes only complete ones) the driver does before the packet goes up. */
 static void test_session_features(WINTUN_ADAPTER_HANDLE adapter)
 {
     CHECK(sizeof(OXTUN_VNET_HDR) == OXTUN_VNET_HDR_LEN);
@@ -304,10 +306,10 @@ static void test_session_features(WINTUN_ADAPTER_HANDLE adapter)
     CHECK(session != NULL);
     if (!session)
         return;
-    CHECK(logged("did not take the extended registration"));
+    CHECK(!logged("did not take the extended registration"));
     DWORD features = 0xDEADBEEF;
     CHECK(OxtunGetSessionFeatures(session, &features));
-    CHECK(features == 0);
+    CHECK(features == OXTUN_FEATURE_VNET_HDR);
     CHECK_FAILS(OxtunGetSessionFeatures(session, NULL), ERROR_INVALID_PARAMETER);
     CHECK_FAILS(OxtunGetSessionFeatures((WINTUN_SESSION_HANDLE)adapter, &features), ERROR_INVALID_HANDLE);
     CHECK_FAILS(OxtunStartSessionEx((WINTUN_ADAPTER_HANDLE)session, WINTUN_MIN_RING_CAPACITY, 0),
@@ -317,32 +319,56 @@ static void test_session_features(WINTUN_ADAPTER_HANDLE adapter)
                 ERROR_ALREADY_INITIALIZED);
     CHECK_FAILS(OxtunStartSessionEx(adapter, WINTUN_MIN_RING_CAPACITY, 0), ERROR_ALREADY_INITIALIZED);
 
-    /* The system's datagram arrives as a plain IP packet, from its first byte. */
+    /* The system's datagram arrives after a header that asks for nothing. */
     int sock = socket(AF_INET, SOCK_DGRAM, 0);
     burst(sock, 1);
     close(sock);
-    struct batch batch = { .session = session, .wanted = 1, .timeout_ms = 10000 };
+    struct batch batch = { .session = session, .wanted = 1, .timeout_ms = 10000, .header = OXTUN_VNET_HDR_LEN };
     CHECK(receive_in_thread(&batch) == 1);
     if (batch.count == 1) {
-        CHECK(batch.packets[0][0] == 0x45);
+        const OXTUN_VNET_HDR *header = (const OXTUN_VNET_HDR *)batch.packets[0];
+        CHECK(header->Flags == 0 && header->GsoType == OXTUN_VNET_HDR_GSO_NONE);
+        CHECK(batch.packets[0][OXTUN_VNET_HDR_LEN] == 0x45);
         WintunReleaseReceivePacket(session, batch.packets[0]);
     }
-    /* And one the other way. */
+    /* And two the other way: one complete, one whose UDP checksum holds only the
+     * pseudo-header's sum (NEEDS_CSUM), which the driver completes; Linux drops a datagram whose
+     * checksum is wrong. */
     int listener = socket(AF_INET, SOCK_DGRAM, 0);
     struct sockaddr_in local = { .sin_family = AF_INET, .sin_port = htons(4001) };
     inet_pton(AF_INET, "10.93.0.1", &local.sin_addr);
     CHECK(bind(listener, (struct sockaddr *)&local, sizeof(local)) == 0);
     struct timeval timeout = { .tv_sec = 10 };
     setsockopt(listener, SOL_SOCKET, SO_RCVTIMEO, &timeout, sizeof(timeout));
-    uint8_t datagram[64];
-    size_t len = udp_datagram(datagram, 4001, (const uint8_t *)"plain", 5);
-    BYTE *packet = WintunAllocateSendPacket(session, (DWORD)len);
-    CHECK(packet != NULL);
-    if (packet) {
-        memcpy(packet, datagram, len);
+    static const char *const payloads[] = { "plain", "partial" };
+    for (int i = 0; i < 2; ++i) {
+        uint8_t datagram[64];
+        size_t payload_len = strlen(payloads[i]);
+        size_t len = udp_datagram(datagram, 4001, (const uint8_t *)payloads[i], payload_len);
+        OXTUN_VNET_HDR header = { 0 };
+        if (i == 1) {
+            uint8_t pseudo[12] = { 0 };
+            memcpy(pseudo, datagram + 12, 8);
+            pseudo[9] = 17;
+            pseudo[10] = datagram[24];
+            pseudo[11] = datagram[25];
+            uint16_t sum = (uint16_t)~checksum(pseudo, sizeof(pseudo), 0);
+            datagram[26] = (uint8_t)(sum >> 8);
+            datagram[27] = (uint8_t)sum;
+            header.Flags = OXTUN_VNET_HDR_F_NEEDS_CSUM;
+            header.CsumStart = 20;
+            header.CsumOffset = 6;
+        }
+        BYTE *packet = WintunAllocateSendPacket(session, (DWORD)(OXTUN_VNET_HDR_LEN + len));
+        CHECK(packet != NULL);
+        if (!packet)
+            break;
+        memcpy(packet, &header, OXTUN_VNET_HDR_LEN);
+        memcpy(packet + OXTUN_VNET_HDR_LEN, datagram, len);
         WintunSendPacket(session, packet);
         char received[16];
-        CHECK(recv(listener, received, sizeof(received), 0) == 5 && memcmp(received, "plain", 5) == 0);
+        CHECK(recv(listener, received, sizeof(received), 0) == (ssize_t)payload_len &&
+              memcmp(received, payloads[i], payload_len) == 0);
     }
     close(listener);
     WintunEndSession(session);

@@ -1,0 +1,803 @@
+//! The data paths with offloads (docs/offloads.md, "The driver"): what a client that takes the
+//! per-packet header gets and gives, what the driver does in software for one that does not, and
+//! what it tells the stack, on the simulated kernel, whose rules check each NBL the driver
+//! completes or indicates against Microsoft's documents.
+
+mod support;
+
+use oxtun_abi::offload::{Checksums, complete_partial_checksum, fill_checksums, parse, validate};
+use oxtun_abi::vnet::{
+    VIRTIO_NET_HDR_F_DATA_VALID, VIRTIO_NET_HDR_F_NEEDS_CSUM, VIRTIO_NET_HDR_GSO_ECN,
+    VIRTIO_NET_HDR_GSO_TCPV4, VIRTIO_NET_HDR_GSO_TCPV6, VIRTIO_NET_HDR_GSO_UDP_L4, VirtioNetHdr,
+};
+use oxtun_driver::sys::*;
+use oxtun_sim::{
+    AdapterSetup, Bitness, Fragmentation, Offloads, Process, SendOffload, SendTiming, Token,
+};
+use support::*;
+
+type ChecksumInfo = NDIS_TCP_IP_CHECKSUM_NET_BUFFER_LIST_INFO;
+
+// ---- packets ----
+
+/// An IPv4 or IPv6 packet of `transport` (6 or 17) with `payload` bytes of a pattern, its
+/// lengths and checksums right; TCP with ACK and PSH.
+fn packet(ipv6: bool, transport: u8, payload: usize) -> Vec<u8> {
+    let ip_len = if ipv6 { 40 } else { 20 };
+    let transport_len = if transport == 6 { 20 } else { 8 };
+    let len = ip_len + transport_len + payload;
+    let mut packet = vec![0u8; len];
+    if ipv6 {
+        packet[0] = 0x60;
+        packet[4..6].copy_from_slice(&((len - 40) as u16).to_be_bytes());
+        packet[6] = transport;
+        packet[7] = 64;
+        packet[8..24].copy_from_slice(&[0xfd, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1]);
+        packet[24..40].copy_from_slice(&[0xfd, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2]);
+    } else {
+        packet[..20].copy_from_slice(&[
+            0x45, 0, 0, 0, 0x12, 0x34, 0x40, 0, 64, transport, 0, 0, 10, 0, 0, 1, 10, 0, 0, 2,
+        ]);
+        packet[2..4].copy_from_slice(&(len as u16).to_be_bytes());
+    }
+    let t = ip_len;
+    packet[t..t + 2].copy_from_slice(&4000u16.to_be_bytes());
+    packet[t + 2..t + 4].copy_from_slice(&5000u16.to_be_bytes());
+    if transport == 6 {
+        packet[t + 4..t + 8].copy_from_slice(&0x0100_0000u32.to_be_bytes());
+        packet[t + 12] = 5 << 4;
+        packet[t + 13] = 0x18; // ACK, PSH
+        packet[t + 14..t + 16].copy_from_slice(&65535u16.to_be_bytes());
+    } else {
+        packet[t + 4..t + 6].copy_from_slice(&((8 + payload) as u16).to_be_bytes());
+    }
+    for (at, byte) in packet[t + transport_len..].iter_mut().enumerate() {
+        *byte = (at * 7 + 3) as u8;
+    }
+    fill_checksums(
+        &mut packet,
+        Checksums {
+            ipv4_header: true,
+            transport: true,
+        },
+    )
+    .unwrap();
+    packet
+}
+
+/// Whether a packet's checksums (its IPv4 header's and its transport's) are right.
+fn checksums_right(packet: &[u8]) -> bool {
+    let mut filled = packet.to_vec();
+    fill_checksums(
+        &mut filled,
+        Checksums {
+            ipv4_header: true,
+            transport: true,
+        },
+    )
+    .is_ok()
+        && filled == packet
+}
+
+/// The transport's payload of a packet.
+fn payload(packet: &[u8]) -> &[u8] {
+    let layout = parse(packet).unwrap();
+    let transport = layout.transport().unwrap();
+    let header = layout.transport_header_len(packet, transport).unwrap();
+    &packet[layout.ip_header_len + header..]
+}
+
+/// A ring packet: `header`, then `packet`.
+fn with_header(header: VirtioNetHdr, packet: &[u8]) -> Vec<u8> {
+    let mut bytes = header.encode().to_vec();
+    bytes.extend_from_slice(packet);
+    bytes
+}
+
+/// A ring packet split into its header and IP packet.
+fn split(ring_packet: &[u8]) -> (VirtioNetHdr, Vec<u8>) {
+    let (header, packet) = VirtioNetHdr::split(ring_packet).expect("a header");
+    (header, packet.to_vec())
+}
+
+/// A TCP packet's checksum field holding only its pseudo-header's sum (with the length), as a
+/// NEEDS_CSUM sender leaves it.
+fn partial(mut packet: Vec<u8>) -> Vec<u8> {
+    let layout = parse(&packet).unwrap();
+    let at = layout.ip_header_len + layout.transport().unwrap().checksum_offset();
+    let sum = layout.pseudo_header_sum(&packet);
+    packet[at..at + 2].copy_from_slice(&sum.to_be_bytes());
+    packet
+}
+
+fn setup_keywords(keywords: &[(&str, &str)]) -> Setup {
+    let mut adapter_setup = AdapterSetup::default();
+    for (keyword, value) in keywords {
+        adapter_setup = adapter_setup.keyword(keyword, *value);
+    }
+    setup_with(adapter_setup)
+}
+
+const EVERY_OFFLOAD: [(&str, &str); 11] = [
+    ("*IPChecksumOffloadIPv4", "3"),
+    ("*TCPChecksumOffloadIPv4", "3"),
+    ("*TCPChecksumOffloadIPv6", "3"),
+    ("*UDPChecksumOffloadIPv4", "3"),
+    ("*UDPChecksumOffloadIPv6", "3"),
+    ("*LsoV2IPv4", "1"),
+    ("*LsoV2IPv6", "1"),
+    ("*UsoIPv4", "1"),
+    ("*UsoIPv6", "1"),
+    ("*RscIPv4", "1"),
+    ("*RscIPv6", "1"),
+];
+
+// ---- what is in force ----
+
+/// "Offloads are advertised to NDIS only while such a client is registered and the INF's
+/// standard keywords allow them" (docs/design.md): a plain client brings nothing into force, a
+/// client that takes the header what the keywords enable, until it goes.
+#[oxtun_sim::test]
+fn a_client_that_takes_the_header_puts_what_the_keywords_enable_in_force_while_it_is_registered() {
+    let setup = setup_keywords(&[("*LsoV2IPv4", "1"), ("*UsoIPv6", "1"), ("*RscIPv4", "1")]);
+    let process = Process::new(Token::Administrator, Bitness::Bits64);
+    let (handle, _rings) = register(&setup.adapter, &process);
+    assert_eq!(setup.adapter.offloads().current(), Offloads::default());
+    handle.close();
+    let indications = setup.adapter.offloads().indications;
+    let (handle, rings) = register_with_headers(&setup.adapter, &process);
+    let record = setup.adapter.offloads();
+    assert_eq!(record.indications, indications + 1);
+    let current = record.current();
+    // Receive checksums are on by default; the rest as the keywords say.
+    assert!(current.rx_v4.ip && current.rx_v4.tcp && current.rx_v4.udp);
+    assert!(current.rx_v6.tcp && current.rx_v6.udp);
+    assert_eq!(current.tx_v4, oxtun_sim::Checksums::default());
+    assert!(current.lso_v4.is_some() && current.lso_v6.is_none());
+    assert!(current.uso_v6.is_some() && current.uso_v4.is_none());
+    assert!(current.rsc_v4 && !current.rsc_v6);
+    handle.close();
+    assert!(rings.ended());
+    let record = setup.adapter.offloads();
+    assert_eq!(record.indications, indications + 2);
+    assert_eq!(record.current(), Offloads::default());
+    setup.assert_nothing_held();
+    setup.finish();
+}
+
+// ---- the send path ----
+
+/// Large sends and checksums left undone reach a client that takes the header whole, with the
+/// header Linux would write for them (abi's header_for_client); an LSOv2 completion says so
+/// (the simulator checks it), and the statistics count the segments the packets make.
+#[oxtun_sim::test]
+fn offloaded_sends_reach_a_client_that_takes_the_header_whole_with_linuxs_header() {
+    let setup = setup_keywords(&EVERY_OFFLOAD);
+    let process = Process::new(Token::Administrator, Bitness::Bits64);
+    let (handle, rings) = register_with_headers(&setup.adapter, &process);
+    let tcp4 = packet(false, 6, 3000);
+    let tcp6 = packet(true, 6, 2500);
+    let udp4 = packet(false, 17, 1800);
+    let udp6 = packet(true, 17, 100);
+    let plain = packet(false, 17, 10);
+    let sends = [
+        (
+            tcp4.clone(),
+            SendOffload::Lso {
+                mss: 1000,
+                tcp_header_offset: 20,
+            },
+        ),
+        (
+            tcp6.clone(),
+            SendOffload::Lso {
+                mss: 1200,
+                tcp_header_offset: 40,
+            },
+        ),
+        (
+            udp4.clone(),
+            SendOffload::Uso {
+                mss: 500,
+                udp_header_offset: 20,
+            },
+        ),
+        (
+            udp6.clone(),
+            SendOffload::Checksum {
+                ipv4_header: false,
+                tcp: false,
+                udp: true,
+            },
+        ),
+        (plain.clone(), SendOffload::None),
+    ];
+    let before = statistics(&setup.adapter);
+    let completed = setup.adapter.send_offloaded(
+        &sends,
+        Fragmentation {
+            leading: 3,
+            chunk: 700,
+        },
+        SendTiming::InForce,
+        DISPATCH_LEVEL,
+    );
+    assert!(
+        completed
+            .iter()
+            .all(|completion| completion.unwrap().status == NDIS_STATUS_SUCCESS),
+        "{completed:?}"
+    );
+    let ring = drain(&mut rings.send_reader());
+    assert_eq!(ring.len(), 5);
+    let expected = [
+        (VIRTIO_NET_HDR_GSO_TCPV4, 1000, 40, 20, 16, &tcp4),
+        (VIRTIO_NET_HDR_GSO_TCPV6, 1200, 60, 40, 16, &tcp6),
+        (VIRTIO_NET_HDR_GSO_UDP_L4, 500, 28, 20, 6, &udp4),
+        (0, 0, 0, 40, 6, &udp6),
+    ];
+    for (ring_packet, (gso_type, gso_size, hdr_len, start, offset, original)) in
+        ring.iter().zip(expected)
+    {
+        let (header, mut sent) = split(ring_packet);
+        assert_eq!(
+            (
+                header.flags,
+                header.gso_type,
+                header.gso_size,
+                header.hdr_len,
+                header.csum_start,
+                header.csum_offset
+            ),
+            (
+                VIRTIO_NET_HDR_F_NEEDS_CSUM,
+                gso_type,
+                gso_size,
+                hdr_len,
+                start,
+                offset
+            )
+        );
+        // The packet is Linux's: its lengths real (tcpip left IPv4's Total Length 0), its
+        // partial checksum the pseudo-header's with the length; completed, it is the original.
+        assert!(validate(&header, &sent).is_ok());
+        complete_partial_checksum(&mut sent, start.into(), offset.into()).unwrap();
+        if sent[0] >> 4 == 4 {
+            fill_checksums(
+                &mut sent,
+                Checksums {
+                    ipv4_header: true,
+                    transport: false,
+                },
+            )
+            .unwrap();
+        }
+        assert_eq!(&sent, original);
+    }
+    let (header, sent) = split(&ring[4]);
+    assert_eq!(header, VirtioNetHdr::NONE);
+    assert_eq!(sent, plain);
+    // Three TCP segments, two of IPv6, four datagrams, and two packets.
+    let after = statistics(&setup.adapter);
+    assert_eq!(
+        after.ifHCOutUcastPkts - before.ifHCOutUcastPkts,
+        3 + 3 + 4 + 2
+    );
+    handle.close();
+    setup.assert_nothing_held();
+    setup.finish();
+}
+
+/// A client without the header never sees more than a packet of its own size or a checksum
+/// missing: a large send or a checksum the stack built while one that takes the header was
+/// registered (and that arrives after it went) is done in software, straight into the ring.
+#[oxtun_sim::test]
+fn a_client_without_the_header_gets_large_sends_cut_and_checksums_filled_in_software() {
+    let setup = setup_keywords(&EVERY_OFFLOAD);
+    let process = Process::new(Token::Administrator, Bitness::Bits64);
+    let (handle, rings) = register(&setup.adapter, &process);
+    let tcp4 = packet(false, 6, 3000);
+    let udp6 = packet(true, 17, 1100);
+    let tcp6 = packet(true, 6, 50);
+    let sends = [
+        (
+            tcp4.clone(),
+            SendOffload::Lso {
+                mss: 1000,
+                tcp_header_offset: 20,
+            },
+        ),
+        (
+            udp6.clone(),
+            SendOffload::Uso {
+                mss: 500,
+                udp_header_offset: 40,
+            },
+        ),
+        (
+            tcp6.clone(),
+            SendOffload::Checksum {
+                ipv4_header: false,
+                tcp: true,
+                udp: false,
+            },
+        ),
+    ];
+    let completed = setup.adapter.send_offloaded(
+        &sends,
+        Fragmentation::CONTIGUOUS,
+        SendTiming::Late,
+        DISPATCH_LEVEL,
+    );
+    assert!(
+        completed
+            .iter()
+            .all(|completion| completion.unwrap().status == NDIS_STATUS_SUCCESS),
+        "{completed:?}"
+    );
+    let ring = drain(&mut rings.send_reader());
+    assert_eq!(ring.len(), 3 + 3 + 1);
+    for segment in &ring {
+        assert!(checksums_right(segment), "{segment:?}");
+        assert!(segment.len() <= 60 + 1000);
+    }
+    let tcp4_payload: Vec<u8> = ring[..3]
+        .iter()
+        .flat_map(|segment| payload(segment).to_vec())
+        .collect();
+    assert_eq!(tcp4_payload, payload(&tcp4));
+    // Only the last segment keeps PSH; the sequence numbers advance by the payload.
+    assert_eq!(ring[0][33] & 0x08, 0);
+    assert_eq!(ring[2][33] & 0x08, 0x08);
+    assert_eq!(ring[1][24..28], (0x0100_0000u32 + 1000).to_be_bytes());
+    let udp6_payload: Vec<u8> = ring[3..6]
+        .iter()
+        .flat_map(|segment| payload(segment).to_vec())
+        .collect();
+    assert_eq!(udp6_payload, payload(&udp6));
+    assert_eq!(ring[6], tcp6);
+    handle.close();
+    setup.assert_nothing_held();
+    setup.finish();
+}
+
+/// "A client ported from Linux may count on" UDP_MAX_SEGMENTS (abi): a USO send of more
+/// datagrams reaches a client that takes the header cut in software, each datagram after a
+/// header that asks for nothing.
+#[oxtun_sim::test]
+fn a_udp_send_of_more_datagrams_than_linux_makes_is_cut_for_a_client_that_takes_the_header() {
+    let setup = setup_keywords(&EVERY_OFFLOAD);
+    let process = Process::new(Token::Administrator, Bitness::Bits64);
+    let (handle, rings) = register_with_headers(&setup.adapter, &process);
+    let udp4 = packet(false, 17, 650);
+    let completed = setup.adapter.send_offloaded(
+        &[(
+            udp4.clone(),
+            SendOffload::Uso {
+                mss: 10,
+                udp_header_offset: 20,
+            },
+        )],
+        Fragmentation::CONTIGUOUS,
+        SendTiming::InForce,
+        PASSIVE_LEVEL,
+    );
+    assert_eq!(completed[0].unwrap().status, NDIS_STATUS_SUCCESS);
+    let ring = drain(&mut rings.send_reader());
+    assert_eq!(ring.len(), 65);
+    let mut datagrams = Vec::new();
+    for ring_packet in &ring {
+        let (header, datagram) = split(ring_packet);
+        assert_eq!(header, VirtioNetHdr::NONE);
+        assert!(checksums_right(&datagram));
+        datagrams.extend_from_slice(payload(&datagram));
+    }
+    assert_eq!(datagrams, payload(&udp4));
+    handle.close();
+    setup.finish();
+}
+
+/// offloading-the-segmentation-of-large-tcp-packets: once OID_TCP_OFFLOAD_PARAMETERS has turned
+/// LSO off, "the miniport shall drop all NET_BUFFER_LIST which contain any non-zero LSOv1 or
+/// LSOv2 OOB data" (one the stack built before); the NBLs around it go on.
+#[oxtun_sim::test]
+fn a_large_send_ndis_turned_off_is_dropped_alone() {
+    let setup = setup_keywords(&EVERY_OFFLOAD);
+    let process = Process::new(Token::Administrator, Bitness::Bits64);
+    let (handle, rings) = register_with_headers(&setup.adapter, &process);
+    let off = offload_parameters(5, |parameters| {
+        parameters.LsoV2IPv4 = NDIS_OFFLOAD_PARAMETERS_LSOV2_DISABLED;
+    });
+    assert_eq!(
+        setup.adapter.set(OID_TCP_OFFLOAD_PARAMETERS, &off).status,
+        NDIS_STATUS_SUCCESS
+    );
+    let plain = packet(false, 17, 10);
+    let completed = setup.adapter.send_offloaded(
+        &[
+            (
+                packet(false, 6, 3000),
+                SendOffload::Lso {
+                    mss: 1000,
+                    tcp_header_offset: 20,
+                },
+            ),
+            (
+                packet(true, 6, 3000),
+                SendOffload::Lso {
+                    mss: 1000,
+                    tcp_header_offset: 40,
+                },
+            ),
+            (plain.clone(), SendOffload::None),
+        ],
+        Fragmentation::CONTIGUOUS,
+        SendTiming::Late,
+        DISPATCH_LEVEL,
+    );
+    let statuses: Vec<NDIS_STATUS> = completed
+        .iter()
+        .map(|completion| completion.unwrap().status)
+        .collect();
+    assert_eq!(
+        statuses,
+        [
+            NDIS_STATUS_FAILURE,
+            NDIS_STATUS_SUCCESS,
+            NDIS_STATUS_SUCCESS
+        ]
+    );
+    // The dropped one wrote nothing; IPv6's LSO is still on.
+    let ring = drain(&mut rings.send_reader());
+    assert_eq!(ring.len(), 2);
+    assert_eq!(split(&ring[0]).0.gso_type, VIRTIO_NET_HDR_GSO_TCPV6);
+    assert_eq!(split(&ring[1]).1, plain);
+    handle.close();
+    setup.finish();
+}
+
+// ---- the receive path ----
+
+/// A client's packets of their own size whose checksums it verified (DATA_VALID) go up in place
+/// (zero-copy, as plain packets do), their checksums marked valid where receive checksums are in
+/// force, as WireGuardNT marks its packets; an IPv4 header's checksum only where the driver
+/// checked it. Without a flag, nothing is marked.
+#[oxtun_sim::test]
+fn verified_packets_go_up_in_place_with_their_checksums_marked_valid() {
+    let setup = setup();
+    let process = Process::new(Token::Administrator, Bitness::Bits64);
+    let (handle, rings) = register_with_headers(&setup.adapter, &process);
+    let verified = VirtioNetHdr {
+        flags: VIRTIO_NET_HDR_F_DATA_VALID,
+        ..VirtioNetHdr::NONE
+    };
+    let tcp4 = packet(false, 6, 100);
+    let mut bad_ip_checksum = packet(false, 17, 100);
+    bad_ip_checksum[10] ^= 0xFF;
+    let udp6 = packet(true, 17, 100);
+    let plain = packet(false, 6, 10);
+    assert!(client_write(
+        &mut rings.receive_writer(),
+        &rings.receive_event,
+        &[
+            with_header(verified, &tcp4),
+            with_header(verified, &bad_ip_checksum),
+            with_header(verified, &udp6),
+            with_header(VirtioNetHdr::NONE, &plain),
+        ]
+    ));
+    let received = setup
+        .adapter
+        .wait_received(4, std::time::Duration::from_secs(20));
+    let ring = rings.request.receive.ring
+        ..rings.request.receive.ring + u64::from(rings.request.receive.ring_size);
+    let got: Vec<(Vec<u8>, usize)> = received
+        .iter()
+        .map(|packet| {
+            assert!(ring.contains(&(packet.address as u64)), "in place");
+            (packet.data.clone(), packet.offloads.checksum)
+        })
+        .collect();
+    assert_eq!(
+        got,
+        [
+            (
+                tcp4,
+                ChecksumInfo::RX_IP_CHECKSUM_SUCCEEDED | ChecksumInfo::RX_TCP_CHECKSUM_SUCCEEDED
+            ),
+            (bad_ip_checksum, ChecksumInfo::RX_UDP_CHECKSUM_SUCCEEDED),
+            (udp6, ChecksumInfo::RX_UDP_CHECKSUM_SUCCEEDED),
+            (plain, 0),
+        ]
+    );
+    wait_released(&rings);
+    handle.close();
+    setup.assert_nothing_held();
+    setup.finish();
+}
+
+/// What a header asks that the stack does not take is done on a copy of the packet: a partial
+/// checksum completed; a super-packet cut into segments while RSC is not in force (the default),
+/// each a packet of the super-packet's MSS with its checksums computed and marked valid.
+#[oxtun_sim::test]
+fn partial_checksums_are_completed_and_super_packets_cut_without_rsc() {
+    let setup = setup();
+    let process = Process::new(Token::Administrator, Bitness::Bits64);
+    let (handle, rings) = register_with_headers(&setup.adapter, &process);
+    let tcp6 = packet(true, 6, 300);
+    let needs_checksum = VirtioNetHdr {
+        flags: VIRTIO_NET_HDR_F_NEEDS_CSUM,
+        csum_start: 40,
+        csum_offset: 16,
+        ..VirtioNetHdr::NONE
+    };
+    let super_packet = packet(false, 6, 4000);
+    let gso = VirtioNetHdr {
+        flags: VIRTIO_NET_HDR_F_NEEDS_CSUM,
+        gso_type: VIRTIO_NET_HDR_GSO_TCPV4,
+        hdr_len: 40,
+        gso_size: 1448,
+        csum_start: 20,
+        csum_offset: 16,
+    };
+    assert!(client_write(
+        &mut rings.receive_writer(),
+        &rings.receive_event,
+        &[
+            with_header(needs_checksum, &partial(tcp6.clone())),
+            with_header(gso, &partial(super_packet.clone())),
+        ]
+    ));
+    let received = setup
+        .adapter
+        .wait_received(4, std::time::Duration::from_secs(20));
+    assert_eq!(received[0].data, tcp6);
+    assert_eq!(
+        received[0].offloads.checksum,
+        ChecksumInfo::RX_TCP_CHECKSUM_SUCCEEDED
+    );
+    let segments = &received[1..];
+    assert_eq!(segments.len(), 3);
+    let mut cut = Vec::new();
+    for segment in segments {
+        assert!(checksums_right(&segment.data));
+        assert!(segment.data.len() <= 40 + 1448);
+        assert_eq!(segment.offloads.coalesced_segments(), 0);
+        assert_eq!(
+            segment.offloads.checksum,
+            ChecksumInfo::RX_IP_CHECKSUM_SUCCEEDED | ChecksumInfo::RX_TCP_CHECKSUM_SUCCEEDED
+        );
+        cut.extend_from_slice(payload(&segment.data));
+    }
+    assert_eq!(cut, payload(&super_packet));
+    wait_released(&rings);
+    handle.close();
+    setup.assert_nothing_held();
+    setup.finish();
+}
+
+/// With RSC in force, a TCP super-packet a NIC could have coalesced goes up whole as one
+/// coalesced unit (NDIS_RSC_NBL_INFO: its segments), its checksums recomputed and marked
+/// (indicating-coalesced-segments); one a NIC could not have made (here, with CWR: GSO_ECN) is
+/// cut into segments all the same.
+#[oxtun_sim::test]
+fn with_rsc_in_force_a_coalescible_super_packet_goes_up_as_one_unit() {
+    let setup = setup_keywords(&[("*RscIPv4", "1"), ("*RscIPv6", "1")]);
+    let process = Process::new(Token::Administrator, Bitness::Bits64);
+    let (handle, rings) = register_with_headers(&setup.adapter, &process);
+    let tcp6 = packet(true, 6, 5000);
+    let gso = VirtioNetHdr {
+        flags: VIRTIO_NET_HDR_F_NEEDS_CSUM,
+        gso_type: VIRTIO_NET_HDR_GSO_TCPV6,
+        hdr_len: 60,
+        gso_size: 1000,
+        csum_start: 40,
+        csum_offset: 16,
+    };
+    let mut with_cwr = packet(false, 6, 2000);
+    with_cwr[33] |= 0x80;
+    let ecn = VirtioNetHdr {
+        gso_type: VIRTIO_NET_HDR_GSO_TCPV4 | VIRTIO_NET_HDR_GSO_ECN,
+        csum_start: 20,
+        hdr_len: 40,
+        ..gso
+    };
+    assert!(client_write(
+        &mut rings.receive_writer(),
+        &rings.receive_event,
+        &[
+            with_header(gso, &partial(tcp6.clone())),
+            with_header(ecn, &partial(with_cwr.clone())),
+        ]
+    ));
+    let received = setup
+        .adapter
+        .wait_received(3, std::time::Duration::from_secs(20));
+    assert_eq!(received[0].data, tcp6);
+    assert_eq!(received[0].offloads.coalesced_segments(), 5);
+    assert_eq!(
+        received[0].offloads.checksum,
+        ChecksumInfo::RX_TCP_CHECKSUM_SUCCEEDED
+    );
+    assert_eq!(received.len(), 3);
+    assert!(
+        received[1..]
+            .iter()
+            .all(|segment| segment.offloads.rsc == 0)
+    );
+    wait_released(&rings);
+    handle.close();
+    setup.assert_nothing_held();
+    setup.finish();
+}
+
+/// Every header field is client input: a header that does not describe its packet, or asks
+/// more than the driver serves, makes the packet an error (counted in the statistics, ifInErrors),
+/// never indicated, and never read or written outside the packet; the packets around it go up.
+#[oxtun_sim::test]
+fn lying_headers_are_counted_and_their_packets_never_go_up() {
+    let setup = setup_keywords(&[("*RscIPv4", "1")]);
+    let process = Process::new(Token::Administrator, Bitness::Bits64);
+    let (handle, rings) = register_with_headers(&setup.adapter, &process);
+    let tcp4 = packet(false, 6, 3000);
+    let tcp6 = packet(true, 6, 3000);
+    let udp4 = packet(false, 17, 3000);
+    let mut syn = tcp4.clone();
+    syn[33] |= 0x02;
+    let mut short_length = tcp4.clone();
+    short_length[2..4].copy_from_slice(&1000u16.to_be_bytes());
+    let gso = VirtioNetHdr {
+        flags: VIRTIO_NET_HDR_F_NEEDS_CSUM,
+        gso_type: VIRTIO_NET_HDR_GSO_TCPV4,
+        hdr_len: 40,
+        gso_size: 1000,
+        csum_start: 20,
+        csum_offset: 16,
+    };
+    let lies = [
+        // Shorter than a header.
+        vec![0u8; 5],
+        // Flags Linux does not define, or both checksum flags.
+        with_header(
+            VirtioNetHdr {
+                flags: 4,
+                ..VirtioNetHdr::NONE
+            },
+            &tcp4,
+        ),
+        with_header(
+            VirtioNetHdr {
+                flags: 3,
+                ..VirtioNetHdr::NONE
+            },
+            &tcp4,
+        ),
+        // A checksum past the packet's end.
+        with_header(
+            VirtioNetHdr {
+                flags: VIRTIO_NET_HDR_F_NEEDS_CSUM,
+                csum_start: 3030,
+                csum_offset: 16,
+                ..VirtioNetHdr::NONE
+            },
+            &tcp4,
+        ),
+        // TCPV4 on an IPv6 packet; gso_size 0; hdr_len past the packet; an unknown gso_type.
+        with_header(gso, &tcp6),
+        with_header(VirtioNetHdr { gso_size: 0, ..gso }, &tcp4),
+        with_header(
+            VirtioNetHdr {
+                hdr_len: 9000,
+                ..gso
+            },
+            &tcp4,
+        ),
+        with_header(VirtioNetHdr { gso_type: 9, ..gso }, &tcp4),
+        // A UDP super-packet with ECN; one without NEEDS_CSUM; TCP with SYN; an IP length
+        // that is not the packet's.
+        with_header(
+            VirtioNetHdr {
+                gso_type: VIRTIO_NET_HDR_GSO_UDP_L4 | VIRTIO_NET_HDR_GSO_ECN,
+                hdr_len: 28,
+                csum_offset: 6,
+                ..gso
+            },
+            &udp4,
+        ),
+        with_header(
+            VirtioNetHdr {
+                flags: 0,
+                gso_type: VIRTIO_NET_HDR_GSO_UDP_L4,
+                hdr_len: 28,
+                csum_offset: 6,
+                ..gso
+            },
+            &udp4,
+        ),
+        with_header(gso, &syn),
+        with_header(gso, &short_length),
+        // More segments than the driver takes in one super-packet (an MSS of 1 byte), whole
+        // (RSC is in force) or cut.
+        with_header(VirtioNetHdr { gso_size: 1, ..gso }, &tcp4),
+        // A packet of its own size that is not IP.
+        with_header(VirtioNetHdr::NONE, &[0x10; 40]),
+        // A partial checksum whose field is the IP version (the fuzzer's find): completed, the
+        // packet is no longer IPv6.
+        with_header(
+            VirtioNetHdr {
+                flags: VIRTIO_NET_HDR_F_NEEDS_CSUM,
+                ..VirtioNetHdr::NONE
+            },
+            &tcp6,
+        ),
+    ];
+    let mut completed = tcp6.clone();
+    complete_partial_checksum(&mut completed, 0, 0).unwrap();
+    assert_ne!(
+        completed[0] >> 4,
+        6,
+        "the last lie makes the packet other than IPv6"
+    );
+    let good = packet(false, 17, 20);
+    let before = statistics(&setup.adapter);
+    for lie in &lies {
+        assert!(client_write(
+            &mut rings.receive_writer(),
+            &rings.receive_event,
+            &[lie.clone(), with_header(VirtioNetHdr::NONE, &good)]
+        ));
+    }
+    let received = setup
+        .adapter
+        .wait_received(lies.len(), std::time::Duration::from_secs(20));
+    assert_eq!(received.len(), lies.len());
+    assert!(received.iter().all(|packet| packet.data == good));
+    wait_released(&rings);
+    let after = statistics(&setup.adapter);
+    assert_eq!(after.ifInErrors - before.ifInErrors, lies.len() as u64);
+    handle.close();
+    setup.assert_nothing_held();
+    setup.finish();
+}
+
+/// The stack turns a receive checksum off while a client that takes the header sends verified
+/// packets: from the report on, none is marked with it (the simulator checks every indication
+/// against the configuration in force).
+#[oxtun_sim::test]
+fn a_receive_checksum_the_stack_turns_off_is_no_longer_marked() {
+    let setup = setup();
+    let process = Process::new(Token::Administrator, Bitness::Bits64);
+    let (handle, rings) = register_with_headers(&setup.adapter, &process);
+    let verified = VirtioNetHdr {
+        flags: VIRTIO_NET_HDR_F_DATA_VALID,
+        ..VirtioNetHdr::NONE
+    };
+    let tcp4 = packet(false, 6, 100);
+    let send = || {
+        assert!(client_write(
+            &mut rings.receive_writer(),
+            &rings.receive_event,
+            &[with_header(verified, &tcp4)]
+        ));
+        setup
+            .adapter
+            .wait_received(1, std::time::Duration::from_secs(20))[0]
+            .offloads
+            .checksum
+    };
+    assert_eq!(
+        send(),
+        ChecksumInfo::RX_IP_CHECKSUM_SUCCEEDED | ChecksumInfo::RX_TCP_CHECKSUM_SUCCEEDED
+    );
+    let off = offload_parameters(5, |parameters| {
+        parameters.TCPIPv4Checksum = NDIS_OFFLOAD_PARAMETERS_TX_RX_DISABLED;
+    });
+    assert_eq!(
+        setup.adapter.set(OID_TCP_OFFLOAD_PARAMETERS, &off).status,
+        NDIS_STATUS_SUCCESS
+    );
+    assert_eq!(send(), ChecksumInfo::RX_IP_CHECKSUM_SUCCEEDED);
+    wait_released(&rings);
+    handle.close();
+    setup.finish();
+}
