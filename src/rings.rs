@@ -5,13 +5,14 @@
 use core::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 
 use oxtun_abi::offload::{
-    Checksums, MAX_UDP_SEGMENTS, Segments, SendOffload, fill_checksums, header_for_client, validate,
+    Checksums, MAX_UDP_SEGMENTS, Segments, SendOffload, Transport, fill_checksums,
+    header_for_client, parse, validate,
 };
 use oxtun_abi::vnet::{VNET_HDR_LEN, VirtioNetHdr};
 use oxtun_abi::{
-    CallerWidth, ExtendedRegistration, ExtendedRegistrationError, Features, PacketSlot,
-    Reservation, ReserveError, RingDescriptor, RingReader, RingRegion, RingRegistration,
-    RingWriter, capacity_for_ring_size, packet_space,
+    CallerWidth, ExtendedRegistration, ExtendedRegistrationError, Features, MAX_IP_PACKET_SIZE,
+    PacketSlot, Reservation, ReserveError, RingDescriptor, RingReader, RingRegion,
+    RingRegistration, RingWriter, capacity_for_ring_size, packet_space,
 };
 
 use crate::offload::SendOffloads;
@@ -297,7 +298,15 @@ impl Registration {
         let whole = |nb: NetBuffer<'_>| {
             packet_space(nb.data_length().saturating_add(header as u32)).map(u64::from)
         };
+        // A packet of its own size too large for a ring packet once the header goes before it
+        // (over 65,525 bytes, which an MTU of 0xFFFF allows): a TCP one is cut in two (its peer
+        // cannot tell: TCP may be resegmented anywhere), anything else fails below.
+        let oversize = header != 0
+            && matches!(offload, SendOffload::None | SendOffload::Checksum { .. })
+            && nbl.net_buffers().count() == 1
+            && nbl.net_buffers().any(|nb| whole(nb).is_none());
         let segmented = match offload {
+            _ if oversize => true,
             SendOffload::None | SendOffload::Checksum { .. } => false,
             SendOffload::Lso { .. } => !self.takes_headers,
             SendOffload::Uso {
@@ -332,6 +341,11 @@ impl Registration {
             return Err(NDIS_STATUS_FAILURE);
         }
         let (vnet, packet) = staged.split_at_mut(VNET_HDR_LEN);
+        let offload = if oversize {
+            tcp_in_two(packet).ok_or(NDIS_STATUS_INVALID_LENGTH)?
+        } else {
+            offload
+        };
         let made = header_for_client(packet, offload).map_err(|_| NDIS_STATUS_INVALID_PARAMETER)?;
         vnet.copy_from_slice(&made.encode());
         let offload = validate(&made, packet).map_err(|_| NDIS_STATUS_INVALID_PARAMETER)?;
@@ -417,6 +431,23 @@ fn send_offload(nbl: &Nbl<'_>, allowed: SendOffloads) -> Result<SendOffload, NDI
         }
     } else {
         SendOffload::None
+    })
+}
+
+/// How a TCP packet too large for a ring packet after the header is cut: as a large send whose
+/// segments are as large as a ring packet allows; `None` if the packet is not TCP (over IPv4 or
+/// IPv6, its lengths right, not a fragment).
+fn tcp_in_two(packet: &[u8]) -> Option<SendOffload> {
+    let layout = parse(packet).ok()?;
+    let transport = layout.transport().ok()?;
+    if transport != Transport::Tcp {
+        return None;
+    }
+    let headers = layout.ip_header_len + layout.transport_header_len(packet, transport).ok()?;
+    let mss = MAX_IP_PACKET_SIZE as usize - VNET_HDR_LEN - headers;
+    Some(SendOffload::Lso {
+        mss: mss as u32,
+        tcp_header_offset: layout.ip_header_len as u32,
     })
 }
 

@@ -397,6 +397,39 @@ fn a_udp_send_of_more_datagrams_than_linux_makes_is_cut_for_a_client_that_takes_
     setup.finish();
 }
 
+/// The MTU NDIS is told (0xFFFF, as Wintun's) lets the stack send a packet that no longer fits a
+/// ring packet once the header goes before it: a TCP one reaches a client that takes the header
+/// cut in two (TCP may be resegmented anywhere), its payload whole; a UDP one fails alone.
+#[oxtun_sim::test]
+fn a_packet_too_large_for_the_ring_after_the_header_is_cut_if_tcp_and_fails_otherwise() {
+    let setup = setup_keywords(&EVERY_OFFLOAD);
+    let process = Process::new(Token::Administrator, Bitness::Bits64);
+    let (handle, rings) = register_with_headers(&setup.adapter, &process);
+    let tcp4 = packet(false, 6, 65535 - 40);
+    let udp4 = packet(false, 17, 65535 - 28);
+    let completed = setup.adapter.send_offloaded(
+        &[(tcp4.clone(), SendOffload::None), (udp4, SendOffload::None)],
+        Fragmentation::CONTIGUOUS,
+        SendTiming::InForce,
+        PASSIVE_LEVEL,
+    );
+    assert_eq!(completed[0].unwrap().status, NDIS_STATUS_SUCCESS);
+    assert_ne!(completed[1].unwrap().status, NDIS_STATUS_SUCCESS);
+    let ring = drain(&mut rings.send_reader());
+    assert_eq!(ring.len(), 2);
+    let mut bytes = Vec::new();
+    for ring_packet in &ring {
+        assert!(ring_packet.len() <= 0xFFFF);
+        let (header, segment) = split(ring_packet);
+        assert_eq!(header, VirtioNetHdr::NONE);
+        assert!(checksums_right(&segment));
+        bytes.extend_from_slice(payload(&segment));
+    }
+    assert_eq!(bytes, payload(&tcp4));
+    handle.close();
+    setup.finish();
+}
+
 /// offloading-the-segmentation-of-large-tcp-packets: once OID_TCP_OFFLOAD_PARAMETERS has turned
 /// LSO off, "the miniport shall drop all NET_BUFFER_LIST which contain any non-zero LSOv1 or
 /// LSOv2 OOB data" (one the stack built before); the NBLs around it go on.
