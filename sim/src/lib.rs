@@ -16,7 +16,8 @@
 //! beneath all, then [`ke`] (kernel stack, threads, IRQL, locks, dispatcher objects and waits),
 //! [`ob`] (objects, handles, processes, system threads, access checks), [`mm`] (pool, MDLs),
 //! [`io`] (the I/O manager), `ndis`, and [`image`] (the kernel image's loader and the export
-//! table, which names every layer's exports); this file, on top, drives them for tests.
+//! table, which names every layer's exports); [`upper_edge`], above NDIS where tcpip sits, maps
+//! the emulator's Linux offloads to NDIS's; this file, on top, drives them for tests.
 //!
 //! A driver has global state, so one process holds one simulated kernel at a time: a test of the
 //! driver is an `#[oxtun_sim::test]`, which runs it in a process of its own under plain
@@ -32,6 +33,7 @@ pub mod mm;
 mod ndis;
 pub mod ob;
 pub mod tun;
+pub mod upper_edge;
 
 // The paths the tests, the benchmarks and the emulator use.
 pub use bookkeeping::{faults, verifier};

@@ -8,6 +8,39 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 /// Creates the layer-3 TUN interface `name` (no packet-information header) and returns its
 /// descriptor. Needs CAP_NET_ADMIN.
 pub fn open(name: &str, nonblocking: bool) -> io::Result<OwnedFd> {
+    create(name, nonblocking, 0)
+}
+
+/// Creates the TUN interface `name` as [`open`] does, but with every packet read or written
+/// after a 10-byte `struct virtio_net_hdr` in little-endian order (IFF_VNET_HDR, TUNSETVNETHDRSZ,
+/// TUNSETVNETLE): what the kernel offloads to the reader ([`set_offload`]) and the writer's
+/// super-packets and checksums cross in it.
+pub fn open_with_headers(name: &str, nonblocking: bool) -> io::Result<OwnedFd> {
+    let fd = create(name, nonblocking, libc::IFF_VNET_HDR)?;
+    let size: libc::c_int = 10;
+    // SAFETY: TUNSETVNETHDRSZ reads an int from our pointer.
+    if unsafe { libc::ioctl(fd.as_raw_fd(), libc::TUNSETVNETHDRSZ, &size) } < 0 {
+        return Err(context("TUNSETVNETHDRSZ"));
+    }
+    let little_endian: libc::c_int = 1;
+    // SAFETY: TUNSETVNETLE reads an int from our pointer.
+    if unsafe { libc::ioctl(fd.as_raw_fd(), libc::TUNSETVNETLE, &little_endian) } < 0 {
+        return Err(context("TUNSETVNETLE"));
+    }
+    Ok(fd)
+}
+
+/// TUNSETOFFLOAD: which offloads (TUN_F_* flags) the kernel may leave to the reader of `fd`, a
+/// TUN descriptor opened with headers. The kernel updates the interface's features at once.
+pub fn set_offload(fd: &OwnedFd, flags: u32) -> io::Result<()> {
+    // SAFETY: TUNSETOFFLOAD takes its argument by value.
+    if unsafe { libc::ioctl(fd.as_raw_fd(), libc::TUNSETOFFLOAD, flags as libc::c_ulong) } < 0 {
+        return Err(context("TUNSETOFFLOAD"));
+    }
+    Ok(())
+}
+
+fn create(name: &str, nonblocking: bool, extra_flags: libc::c_int) -> io::Result<OwnedFd> {
     let flags = libc::O_RDWR | libc::O_CLOEXEC | if nonblocking { libc::O_NONBLOCK } else { 0 };
     // SAFETY: opening a device node by a NUL-terminated path.
     let fd = unsafe { libc::open(c"/dev/net/tun".as_ptr(), flags) };
@@ -26,7 +59,7 @@ pub fn open(name: &str, nonblocking: bool) -> io::Result<OwnedFd> {
     for (slot, byte) in request.ifr_name.iter_mut().zip(name.bytes()) {
         *slot = byte as libc::c_char;
     }
-    request.ifr_ifru.ifru_flags = (libc::IFF_TUN | libc::IFF_NO_PI) as libc::c_short;
+    request.ifr_ifru.ifru_flags = (libc::IFF_TUN | libc::IFF_NO_PI | extra_flags) as libc::c_short;
     // SAFETY: TUNSETIFF with a valid ifreq on our TUN descriptor.
     if unsafe { libc::ioctl(fd.as_raw_fd(), libc::TUNSETIFF, &mut request) } < 0 {
         return Err(context("TUNSETIFF (needs CAP_NET_ADMIN)"));

@@ -42,6 +42,8 @@ const ORDER: &[&str] = &[
     "driver_build.rs",
     "isolation.rs",
     "tun.rs",
+    // Above NDIS: the emulator's upper edge, where tcpip sits.
+    "upper_edge.rs",
     // On top: the simulated system as tests drive it.
     "lib.rs",
 ];
@@ -59,7 +61,10 @@ fn file_of(path: &str) -> String {
         }
         ["ndis", file @ ("config" | "offload"), ..] => format!("ndis/{file}.rs"),
         [module @ ("io" | "ndis"), ..] => format!("{module}/mod.rs"),
-        [file @ ("driver_build" | "isolation" | "tun"), ..] => format!("{file}.rs"),
+        [
+            file @ ("driver_build" | "isolation" | "tun" | "upper_edge"),
+            ..,
+        ] => format!("{file}.rs"),
         _ => "lib.rs".to_string(),
     }
 }

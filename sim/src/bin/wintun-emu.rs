@@ -22,13 +22,19 @@ use oxtun_abi::emulator::{
     EmulatorIoctl, EmulatorMessageError, EmulatorRequest, REGISTRATION_DESCRIPTORS,
 };
 use oxtun_abi::extension::TunRegisterRingsExHeader;
+use oxtun_abi::offload::finish_in_software;
+use oxtun_abi::vnet::{VIRTIO_NET_HDR_GSO_NONE, VNET_HDR_LEN, VirtioNetHdr};
 use oxtun_abi::{
     CallerWidth, ExtendedRegistration, Features, RingDescriptor, RingRegistration,
     TUN_IOCTL_REGISTER_RINGS, TUN_IOCTL_REGISTER_RINGS_EX, capacity_for_ring_size,
 };
 use oxtun_driver::sys::*;
 use oxtun_sim::tun::{self, ip};
-use oxtun_sim::{Adapter, AdapterSetup, Bitness, Driver, DriverBuild, Process, Token, stack};
+use oxtun_sim::upper_edge::{self, FromLinux};
+use oxtun_sim::{
+    Adapter, AdapterSetup, Bitness, Driver, DriverBuild, Process, SendOffload, SendTiming, Token,
+    stack,
+};
 use sha2::{Digest, Sha256};
 
 /// A line on stderr, where a log may be gone: the process that read it (a test, killed on a
@@ -40,7 +46,7 @@ macro_rules! log {
 }
 
 const USAGE: &str = "usage: wintun-emu --socket PATH [--address CIDR]... [--name IFNAME] \
-                     [--upper tun|reflect] [--version-file PATH] [--stack-high-water] \
+                     [--mtu BYTES] [--upper tun|reflect] [--version-file PATH] [--stack-high-water] \
                      [--driver host|image[=PATH]] [--keyword NAME=VALUE]...";
 const EVENT_ALL_ACCESS: ACCESS_MASK = 0x001F_0003;
 const STATUS_INVALID_PARAMETER: u32 = 0xC000_000D;
@@ -57,6 +63,9 @@ struct Options {
     socket: PathBuf,
     addresses: Vec<String>,
     name: String,
+    /// The interface's MTU, as a VPN sets its adapter's (WireGuard's 1420, with
+    /// SetIpInterfaceEntry); the MtuSize the driver reports (0xFFFF) when not given.
+    mtu: Option<u32>,
     upper: Upper,
     /// Where to write the driver's version (OID_GEN_VENDOR_DRIVER_VERSION, in hex), for the API
     /// library's WintunGetRunningDriverVersion.
@@ -73,6 +82,7 @@ fn parse_options() -> Result<Options, String> {
     let mut socket = None;
     let mut addresses = Vec::new();
     let mut name = "oxtun0".to_string();
+    let mut mtu = None;
     let mut upper = Upper::Tun;
     let mut version_file = None;
     let mut stack_high_water = false;
@@ -85,6 +95,14 @@ fn parse_options() -> Result<Options, String> {
             "--socket" => socket = Some(PathBuf::from(value()?)),
             "--address" => addresses.push(value()?),
             "--name" => name = value()?,
+            "--mtu" => {
+                let bytes = value()?;
+                mtu = Some(
+                    bytes
+                        .parse()
+                        .map_err(|_| format!("--mtu {bytes}: not a number"))?,
+                );
+            }
             "--upper" => {
                 upper = match value()?.as_str() {
                     "tun" => Upper::Tun,
@@ -119,6 +137,7 @@ fn parse_options() -> Result<Options, String> {
         socket: socket.ok_or("--socket PATH is required")?,
         addresses,
         name,
+        mtu,
         upper,
         version_file,
         stack_high_water,
@@ -251,6 +270,16 @@ struct EdgeCounts {
     down: AtomicU64,
     /// Packets the driver's send path failed (the send ring full, or no rings).
     down_refused: AtomicU64,
+    /// Of the packets sent, super-packets Linux made (GSO), handed to the driver whole as LSO or
+    /// USO sends.
+    down_large: AtomicU64,
+    /// Packets Linux left work in (a super-packet, a partial checksum) that is not in force on
+    /// the adapter, which the emulator did in software before sending.
+    down_finished: AtomicU64,
+    /// Packets whose header did not describe them (never from Linux): dropped.
+    down_bad_headers: AtomicU64,
+    /// Of the indicated packets, coalesced units (RSC) written to Linux as super-packets.
+    up_coalesced: AtomicU64,
     /// Times the driver set a client's send event (the client's eventfd written), over the
     /// registrations that ended.
     send_event_sets: AtomicU64,
@@ -271,12 +300,17 @@ impl std::fmt::Display for EdgeCounts {
         let load = |count: &AtomicU64| count.load(Ordering::Relaxed);
         write!(
             f,
-            "up {} (dropped {}), down {} (refused by the driver {}); events: send event set {} \
+            "up {} (dropped {}, coalesced units {}), down {} (refused by the driver {}, large \
+             sends {}, finished in software {}, bad headers {}); events: send event set {} \
              times, receive event taken {} times",
             load(&self.up),
             load(&self.up_dropped),
+            load(&self.up_coalesced),
             load(&self.down),
             load(&self.down_refused),
+            load(&self.down_large),
+            load(&self.down_finished),
+            load(&self.down_bad_headers),
             load(&self.send_event_sets),
             load(&self.receive_event_wakes)
         )
@@ -284,16 +318,31 @@ impl std::fmt::Display for EdgeCounts {
 }
 
 /// Packets from the TUN interface go to the driver's send path, as the Windows stack sends:
-/// read into buffers kept for the emulator's life, up to [`TUN_BATCH`] per send call, each
-/// described where it lies.
-fn forward_from_tun(tun: &OwnedFd, stop: &OwnedFd, adapter: &Adapter, counts: &EdgeCounts) {
-    let mut buffers = vec![vec![0u8; 0x10000]; TUN_BATCH];
+/// read with their headers into buffers kept for the emulator's life, up to [`TUN_BATCH`] per
+/// send call, each described where it lies and offloaded as its header asks where the adapter
+/// has that offload in force (`upper_edge::from_linux`). Before each batch, what Linux may hand
+/// over follows what is in force (`upper_edge::tun_offload_flags`), as tcpip follows the
+/// miniport's NDIS_STATUS_TASK_OFFLOAD_CURRENT_CONFIG.
+fn forward_from_tun(
+    tun: &OwnedFd,
+    name: &str,
+    stop: &OwnedFd,
+    adapter: &Adapter,
+    counts: &EdgeCounts,
+) {
+    let mut buffers = vec![vec![0u8; VNET_HDR_LEN + 0x10000]; TUN_BATCH];
     let mut lengths = [0usize; TUN_BATCH];
     let mut sender = adapter.sender();
+    let mut followed = None;
     loop {
         match poll_readable(&[tun.as_fd(), stop.as_fd()]) {
             Ok(0) => {}
             _ => return,
+        }
+        let record = adapter.offloads();
+        if followed != Some(record.indications) {
+            follow_offloads(tun, name, &record);
+            followed = Some(record.indications);
         }
         let mut count = 0;
         while count < TUN_BATCH {
@@ -301,19 +350,87 @@ fn forward_from_tun(tun: &OwnedFd, stop: &OwnedFd, adapter: &Adapter, counts: &E
             // SAFETY: reading into our buffer from our non-blocking TUN descriptor.
             let read =
                 unsafe { libc::read(tun.as_raw_fd(), buffer.as_mut_ptr().cast(), buffer.len()) };
-            if read <= 0 {
+            if read < VNET_HDR_LEN as isize {
                 break;
             }
             lengths[count] = read as usize;
             count += 1;
         }
-        let packets: Vec<&[u8]> = buffers
-            .iter()
+        // Segments the emulator cut, in order, and how many each packet became.
+        let mut segments: Vec<Vec<u8>> = Vec::new();
+        let mut decisions = Vec::with_capacity(count);
+        for (buffer, &length) in buffers.iter_mut().zip(&lengths).take(count) {
+            let (header, packet) = buffer[..length].split_at_mut(VNET_HDR_LEN);
+            let header = VirtioNetHdr::decode((&*header).try_into().expect("the header's length"));
+            let decision = match upper_edge::from_linux(&record, &header, packet) {
+                FromLinux::Send(offload) => {
+                    if matches!(offload, SendOffload::Lso { .. } | SendOffload::Uso { .. }) {
+                        counts.down_large.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Some(offload)
+                }
+                FromLinux::Finish(offload) => {
+                    counts.down_finished.fetch_add(1, Ordering::Relaxed);
+                    match finish_in_software(packet, &offload) {
+                        Ok(None) => Some(SendOffload::None),
+                        Ok(Some(cut)) => {
+                            for segment in cut.iter() {
+                                let mut bytes = vec![0u8; segment.size()];
+                                if segment.write(&mut bytes).is_ok() {
+                                    segments.push(bytes);
+                                }
+                            }
+                            None
+                        }
+                        Err(_) => None,
+                    }
+                }
+                FromLinux::Refused(_) => {
+                    counts.down_bad_headers.fetch_add(1, Ordering::Relaxed);
+                    None
+                }
+            };
+            decisions.push(decision);
+        }
+        let mut sending: Vec<(&mut [u8], SendOffload)> = buffers
+            .iter_mut()
             .zip(&lengths)
-            .take(count)
-            .map(|(buffer, &length)| &buffer[..length])
+            .zip(decisions)
+            .filter_map(|((buffer, &length), decision)| {
+                decision.map(|offload| (&mut buffer[VNET_HDR_LEN..length], offload))
+            })
             .collect();
-        counts.count_down(sender.send(&packets, DISPATCH_LEVEL), count);
+        sending.extend(
+            segments
+                .iter_mut()
+                .map(|segment| (&mut segment[..], SendOffload::None)),
+        );
+        let offered = sending.len();
+        // Late: decided against the record above, sent while the driver may be changing what is
+        // in force, as tcpip's sends race its indication (the window the LSO page warns of).
+        let sent = sender.send_offloaded(&mut sending, SendTiming::Late, DISPATCH_LEVEL);
+        counts.count_down(sent, offered);
+    }
+}
+
+/// Tells Linux which offloads it may leave to the emulator now (TUNSETOFFLOAD) and the largest
+/// super-packet to make (gso_max_size).
+fn follow_offloads(tun: &OwnedFd, name: &str, record: &oxtun_sim::OffloadRecord) {
+    let flags = upper_edge::tun_offload_flags(record);
+    if let Err(error) = tun::set_offload(tun, flags) {
+        log!("wintun-emu: {error}: Linux keeps finishing every packet itself");
+    }
+    if let Some(size) = upper_edge::gso_max_size(record)
+        && let Err(error) = ip(&[
+            "link",
+            "set",
+            "dev",
+            name,
+            "gso_max_size",
+            &size.to_string(),
+        ])
+    {
+        log!("wintun-emu: {error}: super-packets over {size} bytes are cut by the emulator");
     }
 }
 
@@ -649,7 +766,7 @@ fn run(options: Options) -> io::Result<bool> {
     stack::measure(options.stack_high_water);
     let tun = match options.upper {
         Upper::Tun => {
-            let tun = tun::open(&options.name, true)?;
+            let tun = tun::open_with_headers(&options.name, true)?;
             Some(tun)
         }
         Upper::Reflect => None,
@@ -671,20 +788,36 @@ fn run(options: Options) -> io::Result<bool> {
         })?);
     adapter.set_recording(false);
     if tun.is_some() {
-        // The MTU the driver reported in its general attributes.
-        configure_interface(&options.name, adapter.general().mtu, &options.addresses)?;
+        // The MTU the driver reported in its general attributes, unless a smaller one is asked.
+        let mtu = options
+            .mtu
+            .unwrap_or(adapter.general().mtu)
+            .min(adapter.general().mtu);
+        configure_interface(&options.name, mtu, &options.addresses)?;
     }
     let counts = Arc::new(EdgeCounts::default());
     let sink: oxtun_sim::ReceiveSink = match &tun {
         Some(tun) => {
             let (tun, counts) = (tun.try_clone()?, counts.clone());
             Arc::new(move |packets: &[oxtun_sim::Indicated<'_>]| {
-                for packet in packets.iter().map(|indicated| indicated.data) {
-                    // SAFETY: writing a packet from a borrowed slice to our TUN descriptor; a
-                    // full queue drops it, as a congested link would.
-                    let written = unsafe {
-                        libc::write(tun.as_raw_fd(), packet.as_ptr().cast(), packet.len())
-                    };
+                for indicated in packets {
+                    let header = upper_edge::to_linux(indicated.data, &indicated.offloads).encode();
+                    if header[1] != VIRTIO_NET_HDR_GSO_NONE {
+                        counts.up_coalesced.fetch_add(1, Ordering::Relaxed);
+                    }
+                    let parts = [
+                        libc::iovec {
+                            iov_base: header.as_ptr() as *mut libc::c_void,
+                            iov_len: header.len(),
+                        },
+                        libc::iovec {
+                            iov_base: indicated.data.as_ptr() as *mut libc::c_void,
+                            iov_len: indicated.data.len(),
+                        },
+                    ];
+                    // SAFETY: writing the header and the packet from borrowed slices to our TUN
+                    // descriptor; a full queue drops it, as a congested link would.
+                    let written = unsafe { libc::writev(tun.as_raw_fd(), parts.as_ptr(), 2) };
                     let count = if written < 0 {
                         &counts.up_dropped
                     } else {
@@ -722,7 +855,8 @@ fn run(options: Options) -> io::Result<bool> {
     let tun_thread = tun.map(|tun| {
         let (adapter, stop) = (adapter.clone(), stop.try_clone().expect("dup"));
         let counts = counts.clone();
-        thread::spawn(move || forward_from_tun(&tun, &stop, &adapter, &counts))
+        let name = options.name.clone();
+        thread::spawn(move || forward_from_tun(&tun, &name, &stop, &adapter, &counts))
     });
     // Each connection's thread, and a handle that ends its stream when we shut down.
     let mut connections: Vec<(UnixStream, thread::JoinHandle<()>)> = Vec::new();

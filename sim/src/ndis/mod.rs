@@ -25,7 +25,7 @@ pub use config::{Registry, RegistryValue};
 use offload::SentOffload;
 pub use offload::{
     Checksums, OffloadRecord, Offloads, ReceivedOffloads, Segmentation, SendOffload, SendTiming,
-    TurnedOff,
+    TurnedOff, stack_may_send,
 };
 
 use crate::bookkeeping::faults::{Site, should_fail};

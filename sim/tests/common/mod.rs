@@ -111,6 +111,7 @@ impl Drop for Emulator {
 }
 
 /// Moves this process into a network namespace of its own, with loopback up.
+#[allow(dead_code, reason = "the offload tests make a namespace per thread")]
 pub fn own_network_namespace() {
     // SAFETY: unshare affects only this process (and the children it starts later).
     let result = unsafe { libc::unshare(libc::CLONE_NEWNET) };

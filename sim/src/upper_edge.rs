@@ -1,0 +1,184 @@
+//! Layer: above NDIS, where tcpip sits: the emulator's upper edge, a Linux TUN interface opened
+//! with IFF_VNET_HDR, speaking the offloads both ways. Linux hands the emulator super-packets
+//! and partial checksums (`struct virtio_net_hdr`), which become sends with the NBL information
+//! tcpip would write; indications with NDIS's receive offload information go back to Linux as
+//! a header of its own kind. Pure decisions: `wintun-emu` makes the system calls.
+
+use oxtun_abi::offload::{Checksum, GsoKind, Offload, OffloadError, Transport, parse, validate};
+use oxtun_abi::vnet::{
+    VIRTIO_NET_HDR_F_DATA_VALID, VIRTIO_NET_HDR_GSO_TCPV4, VIRTIO_NET_HDR_GSO_TCPV6, VirtioNetHdr,
+};
+use oxtun_driver::sys::NDIS_TCP_IP_CHECKSUM_NET_BUFFER_LIST_INFO;
+
+use crate::ndis::{OffloadRecord, ReceivedOffloads, Segmentation, SendOffload, stack_may_send};
+
+/// TUNSETOFFLOAD's flags (include/uapi/linux/if_tun.h): what the reader of the TUN device takes
+/// from the kernel. TSO and USO are honoured only with TUN_F_CSUM, and the two USO flags only
+/// together (drivers/net/tun.c, `set_offload`).
+pub const TUN_F_CSUM: u32 = 0x01;
+pub const TUN_F_TSO4: u32 = 0x02;
+pub const TUN_F_TSO6: u32 = 0x04;
+pub const TUN_F_USO4: u32 = 0x20;
+pub const TUN_F_USO6: u32 = 0x40;
+
+/// What Linux may hand the emulator while `record` is the adapter's offload state: what tcpip may
+/// offload on it (in force, and activated for the IP version by OID_OFFLOAD_ENCAPSULATION), in
+/// Linux's terms. Linux's switches are coarser than NDIS's (one for every checksum, one for USO
+/// on both versions), so they may let through a little more than is in force: the emulator does
+/// that part itself ([`FromLinux::Finish`]), as tcpip would never have asked it of the miniport.
+pub fn tun_offload_flags(record: &OffloadRecord) -> u32 {
+    let current = record.current();
+    let mut flags = 0;
+    let mut checksums = false;
+    for (ipv6, tx, lso, uso, tso_flag) in [
+        (
+            false,
+            current.tx_v4,
+            current.lso_v4,
+            current.uso_v4,
+            TUN_F_TSO4,
+        ),
+        (
+            true,
+            current.tx_v6,
+            current.lso_v6,
+            current.uso_v6,
+            TUN_F_TSO6,
+        ),
+    ] {
+        if !record.activated(ipv6) {
+            continue;
+        }
+        checksums |= tx.tcp || tx.udp;
+        if lso.is_some() {
+            flags |= TUN_F_CSUM | tso_flag;
+        }
+        if uso.is_some() {
+            flags |= TUN_F_CSUM | TUN_F_USO4 | TUN_F_USO6;
+        }
+    }
+    if checksums {
+        flags |= TUN_F_CSUM;
+    }
+    flags
+}
+
+/// The largest super-packet Linux should make (the device's gso_max_size, which counts headers):
+/// the smallest MaxOffLoadSize of the segmentation offloads in force, which counts payload only,
+/// so every super-packet Linux makes is within it. `None` while none is in force.
+pub fn gso_max_size(record: &OffloadRecord) -> Option<u32> {
+    let current = record.current();
+    [
+        current.lso_v4,
+        current.lso_v6,
+        current.uso_v4,
+        current.uso_v6,
+    ]
+    .into_iter()
+    .flatten()
+    .map(
+        |Segmentation {
+             max_offload_size, ..
+         }| max_offload_size,
+    )
+    .min()
+}
+
+/// What becomes of a packet Linux handed the emulator with its header.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FromLinux {
+    /// Sent to the miniport with this offload (tcpip's form of it written by the simulator).
+    Send(SendOffload),
+    /// Valid, but asks for what is not in force: finished in software by the emulator
+    /// (`oxtun_abi::offload::finish_in_software`) and sent as plain packets.
+    Finish(Offload),
+    /// A header that does not describe its packet: Linux never writes one, so it is dropped and
+    /// counted.
+    Refused(OffloadError),
+}
+
+/// What the emulator does with `packet`, which Linux handed it after `header`, while `record` is
+/// the adapter's offload state: the NDIS offload that asks the miniport for what the header asks,
+/// if tcpip may use it now (`stack_may_send`).
+pub fn from_linux(record: &OffloadRecord, header: &VirtioNetHdr, packet: &[u8]) -> FromLinux {
+    let offload = match validate(header, packet) {
+        Ok(offload) => offload,
+        Err(error) => return FromLinux::Refused(error),
+    };
+    let Some(send) = send_offload_of(&offload, packet) else {
+        return FromLinux::Finish(offload);
+    };
+    match stack_may_send(record, packet, send) {
+        Ok(()) => FromLinux::Send(send),
+        Err(_) => FromLinux::Finish(offload),
+    }
+}
+
+/// The NDIS offload that does what a validated header asks, if there is one: LSOv2 for TCP
+/// super-packets (but those with CWR, GSO_ECN, which LSOv2 does not describe), USO for UDP ones,
+/// the TCP or UDP checksum for a partial checksum where the transport's checksum field is.
+fn send_offload_of(offload: &Offload, packet: &[u8]) -> Option<SendOffload> {
+    if let Some(gso) = &offload.gso {
+        let mss = u32::from(gso.mss());
+        let header_offset = gso.layout().ip_header_len as u32;
+        return match gso.kind() {
+            GsoKind::Tcp { ecn: false } => Some(SendOffload::Lso {
+                mss,
+                tcp_header_offset: header_offset,
+            }),
+            GsoKind::Tcp { ecn: true } => None,
+            GsoKind::Udp => Some(SendOffload::Uso {
+                mss,
+                udp_header_offset: header_offset,
+            }),
+        };
+    }
+    match offload.checksum {
+        Checksum::Complete | Checksum::Valid => Some(SendOffload::None),
+        Checksum::Partial { start, offset } => {
+            let layout = parse(packet).ok()?;
+            let transport = layout.transport().ok()?;
+            let at_transport_checksum = usize::from(start) == layout.ip_header_len
+                && usize::from(offset) == transport.checksum_offset();
+            at_transport_checksum.then_some(SendOffload::Checksum {
+                ipv4_header: false,
+                tcp: transport == Transport::Tcp,
+                udp: transport == Transport::Udp,
+            })
+        }
+    }
+}
+
+/// The header an indicated packet goes up to Linux with, from what its NBL says:
+/// - a coalesced unit (NDIS_RSC_NBL_INFO's CoalescedSegCount over 1) becomes a TCP super-packet
+///   of that many segments, which Linux receives as it would one GRO made (gso_size: its payload
+///   over the count, rounded up; the driver leaves its checksums complete);
+/// - checksums the NBL says succeeded become DATA_VALID, as Linux's own TUN driver writes for a
+///   packet whose checksums were verified (CHECKSUM_UNNECESSARY, `tun_vnet_hdr_from_skb`).
+///
+/// A packet the header cannot describe (not TCP, or its headers not parsed) goes up without one.
+pub fn to_linux(packet: &[u8], offloads: &ReceivedOffloads) -> VirtioNetHdr {
+    type ChecksumInfo = NDIS_TCP_IP_CHECKSUM_NET_BUFFER_LIST_INFO;
+    let succeeded =
+        ChecksumInfo::RX_TCP_CHECKSUM_SUCCEEDED | ChecksumInfo::RX_UDP_CHECKSUM_SUCCEEDED;
+    let mut header = VirtioNetHdr::NONE;
+    if offloads.checksum & succeeded != 0 {
+        header.flags = VIRTIO_NET_HDR_F_DATA_VALID;
+    }
+    let segments = usize::from(offloads.coalesced_segments());
+    if segments > 1
+        && let Ok(layout) = parse(packet)
+        && layout.transport() == Ok(Transport::Tcp)
+        && let Ok(tcp_header_len) = layout.transport_header_len(packet, Transport::Tcp)
+    {
+        let header_len = layout.ip_header_len + tcp_header_len;
+        let payload = layout.len - header_len;
+        header.gso_type = match layout.ip {
+            oxtun_abi::offload::IpVersion::V4 => VIRTIO_NET_HDR_GSO_TCPV4,
+            oxtun_abi::offload::IpVersion::V6 => VIRTIO_NET_HDR_GSO_TCPV6,
+        };
+        header.hdr_len = header_len as u16;
+        header.gso_size = payload.div_ceil(segments) as u16;
+    }
+    header
+}
