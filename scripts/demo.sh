@@ -34,7 +34,18 @@ in_namespace() {
     ip netns exec "${namespaces[$index]}" "$@"
 }
 
-# start_adapter INDEX NAME ADDRESS...: a wintun-emu in namespace INDEX, once it says ready.
+# Every task offload the driver offers, turned on as an administrator does with
+# Set-NetAdapterAdvancedProperty; they come into force while the router, which asks for the
+# per-packet header, is registered, so TCP crosses as super-packets (docs/offloads.md).
+offloads=()
+for keyword in '*IPChecksumOffloadIPv4=3' '*TCPChecksumOffloadIPv4=3' '*TCPChecksumOffloadIPv6=3' \
+    '*UDPChecksumOffloadIPv4=3' '*UDPChecksumOffloadIPv6=3' '*LsoV2IPv4=1' '*LsoV2IPv6=1' \
+    '*UsoIPv4=1' '*UsoIPv6=1' '*RscIPv4=1' '*RscIPv6=1'; do
+    offloads+=(--keyword "$keyword")
+done
+
+# start_adapter INDEX NAME ADDRESS...: a wintun-emu in namespace INDEX (MTU 1500, as a VPN sets
+# its adapter's), once it says ready.
 start_adapter() {
     local index=$1 name=$2
     shift 2
@@ -42,7 +53,7 @@ start_adapter() {
     for address in "$@"; do addresses+=(--address "$address"); done
     # Not through in_namespace: a function would run in a subshell, and $! would be its pid.
     ip netns exec "${namespaces[$index]}" target/release/wintun-emu --socket "$work/$name.sock" --name "$name" \
-        "${addresses[@]}" >"$work/$name.out" &
+        --mtu 1500 "${offloads[@]}" "${addresses[@]}" >"$work/$name.out" &
     pids+=($!)
     for _ in $(seq 100); do
         grep -q '^ready ' "$work/$name.out" && return

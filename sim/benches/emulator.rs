@@ -17,7 +17,9 @@
 //! client's event, and taking the client's) and where packets were dropped.
 //!
 //! Then TCP, one stream each way at once (iperf3 --bidir), through the demo's two adapters and
-//! router against a veth pair, in namespaces made for it. Last, a reflect run of its own measures
+//! router, with offloads (the router's sessions take the per-packet header, the adapters' keywords
+//! turn every offload on) and without, against a veth pair, every MTU 1500, in namespaces made for
+//! it; with the CPU time the router and the emulators spent per GB forwarded. Last, a reflect run of its own measures
 //! the kernel stack each driver callback uses; measuring costs, so its rates are not reported.
 //! Needs root (it makes a network namespace of its own): `cargo bench -p oxtun-sim --bench
 //! emulator [-- PATH|SIZE...]`, where words name the paths (reflect, tun, plain, tcp, stack) or
@@ -38,7 +40,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use common::{Emulator, own_network_namespace};
-use oxtun_client::{Adapter, Error, Session};
+use oxtun_client::{Adapter, Error, Features, Session};
 use oxtun_sim::tun;
 
 const SIZES: [usize; 4] = [64, 512, 1400, 9000];
@@ -440,11 +442,32 @@ fn iperf_both_ways(client: &str, server: &str, address: &str) -> (f64, f64) {
     (rate("sum_sent"), rate("sum_sent_bidir_reverse"))
 }
 
-/// A wintun-emu in `namespace` with `address`, once it is ready.
-fn emulator_in(namespace: &str, socket: &str, name: &str, address: &str) -> Child {
-    let mut child = Command::new("ip")
+/// A wintun-emu in `namespace` with `address`, once it is ready; its interface's MTU 1500, as
+/// veth's, and `keywords` set.
+fn emulator_in(
+    namespace: &str,
+    socket: &str,
+    name: &str,
+    address: &str,
+    keywords: &[&str],
+) -> Child {
+    let mut command = Command::new("ip");
+    command
         .args(["netns", "exec", namespace, env!("CARGO_BIN_EXE_wintun-emu")])
-        .args(["--socket", socket, "--name", name, "--address", address])
+        .args([
+            "--socket",
+            socket,
+            "--name",
+            name,
+            "--address",
+            address,
+            "--mtu",
+            "1500",
+        ]);
+    for keyword in keywords {
+        command.args(["--keyword", keyword]);
+    }
+    let mut child = command
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
@@ -459,8 +482,35 @@ fn emulator_in(namespace: &str, socket: &str, name: &str, address: &str) -> Chil
     child
 }
 
-/// TCP both ways through two adapters and the demo's router, then over a veth pair.
-fn tcp_rows() {
+/// Every offload the driver offers, as an administrator turns them on.
+const OFFLOAD_KEYWORDS: [&str; 11] = [
+    "*IPChecksumOffloadIPv4=3",
+    "*TCPChecksumOffloadIPv4=3",
+    "*TCPChecksumOffloadIPv6=3",
+    "*UDPChecksumOffloadIPv4=3",
+    "*UDPChecksumOffloadIPv6=3",
+    "*LsoV2IPv4=1",
+    "*LsoV2IPv6=1",
+    "*UsoIPv4=1",
+    "*UsoIPv6=1",
+    "*RscIPv4=1",
+    "*RscIPv6=1",
+];
+
+/// One TCP row through two adapters and the router.
+struct TcpRow {
+    rates: (f64, f64),
+    /// Packets the router forwarded, both ways (a super-packet counts once).
+    packets: u64,
+    bytes: u64,
+    /// CPU time of the router (the client) and of both emulators.
+    client_cpu: Duration,
+    emulator_cpu: Duration,
+}
+
+/// TCP both ways through two adapters and the demo's router, its sessions asking for `features`,
+/// the adapters' keywords `keywords`.
+fn through_router(features: Features, keywords: &[&str]) -> TcpRow {
     let namespaces = Namespaces::new(&["a", "b"]);
     let directory = std::env::temp_dir().join(format!("oxtun-bench-{}", std::process::id()));
     std::fs::create_dir_all(&directory).unwrap();
@@ -469,33 +519,63 @@ fn tcp_rows() {
     for (index, address) in ["10.77.0.1/24", "10.77.0.2/24"].iter().enumerate() {
         let socket = sockets[index].to_str().unwrap();
         let name = ["oxtun-a", "oxtun-b"][index];
-        emulators.push(emulator_in(&namespaces.0[index], socket, name, address));
+        emulators.push(emulator_in(
+            &namespaces.0[index],
+            socket,
+            name,
+            address,
+            keywords,
+        ));
     }
-    let start = |socket| Session::start(&Adapter::emulator(socket), CAPACITY).unwrap();
+    let start =
+        |socket| Session::start_with(&Adapter::emulator(socket), CAPACITY, features).unwrap();
     let (a, b) = (start(&sockets[0]), start(&sockets[1]));
-    let (through, routed) = thread::scope(|scope| {
+    let emulator_cpu = |emulators: &[Child]| -> Duration {
+        emulators
+            .iter()
+            .map(|emulator| process_cpu(emulator.id()))
+            .sum()
+    };
+    let row = thread::scope(|scope| {
         let a_to_b = scope.spawn(|| router::forward(&a, &b));
         let b_to_a = scope.spawn(|| router::forward(&b, &a));
+        let (client_before, emulators_before) = (own_cpu(), emulator_cpu(&emulators));
         let rates = iperf_both_ways(&namespaces.0[0], &namespaces.0[1], "10.77.0.2");
+        let (client_cpu, emulator_cpu) = (
+            own_cpu() - client_before,
+            emulator_cpu(&emulators) - emulators_before,
+        );
         // The emulators' end ends the router's sessions.
         for emulator in &mut emulators {
             // SAFETY: signalling our own child (ip netns exec runs the emulator in its place).
             unsafe { libc::kill(emulator.id() as i32, libc::SIGTERM) };
             let _ = emulator.wait();
         }
-        let routed: u64 = [a_to_b, b_to_a]
-            .into_iter()
-            .map(|thread| {
-                thread
-                    .join()
-                    .unwrap()
-                    .map_or(0, |forwarded| forwarded.packets)
-            })
-            .sum();
-        (rates, routed)
+        let (mut packets, mut bytes) = (0, 0);
+        for thread in [a_to_b, b_to_a] {
+            if let Ok(forwarded) = thread.join().unwrap() {
+                packets += forwarded.packets;
+                bytes += forwarded.bytes;
+            }
+        }
+        TcpRow {
+            rates,
+            packets,
+            bytes,
+            client_cpu,
+            emulator_cpu,
+        }
     });
     drop(namespaces);
     let _ = std::fs::remove_dir_all(&directory);
+    row
+}
+
+/// TCP both ways through two adapters and the demo's router, with offloads and without, then
+/// over a veth pair; every interface's MTU 1500.
+fn tcp_rows() {
+    let plain = through_router(Features::NONE, &[]);
+    let offloads = through_router(Features::VNET_HDR, &OFFLOAD_KEYWORDS);
 
     let namespaces = Namespaces::new(&["c", "d"]);
     let (c, d) = (&namespaces.0[0], &namespaces.0[1]);
@@ -517,19 +597,31 @@ fn tcp_rows() {
     ip(Some(d), &["link", "set", "veth-d", "up"]);
     let veth = iperf_both_ways(c, d, "10.76.0.2");
     println!(
-        "\nTCP, one stream each way at once (iperf3 --bidir, 3 s):\n\
-         {:<42} {:>6.2} Gbit/s a->b {:>6.2} Gbit/s b->a ({} packets routed)\n\
-         {:<42} {:>6.2} Gbit/s c->d {:>6.2} Gbit/s d->c\n\
-         ratio, drivers to veth: {:.2} and {:.2}",
-        "two adapters and the router",
-        through.0,
-        through.1,
-        routed,
-        "a veth pair",
-        veth.0,
-        veth.1,
-        through.0 / veth.0,
-        through.1 / veth.1
+        "\nTCP, one stream each way at once (iperf3 --bidir, 3 s), MTU 1500; CPU in ms per GB \
+         the router forwarded:"
+    );
+    for (name, row) in [
+        ("two adapters and the router, no offloads", &plain),
+        ("two adapters and the router, offloads", &offloads),
+    ] {
+        let per_gb = |cpu: Duration| cpu.as_secs_f64() * 1e3 / (row.bytes.max(1) as f64 / 1e9);
+        println!(
+            "{:<42} {:>6.2} Gbit/s a->b {:>6.2} Gbit/s b->a; {:.2}x and {:.2}x veth; {} packets \
+             of {} B on average; CPU: router {:.0}, emulators {:.0}",
+            name,
+            row.rates.0,
+            row.rates.1,
+            row.rates.0 / veth.0,
+            row.rates.1 / veth.1,
+            row.packets,
+            row.bytes / row.packets.max(1),
+            per_gb(row.client_cpu),
+            per_gb(row.emulator_cpu),
+        );
+    }
+    println!(
+        "{:<42} {:>6.2} Gbit/s c->d {:>6.2} Gbit/s d->c",
+        "a veth pair", veth.0, veth.1,
     );
 }
 
