@@ -39,7 +39,7 @@ use std::process::{Child, Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::{Emulator, own_network_namespace};
+use common::{Emulator, OFFLOAD_KEYWORDS, own_network_namespace};
 use oxtun_client::{Adapter, Error, Features, Session};
 use oxtun_sim::tun;
 
@@ -481,21 +481,6 @@ fn emulator_in(
     assert!(line.starts_with("ready"), "wintun-emu did not start");
     child
 }
-
-/// Every offload the driver offers, as an administrator turns them on.
-const OFFLOAD_KEYWORDS: [&str; 11] = [
-    "*IPChecksumOffloadIPv4=3",
-    "*TCPChecksumOffloadIPv4=3",
-    "*TCPChecksumOffloadIPv6=3",
-    "*UDPChecksumOffloadIPv4=3",
-    "*UDPChecksumOffloadIPv6=3",
-    "*LsoV2IPv4=1",
-    "*LsoV2IPv6=1",
-    "*UsoIPv4=1",
-    "*UsoIPv6=1",
-    "*RscIPv4=1",
-    "*RscIPv6=1",
-];
 
 /// One TCP row through two adapters and the router.
 struct TcpRow {

@@ -21,26 +21,12 @@ use std::sync::Barrier;
 use std::thread;
 use std::time::Duration;
 
-use common::Emulator;
+use common::{Emulator, OFFLOAD_KEYWORDS};
 use oxtun_abi::Features;
 use oxtun_client::Session;
 
 /// Bytes each way.
 const TRANSFER: usize = 8 << 20;
-/// What an administrator sets for the adapters: every offload the driver offers.
-const KEYWORDS: [&str; 11] = [
-    "*IPChecksumOffloadIPv4=3",
-    "*TCPChecksumOffloadIPv4=3",
-    "*TCPChecksumOffloadIPv6=3",
-    "*UDPChecksumOffloadIPv4=3",
-    "*UDPChecksumOffloadIPv6=3",
-    "*LsoV2IPv4=1",
-    "*LsoV2IPv6=1",
-    "*UsoIPv4=1",
-    "*UsoIPv6=1",
-    "*RscIPv4=1",
-    "*RscIPv6=1",
-];
 
 /// Byte `at` of the stream sent by `side`.
 fn pattern(side: u8, at: usize) -> u8 {
@@ -165,7 +151,7 @@ fn tcp_both_ways(features: Features, keywords: &[&str]) -> [String; 2] {
 
 #[test]
 fn tcp_crosses_two_adapters_as_super_packets_both_ways() {
-    let logs = tcp_both_ways(Features::VNET_HDR, &KEYWORDS);
+    let logs = tcp_both_ways(Features::VNET_HDR, &OFFLOAD_KEYWORDS);
     for log in &logs {
         // Most of the bytes went as large sends and came up as coalesced units: far fewer
         // packets than 1500-byte segments (2 x 8 MiB is over 11,000 of them).
@@ -180,7 +166,7 @@ fn tcp_crosses_two_adapters_as_super_packets_both_ways() {
 
 #[test]
 fn a_client_without_headers_carries_the_same_bytes_with_nothing_offloaded() {
-    let logs = tcp_both_ways(Features::NONE, &KEYWORDS);
+    let logs = tcp_both_ways(Features::NONE, &OFFLOAD_KEYWORDS);
     for log in &logs {
         assert_eq!(figure(log, "large sends"), 0, "{log}");
         assert_eq!(figure(log, "coalesced units"), 0, "{log}");

@@ -8,6 +8,22 @@ use std::sync::atomic::{AtomicU32, Ordering};
 
 use oxtun_client::Adapter;
 
+/// Every task offload the driver offers, turned on as an administrator does (`--keyword`).
+#[allow(dead_code, reason = "only the offload tests and the benchmark use it")]
+pub const OFFLOAD_KEYWORDS: [&str; 11] = [
+    "*IPChecksumOffloadIPv4=3",
+    "*TCPChecksumOffloadIPv4=3",
+    "*TCPChecksumOffloadIPv6=3",
+    "*UDPChecksumOffloadIPv4=3",
+    "*UDPChecksumOffloadIPv6=3",
+    "*LsoV2IPv4=1",
+    "*LsoV2IPv6=1",
+    "*UsoIPv4=1",
+    "*UsoIPv6=1",
+    "*RscIPv4=1",
+    "*RscIPv6=1",
+];
+
 /// A running emulator, stopped with SIGTERM on drop.
 pub struct Emulator {
     child: Option<Child>,
