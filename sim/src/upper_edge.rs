@@ -4,9 +4,11 @@
 //! tcpip would write; indications with NDIS's receive offload information go back to Linux as
 //! a header of its own kind. Pure decisions: `wintun-emu` makes the system calls.
 
-use oxtun_abi::offload::{Checksum, GsoKind, Offload, OffloadError, Transport, parse, validate};
+use oxtun_abi::offload::{
+    Checksum, GsoKind, IpVersion, Offload, OffloadError, Transport, parse, validate,
+};
 use oxtun_abi::vnet::{
-    VIRTIO_NET_HDR_F_DATA_VALID, VIRTIO_NET_HDR_GSO_TCPV4, VIRTIO_NET_HDR_GSO_TCPV6, VirtioNetHdr,
+    VIRTIO_NET_HDR_F_NEEDS_CSUM, VIRTIO_NET_HDR_GSO_TCPV4, VIRTIO_NET_HDR_GSO_TCPV6, VirtioNetHdr,
 };
 use oxtun_driver::sys::NDIS_TCP_IP_CHECKSUM_NET_BUFFER_LIST_INFO;
 
@@ -149,36 +151,63 @@ fn send_offload_of(offload: &Offload, packet: &[u8]) -> Option<SendOffload> {
     }
 }
 
-/// The header an indicated packet goes up to Linux with, from what its NBL says:
-/// - a coalesced unit (NDIS_RSC_NBL_INFO's CoalescedSegCount over 1) becomes a TCP super-packet
-///   of that many segments, which Linux receives as it would one GRO made (gso_size: its payload
-///   over the count, rounded up; the driver leaves its checksums complete);
-/// - checksums the NBL says succeeded become DATA_VALID, as Linux's own TUN driver writes for a
-///   packet whose checksums were verified (CHECKSUM_UNNECESSARY, `tun_vnet_hdr_from_skb`).
+/// How an indicated packet goes up to Linux: after `header`, with its transport checksum field
+/// replaced by `checksum_field` (two bytes at the offset) where that is `Some`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ToLinux {
+    pub header: VirtioNetHdr,
+    pub checksum_field: Option<(usize, [u8; 2])>,
+}
+
+/// How an indicated packet goes up to Linux, from what its NBL says:
+/// - a TCP or UDP checksum the NBL says succeeded: Linux's TUN takes no word for a verified
+///   checksum (it ignores DATA_VALID on write and checks the packet again), but trusts a partial
+///   one (CHECKSUM_PARTIAL, `skb_csum_unnecessary`), as tcpip trusts the NBL. So the packet goes
+///   up with NEEDS_CSUM and its checksum field holding the pseudo-header's sum, as Linux's own
+///   partial checksums do: right wherever Linux takes it, delivered or forwarded.
+/// - a coalesced unit (NDIS_RSC_NBL_INFO's CoalescedSegCount over 1) of TCP becomes a TCP
+///   super-packet of that many segments, which Linux receives as one GRO made (gso_size: the
+///   payload over the count, rounded up).
 ///
-/// A packet the header cannot describe (not TCP, or its headers not parsed) goes up without one.
-pub fn to_linux(packet: &[u8], offloads: &ReceivedOffloads) -> VirtioNetHdr {
+/// Anything else goes up as it is, after a header that asks for nothing.
+pub fn to_linux(packet: &[u8], offloads: &ReceivedOffloads) -> ToLinux {
     type ChecksumInfo = NDIS_TCP_IP_CHECKSUM_NET_BUFFER_LIST_INFO;
-    let succeeded =
-        ChecksumInfo::RX_TCP_CHECKSUM_SUCCEEDED | ChecksumInfo::RX_UDP_CHECKSUM_SUCCEEDED;
-    let mut header = VirtioNetHdr::NONE;
+    let mut up = ToLinux {
+        header: VirtioNetHdr::NONE,
+        checksum_field: None,
+    };
+    let Ok(layout) = parse(packet) else {
+        return up;
+    };
+    let Ok(transport) = layout.transport() else {
+        return up;
+    };
+    let succeeded = match transport {
+        Transport::Tcp => ChecksumInfo::RX_TCP_CHECKSUM_SUCCEEDED,
+        Transport::Udp => ChecksumInfo::RX_UDP_CHECKSUM_SUCCEEDED,
+    };
+    let Ok(transport_header_len) = layout.transport_header_len(packet, transport) else {
+        return up;
+    };
     if offloads.checksum & succeeded != 0 {
-        header.flags = VIRTIO_NET_HDR_F_DATA_VALID;
+        let sum = layout.pseudo_header_sum(packet);
+        up.header.flags = VIRTIO_NET_HDR_F_NEEDS_CSUM;
+        up.header.csum_start = layout.ip_header_len as u16;
+        up.header.csum_offset = transport.checksum_offset() as u16;
+        up.checksum_field = Some((
+            layout.ip_header_len + transport.checksum_offset(),
+            sum.to_be_bytes(),
+        ));
     }
     let segments = usize::from(offloads.coalesced_segments());
-    if segments > 1
-        && let Ok(layout) = parse(packet)
-        && layout.transport() == Ok(Transport::Tcp)
-        && let Ok(tcp_header_len) = layout.transport_header_len(packet, Transport::Tcp)
-    {
-        let header_len = layout.ip_header_len + tcp_header_len;
-        let payload = layout.len - header_len;
-        header.gso_type = match layout.ip {
-            oxtun_abi::offload::IpVersion::V4 => VIRTIO_NET_HDR_GSO_TCPV4,
-            oxtun_abi::offload::IpVersion::V6 => VIRTIO_NET_HDR_GSO_TCPV6,
+    if segments > 1 && transport == Transport::Tcp {
+        let header_len = layout.ip_header_len + transport_header_len;
+        up.header.gso_type = match layout.ip {
+            IpVersion::V4 => VIRTIO_NET_HDR_GSO_TCPV4,
+            IpVersion::V6 => VIRTIO_NET_HDR_GSO_TCPV6,
         };
-        header.hdr_len = header_len as u16;
-        header.gso_size = payload.div_ceil(segments) as u16;
+        up.header.hdr_len = header_len as u16;
+        up.header.gso_size = (layout.len - header_len).div_ceil(segments) as u16;
     }
-    header
+    up
 }

@@ -3,8 +3,8 @@
 
 use oxtun_abi::offload::{Checksums, OffloadError, fill_checksums};
 use oxtun_abi::vnet::{
-    VIRTIO_NET_HDR_F_DATA_VALID, VIRTIO_NET_HDR_F_NEEDS_CSUM, VIRTIO_NET_HDR_GSO_ECN,
-    VIRTIO_NET_HDR_GSO_TCPV4, VIRTIO_NET_HDR_GSO_TCPV6, VIRTIO_NET_HDR_GSO_UDP_L4, VirtioNetHdr,
+    VIRTIO_NET_HDR_F_NEEDS_CSUM, VIRTIO_NET_HDR_GSO_ECN, VIRTIO_NET_HDR_GSO_TCPV4,
+    VIRTIO_NET_HDR_GSO_TCPV6, VIRTIO_NET_HDR_GSO_UDP_L4, VirtioNetHdr,
 };
 use oxtun_driver::sys::*;
 use oxtun_sim::upper_edge::{
@@ -284,46 +284,59 @@ fn partial_checksums_become_checksum_offloads_where_in_force() {
 }
 
 #[test]
-fn coalesced_units_go_up_as_tcp_super_packets_and_verified_ones_as_data_valid() {
+fn verified_packets_go_up_with_a_partial_checksum_and_coalesced_units_as_super_packets() {
     type ChecksumInfo = NDIS_TCP_IP_CHECKSUM_NET_BUFFER_LIST_INFO;
-    let valid = ChecksumInfo::RX_TCP_CHECKSUM_SUCCEEDED | ChecksumInfo::RX_IP_CHECKSUM_SUCCEEDED;
+    let tcp_valid =
+        ChecksumInfo::RX_TCP_CHECKSUM_SUCCEEDED | ChecksumInfo::RX_IP_CHECKSUM_SUCCEEDED;
     let unit = |segments: usize| ReceivedOffloads {
-        checksum: valid,
+        checksum: tcp_valid,
         rsc: segments,
         timestamp_delta: 0,
     };
-    // 4000 bytes of payload in three segments: gso_size 1334.
+    // 4000 bytes of payload in three segments: gso_size 1334; the checksum field the
+    // pseudo-header's sum with the TCP length, as Linux's partial checksums hold.
     let tcp4 = packet(false, 6, 4000);
+    let pseudo = oxtun_abi::offload::parse(&tcp4)
+        .unwrap()
+        .pseudo_header_sum(&tcp4);
+    let up = to_linux(&tcp4, &unit(3));
     assert_eq!(
-        to_linux(&tcp4, &unit(3)),
+        up.header,
         VirtioNetHdr {
-            flags: VIRTIO_NET_HDR_F_DATA_VALID,
+            flags: VIRTIO_NET_HDR_F_NEEDS_CSUM,
             gso_type: VIRTIO_NET_HDR_GSO_TCPV4,
             hdr_len: 40,
             gso_size: 1334,
-            csum_start: 0,
-            csum_offset: 0,
+            csum_start: 20,
+            csum_offset: 16,
         }
     );
+    assert_eq!(up.checksum_field, Some((36, pseudo.to_be_bytes())));
+    // Completing that partial checksum gives the packet's own: nothing else changed.
+    let mut partial = tcp4.clone();
+    partial[36..38].copy_from_slice(&pseudo.to_be_bytes());
+    oxtun_abi::offload::complete_partial_checksum(&mut partial, 20, 16).unwrap();
+    assert_eq!(partial, tcp4);
     let tcp6 = packet(true, 6, 4000);
-    assert_eq!(to_linux(&tcp6, &unit(4)).gso_type, VIRTIO_NET_HDR_GSO_TCPV6);
-    // A packet that is no unit, verified: DATA_VALID alone; unverified: nothing.
-    let plain = ReceivedOffloads {
-        checksum: valid,
-        ..ReceivedOffloads::default()
-    };
     assert_eq!(
-        to_linux(&tcp4, &plain),
-        VirtioNetHdr {
-            flags: VIRTIO_NET_HDR_F_DATA_VALID,
-            ..VirtioNetHdr::NONE
-        }
+        to_linux(&tcp6, &unit(4)).header.gso_type,
+        VIRTIO_NET_HDR_GSO_TCPV6
     );
-    assert_eq!(
-        to_linux(&tcp4, &ReceivedOffloads::default()),
-        VirtioNetHdr::NONE
-    );
-    // What is not TCP never goes up as a super-packet.
+    // A verified UDP packet: partial, no super-packet (RSC is TCP's).
     let udp = packet(false, 17, 4000);
-    assert_eq!(to_linux(&udp, &unit(3)).gso_type, 0);
+    let udp_valid = ReceivedOffloads {
+        checksum: ChecksumInfo::RX_UDP_CHECKSUM_SUCCEEDED,
+        rsc: 3,
+        timestamp_delta: 0,
+    };
+    let up = to_linux(&udp, &udp_valid);
+    assert_eq!(
+        (up.header.flags, up.header.gso_type, up.header.csum_offset),
+        (VIRTIO_NET_HDR_F_NEEDS_CSUM, 0, 6)
+    );
+    // Unverified, or verified for the other transport: as it is.
+    for offloads in [ReceivedOffloads::default(), unit(1)] {
+        let up = to_linux(&udp, &offloads);
+        assert_eq!((up.header, up.checksum_field), (VirtioNetHdr::NONE, None));
+    }
 }

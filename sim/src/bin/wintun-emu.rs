@@ -801,23 +801,29 @@ fn run(options: Options) -> io::Result<bool> {
             let (tun, counts) = (tun.try_clone()?, counts.clone());
             Arc::new(move |packets: &[oxtun_sim::Indicated<'_>]| {
                 for indicated in packets {
-                    let header = upper_edge::to_linux(indicated.data, &indicated.offloads).encode();
-                    if header[1] != VIRTIO_NET_HDR_GSO_NONE {
+                    let up = upper_edge::to_linux(indicated.data, &indicated.offloads);
+                    if up.header.gso_type != VIRTIO_NET_HDR_GSO_NONE {
                         counts.up_coalesced.fetch_add(1, Ordering::Relaxed);
                     }
-                    let parts = [
-                        libc::iovec {
-                            iov_base: header.as_ptr() as *mut libc::c_void,
-                            iov_len: header.len(),
-                        },
-                        libc::iovec {
-                            iov_base: indicated.data.as_ptr() as *mut libc::c_void,
-                            iov_len: indicated.data.len(),
-                        },
-                    ];
+                    let header = up.header.encode();
+                    let data = indicated.data;
+                    let part = |bytes: &[u8]| libc::iovec {
+                        iov_base: bytes.as_ptr() as *mut libc::c_void,
+                        iov_len: bytes.len(),
+                    };
+                    // The checksum field replaced where it lies: gathered, not copied.
+                    let parts = match &up.checksum_field {
+                        Some((at, field)) => [
+                            part(&header),
+                            part(&data[..*at]),
+                            part(field),
+                            part(&data[at + 2..]),
+                        ],
+                        None => [part(&header), part(data), part(&[]), part(&[])],
+                    };
                     // SAFETY: writing the header and the packet from borrowed slices to our TUN
                     // descriptor; a full queue drops it, as a congested link would.
-                    let written = unsafe { libc::writev(tun.as_raw_fd(), parts.as_ptr(), 2) };
+                    let written = unsafe { libc::writev(tun.as_raw_fd(), parts.as_ptr(), 4) };
                     let count = if written < 0 {
                         &counts.up_dropped
                     } else {
