@@ -95,7 +95,17 @@ fn figure(log: &str, label: &str) -> u64 {
         .unwrap()
 }
 
-/// TCP both ways through the router with `features`; returns both emulators' logs.
+/// What `ip -d link show` says of the interface `name`, in the calling thread's namespace.
+fn link_details(name: &str) -> String {
+    let output = Command::new("ip")
+        .args(["-d", "link", "show", name])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+/// TCP both ways through the router with `features`; returns both emulators' logs, each followed
+/// by its interface's details as the transfer ended.
 fn tcp_both_ways(features: Features, keywords: &[&str]) -> [String; 2] {
     let ready = Barrier::new(3);
     let routed = Barrier::new(3);
@@ -112,7 +122,7 @@ fn tcp_both_ways(features: Features, keywords: &[&str]) -> [String; 2] {
             let (stream, _) = listener.accept().unwrap();
             exchange(stream, 2, 1);
             done.wait();
-            emulator
+            (emulator, link_details("oxtun-b"))
         });
         let client = scope.spawn(move || {
             let emulator = emulator_in_own_namespace("oxtun-a", "10.78.0.1/24", keywords);
@@ -122,7 +132,7 @@ fn tcp_both_ways(features: Features, keywords: &[&str]) -> [String; 2] {
             let stream = TcpStream::connect("10.78.0.2:7000").unwrap();
             exchange(stream, 1, 2);
             done.wait();
-            emulator
+            (emulator, link_details("oxtun-a"))
         });
         let sockets = [socket_a.1.recv().unwrap(), socket_b.1.recv().unwrap()];
         ready.wait();
@@ -137,7 +147,10 @@ fn tcp_both_ways(features: Features, keywords: &[&str]) -> [String; 2] {
             let b_to_a = routing.spawn(|| router::forward(&b, &a));
             routed.wait();
             done.wait();
-            let logs = [client, server].map(|side| side.join().unwrap().terminate().1);
+            let logs = [client, server].map(|side| {
+                let (emulator, link) = side.join().unwrap();
+                format!("{}{link}", emulator.terminate().1)
+            });
             for forwarding in [a_to_b, b_to_a] {
                 forwarding.join().unwrap().unwrap();
             }
@@ -161,6 +174,8 @@ fn tcp_crosses_two_adapters_as_super_packets_both_ways() {
         assert!(figure(log, "down") < 6000, "{log}");
         assert_eq!(figure(log, "bad headers"), 0, "{log}");
         assert!(log.contains("nothing leaked"), "{log}");
+        // Linux makes super-packets no larger than the driver's MaxOffLoadSize.
+        assert!(log.contains(" gso_max_size 65397 "), "{log}");
     }
 }
 
@@ -172,6 +187,7 @@ fn a_client_without_headers_carries_the_same_bytes_with_nothing_offloaded() {
         assert_eq!(figure(log, "coalesced units"), 0, "{log}");
         assert_eq!(figure(log, "finished in software"), 0, "{log}");
         assert!(figure(log, "down") > 2000, "{log}");
+        assert!(log.contains(" gso_max_size 65536 "), "{log}");
         assert!(log.contains("nothing leaked"), "{log}");
     }
 }

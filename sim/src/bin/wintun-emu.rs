@@ -356,7 +356,8 @@ fn forward_from_tun(
             lengths[count] = read as usize;
             count += 1;
         }
-        // Segments the emulator cut, in order, and how many each packet became.
+        // Segments of super-packets the emulator cut, sent after the batch's other packets (a
+        // rare path: only what Linux's coarser switches let through).
         let mut segments: Vec<Vec<u8>> = Vec::new();
         let mut decisions = Vec::with_capacity(count);
         for (buffer, &length) in buffers.iter_mut().zip(&lengths).take(count) {
