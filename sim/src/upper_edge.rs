@@ -17,11 +17,7 @@ use crate::ndis::{OffloadRecord, ReceivedOffloads, Segmentation, SendOffload, st
 /// TUNSETOFFLOAD's flags (include/uapi/linux/if_tun.h): what the reader of the TUN device takes
 /// from the kernel. TSO and USO are honoured only with TUN_F_CSUM, and the two USO flags only
 /// together (drivers/net/tun.c, `set_offload`).
-pub const TUN_F_CSUM: u32 = 0x01;
-pub const TUN_F_TSO4: u32 = 0x02;
-pub const TUN_F_TSO6: u32 = 0x04;
-pub const TUN_F_USO4: u32 = 0x20;
-pub const TUN_F_USO6: u32 = 0x40;
+pub use libc::{TUN_F_CSUM, TUN_F_TSO4, TUN_F_TSO6, TUN_F_USO4, TUN_F_USO6};
 
 /// What Linux may hand the emulator while `record` is the adapter's offload state: what tcpip may
 /// offload on it (in force, and activated for the IP version by OID_OFFLOAD_ENCAPSULATION), in
