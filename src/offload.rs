@@ -82,6 +82,18 @@ pub struct Offloads {
     pub rsc_v6: bool,
 }
 
+/// The encapsulations the driver's offloads work with: all it might be asked for, since an IP
+/// packet is all it ever sees. An NdisMediumIP miniport has no Ethernet header, so tcpip may
+/// activate its offloads with NDIS_ENCAPSULATION_NULL; which one it sets is for Windows to show
+/// (docs/windows.md). Microsoft's NetAdapterCx reports this set for every offload whatever the
+/// medium, and takes any OID_OFFLOAD_ENCAPSULATION (netcx/translator/nxoffload.cpp,
+/// `TranslateChecksumCapabilities` and `SetEncapsulation`).
+pub const ENCAPSULATIONS: ULONG = NDIS_ENCAPSULATION_NULL
+    | NDIS_ENCAPSULATION_IEEE_802_3
+    | NDIS_ENCAPSULATION_IEEE_802_3_P_AND_Q
+    | NDIS_ENCAPSULATION_IEEE_802_3_P_AND_Q_IN_OOB
+    | NDIS_ENCAPSULATION_IEEE_LLC_SNAP_ROUTED;
+
 /// The most TCP or UDP payload a large send may carry (MaxOffLoadSize): what fits a ring packet
 /// of 0xFFFF bytes after the per-packet header and the largest headers the stack offloads
 /// (NDIS_LARGE_SEND_OFFLOAD_MAX_HEADER_LENGTH, 128 bytes: "If header is bigger than this value,
@@ -262,12 +274,12 @@ impl Offloads {
         Ok(next)
     }
 
-    /// The NDIS_OFFLOAD that says these offloads, with Ethernet encapsulation (the one every
-    /// miniport must provide, and what Microsoft's NetAdapterCx reports whatever the medium):
-    /// for the attributes' hardware capabilities and default configuration, and for each
-    /// current-configuration indication (an offload that is off is 0 in either).
+    /// The NDIS_OFFLOAD that says these offloads, each with every encapsulation of
+    /// [`ENCAPSULATIONS`], whether it is on or off (its flags and sizes 0): for the attributes'
+    /// hardware capabilities and default configuration, and for each current-configuration
+    /// indication.
     pub fn to_ndis(self) -> NDIS_OFFLOAD {
-        let encapsulation = NDIS_ENCAPSULATION_IEEE_802_3;
+        let encapsulation = ENCAPSULATIONS;
         let bit = |on: bool, shift: u32| {
             if on {
                 NDIS_OFFLOAD_SUPPORTED << shift
@@ -278,7 +290,7 @@ impl Offloads {
         let path = |ip: Option<bool>, tcp: bool, udp: bool, options: bool| {
             let any = ip.unwrap_or(false) || tcp || udp;
             NDIS_CHECKSUM_OFFLOAD_PATH {
-                Encapsulation: if any { encapsulation } else { 0 },
+                Encapsulation: encapsulation,
                 Fields: bit(any && options, NDIS_CHECKSUM_OFFLOAD_PATH::IP_OPTIONS_SHIFT)
                     | bit(tcp, NDIS_CHECKSUM_OFFLOAD_PATH::TCP_OPTIONS_SHIFT)
                     | bit(tcp, NDIS_CHECKSUM_OFFLOAD_PATH::TCP_SHIFT)
@@ -288,7 +300,7 @@ impl Offloads {
         };
         let v4_options = true;
         let segmentation_v4 = |on: bool, minimum: u32| NDIS_SEGMENTATION_OFFLOAD_IPV4 {
-            Encapsulation: if on { encapsulation } else { 0 },
+            Encapsulation: encapsulation,
             MaxOffLoadSize: if on { MAX_OFFLOAD_SIZE } else { 0 },
             MinSegmentCount: if on { minimum } else { 0 },
         };
@@ -296,7 +308,7 @@ impl Offloads {
         // Destination Options but not a Routing header, so the driver claims none.
         let segmentation_v6 =
             |on: bool, minimum: u32, tcp_options: bool| NDIS_SEGMENTATION_OFFLOAD_IPV6 {
-                Encapsulation: if on { encapsulation } else { 0 },
+                Encapsulation: encapsulation,
                 MaxOffLoadSize: if on { MAX_OFFLOAD_SIZE } else { 0 },
                 MinSegmentCount: if on { minimum } else { 0 },
                 Fields: bit(
@@ -437,7 +449,10 @@ impl Activation {
         match request.Enabled {
             NDIS_OFFLOAD_SET_NO_CHANGE => Ok(self),
             NDIS_OFFLOAD_SET_OFF => Ok(Activation::Off),
-            NDIS_OFFLOAD_SET_ON if request.EncapsulationType == NDIS_ENCAPSULATION_IEEE_802_3 => {
+            NDIS_OFFLOAD_SET_ON
+                if request.EncapsulationType != 0
+                    && request.EncapsulationType & !ENCAPSULATIONS == 0 =>
+            {
                 Ok(Activation::On)
             }
             NDIS_OFFLOAD_SET_ON => Err(NDIS_STATUS_INVALID_PARAMETER),

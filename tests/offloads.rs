@@ -121,7 +121,8 @@ fn bad_offload_oids_are_refused_with_their_statuses_and_change_nothing() {
         ),
         (
             OID_OFFLOAD_ENCAPSULATION,
-            offload_encapsulation(NDIS_OFFLOAD_SET_ON, NDIS_ENCAPSULATION_IEEE_LLC_SNAP_ROUTED),
+            // No encapsulation NDIS defines (ndis/encapsulationconfig.h ends at 0x10).
+            offload_encapsulation(NDIS_OFFLOAD_SET_ON, 0x20),
             NDIS_STATUS_INVALID_PARAMETER,
         ),
         (
@@ -156,6 +157,16 @@ fn bad_offload_oids_are_refused_with_their_statuses_and_change_nothing() {
     let record = setup.adapter.offloads();
     assert_eq!(record.indications, indications + 2);
     assert!(!record.activated(false) && !record.activated(true));
+    // Activating them with no Ethernet header (NDIS_ENCAPSULATION_NULL), which an NdisMediumIP
+    // adapter may well be asked for, is taken too.
+    let null = offload_encapsulation(NDIS_OFFLOAD_SET_ON, NDIS_ENCAPSULATION_NULL);
+    assert_eq!(
+        setup.adapter.set(OID_OFFLOAD_ENCAPSULATION, &null).status,
+        NDIS_STATUS_SUCCESS
+    );
+    let record = setup.adapter.offloads();
+    assert_eq!(record.indications, indications + 3);
+    assert!(record.activated(false) && record.activated(true));
     setup.finish();
 }
 
