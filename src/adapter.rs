@@ -10,6 +10,7 @@ use crate::oid::{self, MTU, OidAnswer, SUPPORTED_OIDS, Settings, Traffic};
 use crate::receive::Receiver;
 use crate::rings::{
     Caller, Owner, Registration, RegistrationIoctl, RegistrationRequest, RegistrationSlot,
+    complete_large_send,
 };
 use crate::statistics::Counters;
 use crate::sys::*;
@@ -227,10 +228,12 @@ impl Adapter {
         } else {
             NDIS_STATUS_MEDIA_DISCONNECTED
         };
-        if status != NDIS_STATUS_SUCCESS {
-            for nbl in chain.iter() {
+        for nbl in chain.iter() {
+            if status != NDIS_STATUS_SUCCESS {
                 nbl.set_status(status);
             }
+            // Every LSOv2 NBL, sent or failed here, paused or without a client.
+            complete_large_send(&nbl);
         }
         // SAFETY: the chain was sent to this adapter, whose NDIS handle this is.
         unsafe { chain.complete_send(self.miniport, at_dispatch) };

@@ -280,9 +280,6 @@ impl Registration {
                 }
             }
         }
-        for nbl in chain.iter() {
-            complete_large_send(&nbl);
-        }
         counters.add(&counts);
     }
 
@@ -464,7 +461,7 @@ fn take_staged(nbl: &Nbl<'_>) -> Option<PoolBuffer> {
 /// After an LSOv2 send, successful or not: "the miniport driver must set the
 /// LsoV2TransmitComplete.Reserved member ... to zero and the LsoV2TransmitComplete.Type member
 /// to NDIS_TCP_LARGE_SEND_OFFLOAD_V2_TYPE" (offloading-the-segmentation-of-large-tcp-packets).
-fn complete_large_send(nbl: &Nbl<'_>) {
+pub fn complete_large_send(nbl: &Nbl<'_>) {
     let lso =
         NDIS_TCP_LARGE_SEND_OFFLOAD_NET_BUFFER_LIST_INFO(nbl.info(TcpLargeSendNetBufferListInfo));
     if lso.0 != 0 && lso.is_v2() {

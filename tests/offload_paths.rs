@@ -430,6 +430,31 @@ fn a_packet_too_large_for_the_ring_after_the_header_is_cut_if_tcp_and_fails_othe
     setup.finish();
 }
 
+/// "When a send operation is complete, the miniport driver must set" LsoV2TransmitComplete
+/// (offloading-the-segmentation-of-large-tcp-packets), also for a large send the stack built
+/// while a client that takes the header was registered and that arrives after it went: it fails
+/// with NDIS_STATUS_MEDIA_DISCONNECTED, its completion information written (the simulator
+/// checks every LSOv2 completion).
+#[oxtun_sim::test]
+fn a_large_send_failed_without_a_client_completes_with_its_lso_information() {
+    let setup = setup_keywords(&EVERY_OFFLOAD);
+    let tcp4 = packet(false, 6, 3000);
+    let completed = setup.adapter.send_offloaded(
+        &[(
+            tcp4,
+            SendOffload::Lso {
+                mss: 1000,
+                tcp_header_offset: 20,
+            },
+        )],
+        Fragmentation::CONTIGUOUS,
+        SendTiming::Late,
+        DISPATCH_LEVEL,
+    );
+    assert_eq!(completed[0].unwrap().status, NDIS_STATUS_MEDIA_DISCONNECTED);
+    setup.finish();
+}
+
 /// offloading-the-segmentation-of-large-tcp-packets: once OID_TCP_OFFLOAD_PARAMETERS has turned
 /// LSO off, "the miniport shall drop all NET_BUFFER_LIST which contain any non-zero LSOv1 or
 /// LSOv2 OOB data" (one the stack built before); the NBLs around it go on.
