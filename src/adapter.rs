@@ -136,15 +136,18 @@ impl Adapter {
             // As Wintun answers a receive thread that could not start.
             return NDIS_STATUS_FAILURE;
         }
+        // Before the registration is published: once it is, another thread may end it (its
+        // handle's cleanup, a removal), and its end must find the offloads it takes out of force
+        // already in force, or they would stay in force with no client.
+        if takes_headers {
+            self.set_header_client(true);
+        }
         if claim.publish(registration) {
             // Its owner's handle closed meanwhile, and found nothing to end: it ends now. The
             // IOCTL succeeded, and the client sees the end in its rings, as it would had the
             // close come a moment later.
             drop(self.end_registration(Owner::File(owner_file)));
             return STATUS_SUCCESS;
-        }
-        if takes_headers {
-            self.set_header_client(true);
         }
         self.indicate_link_state(MediaConnectStateConnected);
         STATUS_SUCCESS

@@ -430,6 +430,29 @@ fn a_packet_too_large_for_the_ring_after_the_header_is_cut_if_tcp_and_fails_othe
     setup.finish();
 }
 
+/// A client that takes the header and closes its handle (overlapped) while its registration is
+/// being made: the offloads it brought into force go with it, whichever comes first, the close
+/// or the registration's publication.
+#[oxtun_sim::test]
+fn a_header_client_closed_while_it_registers_leaves_nothing_in_force() {
+    let setup = setup_keywords(&EVERY_OFFLOAD);
+    let process = Process::new(Token::Administrator, Bitness::Bits64);
+    let handle = process.open(setup.adapter.device(), READ_WRITE);
+    let rings = ClientRings::new(&process);
+    oxtun_sim::process::after_next_handle_reference(process.handle_closer(handle.handle()));
+    assert_eq!(
+        handle.device_control(
+            oxtun_abi::TUN_IOCTL_REGISTER_RINGS_EX,
+            &rings.extended_bytes(oxtun_abi::Features::VNET_HDR)
+        ),
+        STATUS_SUCCESS
+    );
+    std::mem::forget(handle);
+    assert!(rings.ended());
+    assert_eq!(setup.adapter.offloads().current(), Offloads::default());
+    setup.finish();
+}
+
 /// "When a send operation is complete, the miniport driver must set" LsoV2TransmitComplete
 /// (offloading-the-segmentation-of-large-tcp-packets), also for a large send the stack built
 /// while a client that takes the header was registered and that arrives after it went: it fails
