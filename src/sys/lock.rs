@@ -6,7 +6,10 @@ use core::marker::PhantomData;
 use core::ops::{Deref, DerefMut};
 
 use super::event::{KernelEvent, wait};
-use super::nt::{KIRQL, KSPIN_LOCK, KeAcquireSpinLockRaiseToDpc, KeReleaseSpinLock};
+use super::nt::{
+    KIRQL, KSPIN_LOCK, KeAcquireSpinLockRaiseToDpc, KeEnterCriticalRegion, KeLeaveCriticalRegion,
+    KeReleaseSpinLock,
+};
 
 pub struct SpinLock<T> {
     lock: UnsafeCell<KSPIN_LOCK>,
@@ -72,7 +75,9 @@ impl<T> Drop for SpinLockGuard<'_, T> {
 
 /// A lock around data changed only at PASSIVE_LEVEL, by code that may wait while it holds it
 /// (which a spin lock forbids): a synchronization event, signalled while the lock is free, that
-/// taking the lock waits for. [`PassiveLock::initialize`] it where it will stay.
+/// taking the lock waits for. [`PassiveLock::initialize`] it where it will stay. Held inside a
+/// critical region, as a mutex is: a holder's thread cannot be suspended (normal kernel APCs are
+/// deferred, KeEnterCriticalRegion) while others wait for it, among them OID requests.
 pub struct PassiveLock<T> {
     free: KernelEvent,
     value: UnsafeCell<T>,
@@ -107,6 +112,8 @@ impl<T> PassiveLock<T> {
     /// Waits, at PASSIVE_LEVEL, until the lock is free, and takes it (the wait that ends resets
     /// the event, so one waiter at a time gets it).
     pub fn lock(&self) -> PassiveLockGuard<'_, T> {
+        // SAFETY: at PASSIVE_LEVEL (at most APC_LEVEL is asked); the guard's drop leaves it.
+        unsafe { KeEnterCriticalRegion() };
         wait(&self.free);
         PassiveLockGuard {
             owner: self,
@@ -134,5 +141,8 @@ impl<T> DerefMut for PassiveLockGuard<'_, T> {
 impl<T> Drop for PassiveLockGuard<'_, T> {
     fn drop(&mut self) {
         self.owner.free.set();
+        // SAFETY: leaves the critical region `lock` entered, on the same thread (the guard is
+        // not Send).
+        unsafe { KeLeaveCriticalRegion() };
     }
 }

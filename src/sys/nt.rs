@@ -344,6 +344,8 @@ kernel_imports!("ntoskrnl.exe" {
     pub fn ObfDereferenceObject(Object: PVOID) -> isize;
     pub fn ObfReferenceObject(Object: PVOID) -> isize;
     pub fn KeSetEvent(Event: PKEVENT, Increment: i32, Wait: u8) -> i32;
+    pub fn KeEnterCriticalRegion();
+    pub fn KeLeaveCriticalRegion();
     pub fn ExInitializeResourceLite(Resource: *mut ERESOURCE) -> NTSTATUS;
     pub fn ExDeleteResourceLite(Resource: *mut ERESOURCE) -> NTSTATUS;
     pub fn ExEnterCriticalRegionAndAcquireResourceShared(Resource: *mut ERESOURCE) -> PVOID;
