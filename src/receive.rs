@@ -411,10 +411,14 @@ impl Receiver {
     }
 
     /// A ring packet whose header asks for work: copied into memory of the driver's (the ring
-    /// is the client's, and the bytes in it may change at any moment) and its space given back
-    /// at once; then checked, the work done, and what results put in `batch`. A header that
-    /// does not describe its packet ([`validate`]) makes the packet an error, as does one the
-    /// driver will not serve ([`MAX_RECEIVE_SEGMENTS`]).
+    /// is the client's, and the bytes in it may change at any moment), then checked, the work
+    /// done, and what results put in `batch`. A header that does not describe its packet
+    /// ([`validate`]) makes the packet an error, as does one the driver will not serve
+    /// ([`MAX_RECEIVE_SEGMENTS`]).
+    ///
+    /// The packet's ring space is given back only when the last NBL describing the copy comes
+    /// back (the copy holds its ticket), as for a packet indicated in place: what the stack holds
+    /// stays bounded by the ring, whatever the client writes.
     fn receive_copy(
         &self,
         ring: &mut ReceiveRing,
@@ -424,28 +428,45 @@ impl Receiver {
         batch: &mut NblList,
         counts: &mut Counts,
     ) {
+        let unheld = match self.copy_and_describe(ring, packet, offloads, batch, counts) {
+            Some(described) => described.hold_and_release(ticket.into_raw()),
+            None => Some(ticket.into_raw()),
+        };
+        if let Some(ticket) = unheld {
+            ring.finish(Ticket::from_raw(ticket));
+        }
+    }
+
+    /// [`Receiver::receive_copy`]'s work: returns the buffer the NBLs it put in `batch` describe
+    /// (`None` if it put none there).
+    fn copy_and_describe(
+        &self,
+        ring: &mut ReceiveRing,
+        packet: &Packet,
+        offloads: ReceiveOffloads,
+        batch: &mut NblList,
+        counts: &mut Counts,
+    ) -> Option<SharedBuffer> {
         let Some(mut whole) = SharedBuffer::new(packet.size()) else {
             counts.discards += 1;
-            ring.finish(ticket);
-            return;
+            return None;
         };
         let bytes = whole.bytes_mut().expect("a fresh buffer");
         ring.reader.copy_packet(packet, bytes);
-        ring.finish(ticket);
         let (header, ip) = bytes.split_at_mut(VNET_HDR_LEN);
         let mut header_bytes = [0u8; VNET_HDR_LEN];
         header_bytes.copy_from_slice(header);
         let header = VirtioNetHdr::decode(&header_bytes);
         let Ok(offload) = validate(&header, ip) else {
             counts.errors += 1;
-            return;
+            return None;
         };
         let ipv6 = match verdict(ip.len() as u32, ip.first().copied().unwrap_or(0)) {
             Verdict::Ipv4 => false,
             Verdict::Ipv6 => true,
             Verdict::Skip => {
                 counts.errors += 1;
-                return;
+                return None;
             }
         };
         let coalescing = offloads.has(if ipv6 {
@@ -458,7 +479,7 @@ impl Receiver {
             .is_some_and(|gso| gso.segment_count() > MAX_RECEIVE_SEGMENTS)
         {
             counts.errors += 1;
-            return;
+            return None;
         }
         let whole_packet = match &offload.gso {
             None => Some(ReceiveInfo::default()),
@@ -476,7 +497,7 @@ impl Receiver {
                     );
                     if filled.is_err() {
                         counts.errors += 1;
-                        return;
+                        return None;
                     }
                     Some(ReceiveInfo {
                         checksum: coalesced_checksum_info(ipv6),
@@ -491,7 +512,7 @@ impl Receiver {
                 Ok(Receive::Segmented(_)) => None,
                 Err(_) => {
                     counts.errors += 1;
-                    return;
+                    return None;
                 }
             },
             Some(_) => None,
@@ -506,7 +527,7 @@ impl Receiver {
             {
                 if complete_partial_checksum(ip, usize::from(start), usize::from(offset)).is_err() {
                     counts.errors += 1;
-                    return;
+                    return None;
                 }
                 transport_valid = parse(ip).ok().is_some_and(|layout| {
                     layout.transport().is_ok_and(|transport| {
@@ -522,7 +543,7 @@ impl Receiver {
                     (Verdict::Ipv4, false) | (Verdict::Ipv6, true)
                 ) {
                     counts.errors += 1;
-                    return;
+                    return None;
                 }
             }
             if info.coalesced == 0 {
@@ -530,25 +551,25 @@ impl Receiver {
             }
             let len = ip.len() as u32;
             self.push_buffer_packet(&whole, VNET_HDR_LEN as u32, len, ipv6, info, batch, counts);
-            return;
+            return Some(whole);
         }
         // Cut into segments, written one after another into one buffer that their NBLs share.
-        let Some(gso) = offload.gso else { return };
+        let gso = offload.gso?;
         let Ok(segments) = Segments::new(ip, &gso) else {
             counts.errors += 1;
-            return;
+            return None;
         };
         let total: usize = segments.iter().map(|segment| segment.size()).sum();
         let Some(mut cut) = SharedBuffer::new(total as u32) else {
             counts.discards += 1;
-            return;
+            return None;
         };
         let out = cut.bytes_mut().expect("a fresh buffer");
         let mut at = 0;
         for segment in segments.iter() {
             let Ok(len) = segment.write(&mut out[at..]) else {
                 counts.errors += 1;
-                return;
+                return None;
             };
             at += len;
         }
@@ -566,6 +587,7 @@ impl Receiver {
             self.push_buffer_packet(&cut, offset as u32, len as u32, ipv6, info, batch, counts);
             offset += len;
         }
+        Some(cut)
     }
 
     /// Puts an NBL for the `len`-byte packet at `offset` in `buffer` in `batch`.
@@ -637,7 +659,11 @@ impl Receiver {
                         ring.finish(Ticket::from_raw(ticket));
                     }
                 }
-                PacketOwner::Buffer(buffer) => drop(buffer),
+                PacketOwner::Buffer(buffer) => {
+                    if let (Some(ticket), Some(ring)) = (buffer.release(), receive.as_mut()) {
+                        ring.finish(Ticket::from_raw(ticket));
+                    }
+                }
                 PacketOwner::None => {}
             }
             self.cache_nbl(nbl);

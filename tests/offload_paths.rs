@@ -12,7 +12,8 @@ use oxtun_abi::vnet::{
 };
 use oxtun_driver::sys::*;
 use oxtun_sim::{
-    AdapterSetup, Bitness, Fragmentation, Offloads, Process, SendOffload, SendTiming, Token,
+    AdapterSetup, Bitness, Fragmentation, Offloads, Process, ReturnMode, SendOffload, SendTiming,
+    Token,
 };
 use support::*;
 
@@ -600,6 +601,44 @@ fn verified_packets_go_up_in_place_with_their_checksums_marked_valid() {
 /// What a header asks that the stack does not take is done on a copy of the packet: a partial
 /// checksum completed; a super-packet cut into segments while RSC is not in force (the default),
 /// each a packet of the super-packet's MSS with its checksums computed and marked valid.
+/// A packet the driver completes on a copy gives its ring space back only when the stack
+/// returns the copy's NBLs, as a packet indicated in place does: while the stack holds them,
+/// Head stays, so what the stack holds stays bounded by the ring whatever the client writes.
+#[oxtun_sim::test]
+fn a_copied_packet_holds_its_ring_space_until_the_stack_returns_it() {
+    let setup = setup();
+    setup.adapter.set_return_mode(ReturnMode::Hold);
+    let process = Process::new(Token::Administrator, Bitness::Bits64);
+    let (handle, rings) = register_with_headers(&setup.adapter, &process);
+    let needs_checksum = VirtioNetHdr {
+        flags: VIRTIO_NET_HDR_F_NEEDS_CSUM,
+        csum_start: 40,
+        csum_offset: 16,
+        ..VirtioNetHdr::NONE
+    };
+    let packets: Vec<Vec<u8>> = (0..4)
+        .map(|_| with_header(needs_checksum, &partial(packet(true, 6, 300))))
+        .collect();
+    assert!(client_write(
+        &mut rings.receive_writer(),
+        &rings.receive_event,
+        &packets
+    ));
+    assert_eq!(
+        setup
+            .adapter
+            .wait_received(4, std::time::Duration::from_secs(20))
+            .len(),
+        4
+    );
+    let start = rings.receive_head();
+    assert_ne!(start, rings.receive_tail(), "Head moved past held copies");
+    setup.adapter.return_held(|_| {}, 4);
+    wait_released(&rings);
+    handle.close();
+    setup.finish();
+}
+
 #[oxtun_sim::test]
 fn partial_checksums_are_completed_and_super_packets_cut_without_rsc() {
     let setup = setup();

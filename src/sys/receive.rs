@@ -85,7 +85,9 @@ impl Drop for NblPool {
 
 /// Bytes in non-paged pool that several indicated NBLs describe at once (the segments of one
 /// super-packet, or one packet the driver completed), with an MDL for them all
-/// (MmBuildMdlForNonPagedPool); freed when the last reference goes.
+/// (MmBuildMdlForNonPagedPool); freed when the last reference goes. It may hold the ticket of
+/// the ring packet it was copied from, which whoever releases the last reference gets back
+/// ([`SharedBuffer::release`]) to give the ring space back.
 pub struct SharedBuffer {
     header: NonNull<SharedHeader>,
 }
@@ -96,7 +98,12 @@ struct SharedHeader {
     references: AtomicU32,
     len: u32,
     mdl: PMDL,
+    /// The ring packet's ticket, or [`NO_TICKET`].
+    ticket: u32,
 }
+
+/// A shared buffer that holds no ring packet's ticket.
+const NO_TICKET: u32 = u32::MAX;
 
 // SAFETY: the references are atomic; the bytes are written only through the one reference a
 // fresh buffer has (`bytes_mut`), and read only by NDIS's consumers afterwards.
@@ -125,6 +132,7 @@ impl SharedBuffer {
                 references: AtomicU32::new(1),
                 len,
                 mdl,
+                ticket: NO_TICKET,
             });
             MmBuildMdlForNonPagedPool(mdl);
         }
@@ -178,6 +186,34 @@ impl SharedBuffer {
         };
         SharedBuffer {
             header: self.header,
+        }
+    }
+
+    /// Gives up this reference, having the buffer hold `ticket` from now on (the NBLs that
+    /// share it are not indicated yet, so no other reference is released meanwhile); returns
+    /// the ticket back if this was the last reference.
+    pub fn hold_and_release(self, ticket: u32) -> Option<u32> {
+        // SAFETY: a live buffer; its other references are in NBLs not yet indicated, so nothing
+        // reads the ticket until this reference is released below.
+        unsafe { (*self.header.as_ptr()).ticket = ticket };
+        self.release()
+    }
+
+    /// Gives up this reference; if it was the last, frees the buffer and returns the ticket it
+    /// held, if any.
+    pub fn release(self) -> Option<u32> {
+        let header = self.header.as_ptr();
+        core::mem::forget(self);
+        // SAFETY: a live buffer, this reference given up once; the last one frees it as Drop
+        // does, after reading its ticket.
+        unsafe {
+            if (*header).references.fetch_sub(1, Ordering::AcqRel) != 1 {
+                return None;
+            }
+            let ticket = (*header).ticket;
+            IoFreeMdl((*header).mdl);
+            ExFreePoolWithTag(header.cast(), POOL_TAG);
+            (ticket != NO_TICKET).then_some(ticket)
         }
     }
 
