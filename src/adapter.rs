@@ -297,8 +297,9 @@ impl Adapter {
 
     /// Puts `next` in force and reports it, under the offloads' lock (`state`): what the receive
     /// path loses it stops saying before the report, what it gains it says only after
-    /// ([`Receiver::set_offloads`]); the send path's share changes before the report, so a large
-    /// send NDIS turned off is dropped once the OID that did it has completed.
+    /// ([`Receiver::set_offloads`]); the send path's share changes before the report, so a send
+    /// call that begins after the OID that turned a large send off drops such sends (one already
+    /// under way may still carry one through: the window the LSO page warns of).
     fn apply_offloads(&self, state: &mut OffloadState, next: OffloadState) {
         let receive = next.receive();
         self.receiver
