@@ -157,13 +157,16 @@ pub struct ToLinux {
 
 /// How an indicated packet goes up to Linux, from what its NBL says:
 /// - a TCP or UDP checksum the NBL says succeeded: Linux's TUN takes no word for a verified
-///   checksum (it ignores DATA_VALID on write and checks the packet again), but trusts a partial
-///   one (CHECKSUM_PARTIAL, `skb_csum_unnecessary`), as tcpip trusts the NBL. So the packet goes
+///   checksum (include/linux/virtio_net.h, `virtio_net_hdr_to_skb`, reads NEEDS_CSUM and the GSO
+///   fields only; a UDP packet with a wrong checksum and DATA_VALID written to a TUN device here
+///   was dropped), but trusts a partial one (CHECKSUM_PARTIAL, `skb_csum_unnecessary` in
+///   include/linux/skbuff.h), as tcpip trusts the NBL. So the packet goes
 ///   up with NEEDS_CSUM and its checksum field holding the pseudo-header's sum, as Linux's own
 ///   partial checksums do: right wherever Linux takes it, delivered or forwarded.
 /// - a coalesced unit (NDIS_RSC_NBL_INFO's CoalescedSegCount over 1) of TCP becomes a TCP
-///   super-packet of that many segments, which Linux receives as one GRO made (gso_size: the
-///   payload over the count, rounded up).
+///   super-packet of that many segments, which Linux receives as one GRO made. NDIS_RSC_NBL_INFO
+///   carries no MSS, so gso_size is the payload over the count, rounded up: a hint, as Linux
+///   takes it for a received super-packet.
 ///
 /// Anything else goes up as it is, after a header that asks for nothing.
 pub fn to_linux(packet: &[u8], offloads: &ReceivedOffloads) -> ToLinux {

@@ -270,8 +270,8 @@ struct EdgeCounts {
     down: AtomicU64,
     /// Packets the driver's send path failed (the send ring full, or no rings).
     down_refused: AtomicU64,
-    /// Of the packets sent, super-packets Linux made (GSO), handed to the driver whole as LSO or
-    /// USO sends.
+    /// Super-packets Linux made (GSO), handed to the driver whole as LSO or USO sends (counted
+    /// among `down` or `down_refused` as the driver took them).
     down_large: AtomicU64,
     /// Packets Linux left work in (a super-packet, a partial checksum) that is not in force on
     /// the adapter, which the emulator did in software before sending.

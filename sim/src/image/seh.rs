@@ -134,11 +134,11 @@ fn except_block(
                 record: &mut record,
                 context: &mut context,
             };
+            let address = base + scope.filter as usize;
             // SAFETY: the filter is code of the image at the RVA its scope table gives, in the
             // Windows convention; it gets live exception pointers and the establisher frame of
             // its function, whose frame is live above us on this stack.
-            let filter =
-                unsafe { std::mem::transmute::<usize, Filter>(base + scope.filter as usize) };
+            let filter = unsafe { std::mem::transmute::<usize, Filter>(address) };
             // SAFETY: the filter is the image's, called with live exception pointers and the
             // establisher frame of its own function, which is live above us on this stack.
             match unsafe { filter(&mut pointers, establisher) } {

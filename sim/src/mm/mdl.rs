@@ -298,11 +298,12 @@ pub unsafe extern "efiapi" fn IoBuildPartialMdl(
         return;
     }
     let source_nonpaged = source_state.nonpaged;
-    // SAFETY: a live MDL; one MmBuildMdlForNonPagedPool built is mapped where it lies.
-    let source_mapping = source_state
-        .mapped
-        .map(|(at, _)| at)
-        .or_else(|| source_nonpaged.then(|| unsafe { (*source).MappedSystemVa as usize }));
+    let source_mapping = source_state.mapped.map(|(at, _)| at).or_else(|| {
+        source_nonpaged.then(|| {
+            // SAFETY: a live MDL; one MmBuildMdlForNonPagedPool built is mapped where it lies.
+            unsafe { (*source).MappedSystemVa as usize }
+        })
+    });
     // SAFETY: a live MDL.
     let (start, count) = unsafe {
         (
