@@ -1,7 +1,8 @@
 //! Property tests of the offloads: any super-packet, as a Linux client writes it or as Windows
 //! sends it, cuts into segments that fit the MTU, verify (by etherparse, not our code) and
 //! concatenate to the original payload; any partial checksum completes to the right one; and any
-//! header with any bytes, however hostile, never panics or makes anything leave its slice.
+//! header with any bytes, however hostile, never panics or makes anything leave its slice, and is
+//! judged the same from the packet's headers alone as from the whole packet.
 
 mod packets;
 
@@ -331,6 +332,39 @@ proptest! {
     }
 }
 
+/// Validating from any head of the packet (its first bytes and its length) gives the verdict
+/// validating the whole packet gives, or says the headers run past the head; once the head holds
+/// the headers, the verdict and the receive path's decision are the whole packet's.
+fn same_verdict_from_the_head(header: &VirtioNetHdr, packet: &[u8]) {
+    let whole = validate(header, packet);
+    let whole_receive = whole
+        .ok()
+        .and_then(|offload| offload.gso)
+        .map(|gso| receive_as(packet, &gso));
+    for cut in 0..=packet.len().min(200) {
+        let head = &packet[..cut];
+        let from_head = validate_head(header, head, packet.len());
+        if from_head == Err(OffloadError::PastHead) {
+            let needed = whole
+                .ok()
+                .and_then(|offload| offload.gso)
+                .map(|gso| gso.header_len());
+            assert!(
+                needed.is_none_or(|needed| cut < needed),
+                "past a head of {cut} bytes"
+            );
+            continue;
+        }
+        assert_eq!(from_head, whole, "from a head of {cut} bytes");
+        if let Some(gso) = from_head.ok().and_then(|offload| offload.gso) {
+            assert_eq!(
+                Some(receive_as_head(head, packet.len(), &gso)),
+                whole_receive
+            );
+        }
+    }
+}
+
 /// The header a Linux client writes before a super-packet of `shape`.
 fn client_header(shape: &Shape, packet: &[u8]) -> VirtioNetHdr {
     let (at, _) = transport_of(packet);
@@ -352,6 +386,7 @@ fn client_header(shape: &Shape, packet: &[u8]) -> VirtioNetHdr {
 /// Everything a reader does with a header: validation, then what it asks done in software, and
 /// the receive path's decision.
 fn exercise(header: &VirtioNetHdr, packet: &mut [u8]) {
+    same_verdict_from_the_head(header, packet);
     let Ok(offload) = validate(header, packet) else {
         return;
     };

@@ -56,8 +56,17 @@ pub enum NotCoalescible {
 
 /// Decides how a super-packet (`packet`, validated as `gso`) goes up when RSC is on.
 pub fn receive_as(packet: &[u8], gso: &Gso) -> Result<Receive, OffloadError> {
-    if packet.len() != gso.packet_len() {
+    receive_as_head(packet, packet.len(), gso)
+}
+
+/// [`receive_as`] for a super-packet of `len` bytes of which only the first, `head`, are given
+/// (as [`validate_head`](super::validate_head) validated it): only its headers are read.
+pub fn receive_as_head(head: &[u8], len: usize, gso: &Gso) -> Result<Receive, OffloadError> {
+    if len != gso.packet_len() || head.len() > len {
         return Err(OffloadError::NotThisPacket);
+    }
+    if head.len() < gso.header_len() {
+        return Err(OffloadError::PastHead);
     }
     if !matches!(gso.kind(), GsoKind::Tcp { .. }) {
         return Ok(Receive::Segmented(NotCoalescible::NotTcp));
@@ -77,7 +86,7 @@ pub fn receive_as(packet: &[u8], gso: &Gso) -> Result<Receive, OffloadError> {
             IpVersion::V6 => NotCoalescible::Ipv6ExtensionHeaders,
         }));
     }
-    let tcp = &packet[layout.ip_header_len..gso.header_len()];
+    let tcp = &head[layout.ip_header_len..gso.header_len()];
     let flags = tcp[13];
     if flags & !(TCP_ACK | TCP_PSH | TCP_ECE) != 0 {
         return Ok(Receive::Segmented(NotCoalescible::TcpFlags(flags)));

@@ -1,7 +1,8 @@
 //! Offloads through the ring: the one implementation, for the driver and clients alike, of what
 //! a packet's [`VirtioNetHdr`](crate::vnet::VirtioNetHdr) asks and of doing it in software.
 //!
-//! - [`validate`]: a header checked against its packet (hostile in every field).
+//! - [`validate`]: a header checked against its packet (hostile in every field); [`validate_head`]
+//!   against the packet's headers and length alone.
 //! - [`complete_partial_checksum`], [`fill_checksums`]: checksums in software.
 //! - [`Segments`], [`segment`]: a TCP or UDP super-packet cut into segments (TSO, USO).
 //! - [`header_for_client`]: the send path, from what Windows asked of the miniport to the header.
@@ -25,11 +26,11 @@ pub use checksum::{
     Checksums, add, complete_partial_checksum, fill_checksums, ones_complement_sum,
     pseudo_header_sum, transport_checksum,
 };
-pub use coalesce::{NotCoalescible, Receive, RscInfo, receive_as};
-pub use packet::{IpVersion, Layout, PROTOCOL_TCP, PROTOCOL_UDP, Transport, parse};
+pub use coalesce::{NotCoalescible, Receive, RscInfo, receive_as, receive_as_head};
+pub use packet::{IpVersion, Layout, PROTOCOL_TCP, PROTOCOL_UDP, Transport, parse, parse_head};
 pub use segment::{Segment, Segments, segment};
 pub use send::{SendOffload, header_for_client};
-pub use validate::{Checksum, Gso, GsoKind, MAX_UDP_SEGMENTS, Offload, validate};
+pub use validate::{Checksum, Gso, GsoKind, MAX_UDP_SEGMENTS, Offload, validate, validate_head};
 
 /// Why a header, a packet or a request was refused; one variant per rule, so each can be
 /// counted.
@@ -71,6 +72,9 @@ pub enum OffloadError {
     NotIp(u8),
     /// Headers that run past the packet.
     Truncated,
+    /// Headers that run past the bytes given of a packet (its head; [`parse_head`],
+    /// [`validate_head`]): no fault of the packet's, whose headers need more of it read.
+    PastHead,
     /// A packet too long for its IP length field.
     TooLong,
     /// An IPv4 IHL under 5 or past the packet (in bytes).

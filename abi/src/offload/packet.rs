@@ -80,29 +80,53 @@ pub struct Layout {
 /// Parses an IP packet's IP header and checks its length field: an IPv4 Total Length or an IPv6
 /// Payload Length that does not describe exactly this packet is refused.
 pub fn parse(packet: &[u8]) -> Result<Layout, OffloadError> {
-    let Some(&first) = packet.first() else {
-        return Err(OffloadError::NotIp(0));
+    parse_head(packet, packet.len())
+}
+
+/// [`parse`] for a packet of `len` bytes of which only the first, `head`, are given: the same
+/// verdict as on the whole packet, or [`OffloadError::PastHead`] if its headers run past `head`.
+pub fn parse_head(head: &[u8], len: usize) -> Result<Layout, OffloadError> {
+    if head.len() > len {
+        return Err(OffloadError::NotThisPacket);
+    }
+    let Some(&first) = head.first() else {
+        return Err(if len == 0 {
+            OffloadError::NotIp(0)
+        } else {
+            OffloadError::PastHead
+        });
     };
     match first >> 4 {
-        4 => parse_ipv4(packet),
-        6 => parse_ipv6(packet),
+        4 => parse_ipv4(head, len),
+        6 => parse_ipv6(head, len),
         version => Err(OffloadError::NotIp(version)),
     }
 }
 
-fn parse_ipv4(packet: &[u8]) -> Result<Layout, OffloadError> {
-    if packet.len() < IPV4_HEADER_LEN {
-        return Err(OffloadError::Truncated);
+/// Checks that the packet's first `end` bytes are there: inside the packet's `len` bytes, else
+/// [`OffloadError::Truncated`], and inside `head`, else [`OffloadError::PastHead`].
+fn within(head: &[u8], len: usize, end: usize) -> Result<(), OffloadError> {
+    if end > len {
+        Err(OffloadError::Truncated)
+    } else if end > head.len() {
+        Err(OffloadError::PastHead)
+    } else {
+        Ok(())
     }
+}
+
+fn parse_ipv4(packet: &[u8], len: usize) -> Result<Layout, OffloadError> {
+    within(packet, len, IPV4_HEADER_LEN)?;
     let header_len = usize::from(packet[0] & 0x0F) * 4;
-    if header_len < IPV4_HEADER_LEN || header_len > packet.len() {
+    if header_len < IPV4_HEADER_LEN || header_len > len {
         return Err(OffloadError::Ipv4HeaderLength(header_len));
     }
+    within(packet, len, header_len)?;
     let total_length = usize::from(u16_at(packet, 2));
-    if total_length != packet.len() {
+    if total_length != len {
         return Err(OffloadError::LengthMismatch {
             field: total_length,
-            packet: packet.len(),
+            packet: len,
         });
     }
     let flags_and_offset = u16_at(packet, 6);
@@ -113,19 +137,17 @@ fn parse_ipv4(packet: &[u8]) -> Result<Layout, OffloadError> {
         ip_header_len: header_len,
         protocol: packet[9],
         fragment: flags_and_offset & (MORE_FRAGMENTS | OFFSET) != 0,
-        len: packet.len(),
+        len,
     })
 }
 
-fn parse_ipv6(packet: &[u8]) -> Result<Layout, OffloadError> {
-    if packet.len() < IPV6_HEADER_LEN {
-        return Err(OffloadError::Truncated);
-    }
+fn parse_ipv6(packet: &[u8], len: usize) -> Result<Layout, OffloadError> {
+    within(packet, len, IPV6_HEADER_LEN)?;
     let payload_length = usize::from(u16_at(packet, 4));
-    if payload_length != packet.len() - IPV6_HEADER_LEN {
+    if payload_length != len - IPV6_HEADER_LEN {
         return Err(OffloadError::LengthMismatch {
             field: payload_length,
-            packet: packet.len(),
+            packet: len,
         });
     }
     let mut next_header = packet[6];
@@ -145,16 +167,15 @@ fn parse_ipv6(packet: &[u8]) -> Result<Layout, OffloadError> {
                     ip_header_len: offset,
                     protocol,
                     fragment: false,
-                    len: packet.len(),
+                    len,
                 });
             }
         }
         // Hdr Ext Len counts 8-byte units beyond the first 8 (RFC 8200 section 4.3, 4.6).
-        let (Some(&following), Some(&units)) = (packet.get(offset), packet.get(offset + 1)) else {
-            return Err(OffloadError::Truncated);
-        };
+        within(packet, len, offset + 2)?;
+        let (following, units) = (packet[offset], packet[offset + 1]);
         offset += (usize::from(units) + 1) * 8;
-        if offset > packet.len() {
+        if offset > len {
             return Err(OffloadError::Truncated);
         }
         next_header = following;
@@ -175,29 +196,26 @@ impl Layout {
     }
 
     /// Bytes of the transport's header (TCP's with its options), checked to lie inside the
-    /// packet.
+    /// packet, of which `head` (all of it, or its first bytes) is given: if the header runs past
+    /// `head`, [`OffloadError::PastHead`].
     pub fn transport_header_len(
         &self,
-        packet: &[u8],
+        head: &[u8],
         transport: Transport,
     ) -> Result<usize, OffloadError> {
         let start = self.ip_header_len;
         let header_len = match transport {
             Transport::Udp => UDP_HEADER_LEN,
             Transport::Tcp => {
-                let Some(&data_offset) = packet.get(start + 12) else {
-                    return Err(OffloadError::Truncated);
-                };
-                let header_len = usize::from(data_offset >> 4) * 4;
+                within(head, self.len, start + 13)?;
+                let header_len = usize::from(head[start + 12] >> 4) * 4;
                 if header_len < TCP_HEADER_LEN {
                     return Err(OffloadError::TcpHeaderLength(header_len));
                 }
                 header_len
             }
         };
-        if start + header_len > self.len.min(packet.len()) {
-            return Err(OffloadError::Truncated);
-        }
+        within(head, self.len, start + header_len)?;
         Ok(header_len)
     }
 

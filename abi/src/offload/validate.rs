@@ -11,7 +11,7 @@
 //! client ports its code from produces those: Linux's GRO and Windows' LSO (see
 //! offloading-the-segmentation-of-large-tcp-packets) never do.
 
-use super::packet::{IpVersion, Layout, Transport, parse};
+use super::packet::{IpVersion, Layout, Transport, parse_head};
 use super::{OffloadError, u16_at};
 use crate::vnet::{
     VIRTIO_NET_HDR_F_DATA_VALID, VIRTIO_NET_HDR_F_NEEDS_CSUM, VIRTIO_NET_HDR_GSO_ECN,
@@ -132,7 +132,22 @@ pub struct Offload {
 /// are checked, as Linux does: its other fields are ignored, and the packet itself is the ring's
 /// business. A super-packet is parsed: its IP and transport headers must describe it exactly.
 pub fn validate(header: &VirtioNetHdr, packet: &[u8]) -> Result<Offload, OffloadError> {
-    let checksum = checksum_of(header, packet.len())?;
+    validate_head(header, packet, packet.len())
+}
+
+/// [`validate`] for a packet of `len` bytes of which only the first, `head`, are given: the same
+/// verdict as on the whole packet, or [`OffloadError::PastHead`] if the headers it must read run
+/// past `head`. Nothing but the headers is read, so a packet whose payload is where its writer
+/// can still change it is validated on a copy of its headers alone.
+pub fn validate_head(
+    header: &VirtioNetHdr,
+    head: &[u8],
+    len: usize,
+) -> Result<Offload, OffloadError> {
+    if head.len() > len {
+        return Err(OffloadError::NotThisPacket);
+    }
+    let checksum = checksum_of(header, len)?;
     let ecn = header.gso_type & VIRTIO_NET_HDR_GSO_ECN != 0;
     let gso_kind = match header.gso_type & !VIRTIO_NET_HDR_GSO_ECN {
         VIRTIO_NET_HDR_GSO_NONE if !ecn => None,
@@ -150,7 +165,7 @@ pub fn validate(header: &VirtioNetHdr, packet: &[u8]) -> Result<Offload, Offload
             gso: None,
         });
     };
-    let gso = check_super_packet(header, packet, kind, checksum)?;
+    let gso = check_super_packet(header, head, len, kind, checksum)?;
     Ok(Offload {
         checksum,
         gso: Some(gso),
@@ -179,9 +194,11 @@ fn checksum_of(header: &VirtioNetHdr, len: usize) -> Result<Checksum, OffloadErr
     }
 }
 
+/// A super-packet of `len` bytes, whose headers lie in `packet` (all of it, or its head).
 fn check_super_packet(
     header: &VirtioNetHdr,
     packet: &[u8],
+    len: usize,
     kind: GsoKind,
     checksum: Checksum,
 ) -> Result<Gso, OffloadError> {
@@ -189,10 +206,10 @@ fn check_super_packet(
         return Err(OffloadError::ZeroGsoSize);
     }
     // hdr_len is a hint (Linux only checks that it lies inside the packet).
-    if usize::from(header.hdr_len) > packet.len() {
+    if usize::from(header.hdr_len) > len {
         return Err(OffloadError::HdrLenPastPacket);
     }
-    let layout = parse(packet)?;
+    let layout = parse_head(packet, len)?;
     let expected_version = match header.gso_type & !VIRTIO_NET_HDR_GSO_ECN {
         VIRTIO_NET_HDR_GSO_TCPV4 => Some(IpVersion::V4),
         VIRTIO_NET_HDR_GSO_TCPV6 => Some(IpVersion::V6),
@@ -238,10 +255,10 @@ fn check_super_packet(
         }
         Transport::Udp => {
             let udp_length = usize::from(u16_at(packet, layout.ip_header_len + 4));
-            if udp_length != packet.len() - layout.ip_header_len {
+            if udp_length != len - layout.ip_header_len {
                 return Err(OffloadError::LengthMismatch {
                     field: udp_length,
-                    packet: packet.len(),
+                    packet: len,
                 });
             }
         }
