@@ -72,7 +72,7 @@ pub struct Driver {
 }
 
 /// What the driver still held when the driver unloaded.
-#[derive(Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Leaks {
     pub pool: Vec<pool::Allocation>,
     pub nbl_pools: usize,

@@ -5,7 +5,7 @@
 //! a header of its own kind. Pure decisions: `wintun-emu` makes the system calls.
 
 use oxtun_abi::offload::{
-    Checksum, GsoKind, IpVersion, Offload, OffloadError, Transport, parse, validate,
+    Checksum, GsoKind, IpVersion, Offload, OffloadError, Transport, parse, parse_head, validate,
 };
 use oxtun_abi::vnet::{
     VIRTIO_NET_HDR_F_NEEDS_CSUM, VIRTIO_NET_HDR_GSO_TCPV4, VIRTIO_NET_HDR_GSO_TCPV6, VirtioNetHdr,
@@ -168,14 +168,15 @@ pub struct ToLinux {
 ///   carries no MSS, so gso_size is the payload over the count, rounded up: a hint, as Linux
 ///   takes it for a received super-packet.
 ///
-/// Anything else goes up as it is, after a header that asks for nothing.
-pub fn to_linux(packet: &[u8], offloads: &ReceivedOffloads) -> ToLinux {
+/// Anything else goes up as it is, after a header that asks for nothing. Only the packet's
+/// headers are read: `head` is its first bytes, `len` its length.
+pub fn to_linux(head: &[u8], len: usize, offloads: &ReceivedOffloads) -> ToLinux {
     type ChecksumInfo = NDIS_TCP_IP_CHECKSUM_NET_BUFFER_LIST_INFO;
     let mut up = ToLinux {
         header: VirtioNetHdr::NONE,
         checksum_field: None,
     };
-    let Ok(layout) = parse(packet) else {
+    let Ok(layout) = parse_head(head, len) else {
         return up;
     };
     let Ok(transport) = layout.transport() else {
@@ -185,11 +186,11 @@ pub fn to_linux(packet: &[u8], offloads: &ReceivedOffloads) -> ToLinux {
         Transport::Tcp => ChecksumInfo::RX_TCP_CHECKSUM_SUCCEEDED,
         Transport::Udp => ChecksumInfo::RX_UDP_CHECKSUM_SUCCEEDED,
     };
-    let Ok(transport_header_len) = layout.transport_header_len(packet, transport) else {
+    let Ok(transport_header_len) = layout.transport_header_len(head, transport) else {
         return up;
     };
     if offloads.checksum & succeeded != 0 {
-        let sum = layout.pseudo_header_sum(packet);
+        let sum = layout.pseudo_header_sum(head);
         up.header.flags = VIRTIO_NET_HDR_F_NEEDS_CSUM;
         up.header.csum_start = layout.ip_header_len as u16;
         up.header.csum_offset = transport.checksum_offset() as u16;
@@ -209,4 +210,30 @@ pub fn to_linux(packet: &[u8], offloads: &ReceivedOffloads) -> ToLinux {
         up.header.gso_size = (layout.len - header_len).div_ceil(segments) as u16;
     }
     up
+}
+
+/// The slices that write a packet (`pieces`, its bytes in order) with the two bytes at
+/// `field`'s offset replaced by its bytes: what `writev` gathers, nothing copied.
+pub fn gather<'a>(pieces: &[&'a [u8]], field: Option<(usize, &'a [u8; 2])>) -> Vec<&'a [u8]> {
+    let mut slices = Vec::with_capacity(pieces.len() + 2);
+    let mut start = 0;
+    for piece in pieces {
+        let end = start + piece.len();
+        let mut from = start;
+        if let Some((at, bytes)) = field {
+            // The field begins in this piece, or began in an earlier one and runs into it.
+            if (start..end).contains(&at) {
+                slices.push(&piece[..at - start]);
+                slices.push(&bytes[..]);
+            }
+            if at < end && at + 2 > start {
+                from = (at + 2).max(start);
+            }
+        }
+        if from < end {
+            slices.push(&piece[from - start..]);
+        }
+        start = end;
+    }
+    slices
 }

@@ -824,7 +824,8 @@ fn receive_checksum_flags_only_for_checksums_in_force_and_activated() {
 }
 
 /// indicating-coalesced-segments: no coalesced unit "until the protocol driver enables RSC";
-/// each one with "IpChecksumSucceeded and TcpChecksumSucceeded" set.
+/// each one with "IpChecksumSucceeded and TcpChecksumSucceeded" set, and its checksums
+/// recomputed or flagged TcpChecksumValueInvalid and IpChecksumValueInvalid.
 #[oxtun_sim::test]
 fn a_coalesced_unit_only_with_rsc_in_force_and_its_checksums_marked_valid() {
     let rsc_v4 = |offload: &mut NDIS_OFFLOAD| offload.Rsc.IPv4Enabled = 1;
@@ -859,6 +860,34 @@ fn a_coalesced_unit_only_with_rsc_in_force_and_its_checksums_marked_valid() {
     assert!(
         violations[0].contains("without IpChecksumSucceeded"),
         "{violations:?}"
+    );
+    // Its checksums are right, or flagged as not recomputed: a wrong TCP checksum is refused
+    // unless TcpChecksumValueInvalid says so, a wrong IPv4 header checksum unless
+    // IpChecksumValueInvalid does.
+    let mut unsummed = unit.clone();
+    unsummed[36..38].fill(0);
+    let violations = indicate_with(&unsummed, valid, rsc_info);
+    assert_eq!(violations.len(), 1, "{violations:?}");
+    assert!(
+        violations[0].contains("TCP checksum is wrong, not flagged TcpChecksumValueInvalid"),
+        "{violations:?}"
+    );
+    let tcp_value_invalid = valid | ChecksumInfo::RX_TCP_CHECKSUM_VALUE_INVALID;
+    assert_eq!(
+        indicate_with(&unsummed, tcp_value_invalid, rsc_info),
+        Vec::<String>::new()
+    );
+    unsummed[10..12].fill(0);
+    let violations = indicate_with(&unsummed, tcp_value_invalid, rsc_info);
+    assert_eq!(violations.len(), 1, "{violations:?}");
+    assert!(
+        violations[0].contains("IPv4 header checksum is wrong"),
+        "{violations:?}"
+    );
+    let both_invalid = tcp_value_invalid | ChecksumInfo::RX_IP_CHECKSUM_VALUE_INVALID;
+    assert_eq!(
+        indicate_with(&unsummed, both_invalid, rsc_info),
+        Vec::<String>::new()
     );
     // Nor is a UDP packet a coalesced unit.
     let violations = indicate_with(&ipv4(17, 4000), valid, rsc_info);

@@ -8,7 +8,7 @@ use oxtun_abi::vnet::{
 };
 use oxtun_driver::sys::*;
 use oxtun_sim::upper_edge::{
-    FromLinux, TUN_F_CSUM, TUN_F_TSO4, TUN_F_TSO6, TUN_F_USO4, TUN_F_USO6, from_linux,
+    FromLinux, TUN_F_CSUM, TUN_F_TSO4, TUN_F_TSO6, TUN_F_USO4, TUN_F_USO6, from_linux, gather,
     gso_max_size, to_linux, tun_offload_flags,
 };
 use oxtun_sim::{OffloadRecord, ReceivedOffloads, SendOffload};
@@ -299,7 +299,8 @@ fn verified_packets_go_up_with_a_partial_checksum_and_coalesced_units_as_super_p
     let pseudo = oxtun_abi::offload::parse(&tcp4)
         .unwrap()
         .pseudo_header_sum(&tcp4);
-    let up = to_linux(&tcp4, &unit(3));
+    // From its headers alone (the first 40 bytes) and its length.
+    let up = to_linux(&tcp4[..40], tcp4.len(), &unit(3));
     assert_eq!(
         up.header,
         VirtioNetHdr {
@@ -319,7 +320,7 @@ fn verified_packets_go_up_with_a_partial_checksum_and_coalesced_units_as_super_p
     assert_eq!(partial, tcp4);
     let tcp6 = packet(true, 6, 4000);
     assert_eq!(
-        to_linux(&tcp6, &unit(4)).header.gso_type,
+        to_linux(&tcp6, tcp6.len(), &unit(4)).header.gso_type,
         VIRTIO_NET_HDR_GSO_TCPV6
     );
     // A verified UDP packet: partial, no super-packet (RSC is TCP's).
@@ -329,14 +330,35 @@ fn verified_packets_go_up_with_a_partial_checksum_and_coalesced_units_as_super_p
         rsc: 3,
         timestamp_delta: 0,
     };
-    let up = to_linux(&udp, &udp_valid);
+    let up = to_linux(&udp, udp.len(), &udp_valid);
     assert_eq!(
         (up.header.flags, up.header.gso_type, up.header.csum_offset),
         (VIRTIO_NET_HDR_F_NEEDS_CSUM, 0, 6)
     );
     // Unverified, or verified for the other transport: as it is.
     for offloads in [ReceivedOffloads::default(), unit(1)] {
-        let up = to_linux(&udp, &offloads);
+        let up = to_linux(&udp, udp.len(), &offloads);
         assert_eq!((up.header, up.checksum_field), (VirtioNetHdr::NONE, None));
+    }
+}
+
+/// What goes to Linux is the packet as indicated, in however many pieces (its NET_BUFFER's MDLs),
+/// with only the checksum field replaced, wherever the pieces split it.
+#[test]
+fn gathered_pieces_write_the_packet_with_its_checksum_field_replaced() {
+    let packet: Vec<u8> = (0..60u8).collect();
+    let field = [0xAA, 0xBB];
+    let mut expected = packet.clone();
+    expected[36..38].copy_from_slice(&field);
+    for first_cut in 0..=packet.len() {
+        for second_cut in first_cut..=packet.len() {
+            let pieces = [
+                &packet[..first_cut],
+                &packet[first_cut..second_cut],
+                &packet[second_cut..],
+            ];
+            assert_eq!(gather(&pieces, Some((36, &field))).concat(), expected);
+            assert_eq!(gather(&pieces, None).concat(), packet);
+        }
     }
 }

@@ -802,29 +802,27 @@ fn run(options: Options) -> io::Result<bool> {
             let (tun, counts) = (tun.try_clone()?, counts.clone());
             Arc::new(move |packets: &[oxtun_sim::Indicated<'_>]| {
                 for indicated in packets {
-                    let up = upper_edge::to_linux(indicated.data, &indicated.offloads);
+                    // Enough of the packet for any headers to_linux reads.
+                    let head = indicated.head(512);
+                    let up = upper_edge::to_linux(&head, indicated.len(), &indicated.offloads);
                     if up.header.gso_type != VIRTIO_NET_HDR_GSO_NONE {
                         counts.up_coalesced.fetch_add(1, Ordering::Relaxed);
                     }
                     let header = up.header.encode();
-                    let data = indicated.data;
-                    let part = |bytes: &[u8]| libc::iovec {
-                        iov_base: bytes.as_ptr() as *mut libc::c_void,
-                        iov_len: bytes.len(),
-                    };
                     // The checksum field replaced where it lies: gathered, not copied.
-                    let parts = match &up.checksum_field {
-                        Some((at, field)) => [
-                            part(&header),
-                            part(&data[..*at]),
-                            part(field),
-                            part(&data[at + 2..]),
-                        ],
-                        None => [part(&header), part(data), part(&[]), part(&[])],
-                    };
+                    let field = up.checksum_field.as_ref().map(|(at, bytes)| (*at, bytes));
+                    let parts: Vec<libc::iovec> = std::iter::once(&header[..])
+                        .chain(upper_edge::gather(indicated.pieces, field))
+                        .map(|bytes| libc::iovec {
+                            iov_base: bytes.as_ptr() as *mut libc::c_void,
+                            iov_len: bytes.len(),
+                        })
+                        .collect();
                     // SAFETY: writing the header and the packet from borrowed slices to our TUN
                     // descriptor; a full queue drops it, as a congested link would.
-                    let written = unsafe { libc::writev(tun.as_raw_fd(), parts.as_ptr(), 4) };
+                    let written = unsafe {
+                        libc::writev(tun.as_raw_fd(), parts.as_ptr(), parts.len() as i32)
+                    };
                     let count = if written < 0 {
                         &counts.up_dropped
                     } else {
@@ -836,10 +834,15 @@ fn run(options: Options) -> io::Result<bool> {
         }
         None => {
             // The indicated packets, where they lie in the receive ring, sent again before
-            // their NBLs are returned: no copy until the send path's into the send ring.
+            // their NBLs are returned: no copy until the send path's into the send ring (but
+            // for a packet the driver indicated as headers and payload apart, joined first).
             let (sender, counts) = (Mutex::new(adapter.sender()), counts.clone());
             Arc::new(move |packets: &[oxtun_sim::Indicated<'_>]| {
-                let packets: Vec<&[u8]> = packets.iter().map(|indicated| indicated.data).collect();
+                let packets: Vec<_> = packets
+                    .iter()
+                    .map(|indicated| indicated.contiguous())
+                    .collect();
+                let packets: Vec<&[u8]> = packets.iter().map(|packet| packet.as_ref()).collect();
                 let sent = sender.lock().unwrap().send(&packets, DISPATCH_LEVEL);
                 counts.up.fetch_add(packets.len() as u64, Ordering::Relaxed);
                 counts.count_down(sent, packets.len());

@@ -391,16 +391,18 @@ pub unsafe extern "efiapi" fn MmBuildMdlForNonPagedPool(mdl: PMDL) {
     }
 }
 
-/// The data an MDL chain describes from `offset`, `length` bytes, mapping MDLs as a consumer
-/// of the driver's NBLs would (MmGetSystemAddressForMdlSafe); and the address of its first
-/// byte.
-pub(crate) fn read_mdl_chain(
+/// The data an MDL chain describes from `offset`, `length` bytes, one slice per MDL, mapping MDLs
+/// as a consumer of the driver's NBLs would (MmGetSystemAddressForMdlSafe).
+///
+/// # Safety
+/// The chain's MDLs live, and their memory stays mapped and unchanged by the simulator, for `'a`
+/// (an indicated NBL's, until it is returned).
+pub(crate) unsafe fn mdl_chain_pieces<'a>(
     mut mdl: PMDL,
     mut offset: usize,
     mut length: usize,
-) -> (Vec<u8>, usize) {
-    let mut data = Vec::with_capacity(length);
-    let mut first = 0;
+) -> Vec<&'a [u8]> {
+    let mut pieces = Vec::new();
     while length > 0 {
         if mdl.is_null() {
             // A NET_BUFFER's MDL chain maps its data (NET_BUFFER: MdlChain, the list of MDLs that
@@ -417,16 +419,22 @@ pub(crate) fn read_mdl_chain(
         // SAFETY: a live MDL.
         let count = unsafe { (*mdl).ByteCount as usize };
         let take = count.saturating_sub(offset).min(length);
-        // SAFETY: the mapped buffer holds `count` bytes.
-        let bytes = unsafe { std::slice::from_raw_parts(base.cast::<u8>().add(offset), take) };
-        if data.is_empty() {
-            first = bytes.as_ptr() as usize;
+        if take > 0 {
+            // SAFETY: the mapped buffer holds `count` bytes, alive for 'a (the caller's word).
+            pieces.push(unsafe { std::slice::from_raw_parts(base.cast::<u8>().add(offset), take) });
         }
-        data.extend_from_slice(bytes);
         length -= take;
-        offset = 0;
+        offset = offset.saturating_sub(count);
         // SAFETY: a live MDL.
         mdl = unsafe { (*mdl).Next };
     }
-    (data, first)
+    pieces
+}
+
+/// [`mdl_chain_pieces`], copied into one buffer; and the address of its first byte.
+pub(crate) fn read_mdl_chain(mdl: PMDL, offset: usize, length: usize) -> (Vec<u8>, usize) {
+    // SAFETY: the pieces are copied at once, while the caller's MDLs live.
+    let pieces = unsafe { mdl_chain_pieces(mdl, offset, length) };
+    let first = pieces.first().map_or(0, |piece| piece.as_ptr() as usize);
+    (pieces.concat(), first)
 }

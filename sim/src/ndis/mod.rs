@@ -10,6 +10,7 @@
 // Microsoft documents, and checking them is this module's job.
 #![allow(clippy::missing_safety_doc)]
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet};
 use std::mem::{offset_of, size_of};
 use std::ptr::null_mut;
@@ -343,10 +344,46 @@ pub struct Received {
 /// until the NBL that carries it is returned.
 #[derive(Clone, Copy, Debug)]
 pub struct Indicated<'a> {
-    pub data: &'a [u8],
+    /// Its bytes where they lie, one slice per MDL of its NET_BUFFER (one, unless the driver
+    /// split the packet, its headers in one MDL and its payload in the next).
+    pub pieces: &'a [&'a [u8]],
     /// What its NBL says of its checksums (valid, failed) and whether it is a coalesced unit
     /// (NDIS_RSC_NBL_INFO): what an upper edge that passes packets on needs to say the same.
     pub offloads: ReceivedOffloads,
+}
+
+impl<'a> Indicated<'a> {
+    pub fn len(&self) -> usize {
+        self.pieces.iter().map(|piece| piece.len()).sum()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The first `len` bytes (all, if the packet is shorter) in one slice: borrowed where the
+    /// first piece holds them, else copied.
+    pub fn head(&self, len: usize) -> Cow<'a, [u8]> {
+        match self.pieces.first() {
+            Some(first) if first.len() >= len || self.pieces.len() == 1 => {
+                Cow::Borrowed(&first[..len.min(first.len())])
+            }
+            _ => {
+                let mut head = self.pieces.concat();
+                head.truncate(len);
+                Cow::Owned(head)
+            }
+        }
+    }
+
+    /// The whole packet in one slice: borrowed if it lies in one piece, else copied.
+    pub fn contiguous(&self) -> Cow<'a, [u8]> {
+        match self.pieces {
+            [] => Cow::Borrowed(&[]),
+            [only] => Cow::Borrowed(only),
+            pieces => Cow::Owned(pieces.concat()),
+        }
+    }
 }
 
 /// The receive side of an adapter, as NDIS sees it.
@@ -1943,8 +1980,15 @@ fn check_indicated(handle: NDIS_HANDLE, nbl: *mut NET_BUFFER_LIST) {
         violation("an indicated NBL's NET_BUFFER has no MDL");
         return;
     }
-    let data = indicated_data(std::ptr::from_ref(nbl).cast_mut());
-    check_nbl_flags(nbl.NblFlags, &data);
+    let pieces = indicated_pieces(std::ptr::from_ref(nbl).cast_mut());
+    let packet = Indicated {
+        pieces: &pieces,
+        offloads: ReceivedOffloads::of(&nbl.NetBufferListInfo),
+    };
+    // Enough for any IP and transport header the checks look at; the rest only where a check
+    // needs every byte.
+    let head = packet.head(512);
+    check_nbl_flags(nbl.NblFlags, &head);
     let block = adapter_block(handle);
     let record = block.offloads.lock().unwrap().clone();
     let mtu = block
@@ -1954,12 +1998,10 @@ fn check_indicated(handle: NDIS_HANDLE, nbl: *mut NET_BUFFER_LIST) {
         .general
         .as_ref()
         .map_or(u32::MAX, |general| general.mtu);
-    let findings = offload::check_received(
-        &record,
-        mtu,
-        ReceivedOffloads::of(&nbl.NetBufferListInfo),
-        &data,
-    );
+    let findings =
+        offload::check_received(&record, mtu, packet.offloads, &head, packet.len(), || {
+            packet.contiguous()
+        });
     for problem in findings.violations {
         violation(problem);
     }
@@ -2027,31 +2069,18 @@ fn check_nbl_flags(flags: ULONG, packet: &[u8]) {
     }
 }
 
-/// The packet an indicated NBL carries, where it lies when its one MDL holds it (as the
-/// driver's NBLs describe the ring), else copied out of the chain. Borrowed until the NBL is
-/// returned.
-fn indicated_data<'a>(nbl: *mut NET_BUFFER_LIST) -> std::borrow::Cow<'a, [u8]> {
-    // SAFETY: an NBL the driver allocated and indicated, live until returned; its one
-    // NET_BUFFER (check_indicated looked) and MDL chain.
+/// An indicated NBL's data where it lies, one slice per MDL of its NET_BUFFER, read as a consumer
+/// would.
+fn indicated_pieces<'a>(nbl: *mut NET_BUFFER_LIST) -> Vec<&'a [u8]> {
+    // SAFETY: an NBL the driver allocated and indicated, live until returned; its one NET_BUFFER
+    // (check_indicated looked) and MDL chain, which the driver leaves alone until then.
     unsafe {
         let nb = (*nbl).FirstNetBuffer;
-        let (mdl, offset, length) = (
+        crate::mm::mdl::mdl_chain_pieces(
             (*nb).CurrentMdl,
             (*nb).CurrentMdlOffset as usize,
             (*nb).DataLength as usize,
-        );
-        if !mdl.is_null() && offset + length <= (*mdl).ByteCount as usize {
-            let base = crate::bookkeeping::faults::as_system(|| {
-                MmGetSystemAddressForMdlSafe(mdl, NormalPagePriority)
-            });
-            if !base.is_null() {
-                return std::borrow::Cow::Borrowed(std::slice::from_raw_parts(
-                    base.cast::<u8>().add(offset),
-                    length,
-                ));
-            }
-        }
-        std::borrow::Cow::Owned(crate::mm::mdl::read_mdl_chain(mdl, offset, length).0)
+        )
     }
 }
 
@@ -2169,7 +2198,7 @@ pub unsafe extern "efiapi" fn NdisMIndicateReceiveNetBufferLists(
                 // SAFETY: an NBL the driver indicates, live until returned.
                 let info = unsafe { &(*(nbl as *mut NET_BUFFER_LIST)).NetBufferListInfo };
                 sunk.push((
-                    indicated_data(nbl as *mut NET_BUFFER_LIST),
+                    indicated_pieces(nbl as *mut NET_BUFFER_LIST),
                     ReceivedOffloads::of(info),
                 ));
             } else if receive.recording {
@@ -2201,8 +2230,8 @@ pub unsafe extern "efiapi" fn NdisMIndicateReceiveNetBufferLists(
     if let Some(sink) = sink {
         let packets: Vec<Indicated<'_>> = sunk
             .iter()
-            .map(|(data, offloads)| Indicated {
-                data,
+            .map(|(pieces, offloads)| Indicated {
+                pieces,
                 offloads: *offloads,
             })
             .collect();

@@ -8,6 +8,8 @@
 //! initialization and the status indication (NDIS_STATUS_TASK_OFFLOAD_CURRENT_CONFIG: "Miniport
 //! drivers must report the current capabilities ... when current capabilities change").
 
+use std::borrow::Cow;
+
 use oxtun_driver::sys::*;
 
 /// One direction of checksum offload for one IP version: which checksums.
@@ -245,7 +247,7 @@ impl OffloadRecord {
 /// offload information, which the simulator writes into the NBL as tcpip does.
 pub use oxtun_abi::offload::SendOffload;
 
-use oxtun_abi::offload::{IpVersion, Transport, parse};
+use oxtun_abi::offload::{IpVersion, Transport, add, ones_complement_sum, parse};
 
 /// When the simulated stack built an offloaded send.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -562,18 +564,21 @@ impl ReceivedOffloads {
 }
 
 /// The checks on what an indicated packet says of its offloads, given the adapter's record and
-/// MtuSize.
-pub fn check_received(
+/// MtuSize: `head` is the packet's first bytes (its headers), `len` its length, and `whole` gives
+/// all of it for the one check that reads every byte.
+pub fn check_received<'a>(
     record: &OffloadRecord,
     mtu: u32,
     offloads: ReceivedOffloads,
-    packet: &[u8],
+    head: &[u8],
+    len: usize,
+    whole: impl FnOnce() -> Cow<'a, [u8]>,
 ) -> Findings {
     type Checksum = NDIS_TCP_IP_CHECKSUM_NET_BUFFER_LIST_INFO;
     let mut violations = Vec::new();
     let mut house_rules = Vec::new();
-    let ipv6 = packet.first().is_some_and(|byte| byte >> 4 == 6);
-    let protocol = if ipv6 { packet.get(6) } else { packet.get(9) }.copied();
+    let ipv6 = head.first().is_some_and(|byte| byte >> 4 == 6);
+    let protocol = if ipv6 { head.get(6) } else { head.get(9) }.copied();
     let current = record.current();
     let (rx, rsc_on) = if ipv6 {
         (current.rx_v6, current.rsc_v6)
@@ -596,10 +601,10 @@ pub fn check_received(
         }
         // An SCU must "Look like a normal TCP segment" and "Be no larger than the maximum legal
         // IP datagram length" (indicating-coalesced-segments).
-        if protocol != Some(6) || packet.len() > if ipv6 { 65535 + 40 } else { 65535 } {
+        if protocol != Some(6) || len > if ipv6 { 65535 + 40 } else { 65535 } {
             violations.push(format!(
-                "an RSC unit of {} bytes that is not a TCP segment of a legal IP datagram's length",
-                packet.len()
+                "an RSC unit of {len} bytes that is not a TCP segment of a legal IP datagram's \
+                 length"
             ));
         }
         // "The NIC and miniport driver must always set the IpChecksumSucceeded and
@@ -617,6 +622,7 @@ pub fn check_received(
                  IpChecksumSucceeded and TcpChecksumSucceeded"
             ));
         }
+        violations.extend(unflagged_wrong_checksums(flags, ipv6, whole));
     } else {
         if offloads.timestamp_delta != 0 {
             // RscTcpTimestampDelta describes the segments of a coalesced unit
@@ -689,11 +695,10 @@ pub fn check_received(
                 ));
             }
         }
-        if packet.len() > mtu as usize {
+        if len > mtu as usize {
             house_rules.push(format!(
-                "a packet of {} bytes, over the adapter's MtuSize {mtu}, indicated without \
-                     NDIS_RSC_NBL_INFO: only a coalesced unit is larger than the medium's MTU",
-                packet.len()
+                "a packet of {len} bytes, over the adapter's MtuSize {mtu}, indicated without \
+                     NDIS_RSC_NBL_INFO: only a coalesced unit is larger than the medium's MTU"
             ));
         }
     }
@@ -701,6 +706,55 @@ pub fn check_received(
         violations,
         house_rules,
     }
+}
+
+/// A coalesced unit's checksums that are wrong but not flagged so. "The NIC or miniport driver
+/// should recompute the TCP and IPv4 checksums ... If the NIC or miniport driver validates the TCP
+/// and IPv4 checksums but does not recompute them for the coalesced segment, it must set the
+/// TcpChecksumValueInvalid and IpChecksumValueInvalid flags" (indicating-coalesced-segments): a
+/// checksum is either right or flagged as not recomputed. (The stack may forward the unit, and
+/// then relies on what is not flagged.)
+fn unflagged_wrong_checksums<'a>(
+    flags: usize,
+    ipv6: bool,
+    whole: impl FnOnce() -> Cow<'a, [u8]>,
+) -> Vec<String> {
+    type Checksum = NDIS_TCP_IP_CHECKSUM_NET_BUFFER_LIST_INFO;
+    let mut wrong = Vec::new();
+    let all_flagged = Checksum::RX_TCP_CHECKSUM_VALUE_INVALID
+        | if ipv6 {
+            0
+        } else {
+            Checksum::RX_IP_CHECKSUM_VALUE_INVALID
+        };
+    if flags & all_flagged == all_flagged {
+        return wrong;
+    }
+    let packet = whole();
+    let packet = packet.as_ref();
+    let Ok(layout) = parse(packet) else {
+        return wrong;
+    };
+    if !ipv6
+        && flags & Checksum::RX_IP_CHECKSUM_VALUE_INVALID == 0
+        && ones_complement_sum(&packet[..layout.ip_header_len]) != 0xFFFF
+    {
+        wrong.push(
+            "an RSC unit's IPv4 header checksum is wrong, not flagged IpChecksumValueInvalid"
+                .to_string(),
+        );
+    }
+    if flags & Checksum::RX_TCP_CHECKSUM_VALUE_INVALID == 0
+        && add(
+            layout.pseudo_header_sum(packet),
+            ones_complement_sum(&packet[layout.ip_header_len..]),
+        ) != 0xFFFF
+    {
+        wrong.push(
+            "an RSC unit's TCP checksum is wrong, not flagged TcpChecksumValueInvalid".to_string(),
+        );
+    }
+    wrong
 }
 
 /// What [`check_received`] found: contract violations, and breaches of house rules.
