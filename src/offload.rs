@@ -637,14 +637,21 @@ pub fn receive_checksum_info(
 
 /// The checksum information of a coalesced unit the driver indicates: "The NIC and miniport
 /// driver must always set the IpChecksumSucceeded and TcpChecksumSucceeded flags"
-/// (indicating-coalesced-segments), after it has recomputed both ("should recompute the TCP and
-/// IPv4 checksums"); IPv6 has no header checksum.
-pub fn coalesced_checksum_info(ipv6: bool) -> usize {
+/// (indicating-coalesced-segments). It "should recompute the TCP and IPv4 checksums"; if
+/// `tcp_recomputed` is false it did not recompute TCP's, and "must set the TcpChecksumValueInvalid
+/// and IpChecksumValueInvalid flags" (the same page), the IPv4 one only where the IPv4 header's
+/// is not recomputed either, which the driver always does. IPv6 has no header checksum.
+pub fn coalesced_checksum_info(ipv6: bool, tcp_recomputed: bool) -> usize {
     type Info = NDIS_TCP_IP_CHECKSUM_NET_BUFFER_LIST_INFO;
-    Info::RX_TCP_CHECKSUM_SUCCEEDED
-        | if ipv6 {
-            0
-        } else {
-            Info::RX_IP_CHECKSUM_SUCCEEDED
-        }
+    let ip = if ipv6 {
+        0
+    } else {
+        Info::RX_IP_CHECKSUM_SUCCEEDED
+    };
+    let tcp_value = if tcp_recomputed {
+        0
+    } else {
+        Info::RX_TCP_CHECKSUM_VALUE_INVALID
+    };
+    Info::RX_TCP_CHECKSUM_SUCCEEDED | ip | tcp_value
 }

@@ -10,11 +10,12 @@ use core::hint::spin_loop;
 use core::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 
 use oxtun_abi::offload::{
-    Checksum, Checksums, Receive, Segments, complete_partial_checksum, fill_checksums, parse,
-    receive_as, validate,
+    Checksum, Checksums, Offload, Receive, Segments, complete_partial_checksum, fill_checksums,
+    fill_ipv4_header_checksum, parse, receive_as, receive_as_head, validate, validate_head,
 };
 use oxtun_abi::vnet::{
-    VIRTIO_NET_HDR_F_DATA_VALID, VIRTIO_NET_HDR_GSO_NONE, VNET_HDR_LEN, VirtioNetHdr,
+    VIRTIO_NET_HDR_F_DATA_VALID, VIRTIO_NET_HDR_GSO_NONE, VIRTIO_NET_HDR_GSO_TCPV4,
+    VIRTIO_NET_HDR_GSO_TCPV6, VNET_HDR_LEN, VirtioNetHdr,
 };
 use oxtun_abi::{
     CompletionOrder, PACKET_HEADER_SIZE, Packet, RING_HEADER_SIZE, RingError, RingReader,
@@ -360,7 +361,11 @@ impl Receiver {
                 let header = VirtioNetHdr::decode(&bytes);
                 let verified = header.flags == VIRTIO_NET_HDR_F_DATA_VALID;
                 if header.gso_type != VIRTIO_NET_HDR_GSO_NONE || !(header.flags == 0 || verified) {
-                    self.receive_copy(ring, &packet, ticket, offloads, batch, counts);
+                    let in_place = self
+                        .coalesce_in_place(ring, &packet, ticket, &header, offloads, batch, counts);
+                    if let Err(ticket) = in_place {
+                        self.receive_copy(ring, &packet, ticket, offloads, batch, counts);
+                    }
                     continue;
                 }
                 let ip_head = &head[VNET_HDR_LEN..copied];
@@ -408,6 +413,91 @@ impl Receiver {
             batch.push(nbl);
         }
         RingState::Readable
+    }
+
+    /// A TCP super-packet that goes up as one RSC unit, its headers copied and its payload in
+    /// place: `Ok` if it went into `batch`, or `ticket` back if it needs
+    /// [`Receiver::receive_copy`] (it is not one, or is refused, which that counts).
+    ///
+    /// Everything is decided on the copy of the headers, which is also what the stack reads: the
+    /// client can change only the payload, as it can that of any packet indicated in place.
+    /// The TCP checksum is not computed, which would read every byte: "If the NIC or miniport
+    /// driver validates the TCP and IPv4 checksums but does not recompute them for the coalesced
+    /// segment, it must set the TcpChecksumValueInvalid and IpChecksumValueInvalid flags"
+    /// (indicating-coalesced-segments). The client vouched for the segments (a partial checksum,
+    /// like DATA_VALID, is what Linux's stack takes as checked: `skb_csum_unnecessary`). The
+    /// IPv4 header's checksum, in the driver's copy, is recomputed.
+    #[allow(clippy::too_many_arguments)]
+    fn coalesce_in_place(
+        &self,
+        ring: &mut ReceiveRing,
+        packet: &Packet,
+        ticket: Ticket,
+        header: &VirtioNetHdr,
+        offloads: ReceiveOffloads,
+        batch: &mut NblList,
+        counts: &mut Counts,
+    ) -> Result<(), Ticket> {
+        let ipv6 = match header.gso_type {
+            VIRTIO_NET_HDR_GSO_TCPV4 => false,
+            VIRTIO_NET_HDR_GSO_TCPV6 => true,
+            _ => return Err(ticket),
+        };
+        let rsc = if ipv6 {
+            ReceiveOffloads::RSC_V6
+        } else {
+            ReceiveOffloads::RSC_V4
+        };
+        if !offloads.has(rsc) {
+            return Err(ticket);
+        }
+        let mut head = [0u8; VNET_HDR_LEN + SPLIT_HEADERS_CAPACITY];
+        let copied = ring.reader.copy_packet(packet, &mut head);
+        let ip_len = (packet.size() as usize).saturating_sub(VNET_HDR_LEN);
+        let ip_head = &mut head[VNET_HDR_LEN..copied.max(VNET_HDR_LEN)];
+        let Ok(Offload { gso: Some(gso), .. }) = validate_head(header, ip_head, ip_len) else {
+            return Err(ticket);
+        };
+        if gso.segment_count() > MAX_RECEIVE_SEGMENTS {
+            return Err(ticket);
+        }
+        let Ok(Receive::Coalesced(unit)) = receive_as_head(ip_head, ip_len, &gso) else {
+            return Err(ticket);
+        };
+        let headers = &mut ip_head[..gso.header_len()];
+        if !ipv6 && fill_ipv4_header_checksum(&mut headers[..gso.layout().ip_header_len]).is_err() {
+            return Err(ticket);
+        }
+        let Some(mut nbl) = self.take_cached_nbl() else {
+            counts.discards += 1;
+            ring.finish(ticket);
+            return Ok(());
+        };
+        let info = ReceiveInfo {
+            checksum: coalesced_checksum_info(ipv6, false),
+            coalesced: NDIS_RSC_NBL_INFO::new(unit.coalesced_segments, unit.duplicate_acks).0,
+        };
+        let payload_offset = (RING_HEADER_SIZE + packet.offset() + PACKET_HEADER_SIZE) as usize
+            + VNET_HDR_LEN
+            + gso.header_len();
+        // SAFETY: the ring's pages stay locked until every NBL describing them is back (stop
+        // waits for that before it lets the ring go); the payload lies inside the ring packet;
+        // the adapter's own handle.
+        unsafe {
+            nbl.describe_split(
+                self.miniport,
+                headers,
+                ring.pages,
+                payload_offset,
+                gso.payload_len() as u32,
+                ipv6,
+                info,
+                ticket.into_raw(),
+            )
+        };
+        counts.octets += ip_len as u64;
+        batch.push(nbl);
+        Ok(())
     }
 
     /// A ring packet whose header asks for work: copied into memory of the driver's (the ring
@@ -500,7 +590,7 @@ impl Receiver {
                         return None;
                     }
                     Some(ReceiveInfo {
-                        checksum: coalesced_checksum_info(ipv6),
+                        checksum: coalesced_checksum_info(ipv6, true),
                         coalesced: NDIS_RSC_NBL_INFO::new(
                             rsc.coalesced_segments,
                             rsc.duplicate_acks,

@@ -697,9 +697,10 @@ fn partial_checksums_are_completed_and_super_packets_cut_without_rsc() {
 }
 
 /// With RSC in force, a TCP super-packet a NIC could have coalesced goes up whole as one
-/// coalesced unit (NDIS_RSC_NBL_INFO: its segments), its checksums recomputed and marked
-/// (indicating-coalesced-segments); one a NIC could not have made (here, with CWR: GSO_ECN) is
-/// cut into segments all the same.
+/// coalesced unit (NDIS_RSC_NBL_INFO: its segments), its headers the driver's copy and its payload
+/// in place: the TCP checksum left as the client wrote it and flagged TcpChecksumValueInvalid,
+/// the IPv4 header's recomputed (indicating-coalesced-segments). One a NIC could not have made
+/// (here, with CWR: GSO_ECN) is cut into segments all the same.
 #[oxtun_sim::test]
 fn with_rsc_in_force_a_coalescible_super_packet_goes_up_as_one_unit() {
     let setup = setup_keywords(&[("*RscIPv4", "1"), ("*RscIPv6", "1")]);
@@ -714,36 +715,52 @@ fn with_rsc_in_force_a_coalescible_super_packet_goes_up_as_one_unit() {
         csum_start: 40,
         csum_offset: 16,
     };
+    let tcp4 = partial(packet(false, 6, 3000));
+    let mut tcp4_unsummed = tcp4.clone();
+    tcp4_unsummed[10..12].fill(0);
+    let gso4 = VirtioNetHdr {
+        gso_type: VIRTIO_NET_HDR_GSO_TCPV4,
+        csum_start: 20,
+        hdr_len: 40,
+        ..gso
+    };
     let mut with_cwr = packet(false, 6, 2000);
     with_cwr[33] |= 0x80;
     let ecn = VirtioNetHdr {
         gso_type: VIRTIO_NET_HDR_GSO_TCPV4 | VIRTIO_NET_HDR_GSO_ECN,
-        csum_start: 20,
-        hdr_len: 40,
-        ..gso
+        ..gso4
     };
     assert!(client_write(
         &mut rings.receive_writer(),
         &rings.receive_event,
         &[
             with_header(gso, &partial(tcp6.clone())),
+            with_header(gso4, &tcp4_unsummed),
             with_header(ecn, &partial(with_cwr.clone())),
         ]
     ));
     let received = setup
         .adapter
-        .wait_received(3, std::time::Duration::from_secs(20));
-    assert_eq!(received[0].data, tcp6);
+        .wait_received(4, std::time::Duration::from_secs(20));
+    assert_eq!(received[0].data, partial(tcp6));
     assert_eq!(received[0].offloads.coalesced_segments(), 5);
     assert_eq!(
         received[0].offloads.checksum,
-        ChecksumInfo::RX_TCP_CHECKSUM_SUCCEEDED
+        ChecksumInfo::RX_TCP_CHECKSUM_SUCCEEDED | ChecksumInfo::RX_TCP_CHECKSUM_VALUE_INVALID
     );
-    assert_eq!(received.len(), 3);
+    assert_eq!(received[1].data, tcp4);
+    assert_eq!(received[1].offloads.coalesced_segments(), 3);
+    assert_eq!(
+        received[1].offloads.checksum,
+        ChecksumInfo::RX_IP_CHECKSUM_SUCCEEDED
+            | ChecksumInfo::RX_TCP_CHECKSUM_SUCCEEDED
+            | ChecksumInfo::RX_TCP_CHECKSUM_VALUE_INVALID
+    );
+    assert_eq!(received.len(), 4);
     assert!(
-        received[1..]
+        received[2..]
             .iter()
-            .all(|segment| segment.offloads.rsc == 0)
+            .all(|segment| segment.offloads.rsc == 0 && checksums_right(&segment.data))
     );
     wait_released(&rings);
     handle.close();

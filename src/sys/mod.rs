@@ -61,7 +61,10 @@ pub use ndis::*;
 pub use nt::*;
 pub use offload::*;
 pub use pool::{POOL_TAG, PagedBuffer, PoolBox, PoolBuffer};
-pub use receive::{NblList, NblPool, PacketNbl, PacketOwner, ReceiveInfo, SharedBuffer};
+pub use receive::{
+    NblList, NblPool, PacketNbl, PacketOwner, RECEIVE_NBL_POOL_BYTES, ReceiveInfo,
+    SPLIT_HEADERS_CAPACITY, SharedBuffer,
+};
 pub use rundown::{Rundown, RundownGuard, RundownProtection, RundownSlot};
 pub use security::caller_is_system_or_administrator;
 pub use user::{EventReference, LockedPages, LockedUserBuffer};

@@ -57,21 +57,85 @@ impl NblPool {
         (!pool.is_null()).then(|| NblPool(pool))
     }
 
-    /// An NBL with one NET_BUFFER and an MDL big enough for any packet.
+    /// An NBL with one NET_BUFFER, an MDL big enough for any packet, and room for a packet's
+    /// headers of the driver's own ([`PacketNbl::describe_split`]).
     pub fn allocate_packet_nbl(&self) -> Option<PacketNbl> {
-        // SAFETY: an MDL for no memory yet: IoBuildPartialMdl fills it before any use.
-        let mdl = unsafe { IoAllocateMdl(null_mut(), PACKET_PAGES_SPAN, 0, 0, null_mut()) };
-        let mdl = NonNull::new(mdl)?;
-        // SAFETY: our pool; the MDL is ours and outlives the NBL (PacketNbl::free).
-        let nbl =
-            unsafe { NdisAllocateNetBufferAndNetBufferList(self.0, 0, 0, mdl.as_ptr(), 0, 0) };
+        let parts = NblParts::allocate()?;
+        // SAFETY: our pool; the MDLs are ours and outlive the NBL (PacketNbl::free).
+        let nbl = unsafe {
+            NdisAllocateNetBufferAndNetBufferList(self.0, 0, 0, (*parts.as_ptr()).data_mdl, 0, 0)
+        };
         match NonNull::new(nbl) {
-            Some(nbl) => Some(PacketNbl::new(nbl, mdl)),
+            Some(nbl) => Some(PacketNbl::new(nbl, parts)),
             None => {
-                // SAFETY: the MDL allocated above, unused.
-                unsafe { IoFreeMdl(mdl.as_ptr()) };
+                // SAFETY: the parts allocated above, unused.
+                unsafe { NblParts::free(parts) };
                 None
             }
+        }
+    }
+}
+
+/// Bytes of packet headers an NBL can hold in memory of the driver's: an RSC unit's (IPv4
+/// without options or IPv6 without extension headers, and TCP with its options: 100 at most).
+pub const SPLIT_HEADERS_CAPACITY: usize = 128;
+
+/// Bytes of non-paged pool each receive NBL holds besides the NBL and its two MDLs.
+pub const RECEIVE_NBL_POOL_BYTES: usize = size_of::<NblParts>();
+
+/// What the driver allocates with each receive NBL: the MDL its packet is described with, and
+/// `headers` with an MDL over them, for a packet whose headers are the driver's copy and whose
+/// payload lies in the ring.
+#[repr(C)]
+struct NblParts {
+    /// Partial: built over the ring or a shared buffer for each indication.
+    data_mdl: PMDL,
+    /// Over all of `headers`, built once for non-paged pool.
+    headers_mdl: PMDL,
+    headers: [u8; SPLIT_HEADERS_CAPACITY],
+}
+
+impl NblParts {
+    fn allocate() -> Option<NonNull<NblParts>> {
+        // SAFETY: a plain allocation, checked for null below.
+        let raw = unsafe { ExAllocatePool2(POOL_FLAG_NON_PAGED, size_of::<NblParts>(), POOL_TAG) };
+        let parts = NonNull::new(raw.cast::<NblParts>())?;
+        // SAFETY: MDLs for no memory yet (IoBuildPartialMdl fills it before any use), and for the
+        // headers, which live as long as it (freed together).
+        let (data_mdl, headers_mdl) = unsafe {
+            let headers = (&raw mut (*parts.as_ptr()).headers).cast::<core::ffi::c_void>();
+            (
+                IoAllocateMdl(null_mut(), PACKET_PAGES_SPAN, 0, 0, null_mut()),
+                IoAllocateMdl(headers, SPLIT_HEADERS_CAPACITY as u32, 0, 0, null_mut()),
+            )
+        };
+        // SAFETY: the fresh allocation, ours alone (ExAllocatePool2 zeroed it: the MDL pointers
+        // are null until set here, which is what free() looks at).
+        unsafe {
+            (*parts.as_ptr()).data_mdl = data_mdl;
+            (*parts.as_ptr()).headers_mdl = headers_mdl;
+        }
+        if data_mdl.is_null() || headers_mdl.is_null() {
+            // SAFETY: the parts above, unused.
+            unsafe { NblParts::free(parts) };
+            return None;
+        }
+        // SAFETY: an MDL over non-paged pool.
+        unsafe { MmBuildMdlForNonPagedPool(headers_mdl) };
+        Some(parts)
+    }
+
+    /// # Safety
+    /// `parts` came from [`NblParts::allocate`], and no NBL uses its MDLs any more.
+    unsafe fn free(parts: NonNull<NblParts>) {
+        // SAFETY: as the caller says; a null MDL was never allocated.
+        unsafe {
+            for mdl in [(*parts.as_ptr()).data_mdl, (*parts.as_ptr()).headers_mdl] {
+                if !mdl.is_null() {
+                    IoFreeMdl(mdl);
+                }
+            }
+            ExFreePoolWithTag(parts.as_ptr().cast(), POOL_TAG);
         }
     }
 }
@@ -251,8 +315,8 @@ impl Drop for SharedBuffer {
 /// An NBL of the receive path: owned by the driver, or lent to NDIS between indication and
 /// return. `MiniportReserved` is the driver's: [0] holds what the NBL's packet lies in (the
 /// ticket of a packet in the receive ring, shifted left by one, or a reference to a
-/// [`SharedBuffer`], whose address is 16-byte aligned, with its low bit set), [1] the MDL
-/// allocated with the NBL (whatever the stack left in the NET_BUFFER's MDL fields).
+/// [`SharedBuffer`], whose address is 16-byte aligned, with its low bit set), [1] the
+/// [`NblParts`] allocated with the NBL (whatever the stack left in the NET_BUFFER's MDL fields).
 pub struct PacketNbl {
     nbl: NonNull<NET_BUFFER_LIST>,
 }
@@ -261,7 +325,7 @@ pub struct PacketNbl {
 unsafe impl Send for PacketNbl {}
 
 const OWNER_SLOT: usize = 0;
-const MDL_SLOT: usize = 1;
+const PARTS_SLOT: usize = 1;
 /// The low bit of the owner slot: a shared buffer, not a ticket.
 const SHARED_BUFFER_TAG: usize = 1;
 /// The owner slot of an NBL that describes nothing (no ticket shifted left is all ones).
@@ -287,11 +351,11 @@ pub struct ReceiveInfo {
 }
 
 impl PacketNbl {
-    /// A fresh NBL with one NET_BUFFER, and `mdl`, which is the NBL's from now on.
-    fn new(nbl: NonNull<NET_BUFFER_LIST>, mdl: NonNull<MDL>) -> Self {
+    /// A fresh NBL with one NET_BUFFER, and `parts`, which are the NBL's from now on.
+    fn new(nbl: NonNull<NET_BUFFER_LIST>, parts: NonNull<NblParts>) -> Self {
         // SAFETY: a fresh NBL of ours; MiniportReserved is the miniport's to use.
         unsafe {
-            (*nbl.as_ptr()).MiniportReserved.0[MDL_SLOT] = mdl.as_ptr().cast();
+            (*nbl.as_ptr()).MiniportReserved.0[PARTS_SLOT] = parts.as_ptr().cast();
             (*nbl.as_ptr()).MiniportReserved.0[OWNER_SLOT] = NO_OWNER as PVOID;
         }
         PacketNbl { nbl }
@@ -302,9 +366,14 @@ impl PacketNbl {
         unsafe { (*self.nbl.as_ptr()).FirstNetBuffer }
     }
 
+    fn parts(&self) -> *mut NblParts {
+        // SAFETY: a live NBL of ours; the slot holds the parts `new` put there.
+        unsafe { (*self.nbl.as_ptr()).MiniportReserved.0[PARTS_SLOT].cast() }
+    }
+
     fn mdl(&self) -> PMDL {
-        // SAFETY: a live NBL of ours; the slot holds the MDL `new` put there.
-        unsafe { (*self.nbl.as_ptr()).MiniportReserved.0[MDL_SLOT].cast() }
+        // SAFETY: the NBL's live parts.
+        unsafe { (*self.parts()).data_mdl }
     }
 
     /// Points the NBL at the `len`-byte IP packet at `offset` in `pages`, from `miniport`, marked
@@ -390,23 +459,95 @@ impl PacketNbl {
         info: ReceiveInfo,
         owner: usize,
     ) {
-        let (flag, ether_type) = if ipv6 {
-            (NDIS_NBL_FLAGS_IS_IPV6, NDIS_ETH_TYPE_IPV6)
-        } else {
-            (NDIS_NBL_FLAGS_IS_IPV4, NDIS_ETH_TYPE_IPV4)
-        };
         let mdl = self.mdl();
         // SAFETY: the caller vouches for the memory; the MDL and NBL are ours, and nothing else
         // looks at them until they are indicated. (Whoever mapped the MDL before unmapped it in
         // forget_pages when the NBL came back.)
         unsafe {
             IoBuildPartialMdl(source, mdl, address as PVOID, len);
+            (*mdl).Next = null_mut();
+            self.describe_chain(miniport, mdl, 0, len, ipv6, info, owner);
+        }
+    }
+
+    /// Points the NBL at an IP packet whose `headers` are copied into the NBL's own memory and
+    /// whose payload is the `payload_len` bytes at `payload_offset` in `pages`: a NET_BUFFER of
+    /// two MDLs, the headers alone in the first (as header-data split lays a packet out);
+    /// otherwise as [`PacketNbl::describe`].
+    ///
+    /// # Safety
+    /// As for [`PacketNbl::describe`], with `payload_offset + payload_len` bytes in `pages`.
+    #[allow(clippy::too_many_arguments)]
+    pub unsafe fn describe_split(
+        &mut self,
+        miniport: NDIS_HANDLE,
+        headers: &[u8],
+        pages: LockedPages,
+        payload_offset: usize,
+        payload_len: u32,
+        ipv6: bool,
+        info: ReceiveInfo,
+        ticket: u32,
+    ) {
+        assert!(headers.len() <= SPLIT_HEADERS_CAPACITY, "headers that fit");
+        let parts = self.parts();
+        // The headers end where the payload's MDL begins: they are copied to the end of the
+        // NBL's room for them, and the NET_BUFFER's data starts that far into its first MDL.
+        let unused = SPLIT_HEADERS_CAPACITY - headers.len();
+        // SAFETY: the NBL's parts, which nothing else looks at until the NBL is indicated; the
+        // caller vouches for the pages and the handle.
+        unsafe {
+            (&mut (*parts).headers)[unused..].copy_from_slice(headers);
+            let (headers_mdl, data_mdl) = ((*parts).headers_mdl, (*parts).data_mdl);
+            IoBuildPartialMdl(
+                pages.mdl.as_ptr(),
+                data_mdl,
+                (pages.user_address + payload_offset) as PVOID,
+                payload_len,
+            );
+            (*data_mdl).Next = null_mut();
+            (*headers_mdl).Next = data_mdl;
+            self.describe_chain(
+                miniport,
+                headers_mdl,
+                unused as u32,
+                headers.len() as u32 + payload_len,
+                ipv6,
+                info,
+                (ticket as usize) << 1,
+            );
+        }
+    }
+
+    /// Points the NBL's NET_BUFFER at the `len` bytes `offset` into the MDL chain `first`, and
+    /// starts everything else the stack may have left in the NBL afresh.
+    ///
+    /// # Safety
+    /// `first` is one of the NBL's MDLs, built for what the NBL describes now.
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn describe_chain(
+        &mut self,
+        miniport: NDIS_HANDLE,
+        first: PMDL,
+        offset: u32,
+        len: u32,
+        ipv6: bool,
+        info: ReceiveInfo,
+        owner: usize,
+    ) {
+        let (flag, ether_type) = if ipv6 {
+            (NDIS_NBL_FLAGS_IS_IPV6, NDIS_ETH_TYPE_IPV6)
+        } else {
+            (NDIS_NBL_FLAGS_IS_IPV4, NDIS_ETH_TYPE_IPV4)
+        };
+        // SAFETY: the NBL and its NET_BUFFER are ours until indicated.
+        unsafe {
             let nb = self.net_buffer();
             (*nb).Next = null_mut();
-            (*nb).MdlChain = mdl;
-            (*nb).CurrentMdl = mdl;
-            (*nb).CurrentMdlOffset = 0;
-            (*nb).DataOffset = 0;
+            (*nb).MdlChain = first;
+            (*nb).CurrentMdl = first;
+            (*nb).CurrentMdlOffset = offset;
+            (*nb).DataOffset = offset;
             (*nb).DataLength = len;
             let nbl = self.nbl.as_ptr();
             (*nbl).Next = null_mut();
@@ -452,11 +593,11 @@ impl PacketNbl {
     /// Frees the NBL and its MDL (which [`PacketNbl::forget_pages`] left unmapped).
     pub fn free(mut self) {
         drop(self.take_owner());
-        let mdl = self.mdl();
-        // SAFETY: an NBL of ours that NDIS does not hold, and its MDL, each freed once.
+        let parts = self.parts();
+        // SAFETY: an NBL of ours that NDIS does not hold, and its parts, each freed once.
         unsafe {
             NdisFreeNetBufferList(self.nbl.as_ptr());
-            IoFreeMdl(mdl);
+            NblParts::free(NonNull::new_unchecked(parts));
         }
     }
 }

@@ -140,20 +140,29 @@ impl Setup {
     }
 
     /// Everything is as it was after the adapter came up, but for receive NBLs the adapter
-    /// keeps for reuse (each with its MDL; freed at halt, which `finish` checks).
+    /// keeps for reuse (each with its two MDLs and its pool block; freed at halt, which `finish`
+    /// checks).
     pub fn assert_nothing_held(&self) {
         let now = outstanding();
-        let cached = Leaks {
-            nbls: now.nbls,
-            mdls: self.loaded.mdls + now.nbls,
-            ..Leaks::default()
+        let parts = oxtun_sim::pool::Allocation {
+            size: RECEIVE_NBL_POOL_BYTES,
+            tag: POOL_TAG,
+            paged: false,
         };
+        let mut pool = self.loaded.pool.clone();
+        pool.extend(std::iter::repeat_n(parts, now.nbls));
+        pool.sort_by_key(|allocation| (allocation.size, allocation.paged));
+        let mut now_sorted = now.clone();
+        now_sorted
+            .pool
+            .sort_by_key(|allocation| (allocation.size, allocation.paged));
         let expected = Leaks {
-            pool: self.loaded.pool.clone(),
-            nbls: cached.nbls,
-            mdls: cached.mdls,
-            ..self.loaded
+            pool,
+            nbls: now.nbls,
+            mdls: self.loaded.mdls + 2 * now.nbls,
+            ..self.loaded.clone()
         };
+        let now = now_sorted;
         assert_eq!(now, expected, "holding {now}");
     }
 }

@@ -12,8 +12,8 @@
 //! coalesces only segments whose options are identical (net/ipv4/tcp_offload.c,
 //! `tcp_gro_receive`), the timestamps were equal and RscTcpTimestampDelta is 0.
 //!
-//! The unit's checksums must be right or flagged (indicating-coalesced-segments): a partial one
-//! (NEEDS_CSUM) is completed first with [`super::complete_partial_checksum`].
+//! The unit's checksums must be right or flagged (indicating-coalesced-segments): the driver
+//! recomputes them, or flags the TCP checksum as not recomputed and leaves it as it is.
 
 use super::packet::{IPV4_HEADER_LEN, IPV6_HEADER_LEN, IpVersion, TCP_HEADER_LEN};
 use super::validate::{GsoKind, TCP_ACK, TCP_ECE, TCP_PSH};
