@@ -10,12 +10,12 @@ use core::hint::spin_loop;
 use core::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 
 use oxtun_abi::offload::{
-    Checksum, Checksums, Offload, Receive, Segments, complete_partial_checksum, fill_checksums,
-    fill_ipv4_header_checksum, parse, receive_as, receive_as_head, validate, validate_head,
+    Checksum, Checksums, IpVersion, Offload, Receive, Segments, add, complete_partial_checksum,
+    fill_checksums, fill_ipv4_header_checksum, ones_complement_sum, parse, receive_as,
+    receive_as_head, validate, validate_head,
 };
 use oxtun_abi::vnet::{
-    VIRTIO_NET_HDR_F_DATA_VALID, VIRTIO_NET_HDR_GSO_NONE, VIRTIO_NET_HDR_GSO_TCPV4,
-    VIRTIO_NET_HDR_GSO_TCPV6, VNET_HDR_LEN, VirtioNetHdr,
+    VIRTIO_NET_HDR_F_DATA_VALID, VIRTIO_NET_HDR_GSO_NONE, VNET_HDR_LEN, VirtioNetHdr,
 };
 use oxtun_abi::{
     CompletionOrder, PACKET_HEADER_SIZE, Packet, RING_HEADER_SIZE, RingError, RingReader,
@@ -361,8 +361,9 @@ impl Receiver {
                 let header = VirtioNetHdr::decode(&bytes);
                 let verified = header.flags == VIRTIO_NET_HDR_F_DATA_VALID;
                 if header.gso_type != VIRTIO_NET_HDR_GSO_NONE || !(header.flags == 0 || verified) {
-                    let in_place = self
-                        .coalesce_in_place(ring, &packet, ticket, &header, offloads, batch, counts);
+                    let in_place = self.super_packet_in_place(
+                        ring, &packet, ticket, &header, offloads, batch, counts,
+                    );
                     if let Err(ticket) = in_place {
                         self.receive_copy(ring, &packet, ticket, offloads, batch, counts);
                     }
@@ -415,20 +416,16 @@ impl Receiver {
         RingState::Readable
     }
 
-    /// A TCP super-packet that goes up as one RSC unit, its headers copied and its payload in
-    /// place: `Ok` if it went into `batch`, or `ticket` back if it needs
-    /// [`Receiver::receive_copy`] (it is not one, or is refused, which that counts).
+    /// A super-packet whose payload goes up in place, its headers the driver's copy: as one RSC
+    /// unit where RSC for its IP version is in force and a NIC could have coalesced it, else cut
+    /// into segments, each an NBL of its own headers and its share of the payload. `Ok` if it
+    /// went into `batch`, or `ticket` back if it needs [`Receiver::receive_copy`] (its headers
+    /// run past the bytes looked at, it has no payload, or it is refused, which that counts).
     ///
     /// Everything is decided on the copy of the headers, which is also what the stack reads: the
     /// client can change only the payload, as it can that of any packet indicated in place.
-    /// The TCP checksum is not computed, which would read every byte: "If the NIC or miniport
-    /// driver validates the TCP and IPv4 checksums but does not recompute them for the coalesced
-    /// segment, it must set the TcpChecksumValueInvalid and IpChecksumValueInvalid flags"
-    /// (indicating-coalesced-segments). The client vouched for the segments (a partial checksum,
-    /// like DATA_VALID, is what Linux's stack takes as checked: `skb_csum_unnecessary`). The
-    /// IPv4 header's checksum, in the driver's copy, is recomputed.
     #[allow(clippy::too_many_arguments)]
-    fn coalesce_in_place(
+    fn super_packet_in_place(
         &self,
         ring: &mut ReceiveRing,
         packet: &Packet,
@@ -438,19 +435,6 @@ impl Receiver {
         batch: &mut NblList,
         counts: &mut Counts,
     ) -> Result<(), Ticket> {
-        let ipv6 = match header.gso_type {
-            VIRTIO_NET_HDR_GSO_TCPV4 => false,
-            VIRTIO_NET_HDR_GSO_TCPV6 => true,
-            _ => return Err(ticket),
-        };
-        let rsc = if ipv6 {
-            ReceiveOffloads::RSC_V6
-        } else {
-            ReceiveOffloads::RSC_V4
-        };
-        if !offloads.has(rsc) {
-            return Err(ticket);
-        }
         let mut head = [0u8; VNET_HDR_LEN + SPLIT_HEADERS_CAPACITY];
         let copied = ring.reader.copy_packet(packet, &mut head);
         let ip_len = (packet.size() as usize).saturating_sub(VNET_HDR_LEN);
@@ -458,28 +442,141 @@ impl Receiver {
         let Ok(Offload { gso: Some(gso), .. }) = validate_head(header, ip_head, ip_len) else {
             return Err(ticket);
         };
-        if gso.segment_count() > MAX_RECEIVE_SEGMENTS {
+        if gso.segment_count() > MAX_RECEIVE_SEGMENTS || gso.payload_len() == 0 {
             return Err(ticket);
         }
-        let Ok(Receive::Coalesced(unit)) = receive_as_head(ip_head, ip_len, &gso) else {
+        let ipv6 = gso.layout().ip == IpVersion::V6;
+        let rsc = if ipv6 {
+            ReceiveOffloads::RSC_V6
+        } else {
+            ReceiveOffloads::RSC_V4
+        };
+        // Where the IP packet's payload starts in the ring.
+        let payload_at = (RING_HEADER_SIZE + packet.offset() + PACKET_HEADER_SIZE) as usize
+            + VNET_HDR_LEN
+            + gso.header_len();
+        if offloads.has(rsc)
+            && let Ok(Receive::Coalesced(unit)) = receive_as_head(ip_head, ip_len, &gso)
+        {
+            // The TCP checksum is not computed, which would read every byte: "If the NIC or
+            // miniport driver validates the TCP and IPv4 checksums but does not recompute them
+            // for the coalesced segment, it must set the TcpChecksumValueInvalid and
+            // IpChecksumValueInvalid flags" (indicating-coalesced-segments). The client vouched
+            // for the segments (a partial checksum, like DATA_VALID, is what Linux's stack takes
+            // as checked: `skb_csum_unnecessary`). The IPv4 header's, in the driver's copy, is
+            // recomputed.
+            let headers = &mut ip_head[..gso.header_len()];
+            if !ipv6
+                && fill_ipv4_header_checksum(&mut headers[..gso.layout().ip_header_len]).is_err()
+            {
+                return Err(ticket);
+            }
+            let info = ReceiveInfo {
+                checksum: coalesced_checksum_info(ipv6, false),
+                coalesced: NDIS_RSC_NBL_INFO::new(unit.coalesced_segments, unit.duplicate_acks).0,
+            };
+            self.push_split(
+                ring,
+                headers,
+                payload_at,
+                gso.payload_len(),
+                ipv6,
+                info,
+                ticket,
+                batch,
+                counts,
+            );
+            return Ok(());
+        }
+        let Ok(segments) = Segments::of_head(ip_head, &gso) else {
             return Err(ticket);
         };
-        let headers = &mut ip_head[..gso.header_len()];
-        if !ipv6 && fill_ipv4_header_checksum(&mut headers[..gso.layout().ip_header_len]).is_err() {
-            return Err(ticket);
+        let mut ticket = Some(ticket);
+        for segment in segments.iter() {
+            let payload = segment.payload();
+            let payload_sum =
+                self.sum_ring_bytes(ring, packet, VNET_HDR_LEN + payload.start, payload.len());
+            let mut headers = [0u8; SPLIT_HEADERS_CAPACITY];
+            let Ok(header_len) = segment.write_headers(&mut headers, payload_sum) else {
+                continue;
+            };
+            let headers = &headers[..header_len];
+            let info = ReceiveInfo {
+                checksum: receive_checksum_info(headers, offloads, true),
+                coalesced: 0,
+            };
+            // The last segment takes the packet's own ticket, each other a share of it.
+            let piece = match ticket.take() {
+                Some(own) if segment.is_last() => own,
+                Some(own) => {
+                    let shared = ring.order.share(&own);
+                    ticket = Some(own);
+                    shared
+                }
+                None => break,
+            };
+            let at = payload_at + payload.start - gso.header_len();
+            self.push_split(
+                ring,
+                headers,
+                at,
+                payload.len(),
+                ipv6,
+                info,
+                piece,
+                batch,
+                counts,
+            );
         }
+        // Only if a segment's headers did not fit, which validation rules out.
+        if let Some(own) = ticket {
+            ring.finish(own);
+        }
+        Ok(())
+    }
+
+    /// The one's complement sum of `len` bytes of `packet` from `start`, read out of the ring in
+    /// small copies (its bytes are the client's, which may change them as they are read).
+    fn sum_ring_bytes(&self, ring: &ReceiveRing, packet: &Packet, start: usize, len: usize) -> u16 {
+        let mut chunk = [0u8; 256];
+        let mut sum = 0;
+        let mut done = 0;
+        while done < len {
+            let want = (len - done).min(chunk.len());
+            let got = ring
+                .reader
+                .copy_packet_from(packet, start + done, &mut chunk[..want]);
+            if got == 0 {
+                break;
+            }
+            // Chunks of even length keep every later one at an even offset.
+            sum = add(sum, ones_complement_sum(&chunk[..got]));
+            done += got;
+        }
+        sum
+    }
+
+    /// Puts an NBL for a packet of `headers` (the driver's copy) and the `payload_len` bytes at
+    /// `payload_at` in the ring in `batch`, holding `ticket`; or counts it discarded, giving the
+    /// ticket back, when no NBL is to be had.
+    #[allow(clippy::too_many_arguments)]
+    fn push_split(
+        &self,
+        ring: &mut ReceiveRing,
+        headers: &[u8],
+        payload_at: usize,
+        payload_len: usize,
+        ipv6: bool,
+        info: ReceiveInfo,
+        ticket: Ticket,
+        batch: &mut NblList,
+        counts: &mut Counts,
+    ) {
         let Some(mut nbl) = self.take_cached_nbl() else {
             counts.discards += 1;
             ring.finish(ticket);
-            return Ok(());
+            return;
         };
-        let info = ReceiveInfo {
-            checksum: coalesced_checksum_info(ipv6, false),
-            coalesced: NDIS_RSC_NBL_INFO::new(unit.coalesced_segments, unit.duplicate_acks).0,
-        };
-        let payload_offset = (RING_HEADER_SIZE + packet.offset() + PACKET_HEADER_SIZE) as usize
-            + VNET_HDR_LEN
-            + gso.header_len();
         // SAFETY: the ring's pages stay locked until every NBL describing them is back (stop
         // waits for that before it lets the ring go); the payload lies inside the ring packet;
         // the adapter's own handle.
@@ -488,16 +585,15 @@ impl Receiver {
                 self.miniport,
                 headers,
                 ring.pages,
-                payload_offset,
-                gso.payload_len() as u32,
+                payload_at,
+                payload_len as u32,
                 ipv6,
                 info,
                 ticket.into_raw(),
             )
         };
-        counts.octets += ip_len as u64;
+        counts.octets += (headers.len() + payload_len) as u64;
         batch.push(nbl);
-        Ok(())
     }
 
     /// A ring packet whose header asks for work: copied into memory of the driver's (the ring

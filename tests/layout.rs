@@ -554,7 +554,15 @@ fn facts() -> Vec<(&'static str, usize)> {
 }
 
 /// The `pub const`s of `src/sys` that are not compared with the WDK, and why.
-const UNCHECKED_CONSTANTS: [(&str, &str); 12] = [
+const UNCHECKED_CONSTANTS: [(&str, &str); 14] = [
+    (
+        "SPLIT_HEADERS_CAPACITY",
+        "the driver's own: bytes of headers a receive NBL holds, no WDK name",
+    ),
+    (
+        "RECEIVE_NBL_POOL_BYTES",
+        "the driver's own: the size of what each receive NBL holds, no WDK name",
+    ),
     (
         "SystemExtendedHandleInformation",
         "undocumented: no WDK header declares the SYSTEM_INFORMATION_CLASS values",

@@ -599,11 +599,10 @@ fn verified_packets_go_up_in_place_with_their_checksums_marked_valid() {
 }
 
 /// What a header asks that the stack does not take is done on a copy of the packet: a partial
-/// checksum completed; a super-packet cut into segments while RSC is not in force (the default),
-/// each a packet of the super-packet's MSS with its checksums computed and marked valid.
-/// A packet the driver completes on a copy gives its ring space back only when the stack
-/// returns the copy's NBLs, as a packet indicated in place does: while the stack holds them,
-/// Head stays, so what the stack holds stays bounded by the ring whatever the client writes.
+/// checksum completed. A packet the driver completes on a copy gives its ring space back only
+/// when the stack returns the copy's NBLs, as a packet indicated in place does: while the stack
+/// holds them, Head stays, so what the stack holds stays bounded by the ring whatever the client
+/// writes.
 #[oxtun_sim::test]
 fn a_copied_packet_holds_its_ring_space_until_the_stack_returns_it() {
     let setup = setup();
@@ -636,6 +635,57 @@ fn a_copied_packet_holds_its_ring_space_until_the_stack_returns_it() {
     setup.adapter.return_held(|_| {}, 4);
     wait_released(&rings);
     handle.close();
+    setup.finish();
+}
+
+/// A super-packet cut into segments while RSC is not in force (the default) goes up as NBLs
+/// of the segments' own headers and their payload in place in the ring: its ring space comes
+/// back only with the last of them, in whatever order the stack returns them.
+#[oxtun_sim::test]
+fn segments_of_a_super_packet_hold_its_ring_space_until_the_last_returns() {
+    let setup = setup();
+    setup.adapter.set_return_mode(ReturnMode::Hold);
+    let process = Process::new(Token::Administrator, Bitness::Bits64);
+    let (handle, rings) = register_with_headers(&setup.adapter, &process);
+    let super_packet = packet(false, 6, 4000);
+    let gso = VirtioNetHdr {
+        flags: VIRTIO_NET_HDR_F_NEEDS_CSUM,
+        gso_type: VIRTIO_NET_HDR_GSO_TCPV4,
+        hdr_len: 40,
+        gso_size: 1448,
+        csum_start: 20,
+        csum_offset: 16,
+    };
+    assert!(client_write(
+        &mut rings.receive_writer(),
+        &rings.receive_event,
+        &[with_header(gso, &partial(super_packet.clone()))]
+    ));
+    let segments = setup
+        .adapter
+        .wait_received(3, std::time::Duration::from_secs(20));
+    assert_eq!(segments.len(), 3);
+    for segment in &segments {
+        assert!(checksums_right(&segment.data));
+    }
+    let start = rings.receive_head();
+    assert_ne!(start, rings.receive_tail(), "Head moved past held segments");
+    // The first and the last back: the middle one still holds the packet.
+    setup.adapter.return_held(
+        |held| {
+            held.remove(1);
+        },
+        1,
+    );
+    assert_eq!(
+        rings.receive_head(),
+        start,
+        "Head moved before every segment was back"
+    );
+    setup.adapter.return_held(|_| {}, 1);
+    wait_released(&rings);
+    handle.close();
+    setup.assert_nothing_held();
     setup.finish();
 }
 

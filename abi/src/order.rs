@@ -90,6 +90,16 @@ impl<const N: usize> CompletionOrder<N> {
         Ticket { entry }
     }
 
+    /// Another piece of the work `ticket` is for (one of the NBLs a ring packet is cut into):
+    /// its work is finished when every piece's ticket is.
+    pub fn share(&mut self, ticket: &Ticket) -> Ticket {
+        let slot = Self::slot(ticket.entry);
+        self.unfinished[slot] += 1;
+        Ticket {
+            entry: ticket.entry,
+        }
+    }
+
     /// Marks the ticket's work finished. Returns the end of the finished prefix if it grew: the
     /// offset the ring pointer may now move to.
     pub fn finish(&mut self, ticket: Ticket) -> Option<u32> {
@@ -133,6 +143,20 @@ mod tests {
         assert_eq!(order.finish(c), None);
         assert_eq!(order.finish(b), None);
         assert_eq!(order.finish(a), Some(24));
+        assert!(order.is_idle());
+    }
+
+    #[test]
+    fn shared_work_finishes_with_its_last_piece() {
+        let mut order = CompletionOrder::<4>::new();
+        let a = order.begin(8);
+        let a2 = order.share(&a);
+        let a3 = order.share(&a2);
+        let b = order.begin(16);
+        assert_eq!(order.finish(a), None);
+        assert_eq!(order.finish(b), None);
+        assert_eq!(order.finish(a3), None);
+        assert_eq!(order.finish(a2), Some(16));
         assert!(order.is_idle());
     }
 

@@ -193,11 +193,19 @@ impl RingReader {
 
     /// Copies the first bytes of `packet` into `out`, as many as fit; returns how many.
     pub fn copy_packet(&self, packet: &Packet, out: &mut [u8]) -> usize {
-        let len = out.len().min(packet.size as usize);
+        self.copy_packet_from(packet, 0, out)
+    }
+
+    /// Copies the bytes of `packet` from `start` on into `out`, as many as fit; returns how many
+    /// (none if `start` is past its end).
+    pub fn copy_packet_from(&self, packet: &Packet, start: usize, out: &mut [u8]) -> usize {
+        let size = packet.size as usize;
+        let start = start.min(size);
+        let len = out.len().min(size - start);
         let data = self.region.packet_data(packet.offset, packet.size);
-        // SAFETY: `data` holds packet.size >= len bytes inside the region (packet_data checked
-        // it); `out` is a distinct, exclusive buffer.
-        unsafe { core::ptr::copy_nonoverlapping(data, out.as_mut_ptr(), len) };
+        // SAFETY: `data` holds packet.size >= start + len bytes inside the region (packet_data
+        // checked it); `out` is a distinct, exclusive buffer.
+        unsafe { core::ptr::copy_nonoverlapping(data.add(start), out.as_mut_ptr(), len) };
         len
     }
 

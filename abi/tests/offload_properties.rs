@@ -365,6 +365,30 @@ fn same_verdict_from_the_head(header: &VirtioNetHdr, packet: &[u8]) {
     }
 }
 
+/// Each segment's headers written from the packet's headers alone and its payload's sum, followed
+/// by its payload, are the segment written whole.
+fn same_segments_from_the_head(packet: &[u8], gso: &Gso) {
+    let whole = Segments::new(packet, gso).unwrap();
+    let from_head = Segments::of_head(&packet[..gso.header_len()], gso).unwrap();
+    for (segment, headers_only) in whole.iter().zip(from_head.iter()) {
+        let mut written = vec![0; segment.size()];
+        segment.write(&mut written).unwrap();
+        let payload = &packet[segment.payload()];
+        let mut split = vec![0; gso.header_len()];
+        let sum = ones_complement_sum(payload);
+        assert_eq!(
+            headers_only.write_headers(&mut split, sum),
+            Ok(gso.header_len())
+        );
+        split.extend_from_slice(payload);
+        assert_eq!(split, written);
+        assert!(
+            headers_only.write(&mut written).is_err(),
+            "no payload to write from a head"
+        );
+    }
+}
+
 /// The header a Linux client writes before a super-packet of `shape`.
 fn client_header(shape: &Shape, packet: &[u8]) -> VirtioNetHdr {
     let (at, _) = transport_of(packet);
@@ -394,6 +418,9 @@ fn exercise(header: &VirtioNetHdr, packet: &mut [u8]) {
         assert!(receive_as(packet, gso).is_ok());
     }
     let payload_len = offload.gso.map(|gso| gso.payload_len());
+    if let Some(gso) = &offload.gso {
+        same_segments_from_the_head(packet, gso);
+    }
     match finish_in_software(packet, &offload).unwrap() {
         None => assert!(offload.gso.is_none()),
         Some(segments) => {

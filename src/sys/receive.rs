@@ -80,8 +80,10 @@ impl NblPool {
 /// without options or IPv6 without extension headers, and TCP with its options: 100 at most).
 pub const SPLIT_HEADERS_CAPACITY: usize = 128;
 
-/// Bytes of non-paged pool each receive NBL holds besides the NBL and its two MDLs.
-pub const RECEIVE_NBL_POOL_BYTES: usize = size_of::<NblParts>();
+/// Bytes of non-paged pool each receive NBL holds besides the NBL and its two MDLs (its
+/// [`NblParts`]).
+pub const RECEIVE_NBL_POOL_BYTES: usize = 144;
+const _: () = assert!(size_of::<NblParts>() == RECEIVE_NBL_POOL_BYTES);
 
 /// What the driver allocates with each receive NBL: the MDL its packet is described with, and
 /// `headers` with an MDL over them, for a packet whose headers are the driver's copy and whose

@@ -120,6 +120,27 @@ pub fn setup() -> Setup {
     setup_with(oxtun_sim::AdapterSetup::default())
 }
 
+/// `pool` and the pool blocks of `nbls` receive NBLs the adapter keeps for reuse, sorted.
+pub fn with_cached_nbls(
+    pool: &[oxtun_sim::pool::Allocation],
+    nbls: usize,
+) -> Vec<oxtun_sim::pool::Allocation> {
+    let parts = oxtun_sim::pool::Allocation {
+        size: RECEIVE_NBL_POOL_BYTES,
+        tag: POOL_TAG,
+        paged: false,
+    };
+    let mut pool = pool.to_vec();
+    pool.extend(std::iter::repeat_n(parts, nbls));
+    sorted(pool)
+}
+
+/// Pool allocations in an order that does not depend on when they were made.
+pub fn sorted(mut pool: Vec<oxtun_sim::pool::Allocation>) -> Vec<oxtun_sim::pool::Allocation> {
+    pool.sort_by_key(|allocation| (allocation.size, allocation.paged, allocation.tag));
+    pool
+}
+
 /// An adapter added as `adapter_setup` says (its registry keywords).
 pub fn setup_with(adapter_setup: oxtun_sim::AdapterSetup) -> Setup {
     let driver = Driver::load().unwrap();
@@ -144,25 +165,16 @@ impl Setup {
     /// checks).
     pub fn assert_nothing_held(&self) {
         let now = outstanding();
-        let parts = oxtun_sim::pool::Allocation {
-            size: RECEIVE_NBL_POOL_BYTES,
-            tag: POOL_TAG,
-            paged: false,
-        };
-        let mut pool = self.loaded.pool.clone();
-        pool.extend(std::iter::repeat_n(parts, now.nbls));
-        pool.sort_by_key(|allocation| (allocation.size, allocation.paged));
-        let mut now_sorted = now.clone();
-        now_sorted
-            .pool
-            .sort_by_key(|allocation| (allocation.size, allocation.paged));
         let expected = Leaks {
-            pool,
+            pool: with_cached_nbls(&self.loaded.pool, now.nbls),
             nbls: now.nbls,
             mdls: self.loaded.mdls + 2 * now.nbls,
             ..self.loaded.clone()
         };
-        let now = now_sorted;
+        let now = Leaks {
+            pool: sorted(now.pool.clone()),
+            ..now
+        };
         assert_eq!(now, expected, "holding {now}");
     }
 }

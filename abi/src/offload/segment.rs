@@ -54,6 +54,22 @@ impl<'p> Segments<'p> {
         Ok(Segments { packet, gso: *gso })
     }
 
+    /// The segments of a packet of which only the first bytes, `head`, are given, at least its
+    /// headers: they write only their headers ([`Segment::write_headers`]), their payload staying
+    /// where it lies in the packet.
+    pub fn of_head(head: &'p [u8], gso: &Gso) -> Result<Self, OffloadError> {
+        if head.len() > gso.packet_len() {
+            return Err(OffloadError::NotThisPacket);
+        }
+        if head.len() < gso.header_len() {
+            return Err(OffloadError::PastHead);
+        }
+        Ok(Segments {
+            packet: &head[..gso.header_len()],
+            gso: *gso,
+        })
+    }
+
     pub fn count(&self) -> usize {
         self.gso.segment_count()
     }
@@ -98,18 +114,34 @@ impl Segment<'_> {
     }
 
     /// Writes the segment into the start of `out`, returning its length; refused, writing
-    /// nothing, if `out` is shorter.
+    /// nothing, if `out` is shorter, or if the segments know only the packet's head.
     pub fn write(&self, out: &mut [u8]) -> Result<usize, OffloadError> {
+        let Segments { packet, gso } = self.segments;
+        if packet.len() != gso.packet_len() {
+            return Err(OffloadError::NotThisPacket);
+        }
         let len = self.size();
         let Some(out) = out.get_mut(..len) else {
             return Err(OffloadError::OutputTooSmall);
         };
+        let (headers, payload) = out.split_at_mut(gso.header_len());
+        payload.copy_from_slice(&packet[self.payload()]);
+        self.write_headers(headers, ones_complement_sum(payload))?;
+        Ok(len)
+    }
+
+    /// Writes the segment's headers alone into the start of `out`, returning their length (the
+    /// packet's header length), for a payload whose one's complement sum is `payload_sum` (the
+    /// payload starts at an even offset, so its sum adds to the headers'); refused, writing
+    /// nothing, if `out` is shorter.
+    pub fn write_headers(&self, out: &mut [u8], payload_sum: u16) -> Result<usize, OffloadError> {
         let Segments { packet, gso } = self.segments;
         let header_len = gso.header_len();
-        let (headers, payload) = out.split_at_mut(header_len);
-        headers.copy_from_slice(&packet[..header_len]);
-        payload.copy_from_slice(&packet[self.payload()]);
-
+        let Some(out) = out.get_mut(..header_len) else {
+            return Err(OffloadError::OutputTooSmall);
+        };
+        out.copy_from_slice(&packet[..header_len]);
+        let len = self.size();
         let layout = gso.layout();
         let transport_at = layout.ip_header_len;
         match layout.ip {
@@ -147,10 +179,10 @@ impl Segment<'_> {
         set_u16(out, checksum_at, 0);
         let sum = add(
             layout.pseudo_header_sum_for(out, len - transport_at),
-            ones_complement_sum(&out[transport_at..]),
+            add(ones_complement_sum(&out[transport_at..]), payload_sum),
         );
         set_u16(out, checksum_at, transport_checksum(sum));
-        Ok(len)
+        Ok(header_len)
     }
 
     /// The IPv4 Identification of this segment, counting from the template's `first`.
