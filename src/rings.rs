@@ -5,8 +5,8 @@
 use core::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 
 use oxtun_abi::offload::{
-    Checksums, MAX_UDP_SEGMENTS, Segments, SendOffload, Transport, fill_checksums,
-    header_for_client, parse, validate,
+    MAX_UDP_SEGMENTS, Segments, SendCopy, SendOffload, Transport, header_for_client, parse,
+    validate,
 };
 use oxtun_abi::vnet::{VNET_HDR_LEN, VirtioNetHdr};
 use oxtun_abi::{
@@ -328,7 +328,7 @@ impl Registration {
             .next()
             .ok_or(NDIS_STATUS_INVALID_PARAMETER)?;
         let len = nb.data_length() as usize;
-        let mut staged = PoolBuffer::new(VNET_HDR_LEN + len).ok_or(NDIS_STATUS_RESOURCES)?;
+        let mut staged = PoolBuffer::new(staged_len(len)).ok_or(NDIS_STATUS_RESOURCES)?;
         let mut at = VNET_HDR_LEN;
         let copied = nb.copy_data(|chunk| {
             staged[at..at + chunk.len()].copy_from_slice(chunk);
@@ -338,6 +338,7 @@ impl Registration {
             return Err(NDIS_STATUS_FAILURE);
         }
         let (vnet, packet) = staged.split_at_mut(VNET_HDR_LEN);
+        let packet = &mut packet[..len];
         let offload = if oversize {
             tcp_in_two(packet).ok_or(NDIS_STATUS_INVALID_LENGTH)?
         } else {
@@ -448,13 +449,20 @@ fn tcp_in_two(packet: &[u8]) -> Option<SendOffload> {
     })
 }
 
+/// Bytes of the copy [`Registration::plan`] stages of a packet of `len` bytes to cut it: the
+/// header it made, the packet, and room for its largest segment (never larger than the packet),
+/// which is made there before it is copied into its ring slot.
+fn staged_len(len: usize) -> usize {
+    VNET_HDR_LEN + 2 * len
+}
+
 /// The staged copy [`Registration::plan`] kept in an NBL's stash, taken back.
 fn take_staged(nbl: &Nbl<'_>) -> Option<PoolBuffer> {
     let raw = core::ptr::NonNull::new(nbl.stash() as *mut u8)?;
     nbl.set_stash(0);
-    let len = VNET_HDR_LEN + nbl.net_buffers().next()?.data_length() as usize;
-    // SAFETY: the buffer plan stored (VNET_HDR_LEN and the packet's bytes), taken back once (the
-    // stash is cleared).
+    let len = staged_len(nbl.net_buffers().next()?.data_length() as usize);
+    // SAFETY: the buffer plan stored (staged_len of its one packet), taken back once (the stash
+    // is cleared).
     Some(unsafe { PoolBuffer::from_raw(raw, len) })
 }
 
@@ -472,6 +480,10 @@ pub fn complete_large_send(nbl: &Nbl<'_>) {
 /// Writes one NBL that [`Registration::plan`] accepted into the reservation, `header` bytes of
 /// per-packet header before each packet; false if it could not be (a packet whose data could
 /// not be read, or that is not what its offload information says), its packets then zeroes.
+///
+/// Ring slots are only written, never read back: the client may write them at any moment, so
+/// anything the driver computes (headers, checksums, segments) it computes in memory of its own
+/// ([`SendCopy`] for a packet, the staged copy for one cut into segments), from the stack's bytes.
 fn write_nbl(
     nbl: &Nbl<'_>,
     header: usize,
@@ -479,7 +491,9 @@ fn write_nbl(
     counts: &mut Counts,
 ) -> bool {
     if let Some(mut staged) = take_staged(nbl) {
-        let (vnet, packet) = staged.split_at_mut(VNET_HDR_LEN);
+        let (vnet, rest) = staged.split_at_mut(VNET_HDR_LEN);
+        let len = rest.len() / 2;
+        let (packet, scratch) = rest.split_at_mut(len);
         let mut bytes = [0u8; VNET_HDR_LEN];
         bytes.copy_from_slice(vnet);
         let made = VirtioNetHdr::decode(&bytes);
@@ -495,13 +509,14 @@ fn write_nbl(
             let Some(mut slot) = reservation.push_packet((header + size) as u32) else {
                 return false;
             };
-            let out = slot.as_mut_slice();
-            out[..header].copy_from_slice(&VirtioNetHdr::NONE.encode()[..header]);
-            if segment.write(&mut out[header..]).is_err() {
+            // Made in the scratch room first: writing a segment reads it back (its checksums).
+            if segment.write(scratch).is_err() {
                 slot.fill(0);
                 written = false;
                 continue;
             }
+            slot.write(0, &VirtioNetHdr::NONE.encode()[..header]);
+            slot.write(header, &scratch[..size]);
             counts.packets += 1;
             counts.octets += size as u64;
         }
@@ -517,9 +532,7 @@ fn write_nbl(
         let Some(mut slot) = reservation.push_packet((header + len) as u32) else {
             return false;
         };
-        if !copy_packet(&nb, &mut slot, header)
-            || !finish_packet(&mut slot, header, offload, counts)
-        {
+        if !write_packet(&nb, &mut slot, header, offload, counts) {
             slot.fill(0);
             written = false;
         }
@@ -527,54 +540,37 @@ fn write_nbl(
     written
 }
 
-/// Copies one NET_BUFFER into a packet slot after `header` bytes; false if its data could not be
-/// read.
-fn copy_packet(nb: &NetBuffer<'_>, slot: &mut PacketSlot, header: usize) -> bool {
-    let mut at = header;
-    nb.copy_data(|chunk| {
-        slot.write(at, chunk);
-        at += chunk.len();
-    })
-}
-
-/// Does what `offload` asks of a packet copied into `slot`: for a client that takes the header,
-/// writes the header that says what is left ([`header_for_client`]); for any other, fills the
-/// checksums in (a large send never comes here for one: it is cut into segments). Counts the
-/// packet, a large one as the segments it makes ("Increment transmit statistics based on the
-/// segmented packets", udp-segmentation-offload-uso-). False if the packet is not what the
-/// offload says.
-fn finish_packet(
+/// Copies one NET_BUFFER into its packet slot after `header` bytes, and does what `offload` asks
+/// on the way ([`SendCopy`]): for a client that takes the header, writes the header that says
+/// what is left; for any other, fills the checksums in (a large send never comes here for one:
+/// it is cut into segments). Counts the packet, a large one as the segments it makes ("Increment
+/// transmit statistics based on the segmented packets", udp-segmentation-offload-uso-). False if
+/// its data could not be read or it is not what the offload says, or its headers are longer than
+/// the head the driver finishes them in (256 bytes, more than the headers of any send the driver
+/// takes an offload for: no IPv6 extension headers are offered).
+fn write_packet(
+    nb: &NetBuffer<'_>,
     slot: &mut PacketSlot,
     header: usize,
     offload: SendOffload,
     counts: &mut Counts,
 ) -> bool {
-    let out = slot.as_mut_slice();
-    let (vnet, packet) = out.split_at_mut(header);
-    let len = packet.len() as u64;
-    if header == 0 {
-        if let SendOffload::Checksum {
-            ipv4_header,
-            tcp,
-            udp,
-        } = offload
-        {
-            let which = Checksums {
-                ipv4_header,
-                transport: tcp || udp,
-            };
-            if fill_checksums(packet, which).is_err() {
-                return false;
-            }
-        }
-        counts.packets += 1;
-        counts.octets += len;
-        return true;
+    let len = nb.data_length() as usize;
+    let mut copy = SendCopy::new(len, offload, header != 0);
+    let copied = nb.copy_data(|chunk| {
+        copy.push(chunk, |at, bytes| {
+            slot.write(header + at, bytes);
+        })
+    });
+    if !copied {
+        return false;
     }
-    let Ok(made) = header_for_client(packet, offload) else {
+    let Ok(made) = copy.finish() else {
         return false;
     };
-    vnet.copy_from_slice(&made.encode());
+    slot.write(0, &made.encode()[..header]);
+    slot.write(header, copy.head());
+    let len = len as u64;
     let (segments, headers) = if made.gso_size == 0 {
         (1, 0)
     } else {

@@ -362,6 +362,101 @@ fn a_client_without_the_header_gets_large_sends_cut_and_checksums_filled_in_soft
     setup.finish();
 }
 
+/// The send path never reads back the ring slot it fills, which the client may write at any
+/// moment: a client scribbling over a packet's payload in its slot while the driver copies it
+/// changes those bytes, and never the checksums the driver fills in, which are the stack's
+/// packet's. (A driver that summed the packet where it lay in the slot would sum the scribbles.)
+/// The client runs on another thread, so on a driver that reads the slot back this fails when
+/// the two overlap, which over the rounds they do; on one that does not, it always passes.
+#[oxtun_sim::test]
+fn a_client_scribbling_on_a_slot_being_filled_changes_no_checksum() {
+    use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
+    /// Rounds go on until the client has scribbled this many times over a slot being filled,
+    /// within a bound that a loaded machine still meets.
+    const SCRIBBLES: u64 = 2000;
+    const MAX_ROUNDS: usize = 50_000;
+    /// The scribbles: every 16th byte from here on, clear of the headers and checksum fields.
+    const FROM: usize = 300;
+    let setup = setup_keywords(&EVERY_OFFLOAD);
+    let process = Process::new(Token::Administrator, Bitness::Bits64);
+    let (handle, rings) = register(&setup.adapter, &process);
+    let original = packet(false, 17, 40_000);
+    let checksum = SendOffload::Checksum {
+        ipv4_header: true,
+        tcp: false,
+        udp: true,
+    };
+    // Where the packet being sent lies in the ring (0: none), and whether the client is busy.
+    let slot = AtomicU64::new(0);
+    let (started, stop) = (AtomicBool::new(false), AtomicBool::new(false));
+    let scribbled = AtomicU64::new(0);
+    std::thread::scope(|scope| {
+        scope.spawn(|| {
+            let mut value = 0u8;
+            started.store(true, Ordering::SeqCst);
+            while !stop.load(Ordering::Relaxed) {
+                let mut whole = true;
+                for at in (FROM..original.len()).step_by(16) {
+                    let base = slot.load(Ordering::SeqCst);
+                    if base == 0 {
+                        whole = false;
+                        break;
+                    }
+                    // SAFETY (test): a byte of the packet's slot in the send ring, which the
+                    // client's process mapped, written as a client writes its ring.
+                    unsafe { AtomicU8::from_ptr((base as usize + at) as *mut u8) }
+                        .store(value, Ordering::Relaxed);
+                }
+                if whole {
+                    scribbled.fetch_add(1, Ordering::Relaxed);
+                }
+                value = value.wrapping_add(1);
+            }
+        });
+        /// Stops the client however the rounds end, so that the scope can join it.
+        struct Stop<'a>(&'a AtomicBool);
+        impl Drop for Stop<'_> {
+            fn drop(&mut self) {
+                self.0.store(true, Ordering::SeqCst);
+            }
+        }
+        let _stop = Stop(&stop);
+        while !started.load(Ordering::SeqCst) {
+            std::hint::spin_loop();
+        }
+        for round in 0..MAX_ROUNDS {
+            if scribbled.load(Ordering::Relaxed) >= SCRIBBLES {
+                break;
+            }
+            // The next packet goes at Tail, after its Size.
+            let at = rings.send_ring + 12 + u64::from(rings.send_tail()) + 4;
+            slot.store(at, Ordering::SeqCst);
+            let completed = setup.adapter.send_offloaded(
+                &[(original.clone(), checksum)],
+                Fragmentation {
+                    leading: 0,
+                    chunk: 1000,
+                },
+                SendTiming::Late,
+                DISPATCH_LEVEL,
+            );
+            slot.store(0, Ordering::SeqCst);
+            assert_eq!(completed[0].unwrap().status, NDIS_STATUS_SUCCESS);
+            let ring = drain(&mut rings.send_reader());
+            assert_eq!(ring.len(), 1);
+            // The IPv4 header's checksum and UDP's, as the stack's packet has them.
+            assert_eq!(
+                (&ring[0][10..12], &ring[0][26..28]),
+                (&original[10..12], &original[26..28]),
+                "round {round}"
+            );
+        }
+    });
+    assert!(scribbled.load(Ordering::Relaxed) >= SCRIBBLES);
+    handle.close();
+    setup.finish();
+}
+
 /// "A client ported from Linux may count on" UDP_MAX_SEGMENTS (abi): a USO send of more
 /// datagrams reaches a client that takes the header cut in software, each datagram after a
 /// header that asks for nothing.

@@ -310,6 +310,103 @@ proptest! {
         }
     }
 
+    /// The sum of a span met in chunks of any lengths, odd ones included, is the sum of the
+    /// whole span.
+    #[test]
+    fn a_running_sum_over_any_chunks_is_the_whole_sum(
+        bytes in prop::collection::vec(any::<u8>(), 0..3000),
+        cuts in prop::collection::vec(any::<prop::sample::Index>(), 0..8),
+    ) {
+        let mut cuts: Vec<usize> = cuts.iter().map(|cut| cut.index(bytes.len() + 1)).collect();
+        cuts.sort_unstable();
+        let mut sum = RunningSum::new();
+        let mut from = 0;
+        for cut in cuts.into_iter().chain([bytes.len()]) {
+            sum.push(&bytes[from..cut]);
+            from = cut;
+        }
+        prop_assert_eq!(sum.sum(), ones_complement_sum(&bytes));
+        prop_assert!(same_checksum(sum.sum(), naive_sum(&bytes, 0)));
+    }
+
+    /// A send copied chunk by chunk into a slot that is only written, its headers finished in
+    /// a copy of its first bytes ([`SendCopy`]), comes out as the whole packet finished where it
+    /// lies: the same header and the same bytes (or the same refusal), for every offload, for a
+    /// client with the header or without, however the packet is cut into chunks; only a packet
+    /// whose headers run past the copied head is refused instead.
+    #[test]
+    fn a_send_finished_while_copied_is_the_packet_finished_in_place(
+        shape in shape(),
+        long_options in prop::bool::weighted(0.15),
+        scribbles in prop::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 0..3),
+        hostile in prop::bool::weighted(0.3),
+        chunks in prop::collection::vec(prop_oneof![1usize..4, 1usize..300, 1usize..3000], 1..6),
+        send in (0u8..4, any::<[bool; 3]>()),
+        takes_header in any::<bool>(),
+    ) {
+        let mut packet = if long_options {
+            // Destination Options of 256 bytes (one PadN option): the transport header lies
+            // past the head the send path copies.
+            let mut options = vec![1, 250];
+            options.resize(252, 0);
+            let transport = if shape.udp {
+                udp_datagram(&shape.payload())
+            } else {
+                tcp_segment(&shape.tcp, &shape.payload())
+            };
+            ipv6(&[(60, options)], if shape.udp { 17 } else { 6 }, &transport)
+        } else {
+            shape.packet()
+        };
+        let (at, _) = transport_of(&packet);
+        if hostile {
+            for (index, byte) in &scribbles {
+                let index = index.index(packet.len());
+                packet[index] = *byte;
+            }
+        }
+        let mss = shape.mss(&packet) as u32;
+        let (kind, [ipv4_header, tcp, udp]) = send;
+        let offload = match kind {
+            0 => SendOffload::Checksum { ipv4_header, tcp, udp },
+            1 if !shape.udp => SendOffload::Lso { mss, tcp_header_offset: at as u32 },
+            2 if shape.udp => SendOffload::Uso { mss, udp_header_offset: at as u32 },
+            _ => SendOffload::None,
+        };
+        let mut in_place = packet.clone();
+        let expected = finish_in_place(&mut in_place, offload, takes_header);
+
+        let mut slot = vec![0xA5; packet.len()];
+        let mut written = 0;
+        let head_len = packet.len().min(SEND_HEAD_LEN);
+        let mut copy = SendCopy::new(packet.len(), offload, takes_header);
+        let mut from = 0;
+        for size in chunks.iter().cycle() {
+            if from == packet.len() {
+                break;
+            }
+            let to = packet.len().min(from + size);
+            copy.push(&packet[from..to], |at, bytes| {
+                assert!(at >= head_len, "the head is not written before it is finished");
+                slot[at..at + bytes.len()].copy_from_slice(bytes);
+                written += bytes.len();
+            });
+            from = to;
+        }
+        prop_assert_eq!(written, packet.len() - head_len);
+        let finished = copy.finish();
+        if finished == Err(OffloadError::PastHead) {
+            prop_assert!(packet.len() > SEND_HEAD_LEN);
+            prop_assert!(expected.is_err() || long_options, "{:?}", expected);
+            return Ok(());
+        }
+        prop_assert_eq!(finished, expected);
+        if finished.is_ok() {
+            slot[..head_len].copy_from_slice(copy.head());
+            prop_assert_eq!(slot, in_place);
+        }
+    }
+
     #[test]
     fn extended_registration_decodes_any_bytes_without_panicking(
         bytes in prop::collection::vec(any::<u8>(), 0..80),
@@ -387,6 +484,32 @@ fn same_segments_from_the_head(packet: &[u8], gso: &Gso) {
             "no payload to write from a head"
         );
     }
+}
+
+/// What the driver's send path did before it finished packets while copying them, in the
+/// packet's ring slot: for a client that takes the header, `header_for_client`; for any other, the
+/// checksums filled in.
+fn finish_in_place(
+    packet: &mut [u8],
+    offload: SendOffload,
+    takes_header: bool,
+) -> Result<VirtioNetHdr, OffloadError> {
+    if takes_header {
+        return header_for_client(packet, offload);
+    }
+    if let SendOffload::Checksum {
+        ipv4_header,
+        tcp,
+        udp,
+    } = offload
+    {
+        let which = Checksums {
+            ipv4_header,
+            transport: tcp || udp,
+        };
+        fill_checksums(packet, which)?;
+    }
+    Ok(VirtioNetHdr::NONE)
 }
 
 /// The header a Linux client writes before a super-packet of `shape`.

@@ -2,7 +2,7 @@
 //! partial checksum (NEEDS_CSUM), computing a packet's checksums from scratch, and seeding a
 //! transport checksum field with its pseudo-header's sum for the other side to complete.
 
-use super::packet::{IPV4_HEADER_LEN, IpVersion, Layout, Transport, parse};
+use super::packet::{IPV4_HEADER_LEN, IpVersion, Layout, Transport, parse_head};
 use super::{OffloadError, set_u16};
 
 /// The one's complement sum of `data` read as big-endian 16-bit words (a trailing odd byte is
@@ -21,6 +21,41 @@ pub fn ones_complement_sum(data: &[u8]) -> u16 {
     tail[..words.remainder().len()].copy_from_slice(words.remainder());
     sum += u64::from(u32::from_le_bytes(tail));
     fold(sum).swap_bytes()
+}
+
+/// The one's complement sum of a span met in pieces of any length (a packet as it is copied,
+/// chunk by chunk), equal to [`ones_complement_sum`] of the whole span. A piece that starts at an
+/// odd offset puts its bytes into the other halves of the span's words, so its sum goes in
+/// byte-swapped (RFC 1071, section 2(B)).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RunningSum {
+    sum: u16,
+    /// The pieces so far end at an odd offset.
+    odd: bool,
+}
+
+impl RunningSum {
+    pub const fn new() -> Self {
+        RunningSum { sum: 0, odd: false }
+    }
+
+    /// Adds the span's next bytes.
+    pub fn push(&mut self, bytes: &[u8]) {
+        self.push_sum(ones_complement_sum(bytes), bytes.len());
+    }
+
+    /// Adds the span's next `len` bytes by their sum, as [`ones_complement_sum`] (or another
+    /// running sum) gives it.
+    pub fn push_sum(&mut self, sum: u16, len: usize) {
+        let sum = if self.odd { sum.swap_bytes() } else { sum };
+        self.sum = add(self.sum, sum);
+        self.odd ^= len % 2 == 1;
+    }
+
+    /// The sum of the bytes pushed so far.
+    pub fn sum(&self) -> u16 {
+        self.sum
+    }
 }
 
 /// `a + b` in one's complement arithmetic.
@@ -91,20 +126,34 @@ pub struct Checksums {
 /// cannot take a partial checksum. The packet must parse (IPv4 or IPv6 whose lengths match the
 /// packet, then TCP or UDP, not a fragment) when `transport` is asked for.
 pub fn fill_checksums(packet: &mut [u8], which: Checksums) -> Result<(), OffloadError> {
-    let layout = parse(packet)?;
+    fill_checksums_head(packet, packet.len(), which, 0)
+}
+
+/// [`fill_checksums`] for a packet of `len` bytes of which only the first, `head`, are given
+/// (and written): `rest` is the one's complement sum of the bytes after the head, as a
+/// [`RunningSum`] of them gives it (read only for the transport checksum). The same result in
+/// the head as on the whole packet, or [`OffloadError::PastHead`] if its headers run past the
+/// head.
+pub fn fill_checksums_head(
+    head: &mut [u8],
+    len: usize,
+    which: Checksums,
+    rest: u16,
+) -> Result<(), OffloadError> {
+    let layout = parse_head(head, len)?;
     if which.ipv4_header && layout.ip == IpVersion::V4 {
-        set_ipv4_header_checksum(packet, layout.ip_header_len);
+        set_ipv4_header_checksum(head, layout.ip_header_len);
     }
     if which.transport {
         let transport = layout.transport()?;
-        layout.transport_header_len(packet, transport)?;
+        layout.transport_header_len(head, transport)?;
         let field = layout.ip_header_len + transport.checksum_offset();
-        set_u16(packet, field, 0);
-        let sum = add(
-            layout.pseudo_header_sum(packet),
-            ones_complement_sum(&packet[layout.ip_header_len..]),
-        );
-        set_u16(packet, field, transport_checksum(sum));
+        set_u16(head, field, 0);
+        let mut transport_sum = RunningSum::new();
+        transport_sum.push(&head[layout.ip_header_len..]);
+        transport_sum.push_sum(rest, len - head.len());
+        let sum = add(layout.pseudo_header_sum(head), transport_sum.sum());
+        set_u16(head, field, transport_checksum(sum));
     }
     Ok(())
 }

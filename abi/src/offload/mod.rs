@@ -5,7 +5,8 @@
 //!   against the packet's headers and length alone.
 //! - [`complete_partial_checksum`], [`fill_checksums`]: checksums in software.
 //! - [`Segments`], [`segment`]: a TCP or UDP super-packet cut into segments (TSO, USO).
-//! - [`header_for_client`]: the send path, from what Windows asked of the miniport to the header.
+//! - [`header_for_client`]: the send path, from what Windows asked of the miniport to the header;
+//!   [`SendCopy`] does it while the packet is copied into the ring, from its headers alone.
 //! - [`receive_as`]: the receive path, a client's super-packet as an RSC unit or segments.
 //! - [`finish_in_software`]: everything a header asks, done for a side that takes only complete
 //!   packets of their own size.
@@ -23,13 +24,13 @@ mod send;
 mod validate;
 
 pub use checksum::{
-    Checksums, add, complete_partial_checksum, fill_checksums, fill_ipv4_header_checksum,
-    ones_complement_sum, pseudo_header_sum, transport_checksum,
+    Checksums, RunningSum, add, complete_partial_checksum, fill_checksums, fill_checksums_head,
+    fill_ipv4_header_checksum, ones_complement_sum, pseudo_header_sum, transport_checksum,
 };
 pub use coalesce::{NotCoalescible, Receive, RscInfo, receive_as, receive_as_head};
 pub use packet::{IpVersion, Layout, PROTOCOL_TCP, PROTOCOL_UDP, Transport, parse, parse_head};
 pub use segment::{Segment, Segments, segment};
-pub use send::{SendOffload, header_for_client};
+pub use send::{SEND_HEAD_LEN, SendCopy, SendOffload, header_for_client, header_for_client_head};
 pub use validate::{Checksum, Gso, GsoKind, MAX_UDP_SEGMENTS, Offload, validate, validate_head};
 
 /// Why a header, a packet or a request was refused; one variant per rule, so each can be

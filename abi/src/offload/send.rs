@@ -14,11 +14,15 @@
 //! - An IPv4 header checksum Windows left to the miniport has no flag in the header: it is
 //!   computed here.
 
-use super::checksum::{Checksums, fill_checksums, seed_partial_checksum, set_ipv4_header_checksum};
-use super::packet::{IPV6_HEADER_LEN, IpVersion, Transport, parse};
+use super::checksum::{
+    Checksums, RunningSum, fill_checksums_head, seed_partial_checksum, set_ipv4_header_checksum,
+};
+use super::packet::{IPV4_HEADER_LEN, IPV6_HEADER_LEN, IpVersion, Transport, parse_head};
 #[cfg(doc)]
 use super::validate::MAX_UDP_SEGMENTS;
-use super::validate::{TCP_CWR, validate};
+#[cfg(doc)]
+use super::validate::validate;
+use super::validate::{TCP_CWR, validate_head};
 use super::{OffloadError, set_u16, u16_at};
 use crate::vnet::{
     VIRTIO_NET_HDR_F_NEEDS_CSUM, VIRTIO_NET_HDR_GSO_ECN, VIRTIO_NET_HDR_GSO_TCPV4,
@@ -54,6 +58,21 @@ pub fn header_for_client(
     packet: &mut [u8],
     offload: SendOffload,
 ) -> Result<VirtioNetHdr, OffloadError> {
+    header_for_client_head(packet, packet.len(), offload)
+}
+
+/// [`header_for_client`] for a packet of `len` bytes of which only the first, `head`, are given:
+/// only its headers are read and rewritten, so the driver finishes a packet in its own copy of
+/// them. The same header and bytes in the head as from the whole packet, or
+/// [`OffloadError::PastHead`] if its headers run past the head.
+pub fn header_for_client_head(
+    head: &mut [u8],
+    len: usize,
+    offload: SendOffload,
+) -> Result<VirtioNetHdr, OffloadError> {
+    if head.len() > len {
+        return Err(OffloadError::NotThisPacket);
+    }
     let header = match offload {
         SendOffload::None => return Ok(VirtioNetHdr::NONE),
         SendOffload::Checksum {
@@ -67,41 +86,144 @@ pub fn header_for_client(
                 (false, true) => Some(Transport::Udp),
                 (true, true) => {
                     // One of the two is not the packet's.
-                    return Err(OffloadError::WrongTransport(parse(packet)?.protocol));
+                    return Err(OffloadError::WrongTransport(
+                        parse_head(head, len)?.protocol,
+                    ));
                 }
             };
             let Some(transport) = transport else {
-                fill_checksums(
-                    packet,
-                    Checksums {
-                        ipv4_header,
-                        transport: false,
-                    },
-                )?;
+                let which = Checksums {
+                    ipv4_header,
+                    transport: false,
+                };
+                // No transport checksum: the bytes after the head are not read.
+                fill_checksums_head(head, len, which, 0)?;
                 return Ok(VirtioNetHdr::NONE);
             };
-            let layout = parse(packet)?;
+            let layout = parse_head(head, len)?;
             if layout.transport()? != transport {
                 return Err(OffloadError::WrongTransport(layout.protocol));
             }
-            layout.transport_header_len(packet, transport)?;
+            layout.transport_header_len(head, transport)?;
             if ipv4_header && layout.ip == IpVersion::V4 {
-                set_ipv4_header_checksum(packet, layout.ip_header_len);
+                set_ipv4_header_checksum(head, layout.ip_header_len);
             }
-            seed_partial_checksum(packet, &layout, transport);
+            seed_partial_checksum(head, &layout, transport);
             partial_checksum_header(layout.ip_header_len, transport)
         }
         SendOffload::Lso {
             mss,
             tcp_header_offset,
-        } => super_packet_header(packet, Transport::Tcp, mss, tcp_header_offset)?,
+        } => super_packet_header(head, len, Transport::Tcp, mss, tcp_header_offset)?,
         SendOffload::Uso {
             mss,
             udp_header_offset,
-        } => super_packet_header(packet, Transport::Udp, mss, udp_header_offset)?,
+        } => super_packet_header(head, len, Transport::Udp, mss, udp_header_offset)?,
     };
-    validate(&header, packet)?;
+    validate_head(&header, head, len)?;
     Ok(header)
+}
+
+/// Bytes of a packet's beginning the send path keeps in memory of its own to finish: the headers
+/// the offloads read and rewrite fit with room to spare (IPv4 with options and TCP with options
+/// take at most 120 bytes; Windows hands a miniport at most 128 bytes of headers to replicate,
+/// NDIS_LARGE_SEND_OFFLOAD_MAX_HEADER_LENGTH), and the driver's stack frame stays small.
+pub const SEND_HEAD_LEN: usize = 256;
+
+/// One packet on its way from Windows' buffers into a send-ring slot, which is only ever written
+/// (the client may write it at any moment, so what the driver read back from it could be
+/// anything). The packet's first [`SEND_HEAD_LEN`] bytes are kept here and finished: by
+/// [`header_for_client_head`] for a client that takes the header, by [`fill_checksums_head`] for
+/// any other. The rest goes straight on to the slot, summed on the way when a client without the
+/// header is to get its transport checksum computed.
+#[derive(Clone, Debug)]
+pub struct SendCopy {
+    head: [u8; SEND_HEAD_LEN],
+    len: usize,
+    /// Bytes pushed so far.
+    copied: usize,
+    offload: SendOffload,
+    takes_header: bool,
+    /// The sum of the bytes past the head, where the transport checksum is computed here.
+    rest: Option<RunningSum>,
+}
+
+impl SendCopy {
+    /// A packet of `len` bytes that Windows sent with `offload`, for a client that takes the
+    /// header or not.
+    pub fn new(len: usize, offload: SendOffload, takes_header: bool) -> Self {
+        let sums = !takes_header
+            && matches!(offload, SendOffload::Checksum { tcp, udp, .. } if tcp || udp);
+        SendCopy {
+            head: [0; SEND_HEAD_LEN],
+            len,
+            copied: 0,
+            offload,
+            takes_header,
+            rest: sums.then(RunningSum::new),
+        }
+    }
+
+    /// Takes the packet's next `chunk`: the bytes of the head are kept, the others handed to
+    /// `write` with where they lie in the packet.
+    pub fn push(&mut self, chunk: &[u8], mut write: impl FnMut(usize, &[u8])) {
+        let head_len = self.head_len();
+        let kept = head_len.saturating_sub(self.copied).min(chunk.len());
+        let (to_head, past) = chunk.split_at(kept);
+        if kept != 0 {
+            self.head[self.copied..self.copied + kept].copy_from_slice(to_head);
+        }
+        if !past.is_empty() {
+            write(self.copied + kept, past);
+            if let Some(rest) = &mut self.rest {
+                rest.push(past);
+            }
+        }
+        self.copied = self.copied.saturating_add(chunk.len());
+    }
+
+    /// Finishes the head once the whole packet was pushed, and returns the header that goes
+    /// before the packet for a client that takes it (for any other, nothing is left to say:
+    /// [`VirtioNetHdr::NONE`]). Refused as [`header_for_client`] and [`fill_checksums`] refuse
+    /// the whole packet, or with [`OffloadError::PastHead`] if its headers run past the head,
+    /// or [`OffloadError::NotThisPacket`] if the chunks were not `len` bytes.
+    ///
+    /// [`fill_checksums`]: super::fill_checksums
+    pub fn finish(&mut self) -> Result<VirtioNetHdr, OffloadError> {
+        if self.copied != self.len {
+            return Err(OffloadError::NotThisPacket);
+        }
+        let head_len = self.head_len();
+        let head = &mut self.head[..head_len];
+        if self.takes_header {
+            return header_for_client_head(head, self.len, self.offload);
+        }
+        // A large send is cut before it comes here; only checksums are left to fill.
+        if let SendOffload::Checksum {
+            ipv4_header,
+            tcp,
+            udp,
+        } = self.offload
+        {
+            let which = Checksums {
+                ipv4_header,
+                transport: tcp || udp,
+            };
+            let rest = self.rest.map_or(0, |rest| rest.sum());
+            fill_checksums_head(head, self.len, which, rest)?;
+        }
+        Ok(VirtioNetHdr::NONE)
+    }
+
+    /// The packet's first bytes, finished once [`finish`](Self::finish) succeeded: they go
+    /// at the start of the packet's slot, the rest having gone after them.
+    pub fn head(&self) -> &[u8] {
+        &self.head[..self.head_len()]
+    }
+
+    fn head_len(&self) -> usize {
+        self.len.min(SEND_HEAD_LEN)
+    }
 }
 
 fn partial_checksum_header(transport_at: usize, transport: Transport) -> VirtioNetHdr {
@@ -113,8 +235,10 @@ fn partial_checksum_header(transport_at: usize, transport: Transport) -> VirtioN
     }
 }
 
+/// The header of a super-packet of `len` bytes whose first bytes are `head`.
 fn super_packet_header(
-    packet: &mut [u8],
+    head: &mut [u8],
+    len: usize,
     transport: Transport,
     mss: u32,
     transport_offset: u32,
@@ -124,22 +248,22 @@ fn super_packet_header(
         Ok(mss) => mss,
         Err(_) => return Err(OffloadError::MssTooLarge),
     };
-    set_ip_length(packet)?;
-    let layout = parse(packet)?;
+    set_ip_length(head, len)?;
+    let layout = parse_head(head, len)?;
     if layout.ip_header_len != transport_offset as usize {
         return Err(OffloadError::TransportOffsetMismatch);
     }
     if layout.transport()? != transport {
         return Err(OffloadError::WrongTransport(layout.protocol));
     }
-    let header_len = layout.ip_header_len + layout.transport_header_len(packet, transport)?;
+    let header_len = layout.ip_header_len + layout.transport_header_len(head, transport)?;
     if layout.ip == IpVersion::V4 {
-        set_ipv4_header_checksum(packet, layout.ip_header_len);
+        set_ipv4_header_checksum(head, layout.ip_header_len);
     }
     let gso_type = match (transport, layout.ip) {
         (Transport::Udp, _) => {
-            let udp_length = packet.len() - layout.ip_header_len;
-            set_u16(packet, layout.ip_header_len + 4, udp_length as u16);
+            let udp_length = len - layout.ip_header_len;
+            set_u16(head, layout.ip_header_len + 4, udp_length as u16);
             VIRTIO_NET_HDR_GSO_UDP_L4
         }
         (Transport::Tcp, ip) => {
@@ -148,7 +272,7 @@ fn super_packet_header(
                 IpVersion::V6 => VIRTIO_NET_HDR_GSO_TCPV6,
             };
             // Linux marks a super-packet with CWR as GSO_ECN (net/ipv4/tcp_output.c, `tcp_ecn_send`).
-            let cwr = packet[layout.ip_header_len + 13] & TCP_CWR != 0;
+            let cwr = head[layout.ip_header_len + 13] & TCP_CWR != 0;
             if cwr {
                 base | VIRTIO_NET_HDR_GSO_ECN
             } else {
@@ -156,7 +280,7 @@ fn super_packet_header(
             }
         }
     };
-    seed_partial_checksum(packet, &layout, transport);
+    seed_partial_checksum(head, &layout, transport);
     Ok(VirtioNetHdr {
         gso_type,
         hdr_len: header_len as u16,
@@ -165,17 +289,28 @@ fn super_packet_header(
     })
 }
 
-/// Sets the IP length field from the packet's length (LSOv2 leaves the IPv4 one 0).
-fn set_ip_length(packet: &mut [u8]) -> Result<(), OffloadError> {
-    let (at, length) = match packet.first().map(|first| first >> 4) {
-        Some(4) if packet.len() >= 20 => (2, packet.len()),
-        Some(6) if packet.len() >= IPV6_HEADER_LEN => (4, packet.len() - IPV6_HEADER_LEN),
-        Some(4 | 6) => return Err(OffloadError::Truncated),
-        version => return Err(OffloadError::NotIp(version.unwrap_or(0))),
+/// Sets the IP length field of a packet of `len` bytes, whose first bytes are `head`, from its
+/// length (LSOv2 leaves the IPv4 one 0).
+fn set_ip_length(head: &mut [u8], len: usize) -> Result<(), OffloadError> {
+    let Some(&first) = head.first() else {
+        return Err(if len == 0 {
+            OffloadError::NotIp(0)
+        } else {
+            OffloadError::PastHead
+        });
     };
+    let (at, header_len, length) = match first >> 4 {
+        4 if len >= IPV4_HEADER_LEN => (2, IPV4_HEADER_LEN, len),
+        6 if len >= IPV6_HEADER_LEN => (4, IPV6_HEADER_LEN, len - IPV6_HEADER_LEN),
+        4 | 6 => return Err(OffloadError::Truncated),
+        version => return Err(OffloadError::NotIp(version)),
+    };
+    if head.len() < header_len {
+        return Err(OffloadError::PastHead);
+    }
     let length = u16::try_from(length).map_err(|_| OffloadError::TooLong)?;
-    if u16_at(packet, at) != length {
-        set_u16(packet, at, length);
+    if u16_at(head, at) != length {
+        set_u16(head, at, length);
     }
     Ok(())
 }
