@@ -5,9 +5,10 @@
 use core::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 
 use oxtun_abi::offload::{
-    MAX_UDP_SEGMENTS, Segments, SendCopy, SendOffload, Transport, header_for_client, parse,
-    validate,
+    MAX_UDP_SEGMENTS, SEND_HEAD_LEN, Segments, SendCopy, SendOffload, Transport, header_for_client,
+    ones_complement_sum, parse, validate,
 };
+
 use oxtun_abi::vnet::{VNET_HDR_LEN, VirtioNetHdr};
 use oxtun_abi::{
     CallerWidth, ExtendedRegistration, ExtendedRegistrationError, Features, MAX_IP_PACKET_SIZE,
@@ -450,10 +451,9 @@ fn tcp_in_two(packet: &[u8]) -> Option<SendOffload> {
 }
 
 /// Bytes of the copy [`Registration::plan`] stages of a packet of `len` bytes to cut it: the
-/// header it made, the packet, and room for its largest segment (never larger than the packet),
-/// which is made there before it is copied into its ring slot.
+/// header it made, and the packet.
 fn staged_len(len: usize) -> usize {
-    VNET_HDR_LEN + 2 * len
+    VNET_HDR_LEN + len
 }
 
 /// The staged copy [`Registration::plan`] kept in an NBL's stash, taken back.
@@ -491,9 +491,7 @@ fn write_nbl(
     counts: &mut Counts,
 ) -> bool {
     if let Some(mut staged) = take_staged(nbl) {
-        let (vnet, rest) = staged.split_at_mut(VNET_HDR_LEN);
-        let len = rest.len() / 2;
-        let (packet, scratch) = rest.split_at_mut(len);
+        let (vnet, packet) = staged.split_at_mut(VNET_HDR_LEN);
         let mut bytes = [0u8; VNET_HDR_LEN];
         bytes.copy_from_slice(vnet);
         let made = VirtioNetHdr::decode(&bytes);
@@ -504,19 +502,24 @@ fn write_nbl(
             return false;
         };
         let mut written = true;
+        // Each segment's headers are made here, its checksum from its payload's sum in the
+        // staged copy: the slot is only written.
+        let mut headers = [0u8; SEND_HEAD_LEN];
         for segment in segments.iter() {
             let size = segment.size();
             let Some(mut slot) = reservation.push_packet((header + size) as u32) else {
                 return false;
             };
-            // Made in the scratch room first: writing a segment reads it back (its checksums).
-            if segment.write(scratch).is_err() {
+            let payload = &packet[segment.payload()];
+            let Ok(header_len) = segment.write_headers(&mut headers, ones_complement_sum(payload))
+            else {
                 slot.fill(0);
                 written = false;
                 continue;
-            }
+            };
             slot.write(0, &VirtioNetHdr::NONE.encode()[..header]);
-            slot.write(header, &scratch[..size]);
+            slot.write(header, &headers[..header_len]);
+            slot.write(header + header_len, payload);
             counts.packets += 1;
             counts.octets += size as u64;
         }
