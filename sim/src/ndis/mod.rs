@@ -369,8 +369,11 @@ impl<'a> Indicated<'a> {
                 Cow::Borrowed(&first[..len.min(first.len())])
             }
             _ => {
-                let mut head = self.pieces.concat();
-                head.truncate(len);
+                let mut head = Vec::with_capacity(len);
+                for piece in self.pieces {
+                    let take = piece.len().min(len - head.len());
+                    head.extend_from_slice(&piece[..take]);
+                }
                 Cow::Owned(head)
             }
         }

@@ -622,7 +622,7 @@ pub fn check_received<'a>(
                  IpChecksumSucceeded and TcpChecksumSucceeded"
             ));
         }
-        violations.extend(unflagged_wrong_checksums(flags, ipv6, whole));
+        violations.extend(unflagged_wrong_checksums(flags, ipv6, head, whole));
     } else {
         if offloads.timestamp_delta != 0 {
             // RscTcpTimestampDelta describes the segments of a coalesced unit
@@ -717,34 +717,28 @@ pub fn check_received<'a>(
 fn unflagged_wrong_checksums<'a>(
     flags: usize,
     ipv6: bool,
+    head: &[u8],
     whole: impl FnOnce() -> Cow<'a, [u8]>,
 ) -> Vec<String> {
     type Checksum = NDIS_TCP_IP_CHECKSUM_NET_BUFFER_LIST_INFO;
     let mut wrong = Vec::new();
-    let all_flagged = Checksum::RX_TCP_CHECKSUM_VALUE_INVALID
-        | if ipv6 {
-            0
-        } else {
-            Checksum::RX_IP_CHECKSUM_VALUE_INVALID
-        };
-    if flags & all_flagged == all_flagged {
-        return wrong;
-    }
-    let packet = whole();
-    let packet = packet.as_ref();
-    let Ok(layout) = parse(packet) else {
-        return wrong;
-    };
+    let header_len = usize::from(head.first().copied().unwrap_or(0) & 0x0F) * 4;
     if !ipv6
         && flags & Checksum::RX_IP_CHECKSUM_VALUE_INVALID == 0
-        && ones_complement_sum(&packet[..layout.ip_header_len]) != 0xFFFF
+        && (20..=head.len()).contains(&header_len)
+        && ones_complement_sum(&head[..header_len]) != 0xFFFF
     {
         wrong.push(
             "an RSC unit's IPv4 header checksum is wrong, not flagged IpChecksumValueInvalid"
                 .to_string(),
         );
     }
-    if flags & Checksum::RX_TCP_CHECKSUM_VALUE_INVALID == 0
+    if flags & Checksum::RX_TCP_CHECKSUM_VALUE_INVALID != 0 {
+        return wrong;
+    }
+    let packet = whole();
+    let packet = packet.as_ref();
+    if let Ok(layout) = parse(packet)
         && add(
             layout.pseudo_header_sum(packet),
             ones_complement_sum(&packet[layout.ip_header_len..]),
