@@ -19,7 +19,9 @@
 //! Then TCP, one stream each way at once (iperf3 --bidir), through the demo's two adapters and
 //! router, with offloads (the router's sessions take the per-packet header, the adapters' keywords
 //! turn every offload on) and without, against a veth pair, every MTU 1500, in namespaces made for
-//! it; with the CPU time the router and the emulators spent per GB forwarded. Last, a reflect run of its own measures
+//! it; with the CPU time the router and the emulators spent per GB forwarded. Beside them, the
+//! floor under any path through Linux's TUN devices: two of them offloading as the emulators' do,
+//! and a thread each way moving packets from one to the other, no driver or ring. Last, a reflect run of its own measures
 //! the kernel stack each driver callback uses; measuring costs, so its rates are not reported.
 //! Needs root (it makes a network namespace of its own): `cargo bench -p oxtun-sim --bench
 //! emulator [-- PATH|SIZE...]`, where words name the paths (reflect, tun, plain, tcp, stack) or
@@ -556,11 +558,70 @@ fn through_router(features: Features, keywords: &[&str]) -> TcpRow {
     row
 }
 
+/// TCP both ways through two TUN devices that offload as the emulators' do (TUNSETOFFLOAD with
+/// checksums, TSO and USO), a thread each way moving every packet from one to the other with its
+/// virtio_net_hdr as it is: no driver, no ring, no router, two copies per byte (Linux's, into the
+/// reading process and out of the writing one). What any path through Linux's TUN devices costs
+/// on this machine: the floor under the rows through the emulators. Returns the rates, and the
+/// CPU time and bytes of the two threads.
+fn through_tun_pair() -> ((f64, f64), Duration, u64) {
+    use oxtun_sim::upper_edge::{TUN_F_CSUM, TUN_F_TSO4, TUN_F_TSO6, TUN_F_USO4, TUN_F_USO6};
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    let namespaces = Namespaces::new(&["e", "f"]);
+    let names = ["oxtun-pair-e", "oxtun-pair-f"];
+    let addresses = ["10.75.0.1/24", "10.75.0.2/24"];
+    let mut tuns = vec![];
+    for index in 0..2 {
+        let (name, namespace) = (names[index], namespaces.0[index].as_str());
+        let tun = tun::open_with_headers(name, true).unwrap();
+        let flags = TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6 | TUN_F_USO4 | TUN_F_USO6;
+        tun::set_offload(&tun, flags).unwrap();
+        // The open descriptor keeps working once its interface is in another namespace.
+        ip(None, &["link", "set", "dev", name, "netns", namespace]);
+        ip(
+            Some(namespace),
+            &["address", "add", addresses[index], "dev", name],
+        );
+        ip(Some(namespace), &["link", "set", name, "mtu", "1500", "up"]);
+        tuns.push(tun);
+    }
+    let stop = AtomicBool::new(false);
+    let bytes = AtomicU64::new(0);
+    let forward = |from: &OwnedFd, to: &OwnedFd| {
+        let mut buffer = vec![0u8; 0x10000 + 64];
+        while !stop.load(Ordering::Relaxed) {
+            wait_readable(from.as_raw_fd(), Duration::from_millis(100));
+            // SAFETY: reading into our buffer from our non-blocking TUN descriptor.
+            let read =
+                unsafe { libc::read(from.as_raw_fd(), buffer.as_mut_ptr().cast(), buffer.len()) };
+            if read <= 0 {
+                continue;
+            }
+            // SAFETY: writing what was read to our TUN descriptor; a full queue drops it.
+            unsafe { libc::write(to.as_raw_fd(), buffer.as_ptr().cast(), read as usize) };
+            bytes.fetch_add(read as u64, Ordering::Relaxed);
+        }
+    };
+    let (rates, cpu) = thread::scope(|scope| {
+        let before = own_cpu();
+        scope.spawn(|| forward(&tuns[0], &tuns[1]));
+        scope.spawn(|| forward(&tuns[1], &tuns[0]));
+        let rates = iperf_both_ways(&namespaces.0[0], &namespaces.0[1], "10.75.0.2");
+        let cpu = own_cpu() - before;
+        stop.store(true, Ordering::Relaxed);
+        (rates, cpu)
+    });
+    drop(tuns);
+    drop(namespaces);
+    (rates, cpu, bytes.into_inner())
+}
+
 /// TCP both ways through two adapters and the demo's router, with offloads and without, then
-/// over a veth pair; every interface's MTU 1500.
+/// through a TUN pair and over a veth pair; every interface's MTU 1500.
 fn tcp_rows() {
     let plain = through_router(Features::NONE, &[]);
     let offloads = through_router(Features::VNET_HDR, &OFFLOAD_KEYWORDS);
+    let (tun_pair, tun_pair_cpu, tun_pair_bytes) = through_tun_pair();
 
     let namespaces = Namespaces::new(&["c", "d"]);
     let (c, d) = (&namespaces.0[0], &namespaces.0[1]);
@@ -604,6 +665,16 @@ fn tcp_rows() {
             per_gb(row.emulator_cpu),
         );
     }
+    println!(
+        "{:<42} {:>6.2} Gbit/s e->f {:>6.2} Gbit/s f->e; {:.2}x and {:.2}x veth; CPU: forwarder \
+         {:.0} (the floor of any path through TUN devices here)",
+        "two TUN devices and a forwarder",
+        tun_pair.0,
+        tun_pair.1,
+        tun_pair.0 / veth.0,
+        tun_pair.1 / veth.1,
+        tun_pair_cpu.as_secs_f64() * 1e3 / (tun_pair_bytes.max(1) as f64 / 1e9),
+    );
     println!(
         "{:<42} {:>6.2} Gbit/s c->d {:>6.2} Gbit/s d->c",
         "a veth pair", veth.0, veth.1,
