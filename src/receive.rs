@@ -494,8 +494,12 @@ impl Receiver {
         let mut ticket = Some(ticket);
         for segment in segments.iter() {
             let payload = segment.payload();
-            let payload_sum =
-                self.sum_ring_bytes(ring, packet, VNET_HDR_LEN + payload.start, payload.len());
+            let payload_sum = sum_ring_bytes(
+                &ring.reader,
+                packet,
+                VNET_HDR_LEN + payload.start,
+                payload.len(),
+            );
             let mut headers = [0u8; SPLIT_HEADERS_CAPACITY];
             let Ok(header_len) = segment.write_headers(&mut headers, payload_sum) else {
                 continue;
@@ -533,27 +537,6 @@ impl Receiver {
             ring.finish(own);
         }
         Ok(())
-    }
-
-    /// The one's complement sum of `len` bytes of `packet` from `start`, read out of the ring in
-    /// small copies (its bytes are the client's, which may change them as they are read).
-    fn sum_ring_bytes(&self, ring: &ReceiveRing, packet: &Packet, start: usize, len: usize) -> u16 {
-        let mut chunk = [0u8; 256];
-        let mut sum = 0;
-        let mut done = 0;
-        while done < len {
-            let want = (len - done).min(chunk.len());
-            let got = ring
-                .reader
-                .copy_packet_from(packet, start + done, &mut chunk[..want]);
-            if got == 0 {
-                break;
-            }
-            // Chunks of even length keep every later one at an even offset.
-            sum = add(sum, ones_complement_sum(&chunk[..got]));
-            done += got;
-        }
-        sum
     }
 
     /// Puts an NBL for a packet of `headers` (the driver's copy) and the `payload_len` bytes at
@@ -966,6 +949,25 @@ impl Receiver {
             }
         }
     }
+}
+
+/// The one's complement sum of `len` bytes of `packet` from `start`, read out of the ring in
+/// small copies (its bytes are the client's, which may change them as they are read).
+fn sum_ring_bytes(reader: &RingReader, packet: &Packet, start: usize, len: usize) -> u16 {
+    let mut chunk = [0u8; 256];
+    let mut sum = 0;
+    let mut done = 0;
+    while done < len {
+        let want = (len - done).min(chunk.len());
+        let got = reader.copy_packet_from(packet, start + done, &mut chunk[..want]);
+        if got == 0 {
+            break;
+        }
+        // Chunks of even length keep every later one at an even offset.
+        sum = add(sum, ones_complement_sum(&chunk[..got]));
+        done += got;
+    }
+    sum
 }
 
 /// The receive thread of a registration.
