@@ -19,7 +19,7 @@ use oxtun_abi::vnet::{
 };
 use oxtun_abi::{
     CompletionOrder, PACKET_HEADER_SIZE, Packet, RING_HEADER_SIZE, RingError, RingReader,
-    SleepDecision, Ticket,
+    RingRegion, SleepDecision, Ticket,
 };
 
 use crate::offload::{
@@ -74,12 +74,31 @@ impl ReceiveRing {
         }
     }
 
+    fn view(&self) -> RingView {
+        RingView {
+            region: *self.reader.region(),
+            pages: self.pages,
+            takes_headers: self.takes_headers,
+        }
+    }
+
     /// Releases the ring space of finished packets, in ring order.
     fn finish(&mut self, ticket: Ticket) {
         if let Some(end) = self.order.finish(ticket) {
             self.reader.release_to(end);
         }
     }
+}
+
+/// What reading a packet the receive thread took from the ring needs, without the ring's lock:
+/// the ring's memory and pages stay as they are while the thread runs (stop joins it before it
+/// lets the ring go), and a packet's bytes stay where they are until its ticket is finished.
+#[derive(Clone, Copy)]
+struct RingView {
+    region: RingRegion,
+    pages: LockedPages,
+    /// The client asked for the per-packet header: every ring packet starts with one.
+    takes_headers: bool,
 }
 
 /// What the receive thread does with one packet.
@@ -326,94 +345,125 @@ impl Receiver {
     }
 
     /// Reads up to a batch of packets into `batch`, skipping what is not IP (and counting it as
-    /// an error), telling the stack of each what `offloads` allow.
+    /// an error), telling the stack of each what `offloads` allow. The ring's lock is held only
+    /// to take each packet and its ticket: what is done with the packet is done after it.
     fn read_batch(
         &self,
         batch: &mut NblList,
         counts: &mut Counts,
         offloads: ReceiveOffloads,
     ) -> RingState {
-        let mut receive = self.ring.lock();
-        let Some(ring) = receive.as_mut() else {
-            return RingState::Stopped;
-        };
         while batch.len() < BATCH as u32 {
-            let packet = match ring.reader.next_packet() {
-                Ok(Some(packet)) => packet,
-                Ok(None) => return RingState::Readable,
-                Err(_stopped) => return RingState::Stopped,
-            };
-            let ticket = ring.order.begin(packet.end());
-            let mut head = [0u8; HEAD];
-            let copied = ring.reader.copy_packet(&packet, &mut head);
-            let offset = (RING_HEADER_SIZE + packet.offset() + PACKET_HEADER_SIZE) as usize;
-            // Where the IP packet starts in the ring packet, and what the header lets through
-            // zero-copy: a packet of its own size whose checksums are complete (no flag) or
-            // verified (DATA_VALID). Anything else the header asks is done on a copy.
-            let (skip, info) = if ring.takes_headers {
-                if packet.size() < VNET_HDR_LEN as u32 {
-                    counts.errors += 1;
-                    ring.finish(ticket);
-                    continue;
-                }
-                let mut bytes = [0u8; VNET_HDR_LEN];
-                bytes.copy_from_slice(&head[..VNET_HDR_LEN]);
-                let header = VirtioNetHdr::decode(&bytes);
-                let verified = header.flags == VIRTIO_NET_HDR_F_DATA_VALID;
-                if header.gso_type != VIRTIO_NET_HDR_GSO_NONE || !(header.flags == 0 || verified) {
-                    let in_place = self.super_packet_in_place(
-                        ring, &packet, ticket, &header, offloads, batch, counts,
-                    );
-                    if let Err(ticket) = in_place {
-                        self.receive_copy(ring, &packet, ticket, offloads, batch, counts);
-                    }
-                    continue;
-                }
-                let ip_head = &head[VNET_HDR_LEN..copied];
-                let info = ReceiveInfo {
-                    checksum: if verified {
-                        receive_checksum_info(ip_head, offloads, true)
-                    } else {
-                        0
-                    },
-                    coalesced: 0,
+            let (packet, ticket, ring) = {
+                let mut receive = self.ring.lock();
+                let Some(ring) = receive.as_mut() else {
+                    return RingState::Stopped;
                 };
-                (VNET_HDR_LEN as u32, info)
-            } else {
-                (0, ReceiveInfo::default())
+                let packet = match ring.reader.next_packet() {
+                    Ok(Some(packet)) => packet,
+                    Ok(None) => return RingState::Readable,
+                    Err(_stopped) => return RingState::Stopped,
+                };
+                let ticket = ring.order.begin(packet.end());
+                (packet, ticket, ring.view())
             };
-            let size = packet.size() - skip;
-            let ipv6 = match verdict(size, head[skip as usize]) {
-                Verdict::Ipv4 => false,
-                Verdict::Ipv6 => true,
-                Verdict::Skip => {
-                    counts.errors += 1;
-                    ring.finish(ticket);
-                    continue;
-                }
-            };
-            let Some(mut nbl) = self.take_cached_nbl() else {
-                counts.discards += 1;
-                ring.finish(ticket);
-                continue;
-            };
-            // SAFETY: the ring's pages stay locked until every NBL describing them is back
-            // (stop waits for that before it lets the ring go); the adapter's own handle.
-            unsafe {
-                nbl.describe(
-                    self.miniport,
-                    ring.pages,
-                    offset + skip as usize,
-                    size,
-                    ipv6,
-                    info,
-                    ticket.into_raw(),
-                )
-            };
-            counts.octets += u64::from(size);
-            batch.push(nbl);
+            self.take_packet(&ring, &packet, ticket, offloads, batch, counts);
         }
         RingState::Readable
+    }
+
+    /// One packet read from the ring, which `ticket` holds: described in place, or as the header
+    /// before it asks, into `batch`; or counted and its ticket finished.
+    fn take_packet(
+        &self,
+        ring: &RingView,
+        packet: &Packet,
+        ticket: Ticket,
+        offloads: ReceiveOffloads,
+        batch: &mut NblList,
+        counts: &mut Counts,
+    ) {
+        let mut head = [0u8; HEAD];
+        let copied = ring.region.copy_packet_from(packet, 0, &mut head);
+        let offset = (RING_HEADER_SIZE + packet.offset() + PACKET_HEADER_SIZE) as usize;
+        // Where the IP packet starts in the ring packet, and what the header lets through
+        // zero-copy: a packet of its own size whose checksums are complete (no flag) or
+        // verified (DATA_VALID). Anything else the header asks is done on a copy.
+        let (skip, info) = if ring.takes_headers {
+            if packet.size() < VNET_HDR_LEN as u32 {
+                counts.errors += 1;
+                self.finish(ticket);
+                return;
+            }
+            let mut bytes = [0u8; VNET_HDR_LEN];
+            bytes.copy_from_slice(&head[..VNET_HDR_LEN]);
+            let header = VirtioNetHdr::decode(&bytes);
+            let verified = header.flags == VIRTIO_NET_HDR_F_DATA_VALID;
+            if header.gso_type != VIRTIO_NET_HDR_GSO_NONE || !(header.flags == 0 || verified) {
+                let in_place = self
+                    .super_packet_in_place(ring, packet, ticket, &header, offloads, batch, counts);
+                if let Err(ticket) = in_place {
+                    self.receive_copy(ring, packet, ticket, offloads, batch, counts);
+                }
+                return;
+            }
+            let ip_head = &head[VNET_HDR_LEN..copied];
+            let info = ReceiveInfo {
+                checksum: if verified {
+                    receive_checksum_info(ip_head, offloads, true)
+                } else {
+                    0
+                },
+                coalesced: 0,
+            };
+            (VNET_HDR_LEN as u32, info)
+        } else {
+            (0, ReceiveInfo::default())
+        };
+        let size = packet.size() - skip;
+        let ipv6 = match verdict(size, head[skip as usize]) {
+            Verdict::Ipv4 => false,
+            Verdict::Ipv6 => true,
+            Verdict::Skip => {
+                counts.errors += 1;
+                self.finish(ticket);
+                return;
+            }
+        };
+        let Some(mut nbl) = self.take_cached_nbl() else {
+            counts.discards += 1;
+            self.finish(ticket);
+            return;
+        };
+        // SAFETY: the ring's pages stay locked until every NBL describing them is back
+        // (stop waits for that before it lets the ring go); the adapter's own handle.
+        unsafe {
+            nbl.describe(
+                self.miniport,
+                ring.pages,
+                offset + skip as usize,
+                size,
+                ipv6,
+                info,
+                ticket.into_raw(),
+            )
+        };
+        counts.octets += u64::from(size);
+        batch.push(nbl);
+    }
+
+    /// Gives a packet's ticket back (its NBLs are done with, or it never had one).
+    fn finish(&self, ticket: Ticket) {
+        if let Some(ring) = self.ring.lock().as_mut() {
+            ring.finish(ticket);
+        }
+    }
+
+    /// Another ticket for the packet `ticket` holds, for another NBL describing part of it
+    /// (`None` only without a ring, which the receive thread always has).
+    fn share(&self, ticket: &Ticket) -> Option<Ticket> {
+        let mut receive = self.ring.lock();
+        Some(receive.as_mut()?.order.share(ticket))
     }
 
     /// A super-packet whose payload goes up in place, its headers the driver's copy: as one RSC
@@ -427,7 +477,7 @@ impl Receiver {
     #[allow(clippy::too_many_arguments)]
     fn super_packet_in_place(
         &self,
-        ring: &mut ReceiveRing,
+        ring: &RingView,
         packet: &Packet,
         ticket: Ticket,
         header: &VirtioNetHdr,
@@ -436,7 +486,7 @@ impl Receiver {
         counts: &mut Counts,
     ) -> Result<(), Ticket> {
         let mut head = [0u8; VNET_HDR_LEN + SPLIT_HEADERS_CAPACITY];
-        let copied = ring.reader.copy_packet(packet, &mut head);
+        let copied = ring.region.copy_packet_from(packet, 0, &mut head);
         let ip_len = (packet.size() as usize).saturating_sub(VNET_HDR_LEN);
         let ip_head = &mut head[VNET_HDR_LEN..copied.max(VNET_HDR_LEN)];
         let Ok(Offload { gso: Some(gso), .. }) = validate_head(header, ip_head, ip_len) else {
@@ -495,7 +545,7 @@ impl Receiver {
         for segment in segments.iter() {
             let payload = segment.payload();
             let payload_sum = sum_ring_bytes(
-                &ring.reader,
+                &ring.region,
                 packet,
                 VNET_HDR_LEN + payload.start,
                 payload.len(),
@@ -513,9 +563,12 @@ impl Receiver {
             let piece = match ticket.take() {
                 Some(own) if segment.is_last() => own,
                 Some(own) => {
-                    let shared = ring.order.share(&own);
+                    let shared = self.share(&own);
                     ticket = Some(own);
-                    shared
+                    match shared {
+                        Some(shared) => shared,
+                        None => break,
+                    }
                 }
                 None => break,
             };
@@ -532,9 +585,9 @@ impl Receiver {
                 counts,
             );
         }
-        // Only if a segment's headers did not fit, which validation rules out.
+        // Only if a segment's headers did not fit, which validation rules out, or without a ring.
         if let Some(own) = ticket {
-            ring.finish(own);
+            self.finish(own);
         }
         Ok(())
     }
@@ -545,7 +598,7 @@ impl Receiver {
     #[allow(clippy::too_many_arguments)]
     fn push_split(
         &self,
-        ring: &mut ReceiveRing,
+        ring: &RingView,
         headers: &[u8],
         payload_at: usize,
         payload_len: usize,
@@ -557,7 +610,7 @@ impl Receiver {
     ) {
         let Some(mut nbl) = self.take_cached_nbl() else {
             counts.discards += 1;
-            ring.finish(ticket);
+            self.finish(ticket);
             return;
         };
         // SAFETY: the ring's pages stay locked until every NBL describing them is back (stop
@@ -590,7 +643,7 @@ impl Receiver {
     /// stays bounded by the ring, whatever the client writes.
     fn receive_copy(
         &self,
-        ring: &mut ReceiveRing,
+        ring: &RingView,
         packet: &Packet,
         ticket: Ticket,
         offloads: ReceiveOffloads,
@@ -602,7 +655,7 @@ impl Receiver {
             None => Some(ticket.into_raw()),
         };
         if let Some(ticket) = unheld {
-            ring.finish(Ticket::from_raw(ticket));
+            self.finish(Ticket::from_raw(ticket));
         }
     }
 
@@ -610,7 +663,7 @@ impl Receiver {
     /// (`None` if it put none there).
     fn copy_and_describe(
         &self,
-        ring: &mut ReceiveRing,
+        ring: &RingView,
         packet: &Packet,
         offloads: ReceiveOffloads,
         batch: &mut NblList,
@@ -621,7 +674,7 @@ impl Receiver {
             return None;
         };
         let bytes = whole.bytes_mut().expect("a fresh buffer");
-        ring.reader.copy_packet(packet, bytes);
+        ring.region.copy_packet_from(packet, 0, bytes);
         let (header, ip) = bytes.split_at_mut(VNET_HDR_LEN);
         let mut header_bytes = [0u8; VNET_HDR_LEN];
         header_bytes.copy_from_slice(header);
@@ -953,13 +1006,13 @@ impl Receiver {
 
 /// The one's complement sum of `len` bytes of `packet` from `start`, read out of the ring in
 /// small copies (its bytes are the client's, which may change them as they are read).
-fn sum_ring_bytes(reader: &RingReader, packet: &Packet, start: usize, len: usize) -> u16 {
+fn sum_ring_bytes(region: &RingRegion, packet: &Packet, start: usize, len: usize) -> u16 {
     let mut chunk = [0u8; 256];
     let mut sum = 0;
     let mut done = 0;
     while done < len {
         let want = (len - done).min(chunk.len());
-        let got = reader.copy_packet_from(packet, start + done, &mut chunk[..want]);
+        let got = region.copy_packet_from(packet, start + done, &mut chunk[..want]);
         if got == 0 {
             break;
         }

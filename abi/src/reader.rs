@@ -62,6 +62,23 @@ impl Packet {
     }
 }
 
+impl RingRegion {
+    /// Copies the bytes of `packet` (one a reader of this ring found) from `start` on into `out`,
+    /// as many as fit; returns how many (none if `start` is past its end). Whoever holds the
+    /// packet unreleased may copy it without the reader: its bytes stay where they are until
+    /// then, though the producer may write them meanwhile.
+    pub fn copy_packet_from(&self, packet: &Packet, start: usize, out: &mut [u8]) -> usize {
+        let size = packet.size as usize;
+        let start = start.min(size);
+        let len = out.len().min(size - start);
+        let data = self.packet_data(packet.offset, packet.size);
+        // SAFETY: `data` holds packet.size >= start + len bytes inside the region (packet_data
+        // checked it); `out` is a distinct, exclusive buffer.
+        unsafe { core::ptr::copy_nonoverlapping(data.add(start), out.as_mut_ptr(), len) };
+        len
+    }
+}
+
 /// What the consumer should do after announcing that it is about to sleep.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum SleepDecision {
@@ -193,20 +210,7 @@ impl RingReader {
 
     /// Copies the first bytes of `packet` into `out`, as many as fit; returns how many.
     pub fn copy_packet(&self, packet: &Packet, out: &mut [u8]) -> usize {
-        self.copy_packet_from(packet, 0, out)
-    }
-
-    /// Copies the bytes of `packet` from `start` on into `out`, as many as fit; returns how many
-    /// (none if `start` is past its end).
-    pub fn copy_packet_from(&self, packet: &Packet, start: usize, out: &mut [u8]) -> usize {
-        let size = packet.size as usize;
-        let start = start.min(size);
-        let len = out.len().min(size - start);
-        let data = self.region.packet_data(packet.offset, packet.size);
-        // SAFETY: `data` holds packet.size >= start + len bytes inside the region (packet_data
-        // checked it); `out` is a distinct, exclusive buffer.
-        unsafe { core::ptr::copy_nonoverlapping(data.add(start), out.as_mut_ptr(), len) };
-        len
+        self.region.copy_packet_from(packet, 0, out)
     }
 
     /// Whether `Tail` differs from where reading stopped: a cheap look, for spinning before
