@@ -784,6 +784,59 @@ fn segments_of_a_super_packet_hold_its_ring_space_until_the_last_returns() {
     setup.finish();
 }
 
+/// The receive thread holds the ring's spin lock only to take each packet and its ticket: every
+/// packet, in place, copied, coalesced or cut, is described (its MDL built) with no spin lock held,
+/// so returns on other processors, which take that lock, never spin while the thread reads,
+/// checks, sums or cuts a packet.
+#[oxtun_sim::test]
+fn packets_are_read_and_described_outside_the_rings_lock() {
+    let setup = setup_keywords(&[("*RscIPv4", "1")]);
+    let process = Process::new(Token::Administrator, Bitness::Bits64);
+    let (handle, rings) = register_with_headers(&setup.adapter, &process);
+    oxtun_sim::mm::mdl::most_spin_locks_held_building_partial_mdls();
+    let needs_checksum = VirtioNetHdr {
+        flags: VIRTIO_NET_HDR_F_NEEDS_CSUM,
+        csum_start: 20,
+        csum_offset: 16,
+        ..VirtioNetHdr::NONE
+    };
+    let gso = VirtioNetHdr {
+        gso_type: VIRTIO_NET_HDR_GSO_TCPV4,
+        hdr_len: 40,
+        gso_size: 1000,
+        ..needs_checksum
+    };
+    let mut with_cwr = packet(false, 6, 2000);
+    with_cwr[33] |= 0x80;
+    let ecn = VirtioNetHdr {
+        gso_type: VIRTIO_NET_HDR_GSO_TCPV4 | VIRTIO_NET_HDR_GSO_ECN,
+        ..gso
+    };
+    assert!(client_write(
+        &mut rings.receive_writer(),
+        &rings.receive_event,
+        &[
+            with_header(VirtioNetHdr::NONE, &packet(false, 6, 100)),
+            with_header(needs_checksum, &partial(packet(false, 6, 100))),
+            with_header(gso, &partial(packet(false, 6, 3000))),
+            with_header(ecn, &partial(with_cwr)),
+        ]
+    ));
+    let received = setup
+        .adapter
+        .wait_received(5, std::time::Duration::from_secs(20));
+    assert_eq!(received.len(), 5);
+    assert_eq!(
+        oxtun_sim::mm::mdl::most_spin_locks_held_building_partial_mdls(),
+        0,
+        "a packet described while a spin lock was held"
+    );
+    wait_released(&rings);
+    handle.close();
+    setup.assert_nothing_held();
+    setup.finish();
+}
+
 #[oxtun_sim::test]
 fn partial_checksums_are_completed_and_super_packets_cut_without_rsc() {
     let setup = setup();

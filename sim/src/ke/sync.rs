@@ -50,6 +50,11 @@ pub fn forget_objects_in(start: usize, len: usize) {
     }
 }
 
+/// How many spin locks the calling thread holds.
+pub(crate) fn spin_locks_held_here() -> usize {
+    HELD_HERE.with(|held| held.borrow().len())
+}
+
 fn acquire_spin_lock(lock: *mut KSPIN_LOCK) {
     let address = lock as usize;
     if HELD_HERE.with(|held| held.borrow().contains(&address)) {

@@ -275,6 +275,18 @@ pub unsafe extern "efiapi" fn MmUnmapLockedPages(address: PVOID, mdl: PMDL) {
     }
 }
 
+/// The most spin locks a thread held while it built a partial MDL, since the last
+/// [`most_spin_locks_held_building_partial_mdls`]: an observation for tests (a driver that
+/// describes packets while it holds a lock makes whoever waits for the lock spin meanwhile).
+static MOST_SPIN_LOCKS_AT_PARTIAL_MDL: std::sync::atomic::AtomicUsize =
+    std::sync::atomic::AtomicUsize::new(0);
+
+/// The most spin locks any thread held while it called IoBuildPartialMdl since the last call of
+/// this function, which starts the count again.
+pub fn most_spin_locks_held_building_partial_mdls() -> usize {
+    MOST_SPIN_LOCKS_AT_PARTIAL_MDL.swap(0, std::sync::atomic::Ordering::Relaxed)
+}
+
 #[kernel_export]
 pub unsafe extern "efiapi" fn IoBuildPartialMdl(
     source: PMDL,
@@ -284,6 +296,10 @@ pub unsafe extern "efiapi" fn IoBuildPartialMdl(
 ) {
     // IoBuildPartialMdl (wdm.h): "IRQL <= DISPATCH_LEVEL".
     irql::require_at_most(DISPATCH_LEVEL, "IoBuildPartialMdl");
+    MOST_SPIN_LOCKS_AT_PARTIAL_MDL.fetch_max(
+        crate::ke::sync::spin_locks_held_here(),
+        std::sync::atomic::Ordering::Relaxed,
+    );
     let mut mdls = MDLS.lock().unwrap();
     let Some(source_state) = mdls.get(&(source as usize)) else {
         // SourceMdl is "an MDL that describes the original buffer" (IoBuildPartialMdl).
