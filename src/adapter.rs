@@ -156,12 +156,12 @@ impl Adapter {
     /// A client that takes the per-packet header came or went: the offloads the keywords and
     /// the stack enable come into force, or go out of it. At PASSIVE_LEVEL.
     fn set_header_client(&self, registered: bool) {
-        let mut state = self.offloads.lock();
+        let state = self.offloads.enter();
         let next = OffloadState {
             header_client: registered,
-            ..*state
+            ..state.get()
         };
-        self.apply_offloads(&mut state, next);
+        self.apply_offloads(&state, next);
     }
 
     /// Whether a registration of `owner` lives or is ending.
@@ -285,30 +285,43 @@ impl Adapter {
         read: usize,
         change: impl FnOnce(OffloadState) -> Result<OffloadState, OidAnswer>,
     ) -> OidAnswer {
-        let mut state = self.offloads.lock();
-        match change(*state) {
+        let state = self.offloads.enter();
+        match change(state.get()) {
             Ok(next) => {
-                self.apply_offloads(&mut state, next);
+                self.apply_offloads(&state, next);
                 OidAnswer::done(read)
             }
             Err(answer) => answer,
         }
     }
 
-    /// Puts `next` in force and reports it, under the offloads' lock (`state`): what the receive
-    /// path loses it stops saying before the report, what it gains it says only after
-    /// ([`Receiver::set_offloads`]); the send path's share changes before the report, so a send
-    /// call that begins after the OID that turned a large send off drops such sends (one already
-    /// under way may still carry one through: the window the LSO page warns of).
-    fn apply_offloads(&self, state: &mut OffloadState, next: OffloadState) {
-        let receive = next.receive();
+    /// Puts `next` in force and reports it, the offloads' lock (`state`) held or entered again:
+    /// what the receive path loses it stops saying before the report, what it gains it says only
+    /// after ([`Receiver::set_offloads`]); the send path's share changes before the report, so a
+    /// send call that begins after the OID that turned a large send off drops such sends (one
+    /// already under way may still carry one through: the window the LSO page warns of).
+    ///
+    /// The report may come back into the driver on this thread: a filter's status handler that
+    /// issues an offload OID request before it passes the report on. That request enters the
+    /// lock again, puts its change in force and reports it from inside this report; the stack
+    /// then sees this older report after it. So once the report returns, if the state moved
+    /// under it, the state now is reported again, until a report leaves it as it was.
+    fn apply_offloads(&self, state: &PassiveLockGuard<'_, OffloadState>, next: OffloadState) {
         self.receiver
-            .set_offloads(self.receiver.offloads().and(receive));
+            .set_offloads(self.receiver.offloads().and(next.receive()));
         self.send_offloads
             .store(next.send().bits(), Ordering::Release);
-        *state = next;
-        self.indicate_offloads(next.current());
-        self.receiver.set_offloads(receive);
+        state.set(next);
+        let mut reported = next;
+        loop {
+            self.indicate_offloads(reported.current());
+            let now = state.get();
+            if now == reported {
+                break;
+            }
+            reported = now;
+        }
+        self.receiver.set_offloads(reported.receive());
     }
 
     /// NDIS_STATUS_TASK_OFFLOAD_CURRENT_CONFIG with `current`.
@@ -331,7 +344,7 @@ impl Adapter {
     /// configuration what is in force now, which is nothing: no client is registered yet.
     fn set_offload_attributes(&self) -> Result<(), NDIS_STATUS> {
         let mut hardware = Offloads::ALL.to_ndis();
-        let mut current = self.offloads.lock().current().to_ndis();
+        let mut current = self.offloads.enter().get().current().to_ndis();
         let mut attributes = NDIS_MINIPORT_ADAPTER_OFFLOAD_ATTRIBUTES {
             Header: NDIS_OBJECT_HEADER {
                 Type: NDIS_OBJECT_TYPE_MINIPORT_ADAPTER_OFFLOAD_ATTRIBUTES,

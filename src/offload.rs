@@ -462,7 +462,7 @@ impl Activation {
 }
 
 /// The adapter's offload state: everything that decides what is in force.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct OffloadState {
     /// What the keywords allow, then what OID_TCP_OFFLOAD_PARAMETERS sets.
     pub enabled: Offloads,

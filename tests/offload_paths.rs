@@ -166,6 +166,45 @@ fn a_client_that_takes_the_header_puts_what_the_keywords_enable_in_force_while_i
     setup.finish();
 }
 
+/// A filter whose status handler, on the thread that reports, issues an offload OID request of
+/// its own before it passes the report on: the driver serves it from within its report (it holds
+/// the offloads' lock there, and waiting for it would be waiting for itself), reports its change,
+/// and, once its own report returns, reports again what is in force, so the last report the
+/// stack sees is the state.
+#[oxtun_sim::test]
+fn an_offload_oid_from_within_the_drivers_report_is_served_and_the_state_reported_last() {
+    let setup = setup_keywords(&[("*LsoV2IPv4", "1"), ("*RscIPv4", "1")]);
+    let process = Process::new(Token::Administrator, Bitness::Bits64);
+    let off = offload_parameters(5, |parameters| {
+        parameters.LsoV2IPv4 = NDIS_OFFLOAD_PARAMETERS_LSOV2_DISABLED;
+    });
+    let answer = setup
+        .adapter
+        .set_within_next_offload_report(OID_TCP_OFFLOAD_PARAMETERS, &off);
+    let indications = setup.adapter.offloads().indications;
+    let (handle, rings) = register_with_headers(&setup.adapter, &process);
+    let answer = answer
+        .lock()
+        .unwrap()
+        .clone()
+        .expect("the request was issued");
+    assert_eq!(answer.status, NDIS_STATUS_SUCCESS);
+    let record = setup.adapter.offloads();
+    // The registration's report, the request's from within it, and the state again after it.
+    assert_eq!(record.indications, indications + 3);
+    let current = record.current();
+    assert!(
+        current.lso_v4.is_none(),
+        "LSO the request turned off is reported in force"
+    );
+    assert!(current.rsc_v4);
+    handle.close();
+    assert!(rings.ended());
+    assert_eq!(setup.adapter.offloads().current(), Offloads::default());
+    setup.assert_nothing_held();
+    setup.finish();
+}
+
 // ---- the send path ----
 
 /// Large sends and checksums left undone reach a client that takes the header whole, with the

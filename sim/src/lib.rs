@@ -375,6 +375,25 @@ impl Adapter {
         ndis::oid_request(self.handle, NdisRequestSetInformation, oid, data.to_vec())
     }
 
+    /// Sets `oid` to `data` from within the adapter's next NDIS_STATUS_TASK_OFFLOAD_CURRENT_CONFIG,
+    /// on the thread that indicates it, as a filter's status handler may before it passes the
+    /// indication on ([`ndis::within_next_offload_report`]); the answer is put in the slot
+    /// returned.
+    pub fn set_within_next_offload_report(
+        &self,
+        oid: NDIS_OID,
+        data: &[u8],
+    ) -> std::sync::Arc<std::sync::Mutex<Option<OidResult>>> {
+        let answer = std::sync::Arc::new(std::sync::Mutex::new(None));
+        let (handle, data, slot) = (self.handle as usize, data.to_vec(), answer.clone());
+        ndis::within_next_offload_report(move || {
+            let result =
+                ndis::oid_request(handle as NDIS_HANDLE, NdisRequestSetInformation, oid, data);
+            *slot.lock().unwrap() = Some(result);
+        });
+        answer
+    }
+
     /// Sends one NBL per entry of `nbls` (each a list of packets, one NET_BUFFER each), laid
     /// out in MDLs as `layout` says, at `irql`; returns each NBL's completion status.
     pub fn send(

@@ -315,6 +315,7 @@ kernel_imports!("ntoskrnl.exe" {
     pub fn IofCompleteRequest(Irp: PIRP, PriorityBoost: i8);
     pub fn IoIs32bitProcess(Irp: PIRP) -> u8;
     pub fn IoGetCurrentProcess() -> PEPROCESS;
+    pub fn PsGetCurrentThread() -> PVOID;
     pub fn IoAllocateMdl(
         VirtualAddress: PVOID,
         Length: ULONG,

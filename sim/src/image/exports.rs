@@ -108,6 +108,7 @@ pub fn table() -> Vec<Export> {
         declared!("ntoskrnl.exe", mdl::IoBuildPartialMdl),
         declared!("ntoskrnl.exe", mdl::IoFreeMdl),
         declared!("ntoskrnl.exe", process::IoGetCurrentProcess),
+        declared!("ntoskrnl.exe", process::PsGetCurrentThread),
         declared!("ntoskrnl.exe", security::IoGetFileObjectGenericMapping),
         declared!("ntoskrnl.exe", io::IoIs32bitProcess),
         declared!("ntoskrnl.exe", io::IofCompleteRequest),

@@ -938,7 +938,23 @@ pub unsafe extern "efiapi" fn NdisMIndicateStatusEx(
         *block.link_state.lock().unwrap() = Some(link);
     } else if indication.StatusCode == NDIS_STATUS_TASK_OFFLOAD_CURRENT_CONFIG {
         current_offloads_indicated(block, indication);
+        let within = WITHIN_NEXT_OFFLOAD_REPORT.lock().unwrap().take();
+        if let Some(handler) = within {
+            handler();
+        }
     }
+}
+
+/// What runs within the next NDIS_STATUS_TASK_OFFLOAD_CURRENT_CONFIG, on the indicating thread.
+static WITHIN_NEXT_OFFLOAD_REPORT: Mutex<Option<Box<dyn FnOnce() + Send>>> = Mutex::new(None);
+
+/// Runs `handler` once, on the miniport's thread and before NdisMIndicateStatusEx returns, within
+/// the next NDIS_STATUS_TASK_OFFLOAD_CURRENT_CONFIG: what a filter's status handler may do before
+/// it passes the indication on, an OID request of its own to the miniport among it (NDIS calls
+/// the miniport's MiniportOidRequest on the requesting thread when no other request is under
+/// way).
+pub fn within_next_offload_report(handler: impl FnOnce() + Send + 'static) {
+    *WITHIN_NEXT_OFFLOAD_REPORT.lock().unwrap() = Some(Box::new(handler));
 }
 
 #[kernel_export]

@@ -895,6 +895,13 @@ pub extern "efiapi" fn IoGetCurrentProcess() -> PEPROCESS {
     current().eprocess()
 }
 
+/// PsGetCurrentThread: "a pointer to the current thread" (its page; any IRQL), the ETHREAD whose
+/// KTHREAD KeGetCurrentThread gives.
+#[kernel_export]
+pub extern "efiapi" fn PsGetCurrentThread() -> PVOID {
+    crate::ke::thread::current_thread().address() as PVOID
+}
+
 /// The process-exit notification routines registered.
 static NOTIFY_ROUTINES: Mutex<Vec<CREATE_PROCESS_NOTIFY_ROUTINE_EX>> = Mutex::new(Vec::new());
 
