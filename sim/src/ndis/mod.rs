@@ -950,9 +950,9 @@ static WITHIN_NEXT_OFFLOAD_REPORT: Mutex<Option<Box<dyn FnOnce() + Send>>> = Mut
 
 /// Runs `handler` once, on the miniport's thread and before NdisMIndicateStatusEx returns, within
 /// the next NDIS_STATUS_TASK_OFFLOAD_CURRENT_CONFIG: what a filter's status handler may do before
-/// it passes the indication on, an OID request of its own to the miniport among it (NDIS calls
-/// the miniport's MiniportOidRequest on the requesting thread when no other request is under
-/// way).
+/// it passes the indication on, an OID request of its own to the miniport among it, which the
+/// simulator hands the miniport there and then (the case a miniport must survive; whether NDIS
+/// ever does so is for Windows to show).
 pub fn within_next_offload_report(handler: impl FnOnce() + Send + 'static) {
     *WITHIN_NEXT_OFFLOAD_REPORT.lock().unwrap() = Some(Box::new(handler));
 }
