@@ -10,8 +10,8 @@ use core::hint::spin_loop;
 use core::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 
 use oxtun_abi::offload::{
-    Checksum, Checksums, IpVersion, Offload, Receive, Segments, add, complete_partial_checksum,
-    fill_checksums, fill_ipv4_header_checksum, ones_complement_sum, parse, receive_as,
+    Checksum, Checksums, IpVersion, Offload, Receive, RunningSum, Segments,
+    complete_partial_checksum, fill_checksums, fill_checksums_head, parse, receive_as,
     receive_as_head, validate, validate_head,
 };
 use oxtun_abi::vnet::{
@@ -516,9 +516,11 @@ impl Receiver {
             // as checked: `skb_csum_unnecessary`). The IPv4 header's, in the driver's copy, is
             // recomputed.
             let headers = &mut ip_head[..gso.header_len()];
-            if !ipv6
-                && fill_ipv4_header_checksum(&mut headers[..gso.layout().ip_header_len]).is_err()
-            {
+            let ipv4_header = Checksums {
+                ipv4_header: true,
+                transport: false,
+            };
+            if fill_checksums_head(headers, ip_len, ipv4_header, 0).is_err() {
                 return Err(ticket);
             }
             let info = ReceiveInfo {
@@ -1008,7 +1010,7 @@ impl Receiver {
 /// small copies (its bytes are the client's, which may change them as they are read).
 fn sum_ring_bytes(region: &RingRegion, packet: &Packet, start: usize, len: usize) -> u16 {
     let mut chunk = [0u8; 256];
-    let mut sum = 0;
+    let mut sum = RunningSum::new();
     let mut done = 0;
     while done < len {
         let want = (len - done).min(chunk.len());
@@ -1016,11 +1018,10 @@ fn sum_ring_bytes(region: &RingRegion, packet: &Packet, start: usize, len: usize
         if got == 0 {
             break;
         }
-        // Chunks of even length keep every later one at an even offset.
-        sum = add(sum, ones_complement_sum(&chunk[..got]));
+        sum.push(&chunk[..got]);
         done += got;
     }
-    sum
+    sum.sum()
 }
 
 /// The receive thread of a registration.

@@ -2,7 +2,7 @@
 //! partial checksum (NEEDS_CSUM), computing a packet's checksums from scratch, and seeding a
 //! transport checksum field with its pseudo-header's sum for the other side to complete.
 
-use super::packet::{IPV4_HEADER_LEN, IpVersion, Layout, Transport, parse_head};
+use super::packet::{IpVersion, Layout, Transport, parse_head};
 use super::{OffloadError, set_u16};
 
 /// The one's complement sum of `data` read as big-endian 16-bit words (a trailing odd byte is
@@ -169,16 +169,6 @@ pub(crate) fn seed_partial_checksum(packet: &mut [u8], layout: &Layout, transpor
         layout.ip_header_len + transport.checksum_offset(),
         sum,
     );
-}
-
-/// Computes and stores the checksum of `header`, an IPv4 header with its options (a copy of a
-/// packet's, say); refuses one shorter than IPv4's fixed 20 bytes.
-pub fn fill_ipv4_header_checksum(header: &mut [u8]) -> Result<(), OffloadError> {
-    if header.len() < IPV4_HEADER_LEN {
-        return Err(OffloadError::Truncated);
-    }
-    set_ipv4_header_checksum(header, header.len());
-    Ok(())
 }
 
 /// Computes and stores an IPv4 header's checksum over its `header_len` bytes.

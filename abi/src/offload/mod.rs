@@ -25,7 +25,7 @@ mod validate;
 
 pub use checksum::{
     Checksums, RunningSum, add, complete_partial_checksum, fill_checksums, fill_checksums_head,
-    fill_ipv4_header_checksum, ones_complement_sum, pseudo_header_sum, transport_checksum,
+    ones_complement_sum, pseudo_header_sum, transport_checksum,
 };
 pub use coalesce::{NotCoalescible, Receive, RscInfo, receive_as, receive_as_head};
 pub use packet::{IpVersion, Layout, PROTOCOL_TCP, PROTOCOL_UDP, Transport, parse, parse_head};

@@ -1975,8 +1975,9 @@ fn scribble_on_returned(nbl: *mut NET_BUFFER_LIST) {
 /// What a miniport must have set on a receive NBL before it indicates it: NDIS routes the
 /// return by `SourceHandle` (NET_BUFFER_LIST, Microsoft's NDIS documentation), and nothing the
 /// stack left from an earlier indication may remain: a reused NBL carrying the stack's info
-/// entries or flags describes a packet it is not.
-fn check_indicated(handle: NDIS_HANDLE, nbl: *mut NET_BUFFER_LIST) {
+/// entries or flags describes a packet it is not. Returns the packet's bytes where they lie, one
+/// slice per MDL (none without an MDL), borrowed until the NBL is returned.
+fn check_indicated<'a>(handle: NDIS_HANDLE, nbl: *mut NET_BUFFER_LIST) -> Vec<&'a [u8]> {
     // SAFETY: an NBL the driver indicates, live until returned.
     let nbl = unsafe { &*nbl };
     if nbl.SourceHandle != handle {
@@ -1997,7 +1998,7 @@ fn check_indicated(handle: NDIS_HANDLE, nbl: *mut NET_BUFFER_LIST) {
     if nb.CurrentMdl.is_null() {
         // A NET_BUFFER's data is described by its MDL chain (NET_BUFFER: MdlChain, CurrentMdl).
         violation("an indicated NBL's NET_BUFFER has no MDL");
-        return;
+        return Vec::new();
     }
     let pieces = indicated_pieces(std::ptr::from_ref(nbl).cast_mut());
     let packet = Indicated {
@@ -2027,6 +2028,7 @@ fn check_indicated(handle: NDIS_HANDLE, nbl: *mut NET_BUFFER_LIST) {
     for problem in findings.house_rules {
         house_rule(problem);
     }
+    pieces
 }
 
 /// The `NblFlags` of an indicated NBL: NDIS's bits as NDIS left them, and the flags that
@@ -2206,7 +2208,7 @@ pub unsafe extern "efiapi" fn NdisMIndicateReceiveNetBufferLists(
                 violation(format!("indicating NBL {nbl:#x}, which was not allocated"));
                 continue;
             }
-            check_indicated(handle, nbl as *mut NET_BUFFER_LIST);
+            let pieces = check_indicated(handle, nbl as *mut NET_BUFFER_LIST);
             if receive.held.contains(&nbl) || receive.returning.contains(&nbl) {
                 // An NBL the stack holds is the stack's until MiniportReturnNetBufferLists returns it.
                 violation(format!(
@@ -2216,10 +2218,7 @@ pub unsafe extern "efiapi" fn NdisMIndicateReceiveNetBufferLists(
             if receive.sink.is_some() {
                 // SAFETY: an NBL the driver indicates, live until returned.
                 let info = unsafe { &(*(nbl as *mut NET_BUFFER_LIST)).NetBufferListInfo };
-                sunk.push((
-                    indicated_pieces(nbl as *mut NET_BUFFER_LIST),
-                    ReceivedOffloads::of(info),
-                ));
+                sunk.push((pieces, ReceivedOffloads::of(info)));
             } else if receive.recording {
                 let received = read_received(nbl as *mut NET_BUFFER_LIST);
                 receive.received.push_back(received);

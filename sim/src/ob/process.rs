@@ -895,8 +895,8 @@ pub extern "efiapi" fn IoGetCurrentProcess() -> PEPROCESS {
     current().eprocess()
 }
 
-/// PsGetCurrentThread: "a pointer to the current thread" (its page; any IRQL), the ETHREAD whose
-/// KTHREAD KeGetCurrentThread gives.
+/// PsGetCurrentThread: "a pointer to the executive thread object that represents the currently
+/// executing thread", at any IRQL (its page); KeGetCurrentThread "is identical" (its page).
 #[kernel_export]
 pub extern "efiapi" fn PsGetCurrentThread() -> PVOID {
     crate::ke::thread::current_thread().address() as PVOID
